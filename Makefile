@@ -1,0 +1,36 @@
+# make run   - install, generate sample backups if the landing zone is empty, load them all
+# make test  - install, run the whole test suite (PostgreSQL and S3 tests included)
+# make dev   - install, open the Dagster UI on http://127.0.0.1:3000
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+
+.PHONY: install run test dev clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp $< $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/etl-assets generate-sample --if-empty
+	$(BIN)/etl-assets materialize
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev
+
+clean:
+	rm -rf data/warehouse.duckdb data/dagster_home

@@ -1,0 +1,140 @@
+"""`etl-assets`: the commands operators and `make` use."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+
+from etl_assets.resources import DATA_DIR, build_landing_zone
+
+
+def _landing_zone():
+    """The configured landing zone with its environment variables resolved."""
+    with dg.build_resources({"landing_zone": build_landing_zone()}) as resources:
+        return resources.landing_zone
+
+
+def generate_sample_command(args: argparse.Namespace) -> int:
+    from etl_assets.salesforce.sample import generate_sample
+
+    root = Path(args.root)
+    if args.if_empty and any((root / "backup").glob("*")):
+        print(f"{root / 'backup'} already holds backups; not generating a sample.")
+        return 0
+    written = generate_sample(root, folders=args.folders, rows=args.rows, seed=args.seed)
+    rows = sum(sum(objects.values()) for objects in written.values())
+    print(f"Wrote {len(written)} differential folders ({rows} rows) under {root / 'backup'}")
+    return 0
+
+
+def materialize_command(args: argparse.Namespace) -> int:
+    from etl_assets.definitions import defs
+    from etl_assets.salesforce.catalog import load_catalog
+    from etl_assets.salesforce.partitions import differential_folders
+    from etl_assets.salesforce.sensors import BackupCursor, scan_backups
+
+    catalog = load_catalog()
+    wanted_objects = {o.lower() for o in args.object}
+    unknown = wanted_objects - {api.lower() for api in catalog}
+    if unknown:
+        print(f"Unknown object(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    scan = scan_backups(_landing_zone(), BackupCursor(), catalog, open_folders=0)
+    requests = [
+        r
+        for r in scan.run_requests
+        if (not args.folder or r.partition_key in args.folder)
+        and (not args.from_folder or r.partition_key >= args.from_folder)
+        and (not args.to_folder or r.partition_key <= args.to_folder)
+    ]
+    if not requests:
+        print("No differential folders with catalog objects matched.")
+        return 0
+
+    instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
+    with instance:
+        instance.add_dynamic_partitions(differential_folders.name, [r.partition_key for r in requests])
+        job = defs.resolve_job_def("salesforce_backup_job")
+        totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        failed: list[str] = []
+        for request in requests:
+            selection = [k for k in request.asset_selection if not wanted_objects or k.path[-1] in wanted_objects]
+            if not selection:
+                continue
+            result = job.execute_in_process(
+                partition_key=request.partition_key,
+                asset_selection=selection,
+                instance=instance,
+                tags={"etl_assets/launched_by": "etl-assets materialize"},
+                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+                raise_on_error=False,
+            )
+            if not result.success:
+                failed.append(request.partition_key)
+            for event in result.get_asset_materialization_events():
+                materialization = event.step_materialization_data.materialization
+                table = materialization.metadata.get("dagster/table_name")
+                if table is None:
+                    continue
+                row = totals[table.value]
+                row["partitions"] += 1
+                for name in ("rows_read", "rows_rejected", "inserted", "updated"):
+                    if name in materialization.metadata:
+                        row[name] += materialization.metadata[name].value
+                row["table_rows"] = materialization.metadata["dagster/row_count"].value
+            print(f"{request.partition_key}: {'ok' if result.success else 'FAILED'} ({len(selection)} object(s))")
+    _print_summary(totals)
+    if failed:
+        print(f"\n{len(failed)} folder(s) had failures: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_summary(totals: dict[str, dict[str, int]]) -> None:
+    columns = ["table", "partitions", "rows_read", "rows_rejected", "inserted", "updated", "table_rows"]
+    rows = [[table] + [str(totals[table][c]) for c in columns[1:]] for table in sorted(totals)]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    print()
+    print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths))))
+    for row in rows:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etl-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("generate-sample", help="write deterministic Salesforce backups")
+    sample.add_argument("--root", default=str(DATA_DIR / "landing"), help="landing zone folder")
+    sample.add_argument("--folders", type=int, default=6)
+    sample.add_argument("--rows", type=int, default=120, help="rows per object per folder")
+    sample.add_argument("--seed", type=int, default=7)
+    sample.add_argument("--if-empty", action="store_true", help="do nothing if backups already exist")
+    sample.set_defaults(func=generate_sample_command)
+
+    materialize = commands.add_parser(
+        "materialize", help="load Salesforce backup folders from the landing zone (all by default)"
+    )
+    materialize.add_argument("--folder", action="append", default=[], help="a folder (repeatable)")
+    materialize.add_argument("--from", dest="from_folder", help="first folder of a range")
+    materialize.add_argument("--to", dest="to_folder", help="last folder of a range")
+    materialize.add_argument("--object", action="append", default=[], help="an object API name (repeatable)")
+    materialize.add_argument(
+        "--ephemeral", dest="persistent", action="store_false", help="do not record runs in DAGSTER_HOME"
+    )
+    materialize.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
+    materialize.set_defaults(func=materialize_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Streaming CSV reading that keeps track of where every record came from.
+
+Arrow parses fast and in bounded memory but cannot say on which line a record
+starts once quoted values hold newlines, and its errors do not name a line.
+So records are read as text by Arrow, each record's physical line is computed
+from the newlines inside its values, and when Arrow refuses a file the slow
+standard-library parser is run once to say exactly where and why.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+DEFAULT_BLOCK_SIZE = 16 << 20
+
+
+class CsvFormatError(ValueError):
+    """A file that cannot be parsed; the message names the file, line and column."""
+
+    def __init__(self, file: str, line: int | None, detail: str, column: int | None = None):
+        self.file, self.line, self.column, self.detail = file, line, column, detail
+        where = file
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column {column}"
+        super().__init__(f"{where}: {detail}")
+
+
+@dataclass(frozen=True)
+class CsvChunk:
+    """Records as text columns named as in the header, with their first line numbers."""
+
+    batch: pa.RecordBatch
+    lines: np.ndarray
+
+
+def read_header(path: Path, name: str, encoding: str = "utf-8", delimiter: str = ",") -> tuple[list[str], int]:
+    """The header's field names and how many physical lines it spans."""
+    try:
+        with open(path, encoding=_with_bom(encoding), newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter, strict=True)
+            header = next(reader, None)
+            lines = reader.line_num
+    except UnicodeDecodeError:
+        raise _locate_error(path, name, encoding, delimiter) from None
+    except csv.Error as error:
+        raise CsvFormatError(name, 1, f"unreadable header: {error}") from None
+    if not header or header == [""]:
+        raise CsvFormatError(name, 1, "the file is empty: no header line")
+    return header, lines
+
+
+def iter_csv_chunks(
+    path: Path,
+    name: str,
+    header: list[str],
+    header_lines: int,
+    encoding: str = "utf-8",
+    delimiter: str = ",",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> Iterator[CsvChunk]:
+    """Yield the records of `path` in chunks of text columns; empty values stay ''."""
+    read_options = pacsv.ReadOptions(
+        column_names=header,
+        skip_rows=header_lines,
+        block_size=block_size,
+        encoding=_arrow_encoding(encoding),
+    )
+    parse_options = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
+    convert_options = pacsv.ConvertOptions(
+        column_types={column: pa.string() for column in header},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        null_values=[],
+    )
+    if _odd_quote_count(path):
+        raise _locate_error(path, name, encoding, delimiter, len(header), "a quoted value is never closed")
+    next_line = header_lines + 1
+    try:
+        reader = pacsv.open_csv(path, read_options, parse_options, convert_options)
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            inner = _newlines_per_record(batch)
+            lines = next_line + np.arange(batch.num_rows, dtype=np.int64)
+            lines[1:] += np.cumsum(inner[:-1])
+            next_line = int(lines[-1] + inner[-1] + 1)
+            yield CsvChunk(batch, lines)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+        raise _locate_error(path, name, encoding, delimiter, len(header), str(error)) from None
+
+
+def _odd_quote_count(path: Path) -> bool:
+    """Valid CSV holds quote characters in pairs; Arrow accepts a quote left open at EOF."""
+    count = 0
+    with open(path, "rb") as f:
+        while block := f.read(DEFAULT_BLOCK_SIZE):
+            count += block.count(b'"')
+    return count % 2 == 1
+
+
+def _newlines_per_record(batch: pa.RecordBatch) -> np.ndarray:
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        counts = pc.count_substring(column, "\n")
+        if pc.max(counts).as_py():
+            total += counts.to_numpy(zero_copy_only=False)
+    return total
+
+
+def _locate_error(
+    path: Path, name: str, encoding: str, delimiter: str, expected: int | None = None, arrow_detail: str = ""
+) -> CsvFormatError:
+    """Re-read `path` with the strict standard parser to find the first bad spot."""
+    decoder_name = _with_bom(encoding)
+    with open(path, "rb") as raw:
+        for line_number, line in enumerate(raw, start=1):
+            try:
+                line.decode(decoder_name if line_number == 1 else encoding)
+            except UnicodeDecodeError as error:
+                return CsvFormatError(
+                    name, line_number, f"bytes not valid {encoding}: {line[error.start:error.end]!r}", error.start + 1
+                )
+    with open(path, encoding=decoder_name, newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        start = 1
+        try:
+            for record in reader:
+                if expected is None:
+                    expected = len(record)
+                elif len(record) != expected and record != []:
+                    return CsvFormatError(name, start, f"expected {expected} fields, found {len(record)}")
+                start = reader.line_num + 1
+        except csv.Error as error:
+            return CsvFormatError(name, start, f"malformed CSV: {error}")
+    return CsvFormatError(name, None, f"could not be parsed: {arrow_detail or 'unknown error'}")
+
+
+def _with_bom(encoding: str) -> str:
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _arrow_encoding(encoding: str) -> str:
+    return "utf8" if codecs.lookup(encoding).name == "utf-8" else encoding
+

@@ -1,0 +1,142 @@
+"""Where files land: a local folder by default, an S3 bucket in production.
+
+Both expose the same small interface, keyed by '/'-separated paths relative to
+the landing root, so sensors and assets never care which one they talk to.
+Listings are in key order and can start after a key, which is what lets a
+sensor keep a cursor instead of re-listing thousands of folders every tick.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.key}:{self.size}:{int(self.modified)}"
+
+
+class LandingZone(dg.ConfigurableResource):
+    """Base class; see `LocalLandingZone` and `S3LandingZone`."""
+
+    def list_files(self, prefix: str, start_after: str = "") -> Iterator[LandedFile]:
+        """Files under `prefix` in key order, skipping keys <= `start_after`.
+
+        A folder with nothing in it is reported as a zero-size key ending in '/',
+        so callers can tell an empty folder from a missing one.
+        """
+        raise NotImplementedError
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """A local path holding the file's bytes for as long as the context lasts."""
+        raise NotImplementedError
+
+    def put_file(self, key: str, source: Path) -> None:
+        raise NotImplementedError
+
+    @property
+    def list_calls(self) -> int:
+        """How many listing requests this instance made (for the benchmark and tests)."""
+        return self._list_calls
+
+    _list_calls: int = PrivateAttr(default=0)
+
+    def location(self, key: str = "") -> str:
+        raise NotImplementedError
+
+
+class LocalLandingZone(LandingZone):
+    """A folder on this machine (the embedded default: data/landing)."""
+
+    root: str = "data/landing"
+
+    def location(self, key: str = "") -> str:
+        return str(Path(self.root) / key)
+
+    def list_files(self, prefix: str, start_after: str = "") -> Iterator[LandedFile]:
+        base = Path(self.root)
+        yield from self._walk(base, prefix.rstrip("/"), start_after)
+
+    def _walk(self, base: Path, relative: str, start_after: str) -> Iterator[LandedFile]:
+        self._list_calls += 1
+        directory = base / relative if relative else base
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        if not entries and relative and f"{relative}/" > start_after:
+            yield LandedFile(f"{relative}/", 0, directory.stat().st_mtime)
+            return
+        for entry in entries:
+            key = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.is_dir():
+                # Everything under key sorts after key + "/"; skip whole subtrees that are done.
+                if start_after and not (key + "/\uffff" > start_after):
+                    continue
+                yield from self._walk(base, key, start_after)
+            elif entry.is_file() and key > start_after:
+                stat = entry.stat()
+                yield LandedFile(key, stat.st_size, stat.st_mtime)
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        yield Path(self.root) / key
+
+    def put_file(self, key: str, source: Path) -> None:
+        target = Path(self.root) / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+class S3LandingZone(LandingZone):
+    """An S3 bucket (and optional key prefix), reached through dagster-aws' S3Resource."""
+
+    s3: dg.ResourceDependency[S3Resource]
+    bucket: str
+    prefix: str = ""
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
+
+    def location(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def list_files(self, prefix: str, start_after: str = "") -> Iterator[LandedFile]:
+        client = self.s3.get_client()
+        root = self._key("")
+        kwargs = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+        if start_after:
+            kwargs["StartAfter"] = self._key(start_after)
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(**kwargs):
+            self._list_calls += 1
+            for item in page.get("Contents", []):
+                key = item["Key"][len(root):]
+                yield LandedFile(key, item["Size"], item["LastModified"].timestamp())
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="etl_assets_s3_") as directory:
+            path = Path(directory) / Path(key).name
+            self.s3.get_client().download_file(self.bucket, self._key(key), str(path))
+            yield path
+
+    def put_file(self, key: str, source: Path) -> None:
+        self.s3.get_client().upload_file(str(source), self.bucket, self._key(key))

@@ -1,0 +1,104 @@
+"""Validated rows on their way into the warehouse.
+
+An asset streams its rows through `StagedBatchWriter`, which spills them to
+Parquet in bounded memory; the `StagedBatch` it closes into is what the
+warehouse IO manager bulk-loads (DuckDB reads the Parquet directly, PostgreSQL
+streams it through COPY, Redshift COPYs it from S3). Rejected rows travel in the
+same batch so good rows and rejects land in one transaction.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from etl_assets.resources.warehouse.spec import REJECTS_SCHEMA, TableSpec
+
+ROWS_PER_FILE = 2_000_000
+
+
+@dataclass
+class StagedBatch:
+    spec: TableSpec
+    partition: str | None
+    directory: Path
+    files: list[Path] = field(default_factory=list)
+    reject_files: list[Path] = field(default_factory=list)
+    rows: int = 0
+    rejected_rows: int = 0
+
+    def discard(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class StagedBatchWriter:
+    """Collects good rows and rejects of one table load as Parquet files."""
+
+    def __init__(self, spec: TableSpec, partition: str | None, directory: Path | None = None):
+        self.schema = spec.arrow_schema()
+        root = Path(directory) if directory else None
+        if root:
+            root.mkdir(parents=True, exist_ok=True)
+        self.batch = StagedBatch(spec, partition, Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root)))
+        self._rows = self._rejects = None
+        self._rows_in_file = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows; columns are matched by name and cast to the staged types."""
+        if table.num_rows == 0:
+            return
+        table = conform(table, self.schema)
+        if self._rows is None or self._rows_in_file >= ROWS_PER_FILE:
+            self._close_rows()
+            path = self.batch.directory / f"part-{len(self.batch.files):05d}.parquet"
+            self._rows = pq.ParquetWriter(path, self.schema, compression="snappy")
+            self.batch.files.append(path)
+            self._rows_in_file = 0
+        self._rows.write_table(table)
+        self._rows_in_file += table.num_rows
+        self.batch.rows += table.num_rows
+
+    def reject(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._rejects is None:
+            path = self.batch.directory / "rejects.parquet"
+            self._rejects = pq.ParquetWriter(path, REJECTS_SCHEMA)
+            self.batch.reject_files.append(path)
+        self._rejects.write_table(conform(table, REJECTS_SCHEMA))
+        self.batch.rejected_rows += table.num_rows
+
+    def _close_rows(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
+            self._rows = None
+
+    def close(self) -> StagedBatch:
+        self._close_rows()
+        if self._rejects is not None:
+            self._rejects.close()
+        return self.batch
+
+    def abort(self) -> None:
+        self.close()
+        self.batch.discard()
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns: missing ones null, types cast."""
+    columns = []
+    for target in schema:
+        if target.name in table.column_names:
+            column = table.column(target.name)
+            if column.type != target.type:
+                # Timestamps are truncated to microseconds, the precision every target keeps.
+                column = column.cast(target.type, safe=not pa.types.is_timestamp(target.type))
+            columns.append(column)
+        else:
+            columns.append(pa.nulls(table.num_rows, target.type))
+    return pa.Table.from_arrays(columns, schema=schema)

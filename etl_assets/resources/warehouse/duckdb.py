@@ -1,0 +1,91 @@
+"""DuckDB: the embedded default warehouse, a single file under data/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+import duckdb
+import pandas as pd
+
+from etl_assets.resources.warehouse.base import Session, Warehouse
+from etl_assets.resources.warehouse.spec import ColumnType, quote
+
+
+class DuckDBSession(Session):
+    param = "?"
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection):
+        self.connection = connection
+
+    def execute(self, sql: str, params: Sequence = ()) -> int:
+        result = self.connection.execute(sql, list(params)).fetchall()
+        # DML returns one row holding the affected count; DDL returns nothing.
+        return int(result[0][0]) if result and len(result[0]) == 1 and isinstance(result[0][0], int) else 0
+
+    def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        return self.connection.execute(sql, list(params)).fetchall()
+
+    def bulk_load(self, table: str, columns: Sequence[str], files: Sequence[Path]) -> None:
+        if not files:
+            return
+        names = ", ".join(quote(c) for c in columns)
+        self.connection.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM read_parquet(?)", [[str(f) for f in files]]
+        )
+
+
+class DuckDBWarehouse(Warehouse):
+    """A DuckDB database file; created on first use."""
+
+    path: str = "data/warehouse.duckdb"
+    lock_timeout_seconds: float = 600.0
+
+    type_names: ClassVar[dict[ColumnType, str]] = {
+        **Warehouse.type_names,
+        ColumnType.STRING: "VARCHAR",
+        ColumnType.FLOAT: "DOUBLE",
+    }
+    # An ART index on every key costs memory and load time and buys nothing here:
+    # keys are unique by construction of the merge.
+    primary_key_constraint: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        return f"duckdb:{self.path}"
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting while another process holds DuckDB's single-writer lock."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(self.path, read_only=read_only)
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    @contextmanager
+    def session(self) -> Iterator[DuckDBSession]:
+        connection = self.connect()
+        try:
+            connection.begin()
+            yield DuckDBSession(connection)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+
+    def read_table(self, schema: str, table: str) -> pd.DataFrame:
+        connection = self.connect()
+        try:
+            return connection.execute(f"SELECT * FROM {quote(schema)}.{quote(table)}").df()
+        finally:
+            connection.close()

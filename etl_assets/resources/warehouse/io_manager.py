@@ -1,0 +1,66 @@
+"""The warehouse IO manager every domain hands its rows to.
+
+Unlike dagster-duckdb's IO managers, which delete a partition's slice and
+insert it again, this one merges (SCD Type 1): a partition adds or updates
+keys, it does not own rows. Asset keys name tables as [schema, table].
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.batch import StagedBatch
+from etl_assets.resources.warehouse.spec import LINEAGE_COLUMNS, LOADED_AT, ColumnType, TableSpec
+
+
+def table_schema(spec: TableSpec) -> dg.TableSchema:
+    columns = [
+        dg.TableColumn(
+            c.name,
+            c.type.value,
+            constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=c.name == spec.primary_key),
+        )
+        for c in spec.columns
+    ]
+    columns += [dg.TableColumn(name, "lineage") for name, _ in LINEAGE_COLUMNS]
+    columns.append(dg.TableColumn(LOADED_AT, ColumnType.DATETIME.value))
+    return dg.TableSchema(columns=columns)
+
+
+class WarehouseIOManager(dg.ConfigurableIOManager):
+    """Bulk-loads StagedBatch outputs into the configured warehouse and merges them."""
+
+    warehouse: Warehouse
+
+    def handle_output(self, context: dg.OutputContext, obj: StagedBatch) -> None:
+        if not isinstance(obj, StagedBatch):
+            raise TypeError(f"WarehouseIOManager stores StagedBatch outputs, got {type(obj).__name__}")
+        spec = obj.spec
+        try:
+            result = self.warehouse.load(obj)
+        except Exception:
+            context.log.error(f"Load of {spec.schema}.{spec.name} failed; staged files kept in {obj.directory}")
+            raise
+        obj.discard()
+        total = self.warehouse.query(f"SELECT COUNT(*) FROM {self.warehouse.table(spec)}")[0][0]
+        context.add_output_metadata(
+            {
+                "dagster/table_name": f"{spec.schema}.{spec.name}",
+                "dagster/row_count": total,
+                "dagster/column_schema": table_schema(spec),
+                "warehouse": self.warehouse.describe(),
+                "rows_staged": obj.rows,
+                "keys_staged": result.keys_staged,
+                "rows_rejected": result.rows_rejected,
+                "inserted": result.inserted,
+                "updated": result.updated,
+                "unchanged": result.unchanged,
+                "added_columns": list(result.added_columns),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        schema, table = context.asset_key.path[-2:]
+        return self.warehouse.read_table(schema, table)

@@ -1,0 +1,137 @@
+"""What the warehouse needs to know about a table, independent of the engine.
+
+Every domain describes its tables with `TableSpec`; the engines turn it into DDL
+and merges. Identifiers are validated here once, so SQL builders can quote them
+without ever putting data into SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+import pyarrow as pa
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+QUOTABLE = re.compile(r"^[a-z_][a-z0-9_]*$")  # also our own lineage columns, which start with "_"
+MAX_IDENTIFIER_LENGTH = 63  # PostgreSQL's limit, the tightest of our targets
+
+
+class InvalidIdentifier(ValueError):
+    """A table or column name that cannot safely become a warehouse identifier."""
+
+
+def identifier(name: str) -> str:
+    """Lower-case `name` and check it is a plain identifier; raise otherwise."""
+    lowered = name.lower()
+    if not IDENTIFIER.match(lowered) or len(lowered) > MAX_IDENTIFIER_LENGTH:
+        raise InvalidIdentifier(
+            f"{name!r} is not a valid identifier: use letters, digits and underscores, "
+            f"starting with a letter, at most {MAX_IDENTIFIER_LENGTH} characters"
+        )
+    return lowered
+
+
+def quote(name: str) -> str:
+    """Quote an identifier that `identifier` has already validated."""
+    if not QUOTABLE.match(name) or len(name) > MAX_IDENTIFIER_LENGTH:
+        raise InvalidIdentifier(f"refusing to quote unvalidated identifier {name!r}")
+    return f'"{name}"'
+
+
+class ColumnType(str, Enum):
+    STRING = "string"
+    DATETIME = "datetime"
+    DATE = "date"
+    BOOLEAN = "boolean"
+    INTEGER = "integer"
+    FLOAT = "float"
+
+    @property
+    def arrow(self) -> pa.DataType:
+        return _ARROW_TYPES[self]
+
+
+_ARROW_TYPES = {
+    ColumnType.STRING: pa.string(),
+    ColumnType.DATETIME: pa.timestamp("us", tz="UTC"),
+    ColumnType.DATE: pa.date32(),
+    ColumnType.BOOLEAN: pa.int16(),  # the field's rule: booleans are stored as 0/1 (SMALLINT)
+    ColumnType.INTEGER: pa.int64(),
+    ColumnType.FLOAT: pa.float64(),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType
+    nullable: bool = True
+
+    def __post_init__(self) -> None:
+        identifier(self.name)
+
+
+# Lineage columns every merged table carries; their order is also the tie-break
+# after the version column, so the same rows always win whatever the run order.
+SOURCE_PARTITION = "_source_partition"
+SOURCE_FILE = "_source_file"
+SOURCE_LINE = "_source_line"
+LOADED_AT = "_loaded_at"
+LINEAGE_COLUMNS = (
+    (SOURCE_PARTITION, pa.string()),
+    (SOURCE_FILE, pa.string()),
+    (SOURCE_LINE, pa.int64()),
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A merged (SCD Type 1) warehouse table: one row per primary key."""
+
+    schema: str
+    name: str
+    primary_key: str
+    version_column: str
+    columns: tuple[Column, ...]
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        identifier(self.schema)
+        identifier(self.name)
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise InvalidIdentifier(f"duplicate column names in {self.name}: {names}")
+        for key in (self.primary_key, self.version_column):
+            if key not in names:
+                raise InvalidIdentifier(f"{key!r} is not a column of {self.name}")
+
+    @property
+    def rejects_name(self) -> str:
+        return f"{self.name}_rejects"
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    def with_columns(self, columns: tuple[Column, ...]) -> TableSpec:
+        return replace(self, columns=columns)
+
+    def arrow_schema(self) -> pa.Schema:
+        """The staged (Parquet) layout: the columns, then the lineage columns."""
+        fields = [pa.field(c.name, c.type.arrow) for c in self.columns]
+        fields += [pa.field(name, type_) for name, type_ in LINEAGE_COLUMNS]
+        return pa.schema(fields)
+
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        (SOURCE_PARTITION, pa.string()),
+        (SOURCE_FILE, pa.string()),
+        (SOURCE_LINE, pa.int64()),
+        ("column_name", pa.string()),
+        ("reason", pa.string()),
+        ("raw_record", pa.string()),
+    ]
+)

@@ -1,0 +1,18 @@
+"""Salesforce differential backups -> one merged warehouse table per object."""
+
+import dagster as dg
+
+from etl_assets.salesforce.assets import GROUP, salesforce_object_assets
+from etl_assets.salesforce.sensors import salesforce_backup_sensor
+
+salesforce_backup_job = dg.define_asset_job(
+    "salesforce_backup_job",
+    selection=dg.AssetSelection.groups(GROUP),
+    description="Materialize Salesforce objects for one differential folder (partition).",
+)
+
+defs = dg.Definitions(
+    assets=salesforce_object_assets,
+    sensors=[salesforce_backup_sensor],
+    jobs=[salesforce_backup_job],
+)

@@ -1,0 +1,101 @@
+"""One software-defined asset per catalog object, partitioned by backup folder.
+
+Each materialization reads every CSV of its object in its folder, transforms
+and validates it (rejects kept, good rows loaded) and hands the staged batch to
+the warehouse IO manager, which merges it into salesforce.<object>.
+"""
+
+from contextlib import ExitStack
+
+import dagster as dg
+
+from etl_assets.resources.landing_zone import LandingZone
+from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
+from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders
+from etl_assets.salesforce.staging import SourceFile, stage_object
+
+GROUP = "salesforce"
+CODE_VERSION = "1"
+NO_SCHEMA_DRIFT = "no_schema_drift"
+NO_REJECTED_ROWS = "no_rejected_rows"
+
+
+def object_asset_key(obj: SalesforceObject) -> dg.AssetKey:
+    return dg.AssetKey([obj.schema, obj.table])
+
+
+def object_files(landing_zone: LandingZone, folder: str, obj: SalesforceObject) -> list[str]:
+    """Keys of the object's CSV files in a folder (the object folder is matched ignoring case)."""
+    prefix = f"{BACKUP_PREFIX}/{folder}/"
+    keys = []
+    for landed in landing_zone.list_files(prefix):
+        parts = landed.key[len(prefix):].split("/")
+        if len(parts) == 2 and parts[0].lower() == obj.api_name.lower() and parts[1].lower().endswith(".csv"):
+            keys.append(landed.key)
+    return keys
+
+
+def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
+    key = object_asset_key(obj)
+
+    @dg.asset(
+        key=key,
+        description=f"{obj.description}\n\nSalesforce `{obj.api_name}` merged (SCD Type 1 by "
+        f"`{obj.primary_key}`, newest `{obj.version_column}` wins) into `{obj.schema}.{obj.table}`.",
+        group_name=GROUP,
+        partitions_def=differential_folders,
+        io_manager_key="warehouse_io_manager",
+        kinds={"salesforce", "pandas", "csv"},
+        tags={"domain": "salesforce"},
+        owners=["team:data-engineering"],
+        code_version=CODE_VERSION,
+        pool="warehouse",
+        metadata={"salesforce_object": obj.api_name, "primary_key": obj.primary_key},
+        check_specs=[
+            dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog."),
+            dg.AssetCheckSpec(NO_REJECTED_ROWS, asset=key, description="Every row passed validation."),
+        ],
+    )
+    def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone):
+        folder = context.partition_key
+        keys = object_files(landing_zone, folder, obj)
+        context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
+        with ExitStack() as stack:
+            files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
+            batch, report = stage_object(obj, files, partition=folder)
+        yield dg.Output(
+            batch,
+            metadata={
+                "source_files": [landing_zone.location(k) for k in keys],
+                "rows_read": report.rows_read,
+                "rows_loaded": report.rows_valid,
+                "rows_rejected": report.rows_rejected,
+                "schema_drift": list(report.drift_columns),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=NO_SCHEMA_DRIFT,
+            passed=not report.drift_columns,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "columns_not_in_catalog": list(report.drift_columns),
+                "handling": "loaded as text columns; add them to catalog.yaml to type them",
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=NO_REJECTED_ROWS,
+            passed=report.rows_rejected == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "rows_rejected": report.rows_rejected,
+                "rejects_table": f"{obj.schema}.{obj.table}_rejects",
+                "examples": dg.MetadataValue.json(
+                    [{k: r[k] for k in ("_source_file", "_source_line", "column_name", "reason")} for r in report.reject_samples]
+                ),
+            },
+        )
+
+    return salesforce_object
+
+
+salesforce_object_assets = [build_object_asset(obj) for obj in load_catalog().values()]

@@ -1,0 +1,126 @@
+"""The Salesforce object catalog: `catalog.yaml` read into typed objects.
+
+The catalog is the single source of truth for which objects exist, how their
+columns are typed and checked, and which warehouse table each one merges into.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, identifier
+
+CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+KNOWN_CHECKS = {"isin", "min_length", "max_length", "min", "max", "regex", "salesforce_id"}
+
+
+class CatalogError(ValueError):
+    """The catalog file is malformed."""
+
+
+@dataclass(frozen=True)
+class CatalogColumn:
+    api_name: str
+    type: ColumnType
+    nullable: bool = True
+    checks: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return identifier(self.api_name)
+
+
+@dataclass(frozen=True)
+class SalesforceObject:
+    api_name: str
+    description: str
+    columns: tuple[CatalogColumn, ...]
+    schema: str
+    primary_key: str
+    version_column: str
+
+    @property
+    def table(self) -> str:
+        return identifier(self.api_name)
+
+    @property
+    def asset_name(self) -> str:
+        return self.table
+
+    def column(self, name: str) -> CatalogColumn | None:
+        """The catalog column for a warehouse column name (lower-cased)."""
+        return next((c for c in self.columns if c.name == name), None)
+
+    def table_spec(self, extra_columns: tuple[str, ...] = ()) -> TableSpec:
+        """The warehouse table; `extra_columns` (schema drift) load as text."""
+        columns = [Column(c.name, c.type, c.nullable) for c in self.columns]
+        columns += [Column(name, ColumnType.STRING) for name in extra_columns]
+        return TableSpec(
+            schema=self.schema,
+            name=self.table,
+            primary_key=identifier(self.primary_key),
+            version_column=identifier(self.version_column),
+            columns=tuple(columns),
+            description=self.description,
+        )
+
+
+def _parse_column(api_name: str, raw, where: str) -> CatalogColumn:
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise CatalogError(f"{where}.{api_name}: expected a type or a mapping with 'type'")
+    try:
+        type_ = ColumnType(raw["type"])
+    except ValueError:
+        allowed = ", ".join(t.value for t in ColumnType)
+        raise CatalogError(f"{where}.{api_name}: unknown type {raw['type']!r} (use {allowed})")
+    checks = raw.get("checks") or {}
+    unknown = set(checks) - KNOWN_CHECKS
+    if unknown:
+        raise CatalogError(f"{where}.{api_name}: unknown checks {sorted(unknown)}")
+    unknown_keys = set(raw) - {"type", "nullable", "checks"}
+    if unknown_keys:
+        raise CatalogError(f"{where}.{api_name}: unknown keys {sorted(unknown_keys)}")
+    column = CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks))
+    column.name  # validates the identifier
+    return column
+
+
+def parse_catalog(document: dict) -> dict[str, SalesforceObject]:
+    common = document.get("common_columns") or {}
+    objects: dict[str, SalesforceObject] = {}
+    for api_name, entry in (document.get("objects") or {}).items():
+        entry = entry or {}
+        where = f"objects.{api_name}"
+        own = entry.get("columns") or {}
+        columns = [_parse_column(n, raw, where) for n, raw in {**common, **own}.items()]
+        names = [c.name for c in columns]
+        if len(set(names)) != len(names):
+            raise CatalogError(f"{where}: column names collide once lower-cased")
+        obj = SalesforceObject(
+            api_name=api_name,
+            description=entry.get("description", ""),
+            columns=tuple(columns),
+            schema=identifier(entry.get("schema", document.get("schema", "salesforce"))),
+            primary_key=entry.get("primary_key", document.get("primary_key", "Id")),
+            version_column=entry.get("version_column", document.get("version_column", "SystemModstamp")),
+        )
+        obj.table_spec()  # validates keys and identifiers
+        if obj.table in {o.table for o in objects.values()}:
+            raise CatalogError(f"{where}: table name {obj.table!r} is used twice")
+        objects[api_name] = obj
+    if not objects:
+        raise CatalogError("the catalog lists no objects")
+    return objects
+
+
+@cache
+def load_catalog(path: Path = CATALOG_PATH) -> dict[str, SalesforceObject]:
+    """API name -> object, in catalog order."""
+    with open(path, encoding="utf-8") as f:
+        return parse_catalog(yaml.safe_load(f))

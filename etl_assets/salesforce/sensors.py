@@ -1,0 +1,129 @@
+"""Find new backup folders and late files; this replaces the DynamoDB table.
+
+What was processed is Dagster's own record: each run request carries a run key
+made of the folder and the fingerprint of the files it reads, and Dagster never
+launches the same run key twice. The cursor only makes listing cheap:
+
+- `closed`: every folder up to this name is done; listing starts after it, so a
+  tick lists only the open folders and whatever is new, never the whole history.
+- `open`: the newest OPEN_FOLDERS folders, with a fingerprint per object. They
+  are listed again each tick, so a late file changes a fingerprint and re-runs
+  that object for that folder. The newest folder is always open: an empty folder
+  counts as processed only once a newer folder exists (files may still arrive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from etl_assets.resources.landing_zone import LandingZone
+from etl_assets.salesforce.assets import GROUP, object_asset_key
+from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
+from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, is_differential_folder
+
+OPEN_FOLDERS = 3
+
+
+@dataclass
+class BackupCursor:
+    closed: str = ""
+    open: dict[str, dict[str, str]] = field(default_factory=dict)  # folder -> object -> fingerprint
+
+    @classmethod
+    def parse(cls, text: str | None) -> BackupCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(data.get("closed", ""), data.get("open", {}))
+
+    def serialize(self) -> str:
+        return json.dumps({"closed": self.closed, "open": self.open}, sort_keys=True)
+
+
+@dataclass
+class BackupScan:
+    run_requests: list[dg.RunRequest]
+    new_folders: list[str]
+    cursor: BackupCursor
+    ignored: list[str]
+
+
+def _fingerprint(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
+def scan_backups(
+    landing_zone: LandingZone,
+    cursor: BackupCursor,
+    catalog: dict[str, SalesforceObject],
+    open_folders: int = OPEN_FOLDERS,
+) -> BackupScan:
+    by_name = {api.lower(): obj for api, obj in catalog.items()}
+    start_after = f"{BACKUP_PREFIX}/{cursor.closed}/\uffff" if cursor.closed else ""
+    folders: dict[str, dict[str, list[str]]] = {}
+    ignored: set[str] = set()
+    for landed in landing_zone.list_files(f"{BACKUP_PREFIX}/", start_after=start_after):
+        parts = landed.key.split("/")
+        if len(parts) < 3 or not is_differential_folder(parts[1]):
+            ignored.add("/".join(parts[:2]))
+            continue
+        objects = folders.setdefault(parts[1], defaultdict(list))
+        if len(parts) == 4 and parts[3].lower().endswith(".csv") and parts[2].lower() in by_name:
+            objects[by_name[parts[2].lower()].api_name].append(landed.fingerprint)
+        elif landed.key.endswith("/") and len(parts) == 3:
+            continue  # an empty folder
+        else:
+            ignored.add(landed.key)
+
+    requests, new_folders, seen = [], [], {}
+    for folder in sorted(folders):
+        prints = {obj: _fingerprint(files) for obj, files in folders[folder].items()}
+        seen[folder] = prints
+        known = cursor.open.get(folder, {})
+        changed = sorted(obj for obj, fp in prints.items() if known.get(obj) != fp)
+        if prints and not known:
+            new_folders.append(folder)
+        if changed:
+            run_key = f"{folder}:" + _fingerprint([f"{obj}={prints[obj]}" for obj in changed])
+            requests.append(
+                dg.RunRequest(
+                    run_key=run_key,
+                    partition_key=folder,
+                    asset_selection=[object_asset_key(catalog[obj]) for obj in changed],
+                    tags={"salesforce/folder": folder, "salesforce/objects": ",".join(changed)},
+                )
+            )
+
+    ordered = sorted(set(seen) | set(cursor.open))
+    keep = ordered[-open_folders:] if open_folders > 0 else []
+    closed = max([cursor.closed] + [f for f in ordered if f not in keep])
+    next_cursor = BackupCursor(closed, {f: seen.get(f, cursor.open.get(f, {})) for f in keep})
+    return BackupScan(requests, new_folders, next_cursor, sorted(ignored))
+
+
+@dg.sensor(
+    name="salesforce_backup_sensor",
+    description="Watches the landing zone for new Salesforce backup folders and late files, "
+    "adds each folder as a partition and materializes the objects it holds.",
+    target=dg.AssetSelection.groups(GROUP),
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def salesforce_backup_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
+    scan = scan_backups(landing_zone, BackupCursor.parse(context.cursor), load_catalog())
+    if scan.ignored:
+        context.log.warning(f"Ignored {len(scan.ignored)} unexpected key(s), e.g. {scan.ignored[:5]}")
+    context.log.info(
+        f"{len(scan.new_folders)} new folder(s), {len(scan.run_requests)} run request(s), "
+        f"{landing_zone.list_calls} list call(s); closed up to {scan.cursor.closed or '-'}"
+    )
+    return dg.SensorResult(
+        run_requests=scan.run_requests,
+        dynamic_partitions_requests=[differential_folders.build_add_request(scan.new_folders)] if scan.new_folders else [],
+        cursor=scan.cursor.serialize(),
+    )

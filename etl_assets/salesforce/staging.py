@@ -1,0 +1,73 @@
+"""Read every CSV of one object in one differential folder into a StagedBatch.
+
+Headers are read first so the staged layout (catalog columns plus any drift
+columns) is fixed before the first row is written; then each file streams
+through the transform chunk by chunk, so memory does not grow with file size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
+from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
+from etl_assets.salesforce.catalog import SalesforceObject
+from etl_assets.salesforce.transform import HeaderPlan, plan_header, transform_chunk
+
+
+@dataclass
+class StageReport:
+    files: list[str] = field(default_factory=list)
+    rows_read: int = 0
+    rows_rejected: int = 0
+    drift_columns: tuple[str, ...] = ()
+    reject_samples: list[dict] = field(default_factory=list)
+
+    @property
+    def rows_valid(self) -> int:
+        return self.rows_read - self.rows_rejected
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A landed file: its key (recorded as lineage) and where its bytes are now."""
+
+    key: str
+    path: Path
+
+
+def stage_object(
+    obj: SalesforceObject,
+    files: Sequence[SourceFile],
+    partition: str,
+    staging_dir: Path | None = None,
+    block_size: int | None = None,
+) -> tuple[StagedBatch, StageReport]:
+    report = StageReport(files=[f.key for f in files])
+    plans: list[tuple[SourceFile, list[str], int, HeaderPlan]] = []
+    for source in files:
+        header, header_lines = read_header(source.path, source.key)
+        plans.append((source, header, header_lines, plan_header(obj, header, source.key)))
+    drift = tuple(dict.fromkeys(name for *_, plan in plans for name in plan.drift))
+    report.drift_columns = drift
+
+    writer = StagedBatchWriter(obj.table_spec(drift), partition, staging_dir)
+    try:
+        for source, header, header_lines, plan in plans:
+            options = {"block_size": block_size} if block_size else {}
+            for chunk in iter_csv_chunks(source.path, source.key, header, header_lines, **options):
+                rows, rejects = transform_chunk(obj, chunk, plan, partition, source.key)
+                report.rows_read += chunk.batch.num_rows
+                report.rows_rejected += rejects.num_rows
+                if rejects.num_rows and len(report.reject_samples) < 5:
+                    report.reject_samples += rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
+                writer.write(pa.Table.from_pandas(rows, preserve_index=False))
+                writer.reject(rejects)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close(), report

@@ -1,0 +1,147 @@
+"""Turn raw CSV chunks of a Salesforce object into typed, validated frames.
+
+The field's rules: datetimes to UTC timestamps, booleans to 0/1, strings
+filled with '' for null, column names lower-cased and safe as identifiers.
+A value that cannot be converted, or a row Pandera rejects, becomes a reject
+row that names its file, line, column and reason; the rest of the chunk loads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.errors
+import pyarrow as pa
+
+from etl_assets.lib.csv_reader import CsvChunk, CsvFormatError
+from etl_assets.resources.warehouse.spec import (
+    REJECTS_SCHEMA,
+    SOURCE_FILE,
+    SOURCE_LINE,
+    SOURCE_PARTITION,
+    ColumnType,
+    InvalidIdentifier,
+    identifier,
+)
+from etl_assets.salesforce.catalog import SalesforceObject
+from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
+
+TRUE_VALUES = ("true", "1")
+FALSE_VALUES = ("false", "0")
+
+
+@dataclass(frozen=True)
+class HeaderPlan:
+    """How one file's header maps onto warehouse columns."""
+
+    columns: dict[str, str]  # header field -> warehouse column
+    drift: tuple[str, ...]  # warehouse columns the catalog does not list
+
+
+def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPlan:
+    columns: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for position, field in enumerate(header, start=1):
+        try:
+            name = identifier(field.strip())
+        except InvalidIdentifier as error:
+            raise CsvFormatError(file, 1, f"header field {field!r}: {error}", column=position) from None
+        if name in seen:
+            raise CsvFormatError(
+                file, 1, f"header field {field!r} repeats column {seen[name]} once lower-cased", column=position
+            )
+        seen[name] = position
+        columns[field] = name
+    for required in (obj.primary_key, obj.version_column):
+        if identifier(required) not in seen:
+            raise CsvFormatError(file, 1, f"the header has no {required} column")
+    drift = tuple(name for name in columns.values() if obj.column(name) is None)
+    return HeaderPlan(columns, drift)
+
+
+def _convert(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.ndarray]:
+    """The typed column and a mask of values that were present but invalid."""
+    if type_ is ColumnType.STRING:
+        return raw, np.zeros(len(raw), dtype=bool)
+    present = (raw != "").to_numpy(dtype=bool, na_value=False)
+    if type_ is ColumnType.DATETIME:
+        typed = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
+    elif type_ is ColumnType.DATE:
+        typed = pd.to_datetime(raw, format="%Y-%m-%d", errors="coerce")
+    elif type_ is ColumnType.BOOLEAN:
+        lowered = raw.str.lower()
+        is_true = lowered.isin(TRUE_VALUES).to_numpy(dtype=bool, na_value=False)
+        is_false = lowered.isin(FALSE_VALUES).to_numpy(dtype=bool, na_value=False)
+        values = pd.arrays.IntegerArray(is_true.astype(np.int16), ~(is_true | is_false))
+        typed = pd.Series(values, index=raw.index)
+    else:
+        numbers = pd.to_numeric(raw.where(raw != ""), errors="coerce")
+        if type_ is ColumnType.INTEGER:
+            numbers = numbers.where(numbers % 1 == 0)
+            typed = numbers.astype("Float64").round().astype("Int64")
+        else:
+            typed = numbers.astype("Float64")
+    invalid = present & typed.isna().to_numpy(dtype=bool, na_value=True)
+    return typed, invalid
+
+
+def transform_chunk(
+    obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str
+) -> tuple[pd.DataFrame, pa.Table]:
+    """The chunk's valid rows as a typed frame, and its rejects."""
+    raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
+    raw.columns = [plan.columns[c] for c in raw.columns]
+    typed: dict[str, pd.Series] = {}
+    problems: dict[int, list[tuple[str, str]]] = {}
+    for name in raw.columns:
+        column = obj.column(name)
+        type_ = column.type if column else ColumnType.STRING
+        typed[name], invalid = _convert(raw[name], type_)
+        for row in np.flatnonzero(invalid):
+            problems.setdefault(int(row), []).append((name, f"not a valid {type_.value}: {_short(raw[name].iat[row])}"))
+    frame = pd.DataFrame(typed)
+    try:
+        object_schema(obj, plan.drift).validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as errors:
+        _collect_pandera_failures(errors, problems)
+    frame[SOURCE_PARTITION] = partition
+    frame[SOURCE_FILE] = file
+    frame[SOURCE_LINE] = chunk.lines
+    if not problems:
+        return frame, REJECTS_SCHEMA.empty_table()
+    bad_rows = np.array(sorted(problems), dtype=np.int64)
+    rejects = _rejects_table(chunk, bad_rows, problems, partition, file)
+    return frame.drop(index=frame.index[bad_rows]), rejects
+
+
+def _collect_pandera_failures(errors: pandera.errors.SchemaErrors, problems: dict[int, list]) -> None:
+    cases = errors.failure_cases
+    row_level = cases[cases["index"].notna()]
+    if len(row_level) < len(cases):
+        # A whole-column failure (wrong dtype, missing column) is a bug in the transform, not bad data.
+        raise errors
+    for row, column, check, value in zip(row_level["index"], row_level["column"], row_level["check"], row_level["failure_case"]):
+        problems.setdefault(int(row), []).append((str(column), f"failed {check}: {_short(value)}"))
+
+
+def _rejects_table(chunk: CsvChunk, rows: np.ndarray, problems: dict, partition: str, file: str) -> pa.Table:
+    originals = chunk.batch.take(pa.array(rows)).to_pylist()
+    return pa.Table.from_pydict(
+        {
+            SOURCE_PARTITION: [partition] * len(rows),
+            SOURCE_FILE: [file] * len(rows),
+            SOURCE_LINE: chunk.lines[rows].tolist(),
+            "column_name": [", ".join(dict.fromkeys(c for c, _ in problems[r])) for r in rows],
+            "reason": ["; ".join(reason for _, reason in problems[r]) for r in rows],
+            "raw_record": [json.dumps(record, ensure_ascii=False) for record in originals],
+        },
+        schema=REJECTS_SCHEMA,
+    )
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
