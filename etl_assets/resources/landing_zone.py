@@ -108,7 +108,7 @@ class LocalLandingZone(LandingZone):
 class S3LandingZone(LandingZone):
     """An S3 bucket (and optional key prefix), reached through dagster-aws' S3Resource."""
 
-    s3: dg.ResourceDependency[S3Resource]
+    s3: S3Resource
     bucket: str
     prefix: str = ""
 

@@ -1,0 +1,133 @@
+"""Fixtures for real services: the PostgreSQL server on this machine and an S3 API over HTTP.
+
+Nothing here mocks a database. PostgreSQL tests get a database of their own on
+the running server (started here if it is down, or the run stops saying how).
+S3 tests talk HTTP to moto's server mode, the way production code talks to AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+
+from etl_assets.salesforce.sample import generate_sample
+
+PG_HOST = os.environ.get("ETL_ASSETS_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("ETL_ASSETS_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("ETL_ASSETS_TEST_PG_USER", "postgres")
+SAMPLE_FOLDERS = 5
+SAMPLE_ROWS = 40
+
+
+def _pg_connect(database: str = "postgres"):
+    return psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=database, connect_timeout=3)
+
+
+def _ensure_postgres() -> None:
+    try:
+        _pg_connect().close()
+        return
+    except psycopg2.OperationalError:
+        pass
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if versions and shutil.which("pg_ctlcluster"):
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False, timeout=60
+        )
+        try:
+            _pg_connect().close()
+            return
+        except psycopg2.OperationalError:
+            pass
+    pytest.exit(
+        f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}. Start it with "
+        "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or point "
+        "ETL_ASSETS_TEST_PG_HOST/PORT/USER at a server with trust auth.",
+        returncode=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> dict:
+    _ensure_postgres()
+    return {"host": PG_HOST, "port": PG_PORT, "user": PG_USER}
+
+
+@pytest.fixture
+def postgres_database(postgres_server):
+    """A fresh database on the real server, dropped afterwards."""
+    name = f"etl_test_{uuid.uuid4().hex[:12]}"
+    admin = _pg_connect()
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    yield {**postgres_server, "database": name}
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API over HTTP (moto's server mode) for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+S3_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    """A new, empty bucket; returns (client, bucket name)."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
+    bucket = f"landing-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """Sample backups generated once per session; copy before changing them."""
+    root = tmp_path_factory.mktemp("sample_landing")
+    generate_sample(root, folders=SAMPLE_FOLDERS, rows=SAMPLE_ROWS, seed=11)
+    return root
+
+
+@pytest.fixture
+def landing_root(sample_root, tmp_path) -> Path:
+    """A private, writable copy of the sample landing zone."""
+    root = tmp_path / "landing"
+    shutil.copytree(sample_root, root)
+    return root
+
+
+def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:
+    count = 0
+    for path in sorted(root.rglob("*")):
+        key = prefix + path.relative_to(root).as_posix()
+        if path.is_dir() and not any(path.iterdir()):
+            client.put_object(Bucket=bucket, Key=key + "/", Body=b"")
+        elif path.is_file():
+            client.upload_file(str(path), bucket, key)
+            count += 1
+    return count

@@ -1,0 +1,148 @@
+"""Backups materialized through Dagster into DuckDB and the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
+from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
+from etl_assets_tests.helpers import (
+    CATALOG,
+    assert_matches_truth,
+    folders_in,
+    materialize_folders,
+    resources,
+    table_digest,
+)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request, tmp_path):
+    if request.param == "duckdb":
+        return DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    database = request.getfixturevalue("postgres_database")
+    return PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
+                             database=database["database"])
+
+
+def test_every_folder_loads_the_newest_version_of_every_row(landing_root, warehouse):
+    folders = folders_in(landing_root)
+    results = materialize_folders(folders, resources(LocalLandingZone(root=str(landing_root)), warehouse))
+    assert all(r.success for r in results)
+    for api_name in CATALOG:
+        assert assert_matches_truth(warehouse, landing_root, api_name) > 0
+        keys = warehouse.query(f'SELECT COUNT(*), COUNT(DISTINCT "id") FROM "salesforce"."{api_name.lower()}"')[0]
+        assert keys[0] == keys[1], f"duplicate keys in {api_name}"
+    deleted = warehouse.query('SELECT COUNT(*) FROM "salesforce"."task" WHERE "isdeleted" = 1')[0][0]
+    assert deleted > 0, "soft-deleted rows are kept with their flag"
+
+
+def test_out_of_order_and_repeated_runs_give_the_same_tables(landing_root, warehouse, tmp_path):
+    folders = folders_in(landing_root)
+    in_order = DuckDBWarehouse(path=str(tmp_path / "in_order.duckdb"))
+    zone = LocalLandingZone(root=str(landing_root))
+    materialize_folders(folders, resources(zone, in_order))
+    materialize_folders(list(reversed(folders)), resources(zone, warehouse))
+    for api_name in CATALOG:
+        table = api_name.lower()
+        reference = table_digest(in_order, table)
+        assert table_digest(warehouse, table) == reference, f"{table} depends on load order"
+    before = {api.lower(): table_digest(warehouse, api.lower()) for api in CATALOG}
+    results = materialize_folders([folders[2], folders[0]], resources(zone, warehouse))
+    task_load = next(
+        e.step_materialization_data.materialization.metadata
+        for e in results[1].get_asset_materialization_events()
+        if e.asset_key.path[-1] == "task"
+    )
+    assert task_load["inserted"].value == 0 and task_load["updated"].value == 0
+    after = {api.lower(): table_digest(warehouse, api.lower()) for api in CATALOG}
+    assert after == before, "re-materializing a partition changed a table"
+
+
+def test_rejected_rows_are_recorded_and_good_rows_load(landing_root, tmp_path):
+    folder = folders_in(landing_root)[0]
+    task_dir = landing_root / "backup" / folder / "Task"
+    bad = task_dir / "task_bad.csv"
+    header = (next(task_dir.glob("*.csv"))).read_text().splitlines()[0]
+    columns = header.split(",")
+    good = dict.fromkeys(columns, "")
+    good.update(Id="00T0000000BADROW1", IsDeleted="false", SystemModstamp="2024-05-01T10:00:00.000Z")
+    bad_rows = [
+        {**good, "Id": "00T000000000BAD1AA", "IsDeleted": "perhaps"},
+        {**good, "Id": "00T000000000BAD2AA", "SystemModstamp": "not a time"},
+        {**good, "Id": "00T000000000GOODAA"},
+    ]
+    bad.write_text(header + "\n" + "".join(",".join(r[c] for c in columns) + "\n" for r in bad_rows))
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    [result] = materialize_folders([folder], resources(LocalLandingZone(root=str(landing_root)), warehouse),
+                                   objects=["Task"])
+    assert result.success
+    rejects = warehouse.query(
+        'SELECT "_source_file", "_source_line", "column_name", "reason" FROM "salesforce"."task_rejects" ORDER BY 2'
+    )
+    key = f"backup/{folder}/Task/task_bad.csv"
+    assert rejects[0][:3] == (key, 2, "isdeleted") and "perhaps" in rejects[0][3]
+    assert rejects[1][:3] == (key, 3, "systemmodstamp") and "not a time" in rejects[1][3]
+    assert warehouse.query("""SELECT COUNT(*) FROM "salesforce"."task" WHERE "id" = '00T000000000GOODAA'""")[0][0] == 1
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["no_rejected_rows"].passed is False
+    assert checks["no_rejected_rows"].metadata["rows_rejected"].value == 2
+    output = result.asset_materializations_for_node("salesforce__task")[0].metadata
+    assert output["rows_rejected"].value == 2
+
+
+def test_unparseable_file_fails_the_object_and_loads_none_of_its_folder(landing_root, tmp_path):
+    folders = [f for f in folders_in(landing_root) if (landing_root / "backup" / f / "Task").is_dir()]
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    zone = LocalLandingZone(root=str(landing_root))
+    materialize_folders(folders[:1], resources(zone, warehouse), objects=["Task", "User"])
+    before = table_digest(warehouse, "task")
+    broken = landing_root / "backup" / folders[1] / "Task" / "task_zz_broken.csv"
+    broken.write_text('Id,SystemModstamp,IsDeleted\n00T000000000001AAA,2024-05-01T00:00:00.000Z,false\nx,"open\n')
+    [result] = materialize_folders(folders[1:2], resources(zone, warehouse), objects=["Task", "User"],
+                                   raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert failure.step_key == "salesforce__task"
+    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else \
+        failure.step_failure_data.error.message
+    assert f"backup/{folders[1]}/Task/task_zz_broken.csv, line 3" in message
+    assert table_digest(warehouse, "task") == before, "a failed object left rows behind"
+
+
+def test_schema_drift_is_added_as_text_and_reported(landing_root, tmp_path):
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    folders = folders_in(landing_root)
+    results = materialize_folders(folders, resources(LocalLandingZone(root=str(landing_root)), warehouse),
+                                  objects=["Task"])
+    drifted = [
+        (folder, e) for folder, r in zip(folders, results) for e in r.get_asset_check_evaluations()
+        if e.check_name == "no_schema_drift" and not e.passed
+    ]
+    assert [folder for folder, _ in drifted] == [folders[-1]]
+    assert drifted[0][1].metadata["columns_not_in_catalog"].value == ["legacy_reference__c"]
+    values = warehouse.query('SELECT COUNT(*) FROM "salesforce"."task" WHERE "legacy_reference__c" LIKE \'LEG-%\'')
+    assert values[0][0] > 0
+
+
+def test_s3_landing_zone_gives_the_same_tables_as_local(landing_root, s3_endpoint, s3_bucket, tmp_path):
+    client, bucket = s3_bucket
+    upload_tree(client, bucket, landing_root, prefix="exports/")
+    zone = S3LandingZone(
+        s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), bucket=bucket, prefix="exports"
+    )
+    from_s3 = DuckDBWarehouse(path=str(tmp_path / "s3.duckdb"))
+    from_local = DuckDBWarehouse(path=str(tmp_path / "local.duckdb"))
+    folders = folders_in(landing_root)
+    assert all(r.success for r in materialize_folders(folders, resources(zone, from_s3)))
+    materialize_folders(folders, resources(LocalLandingZone(root=str(landing_root)), from_local))
+    for api_name in CATALOG:
+        assert table_digest(from_s3, api_name.lower()) == table_digest(from_local, api_name.lower())
+    files = from_s3.query('SELECT DISTINCT "_source_file" FROM "salesforce"."task"')
+    assert all(f.startswith("backup/") for (f,) in files)

@@ -1,0 +1,145 @@
+"""Catalog-driven transform and validation of Salesforce rows."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
+from etl_assets.salesforce.catalog import CatalogError, load_catalog, parse_catalog
+from etl_assets.salesforce.staging import SourceFile, stage_object
+from etl_assets.salesforce.transform import plan_header, transform_chunk
+
+TASK = load_catalog()["Task"]
+GOOD_ID = "00T000000000001AAA"
+
+
+def transform_text(tmp_path: Path, text: str, name: str = "task.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    header, header_lines = read_header(path, name)
+    plan = plan_header(TASK, header, name)
+    frames, rejects = [], []
+    for chunk in iter_csv_chunks(path, name, header, header_lines):
+        frame, rejected = transform_chunk(TASK, chunk, plan, "20240501_Differential", name)
+        frames.append(frame)
+        rejects += rejected.to_pylist()
+    return pd.concat(frames), rejects, plan
+
+
+def test_catalog_lists_the_required_objects_with_typed_keys():
+    catalog = load_catalog()
+    required = {"Task", "User", "Account", "Contact", "Opportunity", "Case", "Lead",
+                "litify_pm__Matter__c", "litify_pm__Intake__c"}
+    assert required <= set(catalog)
+    for obj in catalog.values():
+        spec = obj.table_spec()
+        assert spec.schema == "salesforce" and spec.name == obj.api_name.lower()
+        assert spec.column("id").nullable is False
+        assert spec.column("systemmodstamp").type.value == "datetime"
+
+
+def test_a_new_object_is_a_catalog_entry():
+    catalog = parse_catalog({"objects": {"Invoice__c": {"columns": {
+        "Id": {"type": "string", "nullable": False},
+        "SystemModstamp": "datetime",
+        "Amount__c": {"type": "float", "checks": {"min": 0}}}}}})
+    spec = catalog["Invoice__c"].table_spec()
+    assert spec.name == "invoice__c"
+    assert [c.name for c in spec.columns] == ["id", "systemmodstamp", "amount__c"]
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"objects": {"X": {"columns": {"Id": "text"}}}}, "unknown type 'text'"),
+        ({"objects": {"X": {"columns": {"Id": {"type": "string", "checks": {"bogus": 1}}}}}}, "unknown checks"),
+        ({"objects": {"X": {"columns": {"Id": "string", "SystemModstamp": "datetime", "Bad Name": "string"}}}},
+         "not a valid identifier"),
+        ({"objects": {"X": {"columns": {"Name": "string"}}}}, "'id' is not a column"),
+    ],
+)
+def test_malformed_catalog_entries_are_refused(document, message):
+    with pytest.raises((CatalogError, ValueError), match=message):
+        parse_catalog(document)
+
+
+def test_types_follow_the_fields_rules(tmp_path):
+    frame, rejects, _ = transform_text(tmp_path, (
+        "Id,IsDeleted,SystemModstamp,Subject,ActivityDate,CallDurationInSeconds,IsClosed\n"
+        f"{GOOD_ID},false,2024-05-01T12:34:56.000Z,Hello,2024-05-02,30,TRUE\n"
+        f"00T000000000002AAA,true,2024-05-01T23:00:00.000+0200,,,,false\n"
+    ))
+    assert rejects == []
+    assert list(frame["isdeleted"]) == [0, 1]
+    assert list(frame["isclosed"]) == [1, 0]
+    assert frame["systemmodstamp"].dt.tz is not None
+    assert str(frame["systemmodstamp"].iloc[1]) == "2024-05-01 21:00:00+00:00"  # converted to UTC
+    assert list(frame["subject"]) == ["Hello", ""]  # strings filled, never null
+    assert pd.isna(frame["activitydate"].iloc[1]) and pd.isna(frame["calldurationinseconds"].iloc[1])
+    assert list(frame["_source_line"]) == [2, 3]
+
+
+def test_bad_values_become_rejects_naming_line_column_and_reason(tmp_path):
+    frame, rejects, _ = transform_text(tmp_path, (
+        "Id,IsDeleted,SystemModstamp,Status,CallDurationInSeconds\n"
+        f"{GOOD_ID},false,2024-05-01T12:34:56.000Z,Completed,1\n"
+        f'00T000000000002AAA,maybe,2024-05-01T12:34:56.000Z,"Not\nStarted",1\n'
+        f"00T000000000003AAA,false,yesterday,Completed,1\n"
+        f"short,false,2024-05-01T12:34:56.000Z,Completed,-4\n"
+    ))
+    assert list(frame["id"]) == [GOOD_ID]
+    by_line = {r["_source_line"]: r for r in rejects}
+    assert set(by_line) == {3, 5, 6}
+    assert by_line[3]["column_name"] == "isdeleted, status"
+    assert "not a valid boolean: 'maybe'" in by_line[3]["reason"]
+    assert by_line[5]["column_name"] == "systemmodstamp"
+    assert "not a valid datetime: 'yesterday'" in by_line[5]["reason"]
+    assert by_line[6]["column_name"] == "id, calldurationinseconds"
+    assert json.loads(by_line[6]["raw_record"])["Id"] == "short"
+    assert all(r["_source_file"] == "task.csv" for r in rejects)
+
+
+def test_unknown_columns_are_kept_as_text_drift(tmp_path):
+    frame, rejects, plan = transform_text(tmp_path, (
+        "Id,SystemModstamp,IsDeleted,Legacy_Code__c\n"
+        f"{GOOD_ID},2024-05-01T12:34:56.000Z,false,L-1\n"
+    ))
+    assert plan.drift == ("legacy_code__c",)
+    assert list(frame["legacy_code__c"]) == ["L-1"] and rejects == []
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ('Id,SystemModstamp,"x""; drop table y; --"', r"column 3: header field 'x\"; drop table y; --'"),
+        ("Id,SystemModstamp,Subject,SUBJECT", r"column 4: header field 'SUBJECT' repeats column 3"),
+        ("Id,Subject", r"line 1: the header has no SystemModstamp column"),
+    ],
+)
+def test_unsafe_or_incomplete_headers_refuse_the_file(tmp_path, header, message):
+    with pytest.raises(CsvFormatError, match=message):
+        transform_text(tmp_path, header + "\n")
+
+
+def test_staging_spills_rows_and_rejects_to_parquet_and_unions_drift(tmp_path):
+    first = tmp_path / "a.csv"
+    first.write_text(f"Id,SystemModstamp,IsDeleted\n{GOOD_ID},2024-05-01T00:00:00.000Z,false\n")
+    second = tmp_path / "b.csv"
+    second.write_text("Id,SystemModstamp,IsDeleted,Extra__c\n00T000000000002AAA,2024-05-01T00:00:00.000Z,false,e\n"
+                      "bad,2024-05-01T00:00:00.000Z,false,e\n")
+    batch, report = stage_object(TASK, [SourceFile("k/a.csv", first), SourceFile("k/b.csv", second)], "P",
+                                 staging_dir=tmp_path / "staging")
+    try:
+        assert (report.rows_read, report.rows_rejected, batch.rows) == (3, 1, 2)
+        assert report.drift_columns == ("extra__c",)
+        assert batch.spec.column("extra__c") is not None
+        import pyarrow.parquet as pq
+        staged = pq.read_table(batch.files).to_pydict()
+        assert staged["extra__c"] == [None, "e"]
+        assert staged["_source_file"] == ["k/a.csv", "k/b.csv"]
+        assert pq.read_table(batch.reject_files).num_rows == 1
+    finally:
+        batch.discard()
+    assert not batch.directory.exists()
