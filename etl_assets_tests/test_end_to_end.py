@@ -146,3 +146,28 @@ def test_s3_landing_zone_gives_the_same_tables_as_local(landing_root, s3_endpoin
         assert table_digest(from_s3, api_name.lower()) == table_digest(from_local, api_name.lower())
     files = from_s3.query('SELECT DISTINCT "_source_file" FROM "salesforce"."task"')
     assert all(f.startswith("backup/") for (f,) in files)
+
+
+def test_sensor_skips_what_dagster_already_materialized_but_not_late_files(landing_root, tmp_path):
+    from etl_assets.salesforce.sensors import salesforce_backup_sensor
+
+    zone = LocalLandingZone(root=str(landing_root))
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    instance = dg.DagsterInstance.ephemeral()
+    folders = [f for f in folders_in(landing_root) if any((landing_root / "backup" / f).iterdir())]
+    materialize_folders(folders, resources(zone, warehouse), instance=instance)
+
+    context = dg.build_sensor_context(instance=instance, resources={"landing_zone": zone})
+    result = salesforce_backup_sensor(context)
+    assert result.run_requests == [], "folders materialized by hand were requested again"
+
+    newest = folders[-1]
+    late = landing_root / "backup" / newest / "User" / "user_late.csv"
+    late.parent.mkdir(exist_ok=True)
+    late.write_text("Id,IsDeleted,SystemModstamp,Username\n"
+                    "005000000000LATEAA,false,2024-06-01T00:00:00.000Z,late@example.com\n")
+    context = dg.build_sensor_context(instance=instance, resources={"landing_zone": zone})
+    result = salesforce_backup_sensor(context)
+    assert [(r.partition_key, r.asset_selection) for r in result.run_requests] == [
+        (newest, [dg.AssetKey(["salesforce", "user"])])
+    ]

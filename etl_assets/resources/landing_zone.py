@@ -8,6 +8,7 @@ sensor keep a cursor instead of re-listing thousands of folders every tick.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -30,6 +31,12 @@ class LandedFile:
     @property
     def fingerprint(self) -> str:
         return f"{self.key}:{self.size}:{int(self.modified)}"
+
+
+def fingerprint_files(files: list[LandedFile]) -> str:
+    """A short digest of a set of files' keys, sizes and times: it changes when any file does."""
+    digest = hashlib.sha256("\n".join(sorted(f.fingerprint for f in files)).encode())
+    return digest.hexdigest()[:16]
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -78,7 +85,8 @@ class LocalLandingZone(LandingZone):
         self._list_calls += 1
         directory = base / relative if relative else base
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            # Sort as S3 does: a folder's keys continue with "/", so "a.zip" lists before "a/x".
+            entries = sorted(os.scandir(directory), key=lambda e: e.name + "/" if e.is_dir() else e.name)
         except FileNotFoundError:
             return
         if not entries and relative and f"{relative}/" > start_after:
@@ -87,8 +95,8 @@ class LocalLandingZone(LandingZone):
         for entry in entries:
             key = f"{relative}/{entry.name}" if relative else entry.name
             if entry.is_dir():
-                # Everything under key sorts after key + "/"; skip whole subtrees that are done.
-                if start_after and not (key + "/\uffff" > start_after):
+                # Every key under key/ sorts before key + "0"; skip whole subtrees that are done.
+                if start_after and key + "0" <= start_after:
                     continue
                 yield from self._walk(base, key, start_after)
             elif entry.is_file() and key > start_after:
@@ -112,6 +120,15 @@ class S3LandingZone(LandingZone):
     bucket: str
     prefix: str = ""
 
+    _client = PrivateAttr(default=None)
+
+    @property
+    def client(self):
+        """One boto3 client per resource instance: building a client costs more than a request."""
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
+
     def _key(self, key: str) -> str:
         return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
 
@@ -119,7 +136,7 @@ class S3LandingZone(LandingZone):
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def list_files(self, prefix: str, start_after: str = "") -> Iterator[LandedFile]:
-        client = self.s3.get_client()
+        client = self.client
         root = self._key("")
         kwargs = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
         if start_after:
@@ -135,8 +152,8 @@ class S3LandingZone(LandingZone):
     def local_copy(self, key: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="etl_assets_s3_") as directory:
             path = Path(directory) / Path(key).name
-            self.s3.get_client().download_file(self.bucket, self._key(key), str(path))
+            self.client.download_file(self.bucket, self._key(key), str(path))
             yield path
 
     def put_file(self, key: str, source: Path) -> None:
-        self.s3.get_client().upload_file(str(source), self.bucket, self._key(key))
+        self.client.upload_file(str(source), self.bucket, self._key(key))

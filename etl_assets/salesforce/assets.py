@@ -9,7 +9,7 @@ from contextlib import ExitStack
 
 import dagster as dg
 
-from etl_assets.resources.landing_zone import LandingZone
+from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders
 from etl_assets.salesforce.staging import SourceFile, stage_object
@@ -18,21 +18,22 @@ GROUP = "salesforce"
 CODE_VERSION = "1"
 NO_SCHEMA_DRIFT = "no_schema_drift"
 NO_REJECTED_ROWS = "no_rejected_rows"
+SOURCE_FINGERPRINT = "source_fingerprint"
 
 
 def object_asset_key(obj: SalesforceObject) -> dg.AssetKey:
     return dg.AssetKey([obj.schema, obj.table])
 
 
-def object_files(landing_zone: LandingZone, folder: str, obj: SalesforceObject) -> list[str]:
-    """Keys of the object's CSV files in a folder (the object folder is matched ignoring case)."""
+def object_files(landing_zone: LandingZone, folder: str, obj: SalesforceObject) -> list[LandedFile]:
+    """The object's CSV files in a folder (the object folder is matched ignoring case)."""
     prefix = f"{BACKUP_PREFIX}/{folder}/"
-    keys = []
+    files = []
     for landed in landing_zone.list_files(prefix):
         parts = landed.key[len(prefix):].split("/")
         if len(parts) == 2 and parts[0].lower() == obj.api_name.lower() and parts[1].lower().endswith(".csv"):
-            keys.append(landed.key)
-    return keys
+            files.append(landed)
+    return files
 
 
 def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
@@ -58,7 +59,8 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
     )
     def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone):
         folder = context.partition_key
-        keys = object_files(landing_zone, folder, obj)
+        landed = object_files(landing_zone, folder, obj)
+        keys = [f.key for f in landed]
         context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
         with ExitStack() as stack:
             files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
@@ -67,6 +69,8 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             batch,
             metadata={
                 "source_files": [landing_zone.location(k) for k in keys],
+                # The sensor compares this with the files it sees to know the folder is done.
+                SOURCE_FINGERPRINT: fingerprint_files(landed),
                 "rows_read": report.rows_read,
                 "rows_loaded": report.rows_valid,
                 "rows_rejected": report.rows_rejected,

@@ -1,8 +1,10 @@
 """Find new backup folders and late files; this replaces the DynamoDB table.
 
-What was processed is Dagster's own record: each run request carries a run key
-made of the folder and the fingerprint of the files it reads, and Dagster never
-launches the same run key twice. The cursor only makes listing cheap:
+What was processed is Dagster's own record: every materialization stores the
+fingerprint of the files it read, a folder the cursor has not seen yet is skipped
+when its objects are already materialized (by a run from the UI, a backfill or
+`etl-assets materialize`), and each run request's key is the folder plus the
+fingerprint, which Dagster never launches twice. The cursor only makes listing cheap:
 
 - `closed`: every folder up to this name is done; listing starts after it, so a
   tick lists only the open folders and whatever is new, never the whole history.
@@ -17,16 +19,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.salesforce.assets import GROUP, object_asset_key
+from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
+from etl_assets.salesforce.assets import GROUP, SOURCE_FINGERPRINT, object_asset_key
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, is_differential_folder
 
 OPEN_FOLDERS = 3
+ALREADY_LOADED = "*"  # materialized before the cursor knew the folder; its files are not compared
+
+# (object, folders) -> {folder: fingerprint it was materialized with, or ALREADY_LOADED}
+LoadedLookup = Callable[[SalesforceObject, list[str], set[str]], dict[str, str]]
 
 
 @dataclass
@@ -57,15 +64,40 @@ def _fingerprint(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
+def loaded_from_instance(instance: dg.DagsterInstance) -> LoadedLookup:
+    """What Dagster already materialized: partitions from the status cache, fingerprints
+    (one query each) only for folders that are still open, where late files matter."""
+
+    def lookup(obj: SalesforceObject, folders: list[str], open_now: set[str]) -> dict[str, str]:
+        key = object_asset_key(obj)
+        done = instance.get_materialized_partitions(key) & set(folders)
+        loaded = {}
+        for folder in done:
+            loaded[folder] = ALREADY_LOADED
+            if folder in open_now:
+                records = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=key, asset_partitions=[folder]), limit=1
+                ).records
+                value = records[0].asset_materialization.metadata.get(SOURCE_FINGERPRINT) if records else None
+                if value is not None:
+                    loaded[folder] = value.value
+        return loaded
+
+    return lookup
+
+
 def scan_backups(
     landing_zone: LandingZone,
     cursor: BackupCursor,
     catalog: dict[str, SalesforceObject],
     open_folders: int = OPEN_FOLDERS,
+    loaded: LoadedLookup | None = None,
 ) -> BackupScan:
     by_name = {api.lower(): obj for api, obj in catalog.items()}
-    start_after = f"{BACKUP_PREFIX}/{cursor.closed}/\uffff" if cursor.closed else ""
-    folders: dict[str, dict[str, list[str]]] = {}
+    # "0" sorts right after "/": listing starts past every key of the closed folders,
+    # using only characters that every S3 implementation accepts in StartAfter.
+    start_after = f"{BACKUP_PREFIX}/{cursor.closed}0" if cursor.closed else ""
+    folders: dict[str, dict[str, list[LandedFile]]] = {}
     ignored: set[str] = set()
     for landed in landing_zone.list_files(f"{BACKUP_PREFIX}/", start_after=start_after):
         parts = landed.key.split("/")
@@ -74,18 +106,27 @@ def scan_backups(
             continue
         objects = folders.setdefault(parts[1], defaultdict(list))
         if len(parts) == 4 and parts[3].lower().endswith(".csv") and parts[2].lower() in by_name:
-            objects[by_name[parts[2].lower()].api_name].append(landed.fingerprint)
+            objects[by_name[parts[2].lower()].api_name].append(landed)
         elif landed.key.endswith("/") and len(parts) == 3:
             continue  # an empty folder
         else:
             ignored.add(landed.key)
 
+    ordered = sorted(set(folders) | set(cursor.open))
+    keep = ordered[-open_folders:] if open_folders > 0 else []
+    unseen = sorted(f for f in folders if f not in cursor.open)
+    previously: dict[str, dict[str, str]] = defaultdict(dict)
+    if loaded and unseen:
+        for api_name, obj in catalog.items():
+            for folder, fp in loaded(obj, unseen, set(keep)).items():
+                previously[folder][api_name] = fp
+
     requests, new_folders, seen = [], [], {}
     for folder in sorted(folders):
-        prints = {obj: _fingerprint(files) for obj, files in folders[folder].items()}
+        prints = {obj: fingerprint_files(files) for obj, files in folders[folder].items()}
         seen[folder] = prints
-        known = cursor.open.get(folder, {})
-        changed = sorted(obj for obj, fp in prints.items() if known.get(obj) != fp)
+        known = cursor.open.get(folder) or previously.get(folder, {})
+        changed = sorted(obj for obj, fp in prints.items() if known.get(obj) not in (fp, ALREADY_LOADED))
         if prints and not known:
             new_folders.append(folder)
         if changed:
@@ -99,8 +140,6 @@ def scan_backups(
                 )
             )
 
-    ordered = sorted(set(seen) | set(cursor.open))
-    keep = ordered[-open_folders:] if open_folders > 0 else []
     closed = max([cursor.closed] + [f for f in ordered if f not in keep])
     next_cursor = BackupCursor(closed, {f: seen.get(f, cursor.open.get(f, {})) for f in keep})
     return BackupScan(requests, new_folders, next_cursor, sorted(ignored))
@@ -115,7 +154,9 @@ def scan_backups(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def salesforce_backup_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
-    scan = scan_backups(landing_zone, BackupCursor.parse(context.cursor), load_catalog())
+    scan = scan_backups(
+        landing_zone, BackupCursor.parse(context.cursor), load_catalog(), loaded=loaded_from_instance(context.instance)
+    )
     if scan.ignored:
         context.log.warning(f"Ignored {len(scan.ignored)} unexpected key(s), e.g. {scan.ignored[:5]}")
     context.log.info(
