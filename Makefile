@@ -30,7 +30,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev
 
 clean:
 	rm -rf data/warehouse.duckdb data/dagster_home
