@@ -98,10 +98,8 @@ class Warehouse(dg.ConfigurableResource):
         with self.session() as session:
             session.lock_table(spec)
             added = self._ensure_tables(session, spec)
-            staged = [c.name for c in spec.columns] + [name for name, _ in LINEAGE_COLUMNS]
-            session.execute(self.create_staging_sql(spec))
-            session.bulk_load(STAGING, staged, batch.files)
-            session.execute(self.latest_sql(spec))
+            source, params = self.stage(session, spec, batch.files)
+            session.execute(self.latest_sql(spec, source), params)
             staged_keys = session.fetchall(f"SELECT COUNT(*) FROM {LATEST}")[0][0]
             updated = session.execute(self.update_sql(spec))
             inserted = session.execute(self.insert_sql(spec))
@@ -113,8 +111,15 @@ class Warehouse(dg.ConfigurableResource):
             rejects_columns = [SOURCE_PARTITION, SOURCE_FILE, SOURCE_LINE, "column_name", "reason", "raw_record"]
             session.bulk_load(self.rejects_table(spec), rejects_columns, batch.reject_files)
             session.execute(f"DROP TABLE {LATEST}")
-            session.execute(f"DROP TABLE {STAGING}")
+            session.execute(f"DROP TABLE IF EXISTS {STAGING}")
         return LoadResult(staged_keys, batch.rejected_rows, inserted, updated, added)
+
+    def stage(self, session: Session, spec: TableSpec, files: Sequence[Path]) -> tuple[str, list]:
+        """Bulk-load the staged files; return the SQL source to read them from, and its parameters."""
+        staged = [c.name for c in spec.columns] + [name for name, _ in LINEAGE_COLUMNS]
+        session.execute(self.create_staging_sql(spec))
+        session.bulk_load(STAGING, staged, files)
+        return STAGING, []
 
     def _ensure_tables(self, session: Session, spec: TableSpec) -> tuple[str, ...]:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}")
@@ -180,7 +185,7 @@ class Warehouse(dg.ConfigurableResource):
     def _version_order(self, spec: TableSpec) -> list[str]:
         return [spec.version_column, SOURCE_PARTITION, SOURCE_FILE, SOURCE_LINE]
 
-    def latest_sql(self, spec: TableSpec) -> str:
+    def latest_sql(self, spec: TableSpec, source: str = STAGING) -> str:
         """The newest staged version of each key."""
         names = ", ".join(quote(c.name) for c in spec.columns)
         lineage = ", ".join(quote(n) for n, _ in LINEAGE_COLUMNS)
@@ -188,7 +193,7 @@ class Warehouse(dg.ConfigurableResource):
         return (
             f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {names}, {lineage} FROM ("
             f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {quote(spec.primary_key)} ORDER BY {order}) AS etl_rank "
-            f"FROM {STAGING}) ranked WHERE etl_rank = 1"
+            f"FROM {source}) ranked WHERE etl_rank = 1"
         )
 
     def _newer(self, spec: TableSpec, new: str, old: str) -> str:

@@ -11,8 +11,10 @@ from typing import ClassVar
 import duckdb
 import pandas as pd
 
-from etl_assets.resources.warehouse.base import Session, Warehouse
-from etl_assets.resources.warehouse.spec import ColumnType, quote
+from pydantic import Field
+
+from etl_assets.resources.warehouse.base import STAGING, Session, Warehouse
+from etl_assets.resources.warehouse.spec import ColumnType, TableSpec, quote
 
 
 class DuckDBSession(Session):
@@ -43,6 +45,7 @@ class DuckDBWarehouse(Warehouse):
 
     path: str = "data/warehouse.duckdb"
     lock_timeout_seconds: float = 600.0
+    memory_limit: str = Field(default="1GB", description="DuckDB spills to disk beyond this.")
 
     type_names: ClassVar[dict[ColumnType, str]] = {
         **Warehouse.type_names,
@@ -63,12 +66,19 @@ class DuckDBWarehouse(Warehouse):
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(self.path, read_only=read_only)
+                config = {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
+                return duckdb.connect(self.path, read_only=read_only, config=config)
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def stage(self, session: Session, spec: TableSpec, files: Sequence[Path]) -> tuple[str, list]:
+        """DuckDB scans the Parquet files in place: no copy into a staging table first."""
+        if not files:
+            return super().stage(session, spec, files)
+        return "read_parquet(?)", [[str(f) for f in files]]
 
     @contextmanager
     def session(self) -> Iterator[DuckDBSession]:
