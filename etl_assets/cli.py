@@ -97,7 +97,9 @@ def materialize_command(args: argparse.Namespace) -> int:
 def _print_summary(totals: dict[str, dict[str, int]]) -> None:
     columns = ["table", "partitions", "rows_read", "rows_rejected", "inserted", "updated", "table_rows"]
     rows = [[table] + [str(totals[table][c]) for c in columns[1:]] for table in sorted(totals)]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    if not rows:
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     print()
     print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths))))
     for row in rows:
