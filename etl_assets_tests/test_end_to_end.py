@@ -110,9 +110,11 @@ def test_unparseable_file_fails_the_object_and_loads_none_of_its_folder(landing_
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert failure.step_key == "salesforce__task"
-    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else \
-        failure.step_failure_data.error.message
-    assert f"backup/{folders[1]}/Task/task_zz_broken.csv, line 3" in message
+    assert f"backup/{folders[1]}/Task/task_zz_broken.csv, line 3" in failure.step_failure_data.error.message
+    where = failure.step_failure_data.user_failure_data.metadata
+    assert (where["file"].value, where["line"].value) == (f"backup/{folders[1]}/Task/task_zz_broken.csv", 3)
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries == [], "a malformed file is not retried"
     assert table_digest(warehouse, "task") == before, "a failed object left rows behind"
 
 

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 
 import dagster as dg
 
+from etl_assets.lib.csv_reader import CsvFormatError
 from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders
@@ -51,6 +52,8 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
         owners=["team:data-engineering"],
         code_version=CODE_VERSION,
         pool="warehouse",
+        # Transient faults (S3 throttling, a dropped connection) are retried; bad files are not.
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
         metadata={"salesforce_object": obj.api_name, "primary_key": obj.primary_key},
         check_specs=[
             dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog."),
@@ -62,9 +65,16 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
         landed = object_files(landing_zone, folder, obj)
         keys = [f.key for f in landed]
         context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
-        with ExitStack() as stack:
-            files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
-            batch, report = stage_object(obj, files, partition=folder)
+        try:
+            with ExitStack() as stack:
+                files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
+                batch, report = stage_object(obj, files, partition=folder)
+        except CsvFormatError as error:
+            raise dg.Failure(
+                description=f"{obj.api_name} in {folder} was not loaded: {error}",
+                metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
+                allow_retries=False,
+            ) from error
         yield dg.Output(
             batch,
             metadata={

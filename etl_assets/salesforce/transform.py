@@ -4,6 +4,8 @@ The field's rules: datetimes to UTC timestamps, booleans to 0/1, strings
 filled with '' for null, column names lower-cased and safe as identifiers.
 A value that cannot be converted, or a row Pandera rejects, becomes a reject
 row that names its file, line, column and reason; the rest of the chunk loads.
+(dagster-pandera's DagsterType would fail the whole step on one bad row, so
+Pandera runs here, per chunk, with lazy validation to collect every failure.)
 """
 
 from __future__ import annotations
