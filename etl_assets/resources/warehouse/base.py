@@ -1,22 +1,26 @@
 """The warehouse interface every engine implements, and the SCD Type 1 merge.
 
-A load is one transaction: ensure the tables (and any new columns), bulk-load a
-staging table, keep the newest version of each key, update the rows it beats,
-insert the new keys, and replace the rejects of the partition. Whatever fails,
-the transaction rolls back and the table is as it was.
+A load is a plan of SQL steps in two phases. `prepare` is idempotent DDL (schema,
+table, new columns, wider columns) committed on its own: Redshift cannot widen a
+column inside a transaction, and a table that exists empty harms nothing. The
+`transaction` then bulk-loads a staging table, keeps the newest version of each
+key, updates the rows it beats, inserts the new keys and replaces the partition's
+rejects: whatever fails, it rolls back and the table is as it was.
 
 "Newest" is decided by (version column, source partition, source file, source
 line), compared left to right: the same rows win whatever order partitions are
 loaded in, and loading a partition twice changes nothing the second time.
+
+Because a load is a plan, `etl-assets sql` can print exactly what would run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
@@ -25,8 +29,7 @@ from etl_assets.resources.warehouse.batch import StagedBatch
 from etl_assets.resources.warehouse.spec import (
     LINEAGE_COLUMNS,
     LOADED_AT,
-    SOURCE_FILE,
-    SOURCE_LINE,
+    REJECTS_SCHEMA,
     SOURCE_PARTITION,
     Column,
     ColumnType,
@@ -36,6 +39,38 @@ from etl_assets.resources.warehouse.spec import (
 
 STAGING = "etl_staging"
 LATEST = "etl_latest"
+REJECTS_COLUMNS = tuple(REJECTS_SCHEMA.names)
+
+
+class WarehouseLimitError(ValueError):
+    """A table the target cannot hold (too many columns, a value too wide)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One SQL statement of a load.
+
+    `files` are staged Parquet files streamed into the statement (COPY FROM STDIN);
+    `result` names the value to keep: the affected-row count, or with `fetch` the
+    single value the statement returns.
+    """
+
+    sql: str
+    params: tuple = ()
+    files: tuple[Path, ...] = ()
+    columns: tuple[str, ...] = ()
+    result: str | None = None
+    fetch: bool = False
+
+
+@dataclass
+class LoadPlan:
+    prepare: list[Step] = field(default_factory=list)
+    transaction: list[Step] = field(default_factory=list)
+    added_columns: tuple[str, ...] = ()
+
+    def statements(self) -> list[Step]:
+        return self.prepare + self.transaction
 
 
 @dataclass(frozen=True)
@@ -53,7 +88,7 @@ class LoadResult:
 
 
 class Session:
-    """One open transaction on an engine; engines subclass it."""
+    """An open connection; `run` executes steps in the session's current transaction."""
 
     param = "%s"
 
@@ -64,16 +99,30 @@ class Session:
     def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         raise NotImplementedError
 
-    def bulk_load(self, table: str, columns: Sequence[str], files: Sequence[Path]) -> None:
-        """Append the Parquet `files` (whose columns are `columns`) to `table`."""
-        raise NotImplementedError
+    def copy_files(self, step: Step) -> None:
+        """Stream the step's Parquet files into its COPY statement."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream local files")
 
     def lock_table(self, spec: TableSpec) -> None:
         """Serialize concurrent loads of one table, where the engine needs it."""
 
+    def run(self, steps: Sequence[Step]) -> dict[str, int]:
+        results: dict[str, int] = {}
+        for step in steps:
+            if step.files:
+                self.copy_files(step)
+                continue
+            if step.fetch:
+                value = self.fetchall(step.sql, step.params)[0][0]
+            else:
+                value = self.execute(step.sql, step.params)
+            if step.result:
+                results[step.result] = value
+        return results
+
 
 class Warehouse(dg.ConfigurableResource):
-    """Base class of the engines; see `DuckDBWarehouse` and `PostgresWarehouse`."""
+    """Base class of the engines; see `DuckDBWarehouse`, `PostgresWarehouse`, `RedshiftWarehouse`."""
 
     type_names: ClassVar[dict[ColumnType, str]] = {
         ColumnType.STRING: "TEXT",
@@ -84,6 +133,8 @@ class Warehouse(dg.ConfigurableResource):
         ColumnType.FLOAT: "DOUBLE PRECISION",
     }
     primary_key_constraint: ClassVar[bool] = True
+    max_columns: ClassVar[int | None] = None
+    param: ClassVar[str] = "%s"  # the driver's placeholder
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -95,55 +146,97 @@ class Warehouse(dg.ConfigurableResource):
 
     def load(self, batch: StagedBatch) -> LoadResult:
         spec = batch.spec
+        self.check_limits(spec)
         with self.session() as session:
             session.lock_table(spec)
-            added = self._ensure_tables(session, spec)
-            source, params = self.stage(session, spec, batch.files)
-            session.execute(self.latest_sql(spec, source), params)
-            staged_keys = session.fetchall(f"SELECT COUNT(*) FROM {LATEST}")[0][0]
-            updated = session.execute(self.update_sql(spec))
-            inserted = session.execute(self.insert_sql(spec))
-            if batch.partition is not None:
-                session.execute(
-                    f"DELETE FROM {self.rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = {session.param}",
-                    [batch.partition],
-                )
-            rejects_columns = [SOURCE_PARTITION, SOURCE_FILE, SOURCE_LINE, "column_name", "reason", "raw_record"]
-            session.bulk_load(self.rejects_table(spec), rejects_columns, batch.reject_files)
-            session.execute(f"DROP TABLE {LATEST}")
-            session.execute(f"DROP TABLE IF EXISTS {STAGING}")
-        return LoadResult(staged_keys, batch.rejected_rows, inserted, updated, added)
+            plan = self.plan(batch, self.table_columns(session, spec.schema, spec.name))
+            session.run(plan.prepare)
+        with self.session() as session:
+            session.lock_table(spec)
+            results = session.run(plan.transaction)
+        return LoadResult(
+            results["keys_staged"], batch.rejected_rows, results["inserted"], results["updated"], plan.added_columns
+        )
 
-    def stage(self, session: Session, spec: TableSpec, files: Sequence[Path]) -> tuple[str, list]:
-        """Bulk-load the staged files; return the SQL source to read them from, and its parameters."""
-        staged = [c.name for c in spec.columns] + [name for name, _ in LINEAGE_COLUMNS]
-        session.execute(self.create_staging_sql(spec))
-        session.bulk_load(STAGING, staged, files)
-        return STAGING, []
-
-    def _ensure_tables(self, session: Session, spec: TableSpec) -> tuple[str, ...]:
-        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}")
-        existing = self.table_columns(session, spec.schema, spec.name)
-        added: list[str] = []
+    def plan(self, batch: StagedBatch, existing: dict[str, int | None], location=None) -> LoadPlan:
+        """Every statement a load of `batch` runs, given the table's current columns (name -> width)."""
+        spec = batch.spec
+        plan = LoadPlan()
+        plan.prepare.append(Step(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}"))
         if not existing:
-            session.execute(self.create_table_sql(spec))
+            plan.prepare.append(Step(self.create_table_sql(spec, batch)))
         else:
-            for column in spec.columns:
-                if column.name not in existing:
-                    session.execute(
-                        f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(column.name)} {self.type_names[column.type]}"
-                    )
-                    added.append(column.name)
-        session.execute(self.create_rejects_sql(spec))
-        return tuple(added)
+            added = [c for c in spec.columns if c.name not in existing]
+            plan.prepare += [
+                Step(f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(c.name)} {self.column_type(c, batch)}")
+                for c in added
+            ]
+            plan.prepare += self.widen_steps(spec, batch, existing)
+            plan.added_columns = tuple(c.name for c in added)
+        plan.prepare.append(Step(self.create_rejects_sql(spec)))
 
-    def table_columns(self, session: Session, schema: str, table: str) -> list[str]:
+        source, params, staging = self.stage_steps(batch, location)
+        plan.transaction += self.lock_steps(spec) + staging
+        plan.transaction += [
+            Step(self.latest_sql(spec, source), params),
+            Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
+            Step(self.update_sql(spec), result="updated"),
+            Step(self.insert_sql(spec), result="inserted"),
+        ]
+        if batch.partition is not None:
+            plan.transaction.append(
+                Step(f"DELETE FROM {self.rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = {self.param}",
+                     (batch.partition,))
+            )
+        plan.transaction += self.rejects_steps(batch, location)
+        plan.transaction += [Step(f"DROP TABLE {LATEST}"), Step(f"DROP TABLE IF EXISTS {STAGING}")]
+        plan.transaction += self.after_merge_steps(spec)
+        return plan
+
+    def stage_steps(self, batch: StagedBatch, location) -> tuple[str, tuple, list[Step]]:
+        """Steps that fill the staging table; returns (source to read staged rows from, its params, steps)."""
+        columns = self.staged_columns(batch.spec)
+        copy = f"COPY {STAGING} ({', '.join(quote(c) for c in columns)}) FROM STDIN WITH (FORMAT csv)"
+        steps = [Step(self.create_staging_sql(batch))]
+        if batch.files:
+            steps.append(Step(copy, files=tuple(batch.files), columns=columns))
+        return STAGING, (), steps
+
+    def rejects_steps(self, batch: StagedBatch, location) -> list[Step]:
+        if not batch.reject_files:
+            return []
+        names = ", ".join(quote(c) for c in REJECTS_COLUMNS)
+        copy = f"COPY {self.rejects_table(batch.spec)} ({names}) FROM STDIN WITH (FORMAT csv)"
+        return [Step(copy, files=tuple(batch.reject_files), columns=REJECTS_COLUMNS)]
+
+    def lock_steps(self, spec: TableSpec) -> list[Step]:
+        return []
+
+    def widen_steps(self, spec: TableSpec, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:
+        return []
+
+    def after_merge_steps(self, spec: TableSpec) -> list[Step]:
+        return []
+
+    def check_limits(self, spec: TableSpec) -> None:
+        total = len(spec.columns) + len(LINEAGE_COLUMNS) + 1
+        if self.max_columns is not None and total > self.max_columns:
+            raise WarehouseLimitError(
+                f"{spec.schema}.{spec.name} would have {total} columns; {self.describe()} allows {self.max_columns}"
+            )
+
+    def table_columns(self, session: Session, schema: str, table: str) -> dict[str, int | None]:
+        """Column name -> character width (None where unbounded) of an existing table; {} if there is none."""
         rows = session.fetchall(
-            "SELECT column_name FROM information_schema.columns "
+            "SELECT column_name, character_maximum_length FROM information_schema.columns "
             f"WHERE table_schema = {session.param} AND table_name = {session.param} ORDER BY ordinal_position",
             [schema, table],
         )
-        return [r[0] for r in rows]
+        return {name: width for name, width in rows}
+
+    @staticmethod
+    def staged_columns(spec: TableSpec) -> tuple[str, ...]:
+        return tuple(c.name for c in spec.columns) + tuple(name for name, _ in LINEAGE_COLUMNS)
 
     def table(self, spec: TableSpec) -> str:
         return f"{quote(spec.schema)}.{quote(spec.name)}"
@@ -151,47 +244,60 @@ class Warehouse(dg.ConfigurableResource):
     def rejects_table(self, spec: TableSpec) -> str:
         return f"{quote(spec.schema)}.{quote(spec.rejects_name)}"
 
-    def _column_defs(self, columns: Sequence[Column]) -> list[str]:
+    def column_type(self, column: Column, batch: StagedBatch | None = None) -> str:
+        return self.type_names[column.type]
+
+    def _column_defs(self, columns: Sequence[Column], batch: StagedBatch | None, not_null: bool = True) -> list[str]:
         return [
-            f"{quote(c.name)} {self.type_names[c.type]}" + ("" if c.nullable else " NOT NULL") for c in columns
+            f"{quote(c.name)} {self.column_type(c, batch)}" + ("" if c.nullable or not not_null else " NOT NULL")
+            for c in columns
         ]
 
     def _lineage_defs(self) -> list[str]:
-        return [
-            f"{quote(SOURCE_PARTITION)} {self.type_names[ColumnType.STRING]}",
-            f"{quote(SOURCE_FILE)} {self.type_names[ColumnType.STRING]}",
-            f"{quote(SOURCE_LINE)} {self.type_names[ColumnType.INTEGER]}",
-        ]
+        text, integer = self.lineage_types()
+        return [f'"_source_partition" {text}', f'"_source_file" {text}', f'"_source_line" {integer}']
 
-    def create_table_sql(self, spec: TableSpec) -> str:
-        defs = self._column_defs(spec.columns) + self._lineage_defs()
+    def lineage_types(self) -> tuple[str, str]:
+        return self.type_names[ColumnType.STRING], self.type_names[ColumnType.INTEGER]
+
+    def table_attributes(self, spec: TableSpec) -> str:
+        return ""
+
+    def create_table_sql(self, spec: TableSpec, batch: StagedBatch | None = None) -> str:
+        defs = self._column_defs(spec.columns, batch) + self._lineage_defs()
         defs.append(f"{quote(LOADED_AT)} {self.type_names[ColumnType.DATETIME]}")
         if self.primary_key_constraint:
             defs.append(f"PRIMARY KEY ({quote(spec.primary_key)})")
-        return f"CREATE TABLE {self.table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"
+            + self.table_attributes(spec)
+        )
+
+    def rejects_types(self) -> tuple[str, str]:
+        return self.type_names[ColumnType.STRING], self.type_names[ColumnType.INTEGER]
 
     def create_rejects_sql(self, spec: TableSpec) -> str:
-        text, integer = self.type_names[ColumnType.STRING], self.type_names[ColumnType.INTEGER]
+        text, integer = self.rejects_types()
         return (
             f"CREATE TABLE IF NOT EXISTS {self.rejects_table(spec)} ("
-            f"{quote(SOURCE_PARTITION)} {text}, {quote(SOURCE_FILE)} {text}, {quote(SOURCE_LINE)} {integer}, "
+            f'"_source_partition" {text}, "_source_file" {text}, "_source_line" {integer}, '
             f'"column_name" {text}, "reason" {text}, "raw_record" {text})'
         )
 
-    def create_staging_sql(self, spec: TableSpec) -> str:
-        columns = [Column(c.name, c.type) for c in spec.columns]
-        return f"CREATE TEMPORARY TABLE {STAGING} (" + ", ".join(self._column_defs(columns) + self._lineage_defs()) + ")"
+    def create_staging_sql(self, batch: StagedBatch) -> str:
+        columns = [Column(c.name, c.type) for c in batch.spec.columns]
+        defs = self._column_defs(columns, batch) + self._lineage_defs()
+        return f"CREATE TEMPORARY TABLE {STAGING} (" + ", ".join(defs) + ")"
 
     def _version_order(self, spec: TableSpec) -> list[str]:
-        return [spec.version_column, SOURCE_PARTITION, SOURCE_FILE, SOURCE_LINE]
+        return [spec.version_column] + [name for name, _ in LINEAGE_COLUMNS]
 
     def latest_sql(self, spec: TableSpec, source: str = STAGING) -> str:
         """The newest staged version of each key."""
-        names = ", ".join(quote(c.name) for c in spec.columns)
-        lineage = ", ".join(quote(n) for n, _ in LINEAGE_COLUMNS)
+        names = ", ".join(quote(c) for c in self.staged_columns(spec))
         order = ", ".join(f"{quote(c)} DESC" for c in self._version_order(spec))
         return (
-            f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {names}, {lineage} FROM ("
+            f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {names} FROM ("
             f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {quote(spec.primary_key)} ORDER BY {order}) AS etl_rank "
             f"FROM {source}) ranked WHERE etl_rank = 1"
         )
@@ -206,7 +312,7 @@ class Warehouse(dg.ConfigurableResource):
         return expression
 
     def update_sql(self, spec: TableSpec) -> str:
-        assigned = [c.name for c in spec.columns if c.name != spec.primary_key] + [n for n, _ in LINEAGE_COLUMNS]
+        assigned = [c for c in self.staged_columns(spec) if c != spec.primary_key]
         sets = ", ".join(f"{quote(n)} = s.{quote(n)}" for n in assigned)
         key = quote(spec.primary_key)
         return (
@@ -215,7 +321,7 @@ class Warehouse(dg.ConfigurableResource):
         )
 
     def insert_sql(self, spec: TableSpec) -> str:
-        names = [quote(c.name) for c in spec.columns] + [quote(n) for n, _ in LINEAGE_COLUMNS]
+        names = [quote(c) for c in self.staged_columns(spec)]
         key = quote(spec.primary_key)
         return (
             f"INSERT INTO {self.table(spec)} ({', '.join(names)}, {quote(LOADED_AT)}) "

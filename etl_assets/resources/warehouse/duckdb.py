@@ -13,8 +13,9 @@ import pandas as pd
 
 from pydantic import Field
 
-from etl_assets.resources.warehouse.base import STAGING, Session, Warehouse
-from etl_assets.resources.warehouse.spec import ColumnType, TableSpec, quote
+from etl_assets.resources.warehouse.base import REJECTS_COLUMNS, STAGING, Session, Step, Warehouse
+from etl_assets.resources.warehouse.batch import StagedBatch
+from etl_assets.resources.warehouse.spec import ColumnType, quote
 
 
 class DuckDBSession(Session):
@@ -31,13 +32,6 @@ class DuckDBSession(Session):
     def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         return self.connection.execute(sql, list(params)).fetchall()
 
-    def bulk_load(self, table: str, columns: Sequence[str], files: Sequence[Path]) -> None:
-        if not files:
-            return
-        names = ", ".join(quote(c) for c in columns)
-        self.connection.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM read_parquet(?)", [[str(f) for f in files]]
-        )
 
 
 class DuckDBWarehouse(Warehouse):
@@ -55,6 +49,7 @@ class DuckDBWarehouse(Warehouse):
     # An ART index on every key costs memory and load time and buys nothing here:
     # keys are unique by construction of the merge.
     primary_key_constraint: ClassVar[bool] = False
+    param: ClassVar[str] = "?"
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
@@ -74,11 +69,18 @@ class DuckDBWarehouse(Warehouse):
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def stage(self, session: Session, spec: TableSpec, files: Sequence[Path]) -> tuple[str, list]:
-        """DuckDB scans the Parquet files in place: no copy into a staging table first."""
-        if not files:
-            return super().stage(session, spec, files)
-        return "read_parquet(?)", [[str(f) for f in files]]
+    def stage_steps(self, batch: StagedBatch, location) -> tuple[str, tuple, list[Step]]:
+        """DuckDB scans the staged Parquet in place: no copy into a staging table first."""
+        if not batch.files:
+            return STAGING, (), [Step(self.create_staging_sql(batch))]
+        return "read_parquet(?)", ([str(f) for f in batch.files],), []
+
+    def rejects_steps(self, batch: StagedBatch, location) -> list[Step]:
+        if not batch.reject_files:
+            return []
+        names = ", ".join(quote(c) for c in REJECTS_COLUMNS)
+        insert = f"INSERT INTO {self.rejects_table(batch.spec)} ({names}) SELECT {names} FROM read_parquet(?)"
+        return [Step(insert, ([str(f) for f in batch.reject_files],))]
 
     @contextmanager
     def session(self) -> Iterator[DuckDBSession]:

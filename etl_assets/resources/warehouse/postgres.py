@@ -6,7 +6,6 @@ import hashlib
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import pandas as pd
 import psycopg2
@@ -14,7 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from etl_assets.resources.warehouse.base import Session, Warehouse
+from etl_assets.resources.warehouse.base import Session, Step, Warehouse
 from etl_assets.resources.warehouse.spec import TableSpec, quote
 
 COPY_BATCH_ROWS = 100_000
@@ -35,14 +34,13 @@ class PostgresSession(Session):
         self.cursor.execute(sql, list(params) or None)
         return self.cursor.fetchall()
 
-    def bulk_load(self, table: str, columns: Sequence[str], files: Sequence[Path]) -> None:
-        copy = f"COPY {table} ({', '.join(quote(c) for c in columns)}) FROM STDIN WITH (FORMAT csv)"
-        for path in files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=COPY_BATCH_ROWS, columns=list(columns)):
+    def copy_files(self, step: Step) -> None:
+        for path in step.files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=COPY_BATCH_ROWS, columns=list(step.columns)):
                 buffer = io.BytesIO()
                 pacsv.write_csv(batch, buffer, CSV_OPTIONS)
                 buffer.seek(0)
-                self.cursor.copy_expert(copy, buffer)
+                self.cursor.copy_expert(step.sql, buffer)
 
     def lock_table(self, spec: TableSpec) -> None:
         digest = hashlib.blake2b(f"{spec.schema}.{spec.name}".encode(), digest_size=8).digest()
