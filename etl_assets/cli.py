@@ -106,6 +106,127 @@ def _print_summary(totals: dict[str, dict[str, int]]) -> None:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 
 
+def _dry_run_warehouse(target: str):
+    """The target's warehouse built from the environment where set; nothing secret is read."""
+    import os
+
+    from dagster_aws.s3 import S3Resource
+
+    from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+    from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+    from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
+
+    env = os.environ.get
+    if target == "duckdb":
+        return DuckDBWarehouse(path=env("ETL_ASSETS_DUCKDB_PATH", str(DATA_DIR / "warehouse.duckdb")))
+    if target == "postgres":
+        return PostgresWarehouse(host=env("ETL_ASSETS_PG_HOST", "127.0.0.1"), user=env("ETL_ASSETS_PG_USER", "postgres"),
+                                 database=env("ETL_ASSETS_PG_DATABASE", "postgres"))
+    return RedshiftWarehouse(
+        connection=env("ETL_ASSETS_REDSHIFT_CONNECTION", "psycopg2"),
+        host=env("ETL_ASSETS_REDSHIFT_HOST", "CLUSTER_ENDPOINT"),
+        database=env("ETL_ASSETS_REDSHIFT_DATABASE", "dev"),
+        user=env("ETL_ASSETS_REDSHIFT_USER", "USER"),
+        workgroup_name=env("ETL_ASSETS_REDSHIFT_WORKGROUP", ""),
+        cluster_identifier=env("ETL_ASSETS_REDSHIFT_CLUSTER_IDENTIFIER", ""),
+        s3=S3Resource(),
+        staging_bucket=env("ETL_ASSETS_REDSHIFT_STAGING_BUCKET", "STAGING_BUCKET"),
+        staging_prefix=env("ETL_ASSETS_REDSHIFT_STAGING_PREFIX", "etl_assets/staging"),
+        iam_role_arn=env("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN", "arn:aws:iam::123456789012:role/COPY_ROLE"),
+    )
+
+
+def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int = 1000):
+    """The load plan of one object on one target, as `etl-assets sql` prints it (nothing runs)."""
+    from etl_assets.resources.warehouse.batch import StagedBatch
+    from etl_assets.salesforce.catalog import load_catalog
+
+    by_name = {api.lower(): obj for api, obj in load_catalog().items()}
+    obj = by_name.get(api_name.lower())
+    if obj is None:
+        raise KeyError(api_name)
+    staged = Path("staged")
+    batch = StagedBatch(obj.table_spec(), partition, staged, files=[staged / "part-00000.parquet"],
+                        reject_files=[staged / "rejects.parquet"], rows=rows)
+    warehouse = _dry_run_warehouse(target)
+    return warehouse, obj, warehouse.plan(batch, existing={})
+
+
+def sql_command(args: argparse.Namespace) -> int:
+    try:
+        warehouse, obj, plan = plan_for(args.target, args.object, args.partition, args.rows)
+    except KeyError:
+        print(f"Unknown object: {args.object}", file=sys.stderr)
+        return 2
+    spec = obj.table_spec()
+    print(f"-- Load of {obj.api_name} into {spec.schema}.{spec.name} on {warehouse.describe()}")
+    for title, steps in (("prepare: idempotent DDL, each statement committed on its own", plan.prepare),
+                         ("transaction: all of it or nothing", plan.transaction)):
+        print(f"\n-- {title}")
+        for step in steps:
+            notes = []
+            if step.params:
+                notes.append("parameters: " + ", ".join(repr(p) for p in step.params))
+            if step.files:
+                notes.append("streams the staged Parquet files " + ", ".join(f.name for f in step.files))
+            if step.result:
+                notes.append(f"keeps {step.result}")
+            if notes:
+                print("-- " + "; ".join(notes))
+            print(step.sql.rstrip() + ";")
+    return 0
+
+
+def seed_totesys_command(args: argparse.Namespace) -> int:
+    from etl_assets.totesys.pipeline import resolved_source, seed
+
+    source = resolved_source()
+    counts = seed(source, args.seed)
+    inserted = sum(c["inserted"] for c in counts.values())
+    updated = sum(c["updated"] for c in counts.values())
+    print(f"totesys at {source.describe()}: {inserted} rows inserted, {updated} updated")
+    _print_table(["table", "inserted", "updated"], [[t, str(c["inserted"]), str(c["updated"])] for t, c in counts.items()])
+    return 0
+
+
+def totesys_command(args: argparse.Namespace) -> int:
+    from etl_assets.definitions import defs
+    from etl_assets.totesys.pipeline import run_totesys_pipeline
+
+    instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
+    run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    with instance:
+        summary = run_totesys_pipeline(defs, instance, run_config)
+    print()
+    if summary.seeded:
+        print(f"Seeded the embedded totesys source ({sum(c['inserted'] for c in summary.seeded.values())} rows).")
+    if summary.extracted:
+        columns = ["table", "rows_read", "inserted", "updated", "table_rows"]
+        _print_table(columns, [[t] + [str(v) for v in m.values()] for t, m in sorted(summary.extracted.items())])
+    else:
+        print("totesys: no rows changed since the last extraction; nothing loaded.")
+    if summary.dbt_skipped_groups:
+        print(f"dbt: skipped {', '.join(summary.dbt_skipped_groups)} (their Salesforce tables are not loaded yet)")
+    if summary.dbt_ran:
+        print(f"\ndbt build: {summary.checks_passed} tests passed, {len(summary.checks_failed)} failed or warned")
+        for check in summary.checks_failed:
+            print(f"  {check}")
+        _print_table(["mart", "rows"], [[t, str(n)] for t, n in summary.mart_rows.items()])
+    if not summary.success:
+        print("totesys pipeline FAILED; see the run logs (DAGSTER_HOME) for details", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_table(columns: list[str], rows: list[list[str]]) -> None:
+    if not rows:
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    print()
+    for row in [columns, *rows]:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etl-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +251,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     materialize.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
     materialize.set_defaults(func=materialize_command)
+
+    sql = commands.add_parser("sql", help="print the SQL a load of one object would run (nothing is executed)")
+    sql.add_argument("--target", choices=("duckdb", "postgres", "redshift"), required=True)
+    sql.add_argument("--object", required=True, help="object API name, e.g. Task")
+    sql.add_argument("--partition", default="20240501_Differential")
+    sql.add_argument("--rows", type=int, default=1000, help="staged row count the COPY check expects")
+    sql.set_defaults(func=sql_command)
+
+    seed_totesys = commands.add_parser(
+        "seed-totesys", help="fill the totesys source, or simulate a tick of business if it has data"
+    )
+    seed_totesys.add_argument("--seed", type=int, default=2)
+    seed_totesys.set_defaults(func=seed_totesys_command)
+
+    totesys = commands.add_parser(
+        "totesys", help="seed the embedded source if empty, extract changed rows, dbt build the star schema"
+    )
+    totesys.add_argument(
+        "--ephemeral", dest="persistent", action="store_false", help="do not record runs in DAGSTER_HOME"
+    )
+    totesys.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
+    totesys.set_defaults(func=totesys_command)
     return parser
 
 

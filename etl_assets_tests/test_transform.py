@@ -22,9 +22,9 @@ def transform_text(tmp_path: Path, text: str, name: str = "task.csv"):
     plan = plan_header(TASK, header, name)
     frames, rejects = [], []
     for chunk in iter_csv_chunks(path, name, header, header_lines):
-        frame, rejected = transform_chunk(TASK, chunk, plan, "20240501_Differential", name)
-        frames.append(frame)
-        rejects += rejected.to_pylist()
+        result = transform_chunk(TASK, chunk, plan, "20240501_Differential", name)
+        frames.append(result.rows)
+        rejects += result.rejects.to_pylist()
     return pd.concat(frames), rejects, plan
 
 
@@ -143,3 +143,25 @@ def test_staging_spills_rows_and_rejects_to_parquet_and_unions_drift(tmp_path):
     finally:
         batch.discard()
     assert not batch.directory.exists()
+
+
+def test_text_over_the_redshift_limit_is_rejected_or_truncated_by_catalog_choice(tmp_path):
+    long_value = "é" * 40_000  # 80,000 bytes in UTF-8, 40,000 characters
+    text = f"Id,IsDeleted,SystemModstamp,Description\n{GOOD_ID},false,2024-05-01T00:00:00.000Z,{long_value}\n"
+    frame, rejects, _ = transform_text(tmp_path, text)
+    assert frame.empty
+    assert rejects[0]["column_name"] == "description"
+    assert rejects[0]["reason"] == "80000 bytes, over the 65535-byte limit"
+
+    document = {"objects": {"Note__c": {"columns": {
+        "Id": {"type": "string", "nullable": False}, "SystemModstamp": "datetime",
+        "Body": {"type": "string", "on_overflow": "truncate"}}}}}
+    note = parse_catalog(document)["Note__c"]
+    path = tmp_path / "note.csv"
+    path.write_text(f"Id,SystemModstamp,Body\n{GOOD_ID},2024-05-01T00:00:00.000Z,{long_value}\n")
+    header, header_lines = read_header(path, "note.csv")
+    [chunk] = list(iter_csv_chunks(path, "note.csv", header, header_lines))
+    result = transform_chunk(note, chunk, plan_header(note, header, "note.csv"), "P", "note.csv")
+    assert result.truncated == 1 and result.rejects.num_rows == 0
+    body = result.rows["body"].iloc[0]
+    assert len(body.encode()) <= 65_535 and body == "é" * 32_767  # cut on a character boundary

@@ -14,12 +14,13 @@ from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
 from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = PROJECT_ROOT / "data"
 
 LANDING_ZONES = ("local", "s3")
-WAREHOUSES = ("duckdb", "postgres")
+WAREHOUSES = ("duckdb", "postgres", "redshift")
 
 
 def _setting(env: Mapping[str, str], name: str, default=None):
@@ -38,16 +39,20 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+def build_s3(env: Mapping[str, str] = os.environ) -> S3Resource:
+    """dagster-aws' S3Resource; with no keys set, boto3's default credential chain (IAM role, profile)."""
+    return S3Resource(
+        region_name=_setting(env, "AWS_REGION", "us-east-1"),
+        endpoint_url=_setting(env, "ETL_ASSETS_S3_ENDPOINT_URL"),
+        aws_access_key_id=_setting(env, "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_setting(env, "AWS_SECRET_ACCESS_KEY"),
+    )
+
+
 def build_landing_zone(env: Mapping[str, str] = os.environ) -> LandingZone:
     if _choice(env, "ETL_ASSETS_LANDING_ZONE", "local", LANDING_ZONES) == "s3":
-        s3 = S3Resource(
-            region_name=_setting(env, "AWS_REGION", "us-east-1"),
-            endpoint_url=_setting(env, "ETL_ASSETS_S3_ENDPOINT_URL"),
-            aws_access_key_id=_setting(env, "AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=_setting(env, "AWS_SECRET_ACCESS_KEY"),
-        )
         return S3LandingZone(
-            s3=s3,
+            s3=build_s3(env),
             bucket=dg.EnvVar("ETL_ASSETS_LANDING_BUCKET"),
             prefix=_setting(env, "ETL_ASSETS_LANDING_PREFIX", ""),
         )
@@ -55,7 +60,27 @@ def build_landing_zone(env: Mapping[str, str] = os.environ) -> LandingZone:
 
 
 def build_warehouse(env: Mapping[str, str] = os.environ) -> Warehouse:
-    if _choice(env, "ETL_ASSETS_WAREHOUSE", "duckdb", WAREHOUSES) == "postgres":
+    target = _choice(env, "ETL_ASSETS_WAREHOUSE", "duckdb", WAREHOUSES)
+    if target == "redshift":
+        return RedshiftWarehouse(
+            connection=_setting(env, "ETL_ASSETS_REDSHIFT_CONNECTION", "psycopg2"),
+            host=_setting(env, "ETL_ASSETS_REDSHIFT_HOST", ""),
+            port=_int_setting(env, "ETL_ASSETS_REDSHIFT_PORT", 5439),
+            database=_setting(env, "ETL_ASSETS_REDSHIFT_DATABASE", "dev"),
+            user=_setting(env, "ETL_ASSETS_REDSHIFT_USER", ""),
+            password=_setting(env, "ETL_ASSETS_REDSHIFT_PASSWORD", ""),
+            cluster_identifier=_setting(env, "ETL_ASSETS_REDSHIFT_CLUSTER_IDENTIFIER", ""),
+            workgroup_name=_setting(env, "ETL_ASSETS_REDSHIFT_WORKGROUP", ""),
+            secret_arn=_setting(env, "ETL_ASSETS_REDSHIFT_SECRET_ARN", ""),
+            db_user=_setting(env, "ETL_ASSETS_REDSHIFT_DB_USER", ""),
+            region_name=_setting(env, "AWS_REGION", "us-east-1"),
+            data_api_endpoint_url=_setting(env, "ETL_ASSETS_REDSHIFT_DATA_API_ENDPOINT_URL", ""),
+            s3=build_s3(env),
+            staging_bucket=dg.EnvVar("ETL_ASSETS_REDSHIFT_STAGING_BUCKET"),
+            staging_prefix=_setting(env, "ETL_ASSETS_REDSHIFT_STAGING_PREFIX", "etl_assets/staging"),
+            iam_role_arn=dg.EnvVar("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN"),
+        )
+    if target == "postgres":
         return PostgresWarehouse(
             host=_setting(env, "ETL_ASSETS_PG_HOST", "127.0.0.1"),
             port=_int_setting(env, "ETL_ASSETS_PG_PORT", 5432),

@@ -84,6 +84,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 "rows_read": report.rows_read,
                 "rows_loaded": report.rows_valid,
                 "rows_rejected": report.rows_rejected,
+                "values_truncated": report.values_truncated,
                 "schema_drift": list(report.drift_columns),
             },
         )

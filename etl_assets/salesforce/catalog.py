@@ -16,6 +16,8 @@ from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, i
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 KNOWN_CHECKS = {"isin", "min_length", "max_length", "min", "max", "regex", "salesforce_id"}
+MAX_TEXT_BYTES = 65_535  # Redshift's VARCHAR limit, applied on every target so tables agree
+OVERFLOW_POLICIES = ("reject", "truncate")
 
 
 class CatalogError(ValueError):
@@ -28,6 +30,7 @@ class CatalogColumn:
     type: ColumnType
     nullable: bool = True
     checks: dict = field(default_factory=dict, hash=False, compare=False)
+    on_overflow: str = "reject"  # a text value over MAX_TEXT_BYTES: reject the row, or truncate it
 
     @property
     def name(self) -> str:
@@ -42,6 +45,7 @@ class SalesforceObject:
     schema: str
     primary_key: str
     version_column: str
+    redshift: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def table(self) -> str:
@@ -66,6 +70,7 @@ class SalesforceObject:
             version_column=identifier(self.version_column),
             columns=tuple(columns),
             description=self.description,
+            extra={"redshift": self.redshift} if self.redshift else {},
         )
 
 
@@ -83,12 +88,33 @@ def _parse_column(api_name: str, raw, where: str) -> CatalogColumn:
     unknown = set(checks) - KNOWN_CHECKS
     if unknown:
         raise CatalogError(f"{where}.{api_name}: unknown checks {sorted(unknown)}")
-    unknown_keys = set(raw) - {"type", "nullable", "checks"}
+    unknown_keys = set(raw) - {"type", "nullable", "checks", "on_overflow"}
     if unknown_keys:
         raise CatalogError(f"{where}.{api_name}: unknown keys {sorted(unknown_keys)}")
-    column = CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks))
+    on_overflow = raw.get("on_overflow", "reject")
+    if on_overflow not in OVERFLOW_POLICIES:
+        raise CatalogError(f"{where}.{api_name}: on_overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
+    column = CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks), on_overflow)
     column.name  # validates the identifier
     return column
+
+
+def _parse_redshift(raw: dict, where: str) -> dict:
+    """Optional Redshift table design: distkey, sortkey (a list), and a procedure CALLed after each merge."""
+    unknown = set(raw) - {"distkey", "sortkey", "procedure"}
+    if unknown:
+        raise CatalogError(f"{where}.redshift: unknown keys {sorted(unknown)}")
+    result = {}
+    if "distkey" in raw:
+        result["distkey"] = identifier(raw["distkey"])
+    if "sortkey" in raw:
+        result["sortkey"] = [identifier(c) for c in raw["sortkey"]]
+    if "procedure" in raw:
+        parts = str(raw["procedure"]).split(".")
+        if len(parts) > 2:
+            raise CatalogError(f"{where}.redshift.procedure: expected [schema.]name")
+        result["procedure"] = ".".join(identifier(p) for p in parts)
+    return result
 
 
 def parse_catalog(document: dict) -> dict[str, SalesforceObject]:
@@ -109,6 +135,7 @@ def parse_catalog(document: dict) -> dict[str, SalesforceObject]:
             schema=identifier(entry.get("schema", document.get("schema", "salesforce"))),
             primary_key=entry.get("primary_key", document.get("primary_key", "Id")),
             version_column=entry.get("version_column", document.get("version_column", "SystemModstamp")),
+            redshift=_parse_redshift(entry.get("redshift") or {}, where),
         )
         obj.table_spec()  # validates keys and identifiers
         if obj.table in {o.table for o in objects.values()}:

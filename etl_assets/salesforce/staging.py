@@ -24,6 +24,7 @@ class StageReport:
     files: list[str] = field(default_factory=list)
     rows_read: int = 0
     rows_rejected: int = 0
+    values_truncated: int = 0
     drift_columns: tuple[str, ...] = ()
     reject_samples: list[dict] = field(default_factory=list)
 
@@ -60,13 +61,14 @@ def stage_object(
         for source, header, header_lines, plan in plans:
             options = {"block_size": block_size} if block_size else {}
             for chunk in iter_csv_chunks(source.path, source.key, header, header_lines, **options):
-                rows, rejects = transform_chunk(obj, chunk, plan, partition, source.key)
+                result = transform_chunk(obj, chunk, plan, partition, source.key)
                 report.rows_read += chunk.batch.num_rows
-                report.rows_rejected += rejects.num_rows
-                if rejects.num_rows and len(report.reject_samples) < 5:
-                    report.reject_samples += rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
-                writer.write(pa.Table.from_pandas(rows, preserve_index=False))
-                writer.reject(rejects)
+                report.rows_rejected += result.rejects.num_rows
+                report.values_truncated += result.truncated
+                if result.rejects.num_rows and len(report.reject_samples) < 5:
+                    report.reject_samples += result.rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
+                writer.write(pa.Table.from_pandas(result.rows, preserve_index=False))
+                writer.reject(result.rejects)
     except BaseException:
         writer.abort()
         raise

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pandera.errors
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl_assets.lib.csv_reader import CsvChunk, CsvFormatError
 from etl_assets.resources.warehouse.spec import (
@@ -28,7 +29,7 @@ from etl_assets.resources.warehouse.spec import (
     InvalidIdentifier,
     identifier,
 )
-from etl_assets.salesforce.catalog import SalesforceObject
+from etl_assets.salesforce.catalog import MAX_TEXT_BYTES, SalesforceObject
 from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
 
 TRUE_VALUES = ("true", "1")
@@ -90,9 +91,14 @@ def _convert(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.ndarray]:
     return typed, invalid
 
 
-def transform_chunk(
-    obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str
-) -> tuple[pd.DataFrame, pa.Table]:
+@dataclass
+class ChunkResult:
+    rows: pd.DataFrame  # valid, typed rows with lineage columns
+    rejects: pa.Table  # REJECTS_SCHEMA rows
+    truncated: int = 0  # text values cut to MAX_TEXT_BYTES by an explicit catalog choice
+
+
+def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str) -> ChunkResult:
     """The chunk's valid rows as a typed frame, and its rejects."""
     raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
     raw.columns = [plan.columns[c] for c in raw.columns]
@@ -105,6 +111,7 @@ def transform_chunk(
         for row in np.flatnonzero(invalid):
             problems.setdefault(int(row), []).append((name, f"not a valid {type_.value}: {_short(raw[name].iat[row])}"))
     frame = pd.DataFrame(typed)
+    truncated = _enforce_text_limit(obj, chunk, plan, frame, problems)
     try:
         object_schema(obj, plan.drift).validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as errors:
@@ -113,10 +120,35 @@ def transform_chunk(
     frame[SOURCE_FILE] = file
     frame[SOURCE_LINE] = chunk.lines
     if not problems:
-        return frame, REJECTS_SCHEMA.empty_table()
+        return ChunkResult(frame, REJECTS_SCHEMA.empty_table(), truncated)
     bad_rows = np.array(sorted(problems), dtype=np.int64)
     rejects = _rejects_table(chunk, bad_rows, problems, partition, file)
-    return frame.drop(index=frame.index[bad_rows]), rejects
+    return ChunkResult(frame.drop(index=frame.index[bad_rows]), rejects, truncated)
+
+
+def _enforce_text_limit(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, frame: pd.DataFrame,
+                        problems: dict[int, list]) -> int:
+    """Reject (or, where the catalog says so, truncate) text values over MAX_TEXT_BYTES."""
+    truncated = 0
+    for field, name in plan.columns.items():
+        column = obj.column(name)
+        if column is not None and column.type is not ColumnType.STRING:
+            continue
+        lengths = pc.binary_length(chunk.batch.column(field))
+        if (pc.max(lengths).as_py() or 0) <= MAX_TEXT_BYTES:
+            continue
+        over = np.flatnonzero(lengths.to_numpy(zero_copy_only=False) > MAX_TEXT_BYTES)
+        if column is not None and column.on_overflow == "truncate":
+            values = frame[name].to_numpy(dtype=object)
+            for row in over:
+                values[row] = values[row].encode()[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+            frame[name] = pd.array(values, dtype=frame[name].dtype)
+            truncated += len(over)
+        else:
+            for row in over:
+                size = lengths[int(row)].as_py()
+                problems.setdefault(int(row), []).append((name, f"{size} bytes, over the {MAX_TEXT_BYTES}-byte limit"))
+    return truncated
 
 
 def _collect_pandera_failures(errors: pandera.errors.SchemaErrors, problems: dict[int, list]) -> None:

@@ -144,6 +144,18 @@ class Warehouse(dg.ConfigurableResource):
     def describe(self) -> str:
         raise NotImplementedError
 
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether retrying may help: a lost connection or a lock wait, not a statement the database refused."""
+        cause = error
+        while cause is not None:
+            if isinstance(cause, (ConnectionError, TimeoutError)) or self._transient(cause):
+                return True
+            cause = cause.__cause__
+        return False
+
+    def _transient(self, error: BaseException) -> bool:
+        return False
+
     def load(self, batch: StagedBatch) -> LoadResult:
         spec = batch.spec
         self.check_limits(spec)

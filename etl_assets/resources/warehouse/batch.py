@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from etl_assets.resources.warehouse.spec import REJECTS_SCHEMA, TableSpec
@@ -31,6 +32,7 @@ class StagedBatch:
     reject_files: list[Path] = field(default_factory=list)
     rows: int = 0
     rejected_rows: int = 0
+    max_bytes: dict[str, int] = field(default_factory=dict)  # widest UTF-8 value per text column
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -62,6 +64,10 @@ class StagedBatchWriter:
         self._rows.write_table(table)
         self._rows_in_file += table.num_rows
         self.batch.rows += table.num_rows
+        for name, column in zip(table.column_names, table.columns):
+            if pa.types.is_string(column.type):
+                widest = pc.max(pc.binary_length(column)).as_py() or 0
+                self.batch.max_bytes[name] = max(self.batch.max_bytes.get(name, 0), widest)
 
     def reject(self, table: pa.Table) -> None:
         if table.num_rows == 0:

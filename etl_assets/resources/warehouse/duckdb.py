@@ -54,6 +54,9 @@ class DuckDBWarehouse(Warehouse):
     def describe(self) -> str:
         return f"duckdb:{self.path}"
 
+    def _transient(self, error: BaseException) -> bool:
+        return isinstance(error, duckdb.IOException)  # e.g. the file lock was still held
+
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the file, waiting while another process holds DuckDB's single-writer lock."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)

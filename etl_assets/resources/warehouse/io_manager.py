@@ -40,9 +40,14 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         spec = obj.spec
         try:
             result = self.warehouse.load(obj)
-        except Exception:
+        except Exception as error:
             context.log.error(f"Load of {spec.schema}.{spec.name} failed; staged files kept in {obj.directory}")
-            raise
+            if self.warehouse.is_transient(error):
+                raise  # the asset's RetryPolicy tries again
+            raise dg.Failure(
+                description=f"{self.warehouse.describe()} refused the load of {spec.schema}.{spec.name}: {error}",
+                allow_retries=False,
+            ) from error
         obj.discard()
         total = self.warehouse.query(f"SELECT COUNT(*) FROM {self.warehouse.table(spec)}")[0][0]
         context.add_output_metadata(

@@ -57,6 +57,10 @@ class PostgresWarehouse(Warehouse):
     password: str = Field(default="", description="Set with dagster.EnvVar; never logged.")
     connect_timeout_seconds: int = 10
 
+    def _transient(self, error: BaseException) -> bool:
+        # OperationalError: the server went away, refused the connection, or cancelled for a deadlock.
+        return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
+
     def describe(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 

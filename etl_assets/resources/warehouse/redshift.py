@@ -1,0 +1,377 @@
+"""Amazon Redshift: staged Parquet in S3, COPY with a manifest, then the same SCD1 merge.
+
+A load uploads the batch's Parquet files under one prefix per load, writes a
+manifest naming exactly those files (so COPY cannot load some and report
+success), COPYs them into a temporary staging table, checks the loaded row count
+inside the transaction, merges, and optionally CALLs the object's stored
+procedure. Staged files are removed after success and kept after a failure, whose
+message carries Redshift's own load errors (SYS_LOAD_ERROR_DETAIL).
+
+Two ways to connect, one plan: psycopg2 to the cluster endpoint, or the Redshift
+Data API (no VPC access, Serverless), where the transaction is one
+batch_execute_statement.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import boto3
+import pandas as pd
+import psycopg2
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
+
+from etl_assets.resources.warehouse.base import STAGING, LoadResult, Session, Step, Warehouse, WarehouseLimitError
+from etl_assets.resources.warehouse.batch import StagedBatch
+from etl_assets.resources.warehouse.postgres import PostgresSession
+from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, quote
+
+MAX_VARCHAR_BYTES = 65_535
+WIDTH_BUCKETS = (256, 1024, 4096, 16384, MAX_VARCHAR_BYTES)
+SAFE_LITERAL = re.compile(r"^[A-Za-z0-9_.:/=+@, -]*$")
+DATA_API_DONE = {"FINISHED", "FAILED", "ABORTED"}
+
+
+class RedshiftLoadError(RuntimeError):
+    """A load Redshift refused; the message lists its load errors when it recorded any."""
+
+
+def literal(value) -> str:
+    """A SQL literal for values we control (S3 URLs, role ARNs, partition keys, counts).
+
+    Anything outside a conservative character set is refused rather than escaped,
+    so no data can change the statement.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"cannot render {type(value).__name__} as a literal")
+    if isinstance(value, int):
+        return str(value)
+    if not SAFE_LITERAL.match(value):
+        raise ValueError(f"refusing to render {value!r} as a SQL literal")
+    return f"'{value}'"
+
+
+def render(sql: str, params: Sequence) -> str:
+    """`sql` with its %s placeholders replaced by safe literals (the batch Data API takes no parameters)."""
+    parts = sql.split("%s")
+    if len(parts) - 1 != len(params):
+        raise ValueError("placeholder and parameter counts differ")
+    return parts[0] + "".join(literal(p) + rest for p, rest in zip(params, parts[1:]))
+
+
+@dataclass(frozen=True)
+class S3Staging:
+    """Where one load's files sit in S3, and the manifests that name them."""
+
+    bucket: str
+    prefix: str
+    rows_manifest: str | None
+    rejects_manifest: str | None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/"
+
+
+class DataApiSession(Session):
+    """Statements through the Redshift Data API; `run` sends them as one batch (one transaction)."""
+
+    def __init__(self, client, target: dict, poll_seconds: float, timeout_seconds: float):
+        self.client, self.target = client, target
+        self.poll_seconds, self.timeout_seconds = poll_seconds, timeout_seconds
+
+    def _wait(self, statement_id: str) -> dict:
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            description = self.client.describe_statement(Id=statement_id)
+            status = description["Status"]
+            if status == "FINISHED":
+                return description
+            if status in DATA_API_DONE:
+                raise RedshiftLoadError(f"Redshift statement {statement_id} {status}: {description.get('Error', '')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redshift statement {statement_id} still {status} after {self.timeout_seconds}s")
+            time.sleep(self.poll_seconds)
+
+    def _submit(self, sql: str, params: Sequence) -> str:
+        names = iter(range(1, len(params) + 1))
+        text = re.sub(r"%s", lambda _: f":p{next(names)}", sql)
+        request = {"Sql": text, **self.target}
+        if params:
+            request["Parameters"] = [{"name": f"p{i}", "value": str(v)} for i, v in enumerate(params, start=1)]
+        return self.client.execute_statement(**request)["Id"]
+
+    def execute(self, sql: str, params: Sequence = ()) -> int:
+        return max(self._wait(self._submit(sql, params)).get("ResultRows", 0), 0)
+
+    def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        statement_id = self._submit(sql, params)
+        self._wait(statement_id)
+        rows, token = [], None
+        while True:
+            page = self.client.get_statement_result(Id=statement_id, **({"NextToken": token} if token else {}))
+            rows += [tuple(next(iter(field.values())) if not field.get("isNull") else None for field in record)
+                     for record in page["Records"]]
+            token = page.get("NextToken")
+            if not token:
+                return rows
+
+    def run(self, steps: Sequence[Step]) -> dict[str, int]:
+        if any(step.files for step in steps):
+            raise RedshiftLoadError("the Data API cannot stream local files; stage them in S3")
+        batch = self.client.batch_execute_statement(Sqls=[render(s.sql, s.params) for s in steps], **self.target)
+        description = self._wait(batch["Id"])
+        results: dict[str, int] = {}
+        for step, sub in zip(steps, description.get("SubStatements", [])):
+            if not step.result:
+                continue
+            if step.fetch:
+                record = self.client.get_statement_result(Id=sub["Id"])["Records"][0][0]
+                results[step.result] = next(iter(record.values()))
+            else:
+                results[step.result] = max(sub.get("ResultRows", 0), 0)
+        return results
+
+
+class RedshiftWarehouse(Warehouse):
+    """Redshift through S3 staging and COPY; every secret is set with dagster.EnvVar."""
+
+    connection: str = Field(default="psycopg2", description="psycopg2 or data_api")
+    host: str = ""
+    port: int = 5439
+    database: str = "dev"
+    user: str = ""
+    password: str = Field(default="", description="psycopg2 password; never logged.")
+    cluster_identifier: str = Field(default="", description="Data API: a provisioned cluster")
+    workgroup_name: str = Field(default="", description="Data API: a Serverless workgroup")
+    secret_arn: str = Field(default="", description="Data API: Secrets Manager credentials")
+    db_user: str = Field(default="", description="Data API: temporary credentials for this user")
+    region_name: str = "us-east-1"
+    data_api_endpoint_url: str = ""
+    s3: S3Resource
+    staging_bucket: str
+    staging_prefix: str = "etl_assets/staging"
+    iam_role_arn: str = Field(description="The role Redshift assumes to read the staged files (COPY IAM_ROLE).")
+    keep_staged_files: bool = False
+    poll_seconds: float = 0.5
+    statement_timeout_seconds: float = 3600.0
+
+    type_names: ClassVar[dict[ColumnType, str]] = {
+        **Warehouse.type_names,
+        ColumnType.STRING: f"VARCHAR({MAX_VARCHAR_BYTES})",
+    }
+    max_columns: ClassVar[int] = 1600
+
+    _client = PrivateAttr(default=None)
+
+    def describe(self) -> str:
+        if self.connection == "data_api":
+            where = self.workgroup_name or self.cluster_identifier
+            return f"redshift-data://{where}/{self.database}"
+        return f"redshift://{self.user}:***@{self.host}:{self.port}/{self.database}"
+
+    def _transient(self, error: BaseException) -> bool:
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, EndpointConnectionError)):
+            return True
+        return isinstance(error, ClientError) and "Throttl" in error.response.get("Error", {}).get("Code", "")
+
+    def _target(self) -> dict:
+        target = {"Database": self.database}
+        if self.workgroup_name:
+            target["WorkgroupName"] = self.workgroup_name
+        else:
+            target["ClusterIdentifier"] = self.cluster_identifier
+        if self.secret_arn:
+            target["SecretArn"] = self.secret_arn
+        elif self.db_user:
+            target["DbUser"] = self.db_user
+        return target
+
+    def data_api_client(self):
+        if self._client is None:
+            self._client = boto3.client(
+                "redshift-data", region_name=self.region_name, endpoint_url=self.data_api_endpoint_url or None
+            )
+        return self._client
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        if self.connection == "data_api":
+            yield DataApiSession(self.data_api_client(), self._target(), self.poll_seconds,
+                                 self.statement_timeout_seconds)
+            return
+        if self.connection != "psycopg2":
+            raise ValueError(f"connection must be psycopg2 or data_api, not {self.connection!r}")
+        connection = psycopg2.connect(host=self.host, port=self.port, dbname=self.database, user=self.user,
+                                      password=self.password or None, connect_timeout=10,
+                                      application_name="etl_assets")
+        try:
+            with connection:
+                yield PostgresSession(connection)
+        finally:
+            connection.close()
+
+    def load(self, batch: StagedBatch) -> LoadResult:
+        spec = batch.spec
+        self.check_limits(spec)
+        staging = self.upload(batch)
+        try:
+            with self.session() as session:
+                existing = self.table_columns(session, spec.schema, spec.name)
+            plan = self.plan(batch, existing, staging)
+            self.run_prepare(plan.prepare)
+            with self.session() as session:
+                results = session.run(plan.transaction)
+        except Exception as error:
+            raise RedshiftLoadError(self.explain_failure(staging, error)) from error
+        if not self.keep_staged_files:
+            self.remove(staging)
+        return LoadResult(
+            results["keys_staged"], batch.rejected_rows, results["inserted"], results["updated"], plan.added_columns
+        )
+
+    def run_prepare(self, steps: Sequence[Step]) -> None:
+        """Each DDL statement on its own: ALTER COLUMN ... TYPE cannot run inside a transaction block."""
+        if self.connection == "data_api":
+            with self.session() as session:
+                for step in steps:
+                    session.execute(step.sql, step.params)
+            return
+        with self.session() as session:
+            session.connection.autocommit = True
+            for step in steps:
+                session.execute(step.sql, step.params)
+
+    def _prefix(self, batch: StagedBatch, load_id: str) -> str:
+        spec = batch.spec
+        return "/".join(
+            part.strip("/") for part in (self.staging_prefix, spec.schema, spec.name, batch.partition or "all", load_id)
+        )
+
+    def planned_staging(self, batch: StagedBatch) -> S3Staging:
+        """Where a load would stage, for printing a plan without uploading anything."""
+        prefix = self._prefix(batch, "LOAD_ID")
+        url = f"s3://{self.staging_bucket}/{prefix}"
+        return S3Staging(self.staging_bucket, prefix, f"{url}/rows.manifest", f"{url}/rejects.manifest")
+
+    def upload(self, batch: StagedBatch) -> S3Staging:
+        prefix = self._prefix(batch, uuid.uuid4().hex)
+        client = self.s3.get_client()
+
+        def put(files, name: str) -> str | None:
+            if not files:
+                return None
+            entries = []
+            for path in files:
+                key = f"{prefix}/{path.name}"
+                client.upload_file(str(path), self.staging_bucket, key)
+                entries.append({"url": f"s3://{self.staging_bucket}/{key}", "mandatory": True,
+                                "meta": {"content_length": path.stat().st_size}})
+            key = f"{prefix}/{name}.manifest"
+            client.put_object(Bucket=self.staging_bucket, Key=key, Body=json.dumps({"entries": entries}).encode())
+            return f"s3://{self.staging_bucket}/{key}"
+
+        return S3Staging(self.staging_bucket, prefix, put(batch.files, "rows"), put(batch.reject_files, "rejects"))
+
+    def remove(self, staging: S3Staging) -> None:
+        client = self.s3.get_client()
+        listed = client.list_objects_v2(Bucket=staging.bucket, Prefix=staging.prefix + "/")
+        keys = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=staging.bucket, Delete={"Objects": keys})
+
+    def explain_failure(self, staging: S3Staging, error: Exception) -> str:
+        """The failure with Redshift's own load errors for these files, when it recorded any."""
+        message = f"Redshift load failed ({error}); staged files kept at {staging.url}"
+        try:
+            with self.session() as session:
+                rows = session.fetchall(
+                    "SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) "
+                    "FROM sys_load_error_detail WHERE file_name LIKE %s ORDER BY start_time DESC LIMIT 10",
+                    [staging.url + "%"],
+                )
+        except Exception as lookup_error:  # the original failure matters more than this lookup
+            return f"{message}; load errors could not be read: {lookup_error}"
+        details = [f"{f}, line {line}, column {col}: error {code}: {reason}" for f, line, col, code, reason in rows]
+        return message + ("; load errors: " + " | ".join(details) if details else "")
+
+    def column_type(self, column: Column, batch: StagedBatch | None = None) -> str:
+        if column.type is not ColumnType.STRING:
+            return super().column_type(column, batch)
+        return f"VARCHAR({self.width(column.name, batch)})"
+
+    @staticmethod
+    def width(name: str, batch: StagedBatch | None) -> int:
+        needed = batch.max_bytes.get(name, 0) if batch else 0
+        for bucket in WIDTH_BUCKETS:
+            if needed <= bucket:
+                return bucket
+        raise WarehouseLimitError(f"column {name} holds a {needed}-byte value; Redshift allows {MAX_VARCHAR_BYTES}")
+
+    def widen_steps(self, spec: TableSpec, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:
+        steps = []
+        for column in spec.columns:
+            current = existing.get(column.name)
+            if column.type is ColumnType.STRING and current and self.width(column.name, batch) > current:
+                steps.append(Step(f"ALTER TABLE {self.table(spec)} ALTER COLUMN {quote(column.name)} "
+                                  f"TYPE VARCHAR({self.width(column.name, batch)})"))
+        return steps
+
+    def lineage_types(self) -> tuple[str, str]:
+        return "VARCHAR(1024)", "BIGINT"
+
+    def rejects_types(self) -> tuple[str, str]:
+        return f"VARCHAR({MAX_VARCHAR_BYTES})", "BIGINT"
+
+    def table_attributes(self, spec: TableSpec) -> str:
+        design = spec.extra.get("redshift", {})
+        attributes = ""
+        if "distkey" in design:
+            attributes += f" DISTSTYLE KEY DISTKEY ({quote(design['distkey'])})"
+        if design.get("sortkey"):
+            attributes += " COMPOUND SORTKEY (" + ", ".join(quote(c) for c in design["sortkey"]) + ")"
+        return attributes
+
+    def lock_steps(self, spec: TableSpec) -> list[Step]:
+        return [Step(f"LOCK {self.table(spec)}")]
+
+    def _copy(self, table: str, manifest: str) -> str:
+        return f"COPY {table} FROM {literal(manifest)} IAM_ROLE {literal(self.iam_role_arn)} FORMAT AS PARQUET MANIFEST"
+
+    def stage_steps(self, batch: StagedBatch, location: S3Staging | None) -> tuple[str, tuple, list[Step]]:
+        location = location or self.planned_staging(batch)
+        steps = [Step(self.create_staging_sql(batch))]
+        if batch.files:
+            steps.append(Step(self._copy(STAGING, location.rows_manifest)))
+            # Fails the transaction (division by zero) unless COPY loaded exactly the staged rows.
+            steps.append(Step(f"SELECT 1 / (CASE WHEN pg_last_copy_count() = {int(batch.rows)} THEN 1 ELSE 0 END)",
+                              result="copy_check", fetch=True))
+        return STAGING, (), steps
+
+    def rejects_steps(self, batch: StagedBatch, location: S3Staging | None) -> list[Step]:
+        if not batch.reject_files:
+            return []
+        location = location or self.planned_staging(batch)
+        return [Step(self._copy(self.rejects_table(batch.spec), location.rejects_manifest))]
+
+    def after_merge_steps(self, spec: TableSpec) -> list[Step]:
+        procedure = spec.extra.get("redshift", {}).get("procedure")
+        if not procedure:
+            return []
+        return [Step("CALL " + ".".join(quote(part) for part in procedure.split(".")) + "()")]
+
+    def read_table(self, schema: str, table: str) -> pd.DataFrame:
+        with self.session() as session:
+            columns = list(self.table_columns(session, schema, table))
+            rows = session.fetchall(f"SELECT * FROM {quote(schema)}.{quote(table)}")
+        return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,318 @@
+"""The Redshift target without a cluster.
+
+What these tests prove: every statement the Redshift path emits parses as Redshift
+SQL; staging, manifests and clean-up work against a real S3 API over HTTP; the
+Redshift-generated DDL and merge (everything except COPY FROM S3 and
+pg_last_copy_count, which PostgreSQL lacks) give the right tables when executed on
+the real PostgreSQL server; Data API requests are well-formed and their results
+parsed; load errors reach the failure message. What they cannot prove: that a real
+cluster accepts COPY ... FORMAT AS PARQUET MANIFEST with these files, the
+batch_execute_statement transaction (moto does not implement it), and Redshift's
+own performance. The README says how to run the same assets against a real cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+import threading
+import time
+
+import boto3
+import psycopg2
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import sqlglot
+from dagster_aws.s3 import S3Resource
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
+
+from etl_assets.cli import plan_for
+from etl_assets.resources.warehouse.base import STAGING, WarehouseLimitError
+from etl_assets.resources.warehouse.batch import StagedBatchWriter
+from etl_assets.resources.warehouse.redshift import DataApiSession, RedshiftWarehouse, literal, render
+from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec
+from etl_assets.salesforce.catalog import load_catalog
+from etl_assets_tests.conftest import S3_CREDENTIALS
+
+OPAQUE = {  # statements sqlglot keeps as opaque commands: their exact shape is checked instead
+    "CALL": re.compile(r'^CALL "[a-z_][a-z0-9_]*"(\."[a-z_][a-z0-9_]*")?\(\)$'),
+    "LOCK": re.compile(r'^LOCK "[a-z_][a-z0-9_]*"\."[a-z_][a-z0-9_]*"$'),
+}
+SPEC = TableSpec("salesforce", "note__c", "id", "systemmodstamp", (
+    Column("id", ColumnType.STRING, False), Column("systemmodstamp", ColumnType.DATETIME, False),
+    Column("body", ColumnType.STRING), Column("amount", ColumnType.FLOAT)))
+
+
+def assert_redshift_sql(sql: str) -> None:
+    keyword = sql.split()[0].upper()
+    if keyword in OPAQUE:
+        assert OPAQUE[keyword].match(sql), sql
+        return
+    parsed = sqlglot.parse_one(sql, read="redshift", error_level=ErrorLevel.RAISE)
+    assert not isinstance(parsed, exp.Command), f"not understood as Redshift SQL: {sql[:120]}"
+
+
+@pytest.mark.parametrize("api_name", list(load_catalog()))
+def test_every_statement_for_every_object_parses_as_redshift(api_name):
+    _, _, plan = plan_for("redshift", api_name)
+    statements = plan.statements()
+    assert any(s.sql.startswith("COPY etl_staging FROM 's3://") and "MANIFEST" in s.sql for s in statements)
+    for step in statements:
+        assert_redshift_sql(render(step.sql, step.params))
+
+
+@pytest.mark.parametrize("target, dialect", [("postgres", "postgres"), ("duckdb", "duckdb")])
+def test_the_other_targets_plans_parse_in_their_dialects(target, dialect):
+    _, _, plan = plan_for(target, "Task")
+    for step in plan.statements():
+        sqlglot.parse_one(step.sql.replace("%s", "'x'").replace("?", "'x'"), read=dialect, error_level=ErrorLevel.RAISE)
+
+
+def test_catalog_table_design_and_stored_procedure_reach_the_ddl():
+    from etl_assets.salesforce.catalog import parse_catalog
+    obj = parse_catalog({"objects": {"Task": {"redshift": {"distkey": "Id", "sortkey": ["SystemModstamp"],
+                                                         "procedure": "litify.update_litify_task"},
+                                            "columns": {"Id": "string", "SystemModstamp": "datetime"}}}})["Task"]
+    warehouse = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
+    writer = StagedBatchWriter(obj.table_spec(), "P")
+    plan = warehouse.plan(writer.close(), existing={})
+    sqls = [s.sql for s in plan.statements()]
+    assert any('DISTSTYLE KEY DISTKEY ("id") COMPOUND SORTKEY ("systemmodstamp")' in s for s in sqls)
+    assert sqls[-1] == 'CALL "litify"."update_litify_task"()'
+
+
+def test_literals_refuse_anything_that_could_change_a_statement():
+    assert literal("s3://bucket/etl/x.manifest") == "'s3://bucket/etl/x.manifest'"
+    assert literal(42) == "42"
+    for hostile in ("x'; DROP TABLE t; --", "a\\b", "line\nbreak"):
+        with pytest.raises(ValueError):
+            literal(hostile)
+    assert render("DELETE FROM t WHERE p = %s", ["20240501_Differential"]) == \
+        "DELETE FROM t WHERE p = '20240501_Differential'"
+
+
+def batch_of(rows, partition="P", spec=SPEC, reject=False):
+    writer = StagedBatchWriter(spec, partition)
+    writer.write(pa.table({
+        "id": [r[0] for r in rows],
+        "systemmodstamp": pa.array([dt.datetime(2024, 5, r[1], tzinfo=dt.timezone.utc) for r in rows],
+                                   pa.timestamp("us", tz="UTC")),
+        "body": [r[2] for r in rows], "amount": [float(r[1]) for r in rows],
+        "_source_partition": [partition] * len(rows), "_source_file": ["f.csv"] * len(rows),
+        "_source_line": list(range(2, 2 + len(rows)))}))
+    if reject:
+        writer.reject(pa.table({"_source_partition": [partition], "_source_file": ["f.csv"], "_source_line": [99],
+                                "column_name": ["id"], "reason": ["bad"], "raw_record": ["{}"]}))
+    return writer.close()
+
+
+@pytest.fixture
+def redshift(s3_endpoint, s3_bucket):
+    _, bucket = s3_bucket
+    return RedshiftWarehouse(s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), staging_bucket=bucket,
+                             staging_prefix="etl/staging", iam_role_arn="arn:aws:iam::123456789012:role/copy")
+
+
+def test_staging_writes_exactly_the_batch_files_and_a_manifest_then_cleans_up(redshift, s3_bucket):
+    client, bucket = s3_bucket
+    batch = batch_of([("A", 1, "a"), ("B", 2, "b")], reject=True)
+    staging = redshift.upload(batch)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=staging.prefix)["Contents"])
+    assert keys == sorted(f"{staging.prefix}/{n}" for n in
+                          ("part-00000.parquet", "rejects.parquet", "rows.manifest", "rejects.manifest"))
+    assert staging.prefix.startswith("etl/staging/salesforce/note__c/P/")
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{staging.prefix}/rows.manifest")["Body"].read())
+    assert manifest == {"entries": [{"url": f"s3://{bucket}/{staging.prefix}/part-00000.parquet", "mandatory": True,
+                                     "meta": {"content_length": batch.files[0].stat().st_size}}]}
+    staged = pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=keys[0])["Body"].read()))
+    assert staged.column("id").to_pylist() == ["A", "B"]
+    redshift.remove(staging)
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=staging.prefix)
+    batch.discard()
+
+
+def run_plan_on_postgres(redshift: RedshiftWarehouse, database: dict, batch) -> dict:
+    """Execute the Redshift plan on PostgreSQL, standing in only where the dialects differ:
+    COPY FROM S3 becomes COPY FROM STDIN of the same Parquet, and the COPY-count guard is skipped."""
+    connection = psycopg2.connect(**{k: database[k] for k in ("host", "port", "user")}, dbname=database["database"])
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT column_name, character_maximum_length FROM information_schema.columns "
+                       "WHERE table_schema = %s AND table_name = %s", [batch.spec.schema, batch.spec.name])
+        plan = redshift.plan(batch, dict(cursor.fetchall()))
+        connection.commit()
+        connection.autocommit = True
+        for step in plan.prepare:
+            cursor.execute(step.sql, step.params or None)
+        connection.autocommit = False
+        results = {}
+        for step in plan.transaction:
+            if step.sql.startswith("COPY "):
+                table = step.sql.split()[1]
+                files = batch.files if table == STAGING else batch.reject_files
+                for path in files:
+                    buffer = io.BytesIO()
+                    pacsv.write_csv(pq.read_table(path), buffer,
+                                    pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+                    buffer.seek(0)
+                    cursor.copy_expert(f"COPY {table} FROM STDIN WITH (FORMAT csv)", buffer)
+            elif "pg_last_copy_count" in step.sql:
+                continue
+            else:
+                cursor.execute(step.sql, step.params or None)
+                if step.result:
+                    results[step.result] = cursor.fetchone()[0] if step.fetch else cursor.rowcount
+        connection.commit()
+        return results
+    finally:
+        connection.close()
+
+
+def test_redshift_ddl_and_merge_give_the_right_table_on_postgres(redshift, postgres_database):
+    newer = batch_of([("A", 3, "a-new"), ("B", 4, "b")], partition="P2")
+    older = batch_of([("A", 1, "a-old"), ("C", 1, "x" * 3000)], partition="P1", reject=True)
+    assert run_plan_on_postgres(redshift, postgres_database, newer) == {"keys_staged": 2, "updated": 0, "inserted": 2}
+    assert run_plan_on_postgres(redshift, postgres_database, older) == {"keys_staged": 2, "updated": 0, "inserted": 1}
+    assert run_plan_on_postgres(redshift, postgres_database, older) == {"keys_staged": 2, "updated": 0, "inserted": 0}
+    connection = psycopg2.connect(**{k: postgres_database[k] for k in ("host", "port", "user")},
+                                  dbname=postgres_database["database"])
+    with connection, connection.cursor() as cursor:
+        cursor.execute('SELECT id, left(body, 5), _source_partition FROM salesforce.note__c ORDER BY id')
+        assert cursor.fetchall() == [("A", "a-new", "P2"), ("B", "b", "P2"), ("C", "xxxxx", "P1")]
+        cursor.execute("SELECT character_maximum_length FROM information_schema.columns "
+                       "WHERE table_name = 'note__c' AND column_name = 'body'")
+        assert cursor.fetchone()[0] == 4096, "the 3,000-byte value widened VARCHAR(256) to the next bucket"
+        cursor.execute("SELECT COUNT(*) FROM salesforce.note__c_rejects")
+        assert cursor.fetchone()[0] == 1
+    connection.close()
+
+
+def test_limits_are_checked_before_any_ddl(redshift):
+    wide = TableSpec("s", "wide", "c0", "c1", tuple(Column(f"c{i}", ColumnType.STRING) for i in range(1597)))
+    with pytest.raises(WarehouseLimitError, match=r"1601 columns; .* allows 1600"):
+        redshift.check_limits(wide)
+    batch = batch_of([("A", 1, "x")])
+    batch.max_bytes["body"] = 70_000
+    with pytest.raises(WarehouseLimitError, match="70000-byte value; Redshift allows 65535"):
+        redshift.create_table_sql(SPEC, batch)
+
+
+@pytest.fixture
+def data_api(s3_endpoint):
+    """moto's redshift-data over HTTP. moto never finishes statements, so `finish` plays the cluster."""
+    from moto.redshiftdata.models import redshiftdata_backends
+
+    client = boto3.client("redshift-data", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
+    backend = redshiftdata_backends["123456789012"]["us-east-1"]
+
+    stop = threading.Event()
+
+    def finish(rows_affected=7):
+        def worker():
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not stop.is_set():
+                for statement in list(backend.statements.values()):
+                    if statement.status == "STARTED":
+                        statement.status, statement.result_rows = "FINISHED", rows_affected
+                time.sleep(0.02)
+        threading.Thread(target=worker, daemon=True).start()
+
+    yield client, backend, finish
+    stop.set()
+
+
+def test_data_api_statements_are_well_formed_and_results_parsed(data_api):
+    client, backend, finish = data_api
+    session = DataApiSession(client, {"Database": "dev", "WorkgroupName": "analytics"}, 0.01, 5)
+    finish()
+    affected = session.execute('DELETE FROM "s"."t_rejects" WHERE "_source_partition" = %s', ["P1"])
+    assert affected == 7
+    sent = [s for s in backend.statements.values() if s.query_string.startswith("DELETE")][-1]
+    assert sent.query_string == 'DELETE FROM "s"."t_rejects" WHERE "_source_partition" = :p1'
+    assert sent.query_parameters == [{"name": "p1", "value": "P1"}], "values travel as parameters, not SQL text"
+    finish()
+    rows = session.fetchall("SELECT number, street, city FROM addresses")
+    assert rows == [(10, "Alpha st", "Vancouver"), (50, "Beta st", "Toronto"), (100, "Gamma av", "Seattle")]
+
+
+def test_data_api_statement_that_never_finishes_times_out_clearly(data_api):
+    client, _, _ = data_api
+    session = DataApiSession(client, {"Database": "dev", "ClusterIdentifier": "c"}, 0.01, 0.2)
+    with pytest.raises(TimeoutError, match=r"still STARTED after 0.2s"):
+        session.execute("SELECT 1")
+
+
+def test_a_failed_copy_names_redshift_load_errors(redshift, postgres_database):
+    """SYS_LOAD_ERROR_DETAIL is faked as a table with Redshift's columns on the real PostgreSQL server."""
+    settings = {**redshift.model_dump(), "s3": redshift.s3, "host": postgres_database["host"],
+                "port": postgres_database["port"], "user": postgres_database["user"],
+                "database": postgres_database["database"]}
+    pg = RedshiftWarehouse(**settings)
+    staging = pg.planned_staging(batch_of([("A", 1, "a")]))
+    with pg.session() as session:
+        session.execute("CREATE TABLE sys_load_error_detail (file_name CHAR(256), line_number BIGINT, "
+                        "column_name CHAR(127), error_code INTEGER, error_message CHAR(512), start_time TIMESTAMP)")
+        session.execute("INSERT INTO sys_load_error_detail VALUES (%s, 3, 'amount', 1207, "
+                        "'Invalid digit, Value ''x'', Pos 0', now())", [staging.url + "part-00000.parquet"])
+    message = pg.explain_failure(staging, RuntimeError("COPY failed"))
+    assert f"staged files kept at {staging.url}" in message
+    assert f"{staging.url}part-00000.parquet, line 3, column amount: error 1207: Invalid digit" in message
+
+
+def test_the_same_asset_on_the_redshift_target_stages_in_s3_and_copies(landing_root, redshift, s3_bucket,
+                                                                       postgres_database):
+    """Pointed (through psycopg2) at PostgreSQL, which has no COPY FROM S3: the asset reaches exactly
+    that statement, fails with the staged location, and leaves the staged files for diagnosis."""
+    import dagster as dg
+
+    from etl_assets.resources.landing_zone import LocalLandingZone
+    from etl_assets_tests.helpers import folders_in, materialize_folders, resources
+
+    client, bucket = s3_bucket
+    settings = {**redshift.model_dump(), "s3": redshift.s3, "host": postgres_database["host"],
+                "port": postgres_database["port"], "user": postgres_database["user"],
+                "database": postgres_database["database"]}
+    target = RedshiftWarehouse(**settings)
+    [result] = materialize_folders(folders_in(landing_root)[:1], resources(LocalLandingZone(root=str(landing_root)),
+                                   target), objects=["User"], raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = str(failure.step_failure_data.error)
+    assert "Redshift load failed" in message and "staged files kept at s3://" in message
+    staged = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="etl/staging/salesforce/user/")["Contents"]]
+    assert any(k.endswith("rows.manifest") for k in staged) and any(k.endswith(".parquet") for k in staged)
+
+
+@pytest.mark.parametrize("target", ["duckdb", "postgres", "redshift"])
+def test_etl_assets_sql_prints_the_plan_without_credentials(target, monkeypatch, capsys):
+    from etl_assets.cli import main
+
+    monkeypatch.setenv("ETL_ASSETS_REDSHIFT_PASSWORD", "not-a-real-password")
+    monkeypatch.setenv("ETL_ASSETS_PG_PASSWORD", "not-a-real-password")
+    assert main(["sql", "--target", target, "--object", "litify_pm__Matter__c"]) == 0
+    out = capsys.readouterr().out
+    assert 'CREATE TABLE IF NOT EXISTS "salesforce"."litify_pm__matter__c"' in out
+    assert "UPDATE" in out and "INSERT INTO" in out and "not-a-real-password" not in out
+    if target == "redshift":
+        assert "FORMAT AS PARQUET MANIFEST" in out and "pg_last_copy_count() = 1000" in out
+
+
+def test_only_transient_failures_are_left_to_the_retry_policy(redshift):
+    from botocore.exceptions import ClientError
+
+    from etl_assets.resources.warehouse.redshift import RedshiftLoadError
+
+    def wrapped(cause):
+        try:
+            raise RedshiftLoadError("load failed") from cause
+        except RedshiftLoadError as error:
+            return error
+
+    assert redshift.is_transient(wrapped(psycopg2.OperationalError("server closed the connection")))
+    assert redshift.is_transient(wrapped(ClientError({"Error": {"Code": "ThrottlingException"}}, "ExecuteStatement")))
+    assert not redshift.is_transient(wrapped(psycopg2.ProgrammingError('syntax error at or near "FROM"')))
+    assert not redshift.is_transient(wrapped(ClientError({"Error": {"Code": "ValidationException"}}, "X")))
