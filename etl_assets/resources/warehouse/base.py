@@ -30,6 +30,7 @@ from etl_assets.resources.warehouse.spec import (
     LINEAGE_COLUMNS,
     LOADED_AT,
     REJECTS_SCHEMA,
+    SOURCE_FILE,
     SOURCE_PARTITION,
     Column,
     ColumnType,
@@ -80,11 +81,12 @@ class LoadResult:
     inserted: int
     updated: int
     added_columns: tuple[str, ...]
+    deleted: int = 0  # rows an append of the same file, or a replace, removed first
 
     @property
     def unchanged(self) -> int:
         """Staged keys whose warehouse row was already as new or newer."""
-        return self.keys_staged - self.inserted - self.updated
+        return max(self.keys_staged - self.inserted - self.updated, 0)
 
 
 class Session:
@@ -166,6 +168,13 @@ class Warehouse(dg.ConfigurableResource):
         with self.session() as session:
             session.lock_table(spec)
             results = session.run(plan.transaction)
+        return self.result(batch, results, plan)
+
+    @staticmethod
+    def result(batch: StagedBatch, results: dict[str, int], plan: LoadPlan) -> LoadResult:
+        if batch.mode != "merge":
+            deleted = sum(v for k, v in results.items() if k.startswith("deleted"))
+            return LoadResult(batch.rows, batch.rejected_rows, results["inserted"], 0, plan.added_columns, deleted)
         return LoadResult(
             results["keys_staged"], batch.rejected_rows, results["inserted"], results["updated"], plan.added_columns
         )
@@ -185,10 +194,13 @@ class Warehouse(dg.ConfigurableResource):
             ]
             plan.prepare += self.widen_steps(spec, batch, existing)
             plan.added_columns = tuple(c.name for c in added)
-        plan.prepare.append(Step(self.create_rejects_sql(spec)))
-
         source, params, staging = self.stage_steps(batch, location)
         plan.transaction += self.lock_steps(spec) + staging
+        if batch.mode != "merge":
+            plan.transaction += self.append_steps(batch, source, params)
+            plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}")]
+            return plan
+        plan.prepare.append(Step(self.create_rejects_sql(spec)))
         plan.transaction += [
             Step(self.latest_sql(spec, source), params),
             Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
@@ -204,6 +216,24 @@ class Warehouse(dg.ConfigurableResource):
         plan.transaction += [Step(f"DROP TABLE {LATEST}"), Step(f"DROP TABLE IF EXISTS {STAGING}")]
         plan.transaction += self.after_merge_steps(spec)
         return plan
+
+    def append_steps(self, batch: StagedBatch, source: str, params: tuple) -> list[Step]:
+        """`replace`: empty the table; `append`: remove earlier rows of these source files; then insert."""
+        table = self.table(batch.spec)
+        if batch.mode == "replace":
+            steps = [Step(f"DELETE FROM {table}", result="deleted")]
+        else:
+            files = sorted(batch.source_files)
+            steps = [
+                Step(f"DELETE FROM {table} WHERE {quote(SOURCE_FILE)} = {self.param}", (f,), result=f"deleted:{f}")
+                for f in files
+            ]
+        names = ", ".join(quote(c) for c in self.staged_columns(batch.spec))
+        steps.append(Step(
+            f"INSERT INTO {table} ({names}, {quote(LOADED_AT)}) SELECT {names}, CURRENT_TIMESTAMP FROM {source}",
+            params, result="inserted",
+        ))
+        return steps
 
     def stage_steps(self, batch: StagedBatch, location) -> tuple[str, tuple, list[Step]]:
         """Steps that fill the staging table; returns (source to read staged rows from, its params, steps)."""
@@ -278,7 +308,7 @@ class Warehouse(dg.ConfigurableResource):
     def create_table_sql(self, spec: TableSpec, batch: StagedBatch | None = None) -> str:
         defs = self._column_defs(spec.columns, batch) + self._lineage_defs()
         defs.append(f"{quote(LOADED_AT)} {self.type_names[ColumnType.DATETIME]}")
-        if self.primary_key_constraint:
+        if self.primary_key_constraint and spec.primary_key:
             defs.append(f"PRIMARY KEY ({quote(spec.primary_key)})")
         return (
             f"CREATE TABLE IF NOT EXISTS {self.table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"

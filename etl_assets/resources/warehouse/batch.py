@@ -18,13 +18,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from etl_assets.resources.warehouse.spec import REJECTS_SCHEMA, TableSpec
+from etl_assets.resources.warehouse.spec import REJECTS_SCHEMA, SOURCE_FILE, TableSpec
 
 ROWS_PER_FILE = 2_000_000
 
 
+MODES = ("merge", "append", "replace")
+
+
 @dataclass
 class StagedBatch:
+    """Staged rows and how to load them: `merge` (SCD Type 1 by primary key), `append` (the
+    rows of each source file replace that file's earlier rows, so a re-run adds nothing twice)
+    or `replace` (the table's whole contents)."""
+
     spec: TableSpec
     partition: str | None
     directory: Path
@@ -33,6 +40,8 @@ class StagedBatch:
     rows: int = 0
     rejected_rows: int = 0
     max_bytes: dict[str, int] = field(default_factory=dict)  # widest UTF-8 value per text column
+    mode: str = "merge"
+    source_files: set[str] = field(default_factory=set)
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -41,12 +50,16 @@ class StagedBatch:
 class StagedBatchWriter:
     """Collects good rows and rejects of one table load as Parquet files."""
 
-    def __init__(self, spec: TableSpec, partition: str | None, directory: Path | None = None):
+    def __init__(self, spec: TableSpec, partition: str | None, directory: Path | None = None, mode: str = "merge"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if mode == "merge" and spec.primary_key is None:
+            raise ValueError(f"{spec.name} has no primary key to merge by")
         self.schema = spec.arrow_schema()
         root = Path(directory) if directory else None
         if root:
             root.mkdir(parents=True, exist_ok=True)
-        self.batch = StagedBatch(spec, partition, Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root)))
+        self.batch = StagedBatch(spec, partition, Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root)), mode=mode)
         self._rows = self._rejects = None
         self._rows_in_file = 0
 
@@ -64,6 +77,7 @@ class StagedBatchWriter:
         self._rows.write_table(table)
         self._rows_in_file += table.num_rows
         self.batch.rows += table.num_rows
+        self.batch.source_files.update(pc.unique(table.column(SOURCE_FILE)).drop_null().to_pylist())
         for name, column in zip(table.column_names, table.columns):
             if pa.types.is_string(column.type):
                 widest = pc.max(pc.binary_length(column)).as_py() or 0

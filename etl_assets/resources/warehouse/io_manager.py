@@ -62,6 +62,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "inserted": result.inserted,
                 "updated": result.updated,
                 "unchanged": result.unchanged,
+                "deleted": result.deleted,
+                "load_mode": obj.mode,
                 "added_columns": list(result.added_columns),
             }
         )

@@ -236,9 +236,7 @@ class RedshiftWarehouse(Warehouse):
             raise RedshiftLoadError(self.explain_failure(staging, error)) from error
         if not self.keep_staged_files:
             self.remove(staging)
-        return LoadResult(
-            results["keys_staged"], batch.rejected_rows, results["inserted"], results["updated"], plan.added_columns
-        )
+        return self.result(batch, results, plan)
 
     def run_prepare(self, steps: Sequence[Step]) -> None:
         """Each DDL statement on its own: ALTER COLUMN ... TYPE cannot run inside a transaction block."""

@@ -88,12 +88,13 @@ LINEAGE_COLUMNS = (
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A merged (SCD Type 1) warehouse table: one row per primary key."""
+    """A warehouse table. With a primary key and version column it can be merged (SCD Type 1:
+    one row per key); without, it is loaded by appending files or replacing its contents."""
 
     schema: str
     name: str
-    primary_key: str
-    version_column: str
+    primary_key: str | None
+    version_column: str | None
     columns: tuple[Column, ...]
     description: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -105,7 +106,7 @@ class TableSpec:
         if len(set(names)) != len(names):
             raise InvalidIdentifier(f"duplicate column names in {self.name}: {names}")
         for key in (self.primary_key, self.version_column):
-            if key not in names:
+            if key is not None and key not in names:
                 raise InvalidIdentifier(f"{key!r} is not a column of {self.name}")
 
     @property
