@@ -20,7 +20,8 @@ CATALOG = load_catalog()
 
 
 def resources(landing_zone: LandingZone, warehouse: Warehouse) -> dict:
-    return {"landing_zone": landing_zone, "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse)}
+    return {"landing_zone": landing_zone, "warehouse": warehouse,
+            "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse)}
 
 
 def folders_in(root: Path) -> list[str]:

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from etl_assets.resources.audit import find_loads
 from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
 from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.resources.warehouse.postgres import PostgresWarehouse
@@ -95,6 +96,10 @@ def test_rejected_rows_are_recorded_and_good_rows_load(landing_root, tmp_path):
     assert checks["no_rejected_rows"].metadata["rows_rejected"].value == 2
     output = result.asset_materializations_for_node("salesforce__task")[0].metadata
     assert output["rows_rejected"].value == 2
+    [audit] = find_loads(warehouse, table="salesforce.task")
+    assert (audit["status"], audit["rows_rejected"], audit["source_key"]) == \
+        ("FINISHED", 2, f"backup/{folder}/Task/")
+    assert audit["rows_read"] == audit["rows_loaded"] + 2 and audit["run_id"] == result.run_id
 
 
 def test_unparseable_file_fails_the_object_and_loads_none_of_its_folder(landing_root, tmp_path):
@@ -116,6 +121,8 @@ def test_unparseable_file_fails_the_object_and_loads_none_of_its_folder(landing_
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert retries == [], "a malformed file is not retried"
     assert table_digest(warehouse, "task") == before, "a failed object left rows behind"
+    failed = [a for a in find_loads(warehouse, table="salesforce.task") if a["status"] == "FAILED"]
+    assert len(failed) == 1 and "task_zz_broken.csv, line 3" in failed[0]["error"]
 
 
 def test_schema_drift_is_added_as_text_and_reported(landing_root, tmp_path):

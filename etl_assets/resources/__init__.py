@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from etl_assets.resources.landing_zone import LandingZone, LocalLandingZone, S3LandingZone
+from etl_assets.resources.notifications import Notifier
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
@@ -93,9 +94,19 @@ def build_warehouse(env: Mapping[str, str] = os.environ) -> Warehouse:
 
 def build_resources(env: Mapping[str, str] = os.environ) -> dict:
     """The resources for the environment: the one place deployment is decided."""
-    warehouse = build_warehouse(env)
+    warehouse, notifier = build_warehouse(env), build_notifier(env)
     return {
         "landing_zone": build_landing_zone(env),
         "warehouse": warehouse,
-        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse, notifier=notifier),
+        "notifier": notifier,
     }
+
+
+def build_notifier(env: Mapping[str, str] = os.environ) -> Notifier:
+    """SNS when ETL_ASSETS_SNS_TOPIC_ARN is set; otherwise notifications go to the run log."""
+    return Notifier(
+        topic_arn=_setting(env, "ETL_ASSETS_SNS_TOPIC_ARN", ""),
+        region_name=_setting(env, "AWS_REGION", "us-east-1"),
+        endpoint_url=_setting(env, "ETL_ASSETS_SNS_ENDPOINT_URL", ""),
+    )

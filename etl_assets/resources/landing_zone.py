@@ -58,6 +58,16 @@ class LandingZone(dg.ConfigurableResource):
     def put_file(self, key: str, source: Path) -> None:
         raise NotImplementedError
 
+    def put_text(self, key: str, text: str) -> None:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def move(self, key: str, new_key: str) -> None:
+        """Move a file (S3: copy then delete)."""
+        raise NotImplementedError
+
     @property
     def list_calls(self) -> int:
         """How many listing requests this instance made (for the benchmark and tests)."""
@@ -112,6 +122,19 @@ class LocalLandingZone(LandingZone):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
 
+    def put_text(self, key: str, text: str) -> None:
+        target = Path(self.root) / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+
+    def exists(self, key: str) -> bool:
+        return (Path(self.root) / key).is_file()
+
+    def move(self, key: str, new_key: str) -> None:
+        target = Path(self.root) / new_key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(Path(self.root) / key, target)
+
 
 class S3LandingZone(LandingZone):
     """An S3 bucket (and optional key prefix), reached through dagster-aws' S3Resource."""
@@ -157,3 +180,15 @@ class S3LandingZone(LandingZone):
 
     def put_file(self, key: str, source: Path) -> None:
         self.client.upload_file(str(source), self.bucket, self._key(key))
+
+    def put_text(self, key: str, text: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=text.encode("utf-8"))
+
+    def exists(self, key: str) -> bool:
+        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        return any(item["Key"] == self._key(key) for item in listed.get("Contents", []))
+
+    def move(self, key: str, new_key: str) -> None:
+        source = {"Bucket": self.bucket, "Key": self._key(key)}
+        self.client.copy_object(Bucket=self.bucket, Key=self._key(new_key), CopySource=source)
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

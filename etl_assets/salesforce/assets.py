@@ -10,7 +10,9 @@ from contextlib import ExitStack
 import dagster as dg
 
 from etl_assets.lib.csv_reader import CsvFormatError
+from etl_assets.resources.audit import LoadRecord, record_load
 from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
+from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders
 from etl_assets.salesforce.staging import SourceFile, stage_object
@@ -60,7 +62,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(NO_REJECTED_ROWS, asset=key, description="Every row passed validation."),
         ],
     )
-    def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone):
+    def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse):
         folder = context.partition_key
         landed = object_files(landing_zone, folder, obj)
         keys = [f.key for f in landed]
@@ -70,11 +72,16 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
                 batch, report = stage_object(obj, files, partition=folder)
         except CsvFormatError as error:
+            record_load(warehouse, LoadRecord(
+                domain=GROUP, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
+                target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
+            ))
             raise dg.Failure(
                 description=f"{obj.api_name} in {folder} was not loaded: {error}",
                 metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
                 allow_retries=False,
             ) from error
+        batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
         yield dg.Output(
             batch,
             metadata={

@@ -42,6 +42,7 @@ class StagedBatch:
     max_bytes: dict[str, int] = field(default_factory=dict)  # widest UTF-8 value per text column
     mode: str = "merge"
     source_files: set[str] = field(default_factory=set)
+    source_key: str | None = None  # what the audit trail names as the source (a folder, a file)
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -50,7 +51,14 @@ class StagedBatch:
 class StagedBatchWriter:
     """Collects good rows and rejects of one table load as Parquet files."""
 
-    def __init__(self, spec: TableSpec, partition: str | None, directory: Path | None = None, mode: str = "merge"):
+    def __init__(
+        self,
+        spec: TableSpec,
+        partition: str | None,
+        directory: Path | None = None,
+        mode: str = "merge",
+        rows_per_file: int = ROWS_PER_FILE,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if mode == "merge" and spec.primary_key is None:
@@ -62,14 +70,23 @@ class StagedBatchWriter:
         self.batch = StagedBatch(spec, partition, Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root)), mode=mode)
         self._rows = self._rejects = None
         self._rows_in_file = 0
+        self._rows_per_file = rows_per_file
 
     def write(self, table: pa.Table) -> None:
         """Append rows; columns are matched by name and cast to the staged types."""
         if table.num_rows == 0:
             return
         table = conform(table, self.schema)
-        if self._rows is None or self._rows_in_file >= ROWS_PER_FILE:
-            self._close_rows()
+        while table.num_rows:
+            if self._rows is not None and self._rows_in_file >= self._rows_per_file:
+                self._close_rows()
+            room = self._rows_per_file - (self._rows_in_file if self._rows is not None else 0)
+            self._write_rows(table.slice(0, room))
+            table = table.slice(room)
+
+    def _write_rows(self, table: pa.Table) -> None:
+        """Append to the current part, starting a new part file when there is none."""
+        if self._rows is None:
             path = self.batch.directory / f"part-{len(self.batch.files):05d}.parquet"
             self._rows = pq.ParquetWriter(path, self.schema, compression="snappy")
             self.batch.files.append(path)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from etl_assets.resources.audit import LoadRecord, record_load
+from etl_assets.resources.notifications import Notifier
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatch
 from etl_assets.resources.warehouse.spec import LINEAGE_COLUMNS, LOADED_AT, ColumnType, TableSpec
@@ -33,6 +35,23 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     """Bulk-loads StagedBatch outputs into the configured warehouse and merges them."""
 
     warehouse: Warehouse
+    notifier: Notifier | None = None  # None: outcomes are only audited and logged
+
+    def _audit(self, context: dg.OutputContext, batch: StagedBatch, **outcome) -> None:
+        spec = batch.spec
+        record = LoadRecord(
+            domain=context.asset_key.path[0], source_key=batch.source_key or batch.partition or "",
+            target_table=f"{spec.schema}.{spec.name}", action=batch.mode,
+            rows_read=batch.rows + batch.rejected_rows, rows_rejected=batch.rejected_rows, run_id=context.run_id,
+            **outcome,
+        )
+        record_load(self.warehouse, record)
+        try:
+            (self.notifier or Notifier()).publish({"file": record.source_key, "table": record.target_table, "status": record.status,
+                                   "reason": record.error, "rows_loaded": record.rows_loaded,
+                                   "run_id": record.run_id}, log=context.log)
+        except Exception as error:  # the load and its audit row stand
+            context.log.error(f"Notification for {record.target_table} could not be sent: {error}")
 
     def handle_output(self, context: dg.OutputContext, obj: StagedBatch) -> None:
         if not isinstance(obj, StagedBatch):
@@ -41,6 +60,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         try:
             result = self.warehouse.load(obj)
         except Exception as error:
+            self._audit(context, obj, status="FAILED", error=f"{type(error).__name__}: {error}")
             context.log.error(f"Load of {spec.schema}.{spec.name} failed; staged files kept in {obj.directory}")
             if self.warehouse.is_transient(error):
                 raise  # the asset's RetryPolicy tries again
@@ -49,6 +69,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 allow_retries=False,
             ) from error
         obj.discard()
+        self._audit(context, obj, rows_loaded=result.inserted + result.updated)
         total = self.warehouse.query(f"SELECT COUNT(*) FROM {self.warehouse.table(spec)}")[0][0]
         context.add_output_metadata(
             {

@@ -1,0 +1,163 @@
+"""One asset per kind of file feed; every landed file is a partition of its asset.
+
+A materialization finds the file (still in its landing prefix, or in archive/ or
+error/ when re-run on demand), loads it all or nothing, moves it to archive/ or
+to error/ with a `.reason.txt` beside it, writes the audit row and sends the
+notification. These assets load through the shared warehouse resource directly
+rather than an IO manager, because moving the file and recording the outcome must
+follow the load, including when it fails.
+"""
+
+import datetime as dt
+from collections.abc import Callable
+
+import dagster as dg
+
+from etl_assets.files.csv_parquet import PREFIX as CSV_PREFIX
+from etl_assets.files.csv_parquet import load_csv_file
+from etl_assets.files.datalake import PREFIX as DATALAKE_PREFIX
+from etl_assets.files.datalake import load_datalake_file
+from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
+from etl_assets.files.external import load_external_file
+from etl_assets.files.loading import FileRefused, Outcome
+from etl_assets.resources.audit import LoadRecord, record_load
+from etl_assets.resources.landing_zone import LandingZone
+from etl_assets.resources.notifications import Notifier
+from etl_assets.resources.warehouse.base import Warehouse
+
+GROUP = "files"
+ARCHIVE, ERROR = "archive/", "error/"
+SCHEMA_DRIFT = "no_schema_drift"
+
+
+def locate(landing_zone: LandingZone, key: str) -> str:
+    """Where the file is now: landed, or already archived / in error when re-run on demand."""
+    for candidate in (key, ARCHIVE + key, ERROR + key):
+        if landing_zone.exists(candidate):
+            return candidate
+    raise dg.Failure(description=f"{key} is not in the landing zone, {ARCHIVE} or {ERROR}", allow_retries=False)
+
+
+def process_file(
+    context: dg.AssetExecutionContext,
+    kind: str,
+    key: str,
+    load: Callable[..., Outcome],
+    landing_zone: LandingZone,
+    warehouse: Warehouse,
+    notifier: Notifier,
+) -> Outcome:
+    current = locate(landing_zone, key)
+    record = LoadRecord(domain=f"files.{kind}", source_key=key, target_table="", action=kind, run_id=context.run.run_id)
+    for landed in landing_zone.list_files(current.rsplit("/", 1)[0] + "/"):
+        if landed.key == current:
+            record.landed_at = dt.datetime.fromtimestamp(landed.modified, dt.timezone.utc)
+    outcome, failure = None, None
+    try:
+        with landing_zone.local_copy(current) as path:
+            outcome = load(path, key)
+        record.target_table, record.action = outcome.table, outcome.action
+        record.rows_read, record.rows_loaded = outcome.rows_read, outcome.rows_loaded
+    except FileRefused as refused:
+        record.status, record.error, failure = refused.status, str(refused), refused
+    except Exception as error:  # the database refused the load, or the file vanished: still audited
+        record.status, record.error, failure = "FAILED", f"{type(error).__name__}: {error}", error
+
+    destination = ARCHIVE + key if failure is None else ERROR + key
+    if current != destination:
+        landing_zone.move(current, destination)
+    if failure is None and landing_zone.exists(ERROR + key + ".reason.txt"):
+        landing_zone.move(ERROR + key + ".reason.txt", ARCHIVE + key + ".previous-failure.txt")
+    if failure is not None:
+        landing_zone.put_text(ERROR + key + ".reason.txt", f"{record.status}: {record.error}\n")
+    record_load(warehouse, record)
+    try:
+        notifier.publish(
+            {"file": key, "table": record.target_table, "status": record.status, "reason": record.error,
+             "rows_loaded": record.rows_loaded, "run_id": context.run.run_id},
+            log=context.log,
+        )
+    except Exception as error:  # the load and its audit row stand; say loudly that the alert did not go out
+        context.log.error(f"Notification for {key} ({record.status}) could not be sent: {error}")
+    if failure is not None:
+        raise dg.Failure(
+            description=f"{key}: {record.error}",
+            metadata={"status": record.status, "moved_to": landing_zone.location(destination), "notified": True},
+            allow_retries=False,
+        ) from failure
+    context.log.info(f"{key} -> {outcome.table}: {outcome.rows_loaded} rows ({outcome.action})")
+    return outcome
+
+
+def _metadata(outcome: Outcome, landing_zone: LandingZone, key: str) -> dict:
+    return {
+        "dagster/table_name": outcome.table,
+        "action": outcome.action,
+        "rows_read": outcome.rows_read,
+        "rows_loaded": outcome.rows_loaded,
+        "archived_as": landing_zone.location(ARCHIVE + key),
+        **{k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in outcome.metadata.items()},
+    }
+
+
+datalake_files = dg.DynamicPartitionsDefinition(name="datalake_files")
+external_files = dg.DynamicPartitionsDefinition(name="external_files")
+csv_files = dg.DynamicPartitionsDefinition(name="csv_files")
+
+COMMON = dict(group_name=GROUP, owners=["team:data-engineering"], code_version="1", pool="warehouse",
+              tags={"domain": "files"})
+
+
+@dg.asset(
+    key=["files", "datalake_loads"],
+    description=f"Files under `{DATALAKE_PREFIX}<db>/<append|truncate|schema>/<table>/<file>`: schema files create or "
+    "evolve tables, append CSVs add rows, truncate CSVs replace them; one partition per file.",
+    partitions_def=datalake_files,
+    kinds={"csv", "json", "s3"},
+    **COMMON,
+)
+def datalake_loads(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
+                   notifier: Notifier) -> dg.MaterializeResult:
+    key = context.partition_key
+    outcome = process_file(context, "datalake", key, lambda path, k: load_datalake_file(path, k, warehouse),
+                           landing_zone, warehouse, notifier)
+    return dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, key))
+
+
+@dg.asset(
+    key=["files", "external_feed_loads"],
+    description=f"Files under `{EXTERNAL_PREFIX}` matched to a feed in feeds.yaml: header and trailer checks, split "
+    "in parts over the feed's size threshold, loaded, then the feed's post-load SQL; one partition per file.",
+    partitions_def=external_files,
+    kinds={"csv", "s3"},
+    **COMMON,
+)
+def external_feed_loads(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
+                        notifier: Notifier) -> dg.MaterializeResult:
+    key = context.partition_key
+    outcome = process_file(context, "external", key, lambda path, k: load_external_file(path, k, warehouse),
+                           landing_zone, warehouse, notifier)
+    return dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, key))
+
+
+@dg.asset(
+    key=["files", "csv_to_parquet_loads"],
+    description=f"CSV files under `{CSV_PREFIX}<dataset>/`: schema discovered and registered, nulls checked, "
+    "selected columns written as Parquet and loaded; one partition per file.",
+    partitions_def=csv_files,
+    kinds={"csv", "parquet", "s3"},
+    check_specs=[dg.AssetCheckSpec(SCHEMA_DRIFT, asset=["files", "csv_to_parquet_loads"],
+                                   description="The file's discovered schema matches the dataset's previous file.")],
+    **COMMON,
+)
+def csv_to_parquet_loads(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
+                         notifier: Notifier):
+    key = context.partition_key
+    outcome = process_file(context, "csv_to_parquet",
+                           key, lambda path, k: load_csv_file(path, k, warehouse, landing_zone),
+                           landing_zone, warehouse, notifier)
+    drift = outcome.metadata.get("schema_drift", {})
+    yield dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, key))
+    yield dg.AssetCheckResult(check_name=SCHEMA_DRIFT, passed=not drift, severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"drift": dg.MetadataValue.json(drift),
+                                        "discovered_schema": dg.MetadataValue.json(outcome.metadata["discovered_schema"])})

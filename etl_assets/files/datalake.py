@@ -1,0 +1,139 @@
+"""The data-lake prefix loader: `datalake/<db>/<action>/<table>/<file>` says what to do.
+
+`schema` files (JSON) declare a table's columns and its allowed operations, and
+create or widen the table; `append` CSVs add rows (idempotently per file);
+`truncate` CSVs replace the table's rows, in one transaction. Declared schemas
+live in the warehouse (`etl_files.datalake_schemas`), beside the data they govern.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from etl_assets.files.loading import FileRefused, Outcome, stage_typed_csv, table_spec
+from etl_assets.resources.audit import utcnow
+from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.batch import StagedBatchWriter
+from etl_assets.resources.warehouse.spec import ColumnType, InvalidIdentifier, identifier, quote
+
+PREFIX = "datalake/"
+ACTIONS = ("append", "truncate", "schema")
+REGISTRY_SCHEMA, REGISTRY_TABLE = "etl_files", "datalake_schemas"
+
+
+def parse_key(key: str) -> tuple[str, str, str, str]:
+    """(db, action, table, file name) of a data-lake key, or the reason it is not one."""
+    parts = key[len(PREFIX):].split("/") if key.startswith(PREFIX) else []
+    if len(parts) != 4 or not all(parts):
+        raise FileRefused("ABORTED", f"unknown prefix: expected {PREFIX}<db>/<action>/<table>/<file>, got {key}")
+    db, action, table, name = parts
+    if action not in ACTIONS:
+        raise FileRefused("ABORTED", f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+    try:
+        return identifier(db), action, identifier(table), name
+    except InvalidIdentifier as error:
+        raise FileRefused("ABORTED", str(error)) from None
+
+
+def _registry(warehouse: Warehouse) -> str:
+    text = warehouse.type_names[ColumnType.STRING]
+    with warehouse.session() as session:
+        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(REGISTRY_SCHEMA)}")
+        session.execute(
+            f"CREATE TABLE IF NOT EXISTS {quote(REGISTRY_SCHEMA)}.{quote(REGISTRY_TABLE)} ("
+            f'"db" {text}, "table_name" {text}, "definition" {text}, "source_key" {text}, '
+            f'"updated_at" {warehouse.type_names[ColumnType.DATETIME]})'
+        )
+    return f"{quote(REGISTRY_SCHEMA)}.{quote(REGISTRY_TABLE)}"
+
+
+def declared_schema(warehouse: Warehouse, db: str, table: str) -> dict | None:
+    registry = _registry(warehouse)
+    p = warehouse.param
+    rows = warehouse.query(f'SELECT "definition" FROM {registry} WHERE "db" = {p} AND "table_name" = {p}', [db, table])
+    return json.loads(rows[0][0]) if rows else None
+
+
+def parse_schema_file(path: Path, key: str) -> dict:
+    """{'columns': {name: {'type', 'nullable'}}, 'allowed_operations': [...]}, validated."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FileRefused("ABORTED", f"not a JSON schema file: {error}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("columns"), list) or not raw["columns"]:
+        raise FileRefused("ABORTED", "a schema file needs a non-empty 'columns' list")
+    columns = {}
+    for position, column in enumerate(raw["columns"], start=1):
+        try:
+            name = identifier(str(column["name"]))
+            type_ = ColumnType(column["type"]).value
+        except (KeyError, TypeError, ValueError) as error:
+            raise FileRefused("ABORTED", f"columns[{position}]: {error}") from None
+        if name in columns:
+            raise FileRefused("ABORTED", f"column {name} is declared twice")
+        columns[name] = {"type": type_, "nullable": bool(column.get("nullable", True))}
+    allowed = raw.get("allowed_operations", list(ACTIONS))
+    if not set(allowed) <= set(ACTIONS):
+        raise FileRefused("ABORTED", f"allowed_operations must be among {ACTIONS}, got {allowed}")
+    return {"columns": columns, "allowed_operations": sorted(allowed)}
+
+
+def incompatible_changes(old: dict, new: dict) -> list[str]:
+    """Why `new` cannot replace `old` in place: only new nullable columns are compatible."""
+    reasons = []
+    for name, column in old["columns"].items():
+        if name not in new["columns"]:
+            reasons.append(f"column {name} would be dropped")
+        elif new["columns"][name]["type"] != column["type"]:
+            reasons.append(f"column {name} would change type {column['type']} -> {new['columns'][name]['type']}")
+        elif column["nullable"] and not new["columns"][name]["nullable"]:
+            reasons.append(f"column {name} would become required")
+    for name, column in new["columns"].items():
+        if name not in old["columns"] and not column["nullable"]:
+            reasons.append(f"new column {name} must be nullable: existing rows have no value")
+    return reasons
+
+
+def load_datalake_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
+    db, action, table, _ = parse_key(key)
+    current = declared_schema(warehouse, db, table)
+    if action != "schema":
+        if current is None:
+            raise FileRefused("ABORTED", f"unknown table {db}.{table}: land a schema file first")
+        if action not in current["allowed_operations"]:
+            raise FileRefused("ABORTED", f"{action} is not allowed for {db}.{table} "
+                                         f"(allowed: {', '.join(current['allowed_operations'])})")
+        spec = _spec(db, table, current)
+        mode = "append" if action == "append" else "replace"
+        batch, rows = stage_typed_csv(path, key, spec, mode)
+        try:
+            result = warehouse.load(batch)
+        finally:
+            batch.discard()
+        return Outcome(f"{db}.{table}", action, rows, result.inserted, {"rows_replaced": result.deleted})
+
+    new = parse_schema_file(path, key)
+    if current is not None:
+        if "schema" not in current["allowed_operations"]:
+            raise FileRefused("ABORTED", f"schema changes are not allowed for {db}.{table}")
+        reasons = incompatible_changes(current, new)
+        if reasons:
+            raise FileRefused("ABORTED", "incompatible schema change: " + "; ".join(reasons))
+    empty = StagedBatchWriter(_spec(db, table, new), key, mode="append").close()
+    result = warehouse.load(empty)  # creates the table or adds the new columns; no rows
+    empty.discard()
+    registry = _registry(warehouse)
+    p = warehouse.param
+    with warehouse.session() as session:
+        session.execute(f'DELETE FROM {registry} WHERE "db" = {p} AND "table_name" = {p}', [db, table])
+        session.execute(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p}, {p})",
+                        [db, table, json.dumps(new, sort_keys=True), key, utcnow()])
+    return Outcome(f"{db}.{table}", "schema", metadata={"added_columns": list(result.added_columns),
+                                                         "allowed_operations": new["allowed_operations"]})
+
+
+def _spec(db: str, table: str, declared: dict):
+    columns = {name: ColumnType(c["type"]) for name, c in declared["columns"].items()}
+    required = {name for name, c in declared["columns"].items() if not c["nullable"]}
+    return table_spec(db, table, columns, required)

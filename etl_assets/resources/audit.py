@@ -1,0 +1,106 @@
+"""One audit trail for every load of every domain, kept in the warehouse itself.
+
+This replaces the DynamoDB log tables and the configuration-database audit table
+of the systems we retire: a row per load attempt, FINISHED, FAILED or ABORTED,
+queried with `etl-assets audit` or the read-only HTTP endpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.spec import ColumnType, quote
+
+AUDIT_SCHEMA, AUDIT_TABLE = "etl_audit", "loads"
+STATUSES = ("FINISHED", "FAILED", "ABORTED")
+COLUMNS = {
+    "load_id": ColumnType.STRING,
+    "domain": ColumnType.STRING,
+    "source_key": ColumnType.STRING,
+    "target_table": ColumnType.STRING,
+    "action": ColumnType.STRING,
+    "rows_read": ColumnType.INTEGER,
+    "rows_loaded": ColumnType.INTEGER,
+    "rows_rejected": ColumnType.INTEGER,
+    "status": ColumnType.STRING,
+    "error": ColumnType.STRING,
+    "landed_at": ColumnType.DATETIME,
+    "started_at": ColumnType.DATETIME,
+    "finished_at": ColumnType.DATETIME,
+    "run_id": ColumnType.STRING,
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class LoadRecord:
+    domain: str
+    source_key: str
+    target_table: str
+    action: str
+    status: str = "FINISHED"
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    error: str | None = None
+    landed_at: dt.datetime | None = None
+    started_at: dt.datetime = field(default_factory=utcnow)
+    finished_at: dt.datetime | None = None
+    run_id: str | None = None
+    load_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+
+
+def _table() -> str:
+    return f"{quote(AUDIT_SCHEMA)}.{quote(AUDIT_TABLE)}"
+
+
+def ensure_audit_table(warehouse: Warehouse) -> None:
+    text = warehouse.type_names[ColumnType.STRING]
+    if "VARCHAR(" in text:  # Redshift: error messages can be long
+        text = "VARCHAR(65535)"
+    types = {ColumnType.STRING: text}
+    columns = ", ".join(f"{quote(n)} {types.get(t, warehouse.type_names[t])}" for n, t in COLUMNS.items())
+    with warehouse.session() as session:
+        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(AUDIT_SCHEMA)}")
+        session.execute(f"CREATE TABLE IF NOT EXISTS {_table()} ({columns})")
+
+
+def record_load(warehouse: Warehouse, record: LoadRecord) -> LoadRecord:
+    """Write one audit row (its own transaction, so a failed load is still recorded)."""
+    record.finished_at = record.finished_at or utcnow()
+    ensure_audit_table(warehouse)
+    values = asdict(record)
+    names = ", ".join(quote(n) for n in COLUMNS)
+    placeholders = ", ".join([warehouse.param] * len(COLUMNS))
+    with warehouse.session() as session:
+        session.execute(f"INSERT INTO {_table()} ({names}) VALUES ({placeholders})", [values[n] for n in COLUMNS])
+    return record
+
+
+def find_loads(warehouse: Warehouse, table: str | None = None, since: dt.datetime | None = None,
+               limit: int = 1000) -> list[dict]:
+    """Audit rows, newest first, for a target table (schema.table or table) and/or since a time."""
+    ensure_audit_table(warehouse)
+    clauses, params = [], []
+    if table:
+        clauses.append(f'("target_table" = {warehouse.param} OR "target_table" LIKE {warehouse.param})')
+        params += [table, f"%.{table}"]
+    if since:
+        clauses.append(f'"started_at" >= {warehouse.param}')
+        params.append(since)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    names = ", ".join(quote(n) for n in COLUMNS)
+    rows = warehouse.query(
+        f'SELECT {names} FROM {_table()}{where} ORDER BY "started_at" DESC LIMIT {int(limit)}', params
+    )
+    return [dict(zip(COLUMNS, row)) for row in rows]
