@@ -75,7 +75,7 @@ def env(s3_endpoint, s3_bucket, postgres_database, monkeypatch):
             return sorted(warehouse.query(f"SELECT * FROM {table}"), key=repr)
 
     e = Env()
-    e.warehouse, e.zone = warehouse, zone
+    e.warehouse, e.zone, e.notifier = warehouse, zone, notifier
     return e
 
 
@@ -229,3 +229,27 @@ def test_sensors_request_each_file_once_and_schema_files_first(env):
         external = sensors["external_files_sensor"](context)
     assert [r.partition_key for r in external.run_requests] == ["external/inbound/bank_txn_9.csv"]
     assert external.dynamic_partitions_requests[0].partition_keys == ["external/inbound/bank_txn_9.csv"]
+
+
+def test_run_failure_sensor_notifies_runs_that_die_once(env):
+    from etl_assets.files.sensors import notify_on_run_failure
+
+    @dg.asset
+    def crashes():
+        raise RuntimeError("worker lost")
+
+    @dg.asset
+    def refuses():
+        raise dg.Failure("bad file", metadata={"notified": True})
+
+    sent = []
+    for asset in (crashes, refuses):
+        result = dg.materialize([asset], instance=env.instance, raise_on_error=False)
+        failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="notify_on_run_failure", dagster_event=failure, dagster_instance=env.instance,
+            dagster_run=env.instance.get_run_by_id(result.run_id), resources={"notifier": env.notifier},
+        ).for_run_failure()
+        notify_on_run_failure(context)
+        sent += [m for m in env.messages() if m.get("run_id") == result.run_id]
+    assert len(sent) == 1 and sent[0]["status"] == "FAILED" and sent[0]["job"] == "__ephemeral_asset_job__"
