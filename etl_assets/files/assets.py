@@ -100,64 +100,56 @@ def _metadata(outcome: Outcome, landing_zone: LandingZone, key: str) -> dict:
     }
 
 
-datalake_files = dg.DynamicPartitionsDefinition(name="datalake_files")
-external_files = dg.DynamicPartitionsDefinition(name="external_files")
-csv_files = dg.DynamicPartitionsDefinition(name="csv_files")
+def build_file_asset(name: str, kind: str, description: str, kinds: set[str], load, checks=()):
+    """The asset for one kind of feed: each file is a partition; `load(path, key, resources)` loads it."""
+    key = dg.AssetKey(["files", name])
+    partitions = dg.DynamicPartitionsDefinition(name=f"{kind}_files")
 
-COMMON = dict(group_name=GROUP, owners=["team:data-engineering"], code_version="1", pool="warehouse",
-              tags={"domain": "files"})
+    @dg.asset(
+        key=key,
+        description=description,
+        partitions_def=partitions,
+        kinds=kinds,
+        group_name=GROUP,
+        owners=["team:data-engineering"],
+        code_version="1",
+        pool="warehouse",
+        tags={"domain": "files"},
+        check_specs=[dg.AssetCheckSpec(check, asset=key, description=text) for check, text in checks],
+    )
+    def file_asset(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
+                   notifier: Notifier):
+        file_key = context.partition_key
+        outcome = process_file(context, kind, file_key, lambda path, k: load(path, k, warehouse, landing_zone),
+                               landing_zone, warehouse, notifier)
+        yield dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, file_key))
+        if checks:
+            drift = outcome.metadata.get("schema_drift", {})
+            yield dg.AssetCheckResult(
+                check_name=SCHEMA_DRIFT, passed=not drift, severity=dg.AssetCheckSeverity.WARN,
+                metadata={"drift": dg.MetadataValue.json(drift),
+                          "discovered_schema": dg.MetadataValue.json(outcome.metadata["discovered_schema"])},
+            )
+
+    return file_asset
 
 
-@dg.asset(
-    key=["files", "datalake_loads"],
-    description=f"Files under `{DATALAKE_PREFIX}<db>/<append|truncate|schema>/<table>/<file>`: schema files create or "
-    "evolve tables, append CSVs add rows, truncate CSVs replace them; one partition per file.",
-    partitions_def=datalake_files,
-    kinds={"csv", "json", "s3"},
-    **COMMON,
+datalake_loads = build_file_asset(
+    "datalake_loads", "datalake",
+    f"Files under `{DATALAKE_PREFIX}<db>/<append|truncate|schema>/<table>/<file>`: schema files create or evolve "
+    "tables, append CSVs add rows, truncate CSVs replace them; one partition per file.",
+    {"csv", "json", "s3"}, lambda path, key, warehouse, zone: load_datalake_file(path, key, warehouse),
 )
-def datalake_loads(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
-                   notifier: Notifier) -> dg.MaterializeResult:
-    key = context.partition_key
-    outcome = process_file(context, "datalake", key, lambda path, k: load_datalake_file(path, k, warehouse),
-                           landing_zone, warehouse, notifier)
-    return dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, key))
-
-
-@dg.asset(
-    key=["files", "external_feed_loads"],
-    description=f"Files under `{EXTERNAL_PREFIX}` matched to a feed in feeds.yaml: header and trailer checks, split "
-    "in parts over the feed's size threshold, loaded, then the feed's post-load SQL; one partition per file.",
-    partitions_def=external_files,
-    kinds={"csv", "s3"},
-    **COMMON,
+external_feed_loads = build_file_asset(
+    "external_feed_loads", "external",
+    f"Files under `{EXTERNAL_PREFIX}` matched to a feed in feeds.yaml: header and trailer checks, split in parts "
+    "over the feed's size threshold, loaded, then the feed's post-load SQL; one partition per file.",
+    {"csv", "s3"}, lambda path, key, warehouse, zone: load_external_file(path, key, warehouse),
 )
-def external_feed_loads(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
-                        notifier: Notifier) -> dg.MaterializeResult:
-    key = context.partition_key
-    outcome = process_file(context, "external", key, lambda path, k: load_external_file(path, k, warehouse),
-                           landing_zone, warehouse, notifier)
-    return dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, key))
-
-
-@dg.asset(
-    key=["files", "csv_to_parquet_loads"],
-    description=f"CSV files under `{CSV_PREFIX}<dataset>/`: schema discovered and registered, nulls checked, "
-    "selected columns written as Parquet and loaded; one partition per file.",
-    partitions_def=csv_files,
-    kinds={"csv", "parquet", "s3"},
-    check_specs=[dg.AssetCheckSpec(SCHEMA_DRIFT, asset=["files", "csv_to_parquet_loads"],
-                                   description="The file's discovered schema matches the dataset's previous file.")],
-    **COMMON,
+csv_to_parquet_loads = build_file_asset(
+    "csv_to_parquet_loads", "csv",
+    f"CSV files under `{CSV_PREFIX}<dataset>/`: schema discovered and registered, nulls checked, selected columns "
+    "written as Parquet and loaded; one partition per file.",
+    {"csv", "parquet", "s3"}, load_csv_file,
+    checks=[(SCHEMA_DRIFT, "The file's discovered schema matches the dataset's previous file.")],
 )
-def csv_to_parquet_loads(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
-                         notifier: Notifier):
-    key = context.partition_key
-    outcome = process_file(context, "csv_to_parquet",
-                           key, lambda path, k: load_csv_file(path, k, warehouse, landing_zone),
-                           landing_zone, warehouse, notifier)
-    drift = outcome.metadata.get("schema_drift", {})
-    yield dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, key))
-    yield dg.AssetCheckResult(check_name=SCHEMA_DRIFT, passed=not drift, severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"drift": dg.MetadataValue.json(drift),
-                                        "discovered_schema": dg.MetadataValue.json(outcome.metadata["discovered_schema"])})

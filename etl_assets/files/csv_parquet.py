@@ -18,12 +18,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from etl_assets.files.config import load_feeds
-from etl_assets.files.loading import FileRefused, Outcome, header_names, table_spec
+from etl_assets.files.loading import FileRefused, Outcome, ensure_table, header_names, table_spec
 from etl_assets.resources.audit import utcnow
 from etl_assets.resources.landing_zone import LandingZone
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.spec import SOURCE_FILE, SOURCE_LINE, SOURCE_PARTITION, ColumnType, quote
+from etl_assets.resources.warehouse.spec import SOURCE_FILE, SOURCE_LINE, SOURCE_PARTITION, ColumnType
 
 PREFIX = "csv/input/"
 PROCESSED = "csv/processed/"
@@ -55,15 +55,9 @@ def dataset_for_key(key: str):
 
 
 def _registry(warehouse: Warehouse) -> str:
-    text = warehouse.type_names[ColumnType.STRING]
-    with warehouse.session() as session:
-        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(REGISTRY_SCHEMA)}")
-        session.execute(
-            f"CREATE TABLE IF NOT EXISTS {quote(REGISTRY_SCHEMA)}.{quote(REGISTRY_TABLE)} ("
-            f'"dataset" {text}, "source_key" {text}, "columns" {text}, '
-            f'"recorded_at" {warehouse.type_names[ColumnType.DATETIME]})'
-        )
-    return f"{quote(REGISTRY_SCHEMA)}.{quote(REGISTRY_TABLE)}"
+    text = ColumnType.STRING
+    return ensure_table(warehouse, REGISTRY_SCHEMA, REGISTRY_TABLE, {
+        "dataset": text, "source_key": text, "columns": text, "recorded_at": ColumnType.DATETIME})
 
 
 def schema_drift(previous: dict[str, str] | None, current: dict[str, str]) -> dict[str, list]:

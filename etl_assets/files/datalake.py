@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from etl_assets.files.loading import FileRefused, Outcome, stage_typed_csv, table_spec
+from etl_assets.files.loading import FileRefused, Outcome, ensure_table, stage_typed_csv, table_spec
 from etl_assets.resources.audit import utcnow
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.spec import ColumnType, InvalidIdentifier, identifier, quote
+from etl_assets.resources.warehouse.spec import ColumnType, InvalidIdentifier, identifier
 
 PREFIX = "datalake/"
 ACTIONS = ("append", "truncate", "schema")
@@ -37,15 +37,9 @@ def parse_key(key: str) -> tuple[str, str, str, str]:
 
 
 def _registry(warehouse: Warehouse) -> str:
-    text = warehouse.type_names[ColumnType.STRING]
-    with warehouse.session() as session:
-        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(REGISTRY_SCHEMA)}")
-        session.execute(
-            f"CREATE TABLE IF NOT EXISTS {quote(REGISTRY_SCHEMA)}.{quote(REGISTRY_TABLE)} ("
-            f'"db" {text}, "table_name" {text}, "definition" {text}, "source_key" {text}, '
-            f'"updated_at" {warehouse.type_names[ColumnType.DATETIME]})'
-        )
-    return f"{quote(REGISTRY_SCHEMA)}.{quote(REGISTRY_TABLE)}"
+    text, when = ColumnType.STRING, ColumnType.DATETIME
+    return ensure_table(warehouse, REGISTRY_SCHEMA, REGISTRY_TABLE, {
+        "db": text, "table_name": text, "definition": text, "source_key": text, "updated_at": when})
 
 
 def declared_schema(warehouse: Warehouse, db: str, table: str) -> dict | None:

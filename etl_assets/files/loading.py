@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from etl_assets.lib.convert import convert_column
 from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
+from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.batch import ROWS_PER_FILE, StagedBatch, StagedBatchWriter
 from etl_assets.resources.warehouse.spec import (
     SOURCE_FILE,
@@ -27,6 +28,7 @@ from etl_assets.resources.warehouse.spec import (
     InvalidIdentifier,
     TableSpec,
     identifier,
+    quote,
 )
 
 STRING_DTYPE = pd.StringDtype("pyarrow")
@@ -50,6 +52,15 @@ class Outcome:
     rows_read: int = 0
     rows_loaded: int = 0
     metadata: dict = field(default_factory=dict)
+
+
+def ensure_table(warehouse: Warehouse, schema: str, table: str, columns: dict[str, ColumnType]) -> str:
+    """Create a small bookkeeping table (registries) if it is missing; returns its quoted name."""
+    definitions = ", ".join(f"{quote(name)} {warehouse.type_names[type_]}" for name, type_ in columns.items())
+    with warehouse.session() as session:
+        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        session.execute(f"CREATE TABLE IF NOT EXISTS {quote(schema)}.{quote(table)} ({definitions})")
+    return f"{quote(schema)}.{quote(table)}"
 
 
 def table_spec(schema: str, table: str, columns: dict[str, ColumnType], required=()) -> TableSpec:

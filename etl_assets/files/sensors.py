@@ -8,14 +8,7 @@ if a new version of it lands.
 
 import dagster as dg
 
-from etl_assets.files.assets import (
-    csv_files,
-    csv_to_parquet_loads,
-    datalake_files,
-    datalake_loads,
-    external_feed_loads,
-    external_files,
-)
+from etl_assets.files.assets import csv_to_parquet_loads, datalake_loads, external_feed_loads
 from etl_assets.files.csv_parquet import PREFIX as CSV_PREFIX
 from etl_assets.files.datalake import PREFIX as DATALAKE_PREFIX
 from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
@@ -23,9 +16,9 @@ from etl_assets.resources.landing_zone import LandingZone
 from etl_assets.resources.notifications import Notifier
 
 ROUTES = (
-    ("datalake", DATALAKE_PREFIX, datalake_files, datalake_loads),
-    ("external", EXTERNAL_PREFIX, external_files, external_feed_loads),
-    ("csv", CSV_PREFIX, csv_files, csv_to_parquet_loads),
+    ("datalake", DATALAKE_PREFIX, datalake_loads),
+    ("external", EXTERNAL_PREFIX, external_feed_loads),
+    ("csv", CSV_PREFIX, csv_to_parquet_loads),
 )
 
 
@@ -47,7 +40,7 @@ def schema_files_first(files: list) -> list:
             if f.key.split("/")[2:3] == ["schema"] or tuple(f.key.split("/")[1:4:2]) not in pending_schema]
 
 
-def build_landed_files_sensor(kind: str, prefix: str, partitions, asset) -> dg.SensorDefinition:
+def build_landed_files_sensor(kind: str, prefix: str, asset: dg.AssetsDefinition) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{kind}_files_sensor",
         description=f"Requests a load of every file under {prefix} (one partition per file); "
@@ -57,7 +50,7 @@ def build_landed_files_sensor(kind: str, prefix: str, partitions, asset) -> dg.S
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def landed_files_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
-        requests, additions = landed_file_requests(landing_zone, prefix, partitions)
+        requests, additions = landed_file_requests(landing_zone, prefix, asset.partitions_def)
         return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=additions)
 
     return landed_files_sensor

@@ -17,6 +17,7 @@ from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, i
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 KNOWN_CHECKS = {"isin", "min_length", "max_length", "min", "max", "regex", "salesforce_id"}
 MAX_TEXT_BYTES = 65_535  # Redshift's VARCHAR limit, applied on every target so tables agree
+MAX_TABLE_COLUMNS = 1_600  # PostgreSQL's and Redshift's limit, applied on every target so tables agree
 OVERFLOW_POLICIES = ("reject", "truncate")
 
 
@@ -83,7 +84,7 @@ def _parse_column(api_name: str, raw, where: str) -> CatalogColumn:
         type_ = ColumnType(raw["type"])
     except ValueError:
         allowed = ", ".join(t.value for t in ColumnType)
-        raise CatalogError(f"{where}.{api_name}: unknown type {raw['type']!r} (use {allowed})")
+        raise CatalogError(f"{where}.{api_name}: unknown type {raw['type']!r} (use {allowed})") from None
     checks = raw.get("checks") or {}
     unknown = set(checks) - KNOWN_CHECKS
     if unknown:
@@ -94,9 +95,8 @@ def _parse_column(api_name: str, raw, where: str) -> CatalogColumn:
     on_overflow = raw.get("on_overflow", "reject")
     if on_overflow not in OVERFLOW_POLICIES:
         raise CatalogError(f"{where}.{api_name}: on_overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
-    column = CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks), on_overflow)
-    column.name  # validates the identifier
-    return column
+    identifier(api_name)  # refuses names that cannot be warehouse columns
+    return CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks), on_overflow)
 
 
 def _parse_redshift(raw: dict, where: str) -> dict:
