@@ -208,11 +208,14 @@ def totesys_command(args: argparse.Namespace) -> int:
     if summary.dbt_skipped_groups:
         print(f"dbt: skipped {', '.join(summary.dbt_skipped_groups)} (their Salesforce tables are not loaded yet)")
     if summary.dbt_ran:
-        print(f"\ndbt build: {summary.checks_passed} tests passed, {len(summary.checks_failed)} failed or warned")
-        for check in summary.checks_failed:
+        print(f"\ndbt build: {summary.checks_passed} tests passed, {len(summary.checks_warned)} warned, "
+              f"{len(summary.checks_failed)} failed")
+        for check in summary.checks_warned + summary.checks_failed:
             print(f"  {check}")
         _print_table(["mart", "rows"], [[t, str(n)] for t, n in summary.mart_rows.items()])
     if not summary.success:
+        for line in summary.dbt_log_tail:
+            print(line, file=sys.stderr)
         print("totesys pipeline FAILED; see the run logs (DAGSTER_HOME) for details", file=sys.stderr)
         return 1
     return 0
@@ -225,6 +228,76 @@ def _print_table(columns: list[str], rows: list[list[str]]) -> None:
     print()
     for row in [columns, *rows]:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+
+
+def files_command(args: argparse.Namespace) -> int:
+    """Load every file waiting in the landing prefixes, as the file sensors would, one run per file."""
+    from etl_assets.definitions import defs
+    from etl_assets.files.sample import write_sample_files
+    from etl_assets.files.sensors import ROUTES, schema_files_first
+
+    zone = _landing_zone()
+    if args.sample and isinstance(zone.location(), str) and not zone.location().startswith("s3://"):
+        write_sample_files(Path(zone.location()))
+    instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    failed = []
+    with instance:
+        for _kind, prefix, asset in ROUTES:
+            pending = [f for f in zone.list_files(prefix) if not f.key.endswith("/")]
+            # schema files first, then every data file (the sensor spreads them over ticks)
+            ordered = schema_files_first(pending) + [f for f in pending if f not in schema_files_first(pending)]
+            if not ordered:
+                continue
+            instance.add_dynamic_partitions(asset.partitions_def.name, [f.key for f in ordered])
+            for landed in ordered:
+                result = job.execute_in_process(
+                    asset_selection=[asset.key], partition_key=landed.key, instance=instance, raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+                )
+                print(f"{landed.key}: {'loaded' if result.success else 'REFUSED (see error/)'}")
+                if not result.success:
+                    failed.append(landed.key)
+    if failed:
+        print(f"{len(failed)} file(s) were not loaded; reasons are in error/<key>.reason.txt", file=sys.stderr)
+    return 1 if failed and not args.allow_refused else 0
+
+
+def _resolved_warehouse():
+    from etl_assets.resources import build_warehouse
+
+    with dg.build_resources({"warehouse": build_warehouse()}) as resources:
+        return resources.warehouse
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import json
+
+    from etl_assets.resources.audit import find_loads
+
+    since = dt.datetime.fromisoformat(args.since) if args.since else None
+    if since and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.timezone.utc)
+    loads = find_loads(_resolved_warehouse(), table=args.table, since=since)
+    if args.json:
+        print(json.dumps(loads, default=str, indent=2))
+        return 0
+    columns = ["started_at", "status", "target_table", "action", "rows_read", "rows_loaded", "source_key", "error"]
+    rows = [[str(load[c] if load[c] is not None else "") for c in columns] for load in loads]
+    widths = [max([len(c)] + [len(r[i][:60]) for r in rows]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(v[:60].ljust(w) for v, w in zip(row, widths)))
+    print(f"({len(rows)} load(s))")
+    return 0
+
+
+def audit_server_command(args: argparse.Namespace) -> int:
+    from etl_assets.resources.audit_api import serve
+
+    serve(_resolved_warehouse(), args.host, args.port)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +324,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     materialize.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
     materialize.set_defaults(func=materialize_command)
+
+    files = commands.add_parser("files", help="load every file waiting in datalake/, external/inbound/, csv/input/")
+    files.add_argument("--sample", action="store_true", help="first write the sample files (local landing zone)")
+    files.add_argument("--allow-refused", action="store_true", help="exit 0 even if some files were refused")
+    files.add_argument("--ephemeral", dest="persistent", action="store_false", help="do not record runs")
+    files.add_argument("--log-level", default="WARNING")
+    files.set_defaults(func=files_command)
+
+    audit = commands.add_parser("audit", help="list loads from the audit table")
+    audit.add_argument("--table", help="target table, schema.table or table")
+    audit.add_argument("--since", help="ISO timestamp (UTC if no zone)")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=audit_command)
+
+    audit_server = commands.add_parser("audit-server", help="read-only HTTP endpoint: GET /loads?table=&since=")
+    audit_server.add_argument("--host", default="127.0.0.1")
+    audit_server.add_argument("--port", type=int, default=8765)
+    audit_server.set_defaults(func=audit_server_command)
 
     sql = commands.add_parser("sql", help="print the SQL a load of one object would run (nothing is executed)")
     sql.add_argument("--target", choices=("duckdb", "postgres", "redshift"), required=True)

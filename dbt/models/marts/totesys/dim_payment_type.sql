@@ -1,0 +1,4 @@
+select
+    payment_type_id,
+    payment_type_name
+from {{ ref('stg_totesys__payment_type') }}

@@ -1,0 +1,124 @@
+"""What `etl-assets seed-totesys` and `etl-assets totesys` do: the operator's view of the domain.
+
+`totesys` is the whole flow in one process, as `make run` needs it: seed the embedded
+source if it is empty, run the extraction job, then `dbt build` through the dbt assets if
+anything was extracted (or the marts were never built), and summarize both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from etl_assets.resources import build_warehouse
+from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.totesys.seed import seed_totesys
+from etl_assets.totesys.source import DuckDBTotesysSource, TotesysSource, build_totesys_source
+
+SALESFORCE_SOURCES = ("user", "task", "litify_pm__matter__c")
+
+
+def resolved_source() -> TotesysSource:
+    """The configured source with its environment variables resolved."""
+    with dg.build_resources({"totesys_source": build_totesys_source()}) as resources:
+        return resources.totesys_source
+
+
+def resolved_warehouse() -> Warehouse:
+    with dg.build_resources({"warehouse": build_warehouse()}) as resources:
+        return resources.warehouse
+
+
+def seed(source: TotesysSource, seed_value: int = 2) -> dict[str, dict]:
+    with source.connect() as connection:
+        return seed_totesys(connection, seed=seed_value)
+
+
+def source_is_empty(source: TotesysSource) -> bool:
+    if isinstance(source, DuckDBTotesysSource) and not Path(source.path).exists():
+        return True
+    with source.connect() as connection:
+        return not connection.table_exists("sales_order") or not connection.fetchall(
+            'SELECT 1 FROM "sales_order" LIMIT 1')
+
+
+@dataclass
+class PipelineSummary:
+    seeded: dict[str, dict] | None = None
+    extracted: dict[str, dict] = field(default_factory=dict)
+    dbt_ran: bool = False
+    dbt_skipped_groups: list[str] = field(default_factory=list)
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)
+    checks_warned: list[str] = field(default_factory=list)
+    mart_rows: dict[str, int] = field(default_factory=dict)
+    dbt_log_tail: list[str] = field(default_factory=list)
+    success: bool = True
+
+
+def _tables_exist(warehouse: Warehouse, schema: str, tables: tuple[str, ...]) -> bool:
+    with warehouse.session() as session:
+        marks = ", ".join([session.param] * len(tables))
+        rows = session.fetchall(
+            f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {session.param} "
+            f"AND table_name IN ({marks})",
+            [schema, *tables],
+        )
+    return rows[0][0] == len(tables)
+
+
+def run_totesys_pipeline(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict) -> PipelineSummary:
+    summary = PipelineSummary()
+    source = resolved_source()
+    if isinstance(source, DuckDBTotesysSource) and source_is_empty(source):
+        summary.seeded = seed(source)
+
+    extraction = defs.resolve_job_def("totesys_extract_job").execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False,
+        tags={"etl_assets/launched_by": "etl-assets totesys"},
+    )
+    summary.success = extraction.success
+    for event in extraction.get_asset_materialization_events():
+        metadata = event.step_materialization_data.materialization.metadata
+        summary.extracted[metadata["dagster/table_name"].value] = {
+            name: metadata[name].value for name in ("rows_read", "inserted", "updated", "dagster/row_count")
+        }
+    if not extraction.success:
+        return summary
+
+    graph = defs.resolve_asset_graph()
+    dbt_keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("staging", "marts")]
+    never_built = instance.get_latest_materialization_event(dg.AssetKey(["marts", "dim_date"])) is None
+    if not summary.extracted and not never_built:
+        return summary
+    warehouse = resolved_warehouse()
+    if not _tables_exist(warehouse, "salesforce", SALESFORCE_SOURCES):
+        summary.dbt_skipped_groups.append("salesforce_marts")
+        dbt_keys = [k for k in dbt_keys if graph.get(k).group_name != "salesforce_marts"]
+    dbt_output = io.StringIO()
+    with contextlib.redirect_stdout(dbt_output):  # dbt's own log lines; the summary says what matters
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=dbt_keys, run_config=run_config, raise_on_error=False,
+            tags={"etl_assets/launched_by": "etl-assets totesys"},
+        )
+    summary.dbt_ran = True
+    summary.success = result.success
+    if not result.success:
+        summary.dbt_log_tail = dbt_output.getvalue().splitlines()[-40:]
+    for evaluation in result.get_asset_check_evaluations():
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        if evaluation.passed:
+            summary.checks_passed += 1
+        elif evaluation.severity == dg.AssetCheckSeverity.WARN:
+            summary.checks_warned.append(name)
+        else:
+            summary.checks_failed.append(name)
+    for key in sorted(dbt_keys, key=lambda k: k.path):
+        if key.path[0] == "marts":
+            summary.mart_rows[f"marts.{key.path[1]}"] = warehouse.query(f'SELECT COUNT(*) FROM marts."{key.path[1]}"')[0][0]
+    return summary

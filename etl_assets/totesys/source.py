@@ -1,0 +1,182 @@
+"""The totesys OLTP database: PostgreSQL in production, an embedded DuckDB file by default.
+
+Both engines are reached through DB-API cursors and the same SQL (schema.sql,
+the seeder's statements, the extraction queries), so the code `make run`
+exercises on the embedded file is the code that reads the production server.
+DuckDB rather than SQLite: it has real TIMESTAMP, DATE and NUMERIC types, so
+windows on last_updated compare times, not strings, exactly as in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import psycopg2
+from pydantic import Field
+
+from etl_assets.resources import DATA_DIR
+from etl_assets.resources.warehouse.spec import quote
+
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+SOURCES = ("duckdb", "postgres")
+
+
+class SourceConnection:
+    """One open transaction on the source, with the engine's parameter marker."""
+
+    current_schema_sql = "current_schema()"
+
+    def __init__(self, connection, param: str):
+        self.connection = connection
+        self.param = param
+
+    def execute(self, sql: str, params: Sequence = ()) -> None:
+        cursor = self.connection.cursor()
+        cursor.execute(sql, list(params) or None)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence]) -> None:
+        if rows:
+            self.connection.cursor().executemany(sql, [list(r) for r in rows])
+
+    def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        cursor = self.connection.cursor()
+        cursor.execute(sql, list(params) or None)
+        return cursor.fetchall()
+
+    def stream(self, sql: str, params: Sequence = (), batch_rows: int = 50_000) -> Iterator[list[tuple]]:
+        """Rows in batches, so memory stays bounded on a first full read."""
+        cursor = self.connection.cursor()
+        cursor.execute(sql, list(params) or None)
+        while batch := cursor.fetchmany(batch_rows):
+            yield batch
+
+    def apply_schema(self) -> None:
+        """Run schema.sql (idempotent: every statement is IF NOT EXISTS)."""
+        lines = [line for line in SCHEMA_SQL.read_text().splitlines() if not line.lstrip().startswith("--")]
+        for statement in "\n".join(lines).split(";"):
+            if statement.strip():
+                self.execute(statement)
+
+    def table_exists(self, table: str) -> bool:
+        rows = self.fetchall(
+            f"SELECT COUNT(*) FROM information_schema.tables WHERE table_name = {self.param}"
+            f" AND table_schema = {self.current_schema_sql}",
+            [table],
+        )
+        return rows[0][0] > 0
+
+
+class TotesysSource(dg.ConfigurableResource):
+    """Base class; see `DuckDBTotesysSource` and `PostgresTotesysSource`."""
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[SourceConnection]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class DuckDBTotesysSource(TotesysSource):
+    """An embedded DuckDB file standing in for the OLTP server (`make run`)."""
+
+    path: str = str(DATA_DIR / "totesys.duckdb")
+    lock_timeout_seconds: float = 120.0
+
+    def describe(self) -> str:
+        return f"duckdb:{self.path}"
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting while the seeder (another process) holds DuckDB's writer lock."""
+        if read_only and not Path(self.path).exists():
+            raise FileNotFoundError(f"{self.path} does not exist: fill it with `etl-assets seed-totesys`")
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        while True:
+            try:
+                return duckdb.connect(self.path, read_only=read_only)
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[SourceConnection]:
+        connection = self._open(read_only)
+        try:
+            connection.begin()
+            yield SourceConnection(connection, "?")
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+
+
+class PostgresTotesysSource(TotesysSource):
+    """The totesys PostgreSQL server; the password comes from the environment (EnvVar)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "totesys"
+    user: str = "postgres"
+    password: str = Field(default="", description="Set with dagster.EnvVar; never logged.")
+
+    def describe(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[SourceConnection]:
+        connection = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user,
+            password=self.password or None,
+            connect_timeout=10,
+            application_name="etl_assets_totesys",
+        )
+        connection.set_session(readonly=read_only)
+        try:
+            with connection:  # commits on success, rolls back on error
+                yield SourceConnection(connection, "%s")
+        finally:
+            connection.close()
+
+
+def _setting(env: Mapping[str, str], name: str, default=None):
+    """An EnvVar when the variable is set (resolved by Dagster at run time), else the default."""
+    return dg.EnvVar(name) if env.get(name) else default
+
+
+def build_totesys_source(env: Mapping[str, str] = os.environ) -> TotesysSource:
+    """The source the environment names: ETL_ASSETS_TOTESYS_SOURCE=duckdb (default) or postgres."""
+    kind = env.get("ETL_ASSETS_TOTESYS_SOURCE", "duckdb").lower()
+    if kind not in SOURCES:
+        raise ValueError(f"ETL_ASSETS_TOTESYS_SOURCE={kind!r}: expected one of {', '.join(SOURCES)}")
+    if kind == "postgres":
+        return PostgresTotesysSource(
+            host=_setting(env, "ETL_ASSETS_TOTESYS_PG_HOST", "127.0.0.1"),
+            port=dg.EnvVar.int("ETL_ASSETS_TOTESYS_PG_PORT") if env.get("ETL_ASSETS_TOTESYS_PG_PORT") else 5432,
+            database=_setting(env, "ETL_ASSETS_TOTESYS_PG_DATABASE", "totesys"),
+            user=_setting(env, "ETL_ASSETS_TOTESYS_PG_USER", "postgres"),
+            password=_setting(env, "ETL_ASSETS_TOTESYS_PG_PASSWORD", ""),
+        )
+    return DuckDBTotesysSource(path=_setting(env, "ETL_ASSETS_TOTESYS_DUCKDB_PATH", str(DATA_DIR / "totesys.duckdb")))
+
+
+def select_window_sql(table: str, columns: Sequence[str], param: str, has_lower_bound: bool) -> str:
+    """Rows whose last_updated is in [from, to); the first run has no lower bound."""
+    names = ", ".join(quote(c) for c in columns)
+    where = f'"last_updated" < {param}'
+    if has_lower_bound:
+        where = f'"last_updated" >= {param} AND {where}'
+    return f'SELECT {names} FROM {quote(table)} WHERE {where} ORDER BY "last_updated", {quote(columns[0])}'

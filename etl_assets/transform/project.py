@@ -1,0 +1,45 @@
+"""The dbt project, in a module of its own so `dagster-dbt project prepare-and-package` and
+the CLI can build the manifest before the @dbt_assets module is imported."""
+
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtCliResource, DbtProject
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
+
+
+def dbt_executable() -> str:
+    """The venv's dbt, found even when the venv is not activated (`.venv/bin/python -m pytest`)."""
+    beside_python = Path(sys.executable).with_name("dbt")
+    return str(beside_python) if beside_python.exists() else "dbt"
+
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def prepare_manifest() -> Path:
+    """`dbt parse` into target/manifest.json (what @dbt_assets reads)."""
+    DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()).cli(
+        ["parse", "--quiet"], target_path=dbt_project.target_path
+    ).wait()
+    return dbt_project.manifest_path
+
+
+def manifest_is_stale() -> bool:
+    """No manifest yet (a fresh clone), or a project file changed since it was built."""
+    if not dbt_project.manifest_path.exists():
+        return True
+    built = dbt_project.manifest_path.stat().st_mtime
+    sources = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    for folder in ("models", "macros", "seeds", "tests"):
+        sources += [p for p in (DBT_PROJECT_DIR / folder).rglob("*") if p.is_file()]
+    return any(p.stat().st_mtime > built for p in sources if p.exists())
+
+
+# Under `dagster dev` / `dg dev`, prepare_if_dev re-parses on every load so model edits show up.
+# Anywhere else (a fresh clone, `make run`, `make test`, a plain code-location load) the manifest
+# is rebuilt only when it is missing or older than the project's files.
+dbt_project.prepare_if_dev()
+if manifest_is_stale():
+    prepare_manifest()

@@ -1,0 +1,204 @@
+"""The dbt star schema and Salesforce marts, built through Dagster on DuckDB and on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_dbt import DbtCliResource
+
+from etl_assets.resources.landing_zone import LocalLandingZone
+from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
+from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+from etl_assets.salesforce.sample import generate_sample
+from etl_assets.totesys.assets import totesys_extraction_assets
+from etl_assets.totesys.seed import seed_totesys
+from etl_assets.totesys.source import DuckDBTotesysSource, PostgresTotesysSource, TotesysSource
+from etl_assets.transform.assets import dbt_models
+from etl_assets.transform.project import dbt_executable, dbt_project
+from etl_assets_tests.helpers import folders_in, materialize_folders
+
+DIMENSIONS = ["dim_date", "dim_staff", "dim_location", "dim_design", "dim_currency", "dim_counterparty",
+              "dim_payment_type", "dim_transaction", "dim_user", "dim_matter"]
+FACTS = ["fact_sales_order", "fact_purchase_order", "fact_payment", "fact_task"]
+FOREIGN_KEYS = {
+    "fact_sales_order": [("sales_staff_id", "dim_staff", "staff_id"), ("counterparty_id", "dim_counterparty", "counterparty_id"),
+                         ("currency_id", "dim_currency", "currency_id"), ("design_id", "dim_design", "design_id"),
+                         ("agreed_delivery_location_id", "dim_location", "location_id")],
+    "fact_purchase_order": [("staff_id", "dim_staff", "staff_id"), ("counterparty_id", "dim_counterparty", "counterparty_id"),
+                            ("currency_id", "dim_currency", "currency_id"),
+                            ("agreed_delivery_location_id", "dim_location", "location_id")],
+    "fact_payment": [("transaction_id", "dim_transaction", "transaction_id"),
+                     ("counterparty_id", "dim_counterparty", "counterparty_id"),
+                     ("currency_id", "dim_currency", "currency_id"),
+                     ("payment_type_id", "dim_payment_type", "payment_type_id")],
+}
+FACT_DATES = {
+    "fact_sales_order": ["created_date", "last_updated_date", "agreed_delivery_date", "agreed_payment_date"],
+    "fact_purchase_order": ["created_date", "last_updated_date", "agreed_delivery_date", "agreed_payment_date"],
+    "fact_payment": ["created_date", "last_updated_date", "payment_date"],
+}
+
+
+class Pipeline:
+    """Source -> raw_totesys -> dbt, run the way the schedule and the automation sensor run it."""
+
+    def __init__(self, source: TotesysSource, warehouse: Warehouse, landing: Path):
+        self.source = source
+        self.warehouse = warehouse
+        self.landing = LocalLandingZone(root=str(landing))
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.resources = {
+            "totesys_source": source,
+            "landing_zone": self.landing,
+            "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        }
+
+    def load_salesforce(self, root: Path) -> None:
+        generate_sample(root, folders=2, rows=25, seed=4)
+        io = {"landing_zone": LocalLandingZone(root=str(root)), "warehouse_io_manager": self.resources["warehouse_io_manager"]}
+        materialize_folders(folders_in(root), io, instance=self.instance)
+
+    def seed(self, **kwargs) -> dict:
+        with self.source.connect() as connection:
+            return seed_totesys(connection, seed=9, **kwargs)
+
+    def extract(self) -> dg.ExecuteInProcessResult:
+        return dg.materialize(totesys_extraction_assets, resources=self.resources, instance=self.instance)
+
+    def build(self) -> dg.ExecuteInProcessResult:
+        result = dg.materialize([dbt_models], resources=self.resources, instance=self.instance)
+        failed = [(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations()
+                  if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+        assert not failed, failed
+        return result
+
+    def scalar(self, sql: str):
+        return self.warehouse.query(sql)[0][0]
+
+
+def assert_star_schema_is_complete(pipeline: Pipeline) -> None:
+    for table in DIMENSIONS + FACTS:
+        assert pipeline.scalar(f'SELECT COUNT(*) FROM marts."{table}"') > 0, table
+    for fact, keys in FOREIGN_KEYS.items():
+        for column, dim, dim_key in keys:
+            dangling = pipeline.scalar(
+                f'SELECT COUNT(*) FROM marts."{fact}" f LEFT JOIN marts."{dim}" d ON f."{column}" = d."{dim_key}" '
+                f'WHERE d."{dim_key}" IS NULL')
+            assert dangling == 0, f"{fact}.{column} -> {dim}"
+    for fact, columns in FACT_DATES.items():
+        for column in columns:
+            missing = pipeline.scalar(
+                f'SELECT COUNT(*) FROM marts."{fact}" f LEFT JOIN marts.dim_date d ON f."{column}" = d.date_id '
+                f'WHERE d.date_id IS NULL')
+            assert missing == 0, f"{fact}.{column} not in dim_date"
+
+
+def test_the_graph_runs_from_oltp_tables_through_raw_and_staging_to_the_marts():
+    from etl_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    chain = [dg.AssetKey(["totesys", "sales_order"]), dg.AssetKey(["raw_totesys", "sales_order"]),
+             dg.AssetKey(["staging", "stg_totesys__sales_order"]), dg.AssetKey(["marts", "fact_sales_order"]),
+             dg.AssetKey(["marts", "dim_date"])]
+    for parent, child in zip(chain, chain[1:]):
+        assert parent in graph.get(child).parent_keys, f"{parent} -> {child}"
+    assert dg.AssetKey(["salesforce", "task"]) in graph.get(dg.AssetKey(["staging", "stg_salesforce__tasks"])).parent_keys
+    assert dg.AssetKey(["staging", "stg_salesforce__matters"]) in graph.get(dg.AssetKey(["marts", "fact_task"])).parent_keys
+
+    checks = {c.name for c in graph.get_check_keys_for_assets([dg.AssetKey(["marts", "fact_sales_order"])])}
+    assert "unique_fact_sales_order_sales_record_id" in checks
+    assert any(name.startswith("relationships_fact_sales_order_sales_staff_id") for name in checks)
+    for key in graph.get_all_asset_keys():
+        if key.path[0] in ("staging", "marts"):
+            node = graph.get(key)
+            assert node.automation_condition is not None and node.pools == {"warehouse"}, key
+            assert node.group_name in ("totesys_star", "salesforce_marts"), key
+    for name in ("dim_staff", "dim_location", "dim_design", "dim_currency", "dim_counterparty", "dim_payment_type",
+                 "dim_transaction", "fact_payment", "fact_purchase_order", "dim_user"):
+        assert dg.AssetKey(["marts", name]) in graph.get_all_asset_keys()
+
+    schedule = defs.resolve_schedule_def("totesys_extract_schedule")
+    assert schedule.cron_schedule == "*/5 * * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert defs.resolve_sensor_def("dbt_automation_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_duckdb_star_schema_follows_changes_in_the_postgres_source(postgres_database, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "duckdb")
+    monkeypatch.setenv("ETL_ASSETS_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    source = PostgresTotesysSource(host=postgres_database["host"], port=postgres_database["port"],
+                                   user=postgres_database["user"], database=postgres_database["database"])
+    pipeline = Pipeline(source, DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")), tmp_path / "landing")
+    pipeline.load_salesforce(tmp_path / "salesforce")
+    seeded = pipeline.seed()
+    pipeline.extract()
+    pipeline.build()
+    assert_star_schema_is_complete(pipeline)
+    assert pipeline.scalar("SELECT COUNT(*) FROM marts.fact_sales_order") == seeded["sales_order"]["inserted"]
+    assert pipeline.scalar("SELECT currency_name FROM marts.dim_currency WHERE currency_code = 'GBP'") == \
+        "British pound sterling"
+
+    staff_id, order_id = 3, 7
+    with source.connect() as connection:
+        old_location = connection.fetchall('SELECT "location" FROM "department" WHERE "department_id" = 1')[0][0]
+    changed = pipeline.seed()  # a tick of business
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with source.connect() as connection:
+        connection.execute('UPDATE "department" SET "location" = %s, "last_updated" = %s WHERE "department_id" = 1',
+                           ["Timbuktu", now])
+        connection.execute('UPDATE "staff" SET "department_id" = 1, "last_updated" = %s WHERE "staff_id" = %s',
+                           [now, staff_id])
+        connection.execute('UPDATE "sales_order" SET "units_sold" = 4242, "last_updated" = %s '
+                           'WHERE "sales_order_id" = %s', [now, order_id])
+    assert old_location != "Timbuktu"
+    pipeline.extract()
+    pipeline.build()
+
+    assert_star_schema_is_complete(pipeline)
+    department = pipeline.warehouse.query(
+        "SELECT department_name, location FROM marts.dim_staff WHERE staff_id = ?", [staff_id])[0]
+    assert department[1] == "Timbuktu"
+    versions = pipeline.warehouse.query(
+        "SELECT units_sold FROM marts.fact_sales_order WHERE sales_order_id = ? ORDER BY sales_record_id", [order_id])
+    assert len(versions) == 2 and versions[-1][0] == 4242
+    new_orders = changed["sales_order"]["inserted"]
+    changed_orders = pipeline.scalar("SELECT COUNT(DISTINCT sales_order_id) FROM raw_totesys.sales_order "
+                                     "WHERE last_updated >= (SELECT MIN(last_updated) FROM raw_totesys.sales_order "
+                                     f"WHERE sales_order_id > {seeded['sales_order']['inserted']})")
+    assert pipeline.scalar("SELECT COUNT(*) FROM marts.fact_sales_order") == \
+        seeded["sales_order"]["inserted"] + changed_orders
+    assert changed_orders >= new_orders + 1
+    assert pipeline.scalar("SELECT COUNT(DISTINCT sales_record_id) FROM marts.fact_sales_order") == \
+        pipeline.scalar("SELECT COUNT(*) FROM marts.fact_sales_order")
+
+    assert pipeline.extract().get_asset_materialization_events() == [], "no source changes, no new materializations"
+
+
+def test_dbt_build_passes_on_postgres_from_the_embedded_source(postgres_database, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "postgres")
+    monkeypatch.setenv("ETL_ASSETS_PG_HOST", postgres_database["host"])
+    monkeypatch.setenv("ETL_ASSETS_PG_PORT", str(postgres_database["port"]))
+    monkeypatch.setenv("ETL_ASSETS_PG_USER", postgres_database["user"])
+    monkeypatch.setenv("ETL_ASSETS_PG_DATABASE", postgres_database["database"])
+    warehouse = PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
+                                  user=postgres_database["user"], database=postgres_database["database"])
+    pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")), warehouse, tmp_path / "landing")
+    pipeline.load_salesforce(tmp_path / "salesforce")
+    pipeline.seed()
+    pipeline.extract()
+    pipeline.build()
+    before = pipeline.scalar("SELECT COUNT(*) FROM marts.fact_payment")
+    changed = pipeline.seed()
+    pipeline.extract()
+    pipeline.build()
+    assert_star_schema_is_complete(pipeline)
+    assert pipeline.scalar("SELECT COUNT(*) FROM marts.fact_payment") == \
+        before + changed["payment"]["inserted"] + changed["payment"]["updated"]
+    assert pipeline.scalar("SELECT data_type FROM information_schema.columns WHERE table_schema = 'marts' "
+                           "AND table_name = 'fact_sales_order' AND column_name = 'unit_price'") == "numeric"
