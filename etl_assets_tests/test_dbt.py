@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from dagster_dbt import DbtCliResource
 
 from etl_assets.resources.landing_zone import LocalLandingZone
@@ -20,7 +19,7 @@ from etl_assets.totesys.seed import seed_totesys
 from etl_assets.totesys.source import DuckDBTotesysSource, PostgresTotesysSource, TotesysSource
 from etl_assets.transform.assets import dbt_models
 from etl_assets.transform.project import dbt_executable, dbt_project
-from etl_assets_tests.helpers import folders_in, materialize_folders
+from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
 DIMENSIONS = ["dim_date", "dim_staff", "dim_location", "dim_design", "dim_currency", "dim_counterparty",
               "dim_payment_type", "dim_transaction", "dim_user", "dim_matter"]
@@ -61,8 +60,8 @@ class Pipeline:
 
     def load_salesforce(self, root: Path) -> None:
         generate_sample(root, folders=2, rows=25, seed=4)
-        io = {"landing_zone": LocalLandingZone(root=str(root)), "warehouse_io_manager": self.resources["warehouse_io_manager"]}
-        materialize_folders(folders_in(root), io, instance=self.instance)
+        materialize_folders(folders_in(root), resources(LocalLandingZone(root=str(root)), self.warehouse),
+                            instance=self.instance)
 
     def seed(self, **kwargs) -> dict:
         with self.source.connect() as connection:
