@@ -88,8 +88,11 @@ def iter_csv_chunks(
         quoted_strings_can_be_null=False,
         null_values=[],
     )
-    if _odd_quote_count(path):
-        raise _locate_error(path, name, encoding, delimiter, len(header), "a quoted value is never closed")
+    quoting = _first_quoting_error(path, delimiter)
+    if quoting is not None:
+        offset, detail = quoting
+        line, column = _line_and_column(path, offset, encoding)
+        raise CsvFormatError(name, line, detail, column)
     next_line = header_lines + 1
     try:
         # A Python file object, not the path: Arrow's own file sources read ahead
@@ -126,13 +129,77 @@ def _combine(batches: list[pa.RecordBatch], lines: list[np.ndarray]) -> CsvChunk
     return CsvChunk(pa.Table.from_batches(batches).combine_chunks().to_batches()[0], np.concatenate(lines))
 
 
-def _odd_quote_count(path: Path) -> bool:
-    """Valid CSV holds quote characters in pairs; Arrow accepts a quote left open at EOF."""
-    count = 0
+_QUOTE = 0x22
+_LINE_ENDS = (0x0A, 0x0D)
+_BOM = b"\xef\xbb\xbf"
+
+
+def _first_quoting_error(path: Path, delimiter: str = ",") -> tuple[int, str] | None:
+    """Byte offset and reason of the first quote that breaks RFC 4180 quoting, or None.
+
+    Arrow is lenient where a strict reader refuses: it keeps text after a closing
+    quote (`"ab"cd` becomes `abcd`) and accepts a quote left open at the end of the
+    file. Such files are refused instead of loaded as silently different values.
+    Only the quote characters are visited (found with numpy), so a scan costs about
+    as much as reading the file. A quote is valid if it opens a value (first
+    character of a field), closes one (followed by a delimiter, a line end or the
+    end of the file), or is doubled inside a quoted value.
+    """
+    separator = ord(delimiter)
+    boundaries = (separator, *_LINE_ENDS)
+    inside, opened_at = False, 0
+    base, before, carry, skip_first = 0, 0x0A, b"", False
     with open(path, "rb") as f:
-        while block := f.read(DEFAULT_BLOCK_SIZE):
-            count += block.count(b'"')
-    return count % 2 == 1
+        while True:
+            block = f.read(DEFAULT_BLOCK_SIZE)
+            buffer = carry + block
+            if not buffer:
+                break
+            at_end = not block
+            # A quote's next byte must be known to classify it: keep the last byte for the next block.
+            limit = len(buffer) if at_end else len(buffer) - 1
+            quotes = np.flatnonzero(np.frombuffer(buffer, np.uint8, count=limit) == _QUOTE).tolist()
+            index = 0
+            if skip_first and quotes and quotes[0] == 0:
+                index = 1  # the second quote of a doubled pair that straddled the blocks
+            skip_first = False
+            while index < len(quotes):
+                i = quotes[index]
+                index += 1
+                after = buffer[i + 1] if i + 1 < len(buffer) else None
+                if not inside:
+                    previous = buffer[i - 1] if i else before
+                    at_field_start = previous in boundaries or (base + i == 3 and buffer[:3] == _BOM)
+                    if not at_field_start:
+                        return base + i, "a quote inside an unquoted value (quote the whole value and double inner quotes)"
+                    inside, opened_at = True, base + i
+                elif after == _QUOTE:  # a doubled quote inside a quoted value
+                    if i + 1 < limit:
+                        index += 1
+                    else:
+                        skip_first = True
+                elif after is None or after in boundaries:
+                    inside = False
+                else:
+                    return base + i + 1, "text after the closing quote of a quoted value"
+            before = buffer[limit - 1] if limit else before
+            carry, base = buffer[limit:], base + limit
+            if at_end:
+                break
+    if inside:
+        return opened_at, "a quoted value is never closed"
+    return None
+
+
+def _line_and_column(path: Path, offset: int, encoding: str) -> tuple[int, int]:
+    """1-based physical line and character column of a byte offset."""
+    with open(path, "rb") as f:
+        head = f.read(offset)
+    line_start = head.rfind(b"\n") + 1
+    text = head[line_start:]
+    if line_start == 0 and text.startswith(_BOM):
+        text = text[len(_BOM):]
+    return head.count(b"\n") + 1, len(text.decode(_with_bom(encoding), errors="replace")) + 1
 
 
 def _newlines_per_record(batch: pa.RecordBatch) -> np.ndarray:

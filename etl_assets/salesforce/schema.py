@@ -35,11 +35,12 @@ def _string_checks(column: CatalogColumn) -> list[pa.Check]:
     if not column.nullable:
         result.append(pa.Check(lambda s: s != "", name="not_empty", error="a value is required"))
     if checks.get("salesforce_id"):
+        # 15-character Ids were already extended to 18 by the transform; '' is `not_empty`'s business.
         result.append(
             pa.Check(
-                lambda s: (s == "") & optional | s.str.fullmatch(SALESFORCE_ID),
+                lambda s: (s == "") | s.str.fullmatch(SALESFORCE_ID),
                 name="salesforce_id",
-                error="not an 18-character Salesforce Id",
+                error="not a 15- or 18-character Salesforce Id",
             )
         )
     if "isin" in checks:

@@ -11,6 +11,7 @@ Pandera runs here, per chunk, with lazy validation to collect every failure.)
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,11 +30,41 @@ from etl_assets.resources.warehouse.spec import (
     InvalidIdentifier,
     identifier,
 )
-from etl_assets.salesforce.catalog import MAX_TEXT_BYTES, SalesforceObject
+from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, MAX_TEXT_BYTES, SalesforceObject
 from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
 
 TRUE_VALUES = ("true", "1")
 FALSE_VALUES = ("false", "0")
+# Salesforce numbers hold at most 18 digits: plain digit strings that long convert exactly to
+# BIGINT. A decimal or exponent spelling ("42.0", "1e3") is accepted only when it is integral
+# and exactly representable as a double (|n| <= 2**53); anything else is rejected, never rounded.
+EXACT_INTEGER = r"[+-]?[0-9]{1,18}"
+MAX_EXACT_DOUBLE_INTEGER = 2**53
+LINEAGE_COLUMN_COUNT = 4  # _source_partition, _source_file, _source_line, _loaded_at
+_ID_CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_ID_15 = r"[a-zA-Z0-9]{15}"
+
+
+def eighteen_character_id(id15: str) -> str:
+    """Salesforce's case-insensitive 18-character form of a case-sensitive 15-character Id.
+
+    Each of the three suffix characters encodes which of five Id characters are upper case.
+    """
+    suffix = ""
+    for start in (0, 5, 10):
+        bits = sum(1 << i for i, char in enumerate(id15[start:start + 5]) if "A" <= char <= "Z")
+        suffix += _ID_CHECKSUM[bits]
+    return id15 + suffix
+
+
+def normalize_ids(raw: pd.Series) -> pd.Series:
+    """15-character Ids become their 18-character form, so both spellings are one key."""
+    short = raw.str.fullmatch(_ID_15).to_numpy(dtype=bool, na_value=False)
+    if not short.any():
+        return raw
+    values = raw.to_numpy(dtype=object, copy=True)
+    values[short] = [eighteen_character_id(v) for v in values[short]]
+    return pd.Series(pd.array(values, dtype=raw.dtype), index=raw.index)
 
 
 @dataclass(frozen=True)
@@ -47,6 +78,8 @@ class HeaderPlan:
 def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPlan:
     columns: dict[str, str] = {}
     seen: dict[str, int] = {}
+    catalog_columns = {c.name for c in obj.columns}
+    table_columns = len(catalog_columns) + LINEAGE_COLUMN_COUNT
     for position, field in enumerate(header, start=1):
         try:
             name = identifier(field.strip())
@@ -58,6 +91,13 @@ def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPl
             )
         seen[name] = position
         columns[field] = name
+        if name not in catalog_columns:
+            table_columns += 1
+            if table_columns > MAX_TABLE_COLUMNS:
+                raise CsvFormatError(
+                    file, 1, f"the header has {len(header)} fields; with the catalog's columns the table would exceed "
+                    f"{MAX_TABLE_COLUMNS} columns (PostgreSQL's and Redshift's limit)", column=position,
+                ) from None
     for required in (obj.primary_key, obj.version_column):
         if identifier(required) not in seen:
             raise CsvFormatError(file, 1, f"the header has no {required} column")
@@ -80,15 +120,28 @@ def _convert(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.ndarray]:
         is_false = lowered.isin(FALSE_VALUES).to_numpy(dtype=bool, na_value=False)
         values = pd.arrays.IntegerArray(is_true.astype(np.int16), ~(is_true | is_false))
         typed = pd.Series(values, index=raw.index)
+    elif type_ is ColumnType.INTEGER:
+        typed = _integers(raw, present)
     else:
-        numbers = pd.to_numeric(raw.where(raw != ""), errors="coerce")
-        if type_ is ColumnType.INTEGER:
-            numbers = numbers.where(numbers % 1 == 0)
-            typed = numbers.astype("Float64").round().astype("Int64")
-        else:
-            typed = numbers.astype("Float64")
+        numbers = pd.to_numeric(raw.where(raw != ""), errors="coerce").astype("Float64")
+        typed = numbers.where(np.isfinite(numbers.to_numpy(dtype=float, na_value=np.nan)))  # no inf, no NaN
     invalid = present & typed.isna().to_numpy(dtype=bool, na_value=True)
     return typed, invalid
+
+
+def _integers(raw: pd.Series, present: np.ndarray) -> pd.Series:
+    """Exact integers (see EXACT_INTEGER); invalid or inexact values become NA."""
+    stripped = raw.str.strip()
+    digits = stripped.str.fullmatch(EXACT_INTEGER).to_numpy(dtype=bool, na_value=False)
+    typed = pd.Series(pd.array([pd.NA] * len(raw), dtype="Int64"), index=raw.index)
+    if digits.any():
+        typed[digits] = np.array([int(v) for v in stripped[digits]], dtype=np.int64)
+    other = present & ~digits
+    if other.any():
+        numbers = pd.to_numeric(stripped[other], errors="coerce").astype("Float64")
+        exact = (numbers % 1 == 0) & (numbers.abs() <= MAX_EXACT_DOUBLE_INTEGER)
+        typed[other] = numbers.where(exact).round().astype("Int64")
+    return typed
 
 
 @dataclass
@@ -98,8 +151,12 @@ class ChunkResult:
     truncated: int = 0  # text values cut to MAX_TEXT_BYTES by an explicit catalog choice
 
 
-def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str) -> ChunkResult:
-    """The chunk's valid rows as a typed frame, and its rejects."""
+def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str,
+                    timings: dict[str, float] | None = None) -> ChunkResult:
+    """The chunk's valid rows as a typed frame, and its rejects.
+
+    `timings`, if given, accumulates the seconds spent in Pandera under "validate" (the benchmark).
+    """
     raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
     raw.columns = [plan.columns[c] for c in raw.columns]
     typed: dict[str, pd.Series] = {}
@@ -107,15 +164,20 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     for name in raw.columns:
         column = obj.column(name)
         type_ = column.type if column else ColumnType.STRING
+        if column is not None and column.checks.get("salesforce_id"):
+            raw[name] = normalize_ids(raw[name])
         typed[name], invalid = _convert(raw[name], type_)
         for row in np.flatnonzero(invalid):
             problems.setdefault(int(row), []).append((name, f"not a valid {type_.value}: {_short(raw[name].iat[row])}"))
     frame = pd.DataFrame(typed)
     truncated = _enforce_text_limit(obj, chunk, plan, frame, problems)
+    started = time.perf_counter()
     try:
         object_schema(obj, plan.drift).validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as errors:
         _collect_pandera_failures(errors, problems)
+    if timings is not None:
+        timings["validate"] = timings.get("validate", 0.0) + time.perf_counter() - started
     frame[SOURCE_PARTITION] = partition
     frame[SOURCE_FILE] = file
     frame[SOURCE_LINE] = chunk.lines
@@ -158,7 +220,10 @@ def _collect_pandera_failures(errors: pandera.errors.SchemaErrors, problems: dic
         # A whole-column failure (wrong dtype, missing column) is a bug in the transform, not bad data.
         raise errors
     for row, column, check, value in zip(row_level["index"], row_level["column"], row_level["check"], row_level["failure_case"]):
-        problems.setdefault(int(row), []).append((str(column), f"failed {check}: {_short(value)}"))
+        found = problems.setdefault(int(row), [])
+        if check == "not_nullable" and any(c == column for c, _ in found):
+            continue  # the value did not convert: that reason is already recorded, null is its consequence
+        found.append((str(column), f"failed {check}: {_short(value)}"))
 
 
 def _rejects_table(chunk: CsvChunk, rows: np.ndarray, problems: dict, partition: str, file: str) -> pa.Table:

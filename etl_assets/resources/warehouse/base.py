@@ -47,6 +47,10 @@ class WarehouseLimitError(ValueError):
     """A table the target cannot hold (too many columns, a value too wide)."""
 
 
+class WarehouseUnreachable(ConnectionError):
+    """The warehouse cannot be reached at all: fail at once, naming where it was looked for."""
+
+
 @dataclass(frozen=True)
 class Step:
     """One SQL statement of a load.
@@ -150,6 +154,8 @@ class Warehouse(dg.ConfigurableResource):
         """Whether retrying may help: a lost connection or a lock wait, not a statement the database refused."""
         cause = error
         while cause is not None:
+            if isinstance(cause, WarehouseUnreachable):
+                return False
             if isinstance(cause, (ConnectionError, TimeoutError)) or self._transient(cause):
                 return True
             cause = cause.__cause__

@@ -60,7 +60,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         try:
             result = self.warehouse.load(obj)
         except Exception as error:
-            self._audit(context, obj, status="FAILED", error=f"{type(error).__name__}: {error}")
+            try:
+                self._audit(context, obj, status="FAILED", error=f"{type(error).__name__}: {error}")
+            except Exception as audit_error:  # never let the audit hide why the load failed
+                context.log.error(f"Could not record the failed load in the audit table: {audit_error}")
             context.log.error(f"Load of {spec.schema}.{spec.name} failed; staged files kept in {obj.directory}")
             if self.warehouse.is_transient(error):
                 raise  # the asset's RetryPolicy tries again

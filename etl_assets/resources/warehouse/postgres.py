@@ -6,19 +6,34 @@ import hashlib
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import ClassVar
 
 import pandas as pd
 import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from etl_assets.resources.warehouse.base import Session, Step, Warehouse
+from etl_assets.resources.warehouse.base import Session, Step, Warehouse, WarehouseUnreachable
 from etl_assets.resources.warehouse.spec import TableSpec, quote
 
 COPY_BATCH_ROWS = 100_000
 # Quote every non-null value so an empty string stays distinct from NULL in COPY's CSV.
 CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+
+
+def _fast_timestamps(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The same CSV text, faster: Arrow formats a UTC timestamp through its time-zone database
+    (about 4.5 us a value, most of a COPY's client time); formatted as a plain timestamp plus
+    "Z" it is byte-identical ("2024-05-01 06:32:11.000000Z") at a seventh of the cost."""
+    columns = list(batch.columns)
+    for i, field in enumerate(batch.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz in ("UTC", "utc", "+00:00", "Z"):
+            naive = columns[i].cast(pa.timestamp(field.type.unit))
+            columns[i] = pc.binary_join_element_wise(naive.cast(pa.string()), "Z", "")
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 class PostgresSession(Session):
@@ -38,7 +53,7 @@ class PostgresSession(Session):
         for path in step.files:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=COPY_BATCH_ROWS, columns=list(step.columns)):
                 buffer = io.BytesIO()
-                pacsv.write_csv(batch, buffer, CSV_OPTIONS)
+                pacsv.write_csv(_fast_timestamps(batch), buffer, CSV_OPTIONS)
                 buffer.seek(0)
                 self.cursor.copy_expert(step.sql, buffer)
 
@@ -50,21 +65,40 @@ class PostgresSession(Session):
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL database; the password comes from the environment (EnvVar)."""
 
+    max_columns: ClassVar[int] = 1600
+
     host: str = "127.0.0.1"
     port: int = 5432
     database: str = "postgres"
     user: str = "postgres"
     password: str = Field(default="", description="Set with dagster.EnvVar; never logged.")
     connect_timeout_seconds: int = 10
+    merge_work_mem: str = Field(
+        default="256MB",
+        description="work_mem for the load transaction only (SET LOCAL): the newest-version sort and the "
+        "UPDATE/INSERT hash joins of a million-row batch stay in memory instead of spilling to disk.",
+    )
 
     def _transient(self, error: BaseException) -> bool:
-        # OperationalError: the server went away, refused the connection, or cancelled for a deadlock.
+        # A connection lost mid-load or a deadlock is worth a retry; a server that cannot be reached
+        # at all (WarehouseUnreachable) fails at once with its address.
         return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
+
+    def lock_steps(self, spec: TableSpec) -> list[Step]:
+        if not self.merge_work_mem:
+            return []
+        return [Step("SELECT set_config('work_mem', %s, true)", (self.merge_work_mem,), fetch=True)]
 
     def describe(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def connect(self):
+        try:
+            return self._connect()
+        except psycopg2.OperationalError as error:
+            raise WarehouseUnreachable(f"{self.describe()} is unreachable: {str(error).strip()}") from None
+
+    def _connect(self):
         return psycopg2.connect(
             host=self.host,
             port=self.port,
@@ -79,8 +113,12 @@ class PostgresWarehouse(Warehouse):
     def session(self) -> Iterator[PostgresSession]:
         connection = self.connect()
         try:
-            with connection:  # commits on success, rolls back on error
-                yield PostgresSession(connection)
+            yield PostgresSession(connection)
+            connection.commit()
+        except BaseException:
+            if not connection.closed:  # a dead connection cannot roll back; keep the real error
+                connection.rollback()
+            raise
         finally:
             connection.close()
 

@@ -29,7 +29,15 @@ import psycopg2
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
-from etl_assets.resources.warehouse.base import STAGING, LoadResult, Session, Step, Warehouse, WarehouseLimitError
+from etl_assets.resources.warehouse.base import (
+    STAGING,
+    LoadResult,
+    Session,
+    Step,
+    Warehouse,
+    WarehouseLimitError,
+    WarehouseUnreachable,
+)
 from etl_assets.resources.warehouse.batch import StagedBatch
 from etl_assets.resources.warehouse.postgres import PostgresSession
 from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, quote
@@ -212,12 +220,19 @@ class RedshiftWarehouse(Warehouse):
             return
         if self.connection != "psycopg2":
             raise ValueError(f"connection must be psycopg2 or data_api, not {self.connection!r}")
-        connection = psycopg2.connect(host=self.host, port=self.port, dbname=self.database, user=self.user,
-                                      password=self.password or None, connect_timeout=10,
-                                      application_name="etl_assets")
         try:
-            with connection:
-                yield PostgresSession(connection)
+            connection = psycopg2.connect(host=self.host, port=self.port, dbname=self.database, user=self.user,
+                                          password=self.password or None, connect_timeout=10,
+                                          application_name="etl_assets")
+        except psycopg2.OperationalError as error:
+            raise WarehouseUnreachable(f"{self.describe()} is unreachable: {str(error).strip()}") from None
+        try:
+            yield PostgresSession(connection)
+            connection.commit()
+        except BaseException:
+            if not connection.closed:
+                connection.rollback()
+            raise
         finally:
             connection.close()
 
