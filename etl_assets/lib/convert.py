@@ -1,4 +1,7 @@
-"""Text to typed pandas columns, with a mask of the values that did not convert."""
+"""Text to typed pandas columns, with a mask of the values that did not convert.
+
+Shared by every domain, so a value means the same thing in a Salesforce backup and a file feed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,11 @@ from etl_assets.resources.warehouse.spec import ColumnType
 
 TRUE_VALUES = ("true", "1")
 FALSE_VALUES = ("false", "0")
+# Salesforce numbers hold at most 18 digits: plain digit strings that long convert exactly to
+# BIGINT. A decimal or exponent spelling ("42.0", "1e3") is accepted only when it is integral
+# and exactly representable as a double (|n| <= 2**53); anything else is rejected, never rounded.
+EXACT_INTEGER = r"[+-]?[0-9]{1,18}"
+MAX_EXACT_DOUBLE_INTEGER = 2**53
 
 
 def convert_column(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.ndarray]:
@@ -26,12 +34,25 @@ def convert_column(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.nda
         is_false = lowered.isin(FALSE_VALUES).to_numpy(dtype=bool, na_value=False)
         values = pd.arrays.IntegerArray(is_true.astype(np.int16), ~(is_true | is_false))
         typed = pd.Series(values, index=raw.index)
+    elif type_ is ColumnType.INTEGER:
+        typed = _integers(raw, present)
     else:
-        numbers = pd.to_numeric(raw.where(raw != ""), errors="coerce")
-        if type_ is ColumnType.INTEGER:
-            numbers = numbers.where(numbers % 1 == 0)
-            typed = numbers.astype("Float64").round().astype("Int64")
-        else:
-            typed = numbers.astype("Float64")
+        numbers = pd.to_numeric(raw.where(raw != ""), errors="coerce").astype("Float64")
+        typed = numbers.where(np.isfinite(numbers.to_numpy(dtype=float, na_value=np.nan)))  # no inf, no NaN
     invalid = present & typed.isna().to_numpy(dtype=bool, na_value=True)
     return typed, invalid
+
+
+def _integers(raw: pd.Series, present: np.ndarray) -> pd.Series:
+    """Exact integers (see EXACT_INTEGER); invalid or inexact values become NA."""
+    stripped = raw.str.strip()
+    digits = stripped.str.fullmatch(EXACT_INTEGER).to_numpy(dtype=bool, na_value=False)
+    typed = pd.Series(pd.array([pd.NA] * len(raw), dtype="Int64"), index=raw.index)
+    if digits.any():
+        typed[digits] = np.array([int(v) for v in stripped[digits]], dtype=np.int64)
+    other = present & ~digits
+    if other.any():
+        numbers = pd.to_numeric(stripped[other], errors="coerce").astype("Float64")
+        exact = (numbers % 1 == 0) & (numbers.abs() <= MAX_EXACT_DOUBLE_INTEGER)
+        typed[other] = numbers.where(exact).round().astype("Int64")
+    return typed

@@ -20,6 +20,7 @@ import pandera.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl_assets.lib.convert import convert_column
 from etl_assets.lib.csv_reader import CsvChunk, CsvFormatError
 from etl_assets.resources.warehouse.spec import (
     REJECTS_SCHEMA,
@@ -33,13 +34,6 @@ from etl_assets.resources.warehouse.spec import (
 from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, MAX_TEXT_BYTES, SalesforceObject
 from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
 
-TRUE_VALUES = ("true", "1")
-FALSE_VALUES = ("false", "0")
-# Salesforce numbers hold at most 18 digits: plain digit strings that long convert exactly to
-# BIGINT. A decimal or exponent spelling ("42.0", "1e3") is accepted only when it is integral
-# and exactly representable as a double (|n| <= 2**53); anything else is rejected, never rounded.
-EXACT_INTEGER = r"[+-]?[0-9]{1,18}"
-MAX_EXACT_DOUBLE_INTEGER = 2**53
 LINEAGE_COLUMN_COUNT = 4  # _source_partition, _source_file, _source_line, _loaded_at
 _ID_CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _ID_15 = r"[a-zA-Z0-9]{15}"
@@ -105,45 +99,6 @@ def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPl
     return HeaderPlan(columns, drift)
 
 
-def _convert(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.ndarray]:
-    """The typed column and a mask of values that were present but invalid."""
-    if type_ is ColumnType.STRING:
-        return raw, np.zeros(len(raw), dtype=bool)
-    present = (raw != "").to_numpy(dtype=bool, na_value=False)
-    if type_ is ColumnType.DATETIME:
-        typed = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
-    elif type_ is ColumnType.DATE:
-        typed = pd.to_datetime(raw, format="%Y-%m-%d", errors="coerce")
-    elif type_ is ColumnType.BOOLEAN:
-        lowered = raw.str.lower()
-        is_true = lowered.isin(TRUE_VALUES).to_numpy(dtype=bool, na_value=False)
-        is_false = lowered.isin(FALSE_VALUES).to_numpy(dtype=bool, na_value=False)
-        values = pd.arrays.IntegerArray(is_true.astype(np.int16), ~(is_true | is_false))
-        typed = pd.Series(values, index=raw.index)
-    elif type_ is ColumnType.INTEGER:
-        typed = _integers(raw, present)
-    else:
-        numbers = pd.to_numeric(raw.where(raw != ""), errors="coerce").astype("Float64")
-        typed = numbers.where(np.isfinite(numbers.to_numpy(dtype=float, na_value=np.nan)))  # no inf, no NaN
-    invalid = present & typed.isna().to_numpy(dtype=bool, na_value=True)
-    return typed, invalid
-
-
-def _integers(raw: pd.Series, present: np.ndarray) -> pd.Series:
-    """Exact integers (see EXACT_INTEGER); invalid or inexact values become NA."""
-    stripped = raw.str.strip()
-    digits = stripped.str.fullmatch(EXACT_INTEGER).to_numpy(dtype=bool, na_value=False)
-    typed = pd.Series(pd.array([pd.NA] * len(raw), dtype="Int64"), index=raw.index)
-    if digits.any():
-        typed[digits] = np.array([int(v) for v in stripped[digits]], dtype=np.int64)
-    other = present & ~digits
-    if other.any():
-        numbers = pd.to_numeric(stripped[other], errors="coerce").astype("Float64")
-        exact = (numbers % 1 == 0) & (numbers.abs() <= MAX_EXACT_DOUBLE_INTEGER)
-        typed[other] = numbers.where(exact).round().astype("Int64")
-    return typed
-
-
 @dataclass
 class ChunkResult:
     rows: pd.DataFrame  # valid, typed rows with lineage columns
@@ -166,7 +121,7 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
         type_ = column.type if column else ColumnType.STRING
         if column is not None and column.checks.get("salesforce_id"):
             raw[name] = normalize_ids(raw[name])
-        typed[name], invalid = _convert(raw[name], type_)
+        typed[name], invalid = convert_column(raw[name], type_)
         for row in np.flatnonzero(invalid):
             problems.setdefault(int(row), []).append((name, f"not a valid {type_.value}: {_short(raw[name].iat[row])}"))
     frame = pd.DataFrame(typed)
