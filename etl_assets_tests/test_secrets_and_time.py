@@ -119,6 +119,12 @@ def test_the_password_appears_in_no_log_metadata_error_or_sql_output(postgres_da
         assert password not in output.stdout + output.stderr
     assert "permission denied" in failing.stdout + failing.stderr or "FAILED" in failing.stdout + failing.stderr
 
+    with admin(postgres_database) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT status, error, source_key, target_table, run_id FROM etl_audit.loads")
+        audit = cursor.fetchall()
+    assert {row[0] for row in audit} == {"FAILED", "FINISHED"}, "both loads are in the audit table"
+    assert password not in repr(audit)
+
 
 STAMPS = {  # as written in the CSV -> the UTC instant it is
     "2024-03-31T01:30:00.000+02:00": dt.datetime(2024, 3, 30, 23, 30, tzinfo=UTC),  # DST starts in Europe
