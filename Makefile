@@ -1,12 +1,13 @@
 # make run   - install, generate sample backups if the landing zone is empty, load them all
 # make test  - install, run the whole test suite (PostgreSQL and S3 tests included)
 # make dev   - install, open the Dagster UI on http://127.0.0.1:3000
+# make bench - install, run the load and sensor benchmarks (BENCH_ARGS="--rows 100000" for a quick one)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: install run test dev clean
+.PHONY: install run test dev bench clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/etl-assets bench $(BENCH_ARGS)
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev

@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit_server.add_argument("--port", type=int, default=8765)
     audit_server.set_defaults(func=audit_server_command)
 
+    # `bench` hands its arguments to etl_assets.bench (see main); listed here for --help.
+    commands.add_parser("bench", help="load and sensor benchmarks: etl-assets bench --rows N --object Task ...",
+                        add_help=False)
+
     sql = commands.add_parser("sql", help="print the SQL a load of one object would run (nothing is executed)")
     sql.add_argument("--target", choices=("duckdb", "postgres", "redshift"), required=True)
     sql.add_argument("--object", required=True, help="object API name, e.g. Task")
@@ -368,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from etl_assets.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

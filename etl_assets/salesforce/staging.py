@@ -7,6 +7,7 @@ through the transform chunk by chunk, so memory does not grow with file size.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,14 @@ from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
 from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
 from etl_assets.salesforce.catalog import SalesforceObject
 from etl_assets.salesforce.transform import HeaderPlan, plan_header, transform_chunk
+
+
+# pandas' `.str` accessor and Pandera's `.pandera` accessor each form a reference cycle with their
+# frame, so every chunk's frames (and the Arrow buffers under them) wait for a full garbage
+# collection, which a process holding Dagster's heap rarely runs: RSS grew with file size (1.48 GB
+# staging 5M rows against 0.9 GB for 1M). A full collection every few chunks bounds it; one per
+# chunk would cost ~20% of staging time.
+GC_EVERY_CHUNKS = 4
 
 
 @dataclass
@@ -61,6 +70,7 @@ def stage_object(
     report.drift_columns = drift
 
     writer = StagedBatchWriter(obj.table_spec(drift), partition, staging_dir)
+    chunks = 0
     try:
         for source, header, header_lines, plan in plans:
             options = {"block_size": block_size} if block_size else {}
@@ -75,6 +85,10 @@ def stage_object(
                     report.reject_samples += result.rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
                 writer.write(pa.Table.from_pandas(result.rows, preserve_index=False))
                 writer.reject(result.rejects)
+                del result, chunk
+                chunks += 1
+                if chunks % GC_EVERY_CHUNKS == 0:
+                    gc.collect()
                 clock.lap("stage")
     except BaseException:
         writer.abort()

@@ -13,9 +13,9 @@ import pandas as pd
 
 from pydantic import Field
 
-from etl_assets.resources.warehouse.base import REJECTS_COLUMNS, STAGING, Session, Step, Warehouse
+from etl_assets.resources.warehouse.base import LATEST, REJECTS_COLUMNS, STAGING, LoadPlan, LoadResult, Session, Step, Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatch
-from etl_assets.resources.warehouse.spec import ColumnType, quote
+from etl_assets.resources.warehouse.spec import LOADED_AT, ColumnType, TableSpec, quote
 
 
 class DuckDBSession(Session):
@@ -77,6 +77,30 @@ class DuckDBWarehouse(Warehouse):
         if not batch.files:
             return STAGING, (), [Step(self.create_staging_sql(batch))]
         return "read_parquet(?)", ([str(f) for f in batch.files],), []
+
+    def plan(self, batch: StagedBatch, existing: dict[str, int | None], location=None) -> LoadPlan:
+        """The merge's UPDATE becomes DELETE of the rows the batch beats, whose new versions the INSERT of
+        keys not in the table then writes: the same rows. DuckDB keeps an UPDATE's old versions in memory,
+        so updating a million wide rows failed under memory_limit (Out of Memory at 1 GB); a DELETE is a
+        bitmap and an INSERT spills like any load. Only when the batch carries every column of the table:
+        an UPDATE leaves columns the batch lacks as they were, a re-insert would not."""
+        plan = super().plan(batch, existing, location)
+        if batch.mode != "merge" or set(existing) - {*self.staged_columns(batch.spec), LOADED_AT}:
+            return plan
+        update = self.update_sql(batch.spec)
+        plan.transaction = [Step(self.replace_sql(batch.spec), result="replaced") if step.sql == update else step
+                            for step in plan.transaction]
+        return plan
+
+    def replace_sql(self, spec: TableSpec) -> str:
+        key = quote(spec.primary_key)
+        return (f"DELETE FROM {self.table(spec)} AS t USING {LATEST} AS s "
+                f"WHERE t.{key} = s.{key} AND {self._newer(spec, 's', 't')}")
+
+    def result(self, batch: StagedBatch, results: dict[str, int], plan: LoadPlan) -> LoadResult:
+        if "replaced" in results:  # the INSERT wrote the replaced rows and the new keys
+            results = {**results, "updated": results["replaced"], "inserted": results["inserted"] - results["replaced"]}
+        return Warehouse.result(batch, results, plan)
 
     def rejects_steps(self, batch: StagedBatch, location) -> list[Step]:
         if not batch.reject_files:

@@ -1,0 +1,78 @@
+"""`etl-assets bench` / `python -m etl_assets.bench`: load throughput, memory and sensor scale.
+
+    python -m etl_assets.bench --rows 1000000 --object Task --rounds 3
+    python -m etl_assets.bench --rows 100000 --targets pg,duckdb --skip-sensor
+
+Loads: etl_assets/bench/loads.py; sensor and UI scale: etl_assets/bench/sensor.py; the table,
+JSON and Markdown: etl_assets/bench/report.py. Results go to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+TARGETS = ("pg", "duckdb", "baseline")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="etl-assets bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows in the generated backup (default 1,000,000)")
+    p.add_argument("--object", default="Task", help="catalog object to generate and load (default Task)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every variant; the best time is kept (default 3)")
+    p.add_argument("--baseline-rounds", type=int, default=1,
+                   help="rounds of the slow JSON baseline (default 1; it is not what the targets measure)")
+    p.add_argument("--targets", default="pg,duckdb,baseline",
+                   help="comma-separated: pg, duckdb, baseline (default all), or 'none' for the sensor only")
+    p.add_argument("--memory-rows", type=int, default=0,
+                   help="also run the pipeline once on a file of this many rows and compare its peak RSS "
+                        "(the 5M-row memory point: --memory-rows 5000000)")
+    p.add_argument("--sensor-folders", type=int, default=10_000, help="differential folders for the sensor benchmark")
+    p.add_argument("--skip-sensor", action="store_true", help="skip the sensor and GraphQL benchmark")
+    p.add_argument("--skip-s3", action="store_true", help="sensor benchmark on the local landing zone only")
+    p.add_argument("--skip-graphql", action="store_true", help="skip the dagster-webserver GraphQL timings")
+    p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
+    p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from etl_assets.bench import report
+
+    data, out = Path(args.data), Path(args.out)
+    targets = set() if args.targets == "none" else {t.strip() for t in args.targets.split(",") if t.strip()}
+    unknown = targets - set(TARGETS)
+    if unknown:
+        print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    written = []
+    if targets:
+        from etl_assets.bench.loads import run_load_benchmark
+
+        print(f"Load benchmark: {args.rows:,} {args.object} rows, {args.rounds} round(s), targets {sorted(targets)}",
+              flush=True)
+        result = run_load_benchmark(args.rows, args.object, args.rounds, targets, data, args.baseline_rounds,
+                                    log=lambda m: print(m, flush=True))
+        memory_point = None
+        if args.memory_rows:
+            pipeline = {t for t in targets if t in ("pg", "duckdb")}
+            print(f"Memory point: {args.memory_rows:,} rows, pipeline first loads only", flush=True)
+            memory_point = run_load_benchmark(args.memory_rows, args.object, 1, pipeline, data, 0,
+                                              log=lambda m: print(m, flush=True), only_first=True)
+        env = report.environment()
+        report.print_loads(result, memory_point)
+        report.print_targets(report.targets(result, memory_point))
+        written += report.write_loads(out, result, env, memory_point)
+    if not args.skip_sensor:
+        from etl_assets.bench.sensor import run_sensor_benchmark
+
+        sensor = run_sensor_benchmark(args.sensor_folders, data, s3=not args.skip_s3, graphql=not args.skip_graphql,
+                                      log=lambda m: print(m, flush=True))
+        env = report.environment()
+        report.print_sensor(sensor)
+        report.print_targets(report.targets({"variants": {}, "rows": 0}, sensor=sensor))
+        written += report.write_sensor(out, sensor, env)
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0

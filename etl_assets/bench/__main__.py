@@ -1,0 +1,5 @@
+import sys
+
+from etl_assets.bench import main
+
+sys.exit(main())

@@ -1,0 +1,415 @@
+"""Load benchmark: the project's pipeline against the raw limits, side by side in one run.
+
+The parent (`run_load_benchmark`) generates deterministic backups, then for R rounds runs every
+variant in turn, each in its own fresh subprocess (`python -m etl_assets.bench.loads --variant
+...`), so each variant's peak RSS is its own and no variant warms another's Python heap. The best
+time per variant is kept; peak RSS is the highest seen over the rounds.
+
+Variants (each reports its rows, stage times and ru_maxrss as one JSON line on stdout):
+
+- `raw_pg_copy`: PostgreSQL COPY FROM STDIN of the CSV file into an all-text table, nothing else.
+  The physical limit for PostgreSQL on this machine.
+- `raw_duckdb_csv`: DuckDB `CREATE TABLE AS SELECT * FROM read_csv(...)` of the same file.
+  The limit for the embedded default.
+- `pipeline_pg_first` / `pipeline_duckdb_first`: the project's real code path, `stage_object`
+  (the asset's read, transform, Pandera validation and Parquet staging) then `warehouse.load`
+  (the IO manager's merge), into an empty table.
+- `pipeline_pg_reload` / `pipeline_duckdb_reload`: the same, loading a second file with the same
+  Ids and a later day into the table the first load filled: every row takes the UPDATE path.
+- `json_baseline_pg`: THE APPROACH THIS PROJECT REPLACED, written plainly as a baseline:
+  pandas read_csv -> to_json(orient="records", lines=True) -> COPY into a jsonb staging table ->
+  INSERT ... SELECT ... ON CONFLICT DO UPDATE. It is not used by the pipeline.
+
+Times exclude interpreter start-up and imports (recorded separately as `startup_s`), for every
+variant alike. The PostgreSQL server's own memory is not in any variant's RSS; DuckDB runs
+in-process, so its memory is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+_STARTED = time.perf_counter()
+
+FIRST_DAY = datetime.date(2024, 5, 1)
+RELOAD_DAY = datetime.date(2024, 6, 1)
+SEED = 7
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+RAW = ("raw_pg_copy", "raw_duckdb_csv")
+PIPELINE = ("pipeline_pg_first", "pipeline_pg_reload", "pipeline_duckdb_first", "pipeline_duckdb_reload")
+BASELINE = ("json_baseline_pg",)
+VARIANTS = RAW + PIPELINE + BASELINE
+TARGET_OF = {v: ("duckdb" if "duckdb" in v else "pg") for v in VARIANTS}
+LIMIT_OF = {"pg": "raw_pg_copy", "duckdb": "raw_duckdb_csv"}
+STAGES = ("read", "transform", "validate", "stage", "merge")
+
+
+def folder_name(day: datetime.date) -> str:
+    return f"{day:%Y%m%d}_Differential"
+
+
+# ---------------------------------------------------------------- generation (parent)
+
+
+def backup_path(root: Path, api_name: str, rows: int, day: datetime.date, seed: int = SEED) -> Path:
+    """Where the deterministic backup of `rows` records lands: a real backup/ folder layout."""
+    return root / "backup" / folder_name(day) / api_name / f"{api_name.lower()}_{rows}_seed{seed}.csv"
+
+
+def _generate(path: str, api_name: str, rows: int, day: datetime.date, seed: int) -> str:
+    from etl_assets.salesforce.sample import write_object_csv
+
+    target = Path(path)
+    temporary = target.with_suffix(".csv.partial")
+    write_object_csv(temporary, api_name, rows, seed=seed, day=day, first_index=0)
+    os.replace(temporary, target)
+    return path
+
+
+def ensure_backups(root: Path, api_name: str, rows: int, seed: int = SEED, reload: bool = True) -> tuple[Path, Path]:
+    """The first-load file and the re-load file (same Ids, a later day); generated once, then reused.
+
+    Both come from the project's sample generator, so the same arguments give byte-identical files.
+    """
+    days = (FIRST_DAY, RELOAD_DAY)
+    paths = [backup_path(root, api_name, rows, day, seed) for day in days]
+    missing = [(p, d) for p, d in zip(paths, days) if not p.exists() and (reload or d == FIRST_DAY)]
+    if missing:
+        started = time.perf_counter()
+        for path, _ in missing:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor(max_workers=min(2, len(missing))) as pool:
+            list(pool.map(_generate, [str(p) for p, _ in missing], [api_name] * len(missing),
+                          [rows] * len(missing), [d for _, d in missing], [seed] * len(missing)))
+        print(f"generated {len(missing)} backup file(s) of {rows:,} {api_name} rows in "
+              f"{time.perf_counter() - started:.1f} s under {root}", flush=True)
+    return paths[0], paths[1]
+
+
+# ---------------------------------------------------------------- variants (child)
+
+
+def _pg_connect(database: str):
+    import psycopg2
+
+    return psycopg2.connect(dbname=database, **PG)
+
+
+def _header(path: Path) -> list[str]:
+    from etl_assets.lib.csv_reader import read_header
+
+    return [name.lower() for name in read_header(path, path.name)[0]]
+
+
+def raw_pg_copy(args) -> dict:
+    """COPY FROM STDIN of the file as it is, into an all-text table: the server's own limit."""
+    columns = _header(args.file)
+    connection = _pg_connect(args.db)
+    started = time.perf_counter()
+    with connection, connection.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA IF NOT EXISTS raw; DROP TABLE IF EXISTS raw.copy_target")
+        cursor.execute("CREATE TABLE raw.copy_target (" + ", ".join(f'"{c}" text' for c in columns) + ")")
+        with open(args.file, "rb") as source:
+            cursor.copy_expert("COPY raw.copy_target FROM STDIN WITH (FORMAT csv, HEADER true)", source, size=1 << 20)
+        rows = cursor.rowcount
+    total = time.perf_counter() - started
+    connection.close()
+    return {"rows": rows, "total": total, "stages": {}}
+
+
+def raw_duckdb_csv(args) -> dict:
+    """DuckDB's own CSV reader into a table of the same database file settings the warehouse uses."""
+    import duckdb
+
+    from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(path=str(args.duckdb))
+    connection = warehouse.connect()  # same memory_limit and settings as the pipeline's loads
+    started = time.perf_counter()
+    connection.execute("CREATE SCHEMA IF NOT EXISTS raw; DROP TABLE IF EXISTS raw.read_csv_target")
+    connection.execute("CREATE TABLE raw.read_csv_target AS SELECT * FROM read_csv(?)", [str(args.file)])
+    connection.execute("CHECKPOINT")
+    total = time.perf_counter() - started
+    rows = connection.execute("SELECT COUNT(*) FROM raw.read_csv_target").fetchone()[0]
+    connection.close()
+    assert isinstance(duckdb.__version__, str)
+    return {"rows": rows, "total": total, "stages": {}}
+
+
+def _pipeline(args, target: str, expect: str) -> dict:
+    """The asset's own code path: stage_object, then the warehouse IO manager's warehouse.load."""
+    from etl_assets.salesforce.catalog import load_catalog
+    from etl_assets.salesforce.staging import SourceFile, stage_object
+
+    if target == "pg":
+        from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+
+        warehouse = PostgresWarehouse(host=PG["host"], port=PG["port"], user=PG["user"], database=args.db)
+    else:
+        from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+
+        warehouse = DuckDBWarehouse(path=str(args.duckdb))
+    obj = load_catalog()[args.object]
+    folder = args.file.parent.parent.name
+    source = SourceFile(f"backup/{folder}/{args.object}/{args.file.name}", args.file)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    batch, report = stage_object(obj, [source], partition=folder, timings=timings)
+    staged = time.perf_counter()
+    result = warehouse.load(batch)
+    finished = time.perf_counter()
+    batch.discard()
+    timings["merge"] = finished - staged
+    count = warehouse.query(f"SELECT COUNT(*) FROM {warehouse.table(batch.spec)}")[0][0]
+    changed = result.inserted if expect == "insert" else result.updated
+    if report.rows_rejected or changed != report.rows_read:
+        raise SystemExit(f"{args.variant}: expected every row to take the {expect} path: read {report.rows_read}, "
+                         f"rejected {report.rows_rejected}, inserted {result.inserted}, updated {result.updated}")
+    return {"rows": report.rows_read, "total": finished - started, "stages": timings,
+            "inserted": result.inserted, "updated": result.updated, "rows_in_table": count}
+
+
+def pipeline_pg_first(args) -> dict:
+    return _pipeline(args, "pg", "insert")
+
+
+def pipeline_pg_reload(args) -> dict:
+    return _pipeline(args, "pg", "update")
+
+
+def pipeline_duckdb_first(args) -> dict:
+    return _pipeline(args, "duckdb", "insert")
+
+
+def pipeline_duckdb_reload(args) -> dict:
+    return _pipeline(args, "duckdb", "update")
+
+
+# The baseline: the JSON-staging pipeline this project replaced. Plain on purpose; not used anywhere else.
+_JSON_SQL_TYPES = {"string": "text", "datetime": "timestamptz", "date": "date", "boolean": "smallint",
+                   "integer": "bigint", "float": "double precision"}
+
+
+def _json_cast(name: str, type_: str) -> str:
+    value = f"(doc->>'{name}')"
+    if type_ == "string":
+        return f"coalesce({value}, '')"
+    if type_ == "boolean":
+        return f"CASE lower({value}) WHEN 'true' THEN 1 WHEN '1' THEN 1 WHEN 'false' THEN 0 WHEN '0' THEN 0 END"
+    return f"NULLIF({value}, '')::{_JSON_SQL_TYPES[type_]}"
+
+
+def json_baseline_pg(args) -> dict:
+    """BASELINE (the replaced approach): pandas -> JSON lines -> COPY into jsonb -> INSERT ... ON CONFLICT."""
+    import pandas as pd
+
+    from etl_assets.salesforce.catalog import load_catalog
+
+    obj = load_catalog()[args.object]
+    types = {c.name: c.type.value for c in obj.columns}
+    key, version = obj.primary_key.lower(), obj.version_column.lower()
+    json_path = args.workdir / f"baseline_{os.getpid()}.jsonl"
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    frame = pd.read_csv(args.file, dtype=str, keep_default_na=False)
+    frame.columns = [c.lower() for c in frame.columns]
+    read = time.perf_counter()
+    stages["read"] = read - started
+    frame.to_json(json_path, orient="records", lines=True, force_ascii=False)
+    rows = len(frame)
+    del frame
+    staged_json = time.perf_counter()
+    stages["transform"] = staged_json - read  # the JSON serialisation
+    names = [c for c in types]
+    connection = _pg_connect(args.db)
+    with connection, connection.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA IF NOT EXISTS legacy")
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS legacy.{obj.table} ("
+            + ", ".join(f'"{n}" {_JSON_SQL_TYPES[t]}' for n, t in types.items())
+            + f', _loaded_at timestamptz, PRIMARY KEY ("{key}"))'
+        )
+        cursor.execute("CREATE TEMPORARY TABLE legacy_staging (doc jsonb)")
+        with open(json_path, "rb") as source:
+            # JSON lines hold no raw newlines or control characters: \x01 / \x02 never occur.
+            cursor.copy_expert("COPY legacy_staging (doc) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')",
+                               source, size=1 << 20)
+        copied = time.perf_counter()
+        stages["stage"] = copied - staged_json
+        cursor.execute(
+            f"INSERT INTO legacy.{obj.table} ({', '.join(chr(34) + n + chr(34) for n in names)}, _loaded_at) "
+            f"SELECT {', '.join(_json_cast(n, types[n]) for n in names)}, now() FROM legacy_staging "
+            f'ON CONFLICT ("{key}") DO UPDATE SET '
+            + ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in names if n != key)
+            + f', _loaded_at = now() WHERE legacy.{obj.table}."{version}" < EXCLUDED."{version}"'
+        )
+        merged = cursor.rowcount
+    finished = time.perf_counter()
+    stages["merge"] = finished - copied
+    connection.close()
+    json_path.unlink(missing_ok=True)
+    return {"rows": rows, "total": finished - started, "stages": stages, "inserted": merged}
+
+
+def run_variant(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One measured variant of the load benchmark (run by the parent).")
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--file", type=Path, required=True)
+    parser.add_argument("--object", default="Task")
+    parser.add_argument("--db", default="postgres", help="PostgreSQL database (the parent creates a fresh one)")
+    parser.add_argument("--duckdb", type=Path, help="DuckDB database file")
+    parser.add_argument("--workdir", type=Path, default=Path("data/bench/work"))
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    startup = time.perf_counter() - _STARTED
+    result = globals()[args.variant](args)
+    result.update(
+        variant=args.variant,
+        startup_s=startup,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
+    )
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- orchestration (parent)
+
+
+def _admin(sql: str) -> None:
+    connection = _pg_connect("postgres")
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path | None, workdir: Path,
+           timeout: float) -> dict:
+    command = [sys.executable, "-m", "etl_assets.bench.loads", "--variant", variant, "--file", str(file),
+               "--object", obj, "--workdir", str(workdir)]
+    if db:
+        command += ["--db", db]
+    if duckdb_path:
+        command += ["--duckdb", str(duckdb_path)]
+    load_before = os.getloadavg()
+    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if process.returncode != 0:
+        lines = [x for x in process.stderr.strip().splitlines() if x.strip()]
+        error = next((x for x in reversed(lines) if "Error" in x or "Exception" in x), lines[-1] if lines else "")
+        return {"variant": variant, "failed": True, "error": error.strip()[:500], "returncode": process.returncode,
+                "loadavg_before": load_before, "stderr_tail": process.stderr[-3000:]}
+    line = next(x for x in process.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    result["loadavg_before"] = load_before
+    return result
+
+
+def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str], data_root: Path,
+                       baseline_rounds: int = 1, timeout: float = 3600.0, log=print, only_first: bool = False) -> dict:
+    """Every variant of `targets` ('pg', 'duckdb', 'baseline') in turns for `rounds` rounds;
+    `only_first`: just the pipeline's first loads (the memory point)."""
+    first, reload = ensure_backups(data_root, api_name, rows, reload=not only_first)
+    workdir = data_root / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    order = [v for v in ("raw_pg_copy", "pipeline_pg_first", "pipeline_pg_reload") if "pg" in targets]
+    order += [v for v in ("raw_duckdb_csv", "pipeline_duckdb_first", "pipeline_duckdb_reload") if "duckdb" in targets]
+    if "baseline" in targets:
+        order.append("json_baseline_pg")
+    if only_first:
+        order = [v for v in order if v.startswith("pipeline_") and v.endswith("_first")]
+    runs: dict[str, list[dict]] = {v: [] for v in order}
+    started = time.time()
+    for round_number in range(rounds):
+        db = f"bench_{os.getpid()}_{round_number}"
+        duck = workdir / f"{db}.duckdb"
+        needs_pg = any(TARGET_OF[v] == "pg" for v in order)
+        if needs_pg:
+            _admin(f"CREATE DATABASE {db}")
+        try:
+            for variant in order:
+                if variant in BASELINE and round_number >= baseline_rounds:
+                    continue
+                file = reload if variant.endswith("_reload") else first
+                if TARGET_OF[variant] == "pg":
+                    _admin("CHECKPOINT")  # the previous variant's dirty pages are not this one's cost
+                result = _child(variant, file, api_name, db if TARGET_OF[variant] == "pg" else None,
+                                duck if TARGET_OF[variant] == "duckdb" else None, workdir, timeout)
+                result["round"] = round_number
+                runs[variant].append(result)
+                if result.get("failed"):
+                    log(f"  round {round_number + 1}/{rounds} {variant:<24} FAILED: {result['error']}")
+                    continue
+                log(f"  round {round_number + 1}/{rounds} {variant:<24} {result['total']:8.2f} s  "
+                    f"{result['peak_rss_bytes'] / 2**20:7.0f} MiB  load {result['loadavg_before'][0]:.2f}")
+        finally:
+            if needs_pg:
+                _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            for suffix in ("", ".wal"):
+                Path(f"{duck}{suffix}").unlink(missing_ok=True)
+    return {
+        "kind": "loads",
+        "object": api_name,
+        "rows": rows,
+        "files": {"first": _describe_file(first), "reload": _describe_file(reload) if reload.exists() else None},
+        "rounds": rounds,
+        "baseline_rounds": min(baseline_rounds, rounds),
+        "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": time.time() - started,
+        "variants": summarize(runs),
+    }
+
+
+def _describe_file(path: Path) -> dict:
+    with open(path, "rb") as f:
+        header = f.readline().decode("utf-8-sig").rstrip("\r\n")
+    return {"path": str(path), "bytes": path.stat().st_size, "columns": len(header.split(","))}
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Best (lowest total) run per variant, its stage times, the highest peak RSS over all rounds,
+    and ratios to the raw limits of the same run."""
+    failures = {v: [r for r in rs if r.get("failed")] for v, rs in runs.items()}
+    runs = {v: [r for r in rs if not r.get("failed")] for v, rs in runs.items()}
+    best = {v: min(rs, key=lambda r: r["total"]) for v, rs in runs.items() if rs}
+    summary = {}
+    for variant, failed in failures.items():
+        if failed and variant not in best:
+            summary[variant] = {"target": TARGET_OF[variant], "failed": True, "error": failed[0]["error"],
+                                "failures": len(failed), "loadavg_before": failed[0]["loadavg_before"]}
+    for variant, run in best.items():
+        target = TARGET_OF[variant]
+        limit = best.get(LIMIT_OF[target])
+        raw_copy = best.get("raw_pg_copy")
+        summary[variant] = {
+            "target": target,
+            "rows": run["rows"],
+            "stages": {k: run["stages"].get(k) for k in STAGES if k in run["stages"]},
+            "total_s": run["total"],
+            "rows_per_s": run["rows"] / run["total"] if run["total"] else None,
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs[variant]),
+            "ratio_to_limit": run["total"] / limit["total"] if limit else None,
+            "limit": LIMIT_OF[target],
+            "ratio_to_raw_copy": run["total"] / raw_copy["total"] if raw_copy else None,
+            "startup_s": run["startup_s"],
+            "loadavg_before": run["loadavg_before"],
+            "all_totals_s": [r["total"] for r in runs[variant]],
+            "failures": len(failures.get(variant, [])),
+            **{k: run[k] for k in ("inserted", "updated", "rows_in_table") if k in run},
+        }
+    return {v: summary[v] for v in failures if v in summary}
+
+
+if __name__ == "__main__":
+    sys.exit(run_variant())

@@ -1,0 +1,322 @@
+"""Benchmark results: the printed table, JSON and Markdown under benchmarks/results/, an optional chart.
+
+The chart is drawn only when matplotlib is already installed (it is not a dependency of the
+project); otherwise the Markdown holds a text bar chart of the same stage times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from etl_assets.bench.loads import PG, STAGES
+
+LABELS = {
+    "raw_pg_copy": "PostgreSQL raw COPY FROM STDIN (limit)",
+    "pipeline_pg_first": "pipeline -> PostgreSQL, first load",
+    "pipeline_pg_reload": "pipeline -> PostgreSQL, re-load (all updates)",
+    "raw_duckdb_csv": "DuckDB CTAS read_csv (limit)",
+    "pipeline_duckdb_first": "pipeline -> DuckDB, first load",
+    "pipeline_duckdb_reload": "pipeline -> DuckDB, re-load (all updates)",
+    "json_baseline_pg": "BASELINE replaced: pandas -> JSON -> COPY -> ON CONFLICT",
+}
+PACKAGES = ("dagster", "pandas", "pandera", "pyarrow", "duckdb", "psycopg2-binary", "numpy", "moto", "boto3")
+GIB = 2**30
+
+
+def environment() -> dict:
+    """The machine, versions and load average this result was measured with."""
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = None
+    try:
+        memory = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) * 1024
+    except (OSError, StopIteration):
+        pass
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import psycopg2
+
+        connection = psycopg2.connect(dbname="postgres", **PG)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            versions["postgresql"] = cursor.fetchone()[0]
+        connection.close()
+    except Exception as error:  # the DuckDB-only benchmark runs without a server
+        versions["postgresql"] = f"unavailable ({type(error).__name__})"
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": memory,
+        "loadavg": os.getloadavg(),
+        "commit": _commit(),
+        "versions": versions,
+    }
+
+
+def _commit() -> str | None:
+    """The checked-out commit, read from .git without running git."""
+    try:
+        git = Path(__file__).resolve().parents[2] / ".git"
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            path = git / ref
+            if path.exists():
+                return path.read_text().strip()[:12]
+            for line in (git / "packed-refs").read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split()[0][:12]
+            return None
+        return head[:12]
+    except OSError:
+        return None
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def load_rows(result: dict) -> list[list[str]]:
+    rows = []
+    for variant, s in result["variants"].items():
+        if s.get("failed"):
+            rows.append([LABELS.get(variant, variant), *[""] * len(STAGES), "FAILED", "", "", "", "",
+                         f"{s['loadavg_before'][0]:.2f}"])
+            continue
+        stages = s["stages"]
+        rows.append([
+            LABELS.get(variant, variant),
+            *[_seconds(stages.get(k)) for k in STAGES],
+            _seconds(s["total_s"]),
+            f"{s['rows_per_s']:,.0f}" if s["rows_per_s"] else "",
+            f"{s['peak_rss_bytes'] / 2**20:,.0f}",
+            _ratio(s["ratio_to_limit"]),
+            _ratio(s["ratio_to_raw_copy"]),
+            f"{s['loadavg_before'][0]:.2f}",
+        ])
+    return rows
+
+
+LOAD_HEADER = ["variant", *STAGES, "total s", "rows/s", "peak RSS MiB", "x own limit", "x raw COPY", "load avg"]
+
+
+def targets(result: dict, memory_point: dict | None = None, sensor: dict | None = None) -> list[dict]:
+    """The issue's targets, evaluated on this run (ratios within the run; not timed tests)."""
+    v = result["variants"]
+    checks = []
+
+    def ratio(variant, limit, label):
+        if variant in v and v[variant].get("failed"):
+            checks.append({"target": label, "value": f"FAILED: {v[variant]['error']}", "holds": False})
+        elif variant in v and v[variant]["ratio_to_limit"] is not None:
+            value = v[variant]["ratio_to_limit"]
+            checks.append({"target": label, "value": f"{value:.2f}x", "holds": value <= limit})
+
+    ratio("pipeline_pg_first", 2.0, "PostgreSQL first load <= 2.0x raw COPY")
+    ratio("pipeline_pg_reload", 2.5, "PostgreSQL re-load (all updates) <= 2.5x raw COPY")
+    ratio("pipeline_duckdb_first", 2.0, "DuckDB first load <= 2.0x DuckDB read_csv CTAS")
+    for variant, s in v.items():
+        if variant.startswith("pipeline_") and s.get("failed"):
+            checks.append({"target": f"{variant} completes", "value": f"FAILED: {s['error']}", "holds": False})
+        elif variant.startswith("pipeline_"):
+            checks.append({"target": f"{variant}: peak RSS <= 1 GiB ({result['rows']:,} rows)",
+                           "value": f"{s['peak_rss_bytes'] / 2**20:,.0f} MiB", "holds": s["peak_rss_bytes"] <= GIB})
+            share = (s["stages"].get("validate") or 0) / s["total_s"]
+            checks.append({"target": f"{variant}: Pandera validation <= 15% of end to end",
+                           "value": f"{share:.1%}", "holds": share <= 0.15})
+    if memory_point:
+        for variant, s in memory_point["variants"].items():
+            base = v.get(variant)
+            if s.get("failed"):
+                checks.append({"target": f"{variant} at {memory_point['rows']:,} rows completes",
+                               "value": f"FAILED: {s['error']}", "holds": False})
+            elif base and not base.get("failed"):
+                growth = s["peak_rss_bytes"] / base["peak_rss_bytes"]
+                checks.append({"target": f"{variant}: peak RSS at {memory_point['rows']:,} rows within 1.2x of "
+                                         f"{result['rows']:,} rows", "value": f"{growth:.2f}x "
+                                         f"({s['peak_rss_bytes'] / 2**20:,.0f} MiB)", "holds": growth <= 1.2})
+    for zone in (sensor or {}).get("landing_zones", []):
+        tick = zone["one_new_folder"]
+        checks.append({"target": f"sensor ({zone['kind']}, {zone['folders']:,} folders): tick with one new folder <= 2 s",
+                       "value": f"{tick['seconds']:.3f} s, {tick['list_calls']} list calls",
+                       "holds": tick["seconds"] <= 2.0 and tick["list_calls"] <= zone["list_call_bound"]})
+    return checks
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def text_chart(result: dict, width: int = 50) -> str:
+    """Stage times as stacked text bars: r=read t=transform v=validate s=stage m=merge, #=no stages."""
+    done = {k: s for k, s in result["variants"].items() if not s.get("failed")}
+    longest = max([s["total_s"] for s in done.values()] or [1.0])
+    lines = []
+    for variant, s in result["variants"].items():
+        if s.get("failed"):
+            lines.append(f"{variant:<24} FAILED: {s['error'][:80]}")
+            continue
+        bar = ""
+        if s["stages"]:
+            for stage in STAGES:
+                bar += stage[0] * round((s["stages"].get(stage) or 0) / longest * width)
+        else:
+            bar = "#" * round(s["total_s"] / longest * width)
+        lines.append(f"{variant:<24} {bar} {s['total_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def png_chart(result: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    variants = [k for k, s in result["variants"].items() if not s.get("failed")]
+    figure, axes = plt.subplots(figsize=(9, 0.5 * len(variants) + 1.5))
+    left = [0.0] * len(variants)
+    for stage in STAGES:
+        widths = [result["variants"][v]["stages"].get(stage) or 0 for v in variants]
+        axes.barh(variants, widths, left=left, label=stage)
+        left = [a + b for a, b in zip(left, widths)]
+    raw = [result["variants"][v]["total_s"] if not result["variants"][v]["stages"] else 0 for v in variants]
+    axes.barh(variants, raw, label="raw (one step)", color="grey")
+    axes.invert_yaxis()
+    axes.set_xlabel("seconds (best of rounds)")
+    axes.set_title(f"{result['rows']:,} {result['object']} rows")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def print_loads(result: dict, memory_point: dict | None = None) -> None:
+    files = result["files"]["first"]
+    print(f"\nLoad benchmark: {result['rows']:,} {result['object']} rows ({files['columns']} columns, "
+          f"{files['bytes'] / 1e6:,.0f} MB CSV), best of {result['rounds']} round(s) "
+          f"(baseline: {result['baseline_rounds']})\n")
+    print(table(LOAD_HEADER, load_rows(result)))
+    if memory_point:
+        print(f"\nMemory point: {memory_point['rows']:,} rows")
+        print(table(LOAD_HEADER, load_rows(memory_point)))
+
+
+def print_targets(checks: list[dict]) -> None:
+    print("\nTargets (ratios within this run):")
+    for c in checks:
+        print(f"  [{'ok  ' if c['holds'] else 'MISS'}] {c['target']}: {c['value']}")
+
+
+def write_loads(out: Path, result: dict, env: dict, memory_point: dict | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    checks = targets(result, memory_point)
+    document = {"environment": env, "loads": result, "memory_point": memory_point, "targets": checks}
+    written = [out / "loads.json", out / "loads.md"]
+    written[0].write_text(json.dumps(document, indent=2, default=str) + "\n")
+    files = result["files"]["first"]
+    md = [
+        f"# Load benchmark: {result['rows']:,} {result['object']} rows",
+        "",
+        f"{files['columns']} columns, {files['bytes'] / 1e6:,.0f} MB CSV; best of {result['rounds']} round(s) "
+        f"(the JSON baseline: {result['baseline_rounds']}), measured {result['started_at']}.",
+        f"Machine: {env['cpu']}, {env['cores']} cores, {(env['memory_bytes'] or 0) / GIB:.0f} GiB; load average at "
+        f"the end {', '.join(f'{x:.2f}' for x in env['loadavg'])}; commit {env['commit']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        "",
+        markdown_table(LOAD_HEADER, load_rows(result)),
+        "",
+    ]
+    if memory_point:
+        md += [f"Memory point, {memory_point['rows']:,} rows:", "", markdown_table(LOAD_HEADER, load_rows(memory_point)), ""]
+    md += ["Targets (ratios within this run; not timed tests):", ""]
+    md += [f"- {'holds' if c['holds'] else '**missed**'}: {c['target']}: {c['value']}" for c in checks]
+    md += ["", "Stage times (r=read t=transform v=validate s=stage m=merge, #=raw, one step):", "", "```",
+           text_chart(result), "```", ""]
+    if png_chart(result, out / "loads.png"):
+        written.append(out / "loads.png")
+        md += ["![stage times](loads.png)", ""]
+    written[1].write_text("\n".join(md))
+    return written
+
+
+SENSOR_HEADER = ["landing zone", "folders", "files", "setup s", "first tick s", "first tick list calls",
+                 "idle tick s", "idle tick list calls", "one new folder s", "one new folder list calls",
+                 "run requests (first / new)"]
+
+
+def sensor_rows(sensor: dict) -> list[list[str]]:
+    return [[z["kind"], f"{z['folders']:,}", f"{z['files']:,}", f"{z['setup_seconds']:.1f}",
+             f"{z['first_tick']['seconds']:.3f}", str(z["first_tick"]["list_calls"]),
+             f"{z['idle_tick']['seconds']:.3f}", str(z["idle_tick"]["list_calls"]),
+             f"{z['one_new_folder']['seconds']:.3f}", str(z["one_new_folder"]["list_calls"]),
+             f"{z['first_tick']['run_requests']} / {z['one_new_folder']['run_requests']}"]
+            for z in sensor.get("landing_zones", [])]
+
+
+GRAPHQL_HEADER = ["query", "seconds (best)", "all", "result"]
+
+
+def graphql_rows(sensor: dict) -> list[list[str]]:
+    g = sensor.get("graphql") or {}
+    return [[q["name"], f"{min(q['seconds']):.3f}", ", ".join(f"{x:.3f}" for x in q["seconds"]), q["result"]]
+            for q in g.get("queries", [])]
+
+
+def print_sensor(sensor: dict) -> None:
+    print(f"\nSensor scale: {sensor['objects_per_folder']} objects per folder")
+    print(table(SENSOR_HEADER, sensor_rows(sensor)))
+    for note in sensor.get("notes", []):
+        print(f"  note: {note}")
+    g = sensor.get("graphql")
+    if g:
+        print(f"\nDagster UI GraphQL with {g['partitions']:,} dynamic partitions "
+              f"(webserver ready in {g['startup_seconds']:.1f} s)")
+        print(table(GRAPHQL_HEADER, graphql_rows(sensor)))
+
+
+def write_sensor(out: Path, sensor: dict, env: dict) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    checks = targets({"variants": {}, "rows": 0}, sensor=sensor)
+    (out / "sensor.json").write_text(json.dumps({"environment": env, "sensor": sensor, "targets": checks},
+                                                indent=2, default=str) + "\n")
+    zones = ", ".join(f"{z['folders']:,} folders ({z['kind']})" for z in sensor["landing_zones"])
+    md = [f"# Sensor and partition scale: {zones}",
+          "", f"Measured {sensor['started_at']}; load average at the end {', '.join(f'{x:.2f}' for x in env['loadavg'])}.",
+          "", markdown_table(SENSOR_HEADER, sensor_rows(sensor)), ""]
+    md += [f"- {n}" for n in sensor.get("notes", [])]
+    g = sensor.get("graphql")
+    if g:
+        md += ["", f"Dagster UI GraphQL API (dagster-webserver, {g['partitions']:,} dynamic partitions; "
+                   f"webserver ready in {g['startup_seconds']:.1f} s):", "", markdown_table(GRAPHQL_HEADER, graphql_rows(sensor))]
+    md += ["", "Targets:", ""] + [f"- {'holds' if c['holds'] else '**missed**'}: {c['target']}: {c['value']}" for c in checks]
+    (out / "sensor.md").write_text("\n".join(md) + "\n")
+    return [out / "sensor.json", out / "sensor.md"]
