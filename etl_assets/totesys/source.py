@@ -10,7 +10,6 @@ windows on last_updated compare times, not strings, exactly as in PostgreSQL.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ import duckdb
 import psycopg2
 from pydantic import Field
 
+from etl_assets.lib.duckdb_files import connect_waiting, transaction
 from etl_assets.resources import DATA_DIR
 from etl_assets.resources.warehouse.spec import quote
 
@@ -97,28 +97,12 @@ class DuckDBTotesysSource(TotesysSource):
         """Open the file, waiting while the seeder (another process) holds DuckDB's writer lock."""
         if read_only and not Path(self.path).exists():
             raise FileNotFoundError(f"{self.path} does not exist: fill it with `etl-assets seed-totesys`")
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        while True:
-            try:
-                return duckdb.connect(self.path, read_only=read_only)
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        return connect_waiting(self.path, self.lock_timeout_seconds, read_only)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[SourceConnection]:
-        connection = self._open(read_only)
-        try:
-            connection.begin()
+        with transaction(self._open(read_only)) as connection:
             yield SourceConnection(connection, "?")
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
 
 
 class PostgresTotesysSource(TotesysSource):

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import ClassVar
 
 import duckdb
 import pandas as pd
-
 from pydantic import Field
 
-from etl_assets.resources.warehouse.base import LATEST, REJECTS_COLUMNS, STAGING, LoadPlan, LoadResult, Session, Step, Warehouse
+from etl_assets.lib.duckdb_files import connect_waiting, transaction
+from etl_assets.resources.warehouse.base import (
+    LATEST,
+    REJECTS_COLUMNS,
+    STAGING,
+    LoadPlan,
+    LoadResult,
+    Session,
+    Step,
+    Warehouse,
+)
 from etl_assets.resources.warehouse.batch import StagedBatch
 from etl_assets.resources.warehouse.spec import LOADED_AT, ColumnType, TableSpec, quote
 
@@ -59,18 +66,8 @@ class DuckDBWarehouse(Warehouse):
 
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the file, waiting while another process holds DuckDB's single-writer lock."""
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.05
-        while True:
-            try:
-                config = {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
-                return duckdb.connect(self.path, read_only=read_only, config=config)
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        config = {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
+        return connect_waiting(self.path, self.lock_timeout_seconds, read_only, config)
 
     def stage_steps(self, batch: StagedBatch, location) -> tuple[str, tuple, list[Step]]:
         """DuckDB scans the staged Parquet in place: no copy into a staging table first."""
@@ -111,16 +108,8 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def session(self) -> Iterator[DuckDBSession]:
-        connection = self.connect()
-        try:
-            connection.begin()
+        with transaction(self.connect()) as connection:
             yield DuckDBSession(connection)
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
 
     def read_table(self, schema: str, table: str) -> pd.DataFrame:
         connection = self.connect()
