@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
+from etl_assets.lib.prefetch import prefetch
 from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
 from etl_assets.salesforce.catalog import SalesforceObject
 from etl_assets.salesforce.transform import HeaderPlan, plan_header, transform_chunk
@@ -74,7 +75,10 @@ def stage_object(
     try:
         for source, header, header_lines, plan in plans:
             options = {"block_size": block_size} if block_size else {}
-            for chunk in clock.iterate(iter_csv_chunks(source.path, source.key, header, header_lines, **options)):
+            # The next chunk is parsed in a thread while this one is transformed: "read" is the wait for it.
+            chunks_read = prefetch(iter_csv_chunks(source.path, source.key, header, header_lines, **options),
+                                   name="csv-reader")
+            for chunk in clock.iterate(chunks_read):
                 clock.lap("read")
                 result = transform_chunk(obj, chunk, plan, partition, source.key, timings=timings)
                 clock.lap("transform")

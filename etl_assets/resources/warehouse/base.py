@@ -207,8 +207,7 @@ class Warehouse(dg.ConfigurableResource):
             plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}")]
             return plan
         plan.prepare.append(Step(self.create_rejects_sql(spec)))
-        plan.transaction += [
-            Step(self.latest_sql(spec, source), params),
+        plan.transaction += self.latest_steps(spec, source, params) + [
             Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
             Step(self.update_sql(spec), result="updated"),
             Step(self.insert_sql(spec), result="inserted"),
@@ -339,6 +338,10 @@ class Warehouse(dg.ConfigurableResource):
 
     def _version_order(self, spec: TableSpec) -> list[str]:
         return [spec.version_column] + [name for name, _ in LINEAGE_COLUMNS]
+
+    def latest_steps(self, spec: TableSpec, source: str, params: tuple) -> list[Step]:
+        """Steps that leave the newest staged version of each key in LATEST."""
+        return [Step(self.latest_sql(spec, source), params)]
 
     def latest_sql(self, spec: TableSpec, source: str = STAGING) -> str:
         """The newest staged version of each key."""
