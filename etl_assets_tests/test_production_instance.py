@@ -1,0 +1,352 @@
+"""The production deployment, run the production way, against the real PostgreSQL server.
+
+A temporary DAGSTER_HOME holds deploy/dagster.production.yaml itself (a symlink to the repo's
+file), pointed by DAGSTER_PG_* at a fresh PostgreSQL database for Dagster's storage; the
+warehouse is a second fresh database (ETL_ASSETS_WAREHOUSE=postgres) and the landing zone a copy
+of the sample. `dagster-webserver -w workspace.yaml` and `dagster-daemon run -w workspace.yaml`
+run as separate processes on that instance, with the repo's own workspace.yaml.
+
+Through the webserver's GraphQL API the test stops every sensor and schedule that runs by default,
+starts the daemon, then turns on salesforce_backup_sensor. It proves:
+
+- one sensor tick, evaluated by the daemon, adds both backup folders as dynamic partitions and
+  requests one run per folder for exactly the objects the folder holds;
+- each run goes through the queued run coordinator: QUEUED, then STARTING when the daemon's run
+  queue launches it, STARTED, SUCCESS, in that order, and the warehouse tables in PostgreSQL
+  hold exactly the rows the CSVs say (newest version of each Id);
+- the record is in PostgreSQL: the runs, event log, dynamic partitions, sensor ticks, daemon
+  heartbeats and the `warehouse` pool (with the file's default limit) are rows of the Dagster
+  storage database, and DAGSTER_HOME holds no SQLite storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+import yaml
+from dagster._core.events import DagsterEventType
+
+from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+from etl_assets.salesforce.partitions import differential_folders
+from etl_assets_tests.conftest import _free_port, _pg_connect
+from etl_assets_tests.helpers import assert_matches_truth, folders_in
+
+REPO = Path(__file__).resolve().parents[1]
+PRODUCTION_YAML = REPO / "deploy" / "dagster.production.yaml"
+BIN = Path(sys.executable).parent
+LOCATION = "etl_assets"
+REPOSITORY = "__repository__"
+SENSOR = "salesforce_backup_sensor"
+FOLDERS = 2  # two runs through the queue
+OBJECTS = ("Task",)  # one warehouse step per run: every process imports the code location (~7 s of CPU)
+# QUEUED (submitted to the queued run coordinator), STARTING (dequeued and launched by the daemon),
+# STARTED (the run worker is up), SUCCESS.
+QUEUE_PATH = [DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START,
+              DagsterEventType.RUN_SUCCESS]
+
+
+@pytest.fixture
+def dagster_storage_database(postgres_server):
+    """A fresh database for Dagster's run, event log and schedule storage, dropped afterwards."""
+    name = f"etl_test_dagster_{uuid.uuid4().hex[:12]}"
+    admin = _pg_connect()
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    yield {**postgres_server, "database": name}
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def _default_sigint() -> None:
+    # Started from a script, Dagster's CLIs inherit SIGINT ignored; give them the default back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Service:
+    """A long-running Dagster process in its own process group (its code servers and run workers
+    are its children, in the same group), logging to a file."""
+
+    def __init__(self, name: str, command: list[str], env: dict, log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, preexec_fn=_default_sigint)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def tail(self, chars: int = 6000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return f"----- {self.name} (exit {self.process.poll()}) {self.log_path} -----\n{text[-chars:]}"
+
+    def stop(self) -> None:
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=grace)
+                # The leader is gone; anything left in its group (a run worker) gets SIGKILL.
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            break
+        self._log.close()
+
+
+def wait_for(predicate, timeout: float, what: str, services: list[Service], interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for service in services:
+            if not service.alive():
+                raise AssertionError(f"{service.name} exited while waiting for {what}")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.load(response)
+    assert not payload.get("errors"), payload["errors"]
+    return payload["data"]
+
+
+REPOSITORY_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+LOCATION_STATUS = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+INSTIGATORS = """query($repo: RepositorySelector!) {
+  sensorsOrError(repositorySelector: $repo) { ... on Sensors { results { id name sensorState { status } } } }
+  schedulesOrError(repositorySelector: $repo) { ... on Schedules { results { id name scheduleState { status } } } }
+}"""
+STOP_SENSOR = """mutation($id: String) { stopSensor(id: $id) { __typename
+  ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
+STOP_SCHEDULE = """mutation($id: String) { stopRunningSchedule(id: $id) { __typename
+  ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }"""
+START_SENSOR = """mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) { __typename
+  ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+SENSOR_TICKS = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { status ticks(limit: 10) { status runIds error { message }
+    dynamicPartitionsRequestResults { partitionsDefName partitionKeys type } } } } } }"""
+
+
+def location_loaded(url: str) -> bool:
+    try:
+        entries = graphql(url, LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
+    except (OSError, urllib.error.URLError):
+        return False
+    status = {e["name"]: (e["locationOrLoadError"] or {}).get("__typename") for e in entries}
+    assert status.get(LOCATION) != "PythonError", f"the code location failed to load: {entries}"
+    return status.get(LOCATION) == "RepositoryLocation"
+
+
+def stop_default_instigators(url: str) -> list[str]:
+    """Stop every sensor and schedule (several run by default), so nothing ticks but what the test starts."""
+    data = graphql(url, INSTIGATORS, {"repo": REPOSITORY_SELECTOR})
+    stopped = []
+    for sensor in data["sensorsOrError"]["results"]:
+        if sensor["sensorState"]["status"] == "RUNNING":
+            result = graphql(url, STOP_SENSOR, {"id": sensor["id"]})["stopSensor"]
+            assert result["instigationState"]["status"] == "STOPPED", result
+            stopped.append(sensor["name"])
+    for schedule in data["schedulesOrError"]["results"]:
+        if schedule["scheduleState"]["status"] == "RUNNING":
+            result = graphql(url, STOP_SCHEDULE, {"id": schedule["id"]})["stopRunningSchedule"]
+            assert result["scheduleState"]["status"] == "STOPPED", result
+            stopped.append(schedule["name"])
+    return stopped
+
+
+def storage_query(database: dict, sql: str, params=None) -> list[tuple]:
+    connection = psycopg2.connect(host=database["host"], port=database["port"], user=database["user"],
+                                  dbname=database["database"])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def keep_only(landing_root: Path, folders: list[str], objects: tuple[str, ...]) -> None:
+    for folder in folders_in(landing_root):
+        if folder not in folders:
+            shutil.rmtree(landing_root / "backup" / folder)
+            continue
+        for directory in (landing_root / "backup" / folder).iterdir():
+            if directory.name not in objects:
+                shutil.rmtree(directory)
+
+
+def print_diagnostics(services: list[Service], instance: dg.DagsterInstance | None) -> None:
+    """What a CI failure needs: each process's log, and every run's status and errors."""
+    for service in services:
+        print(service.tail())
+    if instance is None:
+        return
+    try:
+        for record in instance.get_run_records():
+            run = record.dagster_run
+            print(f"run {run.run_id} {run.status.value} tags={dict(run.tags)}")
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event and (event.is_failure or event.event_type == DagsterEventType.ENGINE_EVENT):
+                    print(f"  {event.event_type_value} {event.step_key or ''}: {event.message or entry.user_message}")
+    except Exception as error:  # diagnostics must not hide the original failure
+        print(f"(could not read runs: {error!r})")
+
+
+@pytest.mark.slow
+def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
+        tmp_path, landing_root, postgres_database, dagster_storage_database, monkeypatch):
+    started = time.monotonic()
+    folders = folders_in(landing_root)[:FOLDERS]
+    keep_only(landing_root, folders, OBJECTS)
+    assert all((landing_root / "backup" / f / o).is_dir() for f in folders for o in OBJECTS)
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(PRODUCTION_YAML)  # the repo's file itself, not a copy
+    instance_env = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": dagster_storage_database["host"],
+        "DAGSTER_PG_PORT": str(dagster_storage_database["port"]),
+        "DAGSTER_PG_DB": dagster_storage_database["database"],
+        "DAGSTER_PG_USER": dagster_storage_database["user"],
+        "DAGSTER_PG_PASSWORD": "",  # trust auth on this machine
+    }
+    for key, value in instance_env.items():
+        monkeypatch.setenv(key, value)  # the test reads the same instance
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ETL_ASSETS_")}
+    env.update(instance_env)
+    env.update({
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ETL_ASSETS_LANDING_ZONE": "local",
+        "ETL_ASSETS_LANDING_ROOT": str(landing_root),
+        "ETL_ASSETS_WAREHOUSE": "postgres",
+        "ETL_ASSETS_PG_HOST": postgres_database["host"],
+        "ETL_ASSETS_PG_PORT": str(postgres_database["port"]),
+        "ETL_ASSETS_PG_USER": postgres_database["user"],
+        "ETL_ASSETS_PG_DATABASE": postgres_database["database"],
+        # Nothing in the repo's data/ directory is touched, whatever else might run.
+        "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "ETL_ASSETS_TOTESYS_DUCKDB_PATH": str(tmp_path / "totesys.duckdb"),
+    })
+    workspace = str(REPO / "workspace.yaml")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/graphql"
+    sensor_selector = {**REPOSITORY_SELECTOR, "sensorName": SENSOR}
+
+    services: list[Service] = []
+    instance = None
+    passed = False
+    try:
+        services.append(Service("webserver", [str(BIN / "dagster-webserver"), "-w", workspace,
+                                              "-h", "127.0.0.1", "-p", str(port)], env, tmp_path))
+        wait_for(lambda: location_loaded(url), 120, "the webserver to load the code location", services)
+        stopped = stop_default_instigators(url)
+        assert SENSOR in stopped and "totesys_extract_schedule" in stopped, stopped
+
+        instance = dg.DagsterInstance.from_config(str(home))
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+
+        services.append(Service("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, tmp_path))
+        wanted_daemons = ["SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"]
+        wait_for(lambda: all(s.healthy for s in instance.get_daemon_statuses(wanted_daemons).values()), 120,
+                 f"the daemon's {', '.join(wanted_daemons)} heartbeats", services)
+        ticks = graphql(url, SENSOR_TICKS, {"selector": sensor_selector})["sensorOrError"]["sensorState"]["ticks"]
+        assert ticks == [], "the sensor ticked before it was turned on"
+
+        result = graphql(url, START_SENSOR, {"selector": sensor_selector})["startSensor"]
+        assert result["sensorState"]["status"] == "RUNNING", result
+
+        def finished_tick():
+            state = graphql(url, SENSOR_TICKS, {"selector": sensor_selector})["sensorOrError"]["sensorState"]
+            done = [t for t in state["ticks"] if t["status"] != "STARTED"]
+            return done[-1] if done else None  # ticks are newest first; the first one is last
+        tick = wait_for(finished_tick, 90, f"a finished tick of {SENSOR}", services)
+        assert tick["status"] == "SUCCESS", tick
+        assert tick["dynamicPartitionsRequestResults"] == [
+            {"partitionsDefName": differential_folders.name, "partitionKeys": folders, "type": "ADD_PARTITIONS"}]
+        assert set(instance.get_dynamic_partitions(differential_folders.name)) == set(folders)
+        run_ids = tick["runIds"]
+        assert len(run_ids) == FOLDERS, tick
+
+        def all_finished():
+            records = instance.get_run_records(dg.RunsFilter(run_ids=run_ids))
+            return records if len(records) == FOLDERS and all(r.dagster_run.is_finished for r in records) else None
+        records = wait_for(all_finished, 180, "the sensor's runs to finish", services, interval=1)
+        runs = {r.dagster_run.tags["salesforce/folder"]: r.dagster_run for r in records}
+        assert sorted(runs) == folders
+        for folder, run in runs.items():
+            assert run.status == dg.DagsterRunStatus.SUCCESS, f"{folder}: {run.status}"
+            assert run.tags["dagster/sensor_name"] == SENSOR
+            assert run.tags["salesforce/objects"] == ",".join(sorted(OBJECTS))
+            path = [e.dagster_event.event_type for e in instance.all_logs(run.run_id, of_type=set(QUEUE_PATH))]
+            assert path == QUEUE_PATH, f"{folder}: {path}"
+            materialized = {(e.dagster_event.asset_key.to_user_string(), e.dagster_event.partition)
+                            for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
+            assert materialized == {(f"salesforce/{o.lower()}", folder) for o in OBJECTS}
+
+        launched = re.findall(r"QueuedRunCoordinatorDaemon - \S*INFO\S* - Launched (\d+) runs?", services[1].tail(10**7))
+        assert sum(map(int, launched)) == FOLDERS, f"the daemon's run queue launched {launched} run(s)"
+
+        warehouse = PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
+                                      user=postgres_database["user"], database=postgres_database["database"])
+        for api_name in OBJECTS:
+            assert assert_matches_truth(warehouse, landing_root, api_name, folders) > 0
+
+        # Dagster's own record is rows in the PostgreSQL storage database, not files in DAGSTER_HOME.
+        assert sorted(storage_query(dagster_storage_database, "SELECT run_id, status FROM runs")) == sorted(
+            (run_id, "SUCCESS") for run_id in run_ids)
+        [(materializations,)] = storage_query(
+            dagster_storage_database, "SELECT COUNT(*) FROM event_logs WHERE run_id = ANY(%s) "
+            "AND dagster_event_type = 'ASSET_MATERIALIZATION'", [run_ids])
+        assert materializations == FOLDERS * len(OBJECTS)
+        assert sorted(storage_query(dagster_storage_database, "SELECT partition FROM dynamic_partitions "
+                                    "WHERE partitions_def_name = %s", [differential_folders.name])) == [
+            (f,) for f in folders]
+        assert storage_query(dagster_storage_database,
+                             "SELECT COUNT(*) FROM job_ticks WHERE type = 'SENSOR' AND status = 'SUCCESS'")[0][0] >= 1
+        assert storage_query(dagster_storage_database, "SELECT COUNT(*) FROM daemon_heartbeats")[0][0] >= 3
+        pool_limit = yaml.safe_load(PRODUCTION_YAML.read_text())["concurrency"]["pools"]["default_limit"]
+        assert storage_query(dagster_storage_database,
+                             'SELECT concurrency_key, "limit" FROM concurrency_limits') == [("warehouse", pool_limit)]
+        sqlite_files = [p.name for p in home.rglob("*") if p.suffix in (".db", ".sqlite")]
+        assert sqlite_files == [], f"SQLite storage in DAGSTER_HOME: {sqlite_files}"
+        for service in services:  # the instance file's keys are current: nothing deprecated is reported
+            assert "deprecat" not in service.tail(10**7).lower(), service.tail()
+        passed = True
+        print(f"production instance test: {time.monotonic() - started:.1f}s")
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if not passed:
+            print_diagnostics(services, instance)
+        if instance is not None:
+            instance.dispose()
