@@ -46,7 +46,11 @@ class DuckDBWarehouse(Warehouse):
 
     path: str = "data/warehouse.duckdb"
     lock_timeout_seconds: float = 600.0
-    memory_limit: str = Field(default="1GB", description="DuckDB spills to disk beyond this.")
+    memory_limit: str = Field(
+        default="600MB",
+        description="DuckDB's buffer pool; it spills to disk beyond this. It runs inside the asset's process, "
+        "after staging: 600 MB keeps a 1M-row load under 1 GiB of peak RSS (921 MiB measured; 1.33 GiB with 1 GB).",
+    )
 
     type_names: ClassVar[dict[ColumnType, str]] = {
         **Warehouse.type_names,
