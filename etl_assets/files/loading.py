@@ -58,6 +58,7 @@ def ensure_table(warehouse: Warehouse, schema: str, table: str, columns: dict[st
     """Create a small bookkeeping table (registries) if it is missing; returns its quoted name."""
     definitions = ", ".join(f"{quote(name)} {warehouse.type_names[type_]}" for name, type_ in columns.items())
     with warehouse.session() as session:
+        session.lock_catalog()
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         session.execute(f"CREATE TABLE IF NOT EXISTS {quote(schema)}.{quote(table)} ({definitions})")
     return f"{quote(schema)}.{quote(table)}"

@@ -112,6 +112,10 @@ class Session:
     def lock_table(self, spec: TableSpec) -> None:
         """Serialize concurrent loads of one table, where the engine needs it."""
 
+    def lock_catalog(self) -> None:
+        """Serialize schema and table DDL across tables, where the engine needs it: on PostgreSQL
+        `CREATE SCHEMA/TABLE IF NOT EXISTS` run by two transactions at once fails in the second."""
+
     def run(self, steps: Sequence[Step]) -> dict[str, int]:
         results: dict[str, int] = {}
         for step in steps:
@@ -169,6 +173,7 @@ class Warehouse(dg.ConfigurableResource):
         self.check_limits(spec)
         with self.session() as session:
             session.lock_table(spec)
+            session.lock_catalog()
             plan = self.plan(batch, self.table_columns(session, spec.schema, spec.name))
             session.run(plan.prepare)
         with self.session() as session:

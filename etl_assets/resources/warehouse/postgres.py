@@ -97,6 +97,10 @@ class PostgresSession(Session):
         digest = hashlib.blake2b(f"{spec.schema}.{spec.name}".encode(), digest_size=8).digest()
         self.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
 
+    def lock_catalog(self) -> None:
+        digest = hashlib.blake2b(b"etl_assets:catalog", digest_size=8).digest()
+        self.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
+
 
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL database; the password comes from the environment (EnvVar)."""
