@@ -1,5 +1,5 @@
 # make run   - install, generate sample backups if the landing zone is empty, load them all
-# make test  - install, run the whole test suite (PostgreSQL and S3 tests included)
+# make test  - install (and Debian's chromium if missing), run the whole test suite (PostgreSQL, S3, Redis, browser)
 # make dev   - install, open the Dagster UI on http://127.0.0.1:3000
 # make bench - install, run the load and sensor benchmarks (BENCH_ARGS="--rows 100000" for a quick one)
 PYTHON ?= python3
@@ -29,7 +29,13 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/etl-assets files --sample
 	$(BIN)/etl-assets totesys
 
-test: install
+# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser test (apt-get, needs root)..."
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -24,6 +24,7 @@ from etl_assets.resources.audit import LoadRecord, record_load
 from etl_assets.resources.landing_zone import LandingZone
 from etl_assets.resources.notifications import Notifier
 from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.spec import quote
 
 GROUP = "files"
 ARCHIVE, ERROR = "archive/", "error/"
@@ -122,7 +123,10 @@ def build_file_asset(name: str, kind: str, description: str, kinds: set[str], lo
         file_key = context.partition_key
         outcome = process_file(context, kind, file_key, lambda path, k: load(path, k, warehouse, landing_zone),
                                landing_zone, warehouse, notifier)
-        yield dg.MaterializeResult(metadata=_metadata(outcome, landing_zone, file_key))
+        metadata = _metadata(outcome, landing_zone, file_key)
+        schema, table = outcome.table.split(".", 1)
+        metadata["dagster/row_count"] = warehouse.query(f"SELECT COUNT(*) FROM {quote(schema)}.{quote(table)}")[0][0]
+        yield dg.MaterializeResult(metadata=metadata)
         if checks:
             drift = outcome.metadata.get("schema_drift", {})
             yield dg.AssetCheckResult(

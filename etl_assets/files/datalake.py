@@ -15,6 +15,7 @@ from etl_assets.files.loading import FileRefused, Outcome, ensure_table, stage_t
 from etl_assets.resources.audit import utcnow
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatchWriter
+from etl_assets.resources.warehouse.io_manager import batch_preview, table_schema
 from etl_assets.resources.warehouse.spec import ColumnType, InvalidIdentifier, identifier
 
 PREFIX = "datalake/"
@@ -101,11 +102,14 @@ def load_datalake_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
         spec = _spec(db, table, current)
         mode = "append" if action == "append" else "replace"
         batch, rows = stage_typed_csv(path, key, spec, mode)
+        preview = batch_preview(batch)
         try:
             result = warehouse.load(batch)
         finally:
             batch.discard()
-        return Outcome(f"{db}.{table}", action, rows, result.inserted, {"rows_replaced": result.deleted})
+        return Outcome(f"{db}.{table}", action, rows, result.inserted, {"rows_replaced": result.deleted,
+                                                                 "dagster/column_schema": table_schema(spec),
+                                                                 "preview": preview})
 
     new = parse_schema_file(path, key)
     if current is not None:

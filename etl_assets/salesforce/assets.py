@@ -39,6 +39,24 @@ def object_files(landing_zone: LandingZone, folder: str, obj: SalesforceObject) 
     return files
 
 
+def drift_reason(obj: SalesforceObject, folder: str, drift_columns) -> str:
+    """The check's verdict in words, shown where the UI shows the evaluation."""
+    if not drift_columns:
+        return f"Every column of {obj.api_name} in {folder} is in the catalog."
+    return (f"{len(drift_columns)} column(s) of {obj.api_name} in {folder} not in the catalog: "
+            f"{', '.join(drift_columns)} (loaded as text; add them to catalog.yaml to type them)")
+
+
+def rejects_reason(obj: SalesforceObject, folder: str, rows_rejected: int, samples: list[dict]) -> str:
+    if not rows_rejected:
+        return f"Every row of {obj.api_name} in {folder} passed validation."
+    first = samples[0] if samples else {}
+    example = (f"; first: {first.get('_source_file')} line {first.get('_source_line')}, "
+               f"column {first.get('column_name')}: {first.get('reason')}") if first else ""
+    return (f"{rows_rejected} row(s) of {obj.api_name} in {folder} rejected into "
+            f"{obj.schema}.{obj.table}_rejects{example}")
+
+
 def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
     key = object_asset_key(obj)
 
@@ -99,6 +117,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             check_name=NO_SCHEMA_DRIFT,
             passed=not report.drift_columns,
             severity=dg.AssetCheckSeverity.WARN,
+            description=drift_reason(obj, folder, report.drift_columns),
             metadata={
                 "columns_not_in_catalog": list(report.drift_columns),
                 "handling": "loaded as text columns; add them to catalog.yaml to type them",
@@ -108,6 +127,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             check_name=NO_REJECTED_ROWS,
             passed=report.rows_rejected == 0,
             severity=dg.AssetCheckSeverity.WARN,
+            description=rejects_reason(obj, folder, report.rows_rejected, report.reject_samples),
             metadata={
                 "rows_rejected": report.rows_rejected,
                 "rejects_table": f"{obj.schema}.{obj.table}_rejects",

@@ -171,7 +171,9 @@ totesys_source_tables = [
         description=f"totesys OLTP table `{t.name}`: {t.description}",
         group_name=GROUP,
         kinds={"postgres"},
+        tags={"domain": "totesys"},
         owners=["team:data-engineering"],
+        code_version=CODE_VERSION,
         metadata={"primary_key": t.primary_key},
     )
     for t in TABLES.values()

@@ -7,6 +7,7 @@ by declarative automation (eager), so an extraction that lands rows triggers the
 downstream of it, and one that lands nothing triggers nothing.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,33 @@ class EtlDbtTranslator(DagsterDbtTranslator):
             automation_condition=follow_upstream(),
             owners=["team:data-engineering"],
         ).merge_attributes(tags={"domain": domain})
+
+    def get_asset_check_spec(self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str,
+                             project: DbtProject | None) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        return spec._replace(description=describe_dbt_test(manifest["nodes"].get(unique_id, {})))
+
+
+def describe_dbt_test(node: Mapping[str, Any]) -> str:
+    """A dbt test in words, for the asset check's description (dbt's generic tests have none)."""
+    if node.get("description"):
+        return node["description"]
+    test = node.get("test_metadata") or {}
+    kwargs = test.get("kwargs") or {}
+    column = kwargs.get("column_name") or node.get("column_name")
+    if test.get("name") == "not_null":
+        return f"dbt test: `{column}` is never null."
+    if test.get("name") == "unique":
+        return f"dbt test: `{column}` is unique."
+    if test.get("name") == "accepted_values":
+        return f"dbt test: `{column}` is one of {', '.join(str(v) for v in kwargs.get('values', []))}."
+    if test.get("name") == "relationships":
+        target = re.search(r"ref\(['\"]([^'\"]+)['\"]\)", kwargs.get("to", ""))
+        return (f"dbt test: every `{column}` exists in "
+                f"`{target.group(1) if target else kwargs.get('to')}.{kwargs.get('field')}`.")
+    return f"dbt test `{test.get('name') or node.get('name')}`" + (f" on `{column}`." if column else ".")
 
 
 translator = EtlDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))

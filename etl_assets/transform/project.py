@@ -37,9 +37,8 @@ def manifest_is_stale() -> bool:
     return any(p.stat().st_mtime > built for p in sources if p.exists())
 
 
-# Under `dagster dev` / `dg dev`, prepare_if_dev re-parses on every load so model edits show up.
-# Anywhere else (a fresh clone, `make run`, `make test`, a plain code-location load) the manifest
-# is rebuilt only when it is missing or older than the project's files.
-dbt_project.prepare_if_dev()
+# The manifest is rebuilt when it is missing (a fresh clone) or older than the project's files (a
+# model edited under `dagster dev` shows up on the next reload). Not `prepare_if_dev()`: under
+# `dagster dev` it re-parsed in every run and step process too, ~7 s of CPU each.
 if manifest_is_stale():
     prepare_manifest()

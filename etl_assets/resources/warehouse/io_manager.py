@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 
 from etl_assets.resources.audit import LoadRecord, record_load
 from etl_assets.resources.notifications import Notifier
@@ -29,6 +30,33 @@ def table_schema(spec: TableSpec) -> dg.TableSchema:
     columns += [dg.TableColumn(name, "lineage") for name, _ in LINEAGE_COLUMNS]
     columns.append(dg.TableColumn(LOADED_AT, ColumnType.DATETIME.value))
     return dg.TableSchema(columns=columns)
+
+
+PREVIEW_ROWS = 5
+PREVIEW_WIDTH = 40
+
+
+def batch_preview(batch: StagedBatch, rows: int = PREVIEW_ROWS) -> dg.MarkdownMetadataValue:
+    """The first few staged rows as a Markdown table: read from the head of the first Parquet
+    part (one small record batch), never from the warehouse table."""
+    head = None
+    for path in batch.files:
+        with pq.ParquetFile(path) as part:
+            head = next(part.iter_batches(batch_size=rows), None)
+        if head is not None and head.num_rows:
+            break
+    if head is None or not head.num_rows:
+        return dg.MetadataValue.md("_no rows staged_")
+
+    def cell(value) -> str:
+        text = "" if value is None else str(value)
+        text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+        return text if len(text) <= PREVIEW_WIDTH else text[: PREVIEW_WIDTH - 1] + "…"
+    names = head.schema.names
+    lines = ["| " + " | ".join(cell(n) for n in names) + " |", "|" + "---|" * len(names)]
+    for record in head.slice(0, rows).to_pylist():
+        lines.append("| " + " | ".join(cell(record[n]) for n in names) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
@@ -57,6 +85,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, StagedBatch):
             raise TypeError(f"WarehouseIOManager stores StagedBatch outputs, got {type(obj).__name__}")
         spec = obj.spec
+        preview = batch_preview(obj)  # before the load: the staged files are discarded after it
         try:
             result = self.warehouse.load(obj)
         except Exception as error:
@@ -79,6 +108,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "dagster/table_name": f"{spec.schema}.{spec.name}",
                 "dagster/row_count": total,
                 "dagster/column_schema": table_schema(spec),
+                "preview": preview,
                 "warehouse": self.warehouse.describe(),
                 "rows_staged": obj.rows,
                 "keys_staged": result.keys_staged,

@@ -1,0 +1,372 @@
+"""The Dagster UI in a real browser: `dagster dev` as `make dev` runs it, driven by clicks.
+
+Headless Chromium from Debian's packages (/usr/bin/chromium), driven by Playwright with
+`executable_path` (Playwright's own browser download is not used). The test starts `dagster dev`
+from the repository root against a temporary DAGSTER_HOME (deploy/dagster.local.yaml), a temporary
+landing zone and a temporary DuckDB warehouse, then through the UI:
+
+1. the asset graph shows every group with its number of assets, and the catalog, filtered by
+   group, lists every asset of every domain (salesforce, files, totesys, dbt);
+2. the launch dialog materializes one Salesforce object (Account) for one folder;
+3. the partitions view launches a backfill of Task over two folders;
+4. the run and the backfill succeed (the pages say so), the materialization shows its row
+   count and preview;
+5. the asset check that fails on the sample data (`no_schema_drift` on Task: the newest folder
+   holds a column the catalog does not know) shows Failed and its reason.
+
+Screenshots of each step go to ETL_ASSETS_UI_SCREENSHOTS (default: the test's temporary
+directory, printed). With ETL_ASSETS_UPDATE_SCREENSHOTS=1 the asset graph picture is also written
+to docs/images/asset-graph.png (the README's). On failure: a screenshot and the tail of the
+`dagster dev` log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.salesforce.sample import generate_sample
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+# What works headless with Debian's chromium on this machine kind (see ../shared/README.md).
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+README_PICTURE = REPO / "docs" / "images" / "asset-graph.png"
+
+ONE_FOLDER = "20240501_Differential"
+TWO_FOLDERS = ["20240501_Differential", "20240503_Differential"]  # the middle one is the empty folder
+DRIFT_FOLDER = "20240503_Differential"  # the sample's newest folder: Task has a column not in the catalog
+DRIFT_COLUMN = "legacy_reference__c"
+
+STARTUP_TIMEOUT = 180  # `dagster dev` with a dbt parse takes 20-40 s here
+RUNS_TIMEOUT = 300  # three runs one after another (pool limit 1), each ~30 s under `dagster dev`
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DagsterDev:
+    """`dagster dev` in its own process group, with its log in a file."""
+
+    def __init__(self, root: Path):
+        self.home = root / "dagster_home"
+        self.landing = root / "landing"
+        self.log_path = root / "dagster_dev.log"
+        self.home.mkdir()
+        self.landing.mkdir()
+        shutil.copy(REPO / "deploy" / "dagster.local.yaml", self.home / "dagster.yaml")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "ETL_ASSETS_LANDING_ZONE": "local",
+            "ETL_ASSETS_LANDING_ROOT": str(self.landing),
+            "ETL_ASSETS_WAREHOUSE": "duckdb",
+            "ETL_ASSETS_DUCKDB_PATH": str(root / "warehouse.duckdb"),
+            "ETL_ASSETS_TOTESYS_SOURCE": "duckdb",
+            "ETL_ASSETS_TOTESYS_DUCKDB_PATH": str(root / "totesys.duckdb"),
+            # As `make dev`: the venv's dbt on PATH for dagster-dbt's parse under `dagster dev`.
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        def default_signals():  # a background `dagster dev` otherwise inherits SIG_IGN and ignores them
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("dagster")), "dev", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=default_signals,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"dagster dev exited with {self.process.returncode}\n{self.log_tail()}")
+            try:
+                nodes = self.gql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
+                if nodes["repositoriesOrError"].get("nodes"):
+                    return
+            except (OSError, urllib.error.URLError, RuntimeError):
+                pass
+            time.sleep(1)
+        raise AssertionError(f"dagster dev did not serve the code location in {STARTUP_TIMEOUT} s\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGINT)  # dagster dev's own clean shutdown
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of the group (code servers, runs)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=10)
+
+    def gql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.load(response)
+        if body.get("errors"):
+            raise RuntimeError(body["errors"])
+        return body["data"]
+
+    def log_tail(self, lines: int = 80) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "--- dagster dev log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def stop_automation(self) -> list[str]:
+        """Stop every running sensor and schedule, so that only what the test launches runs
+        (the backup sensor would otherwise load every folder by itself). Each sensor has ticked
+        once first (on an empty landing zone), so the daemon's first tick cannot race the stop."""
+        query = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+            sensors { name sensorState { id status ticks(limit: 1) { id } } }
+            schedules { name scheduleState { id status } } } } } }"""
+
+        def every_sensor_ticked():
+            data = self.gql(query)
+            sensors = [s for r in data["repositoriesOrError"]["nodes"] for s in r["sensors"]]
+            return data if all(s["sensorState"]["ticks"] for s in sensors) else None
+
+        data = wait_until(every_sensor_ticked, 90, "every sensor's first tick")
+        stopped = []
+        for repo in data["repositoriesOrError"]["nodes"]:
+            for sensor in repo["sensors"]:
+                if sensor["sensorState"]["status"] == "RUNNING":
+                    result = self.gql("""mutation($id: String) { stopSensor(id: $id) {
+                        ... on StopSensorMutationResult { instigationState { status } } } }""",
+                                      {"id": sensor["sensorState"]["id"]})
+                    assert result["stopSensor"]["instigationState"]["status"] == "STOPPED", result
+                    stopped.append(sensor["name"])
+            for schedule in repo["schedules"]:
+                if schedule["scheduleState"]["status"] == "RUNNING":
+                    result = self.gql("""mutation($id: String) { stopRunningSchedule(id: $id) {
+                        ... on ScheduleStateResult { scheduleState { status } } } }""",
+                                      {"id": schedule["scheduleState"]["id"]})
+                    assert result["stopRunningSchedule"]["scheduleState"]["status"] == "STOPPED", result
+                    stopped.append(schedule["name"])
+        return stopped
+
+    def runs(self) -> list[dict]:
+        data = self.gql("{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }")
+        return data["runsOrError"]["results"]
+
+    def backfill_status(self, backfill_id: str) -> str:
+        data = self.gql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+            ... on PartitionBackfill { status } } }""", {"id": backfill_id})
+        return data["partitionBackfillOrError"]["status"]
+
+
+def expected_groups() -> dict[str, set[str]]:
+    """Every asset of the code location by group, spelled as the UI spells keys ("a / b")."""
+    from etl_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, set[str]] = defaultdict(set)
+    for key in graph.get_all_asset_keys():
+        groups[graph.get(key).group_name].add(" / ".join(key.path))
+    return dict(groups)
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_failed_check(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"Debian's Chromium is not installed ({CHROMIUM} is missing); the UI test needs it. Install it with "
+            "`apt-get update && apt-get install -y --no-install-recommends chromium` (.ci/run does this). "
+            "Playwright's own browser download is not used."
+        )
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("ETL_ASSETS_UI_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots: {shots}")
+    groups = expected_groups()
+    assert {"salesforce", "files", "totesys", "totesys_star", "salesforce_marts"} <= set(groups)
+
+    dev = DagsterDev(tmp_path)
+    started = time.monotonic()
+    try:
+        dev.start()
+        print(f"{time.monotonic() - started:6.1f} s  dagster dev serves the code location")
+        dev.gql("mutation { setNuxSeen }")  # the community modal would cover the page on a first visit
+        stopped = dev.stop_automation()
+        assert "salesforce_backup_sensor" in stopped and "totesys_extract_schedule" in stopped
+        # Sample backups land only now, with every sensor stopped; their folders become partitions.
+        sample = generate_sample(dev.landing, folders=3, rows=20, seed=11)
+        assert list(sample) == ["20240501_Differential", "20240502_Differential", DRIFT_FOLDER]
+        with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+            instance.add_dynamic_partitions(differential_folders.name, list(sample))
+
+        with sync_playwright() as playwright:
+            # Playwright gives the browser a temporary profile of its own (its --user-data-dir).
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)  # generous: the machine may be busy with other work
+            expect.set_options(timeout=60_000)
+
+            def shot(name: str) -> Path:
+                path = shots / f"{name}.png"
+                page.screenshot(path=str(path))
+                print(f"{time.monotonic() - started:6.1f} s  {name}")
+                return path
+
+            try:
+                # 1. The asset graph: every group, with its number of assets.
+                page.goto(f"{dev.url}/asset-groups")
+                expect(page.get_by_text("Global asset lineage")).to_be_visible()
+                for group, keys in groups.items():  # each group node: its name, then its number of assets
+                    wait_until(lambda: re.search(rf"^{group}\n{len(keys)}$", page.inner_text("body"), re.M), 30,
+                               f"the graph's {group} group with {len(keys)} assets", interval=0.5)
+                picture = shot("01-asset-graph")
+                if os.environ.get("ETL_ASSETS_UPDATE_SCREENSHOTS") == "1":
+                    README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(picture, README_PICTURE)
+
+                # ... and the catalog, filtered by group, lists every asset of each domain.
+                page.set_viewport_size({"width": 1600, "height": 3200})  # the table renders what fits
+                for group, keys in sorted(groups.items()):
+                    page.get_by_role("link", name="Catalog").click()
+                    search = page.locator(".CodeMirror").first
+                    search.click()
+                    page.keyboard.press("Control+A")
+                    page.keyboard.type(f'group:"{group}"')
+                    page.keyboard.press("Enter")
+                    expect(page).to_have_url(re.compile(r"asset-selection=group"))
+                    for key in sorted(keys):
+                        link = page.locator(f'a[href="/assets/{key.replace(" / ", "/")}"]').first
+                        expect(link).to_be_visible()
+                        expect(link).to_contain_text(key)
+                    shot(f"02-catalog-{group}")
+                page.set_viewport_size({"width": 1600, "height": 1000})
+
+                # 2. One Salesforce object, one folder, through the launch dialog.
+                page.goto(f"{dev.url}/assets/salesforce/account")
+                page.get_by_role("button", name="Materialize…").click()
+                dialog = page.locator(".dagster-dialog")
+                expect(dialog.get_by_text("Launch runs to materialize salesforce / account")).to_be_visible()
+                dialog.get_by_text("Select a partition or create one").click()
+                page.locator(".dagster-popover").get_by_role("menuitem").filter(has_text=ONE_FOLDER).click()
+                dialog.get_by_text("Launch runs to materialize salesforce / account").click()  # close the list
+                expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+                shot("03-launch-one-partition")
+                dialog.get_by_role("button", name="Launch 1 run").click()
+                expect(page.get_by_text(re.compile(r"Launched run \w+"))).to_be_visible()
+                run_link = page.get_by_role("link", name="View", exact=True).first
+                run_href = run_link.get_attribute("href")
+                assert run_href and run_href.startswith("/runs/"), run_href
+                shot("04-run-launched")
+
+                # 3. A backfill of two folders from the partitions view.
+                page.goto(f"{dev.url}/assets/salesforce/task?view=partitions")
+                expect(page.get_by_text("Missing (3)")).to_be_visible()
+                page.get_by_role("button", name="Materialize…").click()
+                expect(dialog.get_by_text("Launch runs to materialize salesforce / task")).to_be_visible()
+                dialog.get_by_text("Select a partition or create one").click()
+                for folder in TWO_FOLDERS:
+                    page.locator(".dagster-popover").get_by_role("menuitem").filter(has_text=folder).click()
+                dialog.get_by_text("Launch runs to materialize salesforce / task").click()
+                expect(dialog.get_by_text("2 partitions", exact=True)).to_be_visible()
+                shot("05-launch-backfill")
+                dialog.get_by_role("button", name="Launch backfill").click()
+                toast = page.get_by_text(re.compile(r"Created backfill \w+"))
+                expect(toast).to_be_visible()
+                backfill_id = toast.inner_text().split()[-1]
+
+                # 4. Wait for success, then see it in the UI.
+                wait_until(lambda: dev.backfill_status(backfill_id) in ("COMPLETED_SUCCESS", "COMPLETED_FAILED",
+                                                                       "FAILED", "CANCELED", "COMPLETED"),
+                           RUNS_TIMEOUT, f"backfill {backfill_id}")
+                runs = wait_until(
+                    lambda: (r := dev.runs()) and all(x["status"] in ("SUCCESS", "FAILURE", "CANCELED") for x in r) and r,
+                    RUNS_TIMEOUT, "every run to finish")
+                assert dev.backfill_status(backfill_id) in ("COMPLETED_SUCCESS", "COMPLETED"), dev.log_tail()
+                assert [r["status"] for r in runs] == ["SUCCESS"] * 3, runs  # the UI's three runs, nothing else
+                partitions = sorted(t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition")
+                assert partitions == sorted([ONE_FOLDER, *TWO_FOLDERS]), partitions
+
+                page.goto(f"{dev.url}/runs/b/{backfill_id}")
+                expect(page.get_by_text(re.compile(r"^(Succeeded|Completed)$")).first).to_be_visible()
+                expect(page.get_by_text("100% completed")).to_be_visible()
+                shot("06-backfill-completed")
+                page.goto(dev.url + run_href)
+                expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+                shot("07-run-succeeded")
+
+                # The materialization carries its row count, table schema and a preview of the rows.
+                page.goto(f"{dev.url}/assets/salesforce/task?view=partitions")
+                expect(page.get_by_text("Materialized (2)")).to_be_visible()
+                page.get_by_text(DRIFT_FOLDER, exact=True).first.click()
+                for key in ("dagster/row_count", "dagster/column_schema", "preview", "rows_loaded", "schema_drift"):
+                    expect(page.get_by_text(key, exact=True).first).to_be_visible()
+                shot("08-materialization-metadata")
+                page.get_by_text("[Show Markdown]").first.click()  # the preview: the first staged rows
+                preview = page.locator(".dagster-dialog")
+                expect(preview.get_by_role("table")).to_be_visible()
+                expect(preview.get_by_role("columnheader", name="_source_partition")).to_be_visible()
+                expect(preview.get_by_role("cell", name=DRIFT_FOLDER).first).to_be_visible()
+                shot("09-materialization-preview")
+                page.keyboard.press("Escape")
+                expect(preview).to_have_count(0)
+
+                # 5. The check that failed, and why.
+                page.get_by_text("Checks", exact=True).first.click()
+                page.get_by_text("no_schema_drift", exact=True).first.click()
+                expect(page).to_have_url(re.compile(r"checkDetail=no_schema_drift"))
+                expect(page.get_by_text("Failed", exact=True).first).to_be_visible()
+                reason = page.get_by_text(re.compile(rf"not in the catalog: {DRIFT_COLUMN}")).first
+                expect(reason).to_be_visible()
+                assert DRIFT_FOLDER in reason.inner_text()
+                shot("10-failed-check-reason")
+            except BaseException:
+                try:
+                    print(f"failure screenshot: {shot('failure')}; page: {page.url}")
+                finally:
+                    print(dev.log_tail())
+                raise
+            finally:
+                browser.close()
+    finally:
+        dev.stop()
