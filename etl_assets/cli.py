@@ -73,6 +73,7 @@ def materialize_command(args: argparse.Namespace) -> int:
                 run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
                 raise_on_error=False,
             )
+            reasons = [] if result.success else _failure_reasons(result)
             if not result.success:
                 failed.append(request.partition_key)
             for event in result.get_asset_materialization_events():
@@ -87,11 +88,29 @@ def materialize_command(args: argparse.Namespace) -> int:
                         row[name] += materialization.metadata[name].value
                 row["table_rows"] = materialization.metadata["dagster/row_count"].value
             print(f"{request.partition_key}: {'ok' if result.success else 'FAILED'} ({len(selection)} object(s))")
+            for reason in reasons:
+                print(f"  {reason}")
     _print_summary(totals)
+    rejected = sorted(table for table, row in totals.items() if row["rows_rejected"])
+    if rejected:
+        print(f"\nRejected rows (file, line, column, reason) are in {', '.join(t + '_rejects' for t in rejected)}")
     if failed:
-        print(f"\n{len(failed)} folder(s) had failures: {', '.join(failed)}", file=sys.stderr)
+        print(f"\n{len(failed)} folder(s) had failures: {', '.join(failed)} (etl-assets audit --status FAILED)",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def _failure_reasons(result) -> list[str]:
+    """One line per failed step of an in-process run: the object and why it failed."""
+    reasons = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            reasons.append(data.user_failure_data.description)  # names the object, folder, file, line, column
+        else:
+            reasons.append(f"{event.step_key}: {data.error.message.strip() if data.error else 'failed'}")
+    return reasons
 
 
 def _print_summary(totals: dict[str, dict[str, int]]) -> None:
@@ -258,6 +277,8 @@ def files_command(args: argparse.Namespace) -> int:
                 print(f"{landed.key}: {'loaded' if result.success else 'REFUSED (see error/)'}")
                 if not result.success:
                     failed.append(landed.key)
+                    for reason in _failure_reasons(result):
+                        print(f"  {reason}")
     if failed:
         print(f"{len(failed)} file(s) were not loaded; reasons are in error/<key>.reason.txt", file=sys.stderr)
     return 1 if failed and not args.allow_refused else 0
@@ -279,16 +300,21 @@ def audit_command(args: argparse.Namespace) -> int:
     since = dt.datetime.fromisoformat(args.since) if args.since else None
     if since and since.tzinfo is None:
         since = since.replace(tzinfo=dt.timezone.utc)
-    loads = find_loads(_resolved_warehouse(), table=args.table, since=since)
+    loads = find_loads(_resolved_warehouse(), table=args.table, since=since, status=args.status, limit=args.limit)
     if args.json:
         print(json.dumps(loads, default=str, indent=2))
         return 0
-    columns = ["started_at", "status", "target_table", "action", "rows_read", "rows_loaded", "source_key", "error"]
+    columns = ["started_at", "status", "target_table", "action", "rows_read", "rows_loaded", "rows_rejected",
+               "source_key", "run_id", "error"]
     rows = [[str(load[c] if load[c] is not None else "") for c in columns] for load in loads]
-    widths = [max([len(c)] + [len(r[i][:60]) for r in rows]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for row in rows:
-        print("  ".join(v[:60].ljust(w) for v, w in zip(row, widths)))
+        row[0] = row[0][:19]  # to the second
+        row[-2] = row[-2][:8]  # the short run id the Dagster UI's run list shows (--json: the full id)
+    # every column but the last (the error, printed whole) cut to 60 characters
+    widths = [max([len(c)] + [len(r[i][:60]) for r in rows]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in rows:
+        print("  ".join([v[:60].ljust(w) for v, w in zip(row[:-1], widths)] + [row[-1]]).rstrip())
     print(f"({len(rows)} load(s))")
     return 0
 
@@ -296,7 +322,10 @@ def audit_command(args: argparse.Namespace) -> int:
 def audit_server_command(args: argparse.Namespace) -> int:
     from etl_assets.resources.audit_api import serve
 
-    serve(_resolved_warehouse(), args.host, args.port)
+    try:
+        serve(_resolved_warehouse(), args.host, args.port)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (which Dagster maps to SIGINT)
+        print("Audit endpoint stopped")
     return 0
 
 
@@ -335,7 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="list loads from the audit table")
     audit.add_argument("--table", help="target table, schema.table or table")
     audit.add_argument("--since", help="ISO timestamp (UTC if no zone)")
-    audit.add_argument("--json", action="store_true")
+    audit.add_argument("--status", type=str.upper, choices=("FINISHED", "FAILED", "ABORTED"),
+                       help="only loads with this outcome")
+    audit.add_argument("--limit", type=int, default=1000, help="newest N loads (default 1000)")
+    audit.add_argument("--json", action="store_true", help="every column, full run ids, as JSON")
     audit.set_defaults(func=audit_command)
 
     audit_server = commands.add_parser("audit-server", help="read-only HTTP endpoint: GET /loads?table=&since=")

@@ -1,8 +1,11 @@
 """`etl-assets` as an operator runs it: a real process, the environment as configuration."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -54,10 +57,68 @@ def test_one_object_one_folder_and_a_failing_folder(tmp_path: Path):
 
     broken = tmp_path / "landing/backup/20240503_Differential/Task/broken.csv"
     broken.write_text('Id,SystemModstamp\n"unterminated\n')
+    bad_date = tmp_path / "landing/backup/20240502_Differential/Task/bad_date.csv"
+    bad_date.parent.mkdir(parents=True, exist_ok=True)
+    bad_date.write_text("Id,IsDeleted,SystemModstamp\n00T000000000001AAA,false,2024-02-30T25:61:00Z\n")
     failed = etl_assets("materialize", "--ephemeral", "--from", "20240502_Differential", "--object", "Task", env=env)
     assert failed.returncode == 1
-    assert "20240503_Differential: FAILED" in failed.stdout
+    # the failed folder, then why: the object, file, line and column
+    assert ("20240503_Differential: FAILED (1 object(s))\n  Task in 20240503_Differential was not loaded: "
+            "backup/20240503_Differential/Task/broken.csv, line 2") in failed.stdout
+    assert "a quoted value is never closed" in failed.stdout
+    assert "Rejected rows (file, line, column, reason) are in salesforce.task_rejects" in failed.stdout
     assert "folder(s) had failures: 20240503_Differential" in failed.stderr
+
+    # the audit trail says the same, whole (the error is not cut), with the rejected row count
+    audit = etl_assets("audit", "--status", "failed", env=env)
+    assert audit.returncode == 0, audit.stderr
+    header, *loads, count = audit.stdout.splitlines()
+    assert header.split() == ["started_at", "status", "target_table", "action", "rows_read", "rows_loaded",
+                              "rows_rejected", "source_key", "run_id", "error"]
+    assert count == "(1 load(s))" and "FAILED  salesforce.task" in loads[0]
+    assert loads[0].endswith("backup/20240503_Differential/Task/broken.csv, line 2, column 1: "
+                             "a quoted value is never closed"), loads[0]
+    task = etl_assets("audit", "--table", "task", "--status", "FINISHED", "--json", env=env)
+    rejected = {l["source_key"]: l["rows_rejected"] for l in json.loads(task.stdout)}
+    assert rejected["backup/20240502_Differential/Task/"] == 1
+    assert etl_assets("audit", "--status", "nope", env=env).returncode == 2
 
     unknown = etl_assets("materialize", "--ephemeral", "--object", "Nope__c", env=env)
     assert unknown.returncode == 2 and "Unknown object(s): nope__c" in unknown.stderr
+
+
+def test_files_says_why_a_file_was_refused(tmp_path: Path):
+    env = {"ETL_ASSETS_LANDING_ROOT": str(tmp_path / "landing"),
+           "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb")}
+    inbound = tmp_path / "landing/external/inbound"
+    inbound.mkdir(parents=True)
+    (inbound / "headcount_2024-05.csv").write_text("branch,month,headcount\nLeeds,2024-05-01,many\n")
+    refused = etl_assets("files", "--ephemeral", env=env)
+    assert refused.returncode == 1
+    assert ("external/inbound/headcount_2024-05.csv: REFUSED (see error/)\n"
+            "  external/inbound/headcount_2024-05.csv: line 2, column 3: headcount: not a valid integer: 'many'"
+            ) in refused.stdout, refused.stdout
+    reason = tmp_path / "landing/error/external/inbound/headcount_2024-05.csv.reason.txt"
+    assert reason.read_text().startswith("FAILED: line 2, column 3")
+    audit = etl_assets("audit", "--status", "FAILED", "--json", env=env)
+    [load] = json.loads(audit.stdout)
+    assert (load["source_key"], load["status"]) == ("external/inbound/headcount_2024-05.csv", "FAILED")
+
+
+def test_audit_server_answers_then_stops_cleanly_on_sigterm(tmp_path: Path):
+    env = {"ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"), "PYTHONUNBUFFERED": ""}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "etl_assets.cli", "audit-server", "--port", "0"], env={**os.environ, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        url = server.stdout.readline().split()[-1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/loads"), url
+        with urllib.request.urlopen(f"{url}?table=salesforce.task&since=2024-05-01T00:00") as response:
+            assert json.loads(response.read()) == []
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0 and "Audit endpoint stopped" in out and "Traceback" not in err, err

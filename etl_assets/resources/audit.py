@@ -71,6 +71,7 @@ def ensure_audit_table(warehouse: Warehouse) -> None:
     types = {ColumnType.STRING: text}
     columns = ", ".join(f"{quote(n)} {types.get(t, warehouse.type_names[t])}" for n, t in COLUMNS.items())
     with warehouse.session() as session:
+        session.lock_catalog()
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(AUDIT_SCHEMA)}")
         session.execute(f"CREATE TABLE IF NOT EXISTS {_table()} ({columns})")
 
@@ -88,8 +89,8 @@ def record_load(warehouse: Warehouse, record: LoadRecord) -> LoadRecord:
 
 
 def find_loads(warehouse: Warehouse, table: str | None = None, since: dt.datetime | None = None,
-               limit: int = 1000) -> list[dict]:
-    """Audit rows, newest first, for a target table (schema.table or table) and/or since a time."""
+               limit: int = 1000, status: str | None = None) -> list[dict]:
+    """Audit rows, newest first, for a target table (schema.table or table), since a time, with a status."""
     ensure_audit_table(warehouse)
     clauses, params = [], []
     if table:
@@ -98,6 +99,9 @@ def find_loads(warehouse: Warehouse, table: str | None = None, since: dt.datetim
     if since:
         clauses.append(f'"started_at" >= {warehouse.param}')
         params.append(since)
+    if status:
+        clauses.append(f'"status" = {warehouse.param}')
+        params.append(status)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     names = ", ".join(quote(n) for n in COLUMNS)
     rows = warehouse.query(

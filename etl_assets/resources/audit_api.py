@@ -50,5 +50,5 @@ def make_server(warehouse: Warehouse, host: str = "127.0.0.1", port: int = 8765)
 
 def serve(warehouse: Warehouse, host: str, port: int) -> None:
     server = make_server(warehouse, host, port)
-    print(f"Audit endpoint on http://{host}:{server.server_port}/loads")
+    print(f"Audit endpoint on http://{host}:{server.server_port}/loads", flush=True)
     server.serve_forever()
