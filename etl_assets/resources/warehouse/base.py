@@ -145,6 +145,7 @@ class Warehouse(dg.ConfigurableResource):
     primary_key_constraint: ClassVar[bool] = True
     max_columns: ClassVar[int | None] = None
     param: ClassVar[str] = "%s"  # the driver's placeholder
+    copy_format: ClassVar[str] = "csv"  # how Session.copy_files encodes staged rows for COPY FROM STDIN
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -248,7 +249,7 @@ class Warehouse(dg.ConfigurableResource):
     def stage_steps(self, batch: StagedBatch, location) -> tuple[str, tuple, list[Step]]:
         """Steps that fill the staging table; returns (source to read staged rows from, its params, steps)."""
         columns = self.staged_columns(batch.spec)
-        copy = f"COPY {STAGING} ({', '.join(quote(c) for c in columns)}) FROM STDIN WITH (FORMAT csv)"
+        copy = f"COPY {STAGING} ({', '.join(quote(c) for c in columns)}) FROM STDIN WITH (FORMAT {self.copy_format})"
         steps = [Step(self.create_staging_sql(batch))]
         if batch.files:
             steps.append(Step(copy, files=tuple(batch.files), columns=columns))
@@ -258,7 +259,7 @@ class Warehouse(dg.ConfigurableResource):
         if not batch.reject_files:
             return []
         names = ", ".join(quote(c) for c in REJECTS_COLUMNS)
-        copy = f"COPY {self.rejects_table(batch.spec)} ({names}) FROM STDIN WITH (FORMAT csv)"
+        copy = f"COPY {self.rejects_table(batch.spec)} ({names}) FROM STDIN WITH (FORMAT {self.copy_format})"
         return [Step(copy, files=tuple(batch.reject_files), columns=REJECTS_COLUMNS)]
 
     def lock_steps(self, spec: TableSpec) -> list[Step]:
