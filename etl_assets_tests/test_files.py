@@ -94,6 +94,7 @@ def assert_refused(env, key: str, status: str, reason: str, table: str | None, b
     assert message["status"] == status and reason in message["reason"]
     if table is not None:
         assert env.rows(table) == before, "a refused file changed the table"
+        assert audit["target_table"] == table and message["table"] == table, "the refusal does not name its table"
 
 
 def test_schema_append_truncate_and_schema_evolution(env):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 
-import dagster as dg
 import pyarrow as pa
 
 from etl_assets.resources.landing_zone import LocalLandingZone

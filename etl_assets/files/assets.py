@@ -14,11 +14,11 @@ from collections.abc import Callable
 import dagster as dg
 
 from etl_assets.files.csv_parquet import PREFIX as CSV_PREFIX
-from etl_assets.files.csv_parquet import load_csv_file
+from etl_assets.files.csv_parquet import csv_dataset_table, load_csv_file
 from etl_assets.files.datalake import PREFIX as DATALAKE_PREFIX
-from etl_assets.files.datalake import load_datalake_file
+from etl_assets.files.datalake import datalake_table, load_datalake_file
 from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
-from etl_assets.files.external import load_external_file
+from etl_assets.files.external import external_table, load_external_file
 from etl_assets.files.loading import FileRefused, Outcome
 from etl_assets.resources.audit import LoadRecord, record_load
 from etl_assets.resources.landing_zone import LandingZone
@@ -44,12 +44,17 @@ def process_file(
     kind: str,
     key: str,
     load: Callable[..., Outcome],
+    target: Callable[[str], str],
     landing_zone: LandingZone,
     warehouse: Warehouse,
     notifier: Notifier,
 ) -> Outcome:
     current = locate(landing_zone, key)
     record = LoadRecord(domain=f"files.{kind}", source_key=key, target_table="", action=kind, run_id=context.run.run_id)
+    try:  # named up front, so a refused file's audit row and notification say which table it was for
+        record.target_table = target(key)
+    except FileRefused:
+        pass  # no feed claims the key: the load below refuses it with the reason
     for landed in landing_zone.list_files(current.rsplit("/", 1)[0] + "/"):
         if landed.key == current:
             record.landed_at = dt.datetime.fromtimestamp(landed.modified, dt.timezone.utc)
@@ -101,8 +106,9 @@ def _metadata(outcome: Outcome, landing_zone: LandingZone, key: str) -> dict:
     }
 
 
-def build_file_asset(name: str, kind: str, description: str, kinds: set[str], load, checks=()):
-    """The asset for one kind of feed: each file is a partition; `load(path, key, resources)` loads it."""
+def build_file_asset(name: str, kind: str, description: str, kinds: set[str], load, target, checks=()):
+    """The asset for one kind of feed: each file is a partition; `load(path, key, resources)` loads it
+    into the table `target(key)` names."""
     key = dg.AssetKey(["files", name])
     partitions = dg.DynamicPartitionsDefinition(name=f"{kind}_files")
 
@@ -122,7 +128,7 @@ def build_file_asset(name: str, kind: str, description: str, kinds: set[str], lo
                    notifier: Notifier):
         file_key = context.partition_key
         outcome = process_file(context, kind, file_key, lambda path, k: load(path, k, warehouse, landing_zone),
-                               landing_zone, warehouse, notifier)
+                               target, landing_zone, warehouse, notifier)
         metadata = _metadata(outcome, landing_zone, file_key)
         schema, table = outcome.table.split(".", 1)
         metadata["dagster/row_count"] = warehouse.query(f"SELECT COUNT(*) FROM {quote(schema)}.{quote(table)}")[0][0]
@@ -143,17 +149,19 @@ datalake_loads = build_file_asset(
     f"Files under `{DATALAKE_PREFIX}<db>/<append|truncate|schema>/<table>/<file>`: schema files create or evolve "
     "tables, append CSVs add rows, truncate CSVs replace them; one partition per file.",
     {"csv", "json", "s3"}, lambda path, key, warehouse, zone: load_datalake_file(path, key, warehouse),
+    datalake_table,
 )
 external_feed_loads = build_file_asset(
     "external_feed_loads", "external",
     f"Files under `{EXTERNAL_PREFIX}` matched to a feed in feeds.yaml: header and trailer checks, split in parts "
     "over the feed's size threshold, loaded, then the feed's post-load SQL; one partition per file.",
     {"csv", "s3"}, lambda path, key, warehouse, zone: load_external_file(path, key, warehouse),
+    external_table,
 )
 csv_to_parquet_loads = build_file_asset(
     "csv_to_parquet_loads", "csv",
     f"CSV files under `{CSV_PREFIX}<dataset>/`: schema discovered and registered, nulls checked, selected columns "
     "written as Parquet and loaded; one partition per file.",
-    {"csv", "parquet", "s3"}, load_csv_file,
+    {"csv", "parquet", "s3"}, load_csv_file, csv_dataset_table,
     checks=[(SCHEMA_DRIFT, "The file's discovered schema matches the dataset's previous file.")],
 )

@@ -55,6 +55,11 @@ def dataset_for_key(key: str):
     return dataset, parts[1]
 
 
+def csv_dataset_table(key: str) -> str:
+    dataset, _ = dataset_for_key(key)
+    return f"{dataset.schema}.{dataset.table}"
+
+
 def _registry(warehouse: Warehouse) -> str:
     text = ColumnType.STRING
     return ensure_table(warehouse, REGISTRY_SCHEMA, REGISTRY_TABLE, {

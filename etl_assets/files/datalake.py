@@ -43,6 +43,11 @@ def _registry(warehouse: Warehouse) -> str:
         "db": text, "table_name": text, "definition": text, "source_key": text, "updated_at": when})
 
 
+def datalake_table(key: str) -> str:
+    db, _, table, _ = parse_key(key)
+    return f"{db}.{table}"
+
+
 def declared_schema(warehouse: Warehouse, db: str, table: str) -> dict | None:
     registry = _registry(warehouse)
     p = warehouse.param

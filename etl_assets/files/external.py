@@ -30,6 +30,11 @@ def feed_for_key(key: str) -> ExternalFeed:
     return feed
 
 
+def external_table(key: str) -> str:
+    feed = feed_for_key(key)
+    return f"{feed.schema}.{feed.table}"
+
+
 def strip_trailer(path: Path, feed: ExternalFeed, work_dir: Path) -> tuple[Path, int | None]:
     """A copy of `path` without its trailer line, and the record count the trailer declares."""
     if not feed.trailer_marker:
