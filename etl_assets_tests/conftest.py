@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -61,18 +62,33 @@ def postgres_server() -> dict:
     return {"host": PG_HOST, "port": PG_PORT, "user": PG_USER}
 
 
-@pytest.fixture
-def postgres_database(postgres_server):
-    """A fresh database on the real server, dropped afterwards."""
-    name = f"etl_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def _fresh_database(server: dict, prefix: str):
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     admin = _pg_connect()
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
-    yield {**postgres_server, "database": name}
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield {**server, "database": name}
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def postgres_database(postgres_server):
+    """A fresh database on the real server, dropped afterwards."""
+    with _fresh_database(postgres_server, "etl_test_") as database:
+        yield database
+
+
+@pytest.fixture
+def dagster_storage_database(postgres_server):
+    """Another fresh database: a Dagster instance's run, event log and schedule storage (dagster-postgres)."""
+    with _fresh_database(postgres_server, "etl_test_dagster_") as database:
+        yield database
 
 
 def _free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,17 @@ from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.partitions import differential_folders
 
 CATALOG = load_catalog()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned), or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def resources(landing_zone: LandingZone, warehouse: Warehouse) -> dict:

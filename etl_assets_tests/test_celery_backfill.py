@@ -30,7 +30,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 import redis
 
@@ -75,21 +74,6 @@ def _require_redis() -> None:
             time.sleep(0.2)
     pytest.fail(f"Redis (the Celery broker) is not reachable at {REDIS_URL}. Start it with `{REDIS_START}`, "
                 "or point ETL_ASSETS_TEST_REDIS_URL at a Redis server.", pytrace=False)
-
-
-@pytest.fixture
-def dagster_storage_database(postgres_server):
-    """A second fresh database on the real server: the Dagster instance's storage."""
-    name = f"etl_test_dagster_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host=postgres_server["host"], port=postgres_server["port"],
-                             user=postgres_server["user"], dbname="postgres", connect_timeout=3)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield {**postgres_server, "database": name}
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def run_folders_on_celery(folders: list[str], objects: list[str]) -> list[tuple[str, bool, int]]:

@@ -42,7 +42,14 @@ from etl_assets.resources.warehouse.postgres import PostgresWarehouse
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.staging import SourceFile, stage_object
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
-from etl_assets_tests.helpers import assert_matches_truth, folders_in, materialize_folders, resources, table_digest
+from etl_assets_tests.helpers import (
+    assert_matches_truth,
+    folders_in,
+    materialize_folders,
+    resources,
+    table_digest,
+    wait_for,
+)
 
 CLI = str(Path(sys.executable).with_name("etl-assets"))
 
@@ -61,16 +68,6 @@ def pg(database: dict, autocommit: bool = True):
 def warehouse_for(database: dict, port: int | None = None) -> PostgresWarehouse:
     return PostgresWarehouse(host=database["host"], port=port or database["port"], user=database["user"],
                              database=database["database"])
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def cli_env(database: dict, landing_root: Path) -> dict:

@@ -31,7 +31,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -42,7 +41,7 @@ from dagster._core.events import DagsterEventType
 
 from etl_assets.resources.warehouse.postgres import PostgresWarehouse
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets_tests.conftest import _free_port, _pg_connect
+from etl_assets_tests.conftest import _free_port
 from etl_assets_tests.helpers import assert_matches_truth, folders_in
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,20 +56,6 @@ OBJECTS = ("Task",)  # one warehouse step per run: every process imports the cod
 # STARTED (the run worker is up), SUCCESS.
 QUEUE_PATH = [DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START,
               DagsterEventType.RUN_SUCCESS]
-
-
-@pytest.fixture
-def dagster_storage_database(postgres_server):
-    """A fresh database for Dagster's run, event log and schedule storage, dropped afterwards."""
-    name = f"etl_test_dagster_{uuid.uuid4().hex[:12]}"
-    admin = _pg_connect()
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield {**postgres_server, "database": name}
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def _default_sigint() -> None:

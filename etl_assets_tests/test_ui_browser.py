@@ -41,6 +41,7 @@ import pytest
 
 from etl_assets.salesforce.partitions import differential_folders
 from etl_assets.salesforce.sample import generate_sample
+from etl_assets_tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +162,7 @@ class DagsterDev:
             sensors = [s for r in data["repositoriesOrError"]["nodes"] for s in r["sensors"]]
             return data if all(s["sensorState"]["ticks"] for s in sensors) else None
 
-        data = wait_until(every_sensor_ticked, 90, "every sensor's first tick")
+        data = wait_for(every_sensor_ticked, 90, "every sensor's first tick", interval=2.0)
         stopped = []
         for repo in data["repositoriesOrError"]["nodes"]:
             for sensor in repo["sensors"]:
@@ -199,16 +200,6 @@ def expected_groups() -> dict[str, set[str]]:
     for key in graph.get_all_asset_keys():
         groups[graph.get(key).group_name].add(" / ".join(key.path))
     return dict(groups)
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_failed_check(tmp_path):
@@ -258,7 +249,7 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
                 page.goto(f"{dev.url}/asset-groups")
                 expect(page.get_by_text("Global asset lineage")).to_be_visible()
                 for group, keys in groups.items():  # each group node: its name, then its number of assets
-                    wait_until(lambda: re.search(rf"^{group}\n{len(keys)}$", page.inner_text("body"), re.M), 30,
+                    wait_for(lambda: re.search(rf"^{group}\n{len(keys)}$", page.inner_text("body"), re.M), 30,
                                f"the graph's {group} group with {len(keys)} assets", interval=0.5)
                 picture = shot("01-asset-graph")
                 if os.environ.get("ETL_ASSETS_UPDATE_SCREENSHOTS") == "1":
@@ -316,12 +307,12 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
                 backfill_id = toast.inner_text().split()[-1]
 
                 # 4. Wait for success, then see it in the UI.
-                wait_until(lambda: dev.backfill_status(backfill_id) in ("COMPLETED_SUCCESS", "COMPLETED_FAILED",
+                wait_for(lambda: dev.backfill_status(backfill_id) in ("COMPLETED_SUCCESS", "COMPLETED_FAILED",
                                                                        "FAILED", "CANCELED", "COMPLETED"),
-                           RUNS_TIMEOUT, f"backfill {backfill_id}")
-                runs = wait_until(
+                           RUNS_TIMEOUT, f"backfill {backfill_id}", interval=2.0)
+                runs = wait_for(
                     lambda: (r := dev.runs()) and all(x["status"] in ("SUCCESS", "FAILURE", "CANCELED") for x in r) and r,
-                    RUNS_TIMEOUT, "every run to finish")
+                    RUNS_TIMEOUT, "every run to finish", interval=2.0)
                 assert dev.backfill_status(backfill_id) in ("COMPLETED_SUCCESS", "COMPLETED"), dev.log_tail()
                 assert [r["status"] for r in runs] == ["SUCCESS"] * 3, runs  # the UI's three runs, nothing else
                 partitions = sorted(t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition")
