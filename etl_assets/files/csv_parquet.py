@@ -18,12 +18,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from etl_assets.files.config import load_feeds
-from etl_assets.files.loading import FileRefused, Outcome, ensure_table, header_names, table_spec
+from etl_assets.files.loading import FileRefused, Outcome, ensure_table, header_names, load_staged, table_spec
 from etl_assets.resources.audit import utcnow
 from etl_assets.resources.landing_zone import LandingZone
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.io_manager import batch_preview, table_schema
 from etl_assets.resources.warehouse.spec import SOURCE_FILE, SOURCE_LINE, SOURCE_PARTITION, ColumnType
 
 PREFIX = "csv/input/"
@@ -118,11 +117,7 @@ def load_csv_file(path: Path, key: str, warehouse: Warehouse, landing_zone: Land
     writer.write(table.append_column(SOURCE_PARTITION, lineage[SOURCE_PARTITION])
                  .append_column(SOURCE_FILE, lineage[SOURCE_FILE]).append_column(SOURCE_LINE, lineage[SOURCE_LINE]))
     batch = writer.close()
-    preview = batch_preview(batch)
-    try:
-        result = warehouse.load(batch)
-    finally:
-        batch.discard()
+    result, shown = load_staged(warehouse, batch)
     with warehouse.session() as session:
         session.execute(f'DELETE FROM {registry} WHERE "source_key" = {p}', [key])
         session.execute(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p})",
@@ -130,4 +125,4 @@ def load_csv_file(path: Path, key: str, warehouse: Warehouse, landing_zone: Land
     return Outcome(f"{dataset.schema}.{dataset.table}", "append", table.num_rows, result.inserted,
                    {"dataset": dataset.name, "discovered_schema": discovered, "schema_drift": drift,
                     "parquet": landing_zone.location(processed_key), "added_columns": list(result.added_columns),
-                    "dagster/column_schema": table_schema(spec), "preview": preview})
+                    **shown})

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from etl_assets.files.loading import FileRefused, Outcome, ensure_table, stage_typed_csv, table_spec
+from etl_assets.files.loading import FileRefused, Outcome, ensure_table, load_staged, stage_typed_csv, table_spec
 from etl_assets.resources.audit import utcnow
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.io_manager import batch_preview, table_schema
 from etl_assets.resources.warehouse.spec import ColumnType, InvalidIdentifier, identifier
 
 PREFIX = "datalake/"
@@ -107,14 +106,8 @@ def load_datalake_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
         spec = _spec(db, table, current)
         mode = "append" if action == "append" else "replace"
         batch, rows = stage_typed_csv(path, key, spec, mode)
-        preview = batch_preview(batch)
-        try:
-            result = warehouse.load(batch)
-        finally:
-            batch.discard()
-        return Outcome(f"{db}.{table}", action, rows, result.inserted, {"rows_replaced": result.deleted,
-                                                                 "dagster/column_schema": table_schema(spec),
-                                                                 "preview": preview})
+        result, shown = load_staged(warehouse, batch)
+        return Outcome(f"{db}.{table}", action, rows, result.inserted, {"rows_replaced": result.deleted, **shown})
 
     new = parse_schema_file(path, key)
     if current is not None:

@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 
 from etl_assets.files.config import ExternalFeed, load_feeds
-from etl_assets.files.loading import FileRefused, Outcome, stage_typed_csv, table_spec
+from etl_assets.files.loading import FileRefused, Outcome, load_staged, stage_typed_csv, table_spec
 from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.io_manager import batch_preview, table_schema
 
 PREFIX = "external/inbound/"
 
@@ -74,15 +73,12 @@ def load_external_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
             rows_per_part = max(1, math.ceil(declared / parts))
         batch, rows = stage_typed_csv(body, key, spec, feed.mode, feed.delimiter, feed.encoding,
                                       expected_header=feed.header, rows_per_file=rows_per_part)
-        preview = batch_preview(batch)
-        try:
-            if declared is not None and rows != declared:
-                raise FileRefused("ABORTED", f"trailer count mismatch: the trailer declares {declared} records, "
-                                             f"the file holds {rows}")
-            result = warehouse.load(batch)
-            parts = len(batch.files)
-        finally:
+        if declared is not None and rows != declared:
             batch.discard()
+            raise FileRefused("ABORTED", f"trailer count mismatch: the trailer declares {declared} records, "
+                                         f"the file holds {rows}")
+        parts = len(batch.files)
+        result, shown = load_staged(warehouse, batch)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     for statement in feed.post_load_sql:
@@ -90,5 +86,4 @@ def load_external_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
             session.execute(statement)
     return Outcome(f"{feed.schema}.{feed.table}", feed.mode, rows, result.inserted,
                    {"feed": feed.name, "parts": parts, "trailer_count": declared,
-                    "post_load_statements": len(feed.post_load_sql),
-                    "dagster/column_schema": table_schema(spec), "preview": preview})
+                    "post_load_statements": len(feed.post_load_sql), **shown})

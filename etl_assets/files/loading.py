@@ -17,8 +17,9 @@ import pyarrow as pa
 
 from etl_assets.lib.convert import convert_column
 from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
-from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.base import LoadResult, Warehouse
 from etl_assets.resources.warehouse.batch import ROWS_PER_FILE, StagedBatch, StagedBatchWriter
+from etl_assets.resources.warehouse.io_manager import batch_preview, table_schema
 from etl_assets.resources.warehouse.spec import (
     SOURCE_FILE,
     SOURCE_LINE,
@@ -62,6 +63,16 @@ def ensure_table(warehouse: Warehouse, schema: str, table: str, columns: dict[st
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         session.execute(f"CREATE TABLE IF NOT EXISTS {quote(schema)}.{quote(table)} ({definitions})")
     return f"{quote(schema)}.{quote(table)}"
+
+
+def load_staged(warehouse: Warehouse, batch: StagedBatch) -> tuple[LoadResult, dict]:
+    """Load a staged batch, then discard its files; returns the result and the metadata that shows
+    the load in the UI (column schema, a preview of the first rows, read before the files go)."""
+    shown = {"dagster/column_schema": table_schema(batch.spec), "preview": batch_preview(batch)}
+    try:
+        return warehouse.load(batch), shown
+    finally:
+        batch.discard()
 
 
 def table_spec(schema: str, table: str, columns: dict[str, ColumnType], required=()) -> TableSpec:
