@@ -27,7 +27,7 @@ import dagster as dg
 from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
 from etl_assets.salesforce.assets import GROUP, SOURCE_FINGERPRINT, object_asset_key
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
-from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, is_differential_folder
+from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, is_backup_folder
 
 OPEN_FOLDERS = 3
 ALREADY_LOADED = "*"  # materialized before the cursor knew the folder; its files are not compared
@@ -101,7 +101,7 @@ def scan_backups(
     ignored: set[str] = set()
     for landed in landing_zone.list_files(f"{BACKUP_PREFIX}/", start_after=start_after):
         parts = landed.key.split("/")
-        if len(parts) < 3 or not is_differential_folder(parts[1]):
+        if len(parts) < 3 or not is_backup_folder(parts[1]):
             ignored.add("/".join(parts[:2]))
             continue
         objects = folders.setdefault(parts[1], defaultdict(list))

@@ -11,6 +11,13 @@ rejects: whatever fails, it rolls back and the table is as it was.
 line), compared left to right: the same rows win whatever order partitions are
 loaded in, and loading a partition twice changes nothing the second time.
 
+A table whose spec tracks deletions also carries `_deleted_in_source_at`: a full
+snapshot of the source (a batch with `full_snapshot_date`) is evidence that the
+rows it lacks, if not newer than it, were deleted in the source. The merge keeps
+that evidence (which snapshots exist, and the newest snapshot holding each key)
+and recomputes the mark from it, so the mark too is the same whatever the order
+of loads (docs/full-backups-and-hard-deletes.md).
+
 Because a load is a plan, `etl-assets sql` can print exactly what would run.
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,6 +48,13 @@ from etl_assets.resources.warehouse.spec import (
 
 STAGING = "etl_staging"
 LATEST = "etl_latest"
+DELETED = "etl_deleted"  # the keys a load finds deleted in source, while it runs
+DELETED_IN_SOURCE_AT = "_deleted_in_source_at"
+FULL_BACKUPS = "etl_full_backups"  # per schema: one row per full snapshot loaded into a table
+FULL_BACKUP_IDS = "_full_backup_ids"  # per table: the newest full snapshot holding each key
+# A snapshot's date is local to an unknown time zone; the earliest zone (UTC+14) starts it this long
+# before midnight UTC, so a version older than that certainly precedes the snapshot.
+EARLIEST_ZONE_OFFSET = timedelta(hours=14)
 REJECTS_COLUMNS = tuple(REJECTS_SCHEMA.names)
 
 
@@ -206,6 +221,10 @@ class Warehouse(dg.ConfigurableResource):
             ]
             plan.prepare += self.widen_steps(spec, batch, existing)
             plan.added_columns = tuple(c.name for c in added)
+            if spec.track_deletions and DELETED_IN_SOURCE_AT not in existing:
+                plan.prepare.append(Step(f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(DELETED_IN_SOURCE_AT)} "
+                                         f"{self.type_names[ColumnType.DATETIME]}"))
+                plan.added_columns += (DELETED_IN_SOURCE_AT,)
         source, params, staging = self.stage_steps(batch, location)
         plan.transaction += self.lock_steps(spec) + staging
         if batch.mode != "merge":
@@ -213,11 +232,14 @@ class Warehouse(dg.ConfigurableResource):
             plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}")]
             return plan
         plan.prepare.append(Step(self.create_rejects_sql(spec)))
+        if spec.track_deletions:
+            plan.prepare += self.create_deletion_tables_steps(spec)
         plan.transaction += self.latest_steps(spec, source, params) + [
             Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
             Step(self.update_sql(spec), result="updated"),
             Step(self.insert_sql(spec), result="inserted"),
         ]
+        plan.transaction += self.deletion_steps(batch)
         if batch.partition is not None:
             plan.transaction.append(
                 Step(f"DELETE FROM {self.rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = {self.param}",
@@ -227,6 +249,80 @@ class Warehouse(dg.ConfigurableResource):
         plan.transaction += [Step(f"DROP TABLE {LATEST}"), Step(f"DROP TABLE IF EXISTS {STAGING}")]
         plan.transaction += self.after_merge_steps(spec)
         return plan
+
+    def full_backup_ids_table(self, spec: TableSpec) -> str:
+        return f"{quote(spec.schema)}.{quote(spec.name + FULL_BACKUP_IDS)}"
+
+    def full_backups_table(self, spec: TableSpec) -> str:
+        return f"{quote(spec.schema)}.{quote(FULL_BACKUPS)}"
+
+    def create_deletion_tables_steps(self, spec: TableSpec) -> list[Step]:
+        """The evidence the marks are computed from: which full snapshots were loaded, with the newest
+        version each one holds (its cutoff), and the newest snapshot holding each key."""
+        text, _ = self.lineage_types()
+        stamp = self.type_names[ColumnType.DATETIME]
+        key_column = spec.column(spec.primary_key)
+        key_type = text if key_column.type is ColumnType.STRING else self.column_type(key_column)
+        key = quote(spec.primary_key)
+        constraint = f", PRIMARY KEY ({key})" if self.primary_key_constraint else ""
+        return [
+            Step(f"CREATE TABLE IF NOT EXISTS {self.full_backups_table(spec)} ("
+                 f'"table_name" {text}, "partition" {text}, "cutoff" {stamp}, "backup_at" {stamp})'),
+            Step(f"CREATE TABLE IF NOT EXISTS {self.full_backup_ids_table(spec)} ("
+                 f'{key} {key_type} NOT NULL, "last_full_partition" {text}{constraint})'),
+        ]
+
+    def deletion_steps(self, batch: StagedBatch) -> list[Step]:
+        """After the merge: record a full snapshot's evidence, then recompute `_deleted_in_source_at`.
+
+        A row is deleted in source iff a full snapshot of its table has a cutoff at or after the row's
+        version and is newer than the newest snapshot holding its key; the mark is the earliest such
+        snapshot's date. The evidence only grows whatever the load order, so recomputing the mark of
+        every row a load can affect (all of them after a full snapshot, the staged keys otherwise)
+        leaves the same table in any order. A snapshot with rejected rows records the keys it holds
+        but is no evidence of deletions: its rejected keys would look deleted."""
+        spec = batch.spec
+        if not spec.track_deletions:
+            return []
+        p, key, version = self.param, quote(spec.primary_key), quote(spec.version_column)
+        table, ids, backups = self.table(spec), self.full_backup_ids_table(spec), self.full_backups_table(spec)
+        mark = quote(DELETED_IN_SOURCE_AT)
+        full = batch.full_snapshot_date is not None
+        steps = []
+        if full:
+            if batch.partition is None:
+                raise ValueError(f"a full snapshot of {spec.name} needs a partition to be recorded under")
+            backup_at = datetime.combine(batch.full_snapshot_date, time(0), timezone.utc)
+            steps.append(Step(f'DELETE FROM {backups} WHERE "table_name" = {p} AND "partition" = {p}',
+                              (spec.name, batch.partition)))
+            if not batch.rejected_rows:
+                steps.append(Step(
+                    f'INSERT INTO {backups} ("table_name", "partition", "cutoff", "backup_at") SELECT {p}, {p}, '
+                    f"COALESCE(MAX({version}), CAST({p} AS TIMESTAMPTZ)), CAST({p} AS TIMESTAMPTZ) FROM {LATEST}",
+                    (spec.name, batch.partition, _timestamp(backup_at - EARLIEST_ZONE_OFFSET), _timestamp(backup_at))))
+            steps += [
+                Step(f'DELETE FROM {ids} WHERE "last_full_partition" < {p} AND {key} IN (SELECT {key} FROM {LATEST})',
+                     (batch.partition,)),
+                Step(f'INSERT INTO {ids} ({key}, "last_full_partition") SELECT s.{key}, {p} FROM {LATEST} AS s '
+                     f"WHERE NOT EXISTS (SELECT 1 FROM {ids} AS i WHERE i.{key} = s.{key})", (batch.partition,)),
+            ]
+        staged_only = "" if full else f" JOIN {LATEST} AS s ON s.{key} = r.{key}"
+        steps += [
+            Step(f'CREATE TEMPORARY TABLE {DELETED} AS SELECT r.{key} AS {key}, MIN(f."backup_at") AS "deleted_at" '
+                 f'FROM {table} AS r{staged_only} JOIN {backups} AS f ON f."cutoff" >= r.{version} '
+                 f"LEFT JOIN {ids} AS i ON i.{key} = r.{key} "
+                 f'WHERE f."table_name" = {p} AND (i."last_full_partition" IS NULL '
+                 f'OR f."partition" > i."last_full_partition") GROUP BY r.{key}', (spec.name,)),
+            Step(f'UPDATE {table} AS t SET {mark} = d."deleted_at" FROM {DELETED} AS d '
+                 f'WHERE t.{key} = d.{key} AND (t.{mark} IS NULL OR t.{mark} <> d."deleted_at")',
+                 result="marked_deleted"),
+            Step(f"UPDATE {table} AS t SET {mark} = NULL WHERE t.{mark} IS NOT NULL"
+                 + ("" if full else f" AND t.{key} IN (SELECT {key} FROM {LATEST})")
+                 + f" AND NOT EXISTS (SELECT 1 FROM {DELETED} AS d WHERE d.{key} = t.{key})",
+                 result="unmarked_deleted"),
+            Step(f"DROP TABLE {DELETED}"),
+        ]
+        return steps
 
     def append_steps(self, batch: StagedBatch, source: str, params: tuple) -> list[Step]:
         """`replace`: empty the table; `append`: remove earlier rows of these source files; then insert."""
@@ -319,6 +415,8 @@ class Warehouse(dg.ConfigurableResource):
     def create_table_sql(self, spec: TableSpec, batch: StagedBatch | None = None) -> str:
         defs = self._column_defs(spec.columns, batch) + self._lineage_defs()
         defs.append(f"{quote(LOADED_AT)} {self.type_names[ColumnType.DATETIME]}")
+        if spec.track_deletions:
+            defs.append(f"{quote(DELETED_IN_SOURCE_AT)} {self.type_names[ColumnType.DATETIME]}")
         if self.primary_key_constraint and spec.primary_key:
             defs.append(f"PRIMARY KEY ({quote(spec.primary_key)})")
         return (
@@ -392,3 +490,8 @@ class Warehouse(dg.ConfigurableResource):
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self.session() as session:
             return session.fetchall(sql, params)
+
+
+def _timestamp(value: datetime) -> str:
+    """A UTC time as text that every target casts to TIMESTAMPTZ (and the Data API can render)."""
+    return f"{value:%Y-%m-%d %H:%M:%S}+00"

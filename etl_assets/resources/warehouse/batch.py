@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,6 +44,9 @@ class StagedBatch:
     mode: str = "merge"
     source_files: set[str] = field(default_factory=set)
     source_key: str | None = None  # what the audit trail names as the source (a folder, a file)
+    # Set when the rows are the source table's whole contents on that date (a full backup): the merge
+    # then marks the table's rows it lacks as deleted in source, if the spec tracks deletions.
+    full_snapshot_date: date | None = None
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from etl_assets.lib.duckdb_files import connect_waiting, transaction
 from etl_assets.resources.warehouse.base import (
+    DELETED_IN_SOURCE_AT,
     LATEST,
     REJECTS_COLUMNS,
     STAGING,
@@ -84,9 +85,11 @@ class DuckDBWarehouse(Warehouse):
         keys not in the table then writes: the same rows. DuckDB keeps an UPDATE's old versions in memory,
         so updating a million wide rows failed under memory_limit (Out of Memory at 1 GB); a DELETE is a
         bitmap and an INSERT spills like any load. Only when the batch carries every column of the table:
-        an UPDATE leaves columns the batch lacks as they were, a re-insert would not."""
+        an UPDATE leaves columns the batch lacks as they were, a re-insert would not. `_deleted_in_source_at`
+        does not count: the same transaction recomputes it for every staged key."""
         plan = super().plan(batch, existing, location)
-        if batch.mode != "merge" or set(existing) - {*self.staged_columns(batch.spec), LOADED_AT}:
+        derived = {LOADED_AT, DELETED_IN_SOURCE_AT}
+        if batch.mode != "merge" or set(existing) - {*self.staged_columns(batch.spec), *derived}:
             return plan
         update = self.update_sql(batch.spec)
         plan.transaction = [Step(self.replace_sql(batch.spec), result="replaced") if step.sql == update else step
