@@ -1,10 +1,11 @@
 {#- Tasks can reference matters not in any backup yet; those get an inferred row (is_inferred). -#}
 with matters as (
-    select * from {{ ref('stg_salesforce__matters') }}
+    select * from {{ ref('stg_salesforce__matters') }} where deleted_in_source_at is null
 ),
 
 referenced as (
-    select matter_id from {{ ref('stg_salesforce__tasks') }} where matter_id is not null
+    select matter_id from {{ ref('stg_salesforce__tasks') }}
+    where matter_id is not null and deleted_in_source_at is null
 ),
 
 inferred as (

@@ -1,11 +1,12 @@
 {#- Backups can reference users whose own rows have not arrived yet; they get an inferred row
     (is_inferred) so every task resolves, and are filled in once the user loads. -#}
 with users as (
-    select * from {{ ref('stg_salesforce__users') }}
+    select * from {{ ref('stg_salesforce__users') }} where deleted_in_source_at is null
 ),
 
 referenced as (
-    select owner_user_id as user_id from {{ ref('stg_salesforce__tasks') }} where owner_user_id is not null
+    select owner_user_id as user_id from {{ ref('stg_salesforce__tasks') }}
+    where owner_user_id is not null and deleted_in_source_at is null
 ),
 
 inferred as (

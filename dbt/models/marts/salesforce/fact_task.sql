@@ -1,10 +1,10 @@
 {#- A task's matter is its Litify matter lookup, else its WhatId when that points at a matter. -#}
 with tasks as (
-    select * from {{ ref('stg_salesforce__tasks') }}
+    select * from {{ ref('stg_salesforce__tasks') }} where deleted_in_source_at is null
 ),
 
 matters as (
-    select * from {{ ref('stg_salesforce__matters') }}
+    select * from {{ ref('stg_salesforce__matters') }} where deleted_in_source_at is null
 ),
 
 tasks_with_matter as (

@@ -16,7 +16,8 @@ renamed as (
         litify_pm__total_matter_value__c as total_matter_value,
         nullif(ownerid, '') as owner_user_id,
         createddate as created_at,
-        systemmodstamp as modified_at
+        systemmodstamp as modified_at,
+        _deleted_in_source_at as deleted_in_source_at
     from source
     where isdeleted = 0
 )

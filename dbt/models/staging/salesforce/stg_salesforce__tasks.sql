@@ -20,7 +20,8 @@ renamed as (
         calldurationinseconds as call_duration_seconds,
         completeddatetime as completed_at,
         createddate as created_at,
-        systemmodstamp as modified_at
+        systemmodstamp as modified_at,
+        _deleted_in_source_at as deleted_in_source_at
     from source
     where isdeleted = 0
 )

@@ -18,7 +18,8 @@ renamed as (
         isactive = 1 as is_active,
         lastlogindate as last_login_at,
         createddate as created_at,
-        systemmodstamp as modified_at
+        systemmodstamp as modified_at,
+        _deleted_in_source_at as deleted_in_source_at
     from source
     where isdeleted = 0
 )
