@@ -1,9 +1,12 @@
 """The streaming CSV reader: quoted newlines, physical line numbers, and errors that say where."""
 
+import csv
+import random
 from pathlib import Path
 
 import pytest
 
+from etl_assets.lib import csv_reader
 from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
 
 
@@ -80,3 +83,83 @@ def test_invalid_utf8_names_line_and_column(tmp_path):
         read_all(path)
     assert (error.value.line, error.value.column) == (3, 6)
     assert "not valid utf-8" in str(error.value)
+
+
+@pytest.mark.parametrize("scan_block", [1, 2, 3, 5, 4 << 20])
+@pytest.mark.parametrize(
+    "text, lines",
+    [
+        ("Id,Text\n\na,1\nb,2\n", [3, 4]),  # right after the header
+        ("Id,Text\na,1\n\nb,2\n\n\n\nc,3\n", [2, 4, 8]),  # between records, several in a row
+        ("Id,Text\r\n\r\na,1\r\n\r\n\r\nb,2\r\n", [3, 6]),  # CRLF
+        ("Id,Text\na,1\n\r\nb,2\r\n\nc,3\n", [2, 4, 6]),  # LF and CRLF mixed
+        ("Id,Text\na,1\nb,2\n\n\n", [2, 3]),  # at the end
+        ("Id,Text\na,1\nb,2\n\n", [2, 3]),
+        ('Id,Text\na,"para1\n\npara2"\nb,2\n', [2, 5]),  # an empty line inside a quoted value is the value's
+        ('Id,Text\n\na,"para1\r\n\r\n\r\npara2"\n\nb,"""\n\n"""\n\nc,3', [3, 8, 12]),
+    ],
+)
+def test_empty_lines_between_records_keep_line_numbers_exact(tmp_path, monkeypatch, text, lines, scan_block):
+    """Arrow skips empty lines; the byte scan finds them, in any block size, so the lines stay physical."""
+    monkeypatch.setattr(csv_reader, "DEFAULT_BLOCK_SIZE", scan_block)
+    _, records, got = read_all(write(tmp_path, text))
+    assert got == lines
+    assert [r["Id"] for r in records] == ["a", "b", "c"][: len(lines)]
+
+
+def test_an_empty_line_after_many_records_shifts_exactly_the_later_ones(tmp_path):
+    """Across Arrow blocks and chunks: each record moves by the empty lines before it, no more."""
+    rows, expected, line = ["Id,Text\n"], [], 2
+    for i in range(3000):
+        if i % 700 == 699:
+            rows.append("\n" * (i % 3 + 1))
+            line += i % 3 + 1
+        rows.append(f'{i},"a\n\nb"\n' if i % 5 == 0 else f"{i},x\n")
+        expected.append(line)
+        line += 3 if i % 5 == 0 else 1
+    _, records, lines = read_all(write(tmp_path, "".join(rows)), block_size=4096)
+    assert len(records) == 3000
+    assert lines == expected
+
+
+def _random_csv(rng: random.Random) -> str:
+    pieces = ['abc', ',', '""', '\n', '\r\n', '\n\n', '\r\n\r\n', ' ', 'x y']
+    def value():
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(4)))
+        if rng.random() < 0.5 or any(c in text for c in ',"\r\n'):
+            return '"' + text.replace('"', '""') + '"'
+        return text
+    out = ["Id,Text,N" + rng.choice(["\n", "\r\n"])]
+    for i in range(rng.randrange(1, 30)):
+        out.append(rng.choice(["", "", "\n", "\r\n", "\n\n", "\r\n\n\r\n"]))  # empty lines before the record
+        out.append(f"r{i},{value()},{value()}" + rng.choice(["\n", "\r\n"]))
+    out.append(rng.choice(["", "\n", "\r\n\r\n"]))
+    text = "".join(out)
+    return text.rstrip("\r\n") if rng.random() < 0.2 else text  # sometimes no final line end
+
+
+def _csv_module_lines(path: Path) -> tuple[list[list[str]], list[int]]:
+    """The standard parser's records and the physical line each starts on (it skips empty lines too)."""
+    records, lines = [], []
+    with open(path, newline="") as f:
+        reader = csv.reader(f, strict=True)
+        next(reader)
+        start = reader.line_num + 1
+        for record in reader:
+            if record:
+                records.append(record)
+                lines.append(start)
+            start = reader.line_num + 1
+    return records, lines
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_line_numbers_match_the_csv_module_on_random_files_with_empty_lines(tmp_path, monkeypatch, seed):
+    """Differential check: quoted empty lines, CRLF, empty lines anywhere, scan blocks of any size."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(csv_reader, "DEFAULT_BLOCK_SIZE", rng.choice([1, 2, 3, 4, 7, 16, 64, 4 << 20]))
+    path = write(tmp_path, _random_csv(rng))
+    expected_records, expected_lines = _csv_module_lines(path)
+    _, records, lines = read_all(path)
+    assert [[r["Id"], r["Text"], r["N"]] for r in records] == expected_records
+    assert lines == expected_lines
