@@ -89,6 +89,12 @@ def marks(warehouse, table: str = "account") -> dict[str, dt.datetime | None]:
     return {key: value.astimezone(UTC) if value is not None else None for key, value in rows}
 
 
+def deleted_in_source(result: dg.ExecuteInProcessResult) -> int:
+    """The rows marked after the load, as its materialization reports them."""
+    [event] = result.get_asset_materialization_events()
+    return event.materialization.metadata["rows_deleted_in_source"].value
+
+
 @pytest.mark.parametrize("c_comes_back", [False, True], ids=["C-stays-deleted", "C-comes-back"])
 def test_every_loading_order_gives_the_same_table_with_exactly_the_missing_id_marked(
         engine, tmp_path, c_comes_back):
@@ -106,10 +112,12 @@ def test_a_later_differential_with_a_newer_version_clears_the_mark(engine, tmp_p
     write_scenario(tmp_path, c_comes_back=False)
     write_folder(tmp_path, "20240604_Differential", [(C, "2024-06-04T12:00:00.000Z")])
     warehouse = engine()
-    load(tmp_path, warehouse, [D1, F2])
+    _, full = load(tmp_path, warehouse, [D1, F2])
     assert marks(warehouse)[C] == F2_AT
-    load(tmp_path, warehouse, ["20240604_Differential"])
+    assert deleted_in_source(full) == 1
+    [later] = load(tmp_path, warehouse, ["20240604_Differential"])
     assert marks(warehouse) == dict.fromkeys([A, B, C, D])
+    assert deleted_in_source(later) == 0
 
 
 def test_differentials_alone_never_mark(engine, tmp_path):

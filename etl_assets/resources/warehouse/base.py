@@ -314,12 +314,10 @@ class Warehouse(dg.ConfigurableResource):
                  f'WHERE f."table_name" = {p} AND (i."last_full_partition" IS NULL '
                  f'OR f."partition" > i."last_full_partition") GROUP BY r.{key}', (spec.name,)),
             Step(f'UPDATE {table} AS t SET {mark} = d."deleted_at" FROM {DELETED} AS d '
-                 f'WHERE t.{key} = d.{key} AND (t.{mark} IS NULL OR t.{mark} <> d."deleted_at")',
-                 result="marked_deleted"),
+                 f'WHERE t.{key} = d.{key} AND (t.{mark} IS NULL OR t.{mark} <> d."deleted_at")'),
             Step(f"UPDATE {table} AS t SET {mark} = NULL WHERE t.{mark} IS NOT NULL"
                  + ("" if full else f" AND t.{key} IN (SELECT {key} FROM {LATEST})")
-                 + f" AND NOT EXISTS (SELECT 1 FROM {DELETED} AS d WHERE d.{key} = t.{key})",
-                 result="unmarked_deleted"),
+                 + f" AND NOT EXISTS (SELECT 1 FROM {DELETED} AS d WHERE d.{key} = t.{key})"),
             Step(f"DROP TABLE {DELETED}"),
         ]
         return steps

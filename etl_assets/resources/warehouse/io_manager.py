@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 
 from etl_assets.resources.audit import LoadRecord, record_load
 from etl_assets.resources.notifications import Notifier
-from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.base import DELETED_IN_SOURCE_AT, Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatch
-from etl_assets.resources.warehouse.spec import LINEAGE_COLUMNS, LOADED_AT, ColumnType, TableSpec
+from etl_assets.resources.warehouse.spec import LINEAGE_COLUMNS, LOADED_AT, ColumnType, TableSpec, quote
 
 
 def table_schema(spec: TableSpec) -> dg.TableSchema:
@@ -29,6 +29,9 @@ def table_schema(spec: TableSpec) -> dg.TableSchema:
     ]
     columns += [dg.TableColumn(name, "lineage") for name, _ in LINEAGE_COLUMNS]
     columns.append(dg.TableColumn(LOADED_AT, ColumnType.DATETIME.value))
+    if spec.track_deletions:
+        columns.append(dg.TableColumn(DELETED_IN_SOURCE_AT, ColumnType.DATETIME.value,
+                                      description="set when a full snapshot showed the row deleted in source"))
     return dg.TableSchema(columns=columns)
 
 
@@ -102,7 +105,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             ) from error
         obj.discard()
         self._audit(context, obj, rows_loaded=result.inserted + result.updated)
-        total = self.warehouse.query(f"SELECT COUNT(*) FROM {self.warehouse.table(spec)}")[0][0]
+        counted = "COUNT(*)" + (f", COUNT({quote(DELETED_IN_SOURCE_AT)})" if spec.track_deletions else "")
+        total, *deleted_in_source = self.warehouse.query(f"SELECT {counted} FROM {self.warehouse.table(spec)}")[0]
         context.add_output_metadata(
             {
                 "dagster/table_name": f"{spec.schema}.{spec.name}",
@@ -117,6 +121,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "updated": result.updated,
                 "unchanged": result.unchanged,
                 "deleted": result.deleted,
+                **({"rows_deleted_in_source": deleted_in_source[0]} if spec.track_deletions else {}),
                 "load_mode": obj.mode,
                 "added_columns": list(result.added_columns),
             }
