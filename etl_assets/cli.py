@@ -171,6 +171,24 @@ def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int
     return warehouse, obj, warehouse.plan(batch, existing={})
 
 
+def long_text_policy(warehouse, spec) -> list[str]:
+    """What the target does with long text, per column (catalog `long_text`); nothing where text has no limit."""
+    limits = warehouse.text_limits
+    if limits.varchar_bytes is None:
+        return ["text: any length loads whole"]
+    by_policy: dict[str, list[str]] = {}
+    for column in spec.columns:
+        if column.type.value == "string" and not column.name.startswith("_"):
+            by_policy.setdefault(column.long_text, []).append(column.name)
+    meaning = {
+        "truncate": f"a value over {limits.varchar_bytes:,} bytes is cut to it, recorded in the row's _load_changes "
+                    "and by the no_truncated_values check",
+        "super": f"stored as SUPER: values up to {limits.super_bytes:,} bytes load whole",
+        "reject": f"a value over {limits.varchar_bytes:,} bytes rejects the row",
+    }
+    return [f"long text ({policy}): {meaning[policy]}: {', '.join(names)}" for policy, names in by_policy.items()]
+
+
 def sql_command(args: argparse.Namespace) -> int:
     try:
         warehouse, obj, plan = plan_for(args.target, args.object, args.partition, args.rows)
@@ -179,6 +197,8 @@ def sql_command(args: argparse.Namespace) -> int:
         return 2
     spec = obj.table_spec()
     print(f"-- Load of {obj.api_name} into {spec.schema}.{spec.name} on {warehouse.describe()}")
+    for line in long_text_policy(warehouse, spec):
+        print(f"-- {line}")
     for title, steps in (("prepare: idempotent DDL, each statement committed on its own", plan.prepare),
                          ("transaction: all of it or nothing", plan.transaction)):
         print(f"\n-- {title}")

@@ -38,7 +38,7 @@ def test_one_documented_partitioned_asset_with_checks_per_catalog_object():
         assert {"salesforce", "pandas"} <= set(node.kinds)
         assert node.pools == {"warehouse"}
         checks = {c.name for c in graph.get_check_keys_for_assets([key])}
-        assert checks == {"no_schema_drift", "no_rejected_rows"}
+        assert checks == {"no_schema_drift", "no_rejected_rows", "no_truncated_values"}
     assert defs.resolve_sensor_def("salesforce_backup_sensor").description
     assert defs.resolve_job_def("salesforce_backup_job").description
 

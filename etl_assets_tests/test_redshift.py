@@ -278,13 +278,27 @@ def test_the_same_asset_on_the_redshift_target_stages_in_s3_and_copies(landing_r
                 "port": postgres_database["port"], "user": postgres_database["user"],
                 "database": postgres_database["database"]}
     target = RedshiftWarehouse(**settings)
-    [result] = materialize_folders(folders_in(landing_root)[:1], resources(LocalLandingZone(root=str(landing_root)),
+    folder = folders_in(landing_root)[0]
+    long_id = "005000000000LONGAAA"[:18]
+    (landing_root / "backup" / folder / "User" / "long.csv").write_text(
+        f"Id,IsDeleted,SystemModstamp,Username,AboutMe\n{long_id},false,2024-06-01T00:00:00.000Z,u@example.com,"
+        f"{'x' * 70_000}\n")
+    [result] = materialize_folders([folder], resources(LocalLandingZone(root=str(landing_root)),
                                    target), objects=["User"], raise_on_error=False)
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     message = str(failure.step_failure_data.error)
     assert "Redshift load failed" in message and "staged files kept at s3://" in message
     staged = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="etl/staging/salesforce/user/")["Contents"]]
     assert any(k.endswith("rows.manifest") for k in staged) and any(k.endswith(".parquet") for k in staged)
+    # The 70,000-byte AboutMe (not in the catalog: the default policy) was cut to fit a VARCHAR, and the row says so.
+    parts = [pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
+             for k in staged if k.endswith(".parquet") and "rejects" not in k]
+    [row] = [r for part in parts for r in part.to_pylist() if r["id"] == long_id]
+    assert row["aboutme"] == "x" * 65_535
+    assert json.loads(row["_load_changes"])[0] == {
+        "column": "aboutme", "change": "truncated", "reason": "70000 bytes, over the target's 65535-byte text limit",
+        "bytes": 70000, "kept_bytes": 65535}
+    assert all(r["_load_changes"] is None for part in parts for r in part.to_pylist() if r["id"] != long_id)
 
 
 @pytest.mark.parametrize("target", ["duckdb", "postgres", "redshift"])
@@ -322,3 +336,25 @@ def test_only_transient_failures_are_left_to_the_retry_policy(redshift):
     assert redshift.is_transient(wrapped(ClientError({"Error": {"Code": "ThrottlingException"}}, "ExecuteStatement")))
     assert not redshift.is_transient(wrapped(psycopg2.ProgrammingError('syntax error at or near "FROM"')))
     assert not redshift.is_transient(wrapped(ClientError({"Error": {"Code": "ValidationException"}}, "X")))
+
+
+def test_the_long_text_policy_of_the_catalog_shapes_the_redshift_plan(capsys):
+    """Matter's description is `long_text: super` in the catalog: a SUPER column (strings up to 16 MB),
+    while text columns without a policy stay VARCHAR and are cut at 65,535 bytes, which the plan says."""
+    _, obj, plan = plan_for("redshift", "litify_pm__Matter__c")
+    create = next(s.sql for s in plan.prepare if s.sql.startswith('CREATE TABLE IF NOT EXISTS "salesforce"."litify'))
+    assert '"litify_pm__description__c" SUPER' in create and '"name" VARCHAR(256)' in create
+    staging = next(s.sql for s in plan.transaction if s.sql.startswith("CREATE TEMPORARY TABLE etl_staging"))
+    assert '"litify_pm__description__c" SUPER' in staging
+    assert_redshift_sql(create)
+    from etl_assets.cli import main
+    assert main(["sql", "--target", "redshift", "--object", "litify_pm__Matter__c"]) == 0
+    header = capsys.readouterr().out.split("\n-- prepare")[0]
+    assert "long text (super): stored as SUPER: values up to 16,000,000 bytes load whole: litify_pm__description__c" in header
+    assert re.search(r"long text \(truncate\): a value over 65,535 bytes is cut to it, recorded in the row's "
+                     r"_load_changes .*: id, .*\bname\b", header)
+    redshift = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
+    batch = StagedBatchWriter(obj.table_spec(), "P").close()
+    batch.max_bytes["litify_pm__description__c"] = 500_000  # no VARCHAR bucket holds it; SUPER needs none
+    assert '"litify_pm__description__c" SUPER' in redshift.create_table_sql(obj.table_spec(), batch)
+    assert redshift.widen_steps(obj.table_spec(), batch, {"litify_pm__description__c": None}) == []

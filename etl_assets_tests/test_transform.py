@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
+from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
+from etl_assets.resources.warehouse.spec import LOAD_CHANGES
 from etl_assets.salesforce.catalog import CatalogError, load_catalog, parse_catalog
 from etl_assets.salesforce.staging import SourceFile, stage_object
 from etl_assets.salesforce.transform import plan_header, transform_chunk
@@ -47,7 +49,7 @@ def test_a_new_object_is_a_catalog_entry():
         "Amount__c": {"type": "float", "checks": {"min": 0}}}}}})
     spec = catalog["Invoice__c"].table_spec()
     assert spec.name == "invoice__c"
-    assert [c.name for c in spec.columns] == ["id", "systemmodstamp", "amount__c"]
+    assert [c.name for c in spec.columns] == ["id", "systemmodstamp", "amount__c", "_load_changes"]
 
 
 @pytest.mark.parametrize(
@@ -55,8 +57,10 @@ def test_a_new_object_is_a_catalog_entry():
     [
         ({"objects": {"X": {"columns": {"Id": "text"}}}}, "unknown type 'text'"),
         ({"objects": {"X": {"columns": {"Id": {"type": "string", "checks": {"bogus": 1}}}}}}, "unknown checks"),
-        ({"objects": {"X": {"columns": {"Id": "string", "SystemModstamp": "datetime", "Bad Name": "string"}}}},
-         "not a valid identifier"),
+        ({"objects": {"X": {"columns": {"Id": "string", "SystemModstamp": "datetime", "\u540d\u524d": "string"}}}},
+         "normalizes to nothing"),
+        ({"objects": {"X": {"columns": {"Id": "string", "SystemModstamp": "datetime", "Bad Name": "string",
+                                        "bad_name": "string"}}}}, "collide once normalized"),
         ({"objects": {"X": {"columns": {"Name": "string"}}}}, "'id' is not a column"),
     ],
 )
@@ -113,8 +117,11 @@ def test_unknown_columns_are_kept_as_text_drift(tmp_path):
 @pytest.mark.parametrize(
     "header, message",
     [
-        ('Id,SystemModstamp,"x""; drop table y; --"', r"column 3: header field 'x\"; drop table y; --'"),
-        ("Id,SystemModstamp,Subject,SUBJECT", r"column 4: header field 'SUBJECT' repeats column 3"),
+        ('Id,SystemModstamp,"--;"', r"column 3: header field '--;' has no letter or digit"),
+        ("Id,SystemModstamp,Subject,SUBJECT",
+         r"column 4: header fields 'Subject' \(column 3\) and 'SUBJECT' \(column 4\) both become the column 'subject'"),
+        ("Id,SystemModstamp,Owner.Name,Owner Name",
+         r"column 4: header fields 'Owner.Name' \(column 3\) and 'Owner Name' \(column 4\) both become the column "),
         ("Id,Subject", r"line 1: the header has no SystemModstamp column"),
     ],
 )
@@ -145,23 +152,35 @@ def test_staging_spills_rows_and_rejects_to_parquet_and_unions_drift(tmp_path):
     assert not batch.directory.exists()
 
 
-def test_text_over_the_redshift_limit_is_rejected_or_truncated_by_catalog_choice(tmp_path):
-    long_value = "é" * 40_000  # 80,000 bytes in UTF-8, 40,000 characters
-    text = f"Id,IsDeleted,SystemModstamp,Description\n{GOOD_ID},false,2024-05-01T00:00:00.000Z,{long_value}\n"
-    frame, rejects, _ = transform_text(tmp_path, text)
-    assert frame.empty
-    assert rejects[0]["column_name"] == "description"
-    assert rejects[0]["reason"] == "80000 bytes, over the 65535-byte limit"
-
+def test_long_text_is_whole_without_a_limit_and_follows_the_catalog_on_redshift(tmp_path):
+    long_value = "\u00e9" * 40_000  # 80,000 bytes in UTF-8, 40,000 characters
     document = {"objects": {"Note__c": {"columns": {
         "Id": {"type": "string", "nullable": False}, "SystemModstamp": "datetime",
-        "Body": {"type": "string", "on_overflow": "truncate"}}}}}
+        "Body": "string", "Kept__c": {"type": "string", "long_text": "super"},
+        "Strict__c": {"type": "string", "long_text": "reject"}}}}}
     note = parse_catalog(document)["Note__c"]
     path = tmp_path / "note.csv"
-    path.write_text(f"Id,SystemModstamp,Body\n{GOOD_ID},2024-05-01T00:00:00.000Z,{long_value}\n")
+    path.write_text("Id,SystemModstamp,Body,Kept__c,Strict__c\n"
+                    f"{GOOD_ID},2024-05-01T00:00:00.000Z,{long_value},{long_value},short\n"
+                    f"00T000000000002AAA,2024-05-01T00:00:00.000Z,b,k,{long_value}\n")
     header, header_lines = read_header(path, "note.csv")
     [chunk] = list(iter_csv_chunks(path, "note.csv", header, header_lines))
-    result = transform_chunk(note, chunk, plan_header(note, header, "note.csv"), "P", "note.csv")
-    assert result.truncated == 1 and result.rejects.num_rows == 0
-    body = result.rows["body"].iloc[0]
-    assert len(body.encode()) <= 65_535 and body == "é" * 32_767  # cut on a character boundary
+    plan = plan_header(note, header, "note.csv")
+
+    whole = transform_chunk(note, chunk, plan, "P", "note.csv")  # DuckDB and PostgreSQL: no text limit
+    assert whole.rejects.num_rows == 0 and whole.truncated == []
+    assert list(whole.rows["body"]) == [long_value, "b"] and whole.rows["strict__c"].iloc[1] == long_value
+    assert LOAD_CHANGES not in whole.rows
+
+    redshift = transform_chunk(note, chunk, plan, "P", "note.csv", RedshiftWarehouse.text_limits)
+    [reject] = redshift.rejects.to_pylist()  # `long_text: reject` drops the row, and says why
+    assert (reject["_source_line"], reject["column_name"]) == (3, "strict__c")
+    assert reject["reason"] == "80000 bytes, over the target's 65535-byte limit"
+    assert len(reject["raw_record"].encode()) <= 65_535  # the reject itself fits a VARCHAR
+    [row] = redshift.rows.to_dict("records")
+    assert row["body"] == "\u00e9" * 32_767  # the default: cut on a character boundary...
+    assert json.loads(row[LOAD_CHANGES]) == [{  # ...and recorded in the row
+        "column": "body", "change": "truncated", "reason": "80000 bytes, over the target's 65535-byte text limit",
+        "bytes": 80000, "kept_bytes": 65534}]
+    assert row["kept__c"] == long_value  # `long_text: super`: a SUPER column holds it whole
+    assert redshift.truncated == [{"row": 0, "file": "note.csv", "line": 2, "column": "body", "bytes": 80000}]

@@ -14,13 +14,14 @@ from etl_assets.resources.audit import LoadRecord, record_load
 from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
-from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders
+from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, full_backup_date
 from etl_assets.salesforce.staging import SourceFile, stage_object
 
 GROUP = "salesforce"
 CODE_VERSION = "1"
 NO_SCHEMA_DRIFT = "no_schema_drift"
 NO_REJECTED_ROWS = "no_rejected_rows"
+NO_TRUNCATED_VALUES = "no_truncated_values"
 SOURCE_FINGERPRINT = "source_fingerprint"
 
 
@@ -57,6 +58,14 @@ def rejects_reason(obj: SalesforceObject, folder: str, rows_rejected: int, sampl
             f"{obj.schema}.{obj.table}_rejects{example}")
 
 
+def truncation_reason(obj: SalesforceObject, folder: str, count: int, samples: list[dict]) -> str:
+    if not count:
+        return f"No text value of {obj.api_name} in {folder} was over the warehouse's text limit."
+    where = "; ".join(f"{s['file']} line {s['line']} column {s['column']} ({s['bytes']} bytes)" for s in samples)
+    return (f"{count} text value(s) of {obj.api_name} in {folder} were cut to the warehouse's text limit "
+            f"(recorded in each row's _load_changes; set `long_text: super` on the column to keep them whole): {where}")
+
+
 def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
     key = object_asset_key(obj)
 
@@ -78,6 +87,8 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
         check_specs=[
             dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog."),
             dg.AssetCheckSpec(NO_REJECTED_ROWS, asset=key, description="Every row passed validation."),
+            dg.AssetCheckSpec(NO_TRUNCATED_VALUES, asset=key,
+                              description="No text value was cut to fit the warehouse (Redshift's 65,535-byte VARCHAR)."),
         ],
     )
     def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse):
@@ -88,7 +99,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
         try:
             with ExitStack() as stack:
                 files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
-                batch, report = stage_object(obj, files, partition=folder)
+                batch, report = stage_object(obj, files, partition=folder, limits=warehouse.text_limits)
         except CsvFormatError as error:
             record_load(warehouse, LoadRecord(
                 domain=GROUP, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
@@ -100,6 +111,8 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 allow_retries=False,
             ) from error
         batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
+        # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
+        batch.full_snapshot_date = full_backup_date(folder) if landed else None
         yield dg.Output(
             batch,
             metadata={
@@ -111,6 +124,8 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 "rows_rejected": report.rows_rejected,
                 "values_truncated": report.values_truncated,
                 "schema_drift": list(report.drift_columns),
+                # Header fields loaded under a normalized name (docs/salesforce-values.md); also in the column schema.
+                "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
             },
         )
         yield dg.AssetCheckResult(
@@ -121,6 +136,17 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             metadata={
                 "columns_not_in_catalog": list(report.drift_columns),
                 "handling": "loaded as text columns; add them to catalog.yaml to type them",
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=NO_TRUNCATED_VALUES,
+            passed=report.values_truncated == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=truncation_reason(obj, folder, report.values_truncated, report.truncated_samples),
+            metadata={
+                "values_truncated": report.values_truncated,
+                "examples": dg.MetadataValue.json(
+                    [{k: s[k] for k in ("file", "line", "column", "bytes")} for s in report.truncated_samples]),
             },
         )
         yield dg.AssetCheckResult(

@@ -12,13 +12,21 @@ from pathlib import Path
 
 import yaml
 
-from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, identifier
+from etl_assets.resources.warehouse.spec import (
+    LOAD_CHANGES,
+    LONG_TEXT_POLICIES,
+    Column,
+    ColumnType,
+    TableSpec,
+    column_name,
+    identifier,
+)
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 KNOWN_CHECKS = {"isin", "min_length", "max_length", "min", "max", "regex", "salesforce_id"}
-MAX_TEXT_BYTES = 65_535  # Redshift's VARCHAR limit, applied on every target so tables agree
 MAX_TABLE_COLUMNS = 1_600  # PostgreSQL's and Redshift's limit, applied on every target so tables agree
-OVERFLOW_POLICIES = ("reject", "truncate")
+# Catalog types: the warehouse's, and `id` (Salesforce Id or reference: text stored in its 18-character form).
+ID_TYPE = "id"
 
 
 class CatalogError(ValueError):
@@ -31,11 +39,12 @@ class CatalogColumn:
     type: ColumnType
     nullable: bool = True
     checks: dict = field(default_factory=dict, hash=False, compare=False)
-    on_overflow: str = "reject"  # a text value over MAX_TEXT_BYTES: reject the row, or truncate it
+    is_id: bool = False  # a Salesforce Id or reference: 15-character spellings become 18, anything else is refused
+    long_text: str = "truncate"  # what Redshift does with a value over 65,535 bytes (see spec.Column)
 
     @property
     def name(self) -> str:
-        return identifier(self.api_name)
+        return column_name(self.api_name)
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,14 @@ class SalesforceObject:
         """The catalog column for a warehouse column name (lower-cased)."""
         return next((c for c in self.columns if c.name == name), None)
 
-    def table_spec(self, extra_columns: tuple[str, ...] = ()) -> TableSpec:
-        """The warehouse table; `extra_columns` (schema drift) load as text."""
-        columns = [Column(c.name, c.type, c.nullable) for c in self.columns]
-        columns += [Column(name, ColumnType.STRING) for name in extra_columns]
+    def table_spec(self, extra_columns: tuple[str, ...] = (), source_names: dict[str, str] | None = None) -> TableSpec:
+        """The warehouse table; `extra_columns` (schema drift) load as text. `source_names` maps a
+        column to the header field it was normalized from, kept in the column's metadata."""
+        sources = source_names or {}
+        columns = [Column(c.name, c.type, c.nullable, sources.get(c.name, c.api_name), c.long_text)
+                   for c in self.columns]
+        columns += [Column(name, ColumnType.STRING, source_name=sources.get(name)) for name in extra_columns]
+        columns.append(Column(LOAD_CHANGES, ColumnType.STRING))
         return TableSpec(
             schema=self.schema,
             name=self.table,
@@ -71,6 +84,7 @@ class SalesforceObject:
             version_column=identifier(self.version_column),
             columns=tuple(columns),
             description=self.description,
+            track_deletions=True,
             extra={"redshift": self.redshift} if self.redshift else {},
         )
 
@@ -80,23 +94,25 @@ def _parse_column(api_name: str, raw, where: str) -> CatalogColumn:
         raw = {"type": raw}
     if not isinstance(raw, dict) or "type" not in raw:
         raise CatalogError(f"{where}.{api_name}: expected a type or a mapping with 'type'")
+    is_id = raw["type"] == ID_TYPE or bool((raw.get("checks") or {}).get("salesforce_id"))
     try:
-        type_ = ColumnType(raw["type"])
+        type_ = ColumnType.STRING if raw["type"] == ID_TYPE else ColumnType(raw["type"])
     except ValueError:
-        allowed = ", ".join(t.value for t in ColumnType)
+        allowed = ", ".join([ID_TYPE, *(t.value for t in ColumnType)])
         raise CatalogError(f"{where}.{api_name}: unknown type {raw['type']!r} (use {allowed})") from None
     checks = raw.get("checks") or {}
     unknown = set(checks) - KNOWN_CHECKS
     if unknown:
         raise CatalogError(f"{where}.{api_name}: unknown checks {sorted(unknown)}")
-    unknown_keys = set(raw) - {"type", "nullable", "checks", "on_overflow"}
+    unknown_keys = set(raw) - {"type", "nullable", "checks", "long_text"}
     if unknown_keys:
         raise CatalogError(f"{where}.{api_name}: unknown keys {sorted(unknown_keys)}")
-    on_overflow = raw.get("on_overflow", "reject")
-    if on_overflow not in OVERFLOW_POLICIES:
-        raise CatalogError(f"{where}.{api_name}: on_overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
-    identifier(api_name)  # refuses names that cannot be warehouse columns
-    return CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks), on_overflow)
+    long_text = raw.get("long_text", "truncate")
+    if long_text not in LONG_TEXT_POLICIES:
+        raise CatalogError(f"{where}.{api_name}: long_text must be one of {', '.join(LONG_TEXT_POLICIES)}")
+    if not column_name(api_name):
+        raise CatalogError(f"{where}.{api_name}: the name normalizes to nothing")
+    return CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks), is_id, long_text)
 
 
 def _parse_redshift(raw: dict, where: str) -> dict:
@@ -127,7 +143,7 @@ def parse_catalog(document: dict) -> dict[str, SalesforceObject]:
         columns = [_parse_column(n, raw, where) for n, raw in {**common, **own}.items()]
         names = [c.name for c in columns]
         if len(set(names)) != len(names):
-            raise CatalogError(f"{where}: column names collide once lower-cased")
+            raise CatalogError(f"{where}: column names collide once normalized")
         obj = SalesforceObject(
             api_name=api_name,
             description=entry.get("description", ""),

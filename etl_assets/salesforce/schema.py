@@ -1,6 +1,6 @@
 """Pandera schemas generated from the catalog.
 
-Dtypes are declared exactly (string[pyarrow], Int16, datetime64[ns, UTC], ...)
+Dtypes are declared exactly (string[pyarrow], Int16, datetime64[us, UTC], ...)
 because Pandera checks an exact dtype in microseconds but a generic `str`
 element by element. String columns hold '' for null (the field's rule), so a
 nullable string's checks accept '' and a required string rejects it.
@@ -13,19 +13,20 @@ from functools import lru_cache
 import pandas as pd
 import pandera.pandas as pa
 
+from etl_assets.lib.convert import DATE_DTYPE, DATETIME_DTYPE
 from etl_assets.resources.warehouse.spec import ColumnType
 from etl_assets.salesforce.catalog import CatalogColumn, SalesforceObject
 
 STRING_DTYPE = pd.StringDtype("pyarrow")
 PANDAS_DTYPES = {
     ColumnType.STRING: STRING_DTYPE,
-    ColumnType.DATETIME: pd.DatetimeTZDtype("ns", "UTC"),
-    ColumnType.DATE: "datetime64[ns]",
+    # Microseconds, not pandas' default nanoseconds: Salesforce's dates run from 1700 to 4000.
+    ColumnType.DATETIME: DATETIME_DTYPE,
+    ColumnType.DATE: DATE_DTYPE,
     ColumnType.BOOLEAN: "Int16",
     ColumnType.INTEGER: "Int64",
     ColumnType.FLOAT: "Float64",
 }
-SALESFORCE_ID = r"^[a-zA-Z0-9]{18}$"
 
 
 def _string_checks(column: CatalogColumn) -> list[pa.Check]:
@@ -34,15 +35,7 @@ def _string_checks(column: CatalogColumn) -> list[pa.Check]:
     result = []
     if not column.nullable:
         result.append(pa.Check(lambda s: s != "", name="not_empty", error="a value is required"))
-    if checks.get("salesforce_id"):
-        # 15-character Ids were already extended to 18 by the transform; '' is `not_empty`'s business.
-        result.append(
-            pa.Check(
-                lambda s: (s == "") | s.str.fullmatch(SALESFORCE_ID),
-                name="salesforce_id",
-                error="not a 15- or 18-character Salesforce Id",
-            )
-        )
+    # Id columns (`type: id`) are extended to 18 characters and checked by the transform (salesforce/ids.py).
     if "isin" in checks:
         allowed = list(checks["isin"]) + ([""] if optional else [])
         result.append(pa.Check.isin(allowed))

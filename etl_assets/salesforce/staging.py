@@ -19,7 +19,8 @@ from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
 from etl_assets.lib.prefetch import prefetch
 from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
 from etl_assets.salesforce.catalog import SalesforceObject
-from etl_assets.salesforce.transform import HeaderPlan, plan_header, transform_chunk
+from etl_assets.resources.warehouse.spec import TextLimits
+from etl_assets.salesforce.transform import NO_TEXT_LIMITS, HeaderPlan, plan_header, transform_chunk
 
 
 # pandas' `.str` accessor and Pandera's `.pandera` accessor each form a reference cycle with their
@@ -36,6 +37,8 @@ class StageReport:
     rows_read: int = 0
     rows_rejected: int = 0
     values_truncated: int = 0
+    truncated_samples: list[dict] = field(default_factory=list)  # file, line, column, bytes of the first few
+    renamed_columns: dict[str, str] = field(default_factory=dict)  # header field -> normalized column
     drift_columns: tuple[str, ...] = ()
     reject_samples: list[dict] = field(default_factory=list)
 
@@ -59,8 +62,10 @@ def stage_object(
     staging_dir: Path | None = None,
     block_size: int | None = None,
     timings: dict[str, float] | None = None,
+    limits: TextLimits = NO_TEXT_LIMITS,
 ) -> tuple[StagedBatch, StageReport]:
-    """`timings`, if given, accumulates seconds per stage: read, transform, validate, stage (the benchmark)."""
+    """`limits` are the target warehouse's text limits (see transform_chunk).
+    `timings`, if given, accumulates seconds per stage: read, transform, validate, stage (the benchmark)."""
     clock = _Clock(timings)
     report = StageReport(files=[f.key for f in files])
     plans: list[tuple[SourceFile, list[str], int, HeaderPlan]] = []
@@ -69,8 +74,10 @@ def stage_object(
         plans.append((source, header, header_lines, plan_header(obj, header, source.key)))
     drift = tuple(dict.fromkeys(name for *_, plan in plans for name in plan.drift))
     report.drift_columns = drift
+    sources = {name: field for *_, plan in reversed(plans) for field, name in plan.columns.items()}
+    report.renamed_columns = {field: name for *_, plan in plans for field, name in plan.renamed.items()}
 
-    writer = StagedBatchWriter(obj.table_spec(drift), partition, staging_dir)
+    writer = StagedBatchWriter(obj.table_spec(drift, sources), partition, staging_dir)
     chunks = 0
     try:
         for source, header, header_lines, plan in plans:
@@ -80,11 +87,12 @@ def stage_object(
                                    name="csv-reader")
             for chunk in clock.iterate(chunks_read):
                 clock.lap("read")
-                result = transform_chunk(obj, chunk, plan, partition, source.key, timings=timings)
+                result = transform_chunk(obj, chunk, plan, partition, source.key, limits, timings=timings)
                 clock.lap("transform")
                 report.rows_read += chunk.batch.num_rows
                 report.rows_rejected += result.rejects.num_rows
-                report.values_truncated += result.truncated
+                report.values_truncated += len(result.truncated)
+                report.truncated_samples += result.truncated[: max(0, 5 - len(report.truncated_samples))]
                 if result.rejects.num_rows and len(report.reject_samples) < 5:
                     report.reject_samples += result.rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
                 writer.write(pa.Table.from_pandas(result.rows, preserve_index=False))

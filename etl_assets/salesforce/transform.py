@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import pandas as pd
@@ -23,42 +24,25 @@ import pyarrow.compute as pc
 from etl_assets.lib.convert import convert_column
 from etl_assets.lib.csv_reader import CsvChunk, CsvFormatError
 from etl_assets.resources.warehouse.spec import (
+    LOAD_CHANGES,
     REJECTS_SCHEMA,
     SOURCE_FILE,
     SOURCE_LINE,
     SOURCE_PARTITION,
     ColumnType,
-    InvalidIdentifier,
-    identifier,
+    TextLimits,
+    column_name,
 )
-from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, MAX_TEXT_BYTES, SalesforceObject
+from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, SalesforceObject
+from etl_assets.salesforce.ids import normalize_ids
 from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
 
-LINEAGE_COLUMN_COUNT = 4  # _source_partition, _source_file, _source_line, _loaded_at
-_ID_CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_ID_15 = r"[a-zA-Z0-9]{15}"
+NO_TEXT_LIMITS = TextLimits()
 
-
-def eighteen_character_id(id15: str) -> str:
-    """Salesforce's case-insensitive 18-character form of a case-sensitive 15-character Id.
-
-    Each of the three suffix characters encodes which of five Id characters are upper case.
-    """
-    suffix = ""
-    for start in (0, 5, 10):
-        bits = sum(1 << i for i, char in enumerate(id15[start:start + 5]) if "A" <= char <= "Z")
-        suffix += _ID_CHECKSUM[bits]
-    return id15 + suffix
-
-
-def normalize_ids(raw: pd.Series) -> pd.Series:
-    """15-character Ids become their 18-character form, so both spellings are one key."""
-    short = raw.str.fullmatch(_ID_15).to_numpy(dtype=bool, na_value=False)
-    if not short.any():
-        return raw
-    values = raw.to_numpy(dtype=object, copy=True)
-    values[short] = [eighteen_character_id(v) for v in values[short]]
-    return pd.Series(pd.array(values, dtype=raw.dtype), index=raw.index)
+LINEAGE_COLUMN_COUNT = 5  # _source_partition, _source_file, _source_line, _loaded_at, _load_changes
+# Salesforce's own range for Date and DateTime fields.
+FIRST_DATE, LAST_DATE = pd.Timestamp("1700-01-01"), pd.Timestamp("4000-12-31 23:59:59.999999")
+RANGE_REASON = "outside Salesforce's range 1700-01-01 to 4000-12-31"
 
 
 @dataclass(frozen=True)
@@ -67,23 +51,31 @@ class HeaderPlan:
 
     columns: dict[str, str]  # header field -> warehouse column
     drift: tuple[str, ...]  # warehouse columns the catalog does not list
+    declared_ids: frozenset[str] = frozenset()  # Id columns by the catalog: a value that is no Id is refused
+    inferred_ids: frozenset[str] = frozenset()  # Id columns by their name (`...Id`): Ids extended, the rest kept
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        """Header fields whose column is more than their lower-cased spelling."""
+        return {f: name for f, name in self.columns.items() if name != f.lower()}
 
 
 def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPlan:
     columns: dict[str, str] = {}
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}
     catalog_columns = {c.name for c in obj.columns}
     table_columns = len(catalog_columns) + LINEAGE_COLUMN_COUNT
     for position, field in enumerate(header, start=1):
-        try:
-            name = identifier(field.strip())
-        except InvalidIdentifier as error:
-            raise CsvFormatError(file, 1, f"header field {field!r}: {error}", column=position) from None
+        name = column_name(field)
+        if not name:
+            raise CsvFormatError(file, 1, f"header field {field!r} has no letter or digit to name a column by",
+                                 column=position)
         if name in seen:
+            first, spelled = seen[name]
             raise CsvFormatError(
-                file, 1, f"header field {field!r} repeats column {seen[name]} once lower-cased", column=position
-            )
-        seen[name] = position
+                file, 1, f"header fields {spelled!r} (column {first}) and {field!r} (column {position}) "
+                f"both become the column {name!r}", column=position)
+        seen[name] = (position, field)
         columns[field] = name
         if name not in catalog_columns:
             table_columns += 1
@@ -93,23 +85,26 @@ def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPl
                     f"{MAX_TABLE_COLUMNS} columns (PostgreSQL's and Redshift's limit)", column=position,
                 ) from None
     for required in (obj.primary_key, obj.version_column):
-        if identifier(required) not in seen:
+        if column_name(required) not in seen:
             raise CsvFormatError(file, 1, f"the header has no {required} column")
     drift = tuple(name for name in columns.values() if obj.column(name) is None)
-    return HeaderPlan(columns, drift)
+    declared = frozenset(c.name for c in obj.columns if c.is_id and c.name in seen)
+    inferred = frozenset(name for f, name in columns.items() if name in drift and f.strip().endswith("Id"))
+    return HeaderPlan(columns, drift, declared, inferred)
 
 
 @dataclass
 class ChunkResult:
     rows: pd.DataFrame  # valid, typed rows with lineage columns
     rejects: pa.Table  # REJECTS_SCHEMA rows
-    truncated: int = 0  # text values cut to MAX_TEXT_BYTES by an explicit catalog choice
+    truncated: list[dict] = dataclass_field(default_factory=list)  # {file, line, column, bytes} of each value cut
 
 
 def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str,
-                    timings: dict[str, float] | None = None) -> ChunkResult:
+                    limits: TextLimits = NO_TEXT_LIMITS, timings: dict[str, float] | None = None) -> ChunkResult:
     """The chunk's valid rows as a typed frame, and its rejects.
 
+    `limits` are the target's text limits (Redshift's 65,535-byte VARCHAR; none elsewhere).
     `timings`, if given, accumulates the seconds spent in Pandera under "validate" (the benchmark).
     """
     raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
@@ -119,13 +114,22 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     for name in raw.columns:
         column = obj.column(name)
         type_ = column.type if column else ColumnType.STRING
-        if column is not None and column.checks.get("salesforce_id"):
-            raw[name] = normalize_ids(raw[name])
+        if name in plan.declared_ids or name in plan.inferred_ids:
+            raw[name], not_ids = normalize_ids(raw[name])
+            if name in plan.declared_ids:
+                for row in np.flatnonzero(not_ids):
+                    problems.setdefault(int(row), []).append(
+                        (name, f"not a 15- or 18-character Salesforce Id: {_short(raw[name].iat[row])}"))
         typed[name], invalid = convert_column(raw[name], type_)
         for row in np.flatnonzero(invalid):
             problems.setdefault(int(row), []).append((name, f"not a valid {type_.value}: {_short(raw[name].iat[row])}"))
+        if type_ in (ColumnType.DATETIME, ColumnType.DATE):
+            values = typed[name].dt.tz_localize(None) if type_ is ColumnType.DATETIME else typed[name]
+            outside = ((values < FIRST_DATE) | (values > LAST_DATE)).to_numpy(dtype=bool, na_value=False)
+            for row in np.flatnonzero(outside):
+                problems.setdefault(int(row), []).append((name, f"{RANGE_REASON}: {_short(raw[name].iat[row])}"))
     frame = pd.DataFrame(typed)
-    truncated = _enforce_text_limit(obj, chunk, plan, frame, problems)
+    truncated = _enforce_text_limits(obj, chunk, plan, frame, problems, limits, file)
     started = time.perf_counter()
     try:
         object_schema(obj, plan.drift).validate(frame, lazy=True)
@@ -139,32 +143,50 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     if not problems:
         return ChunkResult(frame, REJECTS_SCHEMA.empty_table(), truncated)
     bad_rows = np.array(sorted(problems), dtype=np.int64)
-    rejects = _rejects_table(chunk, bad_rows, problems, partition, file)
+    rejects = _rejects_table(chunk, bad_rows, problems, partition, file, limits.varchar_bytes)
+    kept = {int(r) for r in bad_rows}
+    truncated = [t for t in truncated if t["row"] not in kept]
     return ChunkResult(frame.drop(index=frame.index[bad_rows]), rejects, truncated)
 
 
-def _enforce_text_limit(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, frame: pd.DataFrame,
-                        problems: dict[int, list]) -> int:
-    """Reject (or, where the catalog says so, truncate) text values over MAX_TEXT_BYTES."""
-    truncated = 0
+def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, frame: pd.DataFrame,
+                         problems: dict[int, list], limits: TextLimits, file: str) -> list[dict]:
+    """Text values over the target's limit: truncated (recorded in the row's LOAD_CHANGES) unless the
+    column's `long_text` policy says `reject`; `super` columns have the (larger) SUPER limit."""
+    truncated: list[dict] = []
+    if limits.varchar_bytes is None:
+        return truncated
+    changes: dict[int, list[dict]] = {}
     for field, name in plan.columns.items():
         column = obj.column(name)
         if column is not None and column.type is not ColumnType.STRING:
             continue
+        policy = column.long_text if column is not None else "truncate"
+        limit = limits.super_bytes if policy == "super" else limits.varchar_bytes
         lengths = pc.binary_length(chunk.batch.column(field))
-        if (pc.max(lengths).as_py() or 0) <= MAX_TEXT_BYTES:
+        if limit is None or (pc.max(lengths).as_py() or 0) <= limit:
             continue
-        over = np.flatnonzero(lengths.to_numpy(zero_copy_only=False) > MAX_TEXT_BYTES)
-        if column is not None and column.on_overflow == "truncate":
+        over = np.flatnonzero(lengths.to_numpy(zero_copy_only=False) > limit)
+        if policy == "truncate":
             values = frame[name].to_numpy(dtype=object)
             for row in over:
-                values[row] = values[row].encode()[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+                size = lengths[int(row)].as_py()
+                values[row] = values[row].encode()[:limit].decode("utf-8", "ignore")
+                changes.setdefault(int(row), []).append(
+                    {"column": name, "change": "truncated", "reason": f"{size} bytes, over the target's {limit}-byte "
+                     "text limit", "bytes": size, "kept_bytes": len(values[row].encode())})
+                truncated.append({"row": int(row), "file": file, "line": int(chunk.lines[row]), "column": name,
+                                  "bytes": size})
             frame[name] = pd.array(values, dtype=frame[name].dtype)
-            truncated += len(over)
         else:
             for row in over:
                 size = lengths[int(row)].as_py()
-                problems.setdefault(int(row), []).append((name, f"{size} bytes, over the {MAX_TEXT_BYTES}-byte limit"))
+                problems.setdefault(int(row), []).append((name, f"{size} bytes, over the target's {limit}-byte limit"))
+    if changes:
+        recorded = np.full(len(frame), None, dtype=object)
+        for row, change in changes.items():
+            recorded[row] = json.dumps(change)
+        frame[LOAD_CHANGES] = pd.array(recorded, dtype=STRING_DTYPE)
     return truncated
 
 
@@ -181,8 +203,13 @@ def _collect_pandera_failures(errors: pandera.errors.SchemaErrors, problems: dic
         found.append((str(column), f"failed {check}: {_short(value)}"))
 
 
-def _rejects_table(chunk: CsvChunk, rows: np.ndarray, problems: dict, partition: str, file: str) -> pa.Table:
+def _rejects_table(chunk: CsvChunk, rows: np.ndarray, problems: dict, partition: str, file: str,
+                   limit: int | None) -> pa.Table:
+    """The rejected rows with their raw values (cut to the target's text limit, so the reject itself loads)."""
     originals = chunk.batch.take(pa.array(rows)).to_pylist()
+    records = [json.dumps(record, ensure_ascii=False) for record in originals]
+    if limit is not None:
+        records = [r if len(r.encode()) <= limit else r.encode()[:limit].decode("utf-8", "ignore") for r in records]
     return pa.Table.from_pydict(
         {
             SOURCE_PARTITION: [partition] * len(rows),
@@ -190,7 +217,7 @@ def _rejects_table(chunk: CsvChunk, rows: np.ndarray, problems: dict, partition:
             SOURCE_LINE: chunk.lines[rows].tolist(),
             "column_name": [", ".join(dict.fromkeys(c for c, _ in problems[r])) for r in rows],
             "reason": ["; ".join(reason for _, reason in problems[r]) for r in rows],
-            "raw_record": [json.dumps(record, ensure_ascii=False) for record in originals],
+            "raw_record": records,
         },
         schema=REJECTS_SCHEMA,
     )

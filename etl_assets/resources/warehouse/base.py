@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import ClassVar
@@ -43,6 +43,7 @@ from etl_assets.resources.warehouse.spec import (
     Column,
     ColumnType,
     TableSpec,
+    TextLimits,
     quote,
 )
 
@@ -161,6 +162,7 @@ class Warehouse(dg.ConfigurableResource):
     max_columns: ClassVar[int | None] = None
     param: ClassVar[str] = "%s"  # the driver's placeholder
     copy_format: ClassVar[str] = "csv"  # how Session.copy_files encodes staged rows for COPY FROM STDIN
+    text_limits: ClassVar[TextLimits] = TextLimits()  # DuckDB and PostgreSQL hold any Salesforce text
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -306,18 +308,20 @@ class Warehouse(dg.ConfigurableResource):
                 Step(f'INSERT INTO {ids} ({key}, "last_full_partition") SELECT s.{key}, {p} FROM {LATEST} AS s '
                      f"WHERE NOT EXISTS (SELECT 1 FROM {ids} AS i WHERE i.{key} = s.{key})", (batch.partition,)),
             ]
+        # The new mark of every row in scope that is marked or qualifies (NULL: clear it), then one UPDATE of
+        # those whose mark differs: the table's unmarked, unqualified rows are never looked up one by one.
         staged_only = "" if full else f" JOIN {LATEST} AS s ON s.{key} = r.{key}"
+        qualifies = f'(i."last_full_partition" IS NULL OR f."partition" > i."last_full_partition")'
         steps += [
-            Step(f'CREATE TEMPORARY TABLE {DELETED} AS SELECT r.{key} AS {key}, MIN(f."backup_at") AS "deleted_at" '
-                 f'FROM {table} AS r{staged_only} JOIN {backups} AS f ON f."cutoff" >= r.{version} '
+            Step(f"CREATE TEMPORARY TABLE {DELETED} AS SELECT r.{key} AS {key}, "
+                 f'MIN(CASE WHEN {qualifies} THEN f."backup_at" END) AS "deleted_at" FROM {table} AS r{staged_only} '
+                 f'LEFT JOIN {backups} AS f ON f."table_name" = {p} AND f."cutoff" >= r.{version} '
                  f"LEFT JOIN {ids} AS i ON i.{key} = r.{key} "
-                 f'WHERE f."table_name" = {p} AND (i."last_full_partition" IS NULL '
-                 f'OR f."partition" > i."last_full_partition") GROUP BY r.{key}', (spec.name,)),
-            Step(f'UPDATE {table} AS t SET {mark} = d."deleted_at" FROM {DELETED} AS d '
-                 f'WHERE t.{key} = d.{key} AND (t.{mark} IS NULL OR t.{mark} <> d."deleted_at")'),
-            Step(f"UPDATE {table} AS t SET {mark} = NULL WHERE t.{mark} IS NOT NULL"
-                 + ("" if full else f" AND t.{key} IN (SELECT {key} FROM {LATEST})")
-                 + f" AND NOT EXISTS (SELECT 1 FROM {DELETED} AS d WHERE d.{key} = t.{key})"),
+                 f'WHERE r.{mark} IS NOT NULL OR (f."partition" IS NOT NULL AND {qualifies}) GROUP BY r.{key}',
+                 (spec.name,)),
+            Step(f'UPDATE {table} AS t SET {mark} = d."deleted_at" FROM {DELETED} AS d WHERE t.{key} = d.{key} '
+                 f'AND (t.{mark} <> d."deleted_at" OR (t.{mark} IS NULL AND d."deleted_at" IS NOT NULL) '
+                 f'OR (t.{mark} IS NOT NULL AND d."deleted_at" IS NULL))'),
             Step(f"DROP TABLE {DELETED}"),
         ]
         return steps
@@ -434,7 +438,7 @@ class Warehouse(dg.ConfigurableResource):
         )
 
     def create_staging_sql(self, batch: StagedBatch) -> str:
-        columns = [Column(c.name, c.type) for c in batch.spec.columns]
+        columns = [replace(c, nullable=True) for c in batch.spec.columns]  # keeps each column's long_text
         defs = self._column_defs(columns, batch) + self._lineage_defs()
         return f"CREATE TEMPORARY TABLE {STAGING} (" + ", ".join(defs) + ")"
 

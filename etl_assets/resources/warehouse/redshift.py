@@ -40,9 +40,11 @@ from etl_assets.resources.warehouse.base import (
 )
 from etl_assets.resources.warehouse.batch import StagedBatch
 from etl_assets.resources.warehouse.postgres import PostgresSession
-from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, quote
+from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, TextLimits, quote
 
 MAX_VARCHAR_BYTES = 65_535
+# A SUPER string's limit where the cluster sets enable_large_strings_opt_in (65,535 bytes otherwise).
+MAX_SUPER_STRING_BYTES = 16_000_000
 WIDTH_BUCKETS = (256, 1024, 4096, 16384, MAX_VARCHAR_BYTES)
 SAFE_LITERAL = re.compile(r"^[A-Za-z0-9_.:/=+@, -]*$")
 DATA_API_DONE = {"FINISHED", "FAILED", "ABORTED"}
@@ -177,6 +179,7 @@ class RedshiftWarehouse(Warehouse):
         ColumnType.STRING: f"VARCHAR({MAX_VARCHAR_BYTES})",
     }
     max_columns: ClassVar[int] = 1600
+    text_limits: ClassVar[TextLimits] = TextLimits(MAX_VARCHAR_BYTES, MAX_SUPER_STRING_BYTES)
 
     _client = PrivateAttr(default=None)
 
@@ -321,6 +324,8 @@ class RedshiftWarehouse(Warehouse):
     def column_type(self, column: Column, batch: StagedBatch | None = None) -> str:
         if column.type is not ColumnType.STRING:
             return super().column_type(column, batch)
+        if column.long_text == "super":  # the catalog's choice for text longer than a VARCHAR holds
+            return "SUPER"
         return f"VARCHAR({self.width(column.name, batch)})"
 
     @staticmethod
@@ -335,7 +340,8 @@ class RedshiftWarehouse(Warehouse):
         steps = []
         for column in spec.columns:
             current = existing.get(column.name)
-            if column.type is ColumnType.STRING and current and self.width(column.name, batch) > current:
+            if (column.type is ColumnType.STRING and column.long_text != "super" and current
+                    and self.width(column.name, batch) > current):
                 steps.append(Step(f"ALTER TABLE {self.table(spec)} ALTER COLUMN {quote(column.name)} "
                                   f"TYPE VARCHAR({self.width(column.name, batch)})"))
         return steps

@@ -7,7 +7,9 @@ without ever putting data into SQL text.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -31,6 +33,33 @@ def identifier(name: str) -> str:
             f"starting with a letter, at most {MAX_IDENTIFIER_LENGTH} characters"
         )
     return lowered
+
+
+# Letters Unicode does not decompose into an ASCII letter and a mark.
+_ASCII_FOLDS = str.maketrans({"ß": "ss", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE",
+                              "đ": "d", "Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "TH", "ı": "i"})
+_NOT_IDENTIFIER = re.compile(r"[^a-z0-9_]+")
+
+
+def column_name(field: str) -> str:
+    """The warehouse column for a CSV header field, by one documented rule (docs/salesforce-values.md).
+
+    Surrounding blanks are dropped; letters are folded to ASCII (`é` to `e`, `ß` to `ss`) and
+    lower-cased; each run of other characters (`.`, spaces, punctuation, letters with no ASCII
+    form) becomes one `_`, and `_` at either end goes; a name starting with a digit gets `c_`
+    in front; a name over 63 characters keeps 54 and a hash of the whole field. API names are
+    already identifiers and only lower-case (`litify_pm__Matter__c` is `litify_pm__matter__c`).
+    Returns '' when nothing is left, which callers refuse.
+    """
+    folded = unicodedata.normalize("NFKD", field.strip().translate(_ASCII_FOLDS))
+    ascii_only = "".join(c if c.isascii() else ("" if unicodedata.combining(c) else " ") for c in folded)
+    name = _NOT_IDENTIFIER.sub("_", ascii_only.lower()).strip("_")
+    if name and name[0].isdigit():
+        name = "c_" + name
+    if len(name) > MAX_IDENTIFIER_LENGTH:
+        digest = hashlib.blake2b(field.encode(), digest_size=4).hexdigest()
+        name = name[: MAX_IDENTIFIER_LENGTH - 9].rstrip("_") + "_" + digest
+    return name
 
 
 def quote(name: str) -> str:
@@ -63,14 +92,45 @@ _ARROW_TYPES = {
 }
 
 
+LONG_TEXT_POLICIES = ("truncate", "super", "reject")
+
+
 @dataclass(frozen=True)
 class Column:
+    """A table column. `source_name` is the field it came from where that was spelled otherwise;
+    `long_text` says what a target with a text limit (Redshift) does with a longer value:
+    `truncate` to the limit and record it in the row's LOAD_CHANGES, store the column as `super`
+    (strings up to 16 MB), or `reject` the row."""
+
     name: str
     type: ColumnType
     nullable: bool = True
+    source_name: str | None = field(default=None, compare=False)
+    long_text: str = field(default="truncate", compare=False)
 
     def __post_init__(self) -> None:
-        identifier(self.name)
+        if self.name not in SYSTEM_COLUMNS:
+            identifier(self.name)
+        if self.long_text not in LONG_TEXT_POLICIES:
+            raise ValueError(f"long_text must be one of {', '.join(LONG_TEXT_POLICIES)}, not {self.long_text!r}")
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """The longest text value, in UTF-8 bytes, a target stores in a text column (`varchar_bytes`)
+    and in a column stored as SUPER (`super_bytes`); None where there is no limit."""
+
+    varchar_bytes: int | None = None
+    super_bytes: int | None = None
+
+    def limit(self, column: Column) -> int | None:
+        return self.super_bytes if column.long_text == "super" else self.varchar_bytes
+
+
+# Columns the platform itself adds to a table's own columns (named so no source field can be).
+# LOAD_CHANGES: a JSON list of what the load changed in the row's values (a truncated text), or null.
+LOAD_CHANGES = "_load_changes"
+SYSTEM_COLUMNS = {LOAD_CHANGES}
 
 
 # Lineage columns every merged table carries; their order is also the tie-break
@@ -97,6 +157,8 @@ class TableSpec:
     version_column: str | None
     columns: tuple[Column, ...]
     description: str = ""
+    # Full snapshots of the source mark the rows they lack as deleted in source (see base.py).
+    track_deletions: bool = False
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
