@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import ClassVar
@@ -43,7 +43,6 @@ from etl_assets.resources.warehouse.spec import (
     Column,
     ColumnType,
     TableSpec,
-    TextLimits,
     quote,
 )
 
@@ -162,7 +161,6 @@ class Warehouse(dg.ConfigurableResource):
     max_columns: ClassVar[int | None] = None
     param: ClassVar[str] = "%s"  # the driver's placeholder
     copy_format: ClassVar[str] = "csv"  # how Session.copy_files encodes staged rows for COPY FROM STDIN
-    text_limits: ClassVar[TextLimits] = TextLimits()  # DuckDB and PostgreSQL hold any Salesforce text
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -438,7 +436,7 @@ class Warehouse(dg.ConfigurableResource):
         )
 
     def create_staging_sql(self, batch: StagedBatch) -> str:
-        columns = [replace(c, nullable=True) for c in batch.spec.columns]  # keeps each column's long_text
+        columns = [Column(c.name, c.type) for c in batch.spec.columns]
         defs = self._column_defs(columns, batch) + self._lineage_defs()
         return f"CREATE TEMPORARY TABLE {STAGING} (" + ", ".join(defs) + ")"
 
