@@ -1,0 +1,372 @@
+"""Objects the catalog does not declare, typed without hand-written config: `discovered.yaml`.
+
+Two sources write the state file. `refresh` samples the newest backup files of every object
+folder and infers each column's type from Salesforce's export conventions; `import-describe`
+reads the REST API's `sobjects/<Object>/describe`, which knows the types for certain. A
+described column is never re-inferred: inference only adds the columns a describe lacks. The
+file is written only when its content changes, in a fixed order, so a refresh that learned
+nothing leaves no diff to review.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import yaml
+
+from etl_assets.resources.landing_zone import LandingZone
+from etl_assets.salesforce.ids import normalize_ids
+from etl_assets.salesforce.partitions import BACKUP_PREFIX, is_backup_folder
+
+STATE_PATH = Path(__file__).with_name("discovered.yaml")
+CATALOG_YAML = Path(__file__).with_name("catalog.yaml")
+TYPES = ("string", "id", "datetime", "date", "time", "boolean", "integer", "float")
+DESCRIBE, INFERRED = "describe", "inferred"
+HEADER = """\
+# Written by `etl-assets catalog refresh` (types inferred from sampled rows) and `etl-assets catalog
+# import-describe` (types from the REST API's describe). Reviewable state: commit it. To pin a type,
+# declare the column in catalog.yaml, which wins over this file.
+"""
+
+# One value each, as Data Export writes them. Numbers have no leading zeros, thousands separators or
+# exponent (Salesforce never writes them): "00501" is a postal code, "1E5" a part number.
+_BOOLEAN = re.compile(r"(?i:true|false)")
+_INTEGER = re.compile(r"[+-]?(?:0|[1-9]\d{0,17})")
+_DECIMAL = re.compile(r"[+-]?(?:0|[1-9]\d{0,17})\.\d+")
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})")
+_TIME = re.compile(r"(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,3})?Z")
+_ID = re.compile(r"[0-9A-Za-z]{15}(?:[A-Z0-5]{3})?")
+
+# Describe type -> catalog type. address/location are compounds (exports write their parts, fields
+# of their own); base64 bodies are not in export CSVs. Every other type is text.
+_DESCRIBE_TYPES = {
+    "id": "id", "reference": "id", "boolean": "boolean", "int": "integer", "long": "integer",
+    "double": "float", "currency": "float", "percent": "float",
+    "date": "date", "datetime": "datetime", "time": "time",
+}
+_SKIPPED_TYPES = {
+    "base64": "base64: Data Export does not write file bodies into CSVs",
+    "address": "compound address: exported as its parts",
+    "location": "compound location: exported as its parts",
+}
+
+
+def _valid_date(match: re.Match) -> bool:
+    try:
+        dt.date(*(int(g) for g in match.groups()[:3]))
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_clock(h: str, m: str, s: str) -> bool:
+    return int(h) < 24 and int(m) < 60 and int(s) < 60
+
+
+def _kinds(value: str) -> set[str]:
+    """Every type one non-empty value could belong to."""
+    kinds = set()
+    if _BOOLEAN.fullmatch(value):
+        kinds.add("boolean")
+    if _INTEGER.fullmatch(value):
+        kinds |= {"integer", "float"}
+    elif _DECIMAL.fullmatch(value):
+        kinds.add("float")
+    if (m := _DATE.fullmatch(value)) and _valid_date(m):
+        kinds.add("date")
+    if (m := _DATETIME.fullmatch(value)) and _valid_date(m) and _valid_clock(*m.groups()[3:]):
+        kinds.add("datetime")
+    if (m := _TIME.fullmatch(value)) and _valid_clock(*m.groups()):
+        kinds.add("time")
+    return kinds
+
+
+def _checksums_valid(values: list[str]) -> bool:
+    """Every 18-character value ends in the checksum of its first 15 (what a real Id always does)."""
+    full = [v for v in values if len(v) == 18]
+    if not full:
+        return True
+    recomputed, _ = normalize_ids(pd.Series([v[:15] for v in full], dtype="string[pyarrow]"))
+    return list(recomputed) == full
+
+
+def _infer_one(name: str, values: list[str]) -> str | None:
+    """The column's type from its non-empty sampled values; None when there were none to judge by."""
+    if not values:
+        return None
+    if all(_ID.fullmatch(v) for v in values) and _checksums_valid(values):
+        named = name == "Id" or name.endswith("Id")
+        if named or all(len(v) == 18 for v in values):
+            return "id"
+    common = set(TYPES[2:])
+    for value in values:
+        common &= _kinds(value)
+        if not common:
+            return "string"
+    for type_ in ("boolean", "integer", "float", "date", "datetime", "time"):
+        if type_ in common:
+            return type_
+    return "string"
+
+
+def _infer(header: list[str], rows: Iterable[list[str]]) -> dict[str, str | None]:
+    values: list[list[str]] = [[] for _ in header]
+    for row in rows:
+        for i, value in enumerate(row[:len(header)]):
+            if value != "":
+                values[i].append(value)
+    return {name: _infer_one(name, column) for name, column in zip(header, values)}
+
+
+def _inferred_column(name: str, type_: str) -> dict:
+    column = {"type": type_, "source": INFERRED}
+    if name == "Id" and type_ == "id":
+        column["nullable"] = False
+    return column
+
+
+def infer_column_types(header: list[str], rows: Iterable[list[str]]) -> dict[str, dict]:
+    """Each field's type from a sample of its values; any doubt, or no value at all, is `string`."""
+    return {name: _inferred_column(name, type_ or "string") for name, type_ in _infer(header, rows).items()}
+
+
+class DescribedObject(NamedTuple):
+    api_name: str
+    columns: dict[str, dict]
+    skipped: dict[str, str]  # field -> why it has no column
+    label: str | None = None
+
+
+def columns_from_describe(describe: dict) -> DescribedObject:
+    """An object's describe JSON to its columns in field order (and the fields exports do not write)."""
+    if "fields" not in describe or "name" not in describe:
+        raise ValueError("not a describe of one object: expected its 'name' and 'fields' "
+                         "(save GET sobjects/<Object>/describe, not the global describe)")
+    columns, skipped = {}, {}
+    for field in describe["fields"]:
+        name, sf_type = field["name"], field["type"]
+        if sf_type in _SKIPPED_TYPES:
+            skipped[name] = _SKIPPED_TYPES[sf_type]
+            continue
+        type_ = _DESCRIBE_TYPES.get(sf_type, "string")
+        column = {"type": type_, "source": DESCRIBE}
+        if type_ == "string" and field.get("length"):
+            column["length"] = field["length"]
+        if type_ == "float":
+            column["precision"], column["scale"] = field.get("precision", 0), field.get("scale", 0)
+        if sf_type == "id":
+            column["nullable"] = False
+        columns[name] = column
+    return DescribedObject(describe["name"], columns, skipped, describe.get("label"))
+
+
+def load_state(path: Path) -> dict[str, dict]:
+    """The state file's objects; none when it does not exist yet."""
+    if not Path(path).exists():
+        return {}
+    document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return document.get("objects") or {}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for the document, one flow mapping per column: a changed type is a one-line diff."""
+
+
+class _Flow(dict):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda dumper, data: dumper.represent_mapping(
+    "tag:yaml.org,2002:map", data.items(), flow_style=True))
+
+
+def render_state(objects: dict[str, dict]) -> str:
+    """The file's text: objects sorted by name, columns in source order, keys in a fixed order."""
+    document = {"objects": {}}
+    for api_name in sorted(objects):
+        entry = objects[api_name]
+        out = {"source": entry["source"]}
+        if entry.get("label"):
+            out["label"] = entry["label"]
+        out["columns"] = {
+            name: _Flow({k: column[k] for k in ("type", "source", "length", "precision", "scale", "nullable")
+                         if k in column})
+            for name, column in entry["columns"].items()
+        }
+        document["objects"][api_name] = out
+    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def _write_if_changed(path: Path, objects: dict[str, dict]) -> bool:
+    text = render_state(objects)
+    path = Path(path)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def _counts(entry: dict) -> dict[str, int]:
+    counts = {DESCRIBE: 0, INFERRED: 0}
+    for column in entry["columns"].values():
+        counts[column["source"]] += 1
+    return counts
+
+
+def _object_files(landing_zone: LandingZone) -> dict[str, dict[str, list[str]]]:
+    """Object folder name -> backup folder -> its CSV keys. Folder names are compared ignoring case,
+    as the sensor does; the newest backup's spelling names the object."""
+    found: dict[str, dict[str, list[str]]] = {}
+    spelling: dict[str, tuple[str, str]] = {}
+    for landed in landing_zone.list_files(f"{BACKUP_PREFIX}/"):
+        parts = landed.key.split("/")
+        if len(parts) != 4 or not is_backup_folder(parts[1]) or not parts[3].lower().endswith(".csv"):
+            continue
+        key = parts[2].lower()
+        found.setdefault(key, {}).setdefault(parts[1], []).append(landed.key)
+        spelling[key] = max(spelling.get(key, ("", "")), (parts[1], parts[2]))
+    return {spelling[key][1]: folders for key, folders in found.items()}
+
+
+def _sample(landing_zone: LandingZone, folders: dict[str, list[str]], sample_rows: int) -> tuple[list[str], list]:
+    """Up to `sample_rows` rows from the newest backups first; columns in the newest header's order."""
+    header: list[str] = []
+    rows: list[list[str]] = []
+    for folder in sorted(folders, reverse=True):
+        for key in sorted(folders[folder]):
+            if len(rows) >= sample_rows:
+                return header, rows
+            with landing_zone.local_copy(key) as path, open(path, encoding="utf-8-sig", newline="") as f:
+                reader = csv.reader(f)
+                names = next(reader, [])
+                header += [n for n in names if n not in header]
+                positions = [header.index(n) for n in names]
+                for record in reader:
+                    if len(rows) >= sample_rows:
+                        break
+                    row = [""] * len(header)
+                    for position, value in zip(positions, record):
+                        row[position] = value
+                    rows.append(row)
+    return header, [row + [""] * (len(header) - len(row)) for row in rows]
+
+
+def _merge_inferred(entry: dict | None, header: list[str], types: dict[str, str | None]) -> dict:
+    """Re-inferred columns replace inferred ones; described columns, and a column the sample had no
+    value for, keep what they had; columns no longer in the files stay."""
+    old = (entry or {}).get("columns", {})
+    source = (entry or {}).get("source", INFERRED)
+    columns = {}
+    if source == DESCRIBE:
+        columns.update(old)
+    for name in header:
+        if name in columns:
+            continue
+        if types[name] is None and name in old:
+            columns[name] = old[name]
+        else:
+            columns[name] = _inferred_column(name, types[name] or "string")
+    for name, column in old.items():
+        columns.setdefault(name, column)
+    merged = {"source": source, "columns": columns}
+    if entry and entry.get("label"):
+        merged["label"] = entry["label"]
+    return merged
+
+
+def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str], sample_rows: int = 1000) -> dict:
+    """Infer every undeclared object's columns from the landing zone and record them in the state file."""
+    objects = load_state(state_path)
+    declared_lower = {name.lower() for name in declared}
+    by_lower = {name.lower(): name for name in objects}
+    summary = {"state": str(state_path), "added": [], "updated": [], "kept": [], "declared": [], "missing": [],
+               "objects": {}}
+    found = _object_files(landing_zone)
+    for folder_name in sorted(found):
+        if folder_name.lower() in declared_lower:
+            summary["declared"].append(folder_name)
+            continue
+        api_name = by_lower.get(folder_name.lower(), folder_name)
+        header, rows = _sample(landing_zone, found[folder_name], sample_rows)
+        before = objects.get(api_name)
+        after = _merge_inferred(before, header, _infer(header, rows))
+        objects[api_name] = after
+        summary["added" if before is None else "updated" if after != before else "kept"].append(api_name)
+    present = {name.lower() for name in found}
+    for api_name in sorted(objects):
+        if api_name.lower() not in present and api_name.lower() not in declared_lower:
+            summary["missing"].append(api_name)
+    summary["objects"] = {name: _counts(objects[name]) for name in sorted(objects)}
+    summary["written"] = _write_if_changed(state_path, objects)
+    return summary
+
+
+def import_describes(paths: Iterable[Path], state_path: Path) -> dict:
+    """Record describe JSON files (one object each) in the state file; inferred columns the describe
+    lacks are kept, still marked inferred."""
+    objects = load_state(state_path)
+    summary = {"state": str(state_path), "added": [], "updated": [], "kept": [], "skipped": {}, "objects": {}}
+    for path in paths:
+        described = columns_from_describe(json.loads(Path(path).read_text(encoding="utf-8")))
+        existing = next((n for n in objects if n.lower() == described.api_name.lower()), None)
+        before = objects.pop(existing) if existing else None
+        columns = dict(described.columns)
+        described_lower = {name.lower() for name in columns}
+        for name, column in (before or {}).get("columns", {}).items():
+            if column["source"] == INFERRED and name.lower() not in described_lower:
+                columns[name] = column
+        after = {"source": DESCRIBE, "columns": columns}
+        if described.label:
+            after["label"] = described.label
+        objects[described.api_name] = after
+        summary["added" if before is None else "updated" if after != before else "kept"].append(described.api_name)
+        if described.skipped:
+            summary["skipped"][described.api_name] = described.skipped
+        summary["objects"][described.api_name] = _counts(after)
+    summary["written"] = _write_if_changed(state_path, objects)
+    return summary
+
+
+def declared_objects(path: Path = CATALOG_YAML) -> set[str]:
+    """catalog.yaml's API names, read from the file itself: the catalog loader also merges this state."""
+    document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return set(document.get("objects") or {})
+
+
+def _print_summary(summary: dict) -> None:
+    for label in ("added", "updated", "kept", "declared", "missing"):
+        names = summary.get(label)
+        if names:
+            note = {"declared": " (in catalog.yaml, not sampled)", "missing": " (no longer in the landing zone; kept)"}
+            print(f"{label}{note.get(label, '')}: {', '.join(names)}")
+    for name, counts in summary["objects"].items():
+        print(f"  {name}: {counts[DESCRIBE]} described, {counts[INFERRED]} inferred columns")
+    for name, fields in summary.get("skipped", {}).items():
+        print(f"  {name}: skipped " + "; ".join(f"{field} ({why})" for field, why in fields.items()))
+    print(f"{'Wrote' if summary['written'] else 'Unchanged:'} {summary['state']}")
+
+
+def refresh_command(args: argparse.Namespace, landing_zone: LandingZone) -> int:
+    """`etl-assets catalog refresh`: args.state, args.sample_rows."""
+    _print_summary(refresh_state(landing_zone, Path(args.state), declared_objects(), args.sample_rows))
+    return 0
+
+
+def import_describe_command(args: argparse.Namespace) -> int:
+    """`etl-assets catalog import-describe FILE...`: args.state, args.files."""
+    try:
+        summary = import_describes([Path(p) for p in args.files], Path(args.state))
+    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        print(f"import-describe: {error}")
+        return 1
+    _print_summary(summary)
+    return 0
