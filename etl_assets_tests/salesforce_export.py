@@ -83,12 +83,9 @@ def write_export_csv(describe: dict, path: Path, rows: int, seed: int, blank_boo
         for row in range(rows):
             record = []
             for field, rng in zip(fields, rngs):
-                if field["type"] == "boolean" and row < blank_booleans_rows:
-                    record.append("")
-                elif field["nillable"] and field["type"] != "id" and rng.random() < 0.2:
-                    record.append("")
-                else:
-                    record.append(_value(field, row, rng, key_prefix))
+                blanked = field["type"] == "boolean" and row < blank_booleans_rows
+                null = field["nillable"] and field["type"] != "id" and rng.random() < 0.2
+                record.append("" if blanked or null else _value(field, row, rng, key_prefix))
             writer.writerow(record)
     return [field["name"] for field in fields]
 

@@ -1,0 +1,319 @@
+"""Discovery: types inferred from export-shaped rows and read from real describes, and the state
+file they write (`discovered.yaml`), which a second run must leave untouched."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
+from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
+from etl_assets.salesforce.discovery import (
+    columns_from_describe,
+    import_describe_command,
+    import_describes,
+    infer_column_types,
+    load_state,
+    refresh_command,
+    refresh_state,
+    render_state,
+)
+from etl_assets.salesforce.sample import salesforce_id
+from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
+from etl_assets_tests.salesforce_export import (
+    build_backup,
+    exportable_fields,
+    write_export_csv,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "salesforce_describe"
+DESCRIBES = {path.stem: json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))}
+MAPPED = {
+    "id": "id", "reference": "id", "boolean": "boolean", "int": "integer", "double": "float", "currency": "float",
+    "percent": "float", "date": "date", "datetime": "datetime", "time": "time", "string": "string",
+    "textarea": "string", "picklist": "string", "multipicklist": "string", "combobox": "string", "email": "string",
+    "phone": "string", "url": "string", "encryptedstring": "string", "anyType": "string",
+}
+
+
+def types(header, rows) -> dict[str, str]:
+    return {name: column["type"] for name, column in infer_column_types(header, rows).items()}
+
+
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    header, lines = read_header(path, path.name)
+    rows = []
+    for chunk in iter_csv_chunks(path, path.name, header, lines):
+        rows += [list(r) for r in zip(*(chunk.batch.column(i).to_pylist() for i in range(len(header))))]
+    return header, rows
+
+
+# --- inference -----------------------------------------------------------------------------------
+
+def test_inference_on_export_shaped_values():
+    id18 = salesforce_id("001", 42)
+    header = ["Id", "OwnerId", "Legacy__c", "Flag__c", "Bit__c", "Count__c", "Amount__c", "Day__c", "At__c",
+              "Clock__c", "Mixed__c", "Empty__c", "Zip__c", "Big__c", "Exp__c", "Offset__c"]
+    rows = [
+        [id18, id18[:15], id18, "", "0", "12", "-12.50", "2024-05-01", "2024-05-01T06:32:11.000Z",
+         "10:30:00.000Z", "2024-05-01", "", "00501", "1234567890123456789", "1.5E3", "2024-05-01T06:32:11+0000"],
+        [salesforce_id("001", 43), "", salesforce_id("005", 7), "", "1", "-3", "7", "4000-12-31",
+         "1700-01-01T00:00:00.000Z", "23:59:59.999Z", "2024-05-01T06:32:11.000Z", "", "02134", "1", "2",
+         "2024-05-01T06:32:11.000-07:00"],
+        [salesforce_id("001", 44), "", "", "TRUE", "1", "+5", "0.0", "", "", "", "x", "", "10001", "2", "3",
+         "2024-05-01T06:32:11Z"],
+        [salesforce_id("001", 45), "", "", "false", "0", "", "", "", "", "", "", "", "", "", "", ""],
+    ]
+    assert types(header, rows) == {
+        "Id": "id", "OwnerId": "id", "Legacy__c": "id", "Flag__c": "boolean", "Bit__c": "integer",
+        "Count__c": "integer", "Amount__c": "float", "Day__c": "date", "At__c": "datetime", "Clock__c": "time",
+        "Mixed__c": "string", "Empty__c": "string", "Zip__c": "string", "Big__c": "string", "Exp__c": "string",
+        "Offset__c": "datetime",
+    }
+    assert infer_column_types(header, rows)["Id"] == {"type": "id", "source": "inferred", "nullable": False}
+
+
+@pytest.mark.parametrize("values, expected", [
+    (["001000000000001", "001000000000002AAA"], "string"),  # 18 characters with a wrong checksum
+    (["0015g00000XyZab", "0015g00000XyZac"], "string"),  # 15 characters need the name to be an Id
+    (["2024-02-30"], "string"),  # no such day
+    (["2024-05-01", "2024-05-01T06:32:11.000Z"], "string"),  # a datetime column with a date-only value
+    (["10:30:00.000Z", "25:00:00.000Z"], "string"),
+    (["12", "12.5"], "float"),
+    (["yes", "no"], "string"),
+    (["-0.5", "3"], "float"),
+])
+def test_inference_stays_conservative(values, expected):
+    assert types(["Field__c"], [[v] for v in values]) == {"Field__c": expected}
+
+
+def test_15_character_ids_by_name_and_18_by_checksum():
+    ids = [salesforce_id("a0Q", n) for n in range(1, 6)]
+    rows = [[i[:15], i] for i in ids]
+    assert types(["WhatId", "Reference__c"], rows) == {"WhatId": "id", "Reference__c": "id"}
+    assert types(["Reference__c"], [[i[:15]] for i in ids]) == {"Reference__c": "string"}
+
+
+def test_booleans_after_the_first_rows_within_the_sample():
+    rows = [[""]] * 900 + [["false"], ["true"]]
+    assert types(["IsClosed"], rows) == {"IsClosed": "boolean"}
+
+
+# --- describe mapping ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(DESCRIBES))
+def test_describe_mapping_on_real_fixtures(name):
+    describe = DESCRIBES[name]
+    described = columns_from_describe(describe)
+    assert described.api_name == describe["name"]
+    kept = [f for f in describe["fields"] if f["type"] not in ("address", "location", "base64")]
+    assert list(described.columns) == [f["name"] for f in kept]  # field order
+    assert set(described.skipped) == {f["name"] for f in describe["fields"]} - {f["name"] for f in kept}
+    for field in kept:
+        column = described.columns[field["name"]]
+        assert column["type"] == MAPPED[field["type"]], field["name"]
+        assert column["source"] == "describe"
+        assert column.get("nullable", True) is (field["type"] != "id")
+        if column["type"] == "float":
+            assert (column["precision"], column["scale"]) == (field["precision"], field["scale"])
+        if column["type"] == "string" and field["length"]:
+            assert column["length"] == field["length"]
+
+
+def test_compound_parts_stay_and_compounds_go():
+    account = columns_from_describe(DESCRIBES["Account"])
+    assert {"BillingAddress", "ShippingAddress"} <= set(account.skipped)
+    assert {"BillingStreet", "BillingLatitude", "ShippingCountry"} <= set(account.columns)
+    assert account.columns["BillingLatitude"]["type"] == "float"
+    inspection = columns_from_describe(DESCRIBES["acme__Inspection__c"])
+    assert inspection.skipped.keys() == {"acme__Site__c", "acme__Photo__c"}
+    assert "base64" in inspection.skipped["acme__Photo__c"]
+    assert inspection.columns["acme__Starts_At__c"] == {"type": "time", "source": "describe"}
+    history = columns_from_describe(DESCRIBES["AccountHistory"]).columns
+    assert "SystemModstamp" not in history and history["OldValue"]["type"] == "string"  # anyType
+
+
+def test_global_describe_is_refused():
+    with pytest.raises(ValueError, match="global describe"):
+        columns_from_describe({"sobjects": [{"name": "Account"}]})
+
+
+# --- the export writer ---------------------------------------------------------------------------
+
+def expected_inference(field: dict) -> str:
+    """What a sample can show of a described type: numbers with scale 0 and picklists of numeric
+    codes read as integers (the describe, where imported, says otherwise)."""
+    mapped = MAPPED[field["type"]]
+    if mapped == "float" and not field["scale"]:
+        return "integer"
+    values = [p["value"] for p in field.get("picklistValues") or []]
+    if field["type"] in ("picklist", "combobox") and values and all(v.lstrip("-").isdigit() for v in values):
+        return "integer"
+    return mapped
+
+
+@pytest.mark.parametrize("name", sorted(DESCRIBES))
+def test_export_parses_back_and_infers_the_describes_types(name, tmp_path):
+    describe = DESCRIBES[name]
+    path = tmp_path / f"{name}.csv"
+    header = write_export_csv(describe, path, rows=300, seed=3)
+    assert header == [f["name"] for f in exportable_fields(describe)]
+    raw = path.read_text(encoding="utf-8")
+    assert raw.startswith('"' + '","'.join(header) + '"\n')
+    parsed_header, rows = read_rows(path)
+    assert parsed_header == header and len(rows) == 300
+    inferred = types(header, rows)
+    for i, field in enumerate(exportable_fields(describe)):
+        if any(row[i] for row in rows):
+            assert inferred[field["name"]] == expected_inference(field), field["name"]
+
+
+def test_export_is_deterministic_and_hostile(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    write_export_csv(DESCRIBES["Account"], first, rows=200, seed=5)
+    write_export_csv(DESCRIBES["Account"], second, rows=200, seed=5)
+    assert first.read_bytes() == second.read_bytes()
+    header, rows = read_rows(first)
+    description = [row[header.index("Description")] for row in rows]
+    assert any("\n" in v for v in description) and any('"' in v for v in description)
+    assert any("," in v for v in description)
+
+
+# --- state file: refresh and import --------------------------------------------------------------
+
+def backup(root: Path, **kwargs) -> LocalLandingZone:
+    build_backup(root, [DESCRIBES[n] for n in ("Account", "UserRole", "acme__Inspection__c", "AccountHistory")],
+                 rows=kwargs.pop("rows", 60), seed=1, **kwargs)
+    return LocalLandingZone(root=str(root))
+
+
+def test_refresh_writes_the_documented_format_and_is_idempotent(tmp_path):
+    zone = backup(tmp_path / "landing")
+    state = tmp_path / "discovered.yaml"
+    summary = refresh_state(zone, state, declared={"account"})
+    assert summary["written"] and summary["declared"] == ["Account"]
+    assert summary["added"] == ["AccountHistory", "UserRole", "acme__Inspection__c"]
+    text = state.read_text()
+    assert text.startswith("# Written by `etl-assets catalog refresh`")
+    assert "    columns:\n      Id: {type: id, source: inferred, nullable: false}\n" in text
+    document = yaml.safe_load(text)
+    assert list(document["objects"]) == ["AccountHistory", "UserRole", "acme__Inspection__c"]
+    role = document["objects"]["UserRole"]
+    assert role["source"] == "inferred"
+    assert list(role["columns"]) == [f["name"] for f in exportable_fields(DESCRIBES["UserRole"])]
+    assert role["columns"]["MayForecastManagerShare"] == {"type": "boolean", "source": "inferred"}
+    assert role["columns"]["SystemModstamp"]["type"] == "datetime"
+    inspection = document["objects"]["acme__Inspection__c"]["columns"]
+    assert inspection["acme__Starts_At__c"]["type"] == "time"
+    assert inspection["acme__Site__Latitude__s"]["type"] == "float"
+    assert summary["objects"]["UserRole"] == {"describe": 0, "inferred": 17}
+
+    before = state.stat().st_mtime_ns
+    again = refresh_state(zone, state, declared={"account"})
+    assert not again["written"] and state.stat().st_mtime_ns == before
+    assert again["kept"] == ["AccountHistory", "UserRole", "acme__Inspection__c"] and not again["updated"]
+
+
+def test_booleans_beyond_the_sample_stay_text_until_sampled(tmp_path):
+    zone = backup(tmp_path / "landing", rows=1500, blank_booleans=("UserRole", 1200))
+    state = tmp_path / "discovered.yaml"
+    refresh_state(zone, state, declared=set(), sample_rows=1000)
+    assert load_state(state)["UserRole"]["columns"]["MayForecastManagerShare"]["type"] == "string"
+    summary = refresh_state(zone, state, declared=set(), sample_rows=1500)
+    assert summary["updated"] == ["UserRole"]
+    assert load_state(state)["UserRole"]["columns"]["MayForecastManagerShare"]["type"] == "boolean"
+
+
+def test_refresh_samples_the_newest_backup_and_keeps_what_the_sample_cannot_see(tmp_path):
+    root = tmp_path / "landing"
+    build_backup(root, [DESCRIBES["UserRole"]], rows=40, seed=1, folder="20240501_Differential")
+    zone = LocalLandingZone(root=str(root))
+    state = tmp_path / "discovered.yaml"
+    refresh_state(zone, state, declared=set())
+    # A newer backup whose booleans are all empty says nothing about them: the boolean stays.
+    build_backup(root, [DESCRIBES["UserRole"]], rows=10, seed=2, folder="20240601_Full",
+                 blank_booleans=("UserRole", 10))
+    summary = refresh_state(zone, state, declared=set(), sample_rows=10)
+    assert summary["kept"] == ["UserRole"] and not summary["written"]
+    assert load_state(state)["UserRole"]["columns"]["MayForecastManagerShare"]["type"] == "boolean"
+    # An object whose folders are gone keeps its entry and is reported.
+    shutil.rmtree(root / "backup")
+    summary = refresh_state(LocalLandingZone(root=str(root)), state, declared=set())
+    assert summary["missing"] == ["UserRole"] and "UserRole" in load_state(state)
+
+
+def test_import_replaces_inferred_columns_and_keeps_extra_ones(tmp_path):
+    zone = backup(tmp_path / "landing")
+    state = tmp_path / "discovered.yaml"
+    refresh_state(zone, state, declared=set())
+    objects = load_state(state)
+    objects["UserRole"]["columns"]["Legacy__c"] = {"type": "string", "source": "inferred"}
+    state.write_text(render_state(objects))
+
+    summary = import_describes([FIXTURES / "UserRole.json", FIXTURES / "Account.json"], state)
+    assert summary["written"] and summary["updated"] == ["UserRole", "Account"]
+    assert set(summary["skipped"]["Account"]) == {"BillingAddress", "ShippingAddress"}
+    role = load_state(state)["UserRole"]
+    assert role["source"] == "describe" and role["label"] == "Role"
+    assert role["columns"]["Name"] == {"type": "string", "source": "describe", "length": 80}
+    assert role["columns"]["Legacy__c"] == {"type": "string", "source": "inferred"}
+    assert list(role["columns"])[-1] == "Legacy__c"
+    assert summary["objects"]["UserRole"] == {"describe": 17, "inferred": 1}
+    account = load_state(state)["Account"]["columns"]
+    assert account["AnnualRevenue"] == {"type": "float", "source": "describe", "precision": 18, "scale": 0}
+    assert account["Id"] == {"type": "id", "source": "describe", "nullable": False}
+
+    text = state.read_text()
+    assert not import_describes([FIXTURES / "UserRole.json", FIXTURES / "Account.json"], state)["written"]
+    # A refresh keeps described columns as they are and adds only what the describe lacks.
+    again = refresh_state(zone, state, declared=set())
+    assert "UserRole" in again["kept"] and not again["written"] and state.read_text() == text
+
+
+def test_refresh_adds_a_column_the_describe_lacks(tmp_path):
+    root = tmp_path / "landing"
+    trimmed = dict(DESCRIBES["UserRole"], fields=DESCRIBES["UserRole"]["fields"][:-1])
+    path = tmp_path / "UserRole.json"
+    path.write_text(json.dumps(trimmed))
+    state = tmp_path / "discovered.yaml"
+    import_describes([path], state)
+    build_backup(root, [DESCRIBES["UserRole"]], rows=30, seed=1)
+    summary = refresh_state(LocalLandingZone(root=str(root)), state, declared=set())
+    assert summary["updated"] == ["UserRole"]
+    columns = load_state(state)["UserRole"]["columns"]
+    assert columns["PortalAccountOwnerId"] == {"type": "id", "source": "inferred"}
+    assert summary["objects"]["UserRole"] == {"describe": 16, "inferred": 1}
+
+
+def test_refresh_over_s3(tmp_path, s3_bucket, s3_endpoint):
+    from dagster_aws.s3 import S3Resource
+
+    client, bucket = s3_bucket
+    root = tmp_path / "landing"
+    build_backup(root, [DESCRIBES["OpportunityContactRole"]], rows=20, seed=4)
+    upload_tree(client, bucket, root, prefix="sf/")
+    zone = S3LandingZone(s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), bucket=bucket, prefix="sf")
+    state = tmp_path / "discovered.yaml"
+    summary = refresh_state(zone, state, declared=set())
+    assert summary["added"] == ["OpportunityContactRole"]
+    columns = load_state(state)["OpportunityContactRole"]["columns"]
+    assert columns["ContactId"]["type"] == "id" and columns["IsPrimary"]["type"] == "boolean"
+
+
+def test_commands_print_and_return_exit_codes(tmp_path, capsys):
+    zone = backup(tmp_path / "landing")
+    state = tmp_path / "discovered.yaml"
+    assert refresh_command(argparse.Namespace(state=str(state), sample_rows=1000), zone) == 0
+    out = capsys.readouterr().out
+    assert "declared (in catalog.yaml, not sampled): Account" in out and f"Wrote {state}" in out
+    args = argparse.Namespace(state=str(state), files=[str(FIXTURES / "Event.json")])
+    assert import_describe_command(args) == 0
+    assert "Event: 48 described, 0 inferred columns" in capsys.readouterr().out
+    bad = tmp_path / "global.json"
+    bad.write_text(json.dumps({"sobjects": []}))
+    assert import_describe_command(argparse.Namespace(state=str(state), files=[str(bad)])) == 1
