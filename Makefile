@@ -25,6 +25,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
 
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/etl-assets generate-sample --if-empty
+	$(BIN)/etl-assets catalog refresh
 	$(BIN)/etl-assets materialize
 	$(BIN)/etl-assets files --sample
 	$(BIN)/etl-assets totesys

@@ -44,6 +44,11 @@ def materialize_command(args: argparse.Namespace) -> int:
         print(f"Unknown object(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     scan = scan_backups(_landing_zone(), BackupCursor(), catalog, open_folders=0)
+    for name, found in scan.unknown_objects.items():  # nothing is skipped without saying so
+        print(f"not loaded: {name} in {', '.join(found)}: not in catalog.yaml nor in the discovered state "
+              "(run `etl-assets catalog refresh`)", file=sys.stderr)
+    for key in scan.ignored:
+        print(f"not loaded: {key}: not a <folder>/<Object>/<file>.csv key of a backup folder", file=sys.stderr)
     requests = [
         r
         for r in scan.run_requests
@@ -159,6 +164,7 @@ def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int
     """The load plan of one object on one target, as `etl-assets sql` prints it (nothing runs)."""
     from etl_assets.resources.warehouse.batch import StagedBatch
     from etl_assets.salesforce.catalog import load_catalog
+    from etl_assets.salesforce.partitions import full_backup_date
 
     by_name = {api.lower(): obj for api, obj in load_catalog().items()}
     obj = by_name.get(api_name.lower())
@@ -166,7 +172,8 @@ def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int
         raise KeyError(api_name)
     staged = Path("staged")
     batch = StagedBatch(obj.table_spec(), partition, staged, files=[staged / "part-00000.parquet"],
-                        reject_files=[staged / "rejects.parquet"], rows=rows)
+                        reject_files=[staged / "rejects.parquet"], rows=rows,
+                        full_snapshot_date=full_backup_date(partition))
     warehouse = _dry_run_warehouse(target)
     return warehouse, obj, warehouse.plan(batch, existing={})
 
@@ -187,6 +194,22 @@ def long_text_policy(warehouse, spec) -> list[str]:
         "reject": f"a value over {limits.varchar_bytes:,} bytes rejects the row",
     }
     return [f"long text ({policy}): {meaning[policy]}: {', '.join(names)}" for policy, names in by_policy.items()]
+
+
+def catalog_refresh_command(args: argparse.Namespace) -> int:
+    from etl_assets.salesforce.catalog import discovered_path
+    from etl_assets.salesforce.discovery import refresh_command
+
+    args.state = args.state or str(discovered_path())
+    return refresh_command(args, _landing_zone())
+
+
+def catalog_import_command(args: argparse.Namespace) -> int:
+    from etl_assets.salesforce.catalog import discovered_path
+    from etl_assets.salesforce.discovery import import_describe_command
+
+    args.state = args.state or str(discovered_path())
+    return import_describe_command(args)
 
 
 def sql_command(args: argparse.Namespace) -> int:
@@ -398,6 +421,21 @@ def build_parser() -> argparse.ArgumentParser:
     # `bench` hands its arguments to etl_assets.bench (see main); listed here for --help.
     commands.add_parser("bench", help="load and sensor benchmarks: etl-assets bench --rows N --object Task ...",
                         add_help=False)
+
+    catalog = commands.add_parser(
+        "catalog", help="the discovered Salesforce objects: refresh from the landing zone, import describes")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    refresh = catalog_commands.add_parser(
+        "refresh", help="infer the types of every object folder catalog.yaml does not declare, from sampled rows")
+    refresh.add_argument("--sample-rows", type=int, default=1000, help="rows sampled per object (default 1000)")
+    imported = catalog_commands.add_parser(
+        "import-describe", help="type objects exactly from REST describe JSON (sobjects/<Object>/describe)")
+    imported.add_argument("files", nargs="+", help="describe JSON files, one object each")
+    for command in (refresh, imported):
+        command.add_argument("--state", default=None, help="the discovered state file (default: "
+                             "$ETL_ASSETS_SALESFORCE_DISCOVERED, else etl_assets/salesforce/discovered.yaml)")
+    refresh.set_defaults(func=catalog_refresh_command)
+    imported.set_defaults(func=catalog_import_command)
 
     sql = commands.add_parser("sql", help="print the SQL a load of one object would run (nothing is executed)")
     sql.add_argument("--target", choices=("duckdb", "postgres", "redshift"), required=True)

@@ -32,7 +32,7 @@ def test_one_documented_partitioned_asset_with_checks_per_catalog_object():
     assert expected <= set(graph.get_all_asset_keys())
     for key in expected:
         node = graph.get(key)
-        assert node.group_name == "salesforce"
+        assert node.group_name == catalog[next(a for a in catalog if a.lower() == key.path[-1])].group
         assert node.partitions_def.name == "salesforce_differential_folders"
         assert node.description and node.owners == ["team:data-engineering"]
         assert {"salesforce", "pandas"} <= set(node.kinds)

@@ -242,7 +242,7 @@ def test_folders_past_the_open_window_are_closed_and_no_longer_watched(landing):
 
 
 JUNK = {
-    f"backup/{NEW}/NotInCatalog__c/x.csv": f"backup/{NEW}/NotInCatalog__c/x.csv",  # key -> what is reported
+    f"backup/{NEW}/NotInCatalog__c/x.csv": None,  # key -> what is reported as ignored (None: an unknown object)
     "backup/readme.txt": "backup/readme.txt",
     "backup/2024_bad/Task/x.csv": "backup/2024_bad",
 }
@@ -258,7 +258,34 @@ def test_unknown_objects_and_non_differential_keys_are_ignored(landing):
     assert requested(with_junk) == requested(clean)
     assert run_keys(with_junk) == run_keys(clean)
     assert added(with_junk) == added(clean)
-    assert scan_backups(landing.zone, BackupCursor(), CATALOG).ignored == sorted(JUNK.values())
+    scan = scan_backups(landing.zone, BackupCursor(), CATALOG)
+    assert scan.ignored == sorted(v for v in JUNK.values() if v)
+    assert scan.unknown_objects == {"NotInCatalog__c": [NEW]} == BackupCursor.parse(scan.cursor.serialize()).pending
+
+
+@pytest.mark.parametrize("landing", BOTH, indirect=True)
+def test_an_object_the_code_location_learns_later_gets_its_closed_folders_loaded(landing):
+    """Seen while unknown (the tick's log names it), it is pending in the cursor; once the catalog has
+    it, the next tick lists just its folders, even closed ones, and requests them; then it is done."""
+    from etl_assets.salesforce.catalog import parse_catalog
+
+    first, _ = tick(landing.zone)
+    folder = sorted(requested(first))[-1]  # open: listed again by the next tick
+    landing.put(f"backup/{folder}/Widget__c/Widget__c.csv", b"Id,Name\na0W000000000001AAA,w\n")
+    for day in range(OPEN_FOLDERS + 1):  # newer folders close the one the widget is in
+        landing.put(f"backup/{dt.date(2031, 1, 1 + day):%Y%m%d}_Differential/Task/t.csv", catalog_csv("Task"))
+    unknown = scan_backups(landing.zone, BackupCursor.parse(first.cursor), CATALOG)
+    assert unknown.unknown_objects == {"Widget__c": [folder]}
+    assert folder <= unknown.cursor.closed and all(dg.AssetKey(["salesforce", "widget__c"]) not in r.asset_selection
+                                                  for r in unknown.run_requests)
+
+    learned = {**CATALOG, **parse_catalog({"objects": {}}, {"objects": {"Widget__c": {
+        "columns": {"Id": {"type": "id"}, "Name": {"type": "string"}}}}})}
+    later = scan_backups(landing.zone, unknown.cursor, learned)
+    assert [(r.partition_key, r.asset_selection) for r in later.run_requests] == [
+        (folder, [dg.AssetKey(["salesforce", "widget__c"])])]
+    assert later.cursor.pending == {} and later.unknown_objects == {}
+    assert scan_backups(landing.zone, later.cursor, learned).run_requests == []
 
 
 @pytest.mark.parametrize("landing", LATER_TICKS, indirect=True)

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from etl_assets.salesforce.assets import GROUP, salesforce_object_assets
+from etl_assets.salesforce.assets import salesforce_object_assets, salesforce_objects
 from etl_assets.salesforce.sensors import salesforce_backup_sensor
 
 salesforce_backup_job = dg.define_asset_job(
     "salesforce_backup_job",
-    selection=dg.AssetSelection.groups(GROUP),
+    selection=salesforce_objects,
     description="Materialize Salesforce objects for one differential folder (partition).",
 )
 

@@ -17,7 +17,7 @@ from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, full_backup_date
 from etl_assets.salesforce.staging import SourceFile, stage_object
 
-GROUP = "salesforce"
+DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
 CODE_VERSION = "1"
 NO_SCHEMA_DRIFT = "no_schema_drift"
 NO_REJECTED_ROWS = "no_rejected_rows"
@@ -40,12 +40,17 @@ def object_files(landing_zone: LandingZone, folder: str, obj: SalesforceObject) 
     return files
 
 
-def drift_reason(obj: SalesforceObject, folder: str, drift_columns) -> str:
+def drift_reason(obj: SalesforceObject, folder: str, drift_columns, widened: dict[str, str] | None = None) -> str:
     """The check's verdict in words, shown where the UI shows the evaluation."""
-    if not drift_columns:
-        return f"Every column of {obj.api_name} in {folder} is in the catalog."
-    return (f"{len(drift_columns)} column(s) of {obj.api_name} in {folder} not in the catalog: "
-            f"{', '.join(drift_columns)} (loaded as text; add them to catalog.yaml to type them)")
+    parts = []
+    if drift_columns:
+        parts.append(f"{len(drift_columns)} column(s) of {obj.api_name} in {folder} not in the catalog: "
+                     f"{', '.join(drift_columns)} (loaded as text; add them to catalog.yaml to type them)")
+    if widened:
+        parts.append(f"{len(widened)} inferred column(s) of {obj.api_name} widened in {folder}: "
+                     + "; ".join(f"{name} {why}" for name, why in widened.items())
+                     + " (no row was rejected; declare the type in catalog.yaml to pin it)")
+    return " ".join(parts) or f"Every column of {obj.api_name} in {folder} is in the catalog with its type."
 
 
 def rejects_reason(obj: SalesforceObject, folder: str, rows_rejected: int, samples: list[dict]) -> str:
@@ -66,26 +71,50 @@ def truncation_reason(obj: SalesforceObject, folder: str, count: int, samples: l
             f"(recorded in each row's _load_changes; set `long_text: super` on the column to keep them whole): {where}")
 
 
+_SOURCE_WORDS = {"declared": "declared in catalog.yaml", "described": "typed by the describe",
+                 "inferred": "inferred from sampled rows (pin them in catalog.yaml)"}
+
+
+def object_description(obj: SalesforceObject) -> str:
+    """What the asset is, how it merges, and where each column's type came from."""
+    newest = (f"newest `{obj.version_column}` wins" if obj.version_column
+              else "no version column: the later folder, file and line wins")
+    sources = obj.column_sources()
+    typed = "; ".join(f"{len(sources[s])} {_SOURCE_WORDS[s]}" + (f": {', '.join(sources[s][:20])}"
+                                                                 + (", ..." if len(sources[s]) > 20 else ""))
+                      for s in ("declared", "described", "inferred") if s in sources)
+    return (f"{obj.description}\n\nSalesforce `{obj.api_name}` merged (SCD Type 1 by `{obj.primary_key}`, "
+            f"{newest}) into `{obj.schema}.{obj.table}`.\n\nColumns: {typed}.")
+
+
+def object_kind(obj: SalesforceObject) -> str:
+    return "managed" if obj.namespace else "custom" if "__" in obj.api_name else "standard"
+
+
 def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
     key = object_asset_key(obj)
+    tags = {"domain": "salesforce", "salesforce/kind": object_kind(obj)}
+    if obj.namespace:
+        tags["salesforce/namespace"] = obj.namespace
 
     @dg.asset(
         key=key,
-        description=f"{obj.description}\n\nSalesforce `{obj.api_name}` merged (SCD Type 1 by "
-        f"`{obj.primary_key}`, newest `{obj.version_column}` wins) into `{obj.schema}.{obj.table}`.",
-        group_name=GROUP,
+        description=object_description(obj),
+        group_name=obj.group,
         partitions_def=differential_folders,
         io_manager_key="warehouse_io_manager",
         kinds={"salesforce", "pandas", "csv"},
-        tags={"domain": "salesforce"},
+        tags=tags,
         owners=["team:data-engineering"],
         code_version=CODE_VERSION,
         pool="warehouse",
         # Transient faults (S3 throttling, a dropped connection) are retried; bad files are not.
         retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
-        metadata={"salesforce_object": obj.api_name, "primary_key": obj.primary_key},
+        metadata={"salesforce_object": obj.api_name, "primary_key": obj.primary_key,
+                  "version_column": obj.version_column or "(none)",
+                  "column_sources": dg.MetadataValue.json(obj.column_sources())},
         check_specs=[
-            dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog."),
+            dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog, and no inferred type had to widen."),
             dg.AssetCheckSpec(NO_REJECTED_ROWS, asset=key, description="Every row passed validation."),
             dg.AssetCheckSpec(NO_TRUNCATED_VALUES, asset=key,
                               description="No text value was cut to fit the warehouse (Redshift's 65,535-byte VARCHAR)."),
@@ -99,10 +128,14 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
         try:
             with ExitStack() as stack:
                 files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
-                batch, report = stage_object(obj, files, partition=folder, limits=warehouse.text_limits)
+                # An inferred column the table already holds wider stays wider (one catalog query, only then).
+                inferred = any(not c.strict for c in obj.columns)
+                table_types = warehouse.column_types(obj.schema, obj.table) if inferred and files else {}
+                batch, report = stage_object(obj, files, partition=folder, limits=warehouse.text_limits,
+                                             table_types=table_types)
         except CsvFormatError as error:
             record_load(warehouse, LoadRecord(
-                domain=GROUP, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
+                domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
                 target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
             ))
             raise dg.Failure(
@@ -126,15 +159,17 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 "schema_drift": list(report.drift_columns),
                 # Header fields loaded under a normalized name (docs/salesforce-values.md); also in the column schema.
                 "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
+                "widened_columns": dg.MetadataValue.json(report.widened_columns),
             },
         )
         yield dg.AssetCheckResult(
             check_name=NO_SCHEMA_DRIFT,
-            passed=not report.drift_columns,
+            passed=not report.drift_columns and not report.widened_columns,
             severity=dg.AssetCheckSeverity.WARN,
-            description=drift_reason(obj, folder, report.drift_columns),
+            description=drift_reason(obj, folder, report.drift_columns, report.widened_columns),
             metadata={
                 "columns_not_in_catalog": list(report.drift_columns),
+                "widened_columns": dg.MetadataValue.json(report.widened_columns),
                 "handling": "loaded as text columns; add them to catalog.yaml to type them",
             },
         )
@@ -167,3 +202,5 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
 
 
 salesforce_object_assets = [build_object_asset(obj) for obj in load_catalog().values()]
+# Every object asset, whatever its group (standard, custom, one per managed package).
+salesforce_objects = dg.AssetSelection.assets(*[a.key for a in salesforce_object_assets])

@@ -1,12 +1,17 @@
-"""The Salesforce object catalog: `catalog.yaml` read into typed objects.
+"""The Salesforce object catalog: which objects exist, how their columns are typed, where they merge.
 
-The catalog is the single source of truth for which objects exist, how their
-columns are typed and checked, and which warehouse table each one merges into.
+Two files, merged column by column: `catalog.yaml`, written by people (types, checks, Redshift
+design: it always wins), and `discovered.yaml`, generated state (`etl-assets catalog refresh`
+infers types from sampled rows, `etl-assets catalog import-describe` takes them from Salesforce's
+describe). So every object of a backup is an asset without a hand-written line, and a type is
+pinned by declaring it. Both are plain files in the repository: reviewed in pull requests,
+versioned with the code, read in milliseconds when the code location loads (docs/salesforce-objects.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -23,10 +28,19 @@ from etl_assets.resources.warehouse.spec import (
 )
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+DISCOVERED_PATH = Path(__file__).with_name("discovered.yaml")
+DISCOVERED_ENV = "ETL_ASSETS_SALESFORCE_DISCOVERED"  # another discovered state file (tests, a second org)
 KNOWN_CHECKS = {"isin", "min_length", "max_length", "min", "max", "regex", "salesforce_id"}
 MAX_TABLE_COLUMNS = 1_600  # PostgreSQL's and Redshift's limit, applied on every target so tables agree
-# Catalog types: the warehouse's, and `id` (Salesforce Id or reference: text stored in its 18-character form).
-ID_TYPE = "id"
+# Catalog types: the warehouse's, `id` (Salesforce Id or reference: text stored in its 18-character
+# form) and `time` (Salesforce Time, exported as `HH:MM:SS.sssZ`: text checked for that shape).
+ID_TYPE, TIME_TYPE = "id", "time"
+CATALOG_TYPES = (ColumnType.STRING.value, ID_TYPE, TIME_TYPE, *(t.value for t in ColumnType if t is not ColumnType.STRING))
+TIME_PATTERN = r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,3})?Z"
+# Where a column's type came from, strongest first: catalog.yaml, a describe, sampled rows.
+DECLARED, DESCRIBED, INFERRED = "declared", "described", "inferred"
+# "Newest wins" is decided by the first of these an object has (docs/salesforce-objects.md).
+VERSION_FALLBACK = ("SystemModstamp", "LastModifiedDate", "CreatedDate")
 
 
 class CatalogError(ValueError):
@@ -39,12 +53,19 @@ class CatalogColumn:
     type: ColumnType
     nullable: bool = True
     checks: dict = field(default_factory=dict, hash=False, compare=False)
-    is_id: bool = False  # a Salesforce Id or reference: 15-character spellings become 18, anything else is refused
+    is_id: bool = False  # a Salesforce Id or reference: 15-character spellings become 18
     long_text: str = "truncate"  # what Redshift does with a value over 65,535 bytes (see spec.Column)
+    source: str = DECLARED  # declared and described types refuse values; an inferred one widens instead
+    catalog_type: str = ""  # the type as the catalog spells it (`id`, `time`, or the warehouse type)
 
     @property
     def name(self) -> str:
         return column_name(self.api_name)
+
+    @property
+    def strict(self) -> bool:
+        """Whether a value that does not fit the type rejects the row (else the column widens)."""
+        return self.source != INFERRED
 
 
 @dataclass(frozen=True)
@@ -54,8 +75,35 @@ class SalesforceObject:
     columns: tuple[CatalogColumn, ...]
     schema: str
     primary_key: str
-    version_column: str
+    version_column: str | None  # None: no version column at all; the later folder, file and line wins
     redshift: dict = field(default_factory=dict, hash=False, compare=False)
+    source: str = DECLARED  # declared (catalog.yaml), or described / inferred (discovered.yaml only)
+
+    @property
+    def namespace(self) -> str | None:
+        """The managed package's prefix (`litify_pm` of `litify_pm__Matter__c`), if any."""
+        parts = self.api_name.split("__")
+        return parts[0] if len(parts) >= 3 else None
+
+    @property
+    def group(self) -> str:
+        """Asset group: standard objects, custom ones, and one group per managed package."""
+        if self.namespace:
+            return f"salesforce_{column_name(self.namespace)}"
+        return "salesforce_custom" if "__" in self.api_name else "salesforce"
+
+    def column_sources(self) -> dict[str, list[str]]:
+        """Source (declared, described, inferred) -> the API names of its columns."""
+        by_source: dict[str, list[str]] = {}
+        for c in self.columns:
+            by_source.setdefault(c.source, []).append(c.api_name)
+        return by_source
+
+    def with_types(self, types: dict[str, ColumnType]) -> SalesforceObject:
+        """This object with some (inferred) columns widened to other types."""
+        columns = tuple(replace(c, type=types[c.name], is_id=False, catalog_type=types[c.name].value)
+                        if c.name in types else c for c in self.columns)
+        return replace(self, columns=columns)
 
     @property
     def table(self) -> str:
@@ -73,7 +121,10 @@ class SalesforceObject:
         """The warehouse table; `extra_columns` (schema drift) load as text. `source_names` maps a
         column to the header field it was normalized from, kept in the column's metadata."""
         sources = source_names or {}
-        columns = [Column(c.name, c.type, c.nullable, sources.get(c.name, c.api_name), c.long_text)
+        key = column_name(self.primary_key)
+        # Only the key is NOT NULL in the table: `nullable: false` is checked on the values of files that
+        # have the field, and some objects' exports lack a common column (User has no IsDeleted).
+        columns = [Column(c.name, c.type, c.nullable or c.name != key, sources.get(c.name, c.api_name), c.long_text)
                    for c in self.columns]
         columns += [Column(name, ColumnType.STRING, source_name=sources.get(name)) for name in extra_columns]
         columns.append(Column(LOAD_CHANGES, ColumnType.STRING))
@@ -81,38 +132,45 @@ class SalesforceObject:
             schema=self.schema,
             name=self.table,
             primary_key=identifier(self.primary_key),
-            version_column=identifier(self.version_column),
+            version_column=identifier(self.version_column) if self.version_column else None,
             columns=tuple(columns),
             description=self.description,
-            track_deletions=True,
+            # A full snapshot marks rows "not newer than it" by their version: without one, nothing is marked.
+            track_deletions=self.version_column is not None,
             extra={"redshift": self.redshift} if self.redshift else {},
         )
 
 
-def _parse_column(api_name: str, raw, where: str) -> CatalogColumn:
+_DISCOVERED_KEYS = {"source", "length", "precision", "scale"}  # what discovered.yaml records beside the type
+_SOURCES = {"describe": DESCRIBED, "inferred": INFERRED}
+
+
+def _parse_column(api_name: str, raw, where: str, discovered: bool = False) -> CatalogColumn:
     if isinstance(raw, str):
         raw = {"type": raw}
     if not isinstance(raw, dict) or "type" not in raw:
         raise CatalogError(f"{where}.{api_name}: expected a type or a mapping with 'type'")
+    if raw["type"] not in CATALOG_TYPES:
+        raise CatalogError(f"{where}.{api_name}: unknown type {raw['type']!r} (use {', '.join(CATALOG_TYPES)})")
     is_id = raw["type"] == ID_TYPE or bool((raw.get("checks") or {}).get("salesforce_id"))
-    try:
-        type_ = ColumnType.STRING if raw["type"] == ID_TYPE else ColumnType(raw["type"])
-    except ValueError:
-        allowed = ", ".join([ID_TYPE, *(t.value for t in ColumnType)])
-        raise CatalogError(f"{where}.{api_name}: unknown type {raw['type']!r} (use {allowed})") from None
-    checks = raw.get("checks") or {}
+    type_ = ColumnType.STRING if raw["type"] in (ID_TYPE, TIME_TYPE) else ColumnType(raw["type"])
+    checks = dict(raw.get("checks") or {})
     unknown = set(checks) - KNOWN_CHECKS
     if unknown:
         raise CatalogError(f"{where}.{api_name}: unknown checks {sorted(unknown)}")
-    unknown_keys = set(raw) - {"type", "nullable", "checks", "long_text"}
+    unknown_keys = set(raw) - {"type", "nullable", "checks", "long_text"} - (_DISCOVERED_KEYS if discovered else set())
     if unknown_keys:
         raise CatalogError(f"{where}.{api_name}: unknown keys {sorted(unknown_keys)}")
+    source = _SOURCES.get(raw.get("source", "inferred"), INFERRED) if discovered else DECLARED
+    if raw["type"] == TIME_TYPE and source != INFERRED:
+        checks.setdefault("regex", TIME_PATTERN)
     long_text = raw.get("long_text", "truncate")
     if long_text not in LONG_TEXT_POLICIES:
         raise CatalogError(f"{where}.{api_name}: long_text must be one of {', '.join(LONG_TEXT_POLICIES)}")
     if not column_name(api_name):
         raise CatalogError(f"{where}.{api_name}: the name normalizes to nothing")
-    return CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), dict(checks), is_id, long_text)
+    return CatalogColumn(api_name, type_, bool(raw.get("nullable", True)), checks, is_id, long_text, source,
+                         raw["type"] if raw["type"] != "string" or not is_id else ID_TYPE)
 
 
 def _parse_redshift(raw: dict, where: str) -> dict:
@@ -133,37 +191,75 @@ def _parse_redshift(raw: dict, where: str) -> dict:
     return result
 
 
-def parse_catalog(document: dict) -> dict[str, SalesforceObject]:
+def parse_catalog(document: dict, discovered: dict | None = None) -> dict[str, SalesforceObject]:
+    """catalog.yaml's objects, each with the discovered columns it does not declare, then every
+    discovered object catalog.yaml does not name (API names compared ignoring case)."""
     common = document.get("common_columns") or {}
+    schema = identifier(document.get("schema", "salesforce"))
+    found = {api.lower(): (api, entry or {}) for api, entry in ((discovered or {}).get("objects") or {}).items()}
     objects: dict[str, SalesforceObject] = {}
     for api_name, entry in (document.get("objects") or {}).items():
         entry = entry or {}
         where = f"objects.{api_name}"
         own = entry.get("columns") or {}
         columns = [_parse_column(n, raw, where) for n, raw in {**common, **own}.items()]
-        names = [c.name for c in columns]
-        if len(set(names)) != len(names):
-            raise CatalogError(f"{where}: column names collide once normalized")
-        obj = SalesforceObject(
+        _, extra = found.pop(api_name.lower(), (None, {}))
+        columns += _discovered_columns(extra, {c.name for c in columns}, f"discovered {where}")
+        _add(objects, SalesforceObject(
             api_name=api_name,
             description=entry.get("description", ""),
             columns=tuple(columns),
-            schema=identifier(entry.get("schema", document.get("schema", "salesforce"))),
+            schema=identifier(entry.get("schema", schema)),
             primary_key=entry.get("primary_key", document.get("primary_key", "Id")),
             version_column=entry.get("version_column", document.get("version_column", "SystemModstamp")),
             redshift=_parse_redshift(entry.get("redshift") or {}, where),
-        )
-        obj.table_spec()  # validates keys and identifiers
-        if obj.table in {o.table for o in objects.values()}:
-            raise CatalogError(f"{where}: table name {obj.table!r} is used twice")
-        objects[api_name] = obj
+        ), where)
+    for api_name, entry in sorted(found.values()):
+        where = f"discovered objects.{api_name}"
+        columns = _discovered_columns(entry, set(), where)
+        if "id" not in {c.name for c in columns}:  # the load refuses such a folder, naming it; the asset exists
+            columns.insert(0, CatalogColumn("Id", ColumnType.STRING, False, is_id=True, source=INFERRED,
+                                            catalog_type=ID_TYPE))
+        names = {c.name for c in columns}
+        version = next((v for v in VERSION_FALLBACK if column_name(v) in names), None)
+        source = _SOURCES.get(entry.get("source", "inferred"), INFERRED)
+        label = entry.get("label") or api_name
+        _add(objects, SalesforceObject(
+            api_name=api_name, description=f"{label}: found in the backups ({source} types).",
+            columns=tuple(columns), schema=schema, primary_key="Id", version_column=version, source=source,
+        ), where)
     if not objects:
         raise CatalogError("the catalog lists no objects")
     return objects
 
 
-@cache
-def load_catalog(path: Path = CATALOG_PATH) -> dict[str, SalesforceObject]:
-    """API name -> object, in catalog order."""
+def _discovered_columns(entry: dict, declared: set[str], where: str) -> list[CatalogColumn]:
+    columns = [_parse_column(n, raw, where, discovered=True) for n, raw in (entry.get("columns") or {}).items()]
+    return [c for c in columns if c.name not in declared]
+
+
+def _add(objects: dict[str, SalesforceObject], obj: SalesforceObject, where: str) -> None:
+    names = [c.name for c in obj.columns]
+    if len(set(names)) != len(names):
+        raise CatalogError(f"{where}: column names collide once normalized")
+    obj.table_spec()  # validates keys and identifiers
+    if obj.table in {o.table for o in objects.values()}:
+        raise CatalogError(f"{where}: table name {obj.table!r} is used twice")
+    objects[obj.api_name] = obj
+
+
+def discovered_path() -> Path:
+    return Path(os.environ.get(DISCOVERED_ENV) or DISCOVERED_PATH)
+
+
+def _read_yaml(path: Path) -> dict:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 300 objects parse in milliseconds
     with open(path, encoding="utf-8") as f:
-        return parse_catalog(yaml.safe_load(f))
+        return yaml.load(f, Loader=loader) or {}
+
+
+@cache
+def load_catalog(path: Path = CATALOG_PATH, discovered: Path | None = None) -> dict[str, SalesforceObject]:
+    """API name -> object: catalog.yaml's in its order, then the discovered ones by name."""
+    state = discovered or discovered_path()
+    return parse_catalog(_read_yaml(path), _read_yaml(state) if state.exists() else None)

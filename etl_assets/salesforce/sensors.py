@@ -12,6 +12,10 @@ fingerprint, which Dagster never launches twice. The cursor only makes listing c
   are listed again each tick, so a late file changes a fingerprint and re-runs
   that object for that folder. The newest folder is always open: an empty folder
   counts as processed only once a newer folder exists (files may still arrive).
+- `pending`: object folders the code location does not know yet (not in catalog.yaml
+  nor in the discovered state), by folder. Each tick says so in its log; once
+  `etl-assets catalog refresh` has added the object and the code location is
+  reloaded, the next tick lists just those folders again and loads them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
-from etl_assets.salesforce.assets import GROUP, SOURCE_FINGERPRINT, object_asset_key
+from etl_assets.salesforce.assets import SOURCE_FINGERPRINT, object_asset_key, salesforce_objects
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, is_backup_folder
 
@@ -40,16 +44,17 @@ LoadedLookup = Callable[[SalesforceObject, list[str], set[str]], dict[str, str]]
 class BackupCursor:
     closed: str = ""
     open: dict[str, dict[str, str]] = field(default_factory=dict)  # folder -> object -> fingerprint
+    pending: dict[str, list[str]] = field(default_factory=dict)  # unknown object folder -> backup folders
 
     @classmethod
     def parse(cls, text: str | None) -> BackupCursor:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(data.get("closed", ""), data.get("open", {}))
+        return cls(data.get("closed", ""), data.get("open", {}), data.get("pending", {}))
 
     def serialize(self) -> str:
-        return json.dumps({"closed": self.closed, "open": self.open}, sort_keys=True)
+        return json.dumps({"closed": self.closed, "open": self.open, "pending": self.pending}, sort_keys=True)
 
 
 @dataclass
@@ -58,6 +63,7 @@ class BackupScan:
     new_folders: list[str]
     cursor: BackupCursor
     ignored: list[str]
+    unknown_objects: dict[str, list[str]] = field(default_factory=dict)  # object folder -> backup folders
 
 
 def _fingerprint(parts: list[str]) -> str:
@@ -99,7 +105,8 @@ def scan_backups(
     start_after = f"{BACKUP_PREFIX}/{cursor.closed}0" if cursor.closed else ""
     folders: dict[str, dict[str, list[LandedFile]]] = {}
     ignored: set[str] = set()
-    for landed in landing_zone.list_files(f"{BACKUP_PREFIX}/", start_after=start_after):
+    unknown: dict[str, set[str]] = defaultdict(set)
+    for landed in _listing(landing_zone, cursor, by_name, start_after):
         parts = landed.key.split("/")
         if len(parts) < 3 or not is_backup_folder(parts[1]):
             ignored.add("/".join(parts[:2]))
@@ -107,6 +114,8 @@ def scan_backups(
         objects = folders.setdefault(parts[1], defaultdict(list))
         if len(parts) == 4 and parts[3].lower().endswith(".csv") and parts[2].lower() in by_name:
             objects[by_name[parts[2].lower()].api_name].append(landed)
+        elif len(parts) == 4 and parts[3].lower().endswith(".csv"):
+            unknown[parts[2]].add(parts[1])
         elif landed.key.endswith("/") and len(parts) == 3:
             continue  # an empty folder
         else:
@@ -141,15 +150,32 @@ def scan_backups(
             )
 
     closed = max([cursor.closed] + [f for f in ordered if f not in keep])
-    next_cursor = BackupCursor(closed, {f: seen.get(f, cursor.open.get(f, {})) for f in keep})
-    return BackupScan(requests, new_folders, next_cursor, sorted(ignored))
+    pending = {name: set(found) for name, found in cursor.pending.items() if name.lower() not in by_name}
+    for name, found in unknown.items():
+        pending.setdefault(name, set()).update(found)
+    next_cursor = BackupCursor(closed, {f: seen.get(f, cursor.open.get(f, {})) for f in keep},
+                               {name: sorted(found) for name, found in sorted(pending.items())})
+    return BackupScan(requests, new_folders, next_cursor, sorted(ignored), next_cursor.pending)
+
+
+def _listing(landing_zone: LandingZone, cursor: BackupCursor, by_name: dict[str, SalesforceObject],
+             start_after: str):
+    """The keys to scan: everything after the closed folders, and the folders of objects that were
+    pending and are known now (one listing per folder, once)."""
+    yield from landing_zone.list_files(f"{BACKUP_PREFIX}/", start_after=start_after)
+    for name, found in cursor.pending.items():
+        if name.lower() not in by_name:
+            continue
+        for folder in found:
+            if not start_after or f"{BACKUP_PREFIX}/{folder}/" < start_after:  # else listed above already
+                yield from landing_zone.list_files(f"{BACKUP_PREFIX}/{folder}/{name}/")
 
 
 @dg.sensor(
     name="salesforce_backup_sensor",
     description="Watches the landing zone for new Salesforce backup folders and late files, "
     "adds each folder as a partition and materializes the objects it holds.",
-    target=dg.AssetSelection.groups(GROUP),
+    target=salesforce_objects,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -159,6 +185,12 @@ def salesforce_backup_sensor(context: dg.SensorEvaluationContext, landing_zone: 
     )
     if scan.ignored:
         context.log.warning(f"Ignored {len(scan.ignored)} unexpected key(s), e.g. {scan.ignored[:5]}")
+    if scan.unknown_objects:
+        listed = "; ".join(f"{name} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+                           for name, found in scan.unknown_objects.items())
+        context.log.warning(
+            f"{len(scan.unknown_objects)} object(s) in the backups are not assets yet and were not loaded: {listed}. "
+            "Run `etl-assets catalog refresh` and reload the code location; the next tick loads their folders.")
     context.log.info(
         f"{len(scan.new_folders)} new folder(s), {len(scan.run_requests)} run request(s), "
         f"{landing_zone.list_calls} list call(s); closed up to {scan.cursor.closed or '-'}"

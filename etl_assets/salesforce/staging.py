@@ -19,8 +19,15 @@ from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
 from etl_assets.lib.prefetch import prefetch
 from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
 from etl_assets.salesforce.catalog import SalesforceObject
-from etl_assets.resources.warehouse.spec import TextLimits
-from etl_assets.salesforce.transform import NO_TEXT_LIMITS, HeaderPlan, plan_header, transform_chunk
+from etl_assets.resources.warehouse.spec import ColumnType, TextLimits
+from etl_assets.salesforce.transform import (
+    NO_TEXT_LIMITS,
+    ColumnWidening,
+    HeaderPlan,
+    plan_header,
+    transform_chunk,
+    widest,
+)
 
 
 # pandas' `.str` accessor and Pandera's `.pandera` accessor each form a reference cycle with their
@@ -39,6 +46,7 @@ class StageReport:
     values_truncated: int = 0
     truncated_samples: list[dict] = field(default_factory=list)  # file, line, column, bytes of the first few
     renamed_columns: dict[str, str] = field(default_factory=dict)  # header field -> normalized column
+    widened_columns: dict[str, str] = field(default_factory=dict)  # inferred column -> "old -> new: why"
     drift_columns: tuple[str, ...] = ()
     reject_samples: list[dict] = field(default_factory=list)
 
@@ -63,9 +71,39 @@ def stage_object(
     block_size: int | None = None,
     timings: dict[str, float] | None = None,
     limits: TextLimits = NO_TEXT_LIMITS,
+    table_types: dict[str, ColumnType] | None = None,
 ) -> tuple[StagedBatch, StageReport]:
-    """`limits` are the target warehouse's text limits (see transform_chunk).
+    """`limits` are the target warehouse's text limits (see transform_chunk); `table_types` the
+    table's current column types, which an inferred column never narrows. A value that does not
+    fit an inferred type widens that column and staging starts again (rare: types were inferred
+    from these exports); the batch says which table columns must change type (`retyped`).
     `timings`, if given, accumulates seconds per stage: read, transform, validate, stage (the benchmark)."""
+    table_types = table_types or {}
+    widened = {c.name: widest(table_types[c.name], c.type) for c in obj.columns
+               if not c.strict and table_types.get(c.name) not in (None, c.type)}
+    notes: dict[str, str] = {name: f"{obj.column(name).type.value} -> {t.value}: the table holds {t.value}"
+                             for name, t in widened.items()}
+    while True:
+        try:
+            batch, report = _stage(obj.with_types(widened) if widened else obj, files, partition, staging_dir,
+                                   block_size, timings, limits)
+        except ColumnWidening as widening:
+            if widened.get(widening.column) is widening.wider:
+                raise  # cannot happen: a wider type holds what the narrower refused
+            before = widened.get(widening.column, obj.column(widening.column).type)
+            widened[widening.column] = widening.wider
+            notes[widening.column] = (f"{before.value} -> {widening.wider.value}: {widening.file} line "
+                                      f"{widening.line} holds {widening.value[:80]!r}")
+            continue
+        report.widened_columns = notes
+        batch.retyped = {name: (table_types[name], t) for name, t in widened.items()
+                         if table_types.get(name) not in (None, t)}
+        return batch, report
+
+
+def _stage(obj: SalesforceObject, files: Sequence[SourceFile], partition: str, staging_dir: Path | None,
+           block_size: int | None, timings: dict[str, float] | None, limits: TextLimits
+           ) -> tuple[StagedBatch, StageReport]:
     clock = _Clock(timings)
     report = StageReport(files=[f.key for f in files])
     plans: list[tuple[SourceFile, list[str], int, HeaderPlan]] = []

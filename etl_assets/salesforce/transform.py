@@ -45,6 +45,29 @@ FIRST_DATE, LAST_DATE = pd.Timestamp("1700-01-01"), pd.Timestamp("4000-12-31 23:
 RANGE_REASON = "outside Salesforce's range 1700-01-01 to 4000-12-31"
 
 
+class ColumnWidening(Exception):
+    """A value does not fit a column's inferred type: staging starts again with the column wider."""
+
+    def __init__(self, column: str, wider: ColumnType, file: str, line: int, value: str):
+        self.column, self.wider, self.file, self.line, self.value = column, wider, file, line, value
+        super().__init__(f"{file}, line {line}: {value!r} does not fit the inferred type of {column}; "
+                         f"the column becomes {wider.value}")
+
+
+def wider_type(current: ColumnType, values: pd.Series) -> ColumnType:
+    """The narrowest type above `current` that holds `values`: integer -> float, anything else -> string."""
+    if current is ColumnType.INTEGER and not convert_column(values, ColumnType.FLOAT)[1].any():
+        return ColumnType.FLOAT
+    return ColumnType.STRING
+
+
+def widest(a: ColumnType, b: ColumnType) -> ColumnType:
+    """The narrowest type holding both (a table widened earlier, a type inferred now)."""
+    if a is b:
+        return a
+    return ColumnType.FLOAT if {a, b} == {ColumnType.INTEGER, ColumnType.FLOAT} else ColumnType.STRING
+
+
 @dataclass(frozen=True)
 class HeaderPlan:
     """How one file's header maps onto warehouse columns."""
@@ -85,7 +108,7 @@ def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPl
                     f"{MAX_TABLE_COLUMNS} columns (PostgreSQL's and Redshift's limit)", column=position,
                 ) from None
     for required in (obj.primary_key, obj.version_column):
-        if column_name(required) not in seen:
+        if required and column_name(required) not in seen:
             raise CsvFormatError(file, 1, f"the header has no {required} column")
     drift = tuple(name for name in columns.values() if obj.column(name) is None)
     declared = frozenset(c.name for c in obj.columns if c.is_id and c.name in seen)
@@ -114,20 +137,26 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     for name in raw.columns:
         column = obj.column(name)
         type_ = column.type if column else ColumnType.STRING
+        bad: list[tuple[np.ndarray, str]] = []  # (rows, reason) of values that do not fit the column
         if name in plan.declared_ids or name in plan.inferred_ids:
             raw[name], not_ids = normalize_ids(raw[name])
             if name in plan.declared_ids:
-                for row in np.flatnonzero(not_ids):
-                    problems.setdefault(int(row), []).append(
-                        (name, f"not a 15- or 18-character Salesforce Id: {_short(raw[name].iat[row])}"))
+                bad.append((not_ids, "not a 15- or 18-character Salesforce Id"))
         typed[name], invalid = convert_column(raw[name], type_)
-        for row in np.flatnonzero(invalid):
-            problems.setdefault(int(row), []).append((name, f"not a valid {type_.value}: {_short(raw[name].iat[row])}"))
+        bad.append((invalid, f"not a valid {type_.value}"))
         if type_ in (ColumnType.DATETIME, ColumnType.DATE):
             values = typed[name].dt.tz_localize(None) if type_ is ColumnType.DATETIME else typed[name]
-            outside = ((values < FIRST_DATE) | (values > LAST_DATE)).to_numpy(dtype=bool, na_value=False)
-            for row in np.flatnonzero(outside):
-                problems.setdefault(int(row), []).append((name, f"{RANGE_REASON}: {_short(raw[name].iat[row])}"))
+            bad.append((((values < FIRST_DATE) | (values > LAST_DATE)).to_numpy(dtype=bool, na_value=False),
+                        RANGE_REASON))
+        for rows, reason in bad:
+            hits = np.flatnonzero(rows)
+            if hits.size and column is not None and not column.strict:
+                row = int(hits[0])
+                raise ColumnWidening(name, wider_type(type_, raw[name][~(raw[name] == "").to_numpy(dtype=bool)])
+                                     if reason.startswith("not a valid") else ColumnType.STRING,
+                                     file, int(chunk.lines[row]), raw[name].iat[row])
+            for row in hits:
+                problems.setdefault(int(row), []).append((name, f"{reason}: {_short(raw[name].iat[row])}"))
     frame = pd.DataFrame(typed)
     truncated = _enforce_text_limits(obj, chunk, plan, frame, problems, limits, file)
     started = time.perf_counter()

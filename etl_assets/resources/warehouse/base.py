@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import ClassVar
@@ -43,6 +43,7 @@ from etl_assets.resources.warehouse.spec import (
     Column,
     ColumnType,
     TableSpec,
+    TextLimits,
     quote,
 )
 
@@ -56,6 +57,13 @@ FULL_BACKUP_IDS = "_full_backup_ids"  # per table: the newest full snapshot hold
 # before midnight UTC, so a version older than that certainly precedes the snapshot.
 EARLIEST_ZONE_OFFSET = timedelta(hours=14)
 REJECTS_COLUMNS = tuple(REJECTS_SCHEMA.names)
+
+
+# information_schema's data_type spellings (PostgreSQL, DuckDB, Redshift) of the types tables are made of.
+_TYPES_BY_NAME = {
+    "bigint": ColumnType.INTEGER, "smallint": ColumnType.BOOLEAN, "double precision": ColumnType.FLOAT,
+    "double": ColumnType.FLOAT, "date": ColumnType.DATE, "timestamp with time zone": ColumnType.DATETIME,
+}
 
 
 class WarehouseLimitError(ValueError):
@@ -161,6 +169,7 @@ class Warehouse(dg.ConfigurableResource):
     max_columns: ClassVar[int | None] = None
     param: ClassVar[str] = "%s"  # the driver's placeholder
     copy_format: ClassVar[str] = "csv"  # how Session.copy_files encodes staged rows for COPY FROM STDIN
+    text_limits: ClassVar[TextLimits] = TextLimits()  # DuckDB and PostgreSQL hold any Salesforce text
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -220,6 +229,7 @@ class Warehouse(dg.ConfigurableResource):
                 for c in added
             ]
             plan.prepare += self.widen_steps(spec, batch, existing)
+            plan.prepare += self.retype_steps(batch)
             plan.added_columns = tuple(c.name for c in added)
             if spec.track_deletions and DELETED_IN_SOURCE_AT not in existing:
                 plan.prepare.append(Step(f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(DELETED_IN_SOURCE_AT)} "
@@ -309,7 +319,7 @@ class Warehouse(dg.ConfigurableResource):
         # The new mark of every row in scope that is marked or qualifies (NULL: clear it), then one UPDATE of
         # those whose mark differs: the table's unmarked, unqualified rows are never looked up one by one.
         staged_only = "" if full else f" JOIN {LATEST} AS s ON s.{key} = r.{key}"
-        qualifies = f'(i."last_full_partition" IS NULL OR f."partition" > i."last_full_partition")'
+        qualifies = '(i."last_full_partition" IS NULL OR f."partition" > i."last_full_partition")'
         steps += [
             Step(f"CREATE TEMPORARY TABLE {DELETED} AS SELECT r.{key} AS {key}, "
                  f'MIN(CASE WHEN {qualifies} THEN f."backup_at" END) AS "deleted_at" FROM {table} AS r{staged_only} '
@@ -383,6 +393,28 @@ class Warehouse(dg.ConfigurableResource):
         )
         return {name: width for name, width in rows}
 
+    def column_types(self, schema: str, table: str) -> dict[str, ColumnType]:
+        """Column name -> type of an existing table ({} if there is none), read back from the catalog
+        views, so a column widened by an earlier load is never narrowed by a later one."""
+        with self.session() as session:
+            rows = session.fetchall(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                f"WHERE table_schema = {session.param} AND table_name = {session.param}", [schema, table])
+        return {name: _TYPES_BY_NAME.get(data_type.lower(), ColumnType.STRING) for name, data_type in rows}
+
+    def retype_steps(self, batch: StagedBatch) -> list[Step]:
+        """Widen table columns to the batch's types (an inferred type a value did not fit). Old values
+        are cast; booleans (0/1) become `true`/`false`, so the column reads as the CSV did."""
+        steps = []
+        for name, (old, new) in batch.retyped.items():
+            column = quote(name)
+            cast = f"{column}::{self.type_names[new]}"
+            if old is ColumnType.BOOLEAN and new is ColumnType.STRING:
+                cast = f"CASE {column} WHEN 1 THEN 'true' WHEN 0 THEN 'false' END"
+            steps.append(Step(f"ALTER TABLE {self.table(batch.spec)} ALTER COLUMN {column} "
+                              f"TYPE {self.type_names[new]} USING {cast}"))
+        return steps
+
     @staticmethod
     def staged_columns(spec: TableSpec) -> tuple[str, ...]:
         return tuple(c.name for c in spec.columns) + tuple(name for name, _ in LINEAGE_COLUMNS)
@@ -436,12 +468,14 @@ class Warehouse(dg.ConfigurableResource):
         )
 
     def create_staging_sql(self, batch: StagedBatch) -> str:
-        columns = [Column(c.name, c.type) for c in batch.spec.columns]
+        columns = [replace(c, nullable=True) for c in batch.spec.columns]  # keeps each column's long_text
         defs = self._column_defs(columns, batch) + self._lineage_defs()
         return f"CREATE TEMPORARY TABLE {STAGING} (" + ", ".join(defs) + ")"
 
     def _version_order(self, spec: TableSpec) -> list[str]:
-        return [spec.version_column] + [name for name, _ in LINEAGE_COLUMNS]
+        """Newest first by the version column, then the later partition, file and line (the only order
+        of a table without a version column: the later folder wins, still the same whatever the load order)."""
+        return [spec.version_column] * bool(spec.version_column) + [name for name, _ in LINEAGE_COLUMNS]
 
     def latest_steps(self, spec: TableSpec, source: str, params: tuple) -> list[Step]:
         """Steps that leave the newest staged version of each key in LATEST."""

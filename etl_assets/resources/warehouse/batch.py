@@ -44,6 +44,7 @@ class StagedBatch:
     mode: str = "merge"
     source_files: set[str] = field(default_factory=set)
     source_key: str | None = None  # what the audit trail names as the source (a folder, a file)
+    retyped: dict = field(default_factory=dict)  # column -> (table's ColumnType, wider one): widened first
     # Set when the rows are the source table's whole contents on that date (a full backup): the merge
     # then marks the table's rows it lacks as deleted in source, if the spec tracks deletions.
     full_snapshot_date: date | None = None

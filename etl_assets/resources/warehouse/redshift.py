@@ -346,6 +346,15 @@ class RedshiftWarehouse(Warehouse):
                                   f"TYPE VARCHAR({self.width(column.name, batch)})"))
         return steps
 
+    def retype_steps(self, batch: StagedBatch) -> list[Step]:
+        """Redshift changes a column's type only between VARCHAR widths: refuse before any DDL, saying how."""
+        if batch.retyped:
+            changes = ", ".join(f"{name} {old.value} -> {new.value}" for name, (old, new) in batch.retyped.items())
+            raise WarehouseLimitError(
+                f"{batch.spec.schema}.{batch.spec.name}: values no longer fit inferred types ({changes}) and Redshift "
+                "cannot change a column's type; declare these columns in catalog.yaml and rebuild the table")
+        return []
+
     def lineage_types(self) -> tuple[str, str]:
         return "VARCHAR(1024)", "BIGINT"
 
