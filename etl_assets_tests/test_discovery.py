@@ -219,14 +219,43 @@ def test_refresh_writes_the_documented_format_and_is_idempotent(tmp_path):
     assert again["kept"] == ["AccountHistory", "UserRole", "acme__Inspection__c"] and not again["updated"]
 
 
-def test_booleans_beyond_the_sample_stay_text_until_sampled(tmp_path):
+def test_columns_empty_in_the_sample_are_read_on_until_they_have_values(tmp_path):
+    """Booleans empty in the first 1,200 rows (more than the 1,000 sampled) are still typed from the
+    rows after them; columns that had values in the sample are not read on."""
     zone = backup(tmp_path / "landing", rows=1500, blank_booleans=("UserRole", 1200))
     state = tmp_path / "discovered.yaml"
     refresh_state(zone, state, declared=set(), sample_rows=1000)
+    role = load_state(state)["UserRole"]["columns"]
+    booleans = [f["name"] for f in DESCRIBES["UserRole"]["fields"] if f["type"] == "boolean"]
+    assert booleans and all(role[name]["type"] == "boolean" for name in booleans)
+    assert role["SystemModstamp"]["type"] == "datetime"
+
+
+def test_reading_on_is_bounded_by_100_times_the_sample(tmp_path):
+    """With 10 sampled rows, reading on stops after 1,000 rows: booleans that start at row 1,201 are
+    not seen (they stay text until a larger sample or a describe types them)."""
+    zone = backup(tmp_path / "landing", rows=1500, blank_booleans=("UserRole", 1200))
+    state = tmp_path / "discovered.yaml"
+    refresh_state(zone, state, declared=set(), sample_rows=10)
     assert load_state(state)["UserRole"]["columns"]["MayForecastManagerShare"]["type"] == "string"
-    summary = refresh_state(zone, state, declared=set(), sample_rows=1500)
+    summary = refresh_state(zone, state, declared=set(), sample_rows=13)  # bound 1,300 rows
     assert summary["updated"] == ["UserRole"]
     assert load_state(state)["UserRole"]["columns"]["MayForecastManagerShare"]["type"] == "boolean"
+
+
+def test_a_field_only_in_older_backups_is_typed_from_them(tmp_path):
+    """The newest backup lacks a field (and its booleans are empty): older folders, read newest first,
+    type both; the newest header's order comes first."""
+    root = tmp_path / "landing"
+    role = DESCRIBES["UserRole"]
+    build_backup(root, [role], rows=30, seed=1, folder="20240501_Differential")
+    trimmed = dict(role, fields=[f for f in role["fields"] if f["name"] != "RollupDescription"])
+    build_backup(root, [trimmed], rows=20, seed=2, folder="20240601_Differential", blank_booleans=("UserRole", 20))
+    state = tmp_path / "discovered.yaml"
+    refresh_state(LocalLandingZone(root=str(root)), state, declared=set(), sample_rows=20)
+    columns = load_state(state)["UserRole"]["columns"]
+    assert list(columns)[-1] == "RollupDescription" and columns["RollupDescription"]["type"] == "string"
+    assert columns["MayForecastManagerShare"]["type"] == "boolean"
 
 
 def test_refresh_samples_the_newest_backup_and_keeps_what_the_sample_cannot_see(tmp_path):

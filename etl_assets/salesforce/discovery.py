@@ -237,27 +237,64 @@ def _object_files(landing_zone: LandingZone) -> dict[str, dict[str, list[str]]]:
     return {spelling[key][1]: folders for key, folders in found.items()}
 
 
-def _sample(landing_zone: LandingZone, folders: dict[str, list[str]], sample_rows: int) -> tuple[list[str], list]:
-    """Up to `sample_rows` rows from the newest backups first; columns in the newest header's order."""
-    header: list[str] = []
-    rows: list[list[str]] = []
+LATE_VALUES_FACTOR = 100  # a column empty in the sample is looked for in up to 100 x sample_rows rows
+
+
+def _records(landing_zone: LandingZone, folders: dict[str, list[str]], header: list[str]):
+    """Every row of the object's files, newest backup first, aligned to `header` (which grows with
+    the fields of each file read, in the newest header's order)."""
     for folder in sorted(folders, reverse=True):
         for key in sorted(folders[folder]):
-            if len(rows) >= sample_rows:
-                return header, rows
             with landing_zone.local_copy(key) as path, open(path, encoding="utf-8-sig", newline="") as f:
                 reader = csv.reader(f)
                 names = next(reader, [])
                 header += [n for n in names if n not in header]
                 positions = [header.index(n) for n in names]
                 for record in reader:
-                    if len(rows) >= sample_rows:
-                        break
                     row = [""] * len(header)
                     for position, value in zip(positions, record):
                         row[position] = value
-                    rows.append(row)
-    return header, [row + [""] * (len(header) - len(row)) for row in rows]
+                    yield row
+
+
+def _sample(landing_zone: LandingZone, folders: dict[str, list[str]], sample_rows: int
+            ) -> tuple[list[str], list[list[str]]]:
+    """Each column's non-empty values (columns in the newest header's order).
+
+    The first `sample_rows` rows (newest backups first) give every column its values. A column with
+    no value in them (a field that is empty in the newest rows: booleans before a field was used,
+    a field added recently) is read on, alone, until it has `sample_rows` values or
+    `LATE_VALUES_FACTOR` x `sample_rows` rows have been read or the files end: a sparse field is typed
+    from its values instead of defaulting to text, and an object's refresh stays bounded."""
+    header: list[str] = []
+    values: list[list[str]] = []
+    late: set[int] | None = None
+    bound = sample_rows * LATE_VALUES_FACTOR
+    rows = _records(landing_zone, folders, header)
+    for count, row in enumerate(rows):
+        if count < sample_rows:
+            values += [[] for _ in range(len(header) - len(values))]
+            for i, value in enumerate(row):
+                if value != "":
+                    values[i].append(value)
+            continue
+        if late is None:
+            late = {i for i, column in enumerate(values) if not column}
+        if len(header) > len(values):  # a field first seen in an older file had no value in the sample
+            late |= set(range(len(values), len(header)))
+            values += [[] for _ in range(len(header) - len(values))]
+        if count >= bound:
+            break
+        for i in list(late):
+            if row[i] != "":
+                values[i].append(row[i])
+                if len(values[i]) >= sample_rows:
+                    late.discard(i)
+        if not late:
+            break
+    rows.close()  # the file being read is closed now, not when the generator is collected
+    values += [[] for _ in range(len(header) - len(values))]
+    return header, values
 
 
 def _merge_inferred(entry: dict | None, header: list[str], types: dict[str, str | None]) -> dict:
@@ -284,7 +321,10 @@ def _merge_inferred(entry: dict | None, header: list[str], types: dict[str, str 
 
 
 def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str], sample_rows: int = 1000) -> dict:
-    """Infer every undeclared object's columns from the landing zone and record them in the state file."""
+    """Infer every undeclared object's columns from the landing zone and record them in the state file.
+
+    Each object is sampled from its newest `sample_rows` rows; a column empty in all of them is read
+    on in older rows (up to 100 x `sample_rows`, see `_sample`), so a late field is still typed."""
     objects = load_state(state_path)
     declared_lower = {name.lower() for name in declared}
     by_lower = {name.lower(): name for name in objects}
@@ -296,9 +336,10 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
             summary["declared"].append(folder_name)
             continue
         api_name = by_lower.get(folder_name.lower(), folder_name)
-        header, rows = _sample(landing_zone, found[folder_name], sample_rows)
+        header, values = _sample(landing_zone, found[folder_name], sample_rows)
         before = objects.get(api_name)
-        after = _merge_inferred(before, header, _infer(header, rows))
+        types = {name: _infer_one(name, column) for name, column in zip(header, values)}
+        after = _merge_inferred(before, header, types)
         objects[api_name] = after
         summary["added" if before is None else "updated" if after != before else "kept"].append(api_name)
     present = {name.lower() for name in found}
