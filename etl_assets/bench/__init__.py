@@ -2,8 +2,10 @@
 
     python -m etl_assets.bench --rows 1000000 --object Task --rounds 3
     python -m etl_assets.bench --rows 100000 --targets pg,duckdb --skip-sensor
+    python -m etl_assets.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
 
-Loads: etl_assets/bench/loads.py; sensor and UI scale: etl_assets/bench/sensor.py; the table,
+Loads: etl_assets/bench/loads.py; sensor and UI scale: etl_assets/bench/sensor.py; the cost of
+discovered Salesforce objects (load, sensor, UI): etl_assets/bench/catalog.py; the table,
 JSON and Markdown: etl_assets/bench/report.py. Results go to benchmarks/results/.
 """
 
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 TARGETS = ("pg", "duckdb", "baseline")
+PARTS = ("loads", "sensor", "catalog")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-sensor", action="store_true", help="skip the sensor and GraphQL benchmark")
     p.add_argument("--skip-s3", action="store_true", help="sensor benchmark on the local landing zone only")
     p.add_argument("--skip-graphql", action="store_true", help="skip the dagster-webserver GraphQL timings")
+    p.add_argument("--only", choices=PARTS, help="run just this part (catalog runs only when named or with --catalog)")
+    p.add_argument("--catalog", action="store_true", help="also run the discovered-objects benchmark after the others")
+    p.add_argument("--catalog-objects", type=int, default=300, help="discovered objects to generate (default 300)")
+    p.add_argument("--catalog-folders", type=int, default=30, help="backup folders for its sensor ticks (default 30)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one code-location load with pyinstrument (if importable) into catalog_profile.txt")
     p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
     p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
     return p
@@ -48,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     written = []
+    if args.only in ("sensor", "catalog"):
+        targets = set()
     if targets:
         from etl_assets.bench.loads import run_load_benchmark
 
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_loads(result, memory_point)
         report.print_targets(report.targets(result, memory_point))
         written += report.write_loads(out, result, env, memory_point)
-    if not args.skip_sensor:
+    if not args.skip_sensor and args.only in (None, "sensor"):
         from etl_assets.bench.sensor import run_sensor_benchmark
 
         sensor = run_sensor_benchmark(args.sensor_folders, data, s3=not args.skip_s3, graphql=not args.skip_graphql,
@@ -74,5 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         report.print_sensor(sensor)
         report.print_targets(report.targets({"variants": {}, "rows": 0}, sensor=sensor))
         written += report.write_sensor(out, sensor, env)
+    if args.only == "catalog" or args.catalog:
+        from etl_assets.bench.catalog import run_catalog_benchmark
+
+        catalog = run_catalog_benchmark(args.catalog_objects, args.catalog_folders, args.rounds, s3=not args.skip_s3,
+                                        graphql=not args.skip_graphql, profile=args.profile, out=out,
+                                        log=lambda m: print(m, flush=True))
+        report.print_catalog(catalog)
+        written += report.write_catalog(out, catalog, report.environment())
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

@@ -320,3 +320,110 @@ def write_sensor(out: Path, sensor: dict, env: dict) -> list[Path]:
     md += ["", "Targets:", ""] + [f"- {'holds' if c['holds'] else '**missed**'}: {c['target']}: {c['value']}" for c in checks]
     (out / "sensor.md").write_text("\n".join(md) + "\n")
     return [out / "sensor.json", out / "sensor.md"]
+
+
+# ---------------------------------------------------------------- discovered objects (bench/catalog.py)
+
+MIB = 2**20
+CATALOG_LOAD_HEADER = ["discovered objects", "assets", "asset checks", "groups", "import s", "repository s",
+                       "snapshot s", "total s (best)", "all rounds", "peak RSS MiB", "snapshot MB"]
+CATALOG_SENSOR_HEADER = ["landing zone", "folders x objects", "first tick s", "first list calls",
+                         "unchanged tick s", "unchanged list calls", "one new folder s", "new folder list calls",
+                         "expected (unchanged / new)", "run requests (first / new)"]
+CATALOG_UI_HEADER = ["query", "what", "0 objects s", "N objects s", "x", "N result", "N response MB"]
+
+
+def catalog_load_rows(c: dict) -> list[list[str]]:
+    rows = []
+    for label, r in (("0 (baseline)", c["load"]["baseline"]), (f"{c['objects']:,}", c["load"]["discovered"])):
+        rows.append([label, str(r["assets"]), f"{r['asset_checks']:,}", str(r["groups"]), f"{r['import_s']:.2f}",
+                     f"{r['repository_s']:.2f}", f"{r['snapshot_s']:.2f}", f"{r['total_s']:.2f}",
+                     ", ".join(f"{x:.2f}" for x in r["rounds"]), f"{r['peak_rss_bytes'] / MIB:,.0f}",
+                     f"{r['snapshot_bytes'] / 1e6:.1f}"])
+    return rows
+
+
+def catalog_sensor_rows(c: dict) -> list[list[str]]:
+    rows = []
+    for z in c["sensor"]:
+        e = z["expected_list_calls"]
+        rows.append([z["kind"], f"{z['folders']} x {z['objects']}", f"{z['first_tick']['seconds']:.3f}",
+                     str(z["first_tick"]["list_calls"]), f"{z['unchanged_tick']['seconds']:.3f}",
+                     str(z["unchanged_tick"]["list_calls"]), f"{z['one_new_folder']['seconds']:.3f}",
+                     str(z["one_new_folder"]["list_calls"]), f"{e['unchanged']} / {e['one_new_folder']}",
+                     f"{z['first_tick']['run_requests']} / {z['one_new_folder']['run_requests']}"])
+    return rows
+
+
+def catalog_ui_rows(c: dict) -> list[list[str]]:
+    g = c.get("graphql")
+    if not g:
+        return []
+    base = {q["name"]: q for q in g["baseline"]["queries"]}
+    rows = []
+    for q in g["discovered"]["queries"]:
+        b = base.get(q["name"])
+        rows.append([q["name"], q["what"], f"{b['best_s']:.3f}" if b else "", f"{q['best_s']:.3f}",
+                     f"{q['best_s'] / b['best_s']:.1f}x" if b and b["best_s"] else "", q["result"],
+                     f"{q['response_bytes'] / 1e6:.2f}"])
+    rows.append(["(webserver start to location loaded)", "", f"{g['baseline']['startup_seconds']:.1f}",
+                 f"{g['discovered']['startup_seconds']:.1f}", "", "", ""])
+    return rows
+
+
+def catalog_summary(c: dict) -> list[str]:
+    s = c["state"]
+    base, found = c["load"]["baseline"], c["load"]["discovered"]
+    lines = [f"{c['objects']:,} generated objects ({s['standard']} standard, {s['custom']} custom, {s['managed']} managed "
+             f"in 4 namespaces), {s['fields_min']}-{s['fields_max']} fields each, {s['fields_total']:,} in all; "
+             f"discovered.yaml {s['bytes'] / 1e6:.1f} MB",
+             f"code-location load: +{found['total_s'] - base['total_s']:.2f} s "
+             f"({(found['total_s'] - base['total_s']) / max(c['objects'], 1) * 1000:.1f} ms per object), "
+             f"+{(found['peak_rss_bytes'] - base['peak_rss_bytes']) / MIB:,.0f} MiB peak RSS"]
+    for z in c["sensor"]:
+        e = z["expected_list_calls"]
+        ok = z["unchanged_tick"]["list_calls"] == e["unchanged"] and z["one_new_folder"]["list_calls"] == e["one_new_folder"]
+        lines.append(f"sensor ({z['kind']}): list calls {'are' if ok else 'are NOT'} O(new): unchanged tick "
+                     f"{z['unchanged_tick']['list_calls']} (the {c['open_folders']} open folders), one new folder "
+                     f"+{z['one_new_folder']['list_calls'] - z['unchanged_tick']['list_calls']}")
+    return lines
+
+
+def print_catalog(c: dict) -> None:
+    print(f"\nDiscovered objects: {c['objects']:,} (best of {c['rounds']})")
+    for line in catalog_summary(c):
+        print(f"  {line}")
+    print()
+    print(table(CATALOG_LOAD_HEADER, catalog_load_rows(c)))
+    print()
+    print(table(CATALOG_SENSOR_HEADER, catalog_sensor_rows(c)))
+    if c.get("graphql"):
+        print()
+        print(table(CATALOG_UI_HEADER, catalog_ui_rows(c)))
+    if c.get("graphql_error"):
+        print(f"\nDagster UI GraphQL not measured: {c['graphql_error'][:1000]}")
+
+
+def write_catalog(out: Path, c: dict, env: dict) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "catalog.json").write_text(json.dumps({"environment": env, "catalog": c}, indent=2, default=str) + "\n")
+    md = [f"# Cost of {c['objects']:,} discovered Salesforce objects", "",
+          f"Measured {c['started_at']}, best of {c['rounds']} (fresh interpreters for the load); machine: {env['cpu']}, "
+          f"{env['cores']} cores; load average at the end {', '.join(f'{x:.2f}' for x in env['loadavg'])}; "
+          f"commit {env['commit']}. Produced by `etl-assets bench --only catalog` (etl_assets/bench/catalog.py); "
+          "read with docs/salesforce-objects-cost.md.", ""]
+    md += [f"- {line}" for line in catalog_summary(c)]
+    md += ["", "Code-location load (import etl_assets.definitions, build the repository, serialize the snapshot a "
+               "code server sends the webserver):", "", markdown_table(CATALOG_LOAD_HEADER, catalog_load_rows(c)), "",
+           f"Sensor ticks (scan_backups; {c['open_folders']} open folders; every object folder holds one empty CSV):",
+           "", markdown_table(CATALOG_SENSOR_HEADER, catalog_sensor_rows(c)), ""]
+    if c.get("graphql"):
+        g = c["graphql"]["discovered"]
+        md += [f"Dagster UI GraphQL (dagster-webserver; the bundled UI's own query documents; {g['partitions']} dynamic "
+               f"partitions; groups: {', '.join(g['groups'])}):", "", markdown_table(CATALOG_UI_HEADER, catalog_ui_rows(c)), ""]
+    if c.get("graphql_error"):
+        md += [f"Dagster UI GraphQL: not measured: {c['graphql_error'][:500]}", ""]
+    if c.get("profile"):
+        md += [f"Profile of one load: {c['profile']}", ""]
+    (out / "catalog.md").write_text("\n".join(md))
+    return [out / "catalog.json", out / "catalog.md"]
