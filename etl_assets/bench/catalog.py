@@ -182,7 +182,7 @@ def profile_load(state: Path, out: Path) -> Path | None:
     script = Path(tempfile.mkdtemp(prefix="etl_assets_bench_profile_")) / "load.py"
     script.write_text(LOAD_SCRIPT)
     target = out / "catalog_profile.txt"
-    done = subprocess.run([sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(target),
+    done = subprocess.run([sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(target),
                            str(script)], cwd=REPO, env=_env(state), capture_output=True, text=True, timeout=900)
     shutil.rmtree(script.parent, ignore_errors=True)
     return target if done.returncode == 0 and target.exists() else None
