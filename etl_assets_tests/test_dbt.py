@@ -54,6 +54,7 @@ class Pipeline:
         self.resources = {
             "totesys_source": source,
             "landing_zone": self.landing,
+            "warehouse": warehouse,
             "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
         }
@@ -70,8 +71,9 @@ class Pipeline:
     def extract(self) -> dg.ExecuteInProcessResult:
         return dg.materialize(totesys_extraction_assets, resources=self.resources, instance=self.instance)
 
-    def build(self) -> dg.ExecuteInProcessResult:
-        result = dg.materialize([dbt_models], resources=self.resources, instance=self.instance)
+    def build(self, full_refresh: bool = False, selection=None) -> dg.ExecuteInProcessResult:
+        result = dg.materialize([dbt_models], resources=self.resources, instance=self.instance, selection=selection,
+                                run_config={"ops": {"dbt_models": {"config": {"full_refresh": full_refresh}}}})
         failed = [(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations()
                   if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
         assert not failed, failed
@@ -79,6 +81,39 @@ class Pipeline:
 
     def scalar(self, sql: str):
         return self.warehouse.query(sql)[0][0]
+
+    def change_order(self, order_id: int, units_sold: int) -> None:
+        """What the OLTP application does: change a column and stamp last_updated."""
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        with self.source.connect() as connection:
+            connection.execute(f'UPDATE "sales_order" SET "units_sold" = {connection.param}, '
+                               f'"last_updated" = {connection.param} WHERE "sales_order_id" = {connection.param}',
+                               [units_sold, now, order_id])
+
+    def facts(self) -> dict[str, list[tuple]]:
+        return {fact: self.warehouse.query(f'SELECT * FROM marts."{fact}" ORDER BY 1') for fact in TOTESYS_FACTS}
+
+
+TOTESYS_FACTS = ["fact_sales_order", "fact_purchase_order", "fact_payment"]
+
+
+def assert_full_refresh_gives_identical_facts(pipeline: Pipeline) -> None:
+    """`dbt build --full-refresh` of the facts rebuilds them from the history, row for row."""
+    before = pipeline.facts()
+    result = pipeline.build(full_refresh=True, selection=[dg.AssetKey(["marts", f]) for f in TOTESYS_FACTS])
+    assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == set(TOTESYS_FACTS)
+    assert pipeline.facts() == before
+    for fact in TOTESYS_FACTS:
+        assert before[fact], fact
+
+
+def assert_one_fact_row_per_extracted_version(pipeline: Pipeline) -> None:
+    for fact, source, key in (("fact_sales_order", "sales_order", "sales_order_id"),
+                              ("fact_purchase_order", "purchase_order", "purchase_order_id"),
+                              ("fact_payment", "payment", "payment_id")):
+        versions = pipeline.scalar(f'SELECT COUNT(*) FROM (SELECT DISTINCT "{key}", "last_updated" '
+                                   f'FROM raw_totesys."{source}_history") AS v')
+        assert pipeline.scalar(f'SELECT COUNT(*) FROM marts."{fact}"') == versions, fact
 
 
 def assert_star_schema_is_complete(pipeline: Pipeline) -> None:
@@ -102,8 +137,8 @@ def test_the_graph_runs_from_oltp_tables_through_raw_and_staging_to_the_marts():
     from etl_assets.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    chain = [dg.AssetKey(["totesys", "sales_order"]), dg.AssetKey(["raw_totesys", "sales_order"]),
-             dg.AssetKey(["staging", "stg_totesys__sales_order"]), dg.AssetKey(["marts", "fact_sales_order"]),
+    chain = [dg.AssetKey(["totesys", "sales_order"]), dg.AssetKey(["raw_totesys", "sales_order_history"]),
+             dg.AssetKey(["staging", "stg_totesys__sales_order_versions"]), dg.AssetKey(["marts", "fact_sales_order"]),
              dg.AssetKey(["marts", "dim_date"])]
     for parent, child in zip(chain, chain[1:]):
         assert parent in graph.get(child).parent_keys, f"{parent} -> {child}"
@@ -126,6 +161,10 @@ def test_the_graph_runs_from_oltp_tables_through_raw_and_staging_to_the_marts():
     assert schedule.cron_schedule == "*/5 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert defs.resolve_sensor_def("dbt_automation_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    for fact in TOTESYS_FACTS:
+        policy = graph.get(dg.AssetKey(["marts", fact])).freshness_policy
+        assert isinstance(policy, dg.FreshnessPolicy) and policy.fail_window.to_timedelta() == dt.timedelta(minutes=30)
+    assert defs.resolve_sensor_def("notify_on_missed_freshness").default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_duckdb_star_schema_follows_changes_in_the_postgres_source(postgres_database, tmp_path: Path, monkeypatch):
@@ -157,6 +196,8 @@ def test_duckdb_star_schema_follows_changes_in_the_postgres_source(postgres_data
                            'WHERE "sales_order_id" = %s', [now, order_id])
     assert old_location != "Timbuktu"
     pipeline.extract()
+    pipeline.change_order(order_id, 4343)  # a second change, extracted before dbt runs again
+    pipeline.extract()
     pipeline.build()
 
     assert_star_schema_is_complete(pipeline)
@@ -165,16 +206,13 @@ def test_duckdb_star_schema_follows_changes_in_the_postgres_source(postgres_data
     assert department[1] == "Timbuktu"
     versions = pipeline.warehouse.query(
         "SELECT units_sold FROM marts.fact_sales_order WHERE sales_order_id = ? ORDER BY sales_record_id", [order_id])
-    assert len(versions) == 2 and versions[-1][0] == 4242
-    new_orders = changed["sales_order"]["inserted"]
-    changed_orders = pipeline.scalar("SELECT COUNT(DISTINCT sales_order_id) FROM raw_totesys.sales_order "
-                                     "WHERE last_updated >= (SELECT MIN(last_updated) FROM raw_totesys.sales_order "
-                                     f"WHERE sales_order_id > {seeded['sales_order']['inserted']})")
-    assert pipeline.scalar("SELECT COUNT(*) FROM marts.fact_sales_order") == \
-        seeded["sales_order"]["inserted"] + changed_orders
-    assert changed_orders >= new_orders + 1
+    assert [v[0] for v in versions[-2:]] == [4242, 4343] and len(versions) == 3, "both versions reach the fact"
+    assert_one_fact_row_per_extracted_version(pipeline)
+    assert pipeline.scalar("SELECT COUNT(*) FROM marts.fact_sales_order") >= \
+        seeded["sales_order"]["inserted"] + changed["sales_order"]["inserted"] + changed["sales_order"]["updated"] + 1
     assert pipeline.scalar("SELECT COUNT(DISTINCT sales_record_id) FROM marts.fact_sales_order") == \
         pipeline.scalar("SELECT COUNT(*) FROM marts.fact_sales_order")
+    assert_full_refresh_gives_identical_facts(pipeline)
 
     assert pipeline.extract().get_asset_materialization_events() == [], "no source changes, no new materializations"
 
@@ -193,11 +231,19 @@ def test_dbt_build_passes_on_postgres_from_the_embedded_source(postgres_database
     pipeline.extract()
     pipeline.build()
     before = pipeline.scalar("SELECT COUNT(*) FROM marts.fact_payment")
-    changed = pipeline.seed()
-    pipeline.extract()
+    ticks = []
+    for units in (5151, 5252):  # two ticks of business, each extracted, one dbt build after both
+        ticks.append(pipeline.seed())
+        pipeline.change_order(11, units)
+        pipeline.extract()
     pipeline.build()
     assert_star_schema_is_complete(pipeline)
     assert pipeline.scalar("SELECT COUNT(*) FROM marts.fact_payment") == \
-        before + changed["payment"]["inserted"] + changed["payment"]["updated"]
+        before + sum(t["payment"]["inserted"] + t["payment"]["updated"] for t in ticks)
+    versions = pipeline.warehouse.query(
+        "SELECT units_sold FROM marts.fact_sales_order WHERE sales_order_id = 11 ORDER BY sales_record_id")
+    assert [v[0] for v in versions[-2:]] == [5151, 5252], "both versions reach the fact"
+    assert_one_fact_row_per_extracted_version(pipeline)
+    assert_full_refresh_gives_identical_facts(pipeline)
     assert pipeline.scalar("SELECT data_type FROM information_schema.columns WHERE table_schema = 'marts' "
                            "AND table_name = 'fact_sales_order' AND column_name = 'unit_price'") == "numeric"

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
+import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,7 +21,7 @@ from etl_assets.totesys.source import (
     build_totesys_source,
     select_window_sql,
 )
-from etl_assets.totesys.tables import TABLES
+from etl_assets.totesys.tables import HISTORY_TABLES, TABLES
 
 
 def extract(resources: dict, instance: dg.DagsterInstance) -> dict[str, dict]:
@@ -29,6 +30,15 @@ def extract(resources: dict, instance: dg.DagsterInstance) -> dict[str, dict]:
     return {
         event.asset_key.path[-1]: {k: v.value for k, v in event.materialization.metadata.items()}
         for event in result.get_asset_materialization_events()
+    }
+
+
+def extraction_resources(source, warehouse, landing: Path) -> dict:
+    return {
+        "totesys_source": source,
+        "landing_zone": LocalLandingZone(root=str(landing)),
+        "warehouse": warehouse,
+        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
     }
 
 
@@ -67,17 +77,13 @@ def totesys_postgres(postgres_database) -> PostgresTotesysSource:
 def test_postgres_extraction_reads_everything_then_only_the_changed_rows(totesys_postgres, tmp_path: Path):
     warehouse = DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
     landing = tmp_path / "landing"
-    resources = {
-        "totesys_source": totesys_postgres,
-        "landing_zone": LocalLandingZone(root=str(landing)),
-        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
-    }
+    resources = extraction_resources(totesys_postgres, warehouse, landing)
     instance = dg.DagsterInstance.ephemeral()
     with totesys_postgres.connect() as connection:
         seeded = seed_totesys(connection, seed=5)
 
     first = extract(resources, instance)
-    assert set(first) == set(TABLES)
+    assert set(first) == set(TABLES) | {f"{t}_history" for t in HISTORY_TABLES}
     for table in TABLES:
         assert first[table]["rows_read"] == seeded[table]["inserted"] == first[table]["dagster/row_count"]
         assert first[table]["watermark_from"] == ""
@@ -89,13 +95,16 @@ def test_postgres_extraction_reads_everything_then_only_the_changed_rows(totesys
         changed = seed_totesys(connection, seed=5)
     second = extract(resources, instance)
     expected = {t for t, c in changed.items() if c["inserted"] or c["updated"]}
-    assert set(second) == expected
+    assert set(second) == expected | {f"{t}_history" for t in expected & set(HISTORY_TABLES)}
     for table in expected:
         assert second[table]["rows_read"] == changed[table]["inserted"] + changed[table]["updated"], table
         assert (second[table]["inserted"], second[table]["updated"]) == (
             changed[table]["inserted"], changed[table]["updated"]), table
         assert second[table]["watermark_from"] == first[table]["watermark_to"]
         assert normalized(warehouse_rows(warehouse, table)) == normalized(source_rows(totesys_postgres, table))
+    for table in HISTORY_TABLES:  # every version once: the overlap re-read nothing that was loaded
+        history = warehouse.query(f'SELECT COUNT(*), COUNT(DISTINCT "_source_file") FROM raw_totesys."{table}_history"')
+        assert history[0] == (seeded[table]["inserted"] + changed[table]["inserted"] + changed[table]["updated"], 2)
     snapshots = sorted((landing / "totesys" / "sales_order").glob("*.parquet"))
     assert len(snapshots) == 2 and pq.read_table(snapshots[-1]).num_rows == second["sales_order"]["rows_read"]
 
@@ -103,6 +112,62 @@ def test_postgres_extraction_reads_everything_then_only_the_changed_rows(totesys
     assert extract(resources, instance) == {}, "a run with no changes must not materialize anything"
     assert warehouse.query('SELECT MAX("_loaded_at") FROM raw_totesys.sales_order') == loaded_at
     assert len(list((landing / "totesys" / "sales_order").glob("*.parquet"))) == 2
+
+
+def sales_order_values(order_id: int, units: int) -> list:
+    return [order_id, 1, 1, 1, units, 2.5, 1, dt.date(2026, 1, 2), dt.date(2026, 1, 3), 1]
+
+
+INSERT_ORDER = ('INSERT INTO "sales_order" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())')
+
+
+@pytest.mark.parametrize("overlap_seconds, extracted", [(None, True), (0, False)], ids=["default-overlap", "no-overlap"])
+def test_a_row_stamped_before_the_cut_off_and_committed_after_the_read_is_extracted_next_time(
+        totesys_postgres, postgres_database, tmp_path: Path, overlap_seconds, extracted):
+    """A real second PostgreSQL transaction stamps last_updated = now() (its start), stays open
+    while a window is read and its watermark moves past the stamp, and commits after. With the
+    default overlap the next run reads it; without, it is lost, which is why the default exists."""
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    resources = extraction_resources(totesys_postgres, warehouse, tmp_path / "landing")
+    asset = next(a for a in totesys_extraction_assets if dg.AssetKey(["raw_totesys", "sales_order"]) in a.keys)
+    config = {} if overlap_seconds is None else {"ops": {"extract_sales_order": {"config": {
+        "overlap_seconds": overlap_seconds}}}}
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run() -> dict:
+        result = dg.materialize([asset], resources=resources, instance=instance, run_config=config)
+        return {e.asset_key.path[-1]: {k: v.value for k, v in e.materialization.metadata.items()}
+                for e in result.get_asset_materialization_events()}
+
+    with totesys_postgres.connect() as connection:
+        connection.apply_schema()
+        connection.execute(INSERT_ORDER, sales_order_values(1, 10))
+    assert run()["sales_order"]["rows_read"] == 1
+
+    late = psycopg2.connect(host=postgres_database["host"], port=postgres_database["port"],
+                            user=postgres_database["user"], dbname=postgres_database["database"])
+    try:
+        with late.cursor() as cursor:  # transaction open: now() is fixed from here
+            cursor.execute('UPDATE "sales_order" SET "units_sold" = 99, "last_updated" = now() '
+                           'WHERE "sales_order_id" = 1 RETURNING "last_updated"')
+            stamp = cursor.fetchone()[0]
+        with totesys_postgres.connect() as connection:
+            connection.execute(INSERT_ORDER, sales_order_values(2, 20))
+        window = run()["sales_order"]
+        assert window["rows_read"] == 1, "the open transaction's row is invisible to the read"
+        assert dt.datetime.fromisoformat(window["watermark_to"]) > stamp, "the watermark passed the stamp"
+        late.commit()
+    finally:
+        late.close()
+
+    following = run()
+    units = warehouse.query('SELECT units_sold FROM raw_totesys.sales_order WHERE sales_order_id = 1')[0][0]
+    history = warehouse.query('SELECT sales_order_id, units_sold FROM raw_totesys.sales_order_history ORDER BY 1, 2')
+    if extracted:
+        assert following["sales_order"]["rows_read"] == 1 and following["sales_order"]["rows_reread"] == 1
+        assert units == 99 and history == [(1, 10), (1, 99), (2, 20)]
+    else:
+        assert following == {} and units == 10 and history == [(1, 10), (2, 20)]
 
 
 def test_the_window_is_half_open_so_a_boundary_row_is_read_exactly_once(tmp_path: Path):

@@ -5,8 +5,8 @@
     ({{ column }} at time zone 'UTC')
 {%- endmacro %}
 
-{#- Facts keep one row per version of a source row: on incremental runs, only the staged
-    rows whose (key, last_updated) is not in the fact yet. -#}
+{#- Facts keep one row per version of a source row: on incremental runs, only the versions
+    whose (key, last_updated) is not in the fact yet. -#}
 {% macro new_versions_only(alias, key) -%}
     {%- if is_incremental() %}
     where not exists (
@@ -19,7 +19,9 @@
 {%- endmacro %}
 
 {#- A surrogate key that keeps counting across incremental runs: the fact's highest key plus
-    the row's position among this run's new versions (oldest first). -#}
+    the row's position among this run's new versions. Ordered by the window that first extracted
+    the version, every version new to an incremental run sorts after every version already in
+    the fact, so a full refresh numbers the rows exactly as the incremental runs did. -#}
 {% macro next_record_id(record_id, order_by) -%}
     {%- if is_incremental() -%}
     (select coalesce(max({{ record_id }}), 0) from {{ this }})
@@ -27,3 +29,28 @@
     0
     {%- endif %} + row_number() over (order by {{ order_by }})
 {%- endmacro %}
+
+{#- Each version of a source row once, from the first extraction window that landed it: the
+    history repeats a version that a window's overlap re-read, and the first window is what
+    orders the fact's surrogate key the same on every (re)build. -#}
+{% macro first_extraction_of_each_version(table, key) -%}
+    select *
+    from (
+        select
+            history.*,
+            row_number() over (
+                partition by history.{{ key }}, history.last_updated
+                order by history._source_partition, history._source_line
+            ) as extraction_rank
+        from {{ source('raw_totesys', table) }} as history
+    ) as extractions
+    where extraction_rank = 1
+{%- endmacro %}
+
+{#- Generic test: no two rows share the values of `columns`. -#}
+{% test unique_combination_of_columns(model, columns) %}
+    select {{ columns | join(', ') }}, count(*) as occurrences
+    from {{ model }}
+    group by {{ columns | join(', ') }}
+    having count(*) > 1
+{% endtest %}

@@ -13,9 +13,24 @@ materialization, after the IO manager committed).
 
 The cut-off is the moment the run was created, the same for every table of the
 run, so the tables of one run are a consistent cut of the source (a sales order
-never arrives before the staff row it references). A window with no rows
-produces no output: no snapshot, no warehouse work, no new materialization, so
-dbt models downstream are not triggered either.
+never arrives before the staff row it references).
+
+Each window starts `overlap_seconds` (default 600) before the previous cut-off: a
+source transaction stamps last_updated when it starts (PostgreSQL's now()) and
+may commit after the previous run's read, so a row stamped just before that
+cut-off would otherwise be skipped for good. Re-reading is safe because a row
+whose (key, last_updated) is already in raw_totesys is dropped before landing;
+only new versions go on. A window with no new versions produces no output: no
+snapshot, no warehouse work, no new materialization, so dbt models downstream
+are not triggered either.
+
+Tables that facts are built from (sales_order, purchase_order, payment) also
+append every new version to `raw_totesys.<table>_history`, an append-only log
+the facts are built from: with raw_totesys.<table> holding only current state,
+a version extracted and superseded between two dbt builds would otherwise never
+reach its fact. The history is loaded before the current state, so the
+watermark (on the current-state asset) never moves past a window whose versions
+are not in the history.
 """
 
 
@@ -28,10 +43,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.spec import SOURCE_FILE, SOURCE_LINE, SOURCE_PARTITION
+from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
+from etl_assets.resources.warehouse.spec import SOURCE_FILE, SOURCE_LINE, SOURCE_PARTITION, TableSpec, quote
 from etl_assets.totesys.source import TotesysSource, select_window_sql
-from etl_assets.totesys.tables import RAW_SCHEMA, TABLES, TotesysTable
+from etl_assets.totesys.tables import RAW_SCHEMA, TABLES, VERSION_COLUMN, TotesysTable
 
 GROUP = "totesys"
 SOURCE_PREFIX = "totesys"  # asset keys of the OLTP tables, and the landing zone prefix of the snapshots
@@ -40,10 +56,15 @@ WATERMARK_TO = "watermark_to"
 WATERMARK_FROM = "watermark_from"
 
 
+DEFAULT_OVERLAP_SECONDS = 600
+HISTORY_SUFFIX = "_history"
+
+
 class ExtractionConfig(dg.Config):
-    settle_seconds: int = 0
-    """Leave out rows changed in the last N seconds before the run started, for sources whose
-    transactions commit well after they stamp last_updated (or whose clock runs ahead)."""
+    overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
+    """Re-read the last N seconds before the previous cut-off. Must exceed the longest source
+    write transaction (plus any clock skew between Dagster and the source): a row stamped
+    before the cut-off but committed after the read is then read by the next run."""
 
 
 def source_asset_key(table: str) -> dg.AssetKey:
@@ -52,6 +73,10 @@ def source_asset_key(table: str) -> dg.AssetKey:
 
 def raw_asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey([RAW_SCHEMA, table])
+
+
+def history_asset_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey([RAW_SCHEMA, table + HISTORY_SUFFIX])
 
 
 def previous_watermark(instance: dg.DagsterInstance, key: dg.AssetKey) -> dt.datetime | None:
@@ -63,11 +88,42 @@ def previous_watermark(instance: dg.DagsterInstance, key: dg.AssetKey) -> dt.dat
     return dt.datetime.fromisoformat(value.value) if value is not None else None
 
 
-def run_cut_off(context: dg.AssetExecutionContext, settle_seconds: int) -> dt.datetime:
-    """When the run was created (UTC, naive like the source), less the settle time."""
+def run_cut_off(context: dg.AssetExecutionContext) -> dt.datetime:
+    """When the run was created (UTC, naive like the source): the same for every table and every
+    retry of the run, so a retry lands the same snapshot file."""
     record = context.instance.get_run_record_by_id(context.run.run_id)
     created = record.create_timestamp if record else dt.datetime.now(dt.timezone.utc)
-    return created.astimezone(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=settle_seconds)
+    return created.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def loaded_versions(warehouse: Warehouse, table: TotesysTable, since: dt.datetime) -> set[tuple]:
+    """(key, last_updated) of the current-state rows stamped at or after `since`: what the
+    overlap of a window re-reads and must not land twice. Empty before the first load."""
+    spec = table.table_spec()
+    with warehouse.session() as session:
+        exists = session.fetchall(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
+            f"{session.param} AND table_name = {session.param}", [spec.schema, spec.name])[0][0]
+        if not exists:
+            return set()
+        rows = session.fetchall(
+            f"SELECT {quote(table.primary_key)}, {quote(VERSION_COLUMN)} FROM {warehouse.table(spec)} "
+            f"WHERE {quote(VERSION_COLUMN)} >= {session.param}", [since.replace(tzinfo=dt.timezone.utc)])
+    return {(key, naive_utc(stamp)) for key, stamp in rows}
+
+
+def new_versions(rows: pa.Table, table: TotesysTable, loaded: set[tuple]) -> pa.Table:
+    """The rows whose (key, last_updated) is not loaded yet."""
+    if not loaded or rows.num_rows == 0:
+        return rows
+    keys = rows.column(table.primary_key).to_pylist()
+    stamps = rows.column(VERSION_COLUMN).to_pylist()
+    keep = [(k, naive_utc(s)) not in loaded for k, s in zip(keys, stamps)]
+    return rows.filter(pa.array(keep, pa.bool_()))
 
 
 def window_label(cut_off: dt.datetime) -> str:
@@ -94,44 +150,82 @@ def for_warehouse(rows: pa.Table) -> pa.Table:
     return rows
 
 
+def staged(spec: TableSpec, rows: pa.Table, cut_off: dt.datetime, landed: str, mode: str) -> StagedBatch:
+    """The window's rows with their lineage (window label, snapshot file, line) as one batch."""
+    writer = StagedBatchWriter(spec, partition=window_label(cut_off), mode=mode)
+    try:
+        writer.write(
+            for_warehouse(rows)
+            .append_column(SOURCE_PARTITION, pa.array([window_label(cut_off)] * rows.num_rows, pa.string()))
+            .append_column(SOURCE_FILE, pa.array([landed] * rows.num_rows, pa.string()))
+            .append_column(SOURCE_LINE, pa.array(range(1, rows.num_rows + 1), pa.int64()))
+        )
+    except Exception:
+        writer.abort()
+        raise
+    return writer.close()
+
+
 def build_extraction_asset(table: TotesysTable) -> dg.AssetsDefinition:
     key = raw_asset_key(table.name)
-    spec = table.table_spec()
-
-    @dg.asset(
-        key=key,
-        deps=[source_asset_key(table.name)],
-        description=f"{table.description}\n\nRows of totesys `{table.name}` changed since the last run "
-        f"(last_updated in [watermark, run start)), snapshotted to the landing zone and merged "
-        f"(SCD Type 1 by `{table.primary_key}`, newest `last_updated` wins) into `{RAW_SCHEMA}.{table.name}`.",
+    common = dict(
         group_name=GROUP,
-        io_manager_key="warehouse_io_manager",
-        output_required=False,
         kinds={"postgres", "parquet"},
         tags={"domain": "totesys"},
         owners=["team:data-engineering"],
         code_version=CODE_VERSION,
+        skippable=True,
+    )
+    specs = [dg.AssetSpec(
+        key,
+        deps=[source_asset_key(table.name)],
+        description=f"{table.description}\n\nRows of totesys `{table.name}` changed since the last run "
+        f"(last_updated in [watermark - overlap, run start), versions already loaded left out), snapshotted "
+        f"to the landing zone and merged (SCD Type 1 by `{table.primary_key}`, newest `last_updated` wins) "
+        f"into `{RAW_SCHEMA}.{table.name}`.",
+        metadata={"source_table": table.name, "primary_key": table.primary_key},
+        **common,
+    ).with_io_manager_key("warehouse_io_manager")]
+    if table.keeps_history:
+        specs.insert(0, dg.AssetSpec(
+            history_asset_key(table.name),
+            deps=[source_asset_key(table.name)],
+            description=f"Every extracted version of totesys `{table.name}`, append-only (one snapshot file "
+            f"per window; a version re-read by a window's overlap may appear twice, and dbt keeps the first "
+            f"by (`{table.primary_key}`, `last_updated`)). The facts are built from it, so every version "
+            f"reaches them however many extractions run between two dbt builds, and a full refresh "
+            f"rebuilds the same facts.",
+            metadata={"source_table": table.name, "version_key": [table.primary_key, VERSION_COLUMN]},
+            **common,
+        ).with_io_manager_key("warehouse_io_manager"))
+
+    @dg.multi_asset(
+        name=f"extract_{table.name}",
+        specs=specs,
         pool="warehouse",
         retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
-        metadata={"source_table": table.name, "primary_key": table.primary_key},
     )
     def extract(
         context: dg.AssetExecutionContext,
         config: ExtractionConfig,
         totesys_source: TotesysSource,
         landing_zone: LandingZone,
+        warehouse: Warehouse,
     ):
         start = previous_watermark(context.instance, key)
-        cut_off = run_cut_off(context, config.settle_seconds)
+        cut_off = run_cut_off(context)
         if start is not None and cut_off <= start:
             context.log.info(f"{table.name}: window [{start}, {cut_off}) is empty; nothing to read")
             return
-        params = [start, cut_off] if start is not None else [cut_off]
+        read_from = start - dt.timedelta(seconds=config.overlap_seconds) if start is not None else None
+        params = [read_from, cut_off] if read_from is not None else [cut_off]
         with totesys_source.connect(read_only=True) as source:
-            sql = select_window_sql(table.name, table.column_names, source.param, start is not None)
+            sql = select_window_sql(table.name, table.column_names, source.param, read_from is not None)
             batches = [to_arrow(table, rows) for rows in source.stream(sql, params)]
-        rows = pa.concat_tables(batches) if batches else to_arrow(table, [])
-        context.log.info(f"{table.name}: {rows.num_rows} row(s) with last_updated in [{start}, {cut_off})")
+        read = pa.concat_tables(batches) if batches else to_arrow(table, [])
+        rows = new_versions(read, table, loaded_versions(warehouse, table, read_from) if read_from else set())
+        context.log.info(f"{table.name}: {read.num_rows} row(s) with last_updated in [{read_from}, {cut_off}), "
+                         f"{rows.num_rows} of them new versions")
         if rows.num_rows == 0:
             return
 
@@ -140,27 +234,20 @@ def build_extraction_asset(table: TotesysTable) -> dg.AssetsDefinition:
             path = Path(directory) / "snapshot.parquet"
             pq.write_table(rows, path, compression="snappy")
             landing_zone.put_file(landed, path)
-        writer = StagedBatchWriter(spec, partition=window_label(cut_off))
-        try:
-            writer.write(
-                for_warehouse(rows)
-                .append_column(SOURCE_PARTITION, pa.array([window_label(cut_off)] * rows.num_rows, pa.string()))
-                .append_column(SOURCE_FILE, pa.array([landed] * rows.num_rows, pa.string()))
-                .append_column(SOURCE_LINE, pa.array(range(1, rows.num_rows + 1), pa.int64()))
-            )
-        except Exception:
-            writer.abort()
-            raise
-        yield dg.Output(
-            writer.close(),
-            metadata={
-                WATERMARK_FROM: start.isoformat() if start else "",
-                WATERMARK_TO: cut_off.isoformat(),
-                "rows_read": rows.num_rows,
-                "snapshot": landing_zone.location(landed),
-                "source": totesys_source.describe(),
-            },
-        )
+        window = {
+            WATERMARK_FROM: start.isoformat() if start else "",
+            WATERMARK_TO: cut_off.isoformat(),
+            "read_from": read_from.isoformat() if read_from else "",
+            "rows_read": rows.num_rows,
+            "rows_reread": read.num_rows - rows.num_rows,
+            "snapshot": landing_zone.location(landed),
+            "source": totesys_source.describe(),
+        }
+        if table.keeps_history:  # first: the watermark below must not pass versions the history lacks
+            yield dg.Output(staged(table.history_spec(), rows, cut_off, landed, "append"),
+                            output_name=history_asset_key(table.name).to_python_identifier(), metadata=window)
+        yield dg.Output(staged(table.table_spec(), rows, cut_off, landed, "merge"),
+                        output_name=key.to_python_identifier(), metadata=window)
 
     return extract
 

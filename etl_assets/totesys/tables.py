@@ -14,6 +14,8 @@ from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec
 
 RAW_SCHEMA = "raw_totesys"
 VERSION_COLUMN = "last_updated"
+# The facts' sources: every extracted version is also appended to raw_totesys.<table>_history.
+HISTORY_TABLES = ("sales_order", "purchase_order", "payment")
 
 # Source type -> (Parquet snapshot type, warehouse column type). Snapshots keep the source's
 # exact types (decimals, booleans); the warehouse has no decimal type, so money lands as
@@ -49,6 +51,17 @@ class TotesysTable:
 
     def snapshot_schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, SOURCE_TYPES[type_][0]) for name, type_ in self.all_columns])
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.name in HISTORY_TABLES
+
+    def history_spec(self) -> TableSpec:
+        """The append-only log of versions: no key (a key appears once per version, and a version
+        once per window that read it), loaded by snapshot file so a retried window adds nothing twice."""
+        columns = tuple(Column(name, SOURCE_TYPES[type_][1]) for name, type_ in self.all_columns)
+        return TableSpec(schema=RAW_SCHEMA, name=f"{self.name}_history", primary_key=None, version_column=None,
+                         columns=columns, description=f"Every extracted version: {self.description}")
 
     def table_spec(self) -> TableSpec:
         columns = tuple(

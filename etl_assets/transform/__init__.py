@@ -16,6 +16,7 @@ import dagster as dg  # noqa: E402
 from dagster_dbt import DbtCliResource  # noqa: E402
 
 from etl_assets.transform.assets import dbt_models  # noqa: E402
+from etl_assets.transform.freshness import build_freshness_notification_sensor  # noqa: E402
 from etl_assets.transform.project import dbt_executable, dbt_project  # noqa: E402
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -26,8 +27,11 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Runs dbt models whose upstream assets were materialized (declarative automation).",
 )
 
+freshness_sensor = build_freshness_notification_sensor(
+    [spec.key for spec in dbt_models.specs if spec.freshness_policy is not None])
+
 defs = dg.Definitions(
     assets=[dbt_models],
-    sensors=[automation_sensor],
+    sensors=[automation_sensor, freshness_sensor],
     resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
 )

@@ -1,7 +1,13 @@
-{{ config(materialized='incremental', incremental_strategy='append', full_refresh=false) }}
+{#- Built from every extracted version (the history), not the current state: versions superseded
+    between two builds still arrive, and a full refresh rebuilds the same rows. -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['sales_order_id', 'last_updated_date', 'last_updated_time'],
+) }}
 
 with sales_orders as (
-    select * from {{ ref('stg_totesys__sales_order') }}
+    select * from {{ ref('stg_totesys__sales_order_versions') }}
 ),
 
 new_versions as (
@@ -10,7 +16,7 @@ new_versions as (
 )
 
 select
-    {{ next_record_id('sales_record_id', 'last_updated, sales_order_id') }} as sales_record_id,
+    {{ next_record_id('sales_record_id', 'first_extracted_in, last_updated, sales_order_id') }} as sales_record_id,
     sales_order_id,
     cast(created_at as date) as created_date,
     cast(created_at as time) as created_time,
