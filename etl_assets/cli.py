@@ -267,6 +267,11 @@ def totesys_command(args: argparse.Namespace) -> int:
         _print_table(columns, [[t] + [str(v) for v in m.values()] for t, m in sorted(summary.extracted.items())])
     else:
         print("totesys: no rows changed since the last extraction; nothing loaded.")
+    if summary.stale_models:
+        print(f"dbt: {len(summary.stale_models)} model(s) older than their inputs "
+              f"(first: {summary.stale_models[0]}); building the marts.")
+    elif summary.success:
+        print("dbt: every model is newer than its inputs; nothing to build.")
     if summary.dbt_skipped_groups:
         print(f"dbt: skipped {', '.join(summary.dbt_skipped_groups)} (their Salesforce tables are not loaded yet)")
     if summary.dbt_ran:
