@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
+import uuid
 from pathlib import Path
 
+import boto3
 import dagster as dg
+from dagster._core.definitions.freshness import FreshnessState
+from dagster._core.loader import LoadingContextForTest
+from dagster._core.test_utils import freeze_time
+from dagster._daemon.freshness import FreshnessDaemon
 from dagster_dbt import DbtCliResource
 
 from etl_assets.resources.landing_zone import LocalLandingZone
+from etl_assets.resources.notifications import Notifier
 from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
@@ -19,6 +28,7 @@ from etl_assets.totesys.seed import seed_totesys
 from etl_assets.totesys.source import DuckDBTotesysSource, PostgresTotesysSource, TotesysSource
 from etl_assets.transform.assets import dbt_models
 from etl_assets.transform.project import dbt_executable, dbt_project
+from etl_assets_tests.conftest import S3_CREDENTIALS
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
 DIMENSIONS = ["dim_date", "dim_staff", "dim_location", "dim_design", "dim_currency", "dim_counterparty",
@@ -247,3 +257,94 @@ def test_dbt_build_passes_on_postgres_from_the_embedded_source(postgres_database
     assert_full_refresh_gives_identical_facts(pipeline)
     assert pipeline.scalar("SELECT data_type FROM information_schema.columns WHERE table_schema = 'marts' "
                            "AND table_name = 'fact_sales_order' AND column_name = 'unit_price'") == "numeric"
+
+
+def test_a_fact_not_built_within_30_minutes_turns_fail_in_dagster_and_notifies_once(s3_endpoint, monkeypatch):
+    """Dagster's own freshness daemon code evaluates the facts' policy (at frozen times, no waiting);
+    the sensor turns the recorded FAIL into one SNS message, and the recovery into another."""
+    from etl_assets.definitions import defs
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # the notifier uses boto3's default credential chain
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    sns = boto3.client("sns", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
+    sqs = boto3.client("sqs", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
+    topic = sns.create_topic(Name=f"freshness-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    queue = sqs.create_queue(QueueName=f"freshness-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+
+    def messages() -> list[dict]:
+        received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        return sorted((json.loads(m["Body"]) for m in received), key=lambda m: m["status"])
+
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey(["marts", "fact_sales_order"])
+    instance = dg.DagsterInstance.ephemeral()
+    daemon = FreshnessDaemon()
+
+    def state_at(timestamp: float) -> FreshnessState:
+        with freeze_time(timestamp):
+            asyncio.run(daemon._evaluate_asset(context=LoadingContextForTest(instance), node=graph.get(key)))
+        return instance.get_freshness_state_records([key])[key].freshness_state
+
+    sensor = defs.resolve_sensor_def("notify_on_missed_freshness")
+    context = dg.build_sensor_context(instance=instance, resources={
+        "notifier": Notifier(topic_arn=topic, endpoint_url=s3_endpoint, region_name="us-east-1")})
+    instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    built = instance.get_latest_materialization_event(key).timestamp
+    assert state_at(built + 10 * 60) == FreshnessState.PASS
+    assert isinstance(sensor(context), dg.SkipReason)
+    assert state_at(built + 25 * 60) == FreshnessState.WARN
+    assert state_at(built + 31 * 60) == FreshnessState.FAIL
+    sensor(context)
+    assert [(m["table"], m["status"]) for m in messages()] == [("marts/fact_sales_order", "FRESHNESS_FAIL")]
+    assert isinstance(sensor(context), dg.SkipReason), "a FAIL that lasts is notified once"
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    rebuilt = instance.get_latest_materialization_event(key).timestamp
+    assert state_at(rebuilt + 60) == FreshnessState.PASS
+    sensor(context)
+    assert [(m["table"], m["status"]) for m in messages()] == [("marts/fact_sales_order", "FRESHNESS_PASS")]
+
+
+def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(tmp_path: Path, monkeypatch):
+    """On the embedded default (DuckDB source and warehouse): one order changed twice and extracted
+    twice outside the CLI (as from the UI or the schedule); `etl-assets totesys` then finds nothing
+    new to extract but builds the marts, since they are older than their inputs, and both versions
+    reach the fact; run again, it has nothing to build."""
+    from etl_assets.resources import build_resources
+    from etl_assets.totesys import totesys_extract_job, totesys_source_tables
+    from etl_assets.totesys.pipeline import run_totesys_pipeline
+    from etl_assets.totesys.source import build_totesys_source
+
+    for name, value in {"ETL_ASSETS_WAREHOUSE": "duckdb", "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+                        "ETL_ASSETS_TOTESYS_SOURCE": "duckdb",
+                        "ETL_ASSETS_TOTESYS_DUCKDB_PATH": str(tmp_path / "totesys.duckdb"),
+                        "ETL_ASSETS_LANDING_ZONE": "local", "ETL_ASSETS_LANDING_ROOT": str(tmp_path / "landing")}.items():
+        monkeypatch.setenv(name, value)
+    defs = dg.Definitions(
+        assets=[*totesys_source_tables, *totesys_extraction_assets, dbt_models], jobs=[totesys_extract_job],
+        resources={**build_resources(), "totesys_source": build_totesys_source(),
+                   "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    first = run_totesys_pipeline(defs, instance, quiet)
+    assert first.success and first.seeded and first.dbt_ran and first.dbt_skipped_groups == ["salesforce_marts"]
+
+    pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")),
+                        DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")), tmp_path / "landing")
+    for units in (6161, 6262):
+        pipeline.change_order(5, units)
+        assert defs.resolve_job_def("totesys_extract_job").execute_in_process(instance=instance, run_config=quiet).success
+
+    second = run_totesys_pipeline(defs, instance, quiet)
+    assert second.success and second.extracted == {}, "nothing new since the UI's extractions"
+    assert "staging/stg_totesys__sales_order_versions" in second.stale_models and second.dbt_ran
+    versions = pipeline.warehouse.query(
+        "SELECT units_sold FROM marts.fact_sales_order WHERE sales_order_id = 5 ORDER BY sales_record_id")
+    assert [v[0] for v in versions[-2:]] == [6161, 6262] and len(versions) == 3
+    assert_one_fact_row_per_extracted_version(pipeline)
+
+    third = run_totesys_pipeline(defs, instance, quiet)
+    assert third.success and third.extracted == {} and third.stale_models == [] and not third.dbt_ran
