@@ -150,11 +150,10 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
                         RANGE_REASON))
         for rows, reason in bad:
             hits = np.flatnonzero(rows)
-            if hits.size and column is not None and not column.strict:
-                row = int(hits[0])
-                raise ColumnWidening(name, wider_type(type_, raw[name][~(raw[name] == "").to_numpy(dtype=bool)])
-                                     if reason.startswith("not a valid") else ColumnType.STRING,
-                                     file, int(chunk.lines[row]), raw[name].iat[row])
+            if hits.size and column is not None and not column.strict:  # an inferred type: widen, keep the row
+                present = raw[name][(raw[name] != "").to_numpy(dtype=bool)]
+                wider = wider_type(type_, present) if rows is invalid else ColumnType.STRING
+                raise ColumnWidening(name, wider, file, int(chunk.lines[hits[0]]), raw[name].iat[int(hits[0])])
             for row in hits:
                 problems.setdefault(int(row), []).append((name, f"{reason}: {_short(raw[name].iat[row])}"))
     frame = pd.DataFrame(typed)

@@ -11,6 +11,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from enum import Enum
 
 import pyarrow as pa
@@ -41,6 +42,7 @@ _ASCII_FOLDS = str.maketrans({"ß": "ss", "ø": "o", "Ø": "O", "æ": "ae", "Æ"
 _NOT_IDENTIFIER = re.compile(r"[^a-z0-9_]+")
 
 
+@lru_cache(maxsize=1 << 16)  # 300 discovered objects ask for ~25,000 names, each several times, at every load
 def column_name(field: str) -> str:
     """The warehouse column for a CSV header field, by one documented rule (docs/salesforce-values.md).
 
