@@ -265,9 +265,10 @@ def test_a_backfill_through_two_celery_workers_equals_a_sequential_run(tmp_path,
 def test_the_executor_is_chosen_by_the_environment():
     assert build_executor({}) is None  # Dagster's default: a process per step on the run's machine
     assert build_executor({"ETL_ASSETS_EXECUTOR": "multiprocess"}) is None
+    assert build_executor({"ETL_ASSETS_EXECUTOR": "in_process"}) is dg.in_process_executor
     urls = {"ETL_ASSETS_CELERY_BROKER": "redis://b:6379/0", "ETL_ASSETS_CELERY_BACKEND": "redis://b:6379/1"}
     assert build_executor({"ETL_ASSETS_EXECUTOR": "celery", **urls}).name == "celery"
     with pytest.raises(ValueError, match="needs ETL_ASSETS_CELERY_BROKER and ETL_ASSETS_CELERY_BACKEND"):
         build_executor({"ETL_ASSETS_EXECUTOR": "celery"})
-    with pytest.raises(ValueError, match="expected one of multiprocess, celery"):
+    with pytest.raises(ValueError, match="expected one of multiprocess, in_process, celery"):
         build_executor({"ETL_ASSETS_EXECUTOR": "k8s"})
