@@ -177,6 +177,9 @@ def test_every_object_of_a_backup_becomes_a_typed_table(tmp_path, postgres_serve
         "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "ETL_ASSETS_TOTESYS_DUCKDB_PATH": str(tmp_path / "totesys.duckdb"),
         DISCOVERED_ENV: str(state),
+        # One process per run, not per step: 33 small objects in one folder (each step process would load
+        # the code location again, ~4 s of CPU each).
+        "ETL_ASSETS_EXECUTOR": "in_process",
     })
 
     # a. The real CLI infers every object; the late booleans are typed.
