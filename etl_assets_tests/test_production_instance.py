@@ -21,16 +21,11 @@ starts the daemon, then turns on salesforce_backup_sensor. It proves:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -42,13 +37,21 @@ from dagster._core.events import DagsterEventType
 from etl_assets.resources.warehouse.postgres import PostgresWarehouse
 from etl_assets.salesforce.partitions import differential_folders
 from etl_assets_tests.conftest import _free_port
-from etl_assets_tests.helpers import assert_matches_truth, folders_in
+from etl_assets_tests.helpers import (
+    REPOSITORY_SELECTOR,
+    Service,
+    assert_matches_truth,
+    folders_in,
+    graphql,
+    location_loaded,
+    print_run_diagnostics,
+    stop_default_instigators,
+    wait_for_services,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCTION_YAML = REPO / "deploy" / "dagster.production.yaml"
 BIN = Path(sys.executable).parent
-LOCATION = "etl_assets"
-REPOSITORY = "__repository__"
 SENSOR = "salesforce_backup_sensor"
 FOLDERS = 2  # two runs through the queue
 OBJECTS = ("Task",)  # one warehouse step per run: every process imports the code location (~7 s of CPU)
@@ -58,112 +61,11 @@ QUEUE_PATH = [DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, Dags
               DagsterEventType.RUN_SUCCESS]
 
 
-def _default_sigint() -> None:
-    # Started from a script, Dagster's CLIs inherit SIGINT ignored; give them the default back.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class Service:
-    """A long-running Dagster process in its own process group (its code servers and run workers
-    are its children, in the same group), logging to a file."""
-
-    def __init__(self, name: str, command: list[str], env: dict, log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, preexec_fn=_default_sigint)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def tail(self, chars: int = 6000) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return f"----- {self.name} (exit {self.process.poll()}) {self.log_path} -----\n{text[-chars:]}"
-
-    def stop(self) -> None:
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=grace)
-                # The leader is gone; anything left in its group (a run worker) gets SIGKILL.
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-            break
-        self._log.close()
-
-
-def wait_for(predicate, timeout: float, what: str, services: list[Service], interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for service in services:
-            if not service.alive():
-                raise AssertionError(f"{service.name} exited while waiting for {what}")
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        payload = json.load(response)
-    assert not payload.get("errors"), payload["errors"]
-    return payload["data"]
-
-
-REPOSITORY_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
-LOCATION_STATUS = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name
-  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-INSTIGATORS = """query($repo: RepositorySelector!) {
-  sensorsOrError(repositorySelector: $repo) { ... on Sensors { results { id name sensorState { status } } } }
-  schedulesOrError(repositorySelector: $repo) { ... on Schedules { results { id name scheduleState { status } } } }
-}"""
-STOP_SENSOR = """mutation($id: String) { stopSensor(id: $id) { __typename
-  ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
-STOP_SCHEDULE = """mutation($id: String) { stopRunningSchedule(id: $id) { __typename
-  ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }"""
 START_SENSOR = """mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) { __typename
   ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
 SENSOR_TICKS = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
   ... on Sensor { sensorState { status ticks(limit: 10) { status runIds error { message }
     dynamicPartitionsRequestResults { partitionsDefName partitionKeys type } } } } } }"""
-
-
-def location_loaded(url: str) -> bool:
-    try:
-        entries = graphql(url, LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
-    except (OSError, urllib.error.URLError):
-        return False
-    status = {e["name"]: (e["locationOrLoadError"] or {}).get("__typename") for e in entries}
-    assert status.get(LOCATION) != "PythonError", f"the code location failed to load: {entries}"
-    return status.get(LOCATION) == "RepositoryLocation"
-
-
-def stop_default_instigators(url: str) -> list[str]:
-    """Stop every sensor and schedule (several run by default), so nothing ticks but what the test starts."""
-    data = graphql(url, INSTIGATORS, {"repo": REPOSITORY_SELECTOR})
-    stopped = []
-    for sensor in data["sensorsOrError"]["results"]:
-        if sensor["sensorState"]["status"] == "RUNNING":
-            result = graphql(url, STOP_SENSOR, {"id": sensor["id"]})["stopSensor"]
-            assert result["instigationState"]["status"] == "STOPPED", result
-            stopped.append(sensor["name"])
-    for schedule in data["schedulesOrError"]["results"]:
-        if schedule["scheduleState"]["status"] == "RUNNING":
-            result = graphql(url, STOP_SCHEDULE, {"id": schedule["id"]})["stopRunningSchedule"]
-            assert result["scheduleState"]["status"] == "STOPPED", result
-            stopped.append(schedule["name"])
-    return stopped
 
 
 def storage_query(database: dict, sql: str, params=None) -> list[tuple]:
@@ -185,24 +87,6 @@ def keep_only(landing_root: Path, folders: list[str], objects: tuple[str, ...]) 
         for directory in (landing_root / "backup" / folder).iterdir():
             if directory.name not in objects:
                 shutil.rmtree(directory)
-
-
-def print_diagnostics(services: list[Service], instance: dg.DagsterInstance | None) -> None:
-    """What a CI failure needs: each process's log, and every run's status and errors."""
-    for service in services:
-        print(service.tail())
-    if instance is None:
-        return
-    try:
-        for record in instance.get_run_records():
-            run = record.dagster_run
-            print(f"run {run.run_id} {run.status.value} tags={dict(run.tags)}")
-            for entry in instance.all_logs(run.run_id):
-                event = entry.dagster_event
-                if event and (event.is_failure or event.event_type == DagsterEventType.ENGINE_EVENT):
-                    print(f"  {event.event_type_value} {event.step_key or ''}: {event.message or entry.user_message}")
-    except Exception as error:  # diagnostics must not hide the original failure
-        print(f"(could not read runs: {error!r})")
 
 
 @pytest.mark.slow
@@ -252,7 +136,7 @@ def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
     try:
         services.append(Service("webserver", [str(BIN / "dagster-webserver"), "-w", workspace,
                                               "-h", "127.0.0.1", "-p", str(port)], env, tmp_path))
-        wait_for(lambda: location_loaded(url), 120, "the webserver to load the code location", services)
+        wait_for_services(lambda: location_loaded(url), 120, "the webserver to load the code location", services)
         stopped = stop_default_instigators(url)
         assert SENSOR in stopped and "totesys_extract_schedule" in stopped, stopped
 
@@ -262,7 +146,7 @@ def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
 
         services.append(Service("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, tmp_path))
         wanted_daemons = ["SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"]
-        wait_for(lambda: all(s.healthy for s in instance.get_daemon_statuses(wanted_daemons).values()), 120,
+        wait_for_services(lambda: all(s.healthy for s in instance.get_daemon_statuses(wanted_daemons).values()), 120,
                  f"the daemon's {', '.join(wanted_daemons)} heartbeats", services)
         ticks = graphql(url, SENSOR_TICKS, {"selector": sensor_selector})["sensorOrError"]["sensorState"]["ticks"]
         assert ticks == [], "the sensor ticked before it was turned on"
@@ -274,7 +158,7 @@ def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
             state = graphql(url, SENSOR_TICKS, {"selector": sensor_selector})["sensorOrError"]["sensorState"]
             done = [t for t in state["ticks"] if t["status"] != "STARTED"]
             return done[-1] if done else None  # ticks are newest first; the first one is last
-        tick = wait_for(finished_tick, 90, f"a finished tick of {SENSOR}", services)
+        tick = wait_for_services(finished_tick, 90, f"a finished tick of {SENSOR}", services)
         assert tick["status"] == "SUCCESS", tick
         assert tick["dynamicPartitionsRequestResults"] == [
             {"partitionsDefName": differential_folders.name, "partitionKeys": folders, "type": "ADD_PARTITIONS"}]
@@ -285,7 +169,7 @@ def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
         def all_finished():
             records = instance.get_run_records(dg.RunsFilter(run_ids=run_ids))
             return records if len(records) == FOLDERS and all(r.dagster_run.is_finished for r in records) else None
-        records = wait_for(all_finished, 180, "the sensor's runs to finish", services, interval=1)
+        records = wait_for_services(all_finished, 180, "the sensor's runs to finish", services, interval=1)
         runs = {r.dagster_run.tags["salesforce/folder"]: r.dagster_run for r in records}
         assert sorted(runs) == folders
         for folder, run in runs.items():
@@ -332,6 +216,6 @@ def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
         for service in reversed(services):
             service.stop()
         if not passed:
-            print_diagnostics(services, instance)
+            print_run_diagnostics(services, instance)
         if instance is not None:
             instance.dispose()
