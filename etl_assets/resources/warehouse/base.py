@@ -89,6 +89,11 @@ class Step:
     columns: tuple[str, ...] = ()
     result: str | None = None
     fetch: bool = False
+    label: str = ""  # named in the error when the statement fails (a feed's post-load SQL)
+
+
+class StepFailed(RuntimeError):
+    """A labelled step of a load failed; the load's transaction was rolled back."""
 
 
 @dataclass
@@ -145,10 +150,15 @@ class Session:
             if step.files:
                 self.copy_files(step)
                 continue
-            if step.fetch:
-                value = self.fetchall(step.sql, step.params)[0][0]
-            else:
-                value = self.execute(step.sql, step.params)
+            try:
+                if step.fetch:
+                    value = self.fetchall(step.sql, step.params)[0][0]
+                else:
+                    value = self.execute(step.sql, step.params)
+            except Exception as error:
+                if not step.label:
+                    raise
+                raise StepFailed(f"{step.label} failed: {type(error).__name__}: {str(error).strip()}") from error
             if step.result:
                 results[step.result] = value
         return results
@@ -193,13 +203,15 @@ class Warehouse(dg.ConfigurableResource):
     def _transient(self, error: BaseException) -> bool:
         return False
 
-    def load(self, batch: StagedBatch) -> LoadResult:
+    def load(self, batch: StagedBatch, after: Sequence[Step] = ()) -> LoadResult:
+        """Load `batch`; `after` runs inside the same transaction (a file feed's post-load SQL and
+        bookkeeping), so the rows and everything that follows them commit or roll back together."""
         spec = batch.spec
         self.check_limits(spec)
         with self.session() as session:
             session.lock_table(spec)
             session.lock_catalog()
-            plan = self.plan(batch, self.table_columns(session, spec.schema, spec.name))
+            plan = self.load_plan(batch, self.table_columns(session, spec.schema, spec.name), after=after)
             session.run(plan.prepare)
         with self.session() as session:
             session.lock_table(spec)
@@ -214,6 +226,13 @@ class Warehouse(dg.ConfigurableResource):
         return LoadResult(
             results["keys_staged"], batch.rejected_rows, results["inserted"], results["updated"], plan.added_columns
         )
+
+    def load_plan(self, batch: StagedBatch, existing: dict[str, int | None], location=None,
+                  after: Sequence[Step] = ()) -> LoadPlan:
+        """`plan` with `after` appended to its transaction."""
+        plan = self.plan(batch, existing, location)
+        plan.transaction += list(after)
+        return plan
 
     def plan(self, batch: StagedBatch, existing: dict[str, int | None], location=None) -> LoadPlan:
         """Every statement a load of `batch` runs, given the table's current columns (name -> width)."""

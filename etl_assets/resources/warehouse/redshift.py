@@ -239,14 +239,14 @@ class RedshiftWarehouse(Warehouse):
         finally:
             connection.close()
 
-    def load(self, batch: StagedBatch) -> LoadResult:
+    def load(self, batch: StagedBatch, after: Sequence[Step] = ()) -> LoadResult:
         spec = batch.spec
         self.check_limits(spec)
         staging = self.upload(batch)
         try:
             with self.session() as session:
                 existing = self.table_columns(session, spec.schema, spec.name)
-            plan = self.plan(batch, existing, staging)
+            plan = self.load_plan(batch, existing, staging, after=after)
             self.run_prepare(plan.prepare)
             with self.session() as session:
                 results = session.run(plan.transaction)
