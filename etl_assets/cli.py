@@ -301,7 +301,9 @@ def files_command(args: argparse.Namespace) -> int:
     """Load every file waiting in the landing prefixes, as the file sensors would, one run per file."""
     from etl_assets.definitions import defs
     from etl_assets.files.sample import write_sample_files
+    from etl_assets.files.loading import OVERRIDE_TAG
     from etl_assets.files.sensors import ROUTES, schema_files_first
+    from etl_assets.resources.landing_zone import LandedFile
 
     zone = _landing_zone()
     if args.sample and isinstance(zone.location(), str) and not zone.location().startswith("s3://"):
@@ -314,6 +316,8 @@ def files_command(args: argparse.Namespace) -> int:
             pending = [f for f in zone.list_files(prefix) if not f.key.endswith("/")]
             # schema files first, then every data file (the sensor spreads them over ticks)
             ordered = schema_files_first(pending) + [f for f in pending if f not in schema_files_first(pending)]
+            if args.key:  # named files only, wherever they are now (held/, duplicate/, error/, archive/)
+                ordered = [LandedFile(k, 0, 0) for k in args.key if k.startswith(prefix)]
             if not ordered:
                 continue
             instance.add_dynamic_partitions(asset.partitions_def.name, [f.key for f in ordered])
@@ -321,8 +325,13 @@ def files_command(args: argparse.Namespace) -> int:
                 result = job.execute_in_process(
                     asset_selection=[asset.key], partition_key=landed.key, instance=instance, raise_on_error=False,
                     run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+                    tags={OVERRIDE_TAG: args.override} if args.override else None,
                 )
-                print(f"{landed.key}: {'loaded' if result.success else 'REFUSED (see error/)'}")
+                outcome = "loaded" if result.success else "REFUSED (see error/)"
+                for status, place in (("DUPLICATE", "duplicate/"), ("HELD", "held/")):
+                    if not result.success and zone.exists(place + landed.key):
+                        outcome = f"{status} (see {place})"
+                print(f"{landed.key}: {outcome}")
                 if not result.success:
                     failed.append(landed.key)
                     for reason in _failure_reasons(result):
@@ -354,6 +363,9 @@ def audit_command(args: argparse.Namespace) -> int:
         return 0
     columns = ["started_at", "status", "target_table", "action", "rows_read", "rows_loaded", "rows_rejected",
                "source_key", "run_id", "error"]
+    for load in loads:  # a file feed's schema drift, shown beside its reason
+        if load.get("schema_drift"):
+            load["error"] = "; ".join(filter(None, [load["error"], f"schema drift: {load['schema_drift']}"]))
     rows = [[str(load[c] if load[c] is not None else "") for c in columns] for load in loads]
     for row in rows:
         row[0] = row[0][:19]  # to the second
@@ -370,8 +382,13 @@ def audit_command(args: argparse.Namespace) -> int:
 def audit_server_command(args: argparse.Namespace) -> int:
     from etl_assets.resources.audit_api import serve
 
+    from etl_assets.resources.audit_api import AuditServerConfigError
+
     try:
         serve(_resolved_warehouse(), args.host, args.port)
+    except AuditServerConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (which Dagster maps to SIGINT)
         print("Audit endpoint stopped")
     return 0
@@ -407,18 +424,23 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--allow-refused", action="store_true", help="exit 0 even if some files were refused")
     files.add_argument("--ephemeral", dest="persistent", action="store_false", help="do not record runs")
     files.add_argument("--log-level", default="WARNING")
+    files.add_argument("--key", action="append", default=[],
+                       help="load only this landing key (repeatable), e.g. one in held/ or duplicate/")
+    files.add_argument("--override", help="guards and/or duplicates (comma-separated): apply a HELD file, "
+                       "load a DUPLICATE (run tag files/override; docs/file-feeds.md)")
     files.set_defaults(func=files_command)
 
     audit = commands.add_parser("audit", help="list loads from the audit table")
     audit.add_argument("--table", help="target table, schema.table or table")
     audit.add_argument("--since", help="ISO timestamp (UTC if no zone)")
-    audit.add_argument("--status", type=str.upper, choices=("FINISHED", "FAILED", "ABORTED"),
+    audit.add_argument("--status", type=str.upper, choices=("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD"),
                        help="only loads with this outcome")
     audit.add_argument("--limit", type=int, default=1000, help="newest N loads (default 1000)")
     audit.add_argument("--json", action="store_true", help="every column, full run ids, as JSON")
     audit.set_defaults(func=audit_command)
 
-    audit_server = commands.add_parser("audit-server", help="read-only HTTP endpoint: GET /loads?table=&since=")
+    audit_server = commands.add_parser("audit-server", help="read-only HTTP endpoint: GET /loads?table=&since="
+                                       "&status=&limit= (beyond loopback only with ETL_ASSETS_AUDIT_TOKEN set)")
     audit_server.add_argument("--host", default="127.0.0.1")
     audit_server.add_argument("--port", type=int, default=8765)
     audit_server.set_defaults(func=audit_server_command)

@@ -1,25 +1,29 @@
 """One asset per kind of file feed; every landed file is a partition of its asset.
 
-A materialization finds the file (still in its landing prefix, or in archive/ or
-error/ when re-run on demand), loads it all or nothing, moves it to archive/ or
-to error/ with a `.reason.txt` beside it, writes the audit row and sends the
-notification. These assets load through the shared warehouse resource directly
+A materialization finds the file (still in its landing prefix, or in archive/,
+error/, duplicate/ or held/ when re-run on demand), loads it all or nothing, moves
+it to archive/ (loaded), error/ (ABORTED, FAILED), duplicate/ (DUPLICATE) or held/
+(HELD) with a `.reason.txt` beside it, writes the audit row and sends the
+notification. A file that loads moves any earlier refused copy of itself out of
+error/, duplicate/ and held/ into archive/ (docs/file-feeds.md). These assets load through the shared warehouse resource directly
 rather than an IO manager, because moving the file and recording the outcome must
 follow the load, including when it fails.
 """
 
 import datetime as dt
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
 from etl_assets.files.csv_parquet import PREFIX as CSV_PREFIX
 from etl_assets.files.csv_parquet import csv_dataset_table, load_csv_file
 from etl_assets.files.datalake import PREFIX as DATALAKE_PREFIX
-from etl_assets.files.datalake import datalake_table, load_datalake_file
+from etl_assets.files.datalake import datalake_table, load_datalake_file, parse_key
 from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
-from etl_assets.files.external import external_table, load_external_file
-from etl_assets.files.loading import FileRefused, Outcome
+from etl_assets.files.external import external_table, feed_for_key, load_external_file
+from etl_assets.files.loading import OVERRIDE_TAG, FileLoad, FileRefused, Outcome
 from etl_assets.resources.audit import LoadRecord, record_load
 from etl_assets.resources.landing_zone import LandingZone
 from etl_assets.resources.notifications import Notifier
@@ -27,32 +31,60 @@ from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.spec import quote
 
 GROUP = "files"
-ARCHIVE, ERROR = "archive/", "error/"
+ARCHIVE, ERROR, DUPLICATE, HELD = "archive/", "error/", "duplicate/", "held/"
+PLACE_FOR = {"ABORTED": ERROR, "FAILED": ERROR, "DUPLICATE": DUPLICATE, "HELD": HELD}
+LABEL = {ERROR: "failure", DUPLICATE: "duplicate", HELD: "held"}  # archive/<key>.previous-<label>
+OVERRIDES = ("guards", "duplicates")
 SCHEMA_DRIFT = "no_schema_drift"
 
 
 def locate(landing_zone: LandingZone, key: str) -> str:
-    """Where the file is now: landed, or already archived / in error when re-run on demand."""
-    for candidate in (key, ARCHIVE + key, ERROR + key):
+    """Where the file is now: landed, or already archived / refused when re-run on demand."""
+    for candidate in (key, ARCHIVE + key, ERROR + key, DUPLICATE + key, HELD + key):
         if landing_zone.exists(candidate):
             return candidate
-    raise dg.Failure(description=f"{key} is not in the landing zone, {ARCHIVE} or {ERROR}", allow_retries=False)
+    raise dg.Failure(description=f"{key} is not in the landing zone, {ARCHIVE}, {ERROR}, {DUPLICATE} or {HELD}",
+                     allow_retries=False)
+
+
+def run_overrides(tags: dict) -> frozenset:
+    """What the operator allowed for this run (the run tag files/override=guards,duplicates)."""
+    values = frozenset(v.strip() for v in tags.get(OVERRIDE_TAG, "").split(",") if v.strip())
+    unknown = values - set(OVERRIDES)
+    if unknown:
+        raise dg.Failure(description=f"run tag {OVERRIDE_TAG}: unknown override(s) {sorted(unknown)}; "
+                                     f"use {', '.join(OVERRIDES)}", allow_retries=False)
+    return values
+
+
+def clear_refused_copies(landing_zone: LandingZone, key: str, current: str) -> None:
+    """After a load, an earlier refused copy of the file (and its reason) would say the file is still
+    refused: it moves to archive/<key>.previous-<status>[.txt], kept as history."""
+    for place in (ERROR, DUPLICATE, HELD):
+        label = LABEL[place]
+        if place + key != current and landing_zone.exists(place + key):
+            landing_zone.move(place + key, f"{ARCHIVE}{key}.previous-{label}")
+        if landing_zone.exists(place + key + ".reason.txt"):
+            landing_zone.move(place + key + ".reason.txt", f"{ARCHIVE}{key}.previous-{label}.txt")
 
 
 def process_file(
     context: dg.AssetExecutionContext,
     kind: str,
     key: str,
-    load: Callable[..., Outcome],
+    load: Callable[[FileLoad], Outcome],
     target: Callable[[str], str],
     landing_zone: LandingZone,
     warehouse: Warehouse,
     notifier: Notifier,
+    action_of: Callable[[str], str] = lambda key: "",
 ) -> Outcome:
+    overrides = run_overrides(context.run.tags)
     current = locate(landing_zone, key)
     record = LoadRecord(domain=f"files.{kind}", source_key=key, target_table="", action=kind, run_id=context.run.run_id)
-    try:  # named up front, so a refused file's audit row and notification say which table it was for
+    try:  # named up front, so a refused file's audit row and notification say which table and action
         record.target_table = target(key)
+        record.action = action_of(key) or kind
     except FileRefused:
         pass  # no feed claims the key: the load below refuses it with the reason
     for landed in landing_zone.list_files(current.rsplit("/", 1)[0] + "/"):
@@ -61,21 +93,28 @@ def process_file(
     outcome, failure = None, None
     try:
         with landing_zone.local_copy(current) as path:
-            outcome = load(path, key)
+            outcome = load(FileLoad(Path(path), key, warehouse, overrides))
         record.target_table, record.action = outcome.table, outcome.action
         record.rows_read, record.rows_loaded = outcome.rows_read, outcome.rows_loaded
+        drift = outcome.metadata.get("schema_drift")
+        record.schema_drift = json.dumps(drift, sort_keys=True) if drift else None
     except FileRefused as refused:
         record.status, record.error, failure = refused.status, str(refused), refused
+        record.rows_read = refused.rows_read
+        record.schema_drift = json.dumps(refused.schema_drift, sort_keys=True) if refused.schema_drift else None
     except Exception as error:  # the database refused the load, or the file vanished: still audited
         record.status, record.error, failure = "FAILED", f"{type(error).__name__}: {error}", error
 
-    destination = ARCHIVE + key if failure is None else ERROR + key
+    destination = ARCHIVE + key if failure is None else PLACE_FOR[record.status] + key
     if current != destination:
         landing_zone.move(current, destination)
-    if failure is None and landing_zone.exists(ERROR + key + ".reason.txt"):
-        landing_zone.move(ERROR + key + ".reason.txt", ARCHIVE + key + ".previous-failure.txt")
-    if failure is not None:
-        landing_zone.put_text(ERROR + key + ".reason.txt", f"{record.status}: {record.error}\n")
+    if failure is None:
+        clear_refused_copies(landing_zone, key, current)
+    else:
+        for place in set(PLACE_FOR.values()) - {PLACE_FOR[record.status]}:  # one reason, where the file is
+            if landing_zone.exists(place + key + ".reason.txt"):
+                landing_zone.move(place + key + ".reason.txt", f"{ARCHIVE}{key}.previous-{LABEL[place]}.txt")
+        landing_zone.put_text(destination + ".reason.txt", f"{record.status}: {record.error}\n")
     record_load(warehouse, record)
     try:
         notifier.publish(
@@ -106,8 +145,8 @@ def _metadata(outcome: Outcome, landing_zone: LandingZone, key: str) -> dict:
     }
 
 
-def build_file_asset(name: str, kind: str, description: str, kinds: set[str], load, target, checks=()):
-    """The asset for one kind of feed: each file is a partition; `load(path, key, resources)` loads it
+def build_file_asset(name: str, kind: str, description: str, kinds: set[str], load, target, action_of, checks=()):
+    """The asset for one kind of feed: each file is a partition; `load(file, landing_zone)` loads it
     into the table `target(key)` names."""
     key = dg.AssetKey(["files", name])
     partitions = dg.DynamicPartitionsDefinition(name=f"{kind}_files")
@@ -127,8 +166,8 @@ def build_file_asset(name: str, kind: str, description: str, kinds: set[str], lo
     def file_asset(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
                    notifier: Notifier):
         file_key = context.partition_key
-        outcome = process_file(context, kind, file_key, lambda path, k: load(path, k, warehouse, landing_zone),
-                               target, landing_zone, warehouse, notifier)
+        outcome = process_file(context, kind, file_key, lambda file: load(file, landing_zone),
+                               target, landing_zone, warehouse, notifier, action_of)
         metadata = _metadata(outcome, landing_zone, file_key)
         schema, table = outcome.table.split(".", 1)
         metadata["dagster/row_count"] = warehouse.query(f"SELECT COUNT(*) FROM {quote(schema)}.{quote(table)}")[0][0]
@@ -148,20 +187,20 @@ datalake_loads = build_file_asset(
     "datalake_loads", "datalake",
     f"Files under `{DATALAKE_PREFIX}<db>/<append|truncate|schema>/<table>/<file>`: schema files create or evolve "
     "tables, append CSVs add rows, truncate CSVs replace them; one partition per file.",
-    {"csv", "json", "s3"}, lambda path, key, warehouse, zone: load_datalake_file(path, key, warehouse),
-    datalake_table,
+    {"csv", "json", "s3"}, lambda file, zone: load_datalake_file(file),
+    datalake_table, lambda key: parse_key(key)[1],
 )
 external_feed_loads = build_file_asset(
     "external_feed_loads", "external",
     f"Files under `{EXTERNAL_PREFIX}` matched to a feed in feeds.yaml: header and trailer checks, split in parts "
     "over the feed's size threshold, loaded, then the feed's post-load SQL; one partition per file.",
-    {"csv", "s3"}, lambda path, key, warehouse, zone: load_external_file(path, key, warehouse),
-    external_table,
+    {"csv", "s3"}, lambda file, zone: load_external_file(file),
+    external_table, lambda key: feed_for_key(key).mode,
 )
 csv_to_parquet_loads = build_file_asset(
     "csv_to_parquet_loads", "csv",
     f"CSV files under `{CSV_PREFIX}<dataset>/`: schema discovered and registered, nulls checked, selected columns "
     "written as Parquet and loaded; one partition per file.",
-    {"csv", "parquet", "s3"}, load_csv_file, csv_dataset_table,
+    {"csv", "parquet", "s3"}, load_csv_file, csv_dataset_table, lambda key: "append",
     checks=[(SCHEMA_DRIFT, "The file's discovered schema matches the dataset's previous file.")],
 )

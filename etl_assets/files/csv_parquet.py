@@ -1,47 +1,47 @@
 """CSV to Parquet with schema discovery: what the Glue crawler and job did.
 
-`csv/input/<dataset>/<file>.csv`: the file's schema is inferred by Arrow and
-recorded in `etl_files.schema_registry`, compared with the dataset's previous file
-(drift), required columns are checked for nulls, the selected columns are written
-as Parquet to `csv/processed/<dataset>/<file>.parquet`, and that Parquet is loaded.
+`csv/input/<dataset>/<file>.csv`: each column's type is inferred from the file's
+text by the same conversion the load uses, recorded in `etl_files.schema_registry`
+and compared with the dataset's previous file (drift). The selected columns are
+staged on the shared typing path (types declared in feeds.yaml, else the table's,
+else inferred: a value that does not fit is refused with its line and column),
+loaded with the registry row in one transaction, and only then written as Parquet
+to `csv/processed/<dataset>/<file>.parquet`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from etl_assets.files.config import load_feeds
-from etl_assets.files.loading import FileRefused, Outcome, ensure_table, header_names, load_staged, table_spec
+from etl_assets.files.loading import (
+    FileLoad,
+    FileRefused,
+    Outcome,
+    check_content,
+    content_steps,
+    ensure_table,
+    header_mismatch,
+    header_names,
+    infer_types,
+    load_staged,
+    stage_typed_csv,
+    table_spec,
+)
 from etl_assets.resources.audit import utcnow
 from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.spec import SOURCE_FILE, SOURCE_LINE, SOURCE_PARTITION, ColumnType
+from etl_assets.resources.warehouse.base import Step, Warehouse
+from etl_assets.resources.warehouse.spec import ColumnType
 
 PREFIX = "csv/input/"
 PROCESSED = "csv/processed/"
 REGISTRY_SCHEMA, REGISTRY_TABLE = "etl_files", "schema_registry"
-
-
-def column_type(arrow_type: pa.DataType) -> ColumnType:
-    if pa.types.is_integer(arrow_type):
-        return ColumnType.INTEGER
-    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
-        return ColumnType.FLOAT
-    if pa.types.is_boolean(arrow_type):
-        return ColumnType.BOOLEAN
-    if pa.types.is_timestamp(arrow_type):
-        return ColumnType.DATETIME
-    if pa.types.is_date(arrow_type):
-        return ColumnType.DATE
-    return ColumnType.STRING
 
 
 def dataset_for_key(key: str):
@@ -65,64 +65,94 @@ def _registry(warehouse: Warehouse) -> str:
         "dataset": text, "source_key": text, "columns": text, "recorded_at": ColumnType.DATETIME})
 
 
-def schema_drift(previous: dict[str, str] | None, current: dict[str, str]) -> dict[str, list]:
+def schema_drift(previous: dict[str, str | None] | None, current: dict[str, str | None]) -> dict[str, list]:
+    """Columns added, removed or retyped against the dataset's previous file; a column without values
+    (type None) on either side has no type to compare."""
     if previous is None:
         return {}
     drift = {
         "added": sorted(set(current) - set(previous)),
         "removed": sorted(set(previous) - set(current)),
         "retyped": sorted(f"{c}: {previous[c]} -> {current[c]}" for c in set(previous) & set(current)
-                          if previous[c] != current[c]),
+                          if previous[c] and current[c] and previous[c] != current[c]),
     }
     return {k: v for k, v in drift.items() if v}
 
 
-def load_csv_file(path: Path, key: str, warehouse: Warehouse, landing_zone: LandingZone) -> Outcome:
-    dataset, file_name = dataset_for_key(key)
-    _, names, _ = header_names(path, key, "utf-8", ",")
-    try:
-        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
-                               parse_options=pacsv.ParseOptions(newlines_in_values=True))
-    except pa.ArrowInvalid as error:
-        raise FileRefused("FAILED", f"could not be parsed: {error}") from None
-    discovered = {name: column_type(table.schema.field(name).type).value for name in names}
+def _typed_columns(dataset, warehouse: Warehouse, selected: list[str], inferred: dict) -> dict[str, ColumnType]:
+    """The type each selected column loads as: declared in feeds.yaml, else the table's (a value that no
+    longer fits it is refused, never cast), else inferred from this file's text. A column with no values
+    and no type yet is left out: the next file with values types it."""
+    existing = warehouse.column_types(dataset.schema, dataset.table)
+    types = {}
+    for name in selected:
+        type_ = dataset.columns.get(name) or existing.get(name) or inferred.get(name)
+        if type_ is not None:
+            types[name] = type_
+    return types
 
-    for position, name in enumerate(names, start=1):
-        if name in dataset.required and table.column(name).null_count:
-            row = pc.index(pc.is_null(table.column(name)), True).as_py()
-            raise FileRefused("FAILED", f"required column {name} is empty", row + 2, position)
-    missing = [c for c in dataset.required + dataset.select if c not in names]
-    if missing:
-        raise FileRefused("FAILED", f"columns {missing} are required or selected but not in the file", 1)
-    selected = list(dataset.select or names)
-    table = table.select(selected)
+
+def write_processed(batch, types: dict, selected: list[str], target: Path) -> None:
+    """The selected columns as loaded (typed by the same conversion), written from the staged rows."""
+    schema = pa.schema([pa.field(name, batch.spec.arrow_schema().field(name).type if name in types else pa.string())
+                        for name in selected])
+    with pq.ParquetWriter(target, schema) as writer:
+        for part in batch.files:
+            staged = pq.read_table(part)
+            columns = [staged.column(n) if n in types else pa.nulls(staged.num_rows, pa.string()) for n in selected]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+
+
+def load_csv_file(load: FileLoad, landing_zone: LandingZone) -> Outcome:
+    path, key, warehouse = load.path, load.key, load.warehouse
+    dataset, file_name = dataset_for_key(key)
+    table = f"{dataset.schema}.{dataset.table}"
+    header, names, header_lines = header_names(path, key, "utf-8", ",")
+    mismatch = header_mismatch(names, list(dict.fromkeys(dataset.required + dataset.select)), extra_allowed=True)
+    if mismatch:
+        raise FileRefused("ABORTED", mismatch, 1)
+    fingerprint = check_content(load, table, dataset.allow_duplicates)
+    inferred = infer_types(path, key, header, names, header_lines, "utf-8", ",")
+    discovered = {name: type_.value if type_ else None for name, type_ in inferred.items()}
 
     registry = _registry(warehouse)
     p = warehouse.param
     previous = warehouse.query(
         f'SELECT "columns" FROM {registry} WHERE "dataset" = {p} AND "source_key" <> {p} '
         f'ORDER BY "recorded_at" DESC LIMIT 1', [dataset.name, key])
-    drift = schema_drift(json.loads(previous[0][0]) if previous else None, discovered)
+    known = json.loads(previous[0][0]) if previous else None
+    drift = schema_drift(known, discovered)
+    recorded = {**{c: t for c, t in (known or {}).items() if c in discovered}, **{c: t for c, t in discovered.items()
+                                                                                  if t is not None}}
+    recorded.update({c: None for c in discovered if c not in recorded})
 
+    selected = list(dataset.select or names)
+    types = _typed_columns(dataset, warehouse, selected, inferred)
+    # A required column without a value anywhere has no type, but is still checked: its first row fails.
+    untyped_required = {c: ColumnType.STRING for c in selected if c in dataset.required and c not in types}
+    spec = table_spec(dataset.schema, dataset.table, {**types, **untyped_required}, dataset.required)
+    try:
+        batch, rows = stage_typed_csv(path, key, spec, "append", extra_columns=True)
+    except FileRefused as refused:
+        refused.schema_drift = drift or None
+        raise
+    if untyped_required:  # no rows at all: nothing to type these columns by, so they are not created
+        batch.spec = table_spec(dataset.schema, dataset.table, types, dataset.required)
     processed_key = f"{PROCESSED}{dataset.name}/{Path(file_name).stem}.parquet"
-    with tempfile.TemporaryDirectory(prefix="csv_parquet_") as work:
-        parquet_path = Path(work) / "processed.parquet"
-        pq.write_table(table, parquet_path)
+    work = Path(tempfile.mkdtemp(prefix="csv_parquet_"))
+    try:
+        parquet_path = work / "processed.parquet"
+        write_processed(batch, types, selected, parquet_path)
+        after = [Step(f'DELETE FROM {registry} WHERE "source_key" = {p}', (key,)),
+                 Step(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p})",
+                      (dataset.name, key, json.dumps(recorded, sort_keys=True), utcnow()))]
+        after += content_steps(load, table, fingerprint, rows)
+        result, shown = load_staged(warehouse, batch, after)
+        # Written once the load committed: a refused or failed file leaves no Parquet in processed/.
         landing_zone.put_file(processed_key, parquet_path)
-
-    spec = table_spec(dataset.schema, dataset.table, {c: ColumnType(discovered[c]) for c in selected})
-    writer = StagedBatchWriter(spec, key, mode="append")
-    lineage = {SOURCE_PARTITION: pa.array([key] * table.num_rows), SOURCE_FILE: pa.array([key] * table.num_rows),
-               SOURCE_LINE: pa.array(range(2, table.num_rows + 2), pa.int64())}
-    writer.write(table.append_column(SOURCE_PARTITION, lineage[SOURCE_PARTITION])
-                 .append_column(SOURCE_FILE, lineage[SOURCE_FILE]).append_column(SOURCE_LINE, lineage[SOURCE_LINE]))
-    batch = writer.close()
-    result, shown = load_staged(warehouse, batch)
-    with warehouse.session() as session:
-        session.execute(f'DELETE FROM {registry} WHERE "source_key" = {p}', [key])
-        session.execute(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p})",
-                        [dataset.name, key, json.dumps(discovered, sort_keys=True), utcnow()])
-    return Outcome(f"{dataset.schema}.{dataset.table}", "append", table.num_rows, result.inserted,
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Outcome(table, "append", rows, result.inserted,
                    {"dataset": dataset.name, "discovered_schema": discovered, "schema_drift": drift,
                     "parquet": landing_zone.location(processed_key), "added_columns": list(result.added_columns),
-                    **shown})
+                    "content_sha256": fingerprint, **shown})

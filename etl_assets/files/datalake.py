@@ -2,8 +2,11 @@
 
 `schema` files (JSON) declare a table's columns and its allowed operations, and
 create or widen the table; `append` CSVs add rows (idempotently per file);
-`truncate` CSVs replace the table's rows, in one transaction. Declared schemas
-live in the warehouse (`etl_files.datalake_schemas`), beside the data they govern.
+`truncate` CSVs replace the table's rows, in one transaction, unless a guard holds
+them (an empty file, fewer rows than the schema's `guards.min_rows`, a drop beyond
+`guards.max_drop_percent`). Declared schemas live in the warehouse
+(`etl_files.datalake_schemas`), beside the data they govern, and change in the
+same transaction as the table.
 """
 
 from __future__ import annotations
@@ -11,9 +14,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from etl_assets.files.loading import FileRefused, Outcome, ensure_table, load_staged, stage_typed_csv, table_spec
+from etl_assets.files.loading import (
+    FileLoad,
+    FileRefused,
+    Guards,
+    Outcome,
+    check_content,
+    check_guards,
+    content_steps,
+    ensure_table,
+    load_staged,
+    stage_typed_csv,
+    table_spec,
+)
 from etl_assets.resources.audit import utcnow
-from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.resources.warehouse.base import Step, Warehouse
 from etl_assets.resources.warehouse.batch import StagedBatchWriter
 from etl_assets.resources.warehouse.spec import ColumnType, InvalidIdentifier, identifier
 
@@ -75,7 +90,15 @@ def parse_schema_file(path: Path, key: str) -> dict:
     allowed = raw.get("allowed_operations", list(ACTIONS))
     if not set(allowed) <= set(ACTIONS):
         raise FileRefused("ABORTED", f"allowed_operations must be among {ACTIONS}, got {allowed}")
-    return {"columns": columns, "allowed_operations": sorted(allowed)}
+    try:
+        guards = Guards.parse(raw.get("guards"), "guards")
+    except (TypeError, ValueError) as error:
+        raise FileRefused("ABORTED", str(error)) from None
+    if raw.get("duplicates", "refuse") not in ("refuse", "allow"):
+        raise FileRefused("ABORTED", "duplicates must be refuse or allow")
+    return {"columns": columns, "allowed_operations": sorted(allowed),
+            "guards": {"min_rows": guards.min_rows, "max_drop_percent": guards.max_drop_percent},
+            "duplicates": raw.get("duplicates", "refuse")}
 
 
 def incompatible_changes(old: dict, new: dict) -> list[str]:
@@ -94,7 +117,8 @@ def incompatible_changes(old: dict, new: dict) -> list[str]:
     return reasons
 
 
-def load_datalake_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
+def load_datalake_file(load: FileLoad) -> Outcome:
+    path, key, warehouse = load.path, load.key, load.warehouse
     db, action, table, _ = parse_key(key)
     current = declared_schema(warehouse, db, table)
     if action != "schema":
@@ -103,10 +127,19 @@ def load_datalake_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
         if action not in current["allowed_operations"]:
             raise FileRefused("ABORTED", f"{action} is not allowed for {db}.{table} "
                                          f"(allowed: {', '.join(current['allowed_operations'])})")
+        if path.stat().st_size == 0:
+            raise FileRefused("ABORTED", "the file is empty")
+        allow_duplicates = current.get("duplicates") == "allow"
+        fingerprint = check_content(load, f"{db}.{table}", allow_duplicates)
         spec = _spec(db, table, current)
         mode = "append" if action == "append" else "replace"
         batch, rows = stage_typed_csv(path, key, spec, mode)
-        result, shown = load_staged(warehouse, batch)
+        try:
+            check_guards(load, batch, Guards(**current.get("guards", {})))
+        except BaseException:
+            batch.discard()
+            raise
+        result, shown = load_staged(warehouse, batch, content_steps(load, f"{db}.{table}", fingerprint, rows))
         return Outcome(f"{db}.{table}", action, rows, result.inserted, {"rows_replaced": result.deleted, **shown})
 
     new = parse_schema_file(path, key)
@@ -116,15 +149,13 @@ def load_datalake_file(path: Path, key: str, warehouse: Warehouse) -> Outcome:
         reasons = incompatible_changes(current, new)
         if reasons:
             raise FileRefused("ABORTED", "incompatible schema change: " + "; ".join(reasons))
-    empty = StagedBatchWriter(_spec(db, table, new), key, mode="append").close()
-    result = warehouse.load(empty)  # creates the table or adds the new columns; no rows
-    empty.discard()
     registry = _registry(warehouse)
     p = warehouse.param
-    with warehouse.session() as session:
-        session.execute(f'DELETE FROM {registry} WHERE "db" = {p} AND "table_name" = {p}', [db, table])
-        session.execute(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p}, {p})",
-                        [db, table, json.dumps(new, sort_keys=True), key, utcnow()])
+    record = [Step(f'DELETE FROM {registry} WHERE "db" = {p} AND "table_name" = {p}', (db, table)),
+              Step(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p}, {p})",
+                   (db, table, json.dumps(new, sort_keys=True), key, utcnow()))]
+    empty = StagedBatchWriter(_spec(db, table, new), key, mode="append").close()
+    result, _ = load_staged(warehouse, empty, record)  # creates the table or adds the new columns; no rows
     return Outcome(f"{db}.{table}", "schema", metadata={"added_columns": list(result.added_columns),
                                                          "allowed_operations": new["allowed_operations"]})
 

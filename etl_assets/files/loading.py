@@ -1,23 +1,31 @@
-"""What every file feed shares: typed, all-or-nothing staging of a CSV, and refusals.
+"""What every file feed shares: one typing and validation path, the checks before a
+load, and one all-or-nothing load.
 
 A file either loads whole or not at all: the first value that does not fit the
-declared type or a required column names its file, line and column, and the
-table stays as it was. ABORTED means a check before loading refused the file
-(unknown feed or prefix, disallowed action, empty file, header or trailer
-mismatch); FAILED means loading was attempted and failed.
+declared type or a required column names its file, line and column (the same
+conversion, `etl_assets.lib.convert`, for every kind of feed: nothing is rounded
+or truncated), and the table stays as it was. Statuses (docs/file-feeds.md):
+ABORTED, a check before loading refused the file (unknown feed or prefix,
+disallowed action, empty file, header, header record or trailer mismatch);
+FAILED, loading was attempted and failed (a value, a database error, post-load
+SQL); DUPLICATE, its content (or its business keys) already loaded under another
+name; HELD, a destructive load a guard stopped until an operator overrides it.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from etl_assets.lib.convert import convert_column
+from etl_assets.lib.convert import EXACT_INTEGER, convert_column
 from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
-from etl_assets.resources.warehouse.base import LoadResult, Warehouse
+from etl_assets.resources.warehouse.base import LoadResult, Step, Warehouse
 from etl_assets.resources.warehouse.batch import ROWS_PER_FILE, StagedBatch, StagedBatchWriter
 from etl_assets.resources.warehouse.io_manager import batch_preview, table_schema
 from etl_assets.resources.warehouse.spec import (
@@ -35,11 +43,22 @@ from etl_assets.resources.warehouse.spec import (
 STRING_DTYPE = pd.StringDtype("pyarrow")
 
 
-class FileRefused(Exception):
-    """The file is not loaded; `status` is ABORTED or FAILED."""
+STATUSES = ("ABORTED", "FAILED", "DUPLICATE", "HELD")
+OVERRIDE_TAG = "files/override"  # a run tag: "guards", "duplicates" or both, comma-separated
+LOADED_FILES = ("etl_files", "loaded_files")  # content fingerprint of every file loaded, per target table
+# The types a column of text can be inferred as, narrowest first; anything else is text.
+INFERRED_ORDER = (ColumnType.INTEGER, ColumnType.FLOAT, ColumnType.BOOLEAN, ColumnType.DATE, ColumnType.DATETIME)
 
-    def __init__(self, status: str, reason: str, line: int | None = None, column: int | str | None = None):
+
+class FileRefused(Exception):
+    """The file is not loaded; `status` is one of STATUSES (docs/file-feeds.md says where it goes)."""
+
+    def __init__(self, status: str, reason: str, line: int | None = None, column: int | str | None = None,
+                 rows_read: int = 0, schema_drift: dict | None = None):
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
         self.status, self.reason, self.line, self.column = status, reason, line, column
+        self.rows_read, self.schema_drift = rows_read, schema_drift
         where = ", ".join(f"{label} {value}" for label, value in (("line", line), ("column", column)) if value)
         super().__init__(f"{where}: {reason}" if where else reason)
 
@@ -55,6 +74,40 @@ class Outcome:
     metadata: dict = field(default_factory=dict)
 
 
+@dataclass
+class FileLoad:
+    """One file being loaded: where it is, what it is, and what the operator allowed for this run."""
+
+    path: Path
+    key: str
+    warehouse: Warehouse
+    overrides: frozenset = frozenset()  # "guards", "duplicates"
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Limits on a load that replaces a table's rows (truncate, replace): below them the file is HELD."""
+
+    min_rows: int = 1
+    max_drop_percent: float | None = None
+
+    @classmethod
+    def parse(cls, raw: dict | None, where: str) -> "Guards":
+        raw = raw or {}
+        unknown = set(raw) - {"min_rows", "max_drop_percent"}
+        if unknown:
+            raise ValueError(f"{where}: unknown guard settings {sorted(unknown)}")
+        return cls(int(raw.get("min_rows", 1)), raw.get("max_drop_percent"))
+
+
 def ensure_table(warehouse: Warehouse, schema: str, table: str, columns: dict[str, ColumnType]) -> str:
     """Create a small bookkeeping table (registries) if it is missing; returns its quoted name."""
     definitions = ", ".join(f"{quote(name)} {warehouse.type_names[type_]}" for name, type_ in columns.items())
@@ -65,12 +118,100 @@ def ensure_table(warehouse: Warehouse, schema: str, table: str, columns: dict[st
     return f"{quote(schema)}.{quote(table)}"
 
 
-def load_staged(warehouse: Warehouse, batch: StagedBatch) -> tuple[LoadResult, dict]:
-    """Load a staged batch, then discard its files; returns the result and the metadata that shows
-    the load in the UI (column schema, a preview of the first rows, read before the files go)."""
+def _loaded_files(warehouse: Warehouse) -> str:
+    text = ColumnType.STRING
+    return ensure_table(warehouse, *LOADED_FILES, {"fingerprint": text, "target_table": text, "source_key": text,
+                                                   "rows_loaded": ColumnType.INTEGER, "loaded_at": ColumnType.DATETIME})
+
+
+def check_content(load: FileLoad, table: str, allowed: bool) -> str:
+    """Refuse (DUPLICATE) a file whose exact bytes were already loaded into `table` under another key;
+    returns the fingerprint. A re-run of the same key is not a duplicate: it replaces its own rows."""
+    fingerprint = load.fingerprint
+    if allowed or "duplicates" in load.overrides:
+        return fingerprint
+    p = load.warehouse.param
+    rows = load.warehouse.query(
+        f'SELECT "source_key" FROM {_loaded_files(load.warehouse)} WHERE "fingerprint" = {p} '
+        f'AND "target_table" = {p} AND "source_key" <> {p} ORDER BY "loaded_at" LIMIT 1', [fingerprint, table, load.key])
+    if rows:
+        raise FileRefused("DUPLICATE", f"duplicate of {rows[0][0]}: the same content (sha256 {fingerprint[:16]}) "
+                                       f"was already loaded into {table}")
+    return fingerprint
+
+
+def content_steps(load: FileLoad, table: str, fingerprint: str, rows: int) -> list[Step]:
+    """Record the file's fingerprint inside the load's transaction: it exists exactly if the rows do."""
+    from etl_assets.resources.audit import utcnow
+
+    p, name = load.warehouse.param, _loaded_files(load.warehouse)
+    return [Step(f'DELETE FROM {name} WHERE "source_key" = {p} AND "target_table" = {p}', (load.key, table)),
+            Step(f"INSERT INTO {name} VALUES ({p}, {p}, {p}, {p}, {p})", (fingerprint, table, load.key, rows, utcnow()))]
+
+
+def table_exists(warehouse: Warehouse, schema: str, table: str) -> bool:
+    p = warehouse.param
+    return bool(warehouse.query(f"SELECT 1 FROM information_schema.tables WHERE table_schema = {p} "
+                                f"AND table_name = {p}", [schema, table]))
+
+
+def check_business_keys(load: FileLoad, batch: StagedBatch, key_columns: Sequence[str], allowed: bool) -> None:
+    """Refuse (DUPLICATE) a file holding business keys another file already loaded into the table:
+    a re-send under a new name whose bytes differ (a new trailer, re-exported) is still caught."""
+    if not key_columns or allowed or "duplicates" in load.overrides or not batch.files:
+        return
+    spec, warehouse = batch.spec, load.warehouse
+    if not table_exists(warehouse, spec.schema, spec.name):
+        return
+    keys = pa.concat_tables([pq.read_table(f, columns=list(key_columns)) for f in batch.files])
+    values = sorted(set(zip(*(keys.column(c).to_pylist() for c in key_columns))), key=repr)
+    p, found, example = warehouse.param, 0, None
+    columns = ", ".join(quote(c) for c in key_columns)
+    for start in range(0, len(values), 500):
+        chunk = values[start:start + 500]
+        tuples = ", ".join("(" + ", ".join([p] * len(key_columns)) + ")" for _ in chunk)
+        rows = warehouse.query(
+            f"SELECT {columns}, MIN({quote(SOURCE_FILE)}) FROM {quote(spec.schema)}.{quote(spec.name)} "
+            f"WHERE ({columns}) IN ({tuples}) AND {quote(SOURCE_FILE)} <> {p} GROUP BY {columns}",
+            [v for value in chunk for v in value] + [load.key])
+        found += len(rows)
+        example = example or rows[:1]
+    if found:
+        *key, source = example[0]
+        shown = ", ".join(f"{c}={v}" for c, v in zip(key_columns, key))
+        raise FileRefused("DUPLICATE", f"{found} of its {len(values)} business keys were already loaded from other "
+                                       f"files ({shown} from {source})", rows_read=batch.rows)
+
+
+def check_guards(load: FileLoad, batch: StagedBatch, guards: Guards) -> None:
+    """HELD: a replace that would leave fewer than `min_rows`, or drop more than `max_drop_percent` of the
+    table's rows; the run tag files/override=guards applies it anyway."""
+    if batch.mode != "replace" or "guards" in load.overrides:
+        return
+    spec = batch.spec
+    table = f"{spec.schema}.{spec.name}"
+    current = 0
+    if table_exists(load.warehouse, spec.schema, spec.name):
+        current = load.warehouse.query(f"SELECT COUNT(*) FROM {quote(spec.schema)}.{quote(spec.name)}")[0][0]
+    override = f"; to apply it, re-run with the run tag {OVERRIDE_TAG}=guards"
+    if batch.rows < guards.min_rows:
+        what = "no rows" if batch.rows == 0 else f"{batch.rows} rows, fewer than the minimum of {guards.min_rows}"
+        raise FileRefused("HELD", f"held: the file has {what}; replacing {table} ({current} rows) with it "
+                                  f"was not applied{override}", rows_read=batch.rows)
+    if guards.max_drop_percent is not None and current:
+        drop = 100.0 * (current - batch.rows) / current
+        if drop > guards.max_drop_percent:
+            raise FileRefused("HELD", f"held: replacing {table} would drop {drop:.0f}% of its rows ({current} -> "
+                                      f"{batch.rows}), more than the {guards.max_drop_percent}% allowed{override}",
+                              rows_read=batch.rows)
+
+
+def load_staged(warehouse: Warehouse, batch: StagedBatch, after: Sequence[Step] = ()) -> tuple[LoadResult, dict]:
+    """Load a staged batch and `after` in one transaction, then discard its files; returns the result
+    and the metadata that shows the load in the UI (column schema, a preview of the first rows)."""
     shown = {"dagster/column_schema": table_schema(batch.spec), "preview": batch_preview(batch)}
     try:
-        return warehouse.load(batch), shown
+        return warehouse.load(batch, after=after), shown
     finally:
         batch.discard()
 
@@ -80,22 +221,73 @@ def table_spec(schema: str, table: str, columns: dict[str, ColumnType], required
                      tuple(Column(name, type_, name not in required) for name, type_ in columns.items()))
 
 
-def header_names(path: Path, key: str, encoding: str, delimiter: str) -> tuple[list[str], list[str], int]:
+def header_names(path: Path, key: str, encoding: str, delimiter: str, line_offset: int = 0
+                 ) -> tuple[list[str], list[str], int]:
     """(header as written, as identifiers, lines it spans); refuses empty files and unsafe names."""
     try:
         header, header_lines = read_header(path, key, encoding, delimiter)
     except CsvFormatError as error:
         status = "ABORTED" if "empty" in error.detail else "FAILED"
-        raise FileRefused(status, error.detail, error.line, error.column) from None
+        reason = "the file is empty" if "empty" in error.detail else error.detail
+        raise FileRefused(status, reason, (error.line or 0) + line_offset or None, error.column) from None
     names = []
     for position, field_name in enumerate(header, start=1):
         try:
             names.append(identifier(field_name.strip()))
         except InvalidIdentifier as error:
-            raise FileRefused("ABORTED", f"header field {field_name!r}: {error}", 1, position) from None
-    if len(set(names)) != len(names):
-        raise FileRefused("ABORTED", f"repeated header fields in {header}", 1)
+            raise FileRefused("ABORTED", f"header field {field_name!r}: {error}", 1 + line_offset, position) from None
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FileRefused("ABORTED", f"header mismatch: repeated column(s) {', '.join(repeated)}", 1 + line_offset)
     return header, names, header_lines
+
+
+def header_mismatch(names: Sequence[str], expected: Sequence[str], extra_allowed: bool = False,
+                    ordered: bool = False) -> str | None:
+    """Why a header does not fit, naming the odd columns; None if it fits."""
+    missing = [c for c in expected if c not in names]
+    unexpected = [] if extra_allowed else [c for c in names if c not in expected]
+    parts = []
+    if missing:
+        parts.append("missing column(s) " + ", ".join(missing))
+    if unexpected:
+        parts.append("unexpected column(s) " + ", ".join(unexpected))
+    if not parts and ordered and list(names) != list(expected):
+        first = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
+        parts.append(f"column {first + 1} is {names[first]}, expected {expected[first]} (order {', '.join(expected)})")
+    return "header mismatch: " + "; ".join(parts) if parts else None
+
+
+def _fits(column: pd.Series, type_: ColumnType) -> bool:
+    """Every value converts; inferred integers are also spelled as integers ('1.0' is a price, so float)."""
+    if type_ is ColumnType.INTEGER:
+        present = column[column != ""]
+        if not present.str.strip().str.fullmatch(EXACT_INTEGER).all():
+            return False
+    return not convert_column(column, type_)[1].any()
+
+
+def infer_types(path: Path, key: str, header: list[str], names: list[str], header_lines: int, encoding: str,
+                delimiter: str, line_offset: int = 0) -> dict[str, ColumnType | None]:
+    """Each column's narrowest type that every value in the file converts to exactly (the same
+    conversion the load uses); None for a column with no values, so an empty or header-only file
+    does not record every column as text."""
+    remaining = {name: list(INFERRED_ORDER) for name in names}
+    seen = set()
+    try:
+        for chunk in iter_csv_chunks(path, key, header, header_lines, encoding, delimiter):
+            raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
+            raw.columns = names
+            for name in names:
+                column = raw[name]
+                if not (column != "").any():
+                    continue
+                seen.add(name)
+                remaining[name] = [t for t in remaining[name] if _fits(column, t)]
+    except CsvFormatError as error:
+        raise FileRefused("FAILED", error.detail, (error.line or 0) + line_offset or None, error.column) from None
+    return {name: (remaining[name][0] if remaining[name] else ColumnType.STRING) if name in seen else None
+            for name in names}
 
 
 def stage_typed_csv(
@@ -107,14 +299,20 @@ def stage_typed_csv(
     encoding: str = "utf-8",
     expected_header: tuple[str, ...] | None = None,
     rows_per_file: int = ROWS_PER_FILE,
+    extra_columns: bool = False,
+    line_offset: int = 0,
 ) -> tuple[StagedBatch, int]:
-    """Stage every record of `path` typed by `spec`, or refuse the whole file."""
-    header, names, header_lines = header_names(path, key, encoding, delimiter)
+    """Stage every record of `path` typed by `spec`, or refuse the whole file.
+
+    The one validation path of every feed kind: header checked (naming the odd columns), each value
+    converted to its column's type or refused with its line and column, required values checked.
+    `extra_columns`: the file may hold columns the spec does not load (CSV datasets select some).
+    `line_offset`: lines before the CSV header (an external feed's header record)."""
+    header, names, header_lines = header_names(path, key, encoding, delimiter, line_offset)
     declared = [c.name for c in spec.columns]
-    if expected_header is not None and tuple(names) != tuple(expected_header):
-        raise FileRefused("ABORTED", f"header mismatch: expected {list(expected_header)}, found {header}", 1)
-    if sorted(names) != sorted(declared):
-        raise FileRefused("ABORTED", f"header mismatch: expected the columns {declared}, found {header}", 1)
+    mismatch = header_mismatch(names, expected_header or declared, extra_columns, ordered=expected_header is not None)
+    if mismatch:
+        raise FileRefused("ABORTED", mismatch, 1 + line_offset)
     types = {c.name: c for c in spec.columns}
     writer = StagedBatchWriter(spec, key, mode=mode, rows_per_file=rows_per_file)
     rows = 0
@@ -122,28 +320,31 @@ def stage_typed_csv(
         for chunk in iter_csv_chunks(path, key, header, header_lines, encoding, delimiter):
             raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
             raw.columns = names
+            lines = chunk.lines + line_offset
             typed = {}
             for position, name in enumerate(names, start=1):
+                if name not in types:
+                    continue
                 column = types[name]
                 typed[name], invalid = convert_column(raw[name], column.type)
                 if invalid.any():
                     row = int(invalid.argmax())
                     raise FileRefused("FAILED", f"{name}: not a valid {column.type.value}: {raw[name].iat[row]!r}",
-                                      int(chunk.lines[row]), position)
+                                      int(lines[row]), position)
                 if not column.nullable:
                     missing = (raw[name] == "").to_numpy(dtype=bool, na_value=True)
                     if missing.any():
                         row = int(missing.argmax())
-                        raise FileRefused("FAILED", f"{name}: a value is required", int(chunk.lines[row]), position)
-            frame = pd.DataFrame(typed)
+                        raise FileRefused("FAILED", f"{name}: a value is required", int(lines[row]), position)
+            frame = pd.DataFrame(typed, columns=[c for c in names if c in types])
             frame[SOURCE_PARTITION] = key
             frame[SOURCE_FILE] = key
-            frame[SOURCE_LINE] = chunk.lines
+            frame[SOURCE_LINE] = lines
             writer.write(pa.Table.from_pandas(frame, preserve_index=False))
             rows += len(frame)
     except CsvFormatError as error:
         writer.abort()
-        raise FileRefused("FAILED", error.detail, error.line, error.column) from None
+        raise FileRefused("FAILED", error.detail, (error.line or 0) + line_offset or None, error.column) from None
     except BaseException:
         writer.abort()
         raise

@@ -1,8 +1,11 @@
 """One audit trail for every load of every domain, kept in the warehouse itself.
 
 This replaces the DynamoDB log tables and the configuration-database audit table
-of the systems we retire: a row per load attempt, FINISHED, FAILED or ABORTED,
-queried with `etl-assets audit` or the read-only HTTP endpoint.
+of the systems we retire: a row per load attempt, queried with `etl-assets audit`
+or the read-only HTTP endpoint. FINISHED, FAILED and ABORTED as before; a file feed
+also records DUPLICATE (content already loaded under another key) and HELD (a
+destructive load a guard stopped). Reads never run DDL: a missing table or column
+reads as no rows or empty values, and only writing a row creates or extends it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from etl_assets.resources.warehouse.base import Warehouse
 from etl_assets.resources.warehouse.spec import ColumnType, quote
 
 AUDIT_SCHEMA, AUDIT_TABLE = "etl_audit", "loads"
-STATUSES = ("FINISHED", "FAILED", "ABORTED")
+STATUSES = ("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD")
 COLUMNS = {
     "load_id": ColumnType.STRING,
     "domain": ColumnType.STRING,
@@ -31,6 +34,7 @@ COLUMNS = {
     "started_at": ColumnType.DATETIME,
     "finished_at": ColumnType.DATETIME,
     "run_id": ColumnType.STRING,
+    "schema_drift": ColumnType.STRING,  # JSON: columns added, removed or retyped against the previous file
 }
 
 
@@ -53,6 +57,7 @@ class LoadRecord:
     started_at: dt.datetime = field(default_factory=utcnow)
     finished_at: dt.datetime | None = None
     run_id: str | None = None
+    schema_drift: str | None = None
     load_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -64,16 +69,37 @@ def _table() -> str:
     return f"{quote(AUDIT_SCHEMA)}.{quote(AUDIT_TABLE)}"
 
 
+def _existing_columns(warehouse: Warehouse) -> list[str]:
+    """The audit table's columns as the catalog lists them ([] if there is no table): a plain read."""
+    p = warehouse.param
+    rows = warehouse.query(f"SELECT column_name FROM information_schema.columns WHERE table_schema = {p} "
+                           f"AND table_name = {p}", [AUDIT_SCHEMA, AUDIT_TABLE])
+    return [r[0] for r in rows]
+
+
 def ensure_audit_table(warehouse: Warehouse) -> None:
+    """Create the table, or add the columns an older version of it lacks (writers only)."""
     text = warehouse.type_names[ColumnType.STRING]
     if "VARCHAR(" in text:  # Redshift: error messages can be long
         text = "VARCHAR(65535)"
     types = {ColumnType.STRING: text}
-    columns = ", ".join(f"{quote(n)} {types.get(t, warehouse.type_names[t])}" for n, t in COLUMNS.items())
+    existing = _existing_columns(warehouse)
+    if existing and set(COLUMNS) <= set(existing):
+        return
     with warehouse.session() as session:
         session.lock_catalog()
-        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(AUDIT_SCHEMA)}")
-        session.execute(f"CREATE TABLE IF NOT EXISTS {_table()} ({columns})")
+        if not existing:
+            columns = ", ".join(f"{quote(n)} {types.get(t, warehouse.type_names[t])}" for n, t in COLUMNS.items())
+            session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(AUDIT_SCHEMA)}")
+            session.execute(f"CREATE TABLE IF NOT EXISTS {_table()} ({columns})")
+            return
+        present = {r[0] for r in session.fetchall(
+            f"SELECT column_name FROM information_schema.columns WHERE table_schema = {session.param} "
+            f"AND table_name = {session.param}", [AUDIT_SCHEMA, AUDIT_TABLE])}
+        for name, type_ in COLUMNS.items():
+            if name not in present:
+                type_name = types.get(type_, warehouse.type_names[type_])
+                session.execute(f"ALTER TABLE {_table()} ADD COLUMN {quote(name)} {type_name}")
 
 
 def record_load(warehouse: Warehouse, record: LoadRecord) -> LoadRecord:
@@ -90,8 +116,11 @@ def record_load(warehouse: Warehouse, record: LoadRecord) -> LoadRecord:
 
 def find_loads(warehouse: Warehouse, table: str | None = None, since: dt.datetime | None = None,
                limit: int = 1000, status: str | None = None) -> list[dict]:
-    """Audit rows, newest first, for a target table (schema.table or table), since a time, with a status."""
-    ensure_audit_table(warehouse)
+    """Audit rows, newest first, for a target table (schema.table or table), since a time, with a status.
+    A read: no DDL, so a read-only user can run it and a missing table is simply no loads."""
+    present = set(_existing_columns(warehouse))
+    if not present:
+        return []
     clauses, params = [], []
     if table:
         clauses.append(f'("target_table" = {warehouse.param} OR "target_table" LIKE {warehouse.param})')
@@ -103,7 +132,7 @@ def find_loads(warehouse: Warehouse, table: str | None = None, since: dt.datetim
         clauses.append(f'"status" = {warehouse.param}')
         params.append(status)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    names = ", ".join(quote(n) for n in COLUMNS)
+    names = ", ".join(quote(n) if n in present else "NULL" for n in COLUMNS)
     rows = warehouse.query(
         f'SELECT {names} FROM {_table()}{where} ORDER BY "started_at" DESC LIMIT {int(limit)}', params
     )
