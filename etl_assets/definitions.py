@@ -3,7 +3,7 @@
 import dagster as dg
 
 from etl_assets import files, salesforce, totesys, transform
-from etl_assets.execution import build_executor
+from etl_assets.execution import default_executor
 from etl_assets.resources import build_resources
 
 defs = dg.Definitions.merge(
@@ -11,5 +11,5 @@ defs = dg.Definitions.merge(
     files.defs,
     totesys.defs,
     transform.defs,
-    dg.Definitions(resources=build_resources(), executor=build_executor()),
+    dg.Definitions(resources=build_resources(), executor=default_executor()),
 )

@@ -1,34 +1,59 @@
-"""Where steps run: in this machine's processes (Dagster's default) or on Celery workers.
+"""Where steps run, and how a local instance notices a run whose process died.
 
-`ETL_ASSETS_EXECUTOR=celery` makes dagster-celery's `celery_executor` the default executor of
-every job in the code location: the run process only orchestrates, and each step is a Celery task
-that a worker (`dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml`), on this
-host or another, picks up from the broker. The broker and result backend are URLs read from the
-environment when a run starts (`ETL_ASSETS_CELERY_BROKER`, `ETL_ASSETS_CELERY_BACKEND`), so a
-password in them never enters code or run config; the workers read the same variables through
-deploy/celery.yaml. `ETL_ASSETS_CELERY_QUEUE` (default `dagster`) names the queue steps are sent
-to; workers listen on it with `-q`. Unset, or `multiprocess`, keeps Dagster's default executor
-(a process per step on the run's machine). `in_process` runs every step of a run in the run's own
-process, one after another: no step pays for loading the code location again (~4 s of CPU each),
-which is what a folder of many small objects needs; a failed step still leaves the others to run.
+Executors (`ETL_ASSETS_EXECUTOR`; docs/runs-and-executors.md says what runs in which process):
+
+- unset (`auto`): chosen by the warehouse. The embedded DuckDB warehouse (the local default) has a
+  single writer, so its steps run one at a time anyway: `in_process` runs them all in the run's
+  process, which loads the code location once (~4 s of CPU) instead of once per step. Any other
+  warehouse (PostgreSQL, Redshift) takes writers in parallel up to the `warehouse` pool's limit:
+  `forkserver` (below).
+- `in_process`: every step of a run in the run's own process, one after another; a failed step
+  still leaves the others to run, and each keeps its retries.
+- `forkserver`: Dagster's multiprocess executor with `start_method: forkserver` preloading
+  `etl_assets.definitions`: the code location is imported once per run in the fork server, and
+  each step is a fork of it (milliseconds, not a fresh interpreter that imports everything again).
+  Steps run in parallel up to the pool limit and the CPU count, each in its own process.
+- `multiprocess`: Dagster's default (`spawn`: a fresh interpreter per step).
+- `celery`: dagster-celery's `celery_executor`: the run process only orchestrates, and each step
+  is a Celery task that a worker (`dagster-celery worker start -A dagster_celery.app -y
+  deploy/celery.yaml`), on this host or another, picks up from the broker. The broker and result
+  backend are URLs read from the environment when a run starts (`ETL_ASSETS_CELERY_BROKER`,
+  `ETL_ASSETS_CELERY_BACKEND`), so a password in them never enters code or run config; the
+  workers read the same variables through deploy/celery.yaml. `ETL_ASSETS_CELERY_QUEUE` (default
+  `dagster`) names the queue steps are sent to; workers listen on it with `-q`.
+
+`LocalRunLauncher` is Dagster's DefaultRunLauncher plus the run-worker health check that run
+monitoring needs to fail a STARTED run whose process is gone (deploy/dagster.local.yaml).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import dagster as dg
+from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
-EXECUTORS = ("multiprocess", "in_process", "celery")
+EXECUTORS = ("multiprocess", "in_process", "forkserver", "celery")
 BROKER = "ETL_ASSETS_CELERY_BROKER"
 BACKEND = "ETL_ASSETS_CELERY_BACKEND"
 QUEUE = "ETL_ASSETS_CELERY_QUEUE"
 DEFAULT_QUEUE = "dagster"
+CODE_LOCATION_MODULE = "etl_assets.definitions"
+
+# Steps forked from a server that has already imported the code location (and with it dagster,
+# pandas, pyarrow, duckdb, psycopg2): a step starts in milliseconds instead of ~4 s.
+forkserver_executor = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": [CODE_LOCATION_MODULE]}}},
+    name="multiprocess_forkserver",
+)
 
 
 def build_executor(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition | None:
-    """The executor the environment asks for; None means Dagster's default (multiprocess)."""
+    """The executor ETL_ASSETS_EXECUTOR names; None means Dagster's default (multiprocess, spawn)."""
     choice = env.get("ETL_ASSETS_EXECUTOR", "multiprocess").lower() or "multiprocess"
     if choice not in EXECUTORS:
         raise ValueError(f"ETL_ASSETS_EXECUTOR={choice!r}: expected one of {', '.join(EXECUTORS)}")
@@ -36,6 +61,8 @@ def build_executor(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition
         return None
     if choice == "in_process":
         return dg.in_process_executor
+    if choice == "forkserver":
+        return forkserver_executor
     missing = [name for name in (BROKER, BACKEND) if not env.get(name)]
     if missing:
         raise ValueError(f"ETL_ASSETS_EXECUTOR=celery needs {' and '.join(missing)} "
@@ -52,3 +79,91 @@ def build_executor(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition
         },
         name="celery",
     )
+
+
+def default_executor(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition | None:
+    """The code location's executor: ETL_ASSETS_EXECUTOR when set, else the warehouse's best
+    (in_process for the single-writer embedded DuckDB, forkserver for a warehouse that takes
+    parallel writers)."""
+    if env.get("ETL_ASSETS_EXECUTOR", "").strip().lower() not in ("", "auto"):
+        return build_executor(env)
+    warehouse = (env.get("ETL_ASSETS_WAREHOUSE") or "duckdb").lower()
+    return dg.in_process_executor if warehouse == "duckdb" else forkserver_executor
+
+
+class LocalRunLauncher(DefaultRunLauncher):
+    """DefaultRunLauncher that can tell run monitoring whether a run's worker process is alive.
+
+    The default launcher cannot, so Dagster's run monitoring leaves a STARTED run whose process was
+    killed (`dg dev` stopped hard, the laptop's processes gone) STARTED forever, holding its
+    `warehouse` pool slot and so every later run in the queue. A run worker writes its pid to the
+    run's log ("Started process for run (pid: N)"); on the machine that launched it (a local
+    instance: daemon, code server and run workers on one host) the process either still exists,
+    started before that event (a reused pid is not the worker), or the worker is gone and
+    monitoring fails the run and frees its slots. A worker on another host cannot be checked here
+    and is reported RUNNING (monitoring then leaves it alone, as with the default launcher).
+    """
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        worker = _worker_pid(self._instance, run.run_id)
+        if worker is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no pid recorded yet", transient=True)
+        pid, logged_at = worker
+        if not _local_launch(run):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "run worker on another host: not checked")
+        if _process_alive(pid, logged_at):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
+        return CheckRunHealthResult(WorkerStatus.FAILED,
+                                    f"run worker process {pid} no longer exists (its server was stopped or killed)",
+                                    run_worker_id=str(pid))
+
+
+def _worker_pid(instance, run_id: str) -> tuple[int, float] | None:
+    """The run worker's pid and when it logged it (the newest "Started process for run" event)."""
+    from dagster._core.events import DagsterEventType
+
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ENGINE_EVENT).records
+    for record in reversed(records):
+        entry = record.event_log_entry
+        message = entry.dagster_event.message or "" if entry.dagster_event else ""
+        match = re.match(r"Started process for run \(pid: (\d+)\)", message)
+        if match:
+            return int(match.group(1)), entry.timestamp
+    return None
+
+
+def _local_launch(run: DagsterRun) -> bool:
+    """Whether the code server that launched the run (its dagster/grpc_info tag) is on this host."""
+    import json
+    import socket
+
+    info = json.loads(run.tags.get(GRPC_INFO_TAG) or "{}")
+    host = info.get("host") or "localhost"
+    return "socket" in info or host in ("localhost", "127.0.0.1", "::1", "0.0.0.0", socket.gethostname())
+
+
+def _process_alive(pid: int, logged_at: float) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else: not our worker unless it started before the log
+        pass
+    started = _start_time(pid)
+    return started is None or started <= logged_at + 2
+
+
+def _start_time(pid: int) -> float | None:
+    """A process's start (epoch seconds) from /proc, or None where there is no /proc (macOS)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None

@@ -5,7 +5,9 @@
     python -m etl_assets.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
 
 Loads: etl_assets/bench/loads.py; sensor and UI scale: etl_assets/bench/sensor.py; the cost of
-discovered Salesforce objects (load, sensor, UI): etl_assets/bench/catalog.py; the table,
+discovered Salesforce objects (load, sensor, UI): etl_assets/bench/catalog.py; folder runs through a
+real webserver and daemon (one folder of 10/50/100 small objects, a 30-folder backfill):
+etl_assets/bench/folder_run.py; the table,
 JSON and Markdown: etl_assets/bench/report.py. Results go to benchmarks/results/.
 """
 
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 
 TARGETS = ("pg", "duckdb", "baseline")
-PARTS = ("loads", "sensor", "catalog")
+PARTS = ("loads", "sensor", "catalog", "folder_run")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +43,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog-folders", type=int, default=30, help="backup folders for its sensor ticks (default 30)")
     p.add_argument("--profile", action="store_true",
                    help="also profile one code-location load with pyinstrument (if importable) into catalog_profile.txt")
+    p.add_argument("--folder-run-objects", default="10,50,100",
+                   help="objects per folder in the folder-run benchmark (default 10,50,100)")
+    p.add_argument("--folder-run-backfill", type=int, default=30, help="folders in its backfill (default 30; 0 skips)")
+    p.add_argument("--folder-run-rows", type=int, default=100, help="rows per object in its folders (default 100)")
+    p.add_argument("--skip-folder-run", action="store_true", help="skip the folder-run benchmark")
     p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
     p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
     return p
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     written = []
-    if args.only in ("sensor", "catalog"):
+    if args.only in ("sensor", "catalog", "folder_run"):
         targets = set()
     if targets:
         from etl_assets.bench.loads import run_load_benchmark
@@ -76,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         report.print_loads(result, memory_point)
         report.print_targets(report.targets(result, memory_point))
         written += report.write_loads(out, result, env, memory_point)
+    if args.only == "folder_run" or (args.only is None and not args.skip_folder_run):
+        from etl_assets.bench.folder_run import run_folder_run_benchmark
+
+        scales = [int(x) for x in args.folder_run_objects.split(",") if x.strip()]
+        folder_run = run_folder_run_benchmark(scales, args.folder_run_backfill, args.folder_run_rows,
+                                              postgres="pg" in targets or args.only == "folder_run",
+                                              log=lambda m: print(m, flush=True))
+        report.print_folder_run(folder_run)
+        written += report.write_folder_run(out, folder_run, report.environment())
     if not args.skip_sensor and args.only in (None, "sensor"):
         from etl_assets.bench.sensor import run_sensor_benchmark
 

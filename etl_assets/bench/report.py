@@ -427,3 +427,74 @@ def write_catalog(out: Path, c: dict, env: dict) -> list[Path]:
         md += [f"Profile of one load: {c['profile']}", ""]
     (out / "catalog.md").write_text("\n".join(md))
     return [out / "catalog.json", out / "catalog.md"]
+
+
+# ---------------------------------------------------------------- folder runs (etl_assets/bench/folder_run.py)
+
+FOLDER_RUN_HEADER = ["setup", "run", "status", "steps ok", "run start->end s", "submit->end s", "sum of steps s",
+                     "longest step s", "steps at once", "load avg (1 min) before/after"]
+FOLDER_RUN_TARGETS = "targets (issue 17): 10 objects <= 10 s from run start; +<= 1 s per further object; 30 folders <= 180 s"
+
+
+def folder_run_rows(f: dict) -> list[list[str]]:
+    rows = []
+    for setup in f["setups"]:
+        label = f"{setup['setup']} (pool {setup['pool_limit']})"
+        for r in setup["runs"]:
+            rows.append([label, f"1 folder x {r['objects']} objects", r["status"], f"{r['steps_succeeded']}/{r['steps']}",
+                         _seconds(r["wall_s"]), _seconds(r["submit_to_end_s"]), _seconds(r["step_sum_s"]),
+                         _seconds(r["step_max_s"]), str(r["parallel_peak"]),
+                         f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f}"])
+        b = setup.get("backfill")
+        if b:
+            rows.append([label, f"backfill {b['folders']} folders x {b['objects_per_folder']}", b["status"],
+                         f"{b['runs_succeeded']}/{b['runs']} runs", _seconds(b["first_run_start_to_end_s"]),
+                         _seconds(b["wall_s"]), _seconds(b["step_sum_s"]), "", "",
+                         f"{b['loadavg_before'][0]:.2f} / {b['loadavg_after'][0]:.2f}"])
+        if setup.get("error"):
+            rows.append([label, "error", setup["error"][:120], "", "", "", "", "", "", ""])
+    return rows
+
+
+def folder_run_summary(f: dict) -> list[str]:
+    lines = []
+    runs = {r["objects"]: r for s in f["setups"] if s["warehouse"] == "duckdb" for r in s["runs"]}
+    if 10 in runs and runs[10]["wall_s"]:
+        lines.append(f"10 objects on DuckDB: {runs[10]['wall_s']:.1f} s from run start (target 10 s)")
+    ten = runs.get(10)
+    for n in sorted(k for k in runs if k > 10):
+        if ten and runs[n]["wall_s"] and ten["wall_s"]:
+            per = (runs[n]["wall_s"] - ten["wall_s"]) / (n - 10)
+            lines.append(f"{n} objects: {runs[n]['wall_s']:.1f} s, {per:.2f} s per object beyond 10 (target 1 s)")
+    for s in f["setups"]:
+        if s.get("backfill"):
+            b = s["backfill"]
+            lines.append(f"backfill of {b['folders']} folders: {b['wall_s']:.0f} s from submission (target 180 s)")
+        if s["warehouse"] == "postgres":
+            for r in s["runs"]:
+                lines.append(f"PostgreSQL, pool {s['pool_limit']}: {r['objects']} objects in {_seconds(r['wall_s'])} s "
+                             f"from run start, up to {r['parallel_peak']} steps at once")
+    return lines
+
+
+def print_folder_run(f: dict) -> None:
+    print("\nFolder runs through dagster-webserver + dagster-daemon (runs submitted over GraphQL)")
+    print(table(FOLDER_RUN_HEADER, folder_run_rows(f)))
+    for line in folder_run_summary(f):
+        print(f"  {line}")
+    print(f"  {FOLDER_RUN_TARGETS}")
+
+
+def write_folder_run(out: Path, f: dict, env: dict) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "folder_run.json").write_text(json.dumps({"environment": env, "folder_run": f}, indent=2, default=str) + "\n")
+    md = ["# Folder runs through the daemon", "",
+          f"Measured {f['started_at']}; machine: {env['cpu']}, {env['cores']} cores; load average at the end "
+          f"{', '.join(f'{x:.2f}' for x in env['loadavg'])} (each run's own before/after is in the table); commit "
+          f"{env['commit']}. Produced by `etl-assets bench --only folder_run` (etl_assets/bench/folder_run.py); read "
+          "with docs/runs-and-executors.md. Run start->end is Dagster's run start (the run process has loaded the "
+          "code location) to its end; submit->end adds the queue and the run process's start.", ""]
+    md += [f"- {line}" for line in folder_run_summary(f)] + [f"- {FOLDER_RUN_TARGETS}", ""]
+    md += [markdown_table(FOLDER_RUN_HEADER, folder_run_rows(f)), ""]
+    (out / "folder_run.md").write_text("\n".join(md))
+    return [out / "folder_run.json", out / "folder_run.md"]

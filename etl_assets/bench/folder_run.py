@@ -1,0 +1,432 @@
+"""Folder runs through the daemon: the daily case of one backup folder of many small objects.
+
+A real `dagster-webserver` and `dagster-daemon` on a temporary instance (deploy/dagster.local.yaml,
+so the local run queue, pool and executor choice are the ones measured), a landing zone of generated
+folders (~100 rows per object, the project's sample generator), and runs submitted over GraphQL as
+the UI, a sensor or a backfill submits them: one folder of 10, 50 and 100 objects, and a backfill of
+30 folders of 10. Each run's start, end and step times are read back over GraphQL; the benchmark
+prints wall time (run start to end, and submission to end) against the sum of its steps' own times.
+
+The 10-object folders use the catalog's own objects (a new user's `make dev`); 50 and 100 add
+generated discovered objects (etl_assets/bench/catalog.py) through ETL_ASSETS_SALESFORCE_DISCOVERED.
+With `postgres`, the same folder of 10 goes to a fresh PostgreSQL database with the pool at 3 and
+the forkserver executor, and the benchmark reports how many steps ran at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_YAML = REPO / "deploy" / "dagster.local.yaml"
+BIN = Path(sys.executable).parent
+DISCOVERED_ENV = "ETL_ASSETS_SALESFORCE_DISCOVERED"
+LOCATION, REPOSITORY, JOB = "etl_assets", "__repository__", "salesforce_backup_job"
+REPOSITORY_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+PARTITIONS_DEF = "salesforce_differential_folders"
+FIRST_DAY = datetime.date(2024, 6, 1)
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+LAUNCH = """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+ADD_PARTITION = """mutation($name: String!, $key: String!, $repo: RepositorySelector!) {
+  addDynamicPartition(partitionsDefName: $name, partitionKey: $key, repositorySelector: $repo) {
+  __typename ... on PythonError { message } ... on DuplicateDynamicPartitionError { partitionName } } }"""
+BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  __typename ... on PartitionBackfill { status timestamp endTimestamp } ... on PythonError { message } } }"""
+RUNS = """query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
+  runId status creationTime startTime endTime
+  stepStats { stepKey status startTime endTime } } } } }"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
+  runId status creationTime startTime endTime stepStats { stepKey status startTime endTime } } } }"""
+DAEMON_HEALTH = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"""
+LOCATION_STATUS = """{ workspaceOrError { ... on Workspace { locationEntries { name
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def folder_name(index: int) -> str:
+    return f"{FIRST_DAY + datetime.timedelta(days=index):%Y%m%d}_Differential"
+
+
+def object_names(count: int) -> list[str]:
+    """The first `count` objects of the code location's catalog (this process's environment)."""
+    from etl_assets.salesforce.catalog import load_catalog
+
+    names = list(load_catalog())
+    if len(names) < count:
+        raise ValueError(f"the catalog has {len(names)} objects, fewer than {count}")
+    return names[:count]
+
+
+def write_folders(landing: Path, folders: list[str], objects: list[str], rows: int) -> None:
+    """One CSV of `rows` records per object per folder (the sample generator; the catalog of this
+    process's environment must know every object)."""
+    from etl_assets.salesforce.sample import write_object_csv
+
+    for i, folder in enumerate(folders):
+        day = FIRST_DAY + datetime.timedelta(days=i)
+        for name in objects:
+            write_object_csv(landing / "backup" / folder / name / f"{name.lower()}_part1.csv", name, rows,
+                             seed=11, day=day, first_index=i * rows // 2)  # half updates, half new
+
+
+def asset_paths(objects: list[str]) -> list[dict]:
+    from etl_assets.salesforce.assets import object_asset_key
+    from etl_assets.salesforce.catalog import load_catalog
+
+    catalog = load_catalog()
+    return [{"path": list(object_asset_key(catalog[name]).path)} for name in objects]
+
+
+def post(url: str, query: str, variables: dict | None = None, timeout: float = 60.0) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = json.load(response)
+    if payload.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+    return payload["data"]
+
+
+def add_partitions(url: str, folders: list[str]) -> None:
+    for folder in folders:
+        result = post(url, ADD_PARTITION, {"name": PARTITIONS_DEF, "key": folder, "repo": REPOSITORY_SELECTOR})
+        kind = result["addDynamicPartition"]["__typename"]
+        if kind not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+            raise RuntimeError(f"adding partition {folder}: {result}")
+
+
+def launch_folder_run(url: str, folder: str, assets: list[dict]) -> str:
+    """A run of salesforce_backup_job for one folder and the given objects, as the UI launches it."""
+    params = {"selector": {**REPOSITORY_SELECTOR, "jobName": JOB, "assetSelection": assets},
+              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": folder}]}}
+    result = post(url, LAUNCH, {"params": params})["launchPipelineExecution"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(f"launching {folder}: {result}")
+    return result["run"]["runId"]
+
+
+def launch_backfill(url: str, folders: list[str], assets: list[dict]) -> str:
+    """An asset backfill of the folders (one run per folder, as the UI's backfill dialog does)."""
+    params = {"partitionNames": folders, "assetSelection": assets, "fromFailure": False}
+    result = post(url, BACKFILL, {"params": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"backfill: {result}")
+    return result["backfillId"]
+
+
+def run_record(url: str, run_id: str) -> dict:
+    return post(url, RUN, {"id": run_id})["runOrError"]
+
+
+def wait_run(url: str, run_id: str, timeout: float, alive=lambda: True) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = run_record(url, run_id)
+        if run.get("status") in FINISHED:
+            return run
+        if not alive():
+            raise RuntimeError("a Dagster process exited while a run was in flight")
+        time.sleep(0.25)
+    raise TimeoutError(f"run {run_id} did not finish in {timeout:.0f} s: {run_record(url, run_id)}")
+
+
+def backfill_runs(url: str, backfill_id: str) -> list[dict]:
+    data = post(url, RUNS, {"filter": {"tags": [{"key": "dagster/backfill", "value": backfill_id}]}})
+    return data["runsOrError"]["results"]
+
+
+def wait_backfill(url: str, backfill_id: str, timeout: float, alive=lambda: True) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = post(url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        if status.get("status") in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+            runs = backfill_runs(url, backfill_id)
+            if all(r["status"] in FINISHED for r in runs):
+                return {**status, "runs": runs}
+        if not alive():
+            raise RuntimeError("a Dagster process exited while the backfill was in flight")
+        time.sleep(1)
+    raise TimeoutError(f"backfill {backfill_id} did not finish in {timeout:.0f} s")
+
+
+def step_summary(run: dict) -> dict:
+    """Wall time against the steps' own times, and how many steps ever ran at once."""
+    steps = [s for s in run["stepStats"] if s["startTime"] and s["endTime"]]
+    events = sorted([(s["startTime"], 1) for s in steps] + [(s["endTime"], -1) for s in steps])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    step_sum = sum(s["endTime"] - s["startTime"] for s in steps)
+    return {
+        "run_id": run["runId"], "status": run["status"], "steps": len(run["stepStats"]),
+        "steps_succeeded": sum(1 for s in run["stepStats"] if s["status"] == "SUCCESS"),
+        "wall_s": run["endTime"] - run["startTime"] if run["startTime"] and run["endTime"] else None,
+        "submit_to_end_s": run["endTime"] - run["creationTime"] if run["endTime"] else None,
+        "to_first_step_s": (min(s["startTime"] for s in steps) - run["startTime"]) if steps else None,
+        "step_sum_s": step_sum, "step_max_s": max((s["endTime"] - s["startTime"] for s in steps), default=0.0),
+        "parallel_peak": peak,
+    }
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Stack:
+    """dagster-webserver and dagster-daemon on one instance, each in its own process group."""
+
+    def __init__(self, home: Path, env: dict, log_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/graphql"
+        self.home, self.env, self.log_dir = home, {**env, "DAGSTER_HOME": str(home)}, log_dir
+        self.processes, self.logs = {}, {}
+
+    def start(self, name: str, command: list[str]) -> None:
+        self.logs[name] = self.log_dir / f"{name}.log"
+        log = open(self.logs[name], "wb")
+        self.processes[name] = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True, preexec_fn=_default_sigint)
+
+    def up(self, timeout: float = 300.0) -> float:
+        """The webserver first (it creates the instance's SQLite storage; two processes creating it at
+        once can both write its schema version), then the daemon, until its run queue is healthy."""
+        started = time.monotonic()
+        workspace = str(REPO / "workspace.yaml")
+        self.start("webserver", [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
+                                 "-p", str(self.port)])
+        self.wait_loaded(timeout)
+        self.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace])
+        while time.monotonic() - started < timeout:
+            if not self.alive():
+                raise RuntimeError(f"a Dagster process exited: {self.tail()}")
+            statuses = post(self.url, DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+            if any(d["daemonType"] == "QUEUED_RUN_COORDINATOR" and d["healthy"] for d in statuses):
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise TimeoutError(f"the daemon did not report healthy in {timeout:.0f} s: {self.tail()}")
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.processes.values())
+
+    def wait_loaded(self, timeout: float = 300.0) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if not self.alive():
+                raise RuntimeError(f"a Dagster process exited: {self.tail()}")
+            try:
+                entries = post(self.url, LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
+                kind = {e["name"]: (e["locationOrLoadError"] or {}).get("__typename") for e in entries}.get(LOCATION)
+                if kind == "PythonError":
+                    raise RuntimeError(f"the code location failed to load: {entries}")
+                if kind == "RepositoryLocation":
+                    return time.monotonic() - started
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"the code location did not load in {timeout:.0f} s: {self.tail()}")
+
+    def tail(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {n}: {p.read_text(errors='replace')[-chars:]}" for n, p in self.logs.items()
+                         if p.exists())
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(process.pid, sig)
+                    process.wait(timeout=20)
+                    os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group (run workers)
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+                break
+
+
+def stop_instigators(url: str) -> None:
+    """No sensor or schedule ticks during the measurement (a tick is CPU on a 2-core machine)."""
+    query = """query($repo: RepositorySelector!) {
+      sensorsOrError(repositorySelector: $repo) { ... on Sensors { results { id sensorState { status } } } }
+      schedulesOrError(repositorySelector: $repo) { ... on Schedules { results { id scheduleState { status } } } } }"""
+    data = post(url, query, {"repo": REPOSITORY_SELECTOR})
+    for sensor in data["sensorsOrError"]["results"]:
+        if sensor["sensorState"]["status"] == "RUNNING":
+            post(url, "mutation($id: String) { stopSensor(id: $id) { __typename } }", {"id": sensor["id"]})
+    for schedule in data["schedulesOrError"]["results"]:
+        if schedule["scheduleState"]["status"] == "RUNNING":
+            post(url, "mutation($id: String) { stopRunningSchedule(id: $id) { __typename } }", {"id": schedule["id"]})
+
+
+# ---------------------------------------------------------------- setups
+
+
+def instance_yaml(pool_limit: int) -> str:
+    text = LOCAL_YAML.read_text()
+    return text.replace("    default_limit: 1", f"    default_limit: {pool_limit}") if pool_limit != 1 else text
+
+
+def _postgres_database(name: str) -> dict:
+    import psycopg2
+
+    from etl_assets.bench.loads import PG
+
+    connection = psycopg2.connect(dbname="postgres", **PG)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+    return {"ETL_ASSETS_PG_HOST": PG["host"], "ETL_ASSETS_PG_PORT": str(PG["port"]),
+            "ETL_ASSETS_PG_USER": PG["user"], "ETL_ASSETS_PG_DATABASE": name}
+
+
+def _setup_env(root: Path, warehouse: str, state: Path | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETL_ASSETS_", "DAGSTER_"))}
+    env.update({"ETL_ASSETS_LANDING_ZONE": "local", "ETL_ASSETS_LANDING_ROOT": str(root / "landing"),
+                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(BIN.parent)})
+    if state:
+        env[DISCOVERED_ENV] = str(state)
+    if warehouse == "duckdb":
+        env.update({"ETL_ASSETS_WAREHOUSE": "duckdb", "ETL_ASSETS_DUCKDB_PATH": str(root / "warehouse.duckdb")})
+    else:
+        env.update({"ETL_ASSETS_WAREHOUSE": "postgres", **_postgres_database(f"bench_folder_run_{os.getpid()}")})
+    return env
+
+
+def _objects_in(env: dict, count: int) -> list[str]:
+    """Object names as the code location of `env` sees them (the discovered state may add objects)."""
+    code = ("import json, sys; from etl_assets.bench.folder_run import object_names, asset_paths; "
+            f"n = object_names({count}); print(json.dumps([n, asset_paths(n)]))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _write(env: dict, landing: Path, folders: list[str], objects: list[str], rows: int) -> None:
+    code = ("import json, sys; from pathlib import Path; from etl_assets.bench.folder_run import write_folders; "
+            "a = json.loads(sys.argv[1]); write_folders(Path(a[0]), a[1], a[2], a[3])")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([str(landing), folders, objects, rows])],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+
+
+def measure_setup(name: str, warehouse: str, discovered: int, scales: list[int], backfill: int, rows: int,
+                  log=print, keep: bool = False) -> dict:
+    """Start a webserver and daemon for one configuration and time its folder runs (and backfill)."""
+    from etl_assets.bench.catalog import write_state
+
+    root = Path(tempfile.mkdtemp(prefix=f"etl_assets_folder_run_{name}_"))
+    home = root / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml(3 if warehouse == "postgres" else 1))
+    state = write_state(root, discovered) if discovered else None
+    env = _setup_env(root, warehouse, state)
+    result = {"setup": name, "warehouse": warehouse, "discovered_objects": discovered, "rows_per_object": rows,
+              "pool_limit": 3 if warehouse == "postgres" else 1, "runs": [], "backfill": None}
+    stack = None
+    try:
+        most = max(scales + ([10] if backfill else []))
+        objects, assets = _objects_in(env, most)
+        runs_folders = [folder_name(i) for i in range(len(scales))]
+        backfill_folders = [folder_name(100 + i) for i in range(backfill)]
+        started = time.perf_counter()
+        for folder, scale in zip(runs_folders, scales):
+            _write(env, root / "landing", [folder], objects[:scale], rows)
+        if backfill:
+            _write(env, root / "landing", backfill_folders, objects[:10], rows)
+        log(f"  [{name}] generated {len(runs_folders) + len(backfill_folders)} folder(s) in "
+            f"{time.perf_counter() - started:.1f} s; starting dagster-webserver and dagster-daemon")
+        stack = Stack(home, env, root)
+        result["startup_s"] = stack.up()
+        stop_instigators(stack.url)
+        add_partitions(stack.url, runs_folders + backfill_folders)
+        for folder, scale in zip(runs_folders, scales):
+            load = os.getloadavg()
+            run_id = launch_folder_run(stack.url, folder, assets[:scale])
+            run = wait_run(stack.url, run_id, timeout=1800, alive=stack.alive)
+            summary = {"objects": scale, "folder": folder, **step_summary(run), "loadavg_before": load,
+                       "loadavg_after": os.getloadavg()}
+            result["runs"].append(summary)
+            log(f"  [{name}] {scale} objects: {summary['status']} wall {summary['wall_s']:.1f} s "
+                f"(submit->end {summary['submit_to_end_s']:.1f} s), steps {summary['step_sum_s']:.1f} s, "
+                f"peak {summary['parallel_peak']} at once; load {load[0]:.2f}")
+        if backfill:
+            load = os.getloadavg()
+            submitted = time.time()
+            backfill_id = launch_backfill(stack.url, backfill_folders, assets[:10])
+            done = wait_backfill(stack.url, backfill_id, timeout=3600, alive=stack.alive)
+            runs = done["runs"]
+            ended = max(r["endTime"] or 0 for r in runs)
+            result["backfill"] = {
+                "folders": backfill, "objects_per_folder": 10, "status": done["status"], "runs": len(runs),
+                "runs_succeeded": sum(1 for r in runs if r["status"] == "SUCCESS"),
+                "wall_s": ended - submitted,
+                "first_run_start_to_end_s": ended - min(r["startTime"] or ended for r in runs),
+                "step_sum_s": sum(step_summary(r)["step_sum_s"] for r in runs),
+                "run_wall_mean_s": sum(step_summary(r)["wall_s"] or 0 for r in runs) / max(1, len(runs)),
+                "loadavg_before": load, "loadavg_after": os.getloadavg(),
+            }
+            b = result["backfill"]
+            log(f"  [{name}] backfill {backfill} folders: {b['status']} {b['runs_succeeded']}/{b['runs']} runs, "
+                f"wall {b['wall_s']:.1f} s, steps {b['step_sum_s']:.1f} s; load {load[0]:.2f}")
+    except Exception as error:
+        result["error"] = f"{type(error).__name__}: {error}"
+        if stack:
+            result["logs"] = stack.tail()
+        log(f"  [{name}] failed: {result['error']}")
+    finally:
+        if stack:
+            stack.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def run_folder_run_benchmark(scales=(10, 50, 100), backfill: int = 30, rows: int = 100, postgres: bool = True,
+                             log=print) -> dict:
+    """Every setup in turn: catalog objects on DuckDB (10 and the backfill), discovered objects on
+    DuckDB (50, 100), and the folder of 10 on PostgreSQL with the pool at 3."""
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    small = [s for s in scales if s <= 10]
+    large = [s for s in scales if s > 10]
+    setups = []
+    log(f"Folder-run benchmark: folders of {', '.join(map(str, scales))} objects x {rows} rows, "
+        f"a backfill of {backfill} folders; load average {os.getloadavg()[0]:.2f}")
+    if small or backfill:
+        setups.append(measure_setup("duckdb_catalog", "duckdb", 0, small, backfill, rows, log))
+    if large:
+        setups.append(measure_setup("duckdb_discovered", "duckdb", max(large) - 10, large, 0, rows, log))
+    if postgres:
+        setups.append(measure_setup("postgres_pool3", "postgres", 0, [10], 0, rows, log))
+    return {"started_at": started, "scales": list(scales), "rows_per_object": rows, "backfill_folders": backfill,
+            "setups": setups}
