@@ -37,7 +37,7 @@ from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, Wor
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-EXECUTORS = ("multiprocess", "in_process", "forkserver", "celery")
+EXECUTORS = ("multiprocess", "in_process", "celery", "forkserver")
 BROKER = "ETL_ASSETS_CELERY_BROKER"
 BACKEND = "ETL_ASSETS_CELERY_BACKEND"
 QUEUE = "ETL_ASSETS_CELERY_QUEUE"
