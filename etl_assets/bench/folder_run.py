@@ -93,10 +93,20 @@ def asset_paths(objects: list[str]) -> list[dict]:
 
 
 def post(url: str, query: str, variables: dict | None = None, timeout: float = 60.0) -> dict:
+    """One GraphQL request. A query (not a mutation, which must not run twice) is retried a few
+    times on a server error: the webserver answers 500 while SQLite storage is busy."""
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = json.load(response)
+    attempts = 1 if query.lstrip().startswith("mutation") else 5
+    for attempt in range(attempts):
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                payload = json.load(response)
+            break
+        except urllib.error.HTTPError as error:
+            if error.code < 500 or attempt == attempts - 1:
+                raise
+            time.sleep(1)
     if payload.get("errors"):
         raise RuntimeError(f"GraphQL errors: {payload['errors']}")
     return payload["data"]
@@ -349,8 +359,11 @@ def measure_setup(name: str, warehouse: str, discovered: int, scales: list[int],
     home = root / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(instance_yaml(3 if warehouse == "postgres" else 1))
-    state = write_state(root, discovered) if discovered else None
-    env = _setup_env(root, warehouse, state)
+    # Discovered objects: CSVs written from a generated state, then typed the way a user types them,
+    # `etl-assets catalog refresh` inferring the state from those files (so values fit their types).
+    generated = write_state(root, discovered) if discovered else None
+    state = root / "discovered.yaml" if discovered else None
+    env = _setup_env(root, warehouse, generated)
     result = {"setup": name, "warehouse": warehouse, "discovered_objects": discovered, "rows_per_object": rows,
               "pool_limit": 3 if warehouse == "postgres" else 1, "runs": [], "backfill": None}
     stack = None
@@ -364,6 +377,13 @@ def measure_setup(name: str, warehouse: str, discovered: int, scales: list[int],
             _write(env, root / "landing", [folder], objects[:scale], rows)
         if backfill:
             _write(env, root / "landing", backfill_folders, objects[:10], rows)
+        if state:
+            env[DISCOVERED_ENV] = str(state)
+            done = subprocess.run([str(BIN / "etl-assets"), "catalog", "refresh", "--state", str(state)], env=env,
+                                  cwd=REPO, capture_output=True, text=True, timeout=900)
+            if done.returncode:
+                raise RuntimeError(f"etl-assets catalog refresh: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+            objects, assets = _objects_in(env, most)
         log(f"  [{name}] generated {len(runs_folders) + len(backfill_folders)} folder(s) in "
             f"{time.perf_counter() - started:.1f} s; starting dagster-webserver and dagster-daemon")
         stack = Stack(home, env, root)
