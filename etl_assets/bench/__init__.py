@@ -3,6 +3,7 @@
     python -m etl_assets.bench --rows 1000000 --object Task --rounds 3
     python -m etl_assets.bench --rows 100000 --targets pg,duckdb --skip-sensor
     python -m etl_assets.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
+    python -m etl_assets.bench --only folder_run                      # folder runs through the daemon (or --folder-run)
 
 Loads: etl_assets/bench/loads.py; sensor and UI scale: etl_assets/bench/sensor.py; the cost of
 discovered Salesforce objects (load, sensor, UI): etl_assets/bench/catalog.py; folder runs through a
@@ -47,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
                    help="objects per folder in the folder-run benchmark (default 10,50,100)")
     p.add_argument("--folder-run-backfill", type=int, default=30, help="folders in its backfill (default 30; 0 skips)")
     p.add_argument("--folder-run-rows", type=int, default=100, help="rows per object in its folders (default 100)")
-    p.add_argument("--skip-folder-run", action="store_true", help="skip the folder-run benchmark")
+    p.add_argument("--folder-run", action="store_true",
+                   help="also run the folder-run benchmark (a real webserver and daemon; ~25 min on 2 cores)")
     p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
     p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
     return p
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_loads(result, memory_point)
         report.print_targets(report.targets(result, memory_point))
         written += report.write_loads(out, result, env, memory_point)
-    if args.only == "folder_run" or (args.only is None and not args.skip_folder_run):
+    if args.only == "folder_run" or args.folder_run:
         from etl_assets.bench.folder_run import run_folder_run_benchmark
 
         scales = [int(x) for x in args.folder_run_objects.split(",") if x.strip()]
