@@ -147,3 +147,16 @@ def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:
             client.upload_file(str(path), bucket, key)
             count += 1
     return count
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request, tmp_path):
+    """Each engine a test must hold on: the embedded default (a DuckDB file) and the real PostgreSQL server."""
+    from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+    from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+
+    if request.param == "duckdb":
+        return DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    database = request.getfixturevalue("postgres_database")
+    return PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
+                             database=database["database"])

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 
 import dagster as dg
-import pytest
 from dagster_aws.s3 import S3Resource
 
 from etl_assets.resources.audit import find_loads
 from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
 from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
 from etl_assets_tests.helpers import (
     CATALOG,
@@ -20,15 +18,6 @@ from etl_assets_tests.helpers import (
     resources,
     table_digest,
 )
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def warehouse(request, tmp_path):
-    if request.param == "duckdb":
-        return DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
-    database = request.getfixturevalue("postgres_database")
-    return PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
-                             database=database["database"])
 
 
 def test_every_folder_loads_the_newest_version_of_every_row(landing_root, warehouse):

@@ -30,8 +30,6 @@ from etl_assets.resources.audit_api import AuditServerConfigError, build_server
 from etl_assets.resources.landing_zone import S3LandingZone
 from etl_assets.resources.notifications import Notifier
 from etl_assets.resources.warehouse.base import Step
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
 from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS
 
@@ -52,15 +50,6 @@ LEDGER_FEED = """
       - DELETE FROM finance.ledger_balances
       - INSERT INTO finance.ledger_balances SELECT account, SUM(amount) FROM finance.ledger GROUP BY account
 """
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def warehouse(request, tmp_path):
-    if request.param == "duckdb":
-        return DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
-    database = request.getfixturevalue("postgres_database")
-    return PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
-                             database=database["database"])
 
 
 @pytest.fixture

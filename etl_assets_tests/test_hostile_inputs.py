@@ -24,8 +24,6 @@ import pytest
 
 from etl_assets.lib.csv_reader import CsvFormatError
 from etl_assets.resources.landing_zone import LocalLandingZone
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
 from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, load_catalog
 from etl_assets.salesforce.sample import salesforce_id
 from etl_assets.salesforce.staging import SourceFile, stage_object
@@ -271,16 +269,6 @@ def test_15_character_ids_extend_with_salesforces_checksum():
         full = salesforce_id(prefix, number)  # the generator's independent implementation
         assert eighteen_character_id(full[:15]) == full
     assert eighteen_character_id("001A0000006Vm9r") == "001A0000006Vm9rIAC"  # the example Salesforce documents
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def warehouse(request, tmp_path):
-    """Each engine the corpus must load exactly on: the embedded default and the real server."""
-    if request.param == "duckdb":
-        return DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
-    database = request.getfixturevalue("postgres_database")
-    return PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
-                             database=database["database"])
 
 
 @pytest.mark.slow
