@@ -31,7 +31,7 @@ import time
 import urllib.error
 from pathlib import Path
 
-from etl_assets.bench.sensor import _free_port, _post, _seed_moto_backend, folder_names
+from etl_assets.bench.sensor import _free_port, _post, _seed_moto_backend, folder_names, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACES = ("npsp", "SBQQ", "dsfs", "litify_pm")  # managed packages: one asset group each
@@ -419,15 +419,7 @@ def graphql_benchmark(state: Path, repeats: int = 3, folders: int = 30, timeout:
         return {"startup_seconds": startup, "location": location, "asset_nodes": len(nodes), "groups": groups,
                 "partitions": folders, "queries": queries}
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
+        stop_process_group(process)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -285,16 +285,21 @@ def graphql_benchmark(partitions: int, repeats: int = 3, startup_timeout: float 
         return {"partitions": stored, "add_partitions_seconds": add_seconds, "startup_seconds": startup,
                 "queries": queries}
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
+        stop_process_group(process)
         log.close()
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to a webserver's process group (its code servers too), SIGKILL if it lingers."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
 
 
 def run_sensor_benchmark(folders: int, data_root: Path, s3: bool = True, graphql: bool = True, log=print) -> dict:
