@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from etl_assets.resources import DATA_DIR, build_landing_zone
+from etl_assets.settings import DATA_DIR, build_landing_zone
 
 
 def _landing_zone():
@@ -19,7 +19,7 @@ def _landing_zone():
 
 
 def generate_sample_command(args: argparse.Namespace) -> int:
-    from etl_assets.salesforce.sample import generate_sample
+    from etl_assets.tools.salesforce_sample import generate_sample
 
     root = Path(args.root)
     if args.if_empty and any((root / "backup").glob("*")):
@@ -136,9 +136,9 @@ def _dry_run_warehouse(target: str):
 
     from dagster_aws.s3 import S3Resource
 
-    from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-    from etl_assets.resources.warehouse.postgres import PostgresWarehouse
-    from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+    from etl_assets.warehouse.postgres import PostgresWarehouse
+    from etl_assets.warehouse.redshift import RedshiftWarehouse
 
     env = os.environ.get
     if target == "duckdb":
@@ -162,9 +162,9 @@ def _dry_run_warehouse(target: str):
 
 def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int = 1000):
     """The load plan of one object on one target, as `etl-assets sql` prints it (nothing runs)."""
-    from etl_assets.resources.warehouse.batch import StagedBatch
     from etl_assets.salesforce.catalog import load_catalog
     from etl_assets.salesforce.partitions import full_backup_date
+    from etl_assets.warehouse.batch import StagedBatch
 
     by_name = {api.lower(): obj for api, obj in load_catalog().items()}
     obj = by_name.get(api_name.lower())
@@ -240,7 +240,8 @@ def sql_command(args: argparse.Namespace) -> int:
 
 
 def seed_totesys_command(args: argparse.Namespace) -> int:
-    from etl_assets.totesys.pipeline import resolved_source, seed
+    from etl_assets.tools.totesys_seed import seed
+    from etl_assets.totesys.pipeline import resolved_source
 
     source = resolved_source()
     counts = seed(source, args.seed)
@@ -253,12 +254,15 @@ def seed_totesys_command(args: argparse.Namespace) -> int:
 
 def totesys_command(args: argparse.Namespace) -> int:
     from etl_assets.definitions import defs
-    from etl_assets.totesys.pipeline import run_totesys_pipeline
+    from etl_assets.tools.totesys_seed import seed_embedded_if_empty
+    from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline
 
     instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
     run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    seeded = seed_embedded_if_empty(resolved_source())
     with instance:
         summary = run_totesys_pipeline(defs, instance, run_config)
+    summary.seeded = seeded
     print()
     if summary.seeded:
         print(f"Seeded the embedded totesys source ({sum(c['inserted'] for c in summary.seeded.values())} rows).")
@@ -300,10 +304,10 @@ def _print_table(columns: list[str], rows: list[list[str]]) -> None:
 def files_command(args: argparse.Namespace) -> int:
     """Load every file waiting in the landing prefixes, as the file sensors would, one run per file."""
     from etl_assets.definitions import defs
-    from etl_assets.files.sample import write_sample_files
     from etl_assets.files.loading import OVERRIDE_TAG
     from etl_assets.files.sensors import ROUTES, schema_files_first
-    from etl_assets.resources.landing_zone import LandedFile
+    from etl_assets.landing.zone import LandedFile
+    from etl_assets.tools.files_sample import write_sample_files
 
     zone = _landing_zone()
     if args.sample and isinstance(zone.location(), str) and not zone.location().startswith("s3://"):
@@ -342,7 +346,7 @@ def files_command(args: argparse.Namespace) -> int:
 
 
 def _resolved_warehouse():
-    from etl_assets.resources import build_warehouse
+    from etl_assets.settings import build_warehouse
 
     with dg.build_resources({"warehouse": build_warehouse()}) as resources:
         return resources.warehouse
@@ -352,7 +356,7 @@ def audit_command(args: argparse.Namespace) -> int:
     import datetime as dt
     import json
 
-    from etl_assets.resources.audit import find_loads
+    from etl_assets.warehouse.audit import find_loads
 
     since = dt.datetime.fromisoformat(args.since) if args.since else None
     if since and since.tzinfo is None:
@@ -380,9 +384,7 @@ def audit_command(args: argparse.Namespace) -> int:
 
 
 def audit_server_command(args: argparse.Namespace) -> int:
-    from etl_assets.resources.audit_api import serve
-
-    from etl_assets.resources.audit_api import AuditServerConfigError
+    from etl_assets.audit_api import AuditServerConfigError, serve
 
     try:
         serve(_resolved_warehouse(), args.host, args.port)
@@ -445,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_server.add_argument("--port", type=int, default=8765)
     audit_server.set_defaults(func=audit_server_command)
 
-    # `bench` hands its arguments to etl_assets.bench (see main); listed here for --help.
+    # `bench` hands its arguments to etl_assets.tools.bench (see main); listed here for --help.
     commands.add_parser("bench", help="load and sensor benchmarks: etl-assets bench --rows N --object Task ...",
                         add_help=False)
 
@@ -491,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        from etl_assets.bench import main as bench_main
+        from etl_assets.tools.bench import main as bench_main
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -2,14 +2,14 @@
 
 import dagster as dg
 
-from etl_assets import files, salesforce, totesys, transform
+from etl_assets import dbt_project, files, salesforce, totesys
 from etl_assets.execution import default_executor
-from etl_assets.resources import build_resources
+from etl_assets.settings import build_resources
 
 defs = dg.Definitions.merge(
     salesforce.defs,
     files.defs,
     totesys.defs,
-    transform.defs,
+    dbt_project.defs,
     dg.Definitions(resources=build_resources(), executor=default_executor()),
 )

@@ -19,7 +19,7 @@ import boto3
 import psycopg2
 import pytest
 
-from etl_assets.salesforce.sample import generate_sample
+from etl_assets.tools.salesforce_sample import generate_sample
 
 PG_HOST = os.environ.get("ETL_ASSETS_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ETL_ASSETS_TEST_PG_PORT", "5432"))
@@ -152,8 +152,8 @@ def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:
 @pytest.fixture(params=["duckdb", "postgres"])
 def warehouse(request, tmp_path):
     """Each engine a test must hold on: the embedded default (a DuckDB file) and the real PostgreSQL server."""
-    from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-    from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+    from etl_assets.warehouse.postgres import PostgresWarehouse
 
     if request.param == "duckdb":
         return DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))

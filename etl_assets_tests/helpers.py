@@ -16,12 +16,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
+from etl_assets.landing.zone import LandingZone
 from etl_assets.salesforce.assets import salesforce_object_assets
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.io_manager import WarehouseIOManager
 
 CATALOG = load_catalog()
 REPO = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from etl_assets.resources.warehouse.spec import ColumnType
 from etl_assets.salesforce.catalog import CatalogError, parse_catalog
 from etl_assets.salesforce.staging import SourceFile, stage_object
+from etl_assets.warehouse.spec import ColumnType
 
 DECLARED = {"schema": "salesforce", "common_columns": {"Id": {"type": "id", "nullable": False},
                                                        "SystemModstamp": "datetime"},

@@ -34,13 +34,19 @@ import pytest
 import redis
 
 from etl_assets.execution import build_executor
-from etl_assets.resources.landing_zone import LocalLandingZone
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets.salesforce.sample import generate_sample
+from etl_assets.tools.salesforce_sample import generate_sample
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.backfill_job import salesforce_backup_job
-from etl_assets_tests.helpers import assert_matches_truth, folders_in, materialize_folders, resources, table_digest
+from etl_assets_tests.helpers import (
+    assert_matches_truth,
+    folders_in,
+    materialize_folders,
+    resources,
+    table_digest,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -5,9 +5,9 @@ import random
 from pathlib import Path
 
 import pytest
+from etl_assets.landing import csv_reader
 
-from etl_assets.lib import csv_reader
-from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
+from etl_assets.landing.csv_reader import CsvFormatError, iter_csv_chunks, read_header
 
 
 def read_all(path: Path, block_size: int = 1 << 20):

@@ -16,18 +16,22 @@ from dagster._core.test_utils import freeze_time
 from dagster._daemon.freshness import FreshnessDaemon
 from dagster_dbt import DbtCliResource
 
-from etl_assets.resources.landing_zone import LocalLandingZone
-from etl_assets.resources.notifications import Notifier
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
-from etl_assets.salesforce.sample import generate_sample
+from etl_assets.dbt_project.assets import dbt_models
+from etl_assets.dbt_project.project import dbt_executable, dbt_project
+from etl_assets.landing.zone import LocalLandingZone
+from etl_assets.notifications import Notifier
+from etl_assets.tools.salesforce_sample import generate_sample
+from etl_assets.tools.totesys_seed import seed_totesys
 from etl_assets.totesys.assets import totesys_extraction_assets
-from etl_assets.totesys.seed import seed_totesys
-from etl_assets.totesys.source import DuckDBTotesysSource, PostgresTotesysSource, TotesysSource
-from etl_assets.transform.assets import dbt_models
-from etl_assets.transform.project import dbt_executable, dbt_project
+from etl_assets.totesys.source import (
+    DuckDBTotesysSource,
+    PostgresTotesysSource,
+    TotesysSource,
+)
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.io_manager import WarehouseIOManager
+from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
@@ -312,7 +316,7 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     twice outside the CLI (as from the UI or the schedule); `etl-assets totesys` then finds nothing
     new to extract but builds the marts, since they are older than their inputs, and both versions
     reach the fact; run again, it has nothing to build."""
-    from etl_assets.resources import build_resources
+    from etl_assets.settings import build_resources
     from etl_assets.totesys import totesys_extract_job, totesys_source_tables
     from etl_assets.totesys.pipeline import run_totesys_pipeline
     from etl_assets.totesys.source import build_totesys_source

@@ -6,11 +6,11 @@ import sys
 import dagster as dg
 import pytest
 
-from etl_assets.resources import build_landing_zone, build_resources, build_warehouse
-from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+from etl_assets.landing.zone import LocalLandingZone, S3LandingZone
 from etl_assets.salesforce.catalog import load_catalog
+from etl_assets.settings import build_landing_zone, build_resources, build_warehouse
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.postgres import PostgresWarehouse
 
 
 def test_code_location_loads_without_any_warning():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
-from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
+from etl_assets.landing.csv_reader import iter_csv_chunks, read_header
+from etl_assets.landing.zone import LocalLandingZone, S3LandingZone
 from etl_assets.salesforce.discovery import (
     columns_from_describe,
     import_describe_command,
@@ -23,7 +23,7 @@ from etl_assets.salesforce.discovery import (
     refresh_state,
     render_state,
 )
-from etl_assets.salesforce.sample import salesforce_id
+from etl_assets.tools.salesforce_sample import salesforce_id
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
 from etl_assets_tests.salesforce_export import (
     build_backup,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from etl_assets.resources.audit import find_loads
-from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.landing.zone import LocalLandingZone, S3LandingZone
+from etl_assets.warehouse.audit import find_loads
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
 from etl_assets_tests.helpers import (
     CATALOG,

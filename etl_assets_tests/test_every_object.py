@@ -33,13 +33,13 @@ import psycopg2
 import pytest
 import yaml
 
-from etl_assets.resources.landing_zone import LocalLandingZone
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
-from etl_assets.resources.warehouse.spec import ColumnType, column_name
+from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.assets import build_object_asset
 from etl_assets.salesforce.catalog import CATALOG_PATH, DISCOVERED_ENV, parse_catalog
 from etl_assets.salesforce.discovery import columns_from_describe, load_state
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.warehouse.postgres import PostgresWarehouse
+from etl_assets.warehouse.spec import ColumnType, column_name
 from etl_assets_tests.conftest import _free_port, _fresh_database
 from etl_assets_tests.helpers import (
     REPO,

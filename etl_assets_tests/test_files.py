@@ -12,25 +12,28 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from pathlib import Path
-
-from etl_assets.files.assets import csv_to_parquet_loads, datalake_loads, external_feed_loads
+from etl_assets.audit_api import AuditServerConfigError, build_server
+from etl_assets.files.assets import (
+    csv_to_parquet_loads,
+    datalake_loads,
+    external_feed_loads,
+)
 from etl_assets.files.config import FEEDS_PATH
 from etl_assets.files.loading import OVERRIDE_TAG
-from etl_assets.files.sample import ORDERS_SCHEMA
 from etl_assets.files.sensors import landed_files_sensors
-from etl_assets.resources.audit import find_loads
-from etl_assets.resources.audit_api import AuditServerConfigError, build_server
-from etl_assets.resources.landing_zone import S3LandingZone
-from etl_assets.resources.notifications import Notifier
-from etl_assets.resources.warehouse.base import Step
-from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
+from etl_assets.landing.zone import S3LandingZone
+from etl_assets.notifications import Notifier
+from etl_assets.tools.files_sample import ORDERS_SCHEMA
+from etl_assets.warehouse.audit import find_loads
+from etl_assets.warehouse.base import Step
+from etl_assets.warehouse.redshift import RedshiftWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS
 
 ASSET_FOR = {"datalake/": datalake_loads, "external/": external_feed_loads, "csv/": csv_to_parquet_loads}
@@ -290,8 +293,8 @@ def test_post_load_sql_is_inside_the_load_transaction(env):
 def test_redshift_plan_runs_post_load_sql_in_the_load_transaction(tmp_path):
     """Defect 1 on Redshift, as a plan (no cluster): post-load steps follow the merge inside `transaction`."""
     from etl_assets.files.loading import table_spec
-    from etl_assets.resources.warehouse.batch import StagedBatchWriter
-    from etl_assets.resources.warehouse.spec import ColumnType
+    from etl_assets.warehouse.batch import StagedBatchWriter
+    from etl_assets.warehouse.spec import ColumnType
 
     redshift = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
     batch = StagedBatchWriter(table_spec("finance", "ledger", {"entry_id": ColumnType.INTEGER}), "k",

@@ -21,7 +21,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets.bench.folder_run import (
+from etl_assets.execution import default_executor, forkserver_executor
+from etl_assets.salesforce.assets import (
+    NO_REJECTED_ROWS,
+    NO_SCHEMA_DRIFT,
+    NO_TRUNCATED_VALUES,
+)
+from etl_assets.tools.bench.folder_run import (
     add_partitions,
     asset_paths,
     instance_yaml,
@@ -30,9 +36,7 @@ from etl_assets.bench.folder_run import (
     wait_run,
     write_folders,
 )
-from etl_assets.execution import default_executor, forkserver_executor
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.salesforce.assets import NO_REJECTED_ROWS, NO_SCHEMA_DRIFT, NO_TRUNCATED_VALUES
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets_tests.conftest import _free_port
 from etl_assets_tests.helpers import (
     REPO,

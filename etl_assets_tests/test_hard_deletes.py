@@ -20,17 +20,26 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from etl_assets.cli import plan_for
-from etl_assets.resources.landing_zone import LocalLandingZone
-from etl_assets.resources.warehouse.base import DELETED_IN_SOURCE_AT
-from etl_assets.resources.warehouse.batch import StagedBatch
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
-from etl_assets.resources.warehouse.redshift import RedshiftWarehouse, render
-from etl_assets.salesforce.partitions import FULL_BACKUP_SUFFIX_ENV, full_backup_date, is_backup_folder
-from etl_assets.salesforce.sample import salesforce_id
+from etl_assets.landing.zone import LocalLandingZone
+from etl_assets.salesforce.partitions import (
+    FULL_BACKUP_SUFFIX_ENV,
+    full_backup_date,
+    is_backup_folder,
+)
 from etl_assets.salesforce.sensors import salesforce_backup_sensor
+from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.warehouse.base import DELETED_IN_SOURCE_AT
+from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.postgres import PostgresWarehouse
+from etl_assets.warehouse.redshift import RedshiftWarehouse, render
 from etl_assets_tests.helpers import materialize_folders, resources, table_digest
-from etl_assets_tests.test_redshift import SPEC, assert_redshift_sql, batch_of, run_plan_on_postgres
+from etl_assets_tests.test_redshift import (
+    SPEC,
+    assert_redshift_sql,
+    batch_of,
+    run_plan_on_postgres,
+)
 
 UTC = dt.timezone.utc
 HEADER = "Id,IsDeleted,SystemModstamp,Name"

@@ -8,9 +8,10 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from etl_assets.resources import build_landing_zone
-from etl_assets.resources.landing_zone import LocalLandingZone, S3LandingZone
+from etl_assets.landing.zone import LocalLandingZone, S3LandingZone
+from etl_assets.settings import build_landing_zone
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
+
 
 def make_s3_zone(endpoint: str, bucket: str, prefix: str = "") -> S3LandingZone:
     """An S3LandingZone on the moto endpoint; moto is local, so no retries."""

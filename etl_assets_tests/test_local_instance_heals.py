@@ -18,8 +18,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets.bench.folder_run import add_partitions, asset_paths, launch_folder_run, run_record, write_folders
-from etl_assets.salesforce.sample import write_object_csv
+from etl_assets.tools.bench.folder_run import (
+    add_partitions,
+    asset_paths,
+    launch_folder_run,
+    run_record,
+    write_folders,
+)
+from etl_assets.tools.salesforce_sample import write_object_csv
 from etl_assets_tests.conftest import _free_port
 from etl_assets_tests.helpers import (
     REPO,

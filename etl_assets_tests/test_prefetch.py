@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from etl_assets.lib.prefetch import prefetch
+from etl_assets.warehouse.prefetch import prefetch
 
 
 def test_items_arrive_in_order_and_the_producer_runs_ahead_of_the_consumer():

@@ -34,8 +34,8 @@ import pytest
 import yaml
 from dagster._core.events import DagsterEventType
 
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.conftest import _free_port
 from etl_assets_tests.helpers import (
     REPOSITORY_SELECTOR,

@@ -32,11 +32,16 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from etl_assets.cli import plan_for
-from etl_assets.resources.warehouse.base import STAGING, WarehouseLimitError
-from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.redshift import DataApiSession, RedshiftWarehouse, literal, render
-from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec
 from etl_assets.salesforce.catalog import load_catalog
+from etl_assets.warehouse.base import STAGING, WarehouseLimitError
+from etl_assets.warehouse.batch import StagedBatchWriter
+from etl_assets.warehouse.redshift import (
+    DataApiSession,
+    RedshiftWarehouse,
+    literal,
+    render,
+)
+from etl_assets.warehouse.spec import Column, ColumnType, TableSpec
 from etl_assets_tests.conftest import S3_CREDENTIALS
 
 OPAQUE = {  # statements sqlglot keeps as opaque commands: their exact shape is checked instead
@@ -270,7 +275,7 @@ def test_the_same_asset_on_the_redshift_target_stages_in_s3_and_copies(landing_r
     that statement, fails with the staged location, and leaves the staged files for diagnosis."""
     import dagster as dg
 
-    from etl_assets.resources.landing_zone import LocalLandingZone
+    from etl_assets.landing.zone import LocalLandingZone
     from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
     client, bucket = s3_bucket
@@ -324,7 +329,7 @@ def test_etl_assets_sql_prints_the_plan_without_credentials(target, monkeypatch,
 def test_only_transient_failures_are_left_to_the_retry_policy(redshift):
     from botocore.exceptions import ClientError
 
-    from etl_assets.resources.warehouse.redshift import RedshiftLoadError
+    from etl_assets.warehouse.redshift import RedshiftLoadError
 
     def wrapped(cause):
         try:

@@ -14,9 +14,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from etl_assets.resources.warehouse.spec import ColumnType
 from etl_assets.salesforce.catalog import CatalogColumn, load_catalog
-from etl_assets.salesforce.sample import (
+from etl_assets.tools.salesforce_sample import (
     DRIFT_COLUMN,
     KEY_PREFIXES,
     _write_csv,
@@ -24,6 +23,7 @@ from etl_assets.salesforce.sample import (
     salesforce_id,
     write_object_csv,
 )
+from etl_assets.warehouse.spec import ColumnType
 
 START = datetime.date(2024, 5, 1)
 FOLDERS = 6

@@ -30,12 +30,12 @@ import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
-from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
 from etl_assets.salesforce.catalog import load_catalog
-from etl_assets.salesforce.sample import salesforce_id
 from etl_assets.salesforce.staging import SourceFile, stage_object
+from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.postgres import PostgresWarehouse
+from etl_assets.warehouse.redshift import RedshiftWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS
 from etl_assets_tests.helpers import folders_in
 from etl_assets_tests.test_faults import assert_failed_once_without_retry

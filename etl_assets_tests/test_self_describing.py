@@ -13,11 +13,11 @@ import shutil
 
 import pyarrow as pa
 
-from etl_assets.resources.landing_zone import LocalLandingZone
-from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.io_manager import batch_preview
-from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec
+from etl_assets.landing.zone import LocalLandingZone
+from etl_assets.warehouse.batch import StagedBatchWriter
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.io_manager import batch_preview
+from etl_assets.warehouse.spec import Column, ColumnType, TableSpec
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
 DOMAINS = {"salesforce", "files", "totesys", "reference"}  # reference: dbt seeds shared by the marts

@@ -16,10 +16,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets.resources.landing_zone import LandingZone, LocalLandingZone
+from etl_assets.landing.zone import LandingZone, LocalLandingZone
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets.salesforce.sensors import OPEN_FOLDERS, BackupCursor, salesforce_backup_sensor, scan_backups
+from etl_assets.salesforce.sensors import (
+    OPEN_FOLDERS,
+    BackupCursor,
+    salesforce_backup_sensor,
+    scan_backups,
+)
 from etl_assets_tests.conftest import upload_tree
 from etl_assets_tests.test_landing_zone import make_s3_zone
 

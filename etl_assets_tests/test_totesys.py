@@ -10,11 +10,9 @@ import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
-from etl_assets.resources.landing_zone import LocalLandingZone
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
+from etl_assets.landing.zone import LocalLandingZone
+from etl_assets.tools.totesys_seed import seed_totesys
 from etl_assets.totesys.assets import totesys_extraction_assets
-from etl_assets.totesys.seed import seed_totesys
 from etl_assets.totesys.source import (
     DuckDBTotesysSource,
     PostgresTotesysSource,
@@ -22,6 +20,8 @@ from etl_assets.totesys.source import (
     select_window_sql,
 )
 from etl_assets.totesys.tables import HISTORY_TABLES, TABLES
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.io_manager import WarehouseIOManager
 
 
 def extract(resources: dict, instance: dg.DagsterInstance) -> dict[str, dict]:

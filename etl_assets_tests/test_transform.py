@@ -6,12 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
-from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
-from etl_assets.resources.warehouse.spec import LOAD_CHANGES
+from etl_assets.landing.csv_reader import CsvFormatError, iter_csv_chunks, read_header
 from etl_assets.salesforce.catalog import CatalogError, load_catalog, parse_catalog
 from etl_assets.salesforce.staging import SourceFile, stage_object
 from etl_assets.salesforce.transform import plan_header, transform_chunk
+from etl_assets.warehouse.redshift import RedshiftWarehouse
+from etl_assets.warehouse.spec import LOAD_CHANGES
 
 TASK = load_catalog()["Task"]
 GOOD_ID = "00T000000000001AAA"

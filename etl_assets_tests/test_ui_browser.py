@@ -40,7 +40,7 @@ import dagster as dg
 import pytest
 
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets.salesforce.sample import generate_sample
+from etl_assets.tools.salesforce_sample import generate_sample
 from etl_assets_tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow

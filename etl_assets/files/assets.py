@@ -24,11 +24,11 @@ from etl_assets.files.datalake import datalake_table, load_datalake_file, parse_
 from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
 from etl_assets.files.external import external_table, feed_for_key, load_external_file
 from etl_assets.files.loading import OVERRIDE_TAG, FileLoad, FileRefused, Outcome
-from etl_assets.resources.audit import LoadRecord, record_load
-from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.resources.notifications import Notifier
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.spec import quote
+from etl_assets.landing.zone import LandingZone
+from etl_assets.notifications import Notifier
+from etl_assets.warehouse.audit import LoadRecord, record_load
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.spec import quote
 
 GROUP = "files"
 ARCHIVE, ERROR, DUPLICATE, HELD = "archive/", "error/", "duplicate/", "held/"

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from etl_assets.files.loading import Guards
-from etl_assets.resources.warehouse.spec import ColumnType, identifier
+from etl_assets.warehouse.spec import ColumnType, identifier
 
 FEEDS_PATH = Path(__file__).with_name("feeds.yaml")
 MODES = ("append", "replace")

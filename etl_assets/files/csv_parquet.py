@@ -34,10 +34,10 @@ from etl_assets.files.loading import (
     stage_typed_csv,
     table_spec,
 )
-from etl_assets.resources.audit import utcnow
-from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.resources.warehouse.base import Step, Warehouse
-from etl_assets.resources.warehouse.spec import ColumnType
+from etl_assets.landing.zone import LandingZone
+from etl_assets.warehouse.audit import utcnow
+from etl_assets.warehouse.base import Step, Warehouse
+from etl_assets.warehouse.spec import ColumnType
 
 PREFIX = "csv/input/"
 PROCESSED = "csv/processed/"

@@ -27,10 +27,10 @@ from etl_assets.files.loading import (
     stage_typed_csv,
     table_spec,
 )
-from etl_assets.resources.audit import utcnow
-from etl_assets.resources.warehouse.base import Step, Warehouse
-from etl_assets.resources.warehouse.batch import StagedBatchWriter
-from etl_assets.resources.warehouse.spec import ColumnType, InvalidIdentifier, identifier
+from etl_assets.warehouse.audit import utcnow
+from etl_assets.warehouse.base import Step, Warehouse
+from etl_assets.warehouse.batch import StagedBatchWriter
+from etl_assets.warehouse.spec import ColumnType, InvalidIdentifier, identifier
 
 PREFIX = "datalake/"
 ACTIONS = ("append", "truncate", "schema")

@@ -3,7 +3,7 @@ load, and one all-or-nothing load.
 
 A file either loads whole or not at all: the first value that does not fit the
 declared type or a required column names its file, line and column (the same
-conversion, `etl_assets.lib.convert`, for every kind of feed: nothing is rounded
+conversion, `etl_assets.warehouse.convert`, for every kind of feed: nothing is rounded
 or truncated), and the table stays as it was. Statuses (docs/file-feeds.md):
 ABORTED, a check before loading refused the file (unknown feed or prefix,
 disallowed action, empty file, header, header record or trailer mismatch);
@@ -23,12 +23,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl_assets.lib.convert import EXACT_INTEGER, convert_column
-from etl_assets.lib.csv_reader import CsvFormatError, iter_csv_chunks, read_header
-from etl_assets.resources.warehouse.base import LoadResult, Step, Warehouse
-from etl_assets.resources.warehouse.batch import ROWS_PER_FILE, StagedBatch, StagedBatchWriter
-from etl_assets.resources.warehouse.io_manager import batch_preview, table_schema
-from etl_assets.resources.warehouse.spec import (
+from etl_assets.landing.csv_reader import CsvFormatError, iter_csv_chunks, read_header
+from etl_assets.warehouse.base import LoadResult, Step, Warehouse
+from etl_assets.warehouse.batch import ROWS_PER_FILE, StagedBatch, StagedBatchWriter
+from etl_assets.warehouse.convert import EXACT_INTEGER, convert_column
+from etl_assets.warehouse.io_manager import batch_preview, table_schema
+from etl_assets.warehouse.spec import (
     SOURCE_FILE,
     SOURCE_LINE,
     SOURCE_PARTITION,
@@ -142,7 +142,7 @@ def check_content(load: FileLoad, table: str, allowed: bool) -> str:
 
 def content_steps(load: FileLoad, table: str, fingerprint: str, rows: int) -> list[Step]:
     """Record the file's fingerprint inside the load's transaction: it exists exactly if the rows do."""
-    from etl_assets.resources.audit import utcnow
+    from etl_assets.warehouse.audit import utcnow
 
     p, name = load.warehouse.param, _loaded_files(load.warehouse)
     return [Step(f'DELETE FROM {name} WHERE "source_key" = {p} AND "target_table" = {p}', (load.key, table)),

@@ -8,12 +8,16 @@ if a new version of it lands.
 
 import dagster as dg
 
-from etl_assets.files.assets import csv_to_parquet_loads, datalake_loads, external_feed_loads
+from etl_assets.files.assets import (
+    csv_to_parquet_loads,
+    datalake_loads,
+    external_feed_loads,
+)
 from etl_assets.files.csv_parquet import PREFIX as CSV_PREFIX
 from etl_assets.files.datalake import PREFIX as DATALAKE_PREFIX
 from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
-from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.resources.notifications import Notifier
+from etl_assets.landing.zone import LandingZone
+from etl_assets.notifications import Notifier
 
 ROUTES = (
     ("datalake", DATALAKE_PREFIX, datalake_loads),

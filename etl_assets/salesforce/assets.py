@@ -9,13 +9,17 @@ from contextlib import ExitStack
 
 import dagster as dg
 
-from etl_assets.lib.csv_reader import CsvFormatError
-from etl_assets.resources.audit import LoadRecord, record_load
-from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
-from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.landing.csv_reader import CsvFormatError
+from etl_assets.landing.zone import LandedFile, LandingZone, fingerprint_files
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
-from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, full_backup_date
+from etl_assets.salesforce.partitions import (
+    BACKUP_PREFIX,
+    differential_folders,
+    full_backup_date,
+)
 from etl_assets.salesforce.staging import SourceFile, stage_object
+from etl_assets.warehouse.audit import LoadRecord, record_load
+from etl_assets.warehouse.base import Warehouse
 
 DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
 CODE_VERSION = "1"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from etl_assets.resources.warehouse.spec import (
+from etl_assets.warehouse.spec import (
     LOAD_CHANGES,
     LONG_TEXT_POLICIES,
     Column,

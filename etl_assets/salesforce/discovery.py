@@ -22,7 +22,7 @@ from typing import NamedTuple
 import pandas as pd
 import yaml
 
-from etl_assets.resources.landing_zone import LandingZone
+from etl_assets.landing.zone import LandingZone
 from etl_assets.salesforce.ids import normalize_ids
 from etl_assets.salesforce.partitions import BACKUP_PREFIX, is_backup_folder
 

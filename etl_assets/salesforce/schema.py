@@ -13,9 +13,9 @@ from functools import lru_cache
 import pandas as pd
 import pandera.pandas as pa
 
-from etl_assets.lib.convert import DATE_DTYPE, DATETIME_DTYPE
-from etl_assets.resources.warehouse.spec import ColumnType
 from etl_assets.salesforce.catalog import CatalogColumn, SalesforceObject
+from etl_assets.warehouse.convert import DATE_DTYPE, DATETIME_DTYPE
+from etl_assets.warehouse.spec import ColumnType
 
 STRING_DTYPE = pd.StringDtype("pyarrow")
 PANDAS_DTYPES = {

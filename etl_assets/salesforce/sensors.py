@@ -28,10 +28,18 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from etl_assets.resources.landing_zone import LandedFile, LandingZone, fingerprint_files
-from etl_assets.salesforce.assets import SOURCE_FINGERPRINT, object_asset_key, salesforce_objects
+from etl_assets.landing.zone import LandedFile, LandingZone, fingerprint_files
+from etl_assets.salesforce.assets import (
+    SOURCE_FINGERPRINT,
+    object_asset_key,
+    salesforce_objects,
+)
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
-from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders, is_backup_folder
+from etl_assets.salesforce.partitions import (
+    BACKUP_PREFIX,
+    differential_folders,
+    is_backup_folder,
+)
 
 OPEN_FOLDERS = 3
 ALREADY_LOADED = "*"  # materialized before the cursor knew the folder; its files are not compared

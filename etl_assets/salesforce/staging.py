@@ -15,11 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from etl_assets.lib.csv_reader import iter_csv_chunks, read_header
-from etl_assets.lib.prefetch import prefetch
-from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
+from etl_assets.landing.csv_reader import iter_csv_chunks, read_header
 from etl_assets.salesforce.catalog import SalesforceObject
-from etl_assets.resources.warehouse.spec import ColumnType, TextLimits
 from etl_assets.salesforce.transform import (
     NO_TEXT_LIMITS,
     ColumnWidening,
@@ -28,7 +25,9 @@ from etl_assets.salesforce.transform import (
     transform_chunk,
     widest,
 )
-
+from etl_assets.warehouse.batch import StagedBatch, StagedBatchWriter
+from etl_assets.warehouse.prefetch import prefetch
+from etl_assets.warehouse.spec import ColumnType, TextLimits
 
 # pandas' `.str` accessor and Pandera's `.pandera` accessor each form a reference cycle with their
 # frame, so every chunk's frames (and the Arrow buffers under them) wait for a full garbage

@@ -21,9 +21,12 @@ import pandera.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.lib.convert import convert_column
-from etl_assets.lib.csv_reader import CsvChunk, CsvFormatError
-from etl_assets.resources.warehouse.spec import (
+from etl_assets.landing.csv_reader import CsvChunk, CsvFormatError
+from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, SalesforceObject
+from etl_assets.salesforce.ids import normalize_ids
+from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
+from etl_assets.warehouse.convert import convert_column
+from etl_assets.warehouse.spec import (
     LOAD_CHANGES,
     REJECTS_SCHEMA,
     SOURCE_FILE,
@@ -33,9 +36,6 @@ from etl_assets.resources.warehouse.spec import (
     TextLimits,
     column_name,
 )
-from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, SalesforceObject
-from etl_assets.salesforce.ids import normalize_ids
-from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
 
 NO_TEXT_LIMITS = TextLimits()
 

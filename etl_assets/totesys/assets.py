@@ -42,12 +42,18 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl_assets.resources.landing_zone import LandingZone
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.batch import StagedBatch, StagedBatchWriter
-from etl_assets.resources.warehouse.spec import SOURCE_FILE, SOURCE_LINE, SOURCE_PARTITION, TableSpec, quote
+from etl_assets.landing.zone import LandingZone
 from etl_assets.totesys.source import TotesysSource, select_window_sql
 from etl_assets.totesys.tables import RAW_SCHEMA, TABLES, VERSION_COLUMN, TotesysTable
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.batch import StagedBatch, StagedBatchWriter
+from etl_assets.warehouse.spec import (
+    SOURCE_FILE,
+    SOURCE_LINE,
+    SOURCE_PARTITION,
+    TableSpec,
+    quote,
+)
 
 GROUP = "totesys"
 SOURCE_PREFIX = "totesys"  # asset keys of the OLTP tables, and the landing zone prefix of the snapshots

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 
-from etl_assets.resources import build_warehouse
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.totesys.seed import seed_totesys
-from etl_assets.totesys.source import DuckDBTotesysSource, TotesysSource, build_totesys_source
+from etl_assets.settings import build_warehouse
+from etl_assets.totesys.source import (
+    TotesysSource,
+    build_totesys_source,
+)
+from etl_assets.warehouse.base import Warehouse
 
 SALESFORCE_SOURCES = ("user", "task", "litify_pm__matter__c")
 
@@ -34,19 +34,6 @@ def resolved_source() -> TotesysSource:
 def resolved_warehouse() -> Warehouse:
     with dg.build_resources({"warehouse": build_warehouse()}) as resources:
         return resources.warehouse
-
-
-def seed(source: TotesysSource, seed_value: int = 2) -> dict[str, dict]:
-    with source.connect() as connection:
-        return seed_totesys(connection, seed=seed_value)
-
-
-def source_is_empty(source: TotesysSource) -> bool:
-    if isinstance(source, DuckDBTotesysSource) and not Path(source.path).exists():
-        return True
-    with source.connect() as connection:
-        return not connection.table_exists("sales_order") or not connection.fetchall(
-            'SELECT 1 FROM "sales_order" LIMIT 1')
 
 
 @dataclass
@@ -89,9 +76,6 @@ def stale_models(instance: dg.DagsterInstance, graph, keys: list[dg.AssetKey]) -
 
 def run_totesys_pipeline(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict) -> PipelineSummary:
     summary = PipelineSummary()
-    source = resolved_source()
-    if isinstance(source, DuckDBTotesysSource) and source_is_empty(source):
-        summary.seeded = seed(source)
 
     extraction = defs.resolve_job_def("totesys_extract_job").execute_in_process(
         instance=instance, run_config=run_config, raise_on_error=False,

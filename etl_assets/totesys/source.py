@@ -19,9 +19,9 @@ import duckdb
 import psycopg2
 from pydantic import Field
 
-from etl_assets.lib.duckdb_files import connect_waiting, transaction
-from etl_assets.resources import DATA_DIR
-from etl_assets.resources.warehouse.spec import quote
+from etl_assets.settings import DATA_DIR
+from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
+from etl_assets.warehouse.spec import quote
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 SOURCES = ("duckdb", "postgres")

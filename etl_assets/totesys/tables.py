@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec
+from etl_assets.warehouse.spec import Column, ColumnType, TableSpec
 
 RAW_SCHEMA = "raw_totesys"
 VERSION_COLUMN = "last_updated"

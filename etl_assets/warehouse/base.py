@@ -33,8 +33,8 @@ from typing import ClassVar
 import dagster as dg
 import pandas as pd
 
-from etl_assets.resources.warehouse.batch import StagedBatch
-from etl_assets.resources.warehouse.spec import (
+from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.spec import (
     LINEAGE_COLUMNS,
     LOADED_AT,
     REJECTS_SCHEMA,

@@ -11,8 +11,8 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from enum import Enum
+from functools import lru_cache
 
 import pyarrow as pa
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from etl_assets.resources.landing_zone import LandingZone, LocalLandingZone, S3LandingZone
-from etl_assets.resources.notifications import Notifier
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.resources.warehouse.io_manager import WarehouseIOManager
-from etl_assets.resources.warehouse.postgres import PostgresWarehouse
-from etl_assets.resources.warehouse.redshift import RedshiftWarehouse
+from etl_assets.landing.zone import LandingZone, LocalLandingZone, S3LandingZone
+from etl_assets.notifications import Notifier
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.io_manager import WarehouseIOManager
+from etl_assets.warehouse.postgres import PostgresWarehouse
+from etl_assets.warehouse.redshift import RedshiftWarehouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = PROJECT_ROOT / "data"

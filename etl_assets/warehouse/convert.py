@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.resources.warehouse.spec import ColumnType
+from etl_assets.warehouse.spec import ColumnType
 
 TRUE_VALUES = ("true", "1")
 FALSE_VALUES = ("false", "0")

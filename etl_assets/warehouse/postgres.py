@@ -15,9 +15,16 @@ import pyarrow.parquet as pq
 from pgpq import ArrowToPostgresBinaryEncoder
 from pydantic import Field
 
-from etl_assets.lib.prefetch import prefetch
-from etl_assets.resources.warehouse.base import LATEST, STAGING, Session, Step, Warehouse, WarehouseUnreachable
-from etl_assets.resources.warehouse.spec import TableSpec, quote
+from etl_assets.warehouse.base import (
+    LATEST,
+    STAGING,
+    Session,
+    Step,
+    Warehouse,
+    WarehouseUnreachable,
+)
+from etl_assets.warehouse.prefetch import prefetch
+from etl_assets.warehouse.spec import TableSpec, quote
 
 COPY_BATCH_ROWS = 50_000
 COPY_QUEUE_BATCHES = 2  # encoded batches waiting for the server: ~25 MB each for 50k Task rows

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from etl_assets.resources.audit import STATUSES, find_loads
-from etl_assets.resources.warehouse.base import Warehouse
+from etl_assets.warehouse.audit import STATUSES, find_loads
+from etl_assets.warehouse.base import Warehouse
 
 TOKEN_ENV = "ETL_ASSETS_AUDIT_TOKEN"
 MAX_LIMIT = 10_000

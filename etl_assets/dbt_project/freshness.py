@@ -14,7 +14,7 @@ import json
 import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState
 
-from etl_assets.resources.notifications import Notifier
+from etl_assets.notifications import Notifier
 
 
 def build_freshness_notification_sensor(keys: list[dg.AssetKey]) -> dg.SensorDefinition:

@@ -20,8 +20,8 @@ from itertools import islice
 from pathlib import Path
 from string import ascii_lowercase, ascii_uppercase, digits
 
-from etl_assets.resources.warehouse.spec import ColumnType
 from etl_assets.salesforce.catalog import CatalogColumn, SalesforceObject, load_catalog
+from etl_assets.warehouse.spec import ColumnType
 
 KEY_PREFIXES = {
     "Task": "00T", "User": "005", "Account": "001", "Contact": "003", "Opportunity": "006",

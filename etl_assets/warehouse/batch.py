@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from etl_assets.resources.warehouse.spec import REJECTS_SCHEMA, SOURCE_FILE, TableSpec
+from etl_assets.warehouse.spec import REJECTS_SCHEMA, SOURCE_FILE, TableSpec
 
 ROWS_PER_FILE = 2_000_000
 

@@ -10,8 +10,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from etl_assets.lib.duckdb_files import connect_waiting, transaction
-from etl_assets.resources.warehouse.base import (
+from etl_assets.warehouse.base import (
     DELETED_IN_SOURCE_AT,
     LATEST,
     REJECTS_COLUMNS,
@@ -22,8 +21,9 @@ from etl_assets.resources.warehouse.base import (
     Step,
     Warehouse,
 )
-from etl_assets.resources.warehouse.batch import StagedBatch
-from etl_assets.resources.warehouse.spec import LOADED_AT, ColumnType, TableSpec, quote
+from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
+from etl_assets.warehouse.spec import LOADED_AT, ColumnType, TableSpec, quote
 
 
 class DuckDBSession(Session):

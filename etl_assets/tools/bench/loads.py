@@ -1,7 +1,7 @@
 """Load benchmark: the project's pipeline against the raw limits, side by side in one run.
 
 The parent (`run_load_benchmark`) generates deterministic backups, then for R rounds runs every
-variant in turn, each in its own fresh subprocess (`python -m etl_assets.bench.loads --variant
+variant in turn, each in its own fresh subprocess (`python -m etl_assets.tools.bench.loads --variant
 ...`), so each variant's peak RSS is its own and no variant warms another's Python heap. The best
 time per variant is kept; peak RSS is the highest seen over the rounds.
 
@@ -67,7 +67,7 @@ def backup_path(root: Path, api_name: str, rows: int, day: datetime.date, seed: 
 
 
 def _generate(path: str, api_name: str, rows: int, day: datetime.date, seed: int) -> str:
-    from etl_assets.salesforce.sample import write_object_csv
+    from etl_assets.tools.salesforce_sample import write_object_csv
 
     target = Path(path)
     temporary = target.with_suffix(".csv.partial")
@@ -106,7 +106,7 @@ def _pg_connect(database: str):
 
 
 def _header(path: Path) -> list[str]:
-    from etl_assets.lib.csv_reader import read_header
+    from etl_assets.landing.csv_reader import read_header
 
     return [name.lower() for name in read_header(path, path.name)[0]]
 
@@ -131,7 +131,7 @@ def raw_duckdb_csv(args) -> dict:
     """DuckDB's own CSV reader into a table of the same database file settings the warehouse uses."""
     import duckdb
 
-    from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
 
     warehouse = DuckDBWarehouse(path=str(args.duckdb))
     connection = warehouse.connect()  # same memory_limit and settings as the pipeline's loads
@@ -152,11 +152,11 @@ def _pipeline(args, target: str, expect: str) -> dict:
     from etl_assets.salesforce.staging import SourceFile, stage_object
 
     if target == "pg":
-        from etl_assets.resources.warehouse.postgres import PostgresWarehouse
+        from etl_assets.warehouse.postgres import PostgresWarehouse
 
         warehouse = PostgresWarehouse(host=PG["host"], port=PG["port"], user=PG["user"], database=args.db)
     else:
-        from etl_assets.resources.warehouse.duckdb import DuckDBWarehouse
+        from etl_assets.warehouse.duckdb import DuckDBWarehouse
 
         warehouse = DuckDBWarehouse(path=str(args.duckdb))
     obj = load_catalog()[args.object]
@@ -297,7 +297,7 @@ def _admin(sql: str) -> None:
 
 def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path | None, workdir: Path,
            timeout: float) -> dict:
-    command = [sys.executable, "-m", "etl_assets.bench.loads", "--variant", variant, "--file", str(file),
+    command = [sys.executable, "-m", "etl_assets.tools.bench.loads", "--variant", variant, "--file", str(file),
                "--object", obj, "--workdir", str(workdir)]
     if db:
         command += ["--db", db]

@@ -1,15 +1,15 @@
-"""`etl-assets bench` / `python -m etl_assets.bench`: load throughput, memory and sensor scale.
+"""`etl-assets bench` / `python -m etl_assets.tools.bench`: load throughput, memory and sensor scale.
 
-    python -m etl_assets.bench --rows 1000000 --object Task --rounds 3
-    python -m etl_assets.bench --rows 100000 --targets pg,duckdb --skip-sensor
-    python -m etl_assets.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
-    python -m etl_assets.bench --only folder_run                      # folder runs through the daemon (or --folder-run)
+    python -m etl_assets.tools.bench --rows 1000000 --object Task --rounds 3
+    python -m etl_assets.tools.bench --rows 100000 --targets pg,duckdb --skip-sensor
+    python -m etl_assets.tools.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
+    python -m etl_assets.tools.bench --only folder_run                      # folder runs through the daemon (or --folder-run)
 
-Loads: etl_assets/bench/loads.py; sensor and UI scale: etl_assets/bench/sensor.py; the cost of
-discovered Salesforce objects (load, sensor, UI): etl_assets/bench/catalog.py; folder runs through a
+Loads: etl_assets/tools/bench/loads.py; sensor and UI scale: etl_assets/tools/bench/sensor.py; the cost of
+discovered Salesforce objects (load, sensor, UI): etl_assets/tools/bench/catalog.py; folder runs through a
 real webserver and daemon (one folder of 10/50/100 small objects, a 30-folder backfill):
-etl_assets/bench/folder_run.py; the table,
-JSON and Markdown: etl_assets/bench/report.py. Results go to benchmarks/results/.
+etl_assets/tools/bench/folder_run.py; the table,
+JSON and Markdown: etl_assets/tools/bench/report.py. Results go to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from etl_assets.bench import report
+    from etl_assets.tools.bench import report
 
     data, out = Path(args.data), Path(args.out)
     targets = set() if args.targets == "none" else {t.strip() for t in args.targets.split(",") if t.strip()}
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("sensor", "catalog", "folder_run"):
         targets = set()
     if targets:
-        from etl_assets.bench.loads import run_load_benchmark
+        from etl_assets.tools.bench.loads import run_load_benchmark
 
         print(f"Load benchmark: {args.rows:,} {args.object} rows, {args.rounds} round(s), targets {sorted(targets)}",
               flush=True)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_targets(report.targets(result, memory_point))
         written += report.write_loads(out, result, env, memory_point)
     if args.only == "folder_run" or args.folder_run:
-        from etl_assets.bench.folder_run import run_folder_run_benchmark
+        from etl_assets.tools.bench.folder_run import run_folder_run_benchmark
 
         scales = [int(x) for x in args.folder_run_objects.split(",") if x.strip()]
         folder_run = run_folder_run_benchmark(scales, args.folder_run_backfill, args.folder_run_rows,
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_folder_run(folder_run)
         written += report.write_folder_run(out, folder_run, report.environment())
     if not args.skip_sensor and args.only in (None, "sensor"):
-        from etl_assets.bench.sensor import run_sensor_benchmark
+        from etl_assets.tools.bench.sensor import run_sensor_benchmark
 
         sensor = run_sensor_benchmark(args.sensor_folders, data, s3=not args.skip_s3, graphql=not args.skip_graphql,
                                       log=lambda m: print(m, flush=True))
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_targets(report.targets({"variants": {}, "rows": 0}, sensor=sensor))
         written += report.write_sensor(out, sensor, env)
     if args.only == "catalog" or args.catalog:
-        from etl_assets.bench.catalog import run_catalog_benchmark
+        from etl_assets.tools.bench.catalog import run_catalog_benchmark
 
         catalog = run_catalog_benchmark(args.catalog_objects, args.catalog_folders, args.rounds, s3=not args.skip_s3,
                                         graphql=not args.skip_graphql, profile=args.profile, out=out,

@@ -31,7 +31,13 @@ import time
 import urllib.error
 from pathlib import Path
 
-from etl_assets.bench.sensor import _free_port, _post, _seed_moto_backend, folder_names, stop_process_group
+from etl_assets.tools.bench.sensor import (
+    _free_port,
+    _post,
+    _seed_moto_backend,
+    folder_names,
+    stop_process_group,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACES = ("npsp", "SBQQ", "dsfs", "litify_pm")  # managed packages: one asset group each
@@ -226,7 +232,7 @@ def _ticks(kind: str, make_zone, add_folder, folders: int, catalog: dict, setup:
 
 
 def sensor_local(root: Path, folders: int, catalog: dict) -> dict:
-    from etl_assets.resources.landing_zone import LocalLandingZone
+    from etl_assets.landing.zone import LocalLandingZone
 
     objects = list(catalog)
     started = time.perf_counter()
@@ -254,7 +260,7 @@ def sensor_s3(folders: int, catalog: dict) -> dict:
     from dagster_aws.s3 import S3Resource
     from moto.server import ThreadedMotoServer
 
-    from etl_assets.resources.landing_zone import S3LandingZone
+    from etl_assets.landing.zone import S3LandingZone
 
     objects = list(catalog)
     port = _free_port()

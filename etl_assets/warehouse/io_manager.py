@@ -11,11 +11,17 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 
-from etl_assets.resources.audit import LoadRecord, record_load
-from etl_assets.resources.notifications import Notifier
-from etl_assets.resources.warehouse.base import DELETED_IN_SOURCE_AT, Warehouse
-from etl_assets.resources.warehouse.batch import StagedBatch
-from etl_assets.resources.warehouse.spec import LINEAGE_COLUMNS, LOADED_AT, ColumnType, TableSpec, quote
+from etl_assets.notifications import Notifier
+from etl_assets.warehouse.audit import LoadRecord, record_load
+from etl_assets.warehouse.base import DELETED_IN_SOURCE_AT, Warehouse
+from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.spec import (
+    LINEAGE_COLUMNS,
+    LOADED_AT,
+    ColumnType,
+    TableSpec,
+    quote,
+)
 
 
 def table_schema(spec: TableSpec) -> dg.TableSchema:

@@ -29,7 +29,7 @@ import psycopg2
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
-from etl_assets.resources.warehouse.base import (
+from etl_assets.warehouse.base import (
     STAGING,
     LoadResult,
     Session,
@@ -38,9 +38,9 @@ from etl_assets.resources.warehouse.base import (
     WarehouseLimitError,
     WarehouseUnreachable,
 )
-from etl_assets.resources.warehouse.batch import StagedBatch
-from etl_assets.resources.warehouse.postgres import PostgresSession
-from etl_assets.resources.warehouse.spec import Column, ColumnType, TableSpec, TextLimits, quote
+from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.postgres import PostgresSession
+from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, TextLimits, quote
 
 MAX_VARCHAR_BYTES = 65_535
 # A SUPER string's limit where the cluster sets enable_large_strings_opt_in (65,535 bytes otherwise).

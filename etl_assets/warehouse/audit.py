@@ -14,8 +14,8 @@ import datetime as dt
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from etl_assets.resources.warehouse.base import Warehouse
-from etl_assets.resources.warehouse.spec import ColumnType, quote
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.spec import ColumnType, quote
 
 AUDIT_SCHEMA, AUDIT_TABLE = "etl_audit", "loads"
 STATUSES = ("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD")

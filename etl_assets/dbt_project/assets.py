@@ -18,9 +18,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
-from etl_assets.transform.project import dbt_project
+from etl_assets.dbt_project.project import dbt_project
 
 GROUPS = {"totesys": "totesys_star", "salesforce": "salesforce_marts"}
 FACT_VISIBILITY = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(minutes=30),

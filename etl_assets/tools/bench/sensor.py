@@ -94,7 +94,7 @@ def _measure(kind: str, zone_factory, add_folder, folders: int, objects: list[st
 
 
 def local_benchmark(root: Path, folders: int, instance) -> dict:
-    from etl_assets.resources.landing_zone import LocalLandingZone
+    from etl_assets.landing.zone import LocalLandingZone
 
     objects = list(_catalog())
     setup = build_local_tree(root, folders, objects)
@@ -145,7 +145,7 @@ def s3_benchmark(folders: int, instance, notes: list[str], budget: float = S3_SE
     from dagster_aws.s3 import S3Resource
     from moto.server import ThreadedMotoServer
 
-    from etl_assets.resources.landing_zone import S3LandingZone
+    from etl_assets.landing.zone import S3LandingZone
 
     objects = list(_catalog())
     port = _free_port()

@@ -15,10 +15,15 @@ import datetime as dt
 import random
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
-from etl_assets.resources.warehouse.spec import quote
-from etl_assets.totesys.source import SourceConnection
+from etl_assets.totesys.source import (
+    DuckDBTotesysSource,
+    SourceConnection,
+    TotesysSource,
+)
 from etl_assets.totesys.tables import TABLES
+from etl_assets.warehouse.spec import quote
 
 DEPARTMENTS = [
     ("Sales", "Manchester"), ("Purchasing", "Manchester"), ("Production", "Leeds"), ("Dispatch", "Leds"),
@@ -261,3 +266,23 @@ def seed_totesys(connection: SourceConnection, seed: int = 2, now: dt.datetime |
     else:
         seeder.business()
     return {t: {"inserted": seeder.inserted[t], "updated": seeder.updated[t]} for t in TABLES}
+
+
+def seed(source: TotesysSource, seed_value: int = 2) -> dict[str, dict]:
+    with source.connect() as connection:
+        return seed_totesys(connection, seed=seed_value)
+
+
+def source_is_empty(source: TotesysSource) -> bool:
+    if isinstance(source, DuckDBTotesysSource) and not Path(source.path).exists():
+        return True
+    with source.connect() as connection:
+        return not connection.table_exists("sales_order") or not connection.fetchall(
+            'SELECT 1 FROM "sales_order" LIMIT 1')
+
+
+def seed_embedded_if_empty(source: TotesysSource) -> dict[str, dict] | None:
+    """What `make run` needs: the embedded (DuckDB) source seeded the first time, never a real one."""
+    if isinstance(source, DuckDBTotesysSource) and source_is_empty(source):
+        return seed(source)
+    return None

@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from etl_assets.bench.loads import PG, STAGES
+from etl_assets.tools.bench.loads import PG, STAGES
 
 LABELS = {
     "raw_pg_copy": "PostgreSQL raw COPY FROM STDIN (limit)",
@@ -410,7 +410,7 @@ def write_catalog(out: Path, c: dict, env: dict) -> list[Path]:
     md = [f"# Cost of {c['objects']:,} discovered Salesforce objects", "",
           f"Measured {c['started_at']}, best of {c['rounds']} (fresh interpreters for the load); machine: {env['cpu']}, "
           f"{env['cores']} cores; load average at the end {', '.join(f'{x:.2f}' for x in env['loadavg'])}; "
-          f"commit {env['commit']}. Produced by `etl-assets bench --only catalog` (etl_assets/bench/catalog.py); "
+          f"commit {env['commit']}. Produced by `etl-assets bench --only catalog` (etl_assets/tools/bench/catalog.py); "
           "read with docs/salesforce-objects-cost.md.", ""]
     md += [f"- {line}" for line in catalog_summary(c)]
     md += ["", "Code-location load (import etl_assets.definitions, build the repository, serialize the snapshot a "
@@ -429,7 +429,7 @@ def write_catalog(out: Path, c: dict, env: dict) -> list[Path]:
     return [out / "catalog.json", out / "catalog.md"]
 
 
-# ---------------------------------------------------------------- folder runs (etl_assets/bench/folder_run.py)
+# ---------------------------------------------------------------- folder runs (etl_assets/tools/bench/folder_run.py)
 
 FOLDER_RUN_HEADER = ["setup", "run", "status", "steps ok", "run start->end s", "submit->end s", "sum of steps s",
                      "longest step s", "steps at once", "load avg (1 min) before/after"]
@@ -491,7 +491,7 @@ def write_folder_run(out: Path, f: dict, env: dict) -> list[Path]:
     md = ["# Folder runs through the daemon", "",
           f"Measured {f['started_at']}; machine: {env['cpu']}, {env['cores']} cores; load average at the end "
           f"{', '.join(f'{x:.2f}' for x in env['loadavg'])} (each run's own before/after is in the table); commit "
-          f"{env['commit']}. Produced by `etl-assets bench --only folder_run` (etl_assets/bench/folder_run.py); read "
+          f"{env['commit']}. Produced by `etl-assets bench --only folder_run` (etl_assets/tools/bench/folder_run.py); read "
           "with docs/runs-and-executors.md. Run start->end is Dagster's run start (the run process has loaded the "
           "code location) to its end; submit->end adds the queue and the run process's start.", ""]
     md += [f"- {line}" for line in folder_run_summary(f)] + [f"- {FOLDER_RUN_TARGETS}", ""]

@@ -15,9 +15,9 @@ with warnings.catch_warnings():
 import dagster as dg  # noqa: E402
 from dagster_dbt import DbtCliResource  # noqa: E402
 
-from etl_assets.transform.assets import dbt_models  # noqa: E402
-from etl_assets.transform.freshness import build_freshness_notification_sensor  # noqa: E402
-from etl_assets.transform.project import dbt_executable, dbt_project  # noqa: E402
+from etl_assets.dbt_project.assets import dbt_models  # noqa: E402
+from etl_assets.dbt_project.freshness import build_freshness_notification_sensor  # noqa: E402
+from etl_assets.dbt_project.project import dbt_executable, dbt_project  # noqa: E402
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "dbt_automation_sensor",

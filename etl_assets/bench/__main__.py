@@ -1,5 +1,0 @@
-import sys
-
-from etl_assets.bench import main
-
-sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from etl_assets.tools.bench import main
+
+sys.exit(main())
