@@ -1,7 +1,8 @@
 # make run   - install, generate sample backups if the landing zone is empty, load them all
 # make test  - install (and Debian's chromium if missing), run the whole test suite (PostgreSQL, S3, Redis, browser)
 # make dev   - install, open the Dagster UI on http://127.0.0.1:3000
-# make bench - install, run the load and sensor benchmarks (BENCH_ARGS="--rows 100000" for a quick one)
+# make bench - install (with the bench extra: dlt for the peer rows), run the load and sensor benchmarks
+#              (BENCH_ARGS="--rows 100000" for a quick one; BENCH_ARGS="--only loads --csv my_export.csv" for your file)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -39,7 +40,13 @@ $(CHROMIUM):
 test: install $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+# The bench extra (dlt and the ADBC driver for the peer rows, matplotlib for the chart) is installed
+# by this target only, so `make test` and `make install` never fetch it.
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev,bench]'
+	touch $@
+
+bench: install $(VENV)/.bench-installed
 	$(BIN)/etl-assets bench $(BENCH_ARGS)
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

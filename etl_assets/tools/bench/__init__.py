@@ -2,10 +2,13 @@
 
     python -m etl_assets.tools.bench --rows 1000000 --object Task --rounds 3
     python -m etl_assets.tools.bench --rows 100000 --targets pg,duckdb --skip-sensor
+    python -m etl_assets.tools.bench --only loads --columns 33                 # an export-shaped file, 33 columns
+    python -m etl_assets.tools.bench --only loads --csv export/Task.csv        # your own export, with dlt beside it
     python -m etl_assets.tools.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
     python -m etl_assets.tools.bench --only folder_run                      # folder runs through the daemon (or --folder-run)
 
-Loads: etl_assets/tools/bench/loads.py; sensor and UI scale: etl_assets/tools/bench/sensor.py; the cost of
+Loads: etl_assets/tools/bench/loads.py (dlt's fastest path beside it: peers.py; export-shaped and
+user files: sources.py); sensor and UI scale: etl_assets/tools/bench/sensor.py; the cost of
 discovered Salesforce objects (load, sensor, UI): etl_assets/tools/bench/catalog.py; folder runs through a
 real webserver and daemon (one folder of 10/50/100 small objects, a 30-folder backfill):
 etl_assets/tools/bench/folder_run.py; the table,
@@ -25,7 +28,19 @@ PARTS = ("loads", "sensor", "catalog", "folder_run")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etl-assets bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="rows in the generated backup (default 1,000,000)")
-    p.add_argument("--object", default="Task", help="catalog object to generate and load (default Task)")
+    p.add_argument("--object", default=None,
+                   help="catalog object to generate and load (default Task); with --csv, the file's object "
+                        "(default: its folder or file name, matched against the catalog)")
+    p.add_argument("--csv", type=Path, default=None,
+                   help="measure your own CSV export instead of a generated one: the object and its columns come "
+                        "from the file's header (the catalog's object if it declares it, else typed like "
+                        "`etl-assets catalog refresh`); the re-load is the same rows with the version column later")
+    p.add_argument("--columns", type=int, default=0,
+                   help="load an export-shaped file (every value quoted, as Data Export writes it) widened to this "
+                        "many columns with custom fields, e.g. 33 or 120 (default 0: the generator's own file)")
+    p.add_argument("--no-peers", action="store_true", help="skip dlt's rows (they run when the bench extra is installed)")
+    p.add_argument("--name", default="loads",
+                   help="stem of the load results' files under --out (default loads: loads.json, loads.md)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of every variant; the best time is kept (default 3)")
     p.add_argument("--baseline-rounds", type=int, default=1,
                    help="rounds of the slow JSON baseline (default 1; it is not what the targets measure)")
@@ -68,23 +83,42 @@ def main(argv: list[str] | None = None) -> int:
     written = []
     if args.only in ("sensor", "catalog", "folder_run"):
         targets = set()
+    if args.csv and args.memory_rows:
+        print("--memory-rows generates files; it does not apply to --csv", file=sys.stderr)
+        return 2
     if targets:
-        from etl_assets.tools.bench.loads import run_load_benchmark
+        from etl_assets.tools.bench.loads import (
+            FIRST_DAY,
+            RELOAD_DAY,
+            folder_name,
+            run_load_benchmark,
+        )
 
-        print(f"Load benchmark: {args.rows:,} {args.object} rows, {args.rounds} round(s), targets {sorted(targets)}",
-              flush=True)
-        result = run_load_benchmark(args.rows, args.object, args.rounds, targets, data, args.baseline_rounds,
-                                    log=lambda m: print(m, flush=True))
+        user = None
+        if args.csv:
+            from etl_assets.tools.bench.sources import user_csv
+
+            user = user_csv(args.csv, args.object, data, folder_name(FIRST_DAY), folder_name(RELOAD_DAY))
+            targets.discard("baseline")  # the JSON baseline casts by the catalog's Task columns only
+            print(f"Load benchmark of {args.csv}: {user.how}", flush=True)
+        obj = user.api_name if user else (args.object or "Task")
+        shape = f", export-shaped at {args.columns} columns" if args.columns and not user else ""
+        print(f"Load benchmark: {'your file' if user else f'{args.rows:,} rows'} of {obj}{shape}, {args.rounds} "
+              f"round(s), targets {sorted(targets)}", flush=True)
+        result = run_load_benchmark(args.rows, obj, args.rounds, targets, data, args.baseline_rounds,
+                                    log=lambda m: print(m, flush=True), peers=not args.no_peers,
+                                    columns=args.columns, user=user)
         memory_point = None
         if args.memory_rows:
             pipeline = {t for t in targets if t in ("pg", "duckdb")}
             print(f"Memory point: {args.memory_rows:,} rows, pipeline first loads only", flush=True)
-            memory_point = run_load_benchmark(args.memory_rows, args.object, 1, pipeline, data, 0,
-                                              log=lambda m: print(m, flush=True), only_first=True)
+            memory_point = run_load_benchmark(args.memory_rows, obj, 1, pipeline, data, 0,
+                                              log=lambda m: print(m, flush=True), only_first=True,
+                                              columns=args.columns)
         env = report.environment()
         report.print_loads(result, memory_point)
         report.print_targets(report.targets(result, memory_point))
-        written += report.write_loads(out, result, env, memory_point)
+        written += report.write_loads(out, result, env, memory_point, name=args.name)
     if args.only == "folder_run" or args.folder_run:
         from etl_assets.tools.bench.folder_run import run_folder_run_benchmark
 

@@ -16,6 +16,8 @@ Variants (each reports its rows, stage times and ru_maxrss as one JSON line on s
   (the IO manager's merge), into an empty table.
 - `pipeline_pg_reload` / `pipeline_duckdb_reload`: the same, loading a second file with the same
   Ids and a later day into the table the first load filled: every row takes the UPDATE path.
+- `dlt_pg_first` / `dlt_pg_reload` / `dlt_duckdb_first` / `dlt_duckdb_reload`: the peer, dlt's
+  fastest path on the same files (etl_assets/tools/bench/peers.py; only with the `bench` extra).
 - `json_baseline_pg`: THE APPROACH THIS PROJECT REPLACED, written plainly as a baseline:
   pandas read_csv -> to_json(orient="records", lines=True) -> COPY into a jsonb staging table ->
   INSERT ... SELECT ... ON CONFLICT DO UPDATE. It is not used by the pipeline.
@@ -32,11 +34,14 @@ import datetime
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from etl_assets.tools.bench.peers import PEERS
 
 _STARTED = time.perf_counter()
 
@@ -48,7 +53,7 @@ PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 RAW = ("raw_pg_copy", "raw_duckdb_csv")
 PIPELINE = ("pipeline_pg_first", "pipeline_pg_reload", "pipeline_duckdb_first", "pipeline_duckdb_reload")
 BASELINE = ("json_baseline_pg",)
-VARIANTS = RAW + PIPELINE + BASELINE
+VARIANTS = RAW + PIPELINE + PEERS + BASELINE
 TARGET_OF = {v: ("duckdb" if "duckdb" in v else "pg") for v in VARIANTS}
 LIMIT_OF = {"pg": "raw_pg_copy", "duckdb": "raw_duckdb_csv"}
 STAGES = ("read", "transform", "validate", "stage", "merge")
@@ -159,7 +164,7 @@ def _pipeline(args, target: str, expect: str) -> dict:
         from etl_assets.warehouse.duckdb import DuckDBWarehouse
 
         warehouse = DuckDBWarehouse(path=str(args.duckdb))
-    obj = load_catalog()[args.object]
+    obj = (load_catalog(discovered=args.discovered) if args.discovered else load_catalog())[args.object]
     folder = args.file.parent.parent.name
     source = SourceFile(f"backup/{folder}/{args.object}/{args.file.name}", args.file)
     timings: dict[str, float] = {}
@@ -172,11 +177,12 @@ def _pipeline(args, target: str, expect: str) -> dict:
     timings["merge"] = finished - staged
     count = warehouse.query(f"SELECT COUNT(*) FROM {warehouse.table(batch.spec)}")[0][0]
     changed = result.inserted if expect == "insert" else result.updated
-    if report.rows_rejected or changed != report.rows_read:
+    if not args.any_path and (report.rows_rejected or changed != report.rows_read):
         raise SystemExit(f"{args.variant}: expected every row to take the {expect} path: read {report.rows_read}, "
                          f"rejected {report.rows_rejected}, inserted {result.inserted}, updated {result.updated}")
     return {"rows": report.rows_read, "total": finished - started, "stages": timings,
-            "inserted": result.inserted, "updated": result.updated, "rows_in_table": count}
+            "inserted": result.inserted, "updated": result.updated, "rows_in_table": count,
+            "rejected": report.rows_rejected}
 
 
 def pipeline_pg_first(args) -> dict:
@@ -269,10 +275,18 @@ def run_variant(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="postgres", help="PostgreSQL database (the parent creates a fresh one)")
     parser.add_argument("--duckdb", type=Path, help="DuckDB database file")
     parser.add_argument("--workdir", type=Path, default=Path("data/bench/work"))
+    parser.add_argument("--discovered", type=Path, help="discovered-state file to load the catalog with (--csv)")
+    parser.add_argument("--any-path", action="store_true",
+                        help="a user's file (--csv): report inserted/updated/rejected rows instead of requiring one path")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     startup = time.perf_counter() - _STARTED
-    result = globals()[args.variant](args)
+    if args.variant in PEERS:
+        from etl_assets.tools.bench.peers import run_peer
+
+        result = run_peer(args)
+    else:
+        result = globals()[args.variant](args)
     result.update(
         variant=args.variant,
         startup_s=startup,
@@ -296,9 +310,9 @@ def _admin(sql: str) -> None:
 
 
 def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path | None, workdir: Path,
-           timeout: float) -> dict:
+           timeout: float, extra: tuple[str, ...] = ()) -> dict:
     command = [sys.executable, "-m", "etl_assets.tools.bench.loads", "--variant", variant, "--file", str(file),
-               "--object", obj, "--workdir", str(workdir)]
+               "--object", obj, "--workdir", str(workdir), *extra]
     if db:
         command += ["--db", db]
     if duckdb_path:
@@ -316,15 +330,48 @@ def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path
     return result
 
 
+def shaped_backups(data_root: Path, api_name: str, rows: int, columns: int, reload: bool = True) -> tuple[Path, Path]:
+    """The generated backups rewritten as Data Export writes them (every value quoted) at `columns` columns."""
+    from etl_assets.tools.bench.sources import export_shaped
+
+    first, second = ensure_backups(data_root, api_name, rows, reload=reload)
+    shaped = []
+    for path in (first, second):
+        target = data_root / "shaped" / path.relative_to(data_root).with_name(f"{path.stem}_export{columns}.csv")
+        shaped.append(export_shaped(path, target, columns) if path.exists() else target)
+    return shaped[0], shaped[1]
+
+
 def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str], data_root: Path,
-                       baseline_rounds: int = 1, timeout: float = 3600.0, log=print, only_first: bool = False) -> dict:
+                       baseline_rounds: int = 1, timeout: float = 3600.0, log=print, only_first: bool = False,
+                       peers: bool = True, columns: int = 0, user=None) -> dict:
     """Every variant of `targets` ('pg', 'duckdb', 'baseline') in turns for `rounds` rounds;
-    `only_first`: just the pipeline's first loads (the memory point)."""
-    first, reload = ensure_backups(data_root, api_name, rows, reload=not only_first)
+    `only_first`: just the pipeline's first loads (the memory point). `peers`: dlt's rows too, when
+    installed. `columns`: an export-shaped file of that many columns (0: the generator's own).
+    `user`: a sources.UserFile (--csv) instead of generated files."""
+    from etl_assets.tools.bench import peers as peer_module
+
+    extra: tuple[str, ...] = ()
+    if user is not None:
+        first, reload = user.first, user.reload
+        api_name = user.api_name
+        extra = ("--any-path",) + (("--discovered", str(user.discovered)) if user.discovered else ())
+    elif columns:
+        first, reload = shaped_backups(data_root, api_name, rows, columns, reload=not only_first)
+    else:
+        first, reload = ensure_backups(data_root, api_name, rows, reload=not only_first)
     workdir = data_root / "work"
     workdir.mkdir(parents=True, exist_ok=True)
+    peer_note = None
+    if peers and not only_first:
+        ok, peer_note = peer_module.available("pg" if "pg" in targets else "duckdb")
+        peers = ok
+        if not ok:
+            log(f"  {peer_note}")
     order = [v for v in ("raw_pg_copy", "pipeline_pg_first", "pipeline_pg_reload") if "pg" in targets]
+    order += [v for v in ("dlt_pg_first", "dlt_pg_reload") if "pg" in targets and peers]
     order += [v for v in ("raw_duckdb_csv", "pipeline_duckdb_first", "pipeline_duckdb_reload") if "duckdb" in targets]
+    order += [v for v in ("dlt_duckdb_first", "dlt_duckdb_reload") if "duckdb" in targets and peers]
     if "baseline" in targets:
         order.append("json_baseline_pg")
     if only_first:
@@ -345,7 +392,8 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
                 if TARGET_OF[variant] == "pg":
                     _admin("CHECKPOINT")  # the previous variant's dirty pages are not this one's cost
                 result = _child(variant, file, api_name, db if TARGET_OF[variant] == "pg" else None,
-                                duck if TARGET_OF[variant] == "duckdb" else None, workdir, timeout)
+                                duck if TARGET_OF[variant] == "duckdb" else None, workdir, timeout,
+                                extra if variant.startswith("pipeline_") else ())
                 result["round"] = round_number
                 runs[variant].append(result)
                 if result.get("failed"):
@@ -356,8 +404,14 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
         finally:
             if needs_pg:
                 _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-            for suffix in ("", ".wal"):
-                Path(f"{duck}{suffix}").unlink(missing_ok=True)
+            for path in (duck, duck.with_name(duck.stem + "_dlt.duckdb")):
+                for suffix in ("", ".wal"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            for home in (workdir / f"dlt_{db}", workdir / f"dlt_{duck.stem}"):
+                shutil.rmtree(home, ignore_errors=True)
+    variants = summarize(runs)
+    if user is not None:  # a user's file: its own row count, as the loads read it
+        rows = max((s.get("rows") or 0 for s in variants.values()), default=0)
     return {
         "kind": "loads",
         "object": api_name,
@@ -365,16 +419,21 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
         "files": {"first": _describe_file(first), "reload": _describe_file(reload) if reload.exists() else None},
         "rounds": rounds,
         "baseline_rounds": min(baseline_rounds, rounds),
+        "source": user.how if user is not None else (
+            f"generated {api_name} backup rewritten as Data Export writes it (every value quoted), {columns} columns"
+            if columns else f"generated {api_name} backup (etl_assets/tools/salesforce_sample.py)"),
+        "peers": {"ran": bool(peers) and not only_first, "note": peer_note, "dlt": peer_module.version(),
+                  "chunk_rows": peer_module.CHUNK_ROWS},
         "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": time.time() - started,
-        "variants": summarize(runs),
+        "variants": variants,
     }
 
 
 def _describe_file(path: Path) -> dict:
-    with open(path, "rb") as f:
-        header = f.readline().decode("utf-8-sig").rstrip("\r\n")
-    return {"path": str(path), "bytes": path.stat().st_size, "columns": len(header.split(","))}
+    from etl_assets.tools.bench.sources import describe
+
+    return describe(path)
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
@@ -406,7 +465,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
             "loadavg_before": run["loadavg_before"],
             "all_totals_s": [r["total"] for r in runs[variant]],
             "failures": len(failures.get(variant, [])),
-            **{k: run[k] for k in ("inserted", "updated", "rows_in_table") if k in run},
+            **{k: run[k] for k in ("inserted", "updated", "rows_in_table", "rejected", "file_formats") if k in run},
         }
     return {v: summary[v] for v in failures if v in summary}
 

@@ -22,9 +22,14 @@ LABELS = {
     "raw_duckdb_csv": "DuckDB CTAS read_csv (limit)",
     "pipeline_duckdb_first": "pipeline -> DuckDB, first load",
     "pipeline_duckdb_reload": "pipeline -> DuckDB, re-load (all updates)",
+    "dlt_pg_first": "PEER dlt -> PostgreSQL, first load",
+    "dlt_pg_reload": "PEER dlt -> PostgreSQL, re-load (all updates)",
+    "dlt_duckdb_first": "PEER dlt -> DuckDB, first load",
+    "dlt_duckdb_reload": "PEER dlt -> DuckDB, re-load (all updates)",
     "json_baseline_pg": "BASELINE replaced: pandas -> JSON -> COPY -> ON CONFLICT",
 }
-PACKAGES = ("dagster", "pandas", "pandera", "pyarrow", "duckdb", "psycopg2-binary", "numpy", "moto", "boto3")
+PACKAGES = ("dagster", "pandas", "pandera", "pyarrow", "duckdb", "psycopg2-binary", "numpy", "moto", "boto3",
+            "dlt", "adbc-driver-postgresql")
 GIB = 2**30
 
 
@@ -132,7 +137,15 @@ def targets(result: dict, memory_point: dict | None = None, sensor: dict | None 
 
     ratio("pipeline_pg_first", 2.0, "PostgreSQL first load <= 2.0x raw COPY")
     ratio("pipeline_pg_reload", 2.5, "PostgreSQL re-load (all updates) <= 2.5x raw COPY")
-    ratio("pipeline_duckdb_first", 2.0, "DuckDB first load <= 2.0x DuckDB read_csv CTAS")
+    ratio("pipeline_duckdb_first", 3.0, "DuckDB first load <= 3.0x DuckDB read_csv CTAS")
+    ratio("pipeline_duckdb_reload", 2.5, "DuckDB re-load (all updates) <= 2.5x DuckDB read_csv CTAS")
+    for ours, peer in (("pipeline_pg_first", "dlt_pg_first"), ("pipeline_pg_reload", "dlt_pg_reload"),
+                       ("pipeline_duckdb_first", "dlt_duckdb_first"), ("pipeline_duckdb_reload", "dlt_duckdb_reload")):
+        a, b = v.get(ours), v.get(peer)
+        if a and b and not a.get("failed") and not b.get("failed"):
+            checks.append({"target": f"{ours} ahead of dlt ({peer})",
+                           "value": f"{a['total_s']:.2f} s vs {b['total_s']:.2f} s ({a['total_s'] / b['total_s']:.2f}x)",
+                           "holds": a["total_s"] < b["total_s"]})
     for variant, s in v.items():
         if variant.startswith("pipeline_") and s.get("failed"):
             checks.append({"target": f"{variant} completes", "value": f"FAILED: {s['error']}", "holds": False})
@@ -149,6 +162,8 @@ def targets(result: dict, memory_point: dict | None = None, sensor: dict | None 
                 checks.append({"target": f"{variant} at {memory_point['rows']:,} rows completes",
                                "value": f"FAILED: {s['error']}", "holds": False})
             elif base and not base.get("failed"):
+                checks.append({"target": f"{variant}: peak RSS <= 1 GiB ({memory_point['rows']:,} rows)",
+                               "value": f"{s['peak_rss_bytes'] / 2**20:,.0f} MiB", "holds": s["peak_rss_bytes"] <= GIB})
                 growth = s["peak_rss_bytes"] / base["peak_rss_bytes"]
                 checks.append({"target": f"{variant}: peak RSS at {memory_point['rows']:,} rows within 1.2x of "
                                          f"{result['rows']:,} rows", "value": f"{growth:.2f}x "
@@ -174,7 +189,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def text_chart(result: dict, width: int = 50) -> str:
-    """Stage times as stacked text bars: r=read t=transform v=validate s=stage m=merge, #=no stages."""
+    """Stage times as stacked text bars: r=read t=transform v=validate s=stage m=merge, #=no stages
+    (dlt's rows: r=extract s=normalize m=load)."""
     done = {k: s for k, s in result["variants"].items() if not s.get("failed")}
     longest = max([s["total_s"] for s in done.values()] or [1.0])
     lines = []
@@ -210,8 +226,10 @@ def png_chart(result: dict, path: Path) -> bool:
     raw = [result["variants"][v]["total_s"] if not result["variants"][v]["stages"] else 0 for v in variants]
     axes.barh(variants, raw, label="raw (one step)", color="grey")
     axes.invert_yaxis()
-    axes.set_xlabel("seconds (best of rounds)")
-    axes.set_title(f"{result['rows']:,} {result['object']} rows")
+    axes.set_xlabel("seconds (best of rounds); dlt: read = extract, stage = normalize, merge = load")
+    files = result["files"]["first"]
+    axes.set_title(f"{result['rows']:,} {result['object']} rows, {files['columns']} columns, "
+                   f"{files['bytes'] / 2**20:,.0f} MiB")
     axes.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -223,7 +241,9 @@ def print_loads(result: dict, memory_point: dict | None = None) -> None:
     files = result["files"]["first"]
     print(f"\nLoad benchmark: {result['rows']:,} {result['object']} rows ({files['columns']} columns, "
           f"{files['bytes'] / 1e6:,.0f} MB CSV), best of {result['rounds']} round(s) "
-          f"(baseline: {result['baseline_rounds']})\n")
+          f"(baseline: {result['baseline_rounds']})")
+    print(f"Source: {result.get('source', '')}")
+    print(peer_line(result) + "\n")
     print(table(LOAD_HEADER, load_rows(result)))
     if memory_point:
         print(f"\nMemory point: {memory_point['rows']:,} rows")
@@ -236,11 +256,20 @@ def print_targets(checks: list[dict]) -> None:
         print(f"  [{'ok  ' if c['holds'] else 'MISS'}] {c['target']}: {c['value']}")
 
 
-def write_loads(out: Path, result: dict, env: dict, memory_point: dict | None = None) -> list[Path]:
+def peer_line(result: dict) -> str:
+    """Whether dlt's rows ran, and how (or why not)."""
+    peers = result.get("peers") or {}
+    if peers.get("ran"):
+        return (f"Peers: dlt {peers.get('dlt')}, read_csv_duckdb(use_pyarrow=True, chunk_size={peers.get('chunk_rows'):,}) "
+                "-> Parquet (ADBC into PostgreSQL) -> merge strategy upsert on Id (etl_assets/tools/bench/peers.py)")
+    return f"Peers: {peers.get('note') or 'not run (--no-peers)'}"
+
+
+def write_loads(out: Path, result: dict, env: dict, memory_point: dict | None = None, name: str = "loads") -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     checks = targets(result, memory_point)
     document = {"environment": env, "loads": result, "memory_point": memory_point, "targets": checks}
-    written = [out / "loads.json", out / "loads.md"]
+    written = [out / f"{name}.json", out / f"{name}.md"]
     written[0].write_text(json.dumps(document, indent=2, default=str) + "\n")
     files = result["files"]["first"]
     md = [
@@ -251,6 +280,8 @@ def write_loads(out: Path, result: dict, env: dict, memory_point: dict | None = 
         f"Machine: {env['cpu']}, {env['cores']} cores, {(env['memory_bytes'] or 0) / GIB:.0f} GiB; load average at "
         f"the end {', '.join(f'{x:.2f}' for x in env['loadavg'])}; commit {env['commit']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        f"Source: {result.get('source', '')}.",
+        peer_line(result) + ".",
         "",
         markdown_table(LOAD_HEADER, load_rows(result)),
         "",
@@ -261,9 +292,9 @@ def write_loads(out: Path, result: dict, env: dict, memory_point: dict | None = 
     md += [f"- {'holds' if c['holds'] else '**missed**'}: {c['target']}: {c['value']}" for c in checks]
     md += ["", "Stage times (r=read t=transform v=validate s=stage m=merge, #=raw, one step):", "", "```",
            text_chart(result), "```", ""]
-    if png_chart(result, out / "loads.png"):
-        written.append(out / "loads.png")
-        md += ["![stage times](loads.png)", ""]
+    if png_chart(result, out / f"{name}.png"):
+        written.append(out / f"{name}.png")
+        md += [f"![stage times]({name}.png)", ""]
     written[1].write_text("\n".join(md))
     return written
 
