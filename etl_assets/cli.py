@@ -9,7 +9,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from etl_assets.settings import DATA_DIR, build_landing_zone
+from etl_assets.settings import (
+    DATA_DIR,
+    WAREHOUSES,
+    build_dry_run_warehouse,
+    build_landing_zone,
+    build_warehouse,
+)
 
 
 def _landing_zone():
@@ -130,36 +136,6 @@ def _print_summary(totals: dict[str, dict[str, int]]) -> None:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 
 
-def _dry_run_warehouse(target: str):
-    """The target's warehouse built from the environment where set; nothing secret is read."""
-    import os
-
-    from dagster_aws.s3 import S3Resource
-
-    from etl_assets.warehouse.duckdb import DuckDBWarehouse
-    from etl_assets.warehouse.postgres import PostgresWarehouse
-    from etl_assets.warehouse.redshift import RedshiftWarehouse
-
-    env = os.environ.get
-    if target == "duckdb":
-        return DuckDBWarehouse(path=env("ETL_ASSETS_DUCKDB_PATH", str(DATA_DIR / "warehouse.duckdb")))
-    if target == "postgres":
-        return PostgresWarehouse(host=env("ETL_ASSETS_PG_HOST", "127.0.0.1"), user=env("ETL_ASSETS_PG_USER", "postgres"),
-                                 database=env("ETL_ASSETS_PG_DATABASE", "postgres"))
-    return RedshiftWarehouse(
-        connection=env("ETL_ASSETS_REDSHIFT_CONNECTION", "psycopg2"),
-        host=env("ETL_ASSETS_REDSHIFT_HOST", "CLUSTER_ENDPOINT"),
-        database=env("ETL_ASSETS_REDSHIFT_DATABASE", "dev"),
-        user=env("ETL_ASSETS_REDSHIFT_USER", "USER"),
-        workgroup_name=env("ETL_ASSETS_REDSHIFT_WORKGROUP", ""),
-        cluster_identifier=env("ETL_ASSETS_REDSHIFT_CLUSTER_IDENTIFIER", ""),
-        s3=S3Resource(),
-        staging_bucket=env("ETL_ASSETS_REDSHIFT_STAGING_BUCKET", "STAGING_BUCKET"),
-        staging_prefix=env("ETL_ASSETS_REDSHIFT_STAGING_PREFIX", "etl_assets/staging"),
-        iam_role_arn=env("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN", "arn:aws:iam::123456789012:role/COPY_ROLE"),
-    )
-
-
 def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int = 1000):
     """The load plan of one object on one target, as `etl-assets sql` prints it (nothing runs)."""
     from etl_assets.salesforce.catalog import load_catalog
@@ -174,7 +150,7 @@ def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int
     batch = StagedBatch(obj.table_spec(), partition, staged, files=[staged / "part-00000.parquet"],
                         reject_files=[staged / "rejects.parquet"], rows=rows,
                         full_snapshot_date=full_backup_date(partition))
-    warehouse = _dry_run_warehouse(target)
+    warehouse = build_dry_run_warehouse(target)  # the environment's values, placeholders where unset
     return warehouse, obj, warehouse.plan(batch, existing={})
 
 
@@ -346,8 +322,6 @@ def files_command(args: argparse.Namespace) -> int:
 
 
 def _resolved_warehouse():
-    from etl_assets.settings import build_warehouse
-
     with dg.build_resources({"warehouse": build_warehouse()}) as resources:
         return resources.warehouse
 
@@ -467,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     imported.set_defaults(func=catalog_import_command)
 
     sql = commands.add_parser("sql", help="print the SQL a load of one object would run (nothing is executed)")
-    sql.add_argument("--target", choices=("duckdb", "postgres", "redshift"), required=True)
+    sql.add_argument("--target", choices=WAREHOUSES, required=True)
     sql.add_argument("--object", required=True, help="object API name, e.g. Task")
     sql.add_argument("--partition", default="20240501_Differential")
     sql.add_argument("--rows", type=int, default=1000, help="staged row count the COPY check expects")

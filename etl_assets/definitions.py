@@ -1,15 +1,18 @@
-"""The etl_assets code location: every domain's Definitions plus shared resources."""
+"""The etl_assets code location: every domain's Definitions plus the deployment.
+
+The deployment (warehouse, landing zone, totesys source, executor, schedule) is read from the
+environment once, here at load, by etl_assets/settings.py: `deployment_definitions()`.
+"""
 
 import dagster as dg
 
 from etl_assets import dbt_project, files, salesforce, totesys
-from etl_assets.execution import default_executor
-from etl_assets.settings import build_resources
+from etl_assets.settings import deployment_definitions
 
 defs = dg.Definitions.merge(
     salesforce.defs,
     files.defs,
     totesys.defs,
     dbt_project.defs,
-    dg.Definitions(resources=build_resources(), executor=default_executor()),
+    deployment_definitions(),
 )

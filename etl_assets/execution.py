@@ -1,6 +1,7 @@
 """Where steps run, and how a local instance notices a run whose process died.
 
-Executors (`ETL_ASSETS_EXECUTOR`; docs/runs-and-executors.md says what runs in which process):
+Executors (`ETL_ASSETS_EXECUTOR`, read and validated with the rest of the deployment in
+etl_assets/settings.py; docs/runs-and-executors.md says what runs in which process):
 
 - unset (`auto`): chosen by the warehouse. The embedded DuckDB warehouse (the local default) has a
   single writer, so its steps run one at a time anyway: `in_process` runs them all in the run's
@@ -41,11 +42,8 @@ from dagster._core.launcher import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-EXECUTORS = ("multiprocess", "in_process", "celery", "forkserver")
-BROKER = "ETL_ASSETS_CELERY_BROKER"
-BACKEND = "ETL_ASSETS_CELERY_BACKEND"
-QUEUE = "ETL_ASSETS_CELERY_QUEUE"
-DEFAULT_QUEUE = "dagster"
+from etl_assets.settings import CELERY_BACKEND, CELERY_BROKER, Settings
+
 CODE_LOCATION_MODULE = "etl_assets.definitions"
 
 # Steps forked from a server that has already imported the code location (and with it dagster,
@@ -56,43 +54,43 @@ forkserver_executor = dg.multiprocess_executor.configured(
 )
 
 
-def build_executor(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition | None:
-    """The executor ETL_ASSETS_EXECUTOR names; None means Dagster's default (multiprocess, spawn)."""
-    choice = env.get("ETL_ASSETS_EXECUTOR", "multiprocess").lower() or "multiprocess"
-    if choice not in EXECUTORS:
-        raise ValueError(f"ETL_ASSETS_EXECUTOR={choice!r}: expected one of {', '.join(EXECUTORS)}")
+def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
+    """The executor of `settings.run_executor` (the choice is made and validated in etl_assets/settings.py);
+    None means Dagster's default (multiprocess, spawn)."""
+    choice = settings.run_executor
     if choice == "multiprocess":
         return None
     if choice == "in_process":
         return dg.in_process_executor
     if choice == "forkserver":
         return forkserver_executor
-    missing = [name for name in (BROKER, BACKEND) if not env.get(name)]
-    if missing:
-        raise ValueError(f"ETL_ASSETS_EXECUTOR=celery needs {' and '.join(missing)} "
-                         "(e.g. redis://broker.internal:6379/0 for both)")
     from dagster_celery import celery_executor  # only imported when Celery is chosen
 
     return celery_executor.configured(
         {
             # Resolved by Dagster when a run starts, in the run process and in each worker.
-            "broker": {"env": BROKER},
-            "backend": {"env": BACKEND},
+            "broker": {"env": CELERY_BROKER},
+            "backend": {"env": CELERY_BACKEND},
             # The queue steps are sent to; workers must listen on it (`-q`).
-            "config_source": {"task_default_queue": env.get(QUEUE) or DEFAULT_QUEUE},
+            "config_source": {"task_default_queue": settings.celery_queue},
         },
         name="celery",
     )
 
 
-def default_executor(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition | None:
+def build_executor(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
+    """The executor ETL_ASSETS_EXECUTOR names, `multiprocess` when unset (not chosen by the warehouse)."""
+    settings = Settings.read(os.environ if env is None else env)
+    if settings.executor == "auto":
+        return None
+    return executor_for(settings)
+
+
+def default_executor(env: Settings | Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
     """The code location's executor: ETL_ASSETS_EXECUTOR when set, else the warehouse's best
     (in_process for the single-writer embedded DuckDB, forkserver for a warehouse that takes
     parallel writers)."""
-    if env.get("ETL_ASSETS_EXECUTOR", "").strip().lower() not in ("", "auto"):
-        return build_executor(env)
-    warehouse = (env.get("ETL_ASSETS_WAREHOUSE") or "duckdb").lower()
-    return dg.in_process_executor if warehouse == "duckdb" else forkserver_executor
+    return executor_for(env if isinstance(env, Settings) else Settings.read(env))
 
 
 class LocalRunLauncher(DefaultRunLauncher):

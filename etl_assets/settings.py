@@ -1,10 +1,47 @@
-"""Resources shared by every domain: the landing zone and the warehouse."""
+"""The deployment: every choice of where data lives and how runs execute, made here and only here.
+
+`Settings.read()` reads the environment once, when the code location loads
+(etl_assets/definitions.py calls `deployment_definitions()`), and validates every choice:
+
+==========================  =========================================  ==============
+variable                    choices                                    default
+==========================  =========================================  ==============
+ETL_ASSETS_WAREHOUSE        duckdb, postgres, redshift                 duckdb
+ETL_ASSETS_LANDING_ZONE     local, s3                                  local
+ETL_ASSETS_TOTESYS_SOURCE   duckdb, postgres                           duckdb
+ETL_ASSETS_EXECUTOR         auto, in_process, forkserver,              auto (in_process on DuckDB,
+                            multiprocess, celery                       forkserver otherwise)
+ETL_ASSETS_CELERY_QUEUE     any queue name (celery executor)           dagster
+ETL_ASSETS_TOTESYS_CRON     a cron expression (the schedule)           */5 * * * *
+ETL_ASSETS_TOTESYS_SCHEDULE running, stopped (its default status)      running
+==========================  =========================================  ==============
+
+These pick a resource class, the executor or a schedule's cron, so they are fixed when the code
+location loads. Everything else (hosts, ports, paths, users, passwords, buckets) is a value:
+the resource field is a `dg.EnvVar` when the variable is set at load, which Dagster resolves
+when a run starts, in the run's (or step's) own process; a variable unset at load takes the
+default shown beside it below.
+
+A run whose environment disagrees with what the code location loaded with fails before any
+step does work (`DeploymentMismatch`): every resource built here checks, when Dagster sets it
+up for the run, that the run's environment names the same choices and sets no value variable
+the load did not see (which would otherwise be ignored for the default). The remedy is to
+reload the code location (restart `dg dev` or the code server, or Reload in the UI) with the
+environment the runs should have.
+
+`etl-assets sql` builds the warehouse it prints a plan for with `build_dry_run_warehouse`
+(the same variables, placeholders where unset, no secret read).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import types
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -17,96 +54,307 @@ from etl_assets.warehouse.io_manager import WarehouseIOManager
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.redshift import RedshiftWarehouse
 
+if TYPE_CHECKING:
+    from etl_assets.totesys.source import TotesysSource
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = PROJECT_ROOT / "data"
 
-LANDING_ZONES = ("local", "s3")
 WAREHOUSES = ("duckdb", "postgres", "redshift")
+LANDING_ZONES = ("local", "s3")
+TOTESYS_SOURCES = ("duckdb", "postgres")
+EXECUTORS = ("multiprocess", "in_process", "celery", "forkserver", "auto")
+DEFAULT_CRON = "*/5 * * * *"
+CELERY_BROKER = "ETL_ASSETS_CELERY_BROKER"
+CELERY_BACKEND = "ETL_ASSETS_CELERY_BACKEND"
+
+# Which variable each load-time choice is read from, its default and its allowed values (None: free text).
+CHOICES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
+    "warehouse": ("ETL_ASSETS_WAREHOUSE", "duckdb", WAREHOUSES),
+    "landing_zone": ("ETL_ASSETS_LANDING_ZONE", "local", LANDING_ZONES),
+    "totesys_source": ("ETL_ASSETS_TOTESYS_SOURCE", "duckdb", TOTESYS_SOURCES),
+    "executor": ("ETL_ASSETS_EXECUTOR", "auto", EXECUTORS),
+    "celery_queue": ("ETL_ASSETS_CELERY_QUEUE", "dagster", None),
+    "totesys_cron": ("ETL_ASSETS_TOTESYS_CRON", DEFAULT_CRON, None),
+    "totesys_schedule": ("ETL_ASSETS_TOTESYS_SCHEDULE", "running", ("running", "stopped")),
+}
+# The choices a run depends on (the schedule's cron and status only matter to the daemon that ticks it).
+RUN_CHOICES = ("warehouse", "landing_zone", "totesys_source", "run_executor", "celery_queue")
+# Variables whose presence is remembered at load: ours, and the AWS ones boto3 and our S3 resource read.
+PREFIXES = ("ETL_ASSETS_", "AWS_")
 
 
-def _setting(env: Mapping[str, str], name: str, default=None):
-    """An EnvVar when the variable is set (so Dagster reads it at run time), else the default."""
-    return dg.EnvVar(name) if env.get(name) else default
+class DeploymentMismatch(RuntimeError):
+    """A run's environment names another deployment than the code location loaded with."""
 
 
-def _int_setting(env: Mapping[str, str], name: str, default: int):
-    return dg.EnvVar.int(name) if env.get(name) else default
+@dataclass(frozen=True)
+class Settings:
+    """The deployment as read from one environment: the load-time choices, validated, and which
+    value variables were set (those become EnvVar fields; the others take their defaults)."""
+
+    warehouse: str = "duckdb"
+    landing_zone: str = "local"
+    totesys_source: str = "duckdb"
+    executor: str = "auto"
+    celery_queue: str = "dagster"
+    totesys_cron: str = DEFAULT_CRON
+    totesys_schedule: str = "running"
+    present: frozenset[str] = frozenset()
+    # Read from the process environment (the code location's): the resources check each run's.
+    checks_runs: bool = False
+    # The value variables the resources built from these settings read (filled as they are built).
+    consulted: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every choice from `env` (default: the process environment), or a ValueError naming each
+        bad variable and what it accepts."""
+        source = os.environ if env is None else env
+        values, problems = {}, []
+        for name, (variable, default, allowed) in CHOICES.items():
+            value = (source.get(variable) or "").strip() or default
+            if allowed is not None:
+                value = value.lower()
+                if value not in allowed:
+                    problems.append(f"{variable}={value!r}: expected one of {', '.join(allowed)}")
+            values[name] = value
+        if values["executor"] == "celery":
+            missing = [name for name in (CELERY_BROKER, CELERY_BACKEND) if not source.get(name)]
+            if missing:
+                problems.append(f"ETL_ASSETS_EXECUTOR=celery needs {' and '.join(missing)} "
+                                "(e.g. redis://broker.internal:6379/0 for both)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        present = frozenset(name for name, value in source.items() if value and name.startswith(PREFIXES))
+        return cls(**values, present=present, checks_runs=source is os.environ)
+
+    @property
+    def run_executor(self) -> str:
+        """The executor runs get: ETL_ASSETS_EXECUTOR, or for `auto` the warehouse's best (in_process
+        for the single-writer embedded DuckDB, forkserver for a warehouse that takes parallel writers)."""
+        if self.executor != "auto":
+            return self.executor
+        return "in_process" if self.warehouse == "duckdb" else "forkserver"
+
+    # Values: an EnvVar when set at load (resolved by Dagster when a run starts), else the default.
+
+    def value(self, name: str, default=None):
+        self.consulted.add(name)
+        return dg.EnvVar(name) if name in self.present else default
+
+    def int_value(self, name: str, default: int):
+        self.consulted.add(name)
+        return dg.EnvVar.int(name) if name in self.present else default
+
+    def required(self, name: str) -> dg.EnvVar:
+        """A value with no default: Dagster fails the run start if it is unset then."""
+        self.consulted.add(name)
+        return dg.EnvVar(name)
+
+    # The run-time check.
+
+    def describe(self) -> str:
+        return ", ".join(f"{CHOICES[name][0]}={getattr(self, name)}" for name in CHOICES)
+
+    def mismatches(self, env: Mapping[str, str]) -> list[str]:
+        """How the run's environment `env` disagrees with these (load-time) settings."""
+        now = Settings.read(env)
+        problems = []
+        for name in RUN_CHOICES:
+            loaded, running = getattr(self, name), getattr(now, name)
+            if loaded != running:
+                variable = CHOICES["executor" if name == "run_executor" else name][0]
+                problems.append(f"{variable} gives {running!r} in this run's environment, "
+                                f"but the code location loaded with {loaded!r}")
+        for name in sorted(self.consulted & (now.present - self.present)):
+            problems.append(f"{name} is set in this run's environment but was not when the code location "
+                            "loaded, so the run would ignore it for the default")
+        return problems
+
+    def check_run_environment(self, env: Mapping[str, str] | None = None) -> None:
+        problems = self.mismatches(os.environ if env is None else env)
+        if problems:
+            raise DeploymentMismatch(
+                "The deployment is chosen when the code location loads (etl_assets/settings.py), and this "
+                f"run's environment differs from it: {'; '.join(problems)}. Reload the code location "
+                "(restart `dg dev` or the code server, or Reload in the UI) with the environment the runs "
+                "should have.")
+
+    def resource(self, cls: type, **config):
+        """`cls(**config)`; read from the process environment, as a subclass whose setup for a run
+        (in the run's or step's process) first checks the run's environment against these settings."""
+        if not self.checks_runs:
+            return cls(**config)
+        return _checked_class(cls, self)(**config)
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.get(name, default).lower()
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
-    return value
+class _ChecksRunEnvironment:
+    """Mixed into the resources the code location's settings build (see `Settings.resource`)."""
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context):
+        _LOADED_WITH[type(self)].check_run_environment()
+        with super().yield_for_execution(context) as resource:
+            yield resource
 
 
-def build_s3(env: Mapping[str, str] = os.environ) -> S3Resource:
+_CHECKED: dict[tuple[type, int], type] = {}
+_LOADED_WITH: dict[type, Settings] = {}
+
+
+def _checked_class(cls: type, settings: Settings) -> type:
+    key = (cls, id(settings))
+    if key not in _CHECKED:
+        checked = types.new_class(cls.__name__, (_ChecksRunEnvironment, cls), exec_body=lambda ns: ns.update(
+            __module__=cls.__module__, __qualname__=cls.__qualname__, __doc__=cls.__doc__))
+        _CHECKED[key], _LOADED_WITH[checked] = checked, settings
+    return _CHECKED[key]
+
+
+def _settings(env: Settings | Mapping[str, str] | None) -> Settings:
+    return env if isinstance(env, Settings) else Settings.read(env)
+
+
+def build_s3(env: Settings | Mapping[str, str] | None = None) -> S3Resource:
     """dagster-aws' S3Resource; with no keys set, boto3's default credential chain (IAM role, profile)."""
+    settings = _settings(env)
     return S3Resource(
-        region_name=_setting(env, "AWS_REGION", "us-east-1"),
-        endpoint_url=_setting(env, "ETL_ASSETS_S3_ENDPOINT_URL"),
-        aws_access_key_id=_setting(env, "AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=_setting(env, "AWS_SECRET_ACCESS_KEY"),
+        region_name=settings.value("AWS_REGION", "us-east-1"),
+        endpoint_url=settings.value("ETL_ASSETS_S3_ENDPOINT_URL"),
+        aws_access_key_id=settings.value("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=settings.value("AWS_SECRET_ACCESS_KEY"),
     )
 
 
-def build_landing_zone(env: Mapping[str, str] = os.environ) -> LandingZone:
-    if _choice(env, "ETL_ASSETS_LANDING_ZONE", "local", LANDING_ZONES) == "s3":
-        return S3LandingZone(
-            s3=build_s3(env),
-            bucket=dg.EnvVar("ETL_ASSETS_LANDING_BUCKET"),
-            prefix=_setting(env, "ETL_ASSETS_LANDING_PREFIX", ""),
+def build_landing_zone(env: Settings | Mapping[str, str] | None = None) -> LandingZone:
+    settings = _settings(env)
+    if settings.landing_zone == "s3":
+        return settings.resource(
+            S3LandingZone,
+            s3=build_s3(settings),
+            bucket=settings.required("ETL_ASSETS_LANDING_BUCKET"),
+            prefix=settings.value("ETL_ASSETS_LANDING_PREFIX", ""),
         )
-    return LocalLandingZone(root=_setting(env, "ETL_ASSETS_LANDING_ROOT", str(DATA_DIR / "landing")))
+    return settings.resource(LocalLandingZone,
+                             root=settings.value("ETL_ASSETS_LANDING_ROOT", str(DATA_DIR / "landing")))
 
 
-def build_warehouse(env: Mapping[str, str] = os.environ) -> Warehouse:
-    target = _choice(env, "ETL_ASSETS_WAREHOUSE", "duckdb", WAREHOUSES)
-    if target == "redshift":
-        return RedshiftWarehouse(
-            connection=_setting(env, "ETL_ASSETS_REDSHIFT_CONNECTION", "psycopg2"),
-            host=_setting(env, "ETL_ASSETS_REDSHIFT_HOST", ""),
-            port=_int_setting(env, "ETL_ASSETS_REDSHIFT_PORT", 5439),
-            database=_setting(env, "ETL_ASSETS_REDSHIFT_DATABASE", "dev"),
-            user=_setting(env, "ETL_ASSETS_REDSHIFT_USER", ""),
-            password=_setting(env, "ETL_ASSETS_REDSHIFT_PASSWORD", ""),
-            cluster_identifier=_setting(env, "ETL_ASSETS_REDSHIFT_CLUSTER_IDENTIFIER", ""),
-            workgroup_name=_setting(env, "ETL_ASSETS_REDSHIFT_WORKGROUP", ""),
-            secret_arn=_setting(env, "ETL_ASSETS_REDSHIFT_SECRET_ARN", ""),
-            db_user=_setting(env, "ETL_ASSETS_REDSHIFT_DB_USER", ""),
-            region_name=_setting(env, "AWS_REGION", "us-east-1"),
-            data_api_endpoint_url=_setting(env, "ETL_ASSETS_REDSHIFT_DATA_API_ENDPOINT_URL", ""),
-            s3=build_s3(env),
-            staging_bucket=dg.EnvVar("ETL_ASSETS_REDSHIFT_STAGING_BUCKET"),
-            staging_prefix=_setting(env, "ETL_ASSETS_REDSHIFT_STAGING_PREFIX", "etl_assets/staging"),
-            iam_role_arn=dg.EnvVar("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN"),
+def build_warehouse(env: Settings | Mapping[str, str] | None = None) -> Warehouse:
+    settings = _settings(env)
+    if settings.warehouse == "redshift":
+        return settings.resource(
+            RedshiftWarehouse,
+            connection=settings.value("ETL_ASSETS_REDSHIFT_CONNECTION", "psycopg2"),
+            host=settings.value("ETL_ASSETS_REDSHIFT_HOST", ""),
+            port=settings.int_value("ETL_ASSETS_REDSHIFT_PORT", 5439),
+            database=settings.value("ETL_ASSETS_REDSHIFT_DATABASE", "dev"),
+            user=settings.value("ETL_ASSETS_REDSHIFT_USER", ""),
+            password=settings.value("ETL_ASSETS_REDSHIFT_PASSWORD", ""),
+            cluster_identifier=settings.value("ETL_ASSETS_REDSHIFT_CLUSTER_IDENTIFIER", ""),
+            workgroup_name=settings.value("ETL_ASSETS_REDSHIFT_WORKGROUP", ""),
+            secret_arn=settings.value("ETL_ASSETS_REDSHIFT_SECRET_ARN", ""),
+            db_user=settings.value("ETL_ASSETS_REDSHIFT_DB_USER", ""),
+            region_name=settings.value("AWS_REGION", "us-east-1"),
+            data_api_endpoint_url=settings.value("ETL_ASSETS_REDSHIFT_DATA_API_ENDPOINT_URL", ""),
+            s3=build_s3(settings),
+            staging_bucket=settings.required("ETL_ASSETS_REDSHIFT_STAGING_BUCKET"),
+            staging_prefix=settings.value("ETL_ASSETS_REDSHIFT_STAGING_PREFIX", "etl_assets/staging"),
+            iam_role_arn=settings.required("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN"),
         )
-    if target == "postgres":
-        return PostgresWarehouse(
-            host=_setting(env, "ETL_ASSETS_PG_HOST", "127.0.0.1"),
-            port=_int_setting(env, "ETL_ASSETS_PG_PORT", 5432),
-            database=_setting(env, "ETL_ASSETS_PG_DATABASE", "postgres"),
-            user=_setting(env, "ETL_ASSETS_PG_USER", "postgres"),
-            password=_setting(env, "ETL_ASSETS_PG_PASSWORD", ""),
+    if settings.warehouse == "postgres":
+        return settings.resource(
+            PostgresWarehouse,
+            host=settings.value("ETL_ASSETS_PG_HOST", "127.0.0.1"),
+            port=settings.int_value("ETL_ASSETS_PG_PORT", 5432),
+            database=settings.value("ETL_ASSETS_PG_DATABASE", "postgres"),
+            user=settings.value("ETL_ASSETS_PG_USER", "postgres"),
+            password=settings.value("ETL_ASSETS_PG_PASSWORD", ""),
         )
-    return DuckDBWarehouse(path=_setting(env, "ETL_ASSETS_DUCKDB_PATH", str(DATA_DIR / "warehouse.duckdb")))
+    return settings.resource(DuckDBWarehouse,
+                             path=settings.value("ETL_ASSETS_DUCKDB_PATH", str(DATA_DIR / "warehouse.duckdb")))
 
 
-def build_resources(env: Mapping[str, str] = os.environ) -> dict:
-    """The resources for the environment: the one place deployment is decided."""
-    warehouse, notifier = build_warehouse(env), build_notifier(env)
+def build_notifier(env: Settings | Mapping[str, str] | None = None) -> Notifier:
+    """SNS when ETL_ASSETS_SNS_TOPIC_ARN is set; otherwise notifications go to the run log."""
+    settings = _settings(env)
+    return settings.resource(
+        Notifier,
+        topic_arn=settings.value("ETL_ASSETS_SNS_TOPIC_ARN", ""),
+        region_name=settings.value("AWS_REGION", "us-east-1"),
+        endpoint_url=settings.value("ETL_ASSETS_SNS_ENDPOINT_URL", ""),
+    )
+
+
+def build_totesys_source(env: Settings | Mapping[str, str] | None = None) -> TotesysSource:
+    """The totesys OLTP source: the embedded DuckDB file (default) or the PostgreSQL server."""
+    # Imported here: etl_assets.totesys.source imports this module.
+    from etl_assets.totesys.source import DuckDBTotesysSource, PostgresTotesysSource
+
+    settings = _settings(env)
+    if settings.totesys_source == "postgres":
+        return settings.resource(
+            PostgresTotesysSource,
+            host=settings.value("ETL_ASSETS_TOTESYS_PG_HOST", "127.0.0.1"),
+            port=settings.int_value("ETL_ASSETS_TOTESYS_PG_PORT", 5432),
+            database=settings.value("ETL_ASSETS_TOTESYS_PG_DATABASE", "totesys"),
+            user=settings.value("ETL_ASSETS_TOTESYS_PG_USER", "postgres"),
+            password=settings.value("ETL_ASSETS_TOTESYS_PG_PASSWORD", ""),
+        )
+    return settings.resource(
+        DuckDBTotesysSource,
+        path=settings.value("ETL_ASSETS_TOTESYS_DUCKDB_PATH", str(DATA_DIR / "totesys.duckdb")))
+
+
+def build_resources(env: Settings | Mapping[str, str] | None = None) -> dict:
+    """The shared resources for the environment: landing zone, warehouse (and its IO manager), notifier."""
+    settings = _settings(env)
+    warehouse, notifier = build_warehouse(settings), build_notifier(settings)
     return {
-        "landing_zone": build_landing_zone(env),
+        "landing_zone": build_landing_zone(settings),
         "warehouse": warehouse,
-        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse, notifier=notifier),
+        "warehouse_io_manager": settings.resource(WarehouseIOManager, warehouse=warehouse, notifier=notifier),
         "notifier": notifier,
     }
 
 
-def build_notifier(env: Mapping[str, str] = os.environ) -> Notifier:
-    """SNS when ETL_ASSETS_SNS_TOPIC_ARN is set; otherwise notifications go to the run log."""
-    return Notifier(
-        topic_arn=_setting(env, "ETL_ASSETS_SNS_TOPIC_ARN", ""),
-        region_name=_setting(env, "AWS_REGION", "us-east-1"),
-        endpoint_url=_setting(env, "ETL_ASSETS_SNS_ENDPOINT_URL", ""),
+def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> dg.Definitions:
+    """Everything of the code location the environment decides: resources (the totesys source
+    included), the executor and the totesys schedule's cron."""
+    from etl_assets.execution import executor_for
+    from etl_assets.totesys.schedules import build_totesys_schedule
+
+    settings = _settings(env)
+    return dg.Definitions(
+        resources={**build_resources(settings), "totesys_source": build_totesys_source(settings)},
+        executor=executor_for(settings),
+        schedules=[build_totesys_schedule(settings)],
     )
+
+
+def build_dry_run_warehouse(target: str, env: Mapping[str, str] | None = None) -> Warehouse:
+    """The warehouse `etl-assets sql --target` prints a plan for: the same variables as
+    `build_warehouse`, read as plain values with placeholders where unset. Nothing connects, and
+    no password, key or secret is read."""
+    get = (os.environ if env is None else env).get
+    if target == "duckdb":
+        return DuckDBWarehouse(path=get("ETL_ASSETS_DUCKDB_PATH") or str(DATA_DIR / "warehouse.duckdb"))
+    if target == "postgres":
+        return PostgresWarehouse(host=get("ETL_ASSETS_PG_HOST") or "127.0.0.1",
+                                 user=get("ETL_ASSETS_PG_USER") or "postgres",
+                                 database=get("ETL_ASSETS_PG_DATABASE") or "postgres")
+    if target != "redshift":
+        raise ValueError(f"target {target!r}: expected one of {', '.join(WAREHOUSES)}")
+    return RedshiftWarehouse(
+        connection=get("ETL_ASSETS_REDSHIFT_CONNECTION") or "psycopg2",
+        host=get("ETL_ASSETS_REDSHIFT_HOST") or "CLUSTER_ENDPOINT",
+        database=get("ETL_ASSETS_REDSHIFT_DATABASE") or "dev",
+        user=get("ETL_ASSETS_REDSHIFT_USER") or "USER",
+        workgroup_name=get("ETL_ASSETS_REDSHIFT_WORKGROUP") or "",
+        cluster_identifier=get("ETL_ASSETS_REDSHIFT_CLUSTER_IDENTIFIER") or "",
+        s3=S3Resource(),
+        staging_bucket=get("ETL_ASSETS_REDSHIFT_STAGING_BUCKET") or "STAGING_BUCKET",
+        staging_prefix=get("ETL_ASSETS_REDSHIFT_STAGING_PREFIX") or "etl_assets/staging",
+        iam_role_arn=get("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN") or "arn:aws:iam::123456789012:role/COPY_ROLE",
+    )
+

@@ -1,19 +1,20 @@
 """When totesys is extracted: every five minutes by default, as the system it replaces did.
 
-The cron is read once, where the schedule is defined (ETL_ASSETS_TOTESYS_CRON), because a
-schedule's cron is part of the code location, not of a run.
+The cron (ETL_ASSETS_TOTESYS_CRON) is read with the rest of the deployment, once, when the code
+location loads (etl_assets/settings.py), because a schedule's cron is part of the code location,
+not of a run.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import dagster as dg
 
+from etl_assets.settings import DEFAULT_CRON, Settings
 from etl_assets.totesys.assets import GROUP, totesys_extraction_assets
 
-DEFAULT_CRON = "*/5 * * * *"
+__all__ = ["DEFAULT_CRON", "build_totesys_schedule", "totesys_extract_job"]
 
 # Sequential in one process: eleven small steps do not pay for eleven processes, and
 # DuckDB (source and warehouse) allows one writer at a time anyway.
@@ -26,11 +27,13 @@ totesys_extract_job = dg.define_asset_job(
 )
 
 
-def build_totesys_schedule(env: Mapping[str, str] = os.environ) -> dg.ScheduleDefinition:
+def build_totesys_schedule(env: Settings | Mapping[str, str] | None = None) -> dg.ScheduleDefinition:
+    settings = env if isinstance(env, Settings) else Settings.read(env)
     return dg.ScheduleDefinition(
         name="totesys_extract_schedule",
         job=totesys_extract_job,
-        cron_schedule=env.get("ETL_ASSETS_TOTESYS_CRON") or DEFAULT_CRON,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        cron_schedule=settings.totesys_cron,
+        # Until someone starts or stops it in the UI (the instance then remembers their choice).
+        default_status=dg.DefaultScheduleStatus(settings.totesys_schedule.upper()),
         description="Incremental totesys extraction; dbt models follow through declarative automation.",
     )

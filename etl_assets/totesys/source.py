@@ -5,12 +5,14 @@ the seeder's statements, the extraction queries), so the code `make run`
 exercises on the embedded file is the code that reads the production server.
 DuckDB rather than SQLite: it has real TIMESTAMP, DATE and NUMERIC types, so
 windows on last_updated compare times, not strings, exactly as in PostgreSQL.
+
+Which source a deployment reads (ETL_ASSETS_TOTESYS_SOURCE and its connection variables) is
+decided in etl_assets/settings.py (`build_totesys_source`, importable from here too).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,12 +21,22 @@ import duckdb
 import psycopg2
 from pydantic import Field
 
-from etl_assets.settings import DATA_DIR
+from etl_assets.settings import DATA_DIR, build_totesys_source
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
 from etl_assets.warehouse.spec import quote
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
-SOURCES = ("duckdb", "postgres")
+
+# build_totesys_source is chosen in settings with the rest of the deployment; importable from here as before.
+__all__ = [
+    "SCHEMA_SQL",
+    "DuckDBTotesysSource",
+    "PostgresTotesysSource",
+    "SourceConnection",
+    "TotesysSource",
+    "build_totesys_source",
+    "select_window_sql",
+]
 
 
 class SourceConnection:
@@ -134,27 +146,6 @@ class PostgresTotesysSource(TotesysSource):
                 yield SourceConnection(connection, "%s")
         finally:
             connection.close()
-
-
-def _setting(env: Mapping[str, str], name: str, default=None):
-    """An EnvVar when the variable is set (resolved by Dagster at run time), else the default."""
-    return dg.EnvVar(name) if env.get(name) else default
-
-
-def build_totesys_source(env: Mapping[str, str] = os.environ) -> TotesysSource:
-    """The source the environment names: ETL_ASSETS_TOTESYS_SOURCE=duckdb (default) or postgres."""
-    kind = env.get("ETL_ASSETS_TOTESYS_SOURCE", "duckdb").lower()
-    if kind not in SOURCES:
-        raise ValueError(f"ETL_ASSETS_TOTESYS_SOURCE={kind!r}: expected one of {', '.join(SOURCES)}")
-    if kind == "postgres":
-        return PostgresTotesysSource(
-            host=_setting(env, "ETL_ASSETS_TOTESYS_PG_HOST", "127.0.0.1"),
-            port=dg.EnvVar.int("ETL_ASSETS_TOTESYS_PG_PORT") if env.get("ETL_ASSETS_TOTESYS_PG_PORT") else 5432,
-            database=_setting(env, "ETL_ASSETS_TOTESYS_PG_DATABASE", "totesys"),
-            user=_setting(env, "ETL_ASSETS_TOTESYS_PG_USER", "postgres"),
-            password=_setting(env, "ETL_ASSETS_TOTESYS_PG_PASSWORD", ""),
-        )
-    return DuckDBTotesysSource(path=_setting(env, "ETL_ASSETS_TOTESYS_DUCKDB_PATH", str(DATA_DIR / "totesys.duckdb")))
 
 
 def select_window_sql(table: str, columns: Sequence[str], param: str, has_lower_bound: bool) -> str:
