@@ -54,3 +54,17 @@
     group by {{ columns | join(', ') }}
     having count(*) > 1
 {% endtest %}
+
+{#- The current state of each source row: its newest version. Current-state models are built
+    from the versions model so a column's cast is written once; (key, last_updated) is unique
+    there (tested), so exactly one version per key survives. Portable SQL: no DISTINCT ON or
+    QUALIFY, which Redshift lacks. -#}
+{% macro latest_version(versions, key) -%}
+    select versions.*
+    from {{ versions }} as versions
+    where not exists (
+        select 1 from {{ versions }} as newer
+        where newer.{{ key }} = versions.{{ key }}
+          and newer.last_updated > versions.last_updated
+    )
+{%- endmacro %}

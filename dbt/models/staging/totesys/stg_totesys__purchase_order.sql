@@ -1,22 +1,2 @@
-with source as (
-    select * from {{ source('raw_totesys', 'purchase_order') }}
-),
-
-renamed as (
-    select
-        purchase_order_id,
-        staff_id,
-        counterparty_id,
-        item_code,
-        item_quantity,
-        cast(item_unit_price as numeric(10, 2)) as item_unit_price,
-        currency_id,
-        agreed_delivery_date,
-        agreed_payment_date,
-        agreed_delivery_location_id,
-        {{ utc('created_at') }} as created_at,
-        {{ utc('last_updated') }} as last_updated
-    from source
-)
-
-select * from renamed
+-- The current state of each purchase_order: its newest version (the casts live in the versions model).
+{{ latest_version(ref('stg_totesys__purchase_order_versions'), 'purchase_order_id') }}

@@ -1,22 +1,2 @@
-with source as (
-    select * from {{ source('raw_totesys', 'sales_order') }}
-),
-
-renamed as (
-    select
-        sales_order_id,
-        design_id,
-        staff_id,
-        counterparty_id,
-        units_sold,
-        cast(unit_price as numeric(10, 2)) as unit_price,
-        currency_id,
-        agreed_delivery_date,
-        agreed_payment_date,
-        agreed_delivery_location_id,
-        {{ utc('created_at') }} as created_at,
-        {{ utc('last_updated') }} as last_updated
-    from source
-)
-
-select * from renamed
+-- The current state of each sales_order: its newest version (the casts live in the versions model).
+{{ latest_version(ref('stg_totesys__sales_order_versions'), 'sales_order_id') }}
