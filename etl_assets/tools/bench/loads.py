@@ -426,6 +426,8 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
                   "chunk_rows": peer_module.CHUNK_ROWS},
         "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": time.time() - started,
+        # Every variant inherits the parent's peak RSS (Linux keeps ru_maxrss across fork and exec): it stays small.
+        "parent_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "variants": variants,
     }
 

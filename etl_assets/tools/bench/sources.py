@@ -30,6 +30,16 @@ EXPORT_SHAPED_SEED = 7
 SAMPLE_ROWS = 1000  # what `etl-assets catalog refresh` samples by default
 
 
+def _apart(function, *args):
+    """Run `function` in a fresh interpreter. The parent's peak RSS is inherited by every variant it
+    starts (Linux keeps ru_maxrss across fork and exec), so the parent never runs DuckDB itself."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
 def _duckdb_connection():
     import duckdb
 
@@ -64,17 +74,22 @@ def export_shaped(base: Path, target: Path, columns: int) -> Path:
     select += [f"coalesce({_quote(typed[i % len(typed)])}, '') AS {_quote(f'Bench_{i + 1}__c')}"
                for i in range(columns - len(header))]
     target.parent.mkdir(parents=True, exist_ok=True)
+    _apart(_rewrite, base, target, select)
+    return target
+
+
+def _rewrite(source: Path, target: Path, select: list[str]) -> None:
+    """`COPY (SELECT select FROM source) TO target`, every value quoted, through a partial file."""
     partial = target.with_suffix(".csv.partial")
     connection = _duckdb_connection()
     try:
         connection.execute(
-            f"COPY (SELECT {', '.join(select)} FROM read_csv({_literal(base)}, all_varchar = true, header = true, "
+            f"COPY (SELECT {', '.join(select)} FROM read_csv({_literal(source)}, all_varchar = true, header = true, "
             f"quote = '\"', escape = '\"', delim = ',', strict_mode = true, parallel = false)) "
             f"TO {_literal(partial)} (FORMAT csv, HEADER true, FORCE_QUOTE *, NEW_LINE '\\n')")
     finally:
         connection.close()
     os.replace(partial, target)
-    return target
 
 
 @dataclass(frozen=True)
@@ -135,16 +150,7 @@ def _later_versions(source: Path, target: Path, version: str, days: int = 31) ->
     select = [later + f" AS {_quote(name)}" if name == column else f"coalesce({_quote(name)}, '') AS {_quote(name)}"
               for name in header]
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".csv.partial")
-    connection = _duckdb_connection()
-    try:
-        connection.execute(
-            f"COPY (SELECT {', '.join(select)} FROM read_csv({_literal(source)}, all_varchar = true, header = true, "
-            f"quote = '\"', escape = '\"', delim = ',', strict_mode = true, parallel = false)) "
-            f"TO {_literal(partial)} (FORMAT csv, HEADER true, FORCE_QUOTE *, NEW_LINE '\\n')")
-    finally:
-        connection.close()
-    os.replace(partial, target)
+    _apart(_rewrite, source, target, select)
     return target
 
 
