@@ -17,8 +17,10 @@ def salesforce_backup_job() -> dg.JobDefinition:
     return defs.resolve_job_def("salesforce_backup_job")
 
 
-def run_folders(folders: list[str], objects: list[str]) -> list[tuple[str, bool]]:
-    """Execute one multiprocess run per folder on the instance in DAGSTER_HOME (called in a worker process)."""
+def run_folders(folders: list[str], objects: list[str], run_config: dict | None = MULTIPROCESS
+                ) -> list[tuple[str, bool]]:
+    """Execute one run per folder on the instance in DAGSTER_HOME (called in a worker process): with
+    the multiprocess executor by default, with the code location's own executor if `run_config` is None."""
     selection = [dg.AssetKey(["salesforce", o.lower()]) for o in objects]
     outcomes = []
     with dg.DagsterInstance.get() as instance:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ import boto3
 import psycopg2
 import pytest
 
+from etl_assets.tools.live import moto_server
 from etl_assets.tools.salesforce_sample import generate_sample
 
 PG_HOST = os.environ.get("ETL_ASSETS_TEST_PG_HOST", "127.0.0.1")
@@ -91,22 +91,11 @@ def dagster_storage_database(postgres_server):
         yield database
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API over HTTP (moto's server mode) for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 S3_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
@@ -135,6 +124,17 @@ def landing_root(sample_root, tmp_path) -> Path:
     root = tmp_path / "landing"
     shutil.copytree(sample_root, root)
     return root
+
+
+def sns_to_sqs(endpoint: str, prefix: str) -> tuple[str, object, str]:
+    """A new SNS topic delivering raw messages to a new SQS queue: (topic ARN, SQS client, queue URL)."""
+    sns = boto3.client("sns", endpoint_url=endpoint, **S3_CREDENTIALS)
+    sqs = boto3.client("sqs", endpoint_url=endpoint, **S3_CREDENTIALS)
+    topic = sns.create_topic(Name=f"{prefix}-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    queue = sqs.create_queue(QueueName=f"{prefix}-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    return topic, sqs, queue
 
 
 def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:

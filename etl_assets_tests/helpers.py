@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
-import os
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -20,22 +15,15 @@ from etl_assets.landing.zone import LandingZone
 from etl_assets.salesforce.assets import salesforce_object_assets
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.tools import live
+from etl_assets.tools.live import REPO, Service, Stack, postgres_storage
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.io_manager import WarehouseIOManager
 
 CATALOG = load_catalog()
-REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy (returned), or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+PRODUCTION_YAML = REPO / "deploy" / "dagster.production.yaml"
+LOCAL_YAML = REPO / "deploy" / "dagster.local.yaml"
+wait_for = live.wait_for  # the one wait loop, for the tests too
 
 
 def resources(landing_zone: LandingZone, warehouse: Warehouse) -> dict:
@@ -156,125 +144,79 @@ def table_digest(warehouse: Warehouse, table: str, schema: str = "salesforce") -
     return sorted(tuple(map(_canonical, row)) for row in frame.itertuples(index=False))
 
 
-# --- Dagster's own processes (webserver, daemon) on a temporary instance ---------------------------
-
-def _default_sigint() -> None:
-    # Started from a script, Dagster's CLIs inherit SIGINT ignored; give them the default back.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# --- Dagster's own processes (webserver, daemon, dev servers) on a temporary instance --------------
+# The processes, ports, GraphQL and waiting are etl_assets.tools.live's (the benchmark uses them too);
+# what is here only tests need: a production DAGSTER_HOME, run records and events, failure diagnostics.
 
 
-class Service:
-    """A long-running Dagster process in its own process group (its code servers and run workers
-    are its children, in the same group), logging to a file."""
-
-    def __init__(self, name: str, command: list[str], env: dict, log_dir: Path, cwd: Path = REPO):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, preexec_fn=_default_sigint)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def tail(self, chars: int = 6000) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return f"----- {self.name} (exit {self.process.poll()}) {self.log_path} -----\n{text[-chars:]}"
-
-    def stop(self) -> None:
-        """SIGTERM to the group, SIGKILL to whatever is left of it (a run worker)."""
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=grace)
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-            break
-        self._log.close()
+def production_home(root: Path, storage: dict, monkeypatch) -> tuple[Path, dict]:
+    """A DAGSTER_HOME holding deploy/dagster.production.yaml itself (a symlink to the repo's file, not a
+    copy), its storage in the PostgreSQL database `storage`; the variables are set in this process too,
+    so the test reads the same instance. Returns (home, the variables for the Dagster processes)."""
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(PRODUCTION_YAML)
+    variables = {"DAGSTER_HOME": str(home), **postgres_storage(storage)}
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    return home, variables
 
 
-def wait_for_services(predicate, timeout: float, what: str, services: list[Service], interval: float = 0.5):
-    """wait_for, failing at once (naming it) when one of the services has exited."""
-    def check():
-        for service in services:
-            if not service.alive():
-                raise AssertionError(f"{service.name} exited while waiting for {what}")
-        return predicate()
-    return wait_for(check, timeout, what, interval)
+def finished_runs(instance: dg.DagsterInstance, run_ids: list[str] | None = None, count: int = 1):
+    """The run records (of `run_ids`, else all), once there are at least `count` and every one has finished."""
+    records = instance.get_run_records(dg.RunsFilter(run_ids=run_ids) if run_ids else None)
+    return records if len(records) >= count and all(r.dagster_run.is_finished for r in records) else None
 
 
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        payload = json.load(response)
-    assert not payload.get("errors"), payload["errors"]
-    return payload["data"]
+def events(instance: dg.DagsterInstance, run_id: str, event_type) -> list:
+    """The run's Dagster events of a type (or set of types), in order."""
+    return [e.dagster_event for e in instance.all_logs(run_id, of_type=event_type)]
 
 
-LOCATION, REPOSITORY = "etl_assets", "__repository__"
-REPOSITORY_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
-_LOCATION_STATUS = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name
-  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-_INSTIGATORS = """query($repo: RepositorySelector!) {
-  sensorsOrError(repositorySelector: $repo) { ... on Sensors { results { id name sensorState { status } } } }
-  schedulesOrError(repositorySelector: $repo) { ... on Schedules { results { id name scheduleState { status } } } }
-}"""
-_STOP_SENSOR = """mutation($id: String) { stopSensor(id: $id) { __typename
-  ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
-_STOP_SCHEDULE = """mutation($id: String) { stopRunningSchedule(id: $id) { __typename
-  ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }"""
+def materialized_keys(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    return {e.asset_key.to_user_string() for e in events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)}
 
 
-def location_loaded(url: str) -> bool:
-    """Whether the webserver has loaded the code location (fails if it could not)."""
-    try:
-        entries = graphql(url, _LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
-    except (OSError, urllib.error.URLError):
-        return False
-    status = {e["name"]: (e["locationOrLoadError"] or {}).get("__typename") for e in entries}
-    assert status.get(LOCATION) != "PythonError", f"the code location failed to load: {entries}"
-    return status.get(LOCATION) == "RepositoryLocation"
-
-
-def stop_default_instigators(url: str, keep: tuple[str, ...] = ()) -> list[str]:
-    """Stop every running sensor and schedule except `keep`, so nothing else ticks in a test."""
-    data = graphql(url, _INSTIGATORS, {"repo": REPOSITORY_SELECTOR})
-    stopped = []
-    for sensor in data["sensorsOrError"]["results"]:
-        if sensor["sensorState"]["status"] == "RUNNING" and sensor["name"] not in keep:
-            result = graphql(url, _STOP_SENSOR, {"id": sensor["id"]})["stopSensor"]
-            assert result["instigationState"]["status"] == "STOPPED", result
-            stopped.append(sensor["name"])
-    for schedule in data["schedulesOrError"]["results"]:
-        if schedule["scheduleState"]["status"] == "RUNNING" and schedule["name"] not in keep:
-            result = graphql(url, _STOP_SCHEDULE, {"id": schedule["id"]})["stopRunningSchedule"]
-            assert result["scheduleState"]["status"] == "STOPPED", result
-            stopped.append(schedule["name"])
-    return stopped
-
-
-def print_run_diagnostics(services: list[Service], instance: dg.DagsterInstance | None) -> None:
+def print_run_diagnostics(services: list[Service], home: Path) -> None:
     """What a CI failure needs: each process's log, and every run's status and failures."""
     from dagster._core.events import DagsterEventType
 
     for service in services:
         print(service.tail())
-    if instance is None:
-        return
     try:
-        for record in instance.get_run_records():
-            run = record.dagster_run
-            print(f"run {run.run_id} {run.status.value} tags={dict(run.tags)}")
-            for entry in instance.all_logs(run.run_id):
-                event = entry.dagster_event
-                if event and (event.is_failure or event.event_type == DagsterEventType.ENGINE_EVENT):
-                    print(f"  {event.event_type_value} {event.step_key or ''}: {event.message or entry.user_message}")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            for record in instance.get_run_records():
+                run = record.dagster_run
+                print(f"run {run.run_id} {run.status.value} tags={dict(run.tags)}")
+                for entry in instance.all_logs(run.run_id):
+                    event = entry.dagster_event
+                    if event and (event.is_failure or event.event_type == DagsterEventType.ENGINE_EVENT):
+                        print(f"  {event.event_type_value} {event.step_key or ''}: {event.message or entry.user_message}")
     except Exception as error:  # diagnostics must not hide the original failure
         print(f"(could not read runs: {error!r})")
+
+
+@contextmanager
+def diagnosed(home: Path, services: list[Service] | None = None) -> Iterator[list[Service]]:
+    """Yields a list for the test's Dagster processes; stops each of them afterwards and, when the
+    test failed, prints their logs and the runs of the instance in `home`."""
+    services = [] if services is None else services
+    try:
+        yield services
+    except BaseException:
+        for service in reversed(services):
+            service.stop()
+        print_run_diagnostics(services, home)
+        raise
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+@contextmanager
+def stack(home: Path, env: dict, log_dir: Path) -> Iterator[Stack]:
+    """A webserver and daemon (not started yet: `start`, or `start_webserver` then `start_daemon`) on
+    the instance in `home`, stopped afterwards, diagnosed on failure."""
+    dagster = Stack({**env, "DAGSTER_HOME": str(home)}, log_dir)
+    with diagnosed(home, dagster.services):
+        yield dagster

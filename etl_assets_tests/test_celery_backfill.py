@@ -19,11 +19,7 @@ import random
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -36,20 +32,14 @@ import redis
 from etl_assets.execution import build_executor
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.tools import live
 from etl_assets.tools.salesforce_sample import generate_sample
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.postgres import PostgresWarehouse
-from etl_assets_tests.backfill_job import salesforce_backup_job
-from etl_assets_tests.helpers import (
-    assert_matches_truth,
-    folders_in,
-    materialize_folders,
-    resources,
-    table_digest,
-)
+from etl_assets_tests import helpers
+from etl_assets_tests.backfill_job import run_folders
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+REPO, BIN = live.REPO, live.BIN
 REDIS_URL = os.environ.get("ETL_ASSETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_START = ('redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
                "--dir /var/lib/redis --logfile /var/log/redis/ci.log")
@@ -73,25 +63,18 @@ def _require_redis() -> None:
     if REDIS_URL.startswith("redis://127.0.0.1:6379/") and shutil.which("redis-server"):
         subprocess.run(shlex.split(REDIS_START), check=False, timeout=30,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if _redis_up():
-                return
-            time.sleep(0.2)
+        try:
+            live.wait_for(_redis_up, 10, "redis-server to answer", 0.2)
+            return
+        except live.LiveError:
+            pass
     pytest.fail(f"Redis (the Celery broker) is not reachable at {REDIS_URL}. Start it with `{REDIS_START}`, "
                 "or point ETL_ASSETS_TEST_REDIS_URL at a Redis server.", pytrace=False)
 
 
 def run_folders_on_celery(folders: list[str], objects: list[str]) -> list[tuple[str, bool, int]]:
-    """One run per folder on the instance in DAGSTER_HOME; the run process only orchestrates."""
-    selection = [dg.AssetKey(["salesforce", o.lower()]) for o in objects]
-    outcomes = []
-    with dg.DagsterInstance.get() as instance:
-        for folder in folders:
-            with dg.execute_job(dg.reconstructable(salesforce_backup_job), instance=instance,
-                                tags={"dagster/partition": folder}, asset_selection=selection) as result:
-                outcomes.append((folder, result.success, os.getpid()))
-    return outcomes
+    """One run per folder with the code location's executor (Celery); the run process only orchestrates."""
+    return [(folder, ok, os.getpid()) for folder, ok in run_folders(folders, objects, run_config=None)]
 
 
 def _step_failures() -> list[str]:
@@ -106,60 +89,27 @@ def _step_failures() -> list[str]:
     return lines
 
 
-def _start_worker(name: str, queue: str, env: dict, log: Path) -> subprocess.Popen:
-    command = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-               "-y", str(REPO / "deploy" / "celery.yaml"), "-q", queue, "-n", name,
-               # import the code location once in the worker, before it forks its pool
-               "-i", "etl_assets.definitions",
-               # celery worker options: one step at a time per worker, no chatter with other workers
-               "--", "--concurrency=1", "--without-mingle", "--without-gossip"]
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+def _start_worker(name: str, queue: str, env: dict, log_dir: Path) -> live.Service:
+    """The documented command, in a process group of its own (the CLI, the celery main process, its pool)."""
+    return live.Service(name, [BIN / "dagster-celery", "worker", "start", "-A", "dagster_celery.app",
+                               "-y", REPO / "deploy" / "celery.yaml", "-q", queue, "-n", name,
+                               # import the code location once in the worker, before it forks its pool
+                               "-i", "etl_assets.definitions",
+                               # celery worker options: one step at a time per worker, no chatter with other workers
+                               "--", "--concurrency=1", "--without-mingle", "--without-gossip"], env, log_dir)
 
 
-def _wait_ready(workers: dict[str, tuple[subprocess.Popen, Path]]) -> None:
-    deadline = time.monotonic() + WORKER_START_TIMEOUT
-    waiting = set(workers)
-    while waiting:
-        for name in list(waiting):
-            process, log = workers[name]
-            text = log.read_text(errors="replace")
-            if re.search(rf"{re.escape(name)}@\S+ ready\.", text):
-                waiting.discard(name)
-            elif process.poll() is not None:
-                pytest.fail(f"Celery worker {name} exited with {process.returncode}:\n{text[-3000:]}")
-        if waiting and time.monotonic() > deadline:
-            pytest.fail(f"Celery workers {sorted(waiting)} not ready after {WORKER_START_TIMEOUT} s:\n"
-                        + "\n".join(workers[n][1].read_text(errors="replace")[-2000:] for n in waiting))
-        time.sleep(0.5)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a worker's whole process group: the CLI, the celery main process and its pool."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)  # a warm shutdown for celery
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
-    except ProcessLookupError:
-        pass
-    process.wait(10)
+def _ready(worker: live.Service) -> bool:
+    return bool(re.search(rf"{re.escape(worker.name)}@\S+ ready\.", worker.log_text()))
 
 
 @pytest.mark.slow
 def test_a_backfill_through_two_celery_workers_equals_a_sequential_run(tmp_path, postgres_database,
                                                                        dagster_storage_database, monkeypatch):
     _require_redis()
-    started = time.monotonic()
     root = tmp_path / "landing"
     generate_sample(root, folders=FOLDERS, rows=8, seed=31, objects=OBJECTS)
-    folders = folders_in(root)
+    folders = helpers.folders_in(root)
     assert len(folders) == FOLDERS
 
     # The instance the run processes and every worker share: the production instance file, its
@@ -192,20 +142,18 @@ def test_a_backfill_through_two_celery_workers_equals_a_sequential_run(tmp_path,
     worker_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     names = [f"{queue}_a", f"{queue}_b"]
-    workers: dict[str, tuple[subprocess.Popen, Path]] = {}
+    workers: dict[str, live.Service] = {}
     try:
         for name in names:
-            log = tmp_path / f"{name}.log"
-            workers[name] = (_start_worker(name, queue, worker_env, log), log)
-        _wait_ready(workers)
-        ready = time.monotonic()
+            workers[name] = _start_worker(name, queue, worker_env, tmp_path)
+        live.wait_for(lambda: all(_ready(w) for w in workers.values()), WORKER_START_TIMEOUT,
+                      "both Celery workers to be ready", 0.5, workers.values())
 
         shuffled = folders[:]
         random.Random(5).shuffle(shuffled)
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(run_folders_on_celery, shuffled[i::2], OBJECTS) for i in range(2)]
             outcomes = [o for future in futures for o in future.result()]
-        backfill_seconds = time.monotonic() - ready
         failed = sorted(f for f, ok, _ in outcomes if not ok)
         assert not failed, f"runs failed for {failed}:\n" + "\n".join(_step_failures())
         assert sorted(f for f, _, _ in outcomes) == folders
@@ -238,7 +186,7 @@ def test_a_backfill_through_two_celery_workers_equals_a_sequential_run(tmp_path,
         assert set(worker_of_step) == set(pid_of_step)
         per_worker = Counter(worker_of_step.values())
         assert set(per_worker) == set(names), f"both workers took work: {dict(per_worker)}"
-        group_of = {workers[name][0].pid: name for name in names}
+        group_of = {workers[name].pid: name for name in names}
         for key, pid in pid_of_step.items():
             assert pid not in orchestrator_pids and pid != os.getpid()
             assert group_of.get(os.getpgid(pid)) == worker_of_step[key], (
@@ -246,26 +194,26 @@ def test_a_backfill_through_two_celery_workers_equals_a_sequential_run(tmp_path,
         # The workers' own logs agree, task by task.
         for name in names:
             succeeded = len(re.findall(r"Task execute_plan\[[0-9a-f-]+\] succeeded",
-                                       workers[name][1].read_text(errors="replace")))
+                                       workers[name].log_text()))
             assert succeeded == per_worker[name], (name, succeeded, per_worker[name])
     finally:
-        for process, _ in workers.values():
-            _stop(process)
+        for worker in workers.values():
+            worker.stop(grace=20)
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
         for key in client.scan_iter(f"*{queue}*"):  # the queue and kombu's bindings of it
             client.delete(key)
 
     # The same folders, one after another, in-process, into an embedded DuckDB warehouse.
     reference = DuckDBWarehouse(path=str(tmp_path / "sequential.duckdb"))
-    results = materialize_folders(folders, resources(LocalLandingZone(root=str(root)), reference), objects=OBJECTS)
+    zone = LocalLandingZone(root=str(root))
+    results = helpers.materialize_folders(folders, helpers.resources(zone, reference), objects=OBJECTS)
     assert all(r.success for r in results)
     warehouse = PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
                                   user=postgres_database["user"], database=postgres_database["database"])
     for api_name in OBJECTS:
-        assert table_digest(warehouse, api_name.lower()) == table_digest(reference, api_name.lower()), api_name
-        assert assert_matches_truth(warehouse, root, api_name) > 0
-    print(f"celery backfill: {FOLDERS} folders, {steps} steps on {dict(per_worker)} in {backfill_seconds:.1f} s "
-          f"(whole test {time.monotonic() - started:.1f} s, host {socket.gethostname()})")
+        assert helpers.table_digest(warehouse, api_name.lower()) == helpers.table_digest(reference, api_name.lower())
+        assert helpers.assert_matches_truth(warehouse, root, api_name) > 0
+    print(f"celery backfill: {FOLDERS} folders, {steps} steps on {dict(per_worker)}")
 
 
 def test_the_executor_is_chosen_by_the_environment():

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import uuid
 from pathlib import Path
 
-import boto3
 import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState
 from dagster._core.loader import LoadingContextForTest
@@ -32,7 +30,7 @@ from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.io_manager import WarehouseIOManager
 from etl_assets.warehouse.postgres import PostgresWarehouse
-from etl_assets_tests.conftest import S3_CREDENTIALS
+from etl_assets_tests.conftest import sns_to_sqs
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
 DIMENSIONS = ["dim_date", "dim_staff", "dim_location", "dim_design", "dim_currency", "dim_counterparty",
@@ -270,12 +268,7 @@ def test_a_fact_not_built_within_30_minutes_turns_fail_in_dagster_and_notifies_o
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # the notifier uses boto3's default credential chain
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    sns = boto3.client("sns", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
-    sqs = boto3.client("sqs", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
-    topic = sns.create_topic(Name=f"freshness-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    queue = sqs.create_queue(QueueName=f"freshness-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    topic, sqs, queue = sns_to_sqs(s3_endpoint, "freshness")
 
     def messages() -> list[dict]:
         received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -38,25 +35,21 @@ from etl_assets.salesforce.assets import build_object_asset
 from etl_assets.salesforce.catalog import CATALOG_PATH, DISCOVERED_ENV, parse_catalog
 from etl_assets.salesforce.discovery import columns_from_describe, load_state
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.tools import live
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.spec import ColumnType, column_name
-from etl_assets_tests.conftest import _free_port, _fresh_database
+from etl_assets_tests.conftest import _fresh_database
 from etl_assets_tests.helpers import (
     REPO,
-    REPOSITORY_SELECTOR,
-    Service,
-    graphql,
-    location_loaded,
+    finished_runs,
     materialize_folders,
-    print_run_diagnostics,
+    materialized_keys,
+    production_home,
     resources,
-    stop_default_instigators,
-    wait_for_services,
+    stack,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "salesforce_describe"
-PRODUCTION_YAML = REPO / "deploy" / "dagster.production.yaml"
-BIN = Path(sys.executable).parent
 SENSOR = "salesforce_backup_sensor"
 FOLDER = "20240601_Differential"
 OBJECTS = (
@@ -81,8 +74,6 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], tuple[ColumnType, str]] = {
     ("acme__Inspection__c", "acme__visits__c"): (ColumnType.INTEGER, "a double with scale 0: every exported "
                                                   "value is integral, so nothing shows it is a double"),
 }
-SENSOR_TICKS = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-  ... on Sensor { sensorState { status ticks(limit: 10) { status runIds error { message } } } } } }"""
 
 
 def describe_of(name: str) -> dict:
@@ -122,7 +113,7 @@ def warehouse_of(database: dict) -> PostgresWarehouse:
 
 
 def cli(args: list[str], env: dict) -> str:
-    result = subprocess.run([str(BIN / "etl-assets"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+    result = subprocess.run([str(live.BIN / "etl-assets"), *args], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, f"etl-assets {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -137,7 +128,6 @@ def differences(expected: dict[str, ColumnType], actual: dict[str, ColumnType]) 
 @pytest.mark.slow
 def test_every_object_of_a_backup_becomes_a_typed_table(tmp_path, postgres_server, postgres_database,
                                                          dagster_storage_database, monkeypatch):
-    started = time.monotonic()
     from etl_assets_tests.salesforce_export import build_backup
 
     describes = {name: describe_of(name) for name in OBJECTS}
@@ -150,37 +140,16 @@ def test_every_object_of_a_backup_becomes_a_typed_table(tmp_path, postgres_serve
                           blank_booleans=(LATE, BLANK_ROWS))
 
     state = tmp_path / "discovered.yaml"
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").symlink_to(PRODUCTION_YAML)
-    instance_env = {
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": dagster_storage_database["host"],
-        "DAGSTER_PG_PORT": str(dagster_storage_database["port"]),
-        "DAGSTER_PG_DB": dagster_storage_database["database"],
-        "DAGSTER_PG_USER": dagster_storage_database["user"],
-        "DAGSTER_PG_PASSWORD": "",
-    }
-    for key, value in instance_env.items():
-        monkeypatch.setenv(key, value)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ETL_ASSETS_")}
-    env.update(instance_env)
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ETL_ASSETS_LANDING_ZONE": "local",
-        "ETL_ASSETS_LANDING_ROOT": str(landing),
-        "ETL_ASSETS_WAREHOUSE": "postgres",
-        "ETL_ASSETS_PG_HOST": postgres_database["host"],
-        "ETL_ASSETS_PG_PORT": str(postgres_database["port"]),
-        "ETL_ASSETS_PG_USER": postgres_database["user"],
-        "ETL_ASSETS_PG_DATABASE": postgres_database["database"],
-        "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "ETL_ASSETS_TOTESYS_DUCKDB_PATH": str(tmp_path / "totesys.duckdb"),
-        DISCOVERED_ENV: str(state),
+    home, instance_env = production_home(tmp_path, dagster_storage_database, monkeypatch)
+    env = live.environment(
+        landing=landing, **instance_env, **live.postgres_warehouse(postgres_database),
+        ETL_ASSETS_DUCKDB_PATH=str(tmp_path / "warehouse.duckdb"),
+        ETL_ASSETS_TOTESYS_DUCKDB_PATH=str(tmp_path / "totesys.duckdb"),
         # One process per run, not per step: 33 small objects in one folder (each step process would load
         # the code location again, ~4 s of CPU each).
-        "ETL_ASSETS_EXECUTOR": "in_process",
-    })
+        ETL_ASSETS_EXECUTOR="in_process",
+        **{DISCOVERED_ENV: str(state)},
+    )
 
     # a. The real CLI infers every object; the late booleans are typed.
     cli(["catalog", "refresh", "--state", str(state)], env)
@@ -192,51 +161,25 @@ def test_every_object_of_a_backup_becomes_a_typed_table(tmp_path, postgres_serve
     tables = {name: catalog[name].table for name in OBJECTS}
 
     # b. The daemon's sensor loads the folder on the production instance.
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/graphql"
-    workspace = str(REPO / "workspace.yaml")
-    services: list[Service] = []
-    instance = None
-    passed = False
-    try:
-        services.append(Service("webserver", [str(BIN / "dagster-webserver"), "-w", workspace,
-                                              "-h", "127.0.0.1", "-p", str(port)], env, tmp_path))
-        wait_for_services(lambda: location_loaded(url), 180, "the webserver to load the code location", services)
-        stop_default_instigators(url, keep=(SENSOR,))  # the sensor itself runs by default
-        instance = dg.DagsterInstance.from_config(str(home))
-        services.append(Service("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, tmp_path))
-        selector = {**REPOSITORY_SELECTOR, "sensorName": SENSOR}
+    with stack(home, env, tmp_path) as dagster:
+        dagster.start_webserver(timeout=180, keep=(SENSOR,))  # the sensor itself runs by default
+        dagster.start_daemon(daemons=())
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            def finished_tick():
+                assert live.sensor_state(dagster.url, SENSOR)["status"] == "RUNNING"
+                return live.first_finished_tick(dagster.url, SENSOR)
+            tick = dagster.wait(finished_tick, 180, f"a finished tick of {SENSOR}")
+            assert tick["status"] == "SUCCESS" and tick["runIds"], tick
+            assert instance.get_dynamic_partitions(differential_folders.name) == [FOLDER]
 
-        def finished_tick():
-            state_ = graphql(url, SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]
-            assert state_["status"] == "RUNNING", state_
-            done = [t for t in state_["ticks"] if t["status"] != "STARTED"]
-            return done[-1] if done else None  # newest first: the first tick is last
-        tick = wait_for_services(finished_tick, 180, f"a finished tick of {SENSOR}", services)
-        assert tick["status"] == "SUCCESS" and tick["runIds"], tick
-        assert instance.get_dynamic_partitions(differential_folders.name) == [FOLDER]
-
-        def all_finished():
-            records = instance.get_run_records()
-            return records if records and all(r.dagster_run.is_finished for r in records) else None
-        records = wait_for_services(all_finished, 900, "the sensor's runs to finish", services, interval=1)
-        assert {r.dagster_run.run_id for r in records} == set(tick["runIds"]), "runs nobody requested"
-        materialized = set()
-        for record in records:
-            run = record.dagster_run
-            assert run.status == dg.DagsterRunStatus.SUCCESS, f"{run.run_id} {run.tags}: {run.status}"
-            materialized |= {e.dagster_event.asset_key.to_user_string() for e in instance.all_logs(
-                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)}
-        assert materialized == {f"salesforce/{table}" for table in tables.values()}
-        passed = True
-    finally:
-        for service in reversed(services):
-            service.stop()
-        if not passed:
-            print_run_diagnostics(services, instance)
-        if instance is not None:
-            instance.dispose()
-    daemon_seconds = time.monotonic() - started
+            records = dagster.wait(lambda: finished_runs(instance), 900, "the sensor's runs to finish", interval=1)
+            assert {r.dagster_run.run_id for r in records} == set(tick["runIds"]), "runs nobody requested"
+            materialized = set()
+            for record in records:
+                run = record.dagster_run
+                assert run.status == dg.DagsterRunStatus.SUCCESS, f"{run.run_id} {run.tags}: {run.status}"
+                materialized |= materialized_keys(instance, run.run_id)
+            assert materialized == {f"salesforce/{table}" for table in tables.values()}
 
     # c. The tables' types are the describes', but where values cannot tell.
     warehouse = warehouse_of(postgres_database)
@@ -269,4 +212,3 @@ def test_every_object_of_a_backup_becomes_a_typed_table(tmp_path, postgres_serve
             table = described[name].table
             assert differences(describe_types(describes[name]), table_types(second_warehouse, table)) == {}, name
             assert row_count(second, table) == distinct_ids(files[name]), name
-    print(f"every-object test: {time.monotonic() - started:.1f}s (daemon part {daemon_seconds:.1f}s)")

@@ -22,17 +22,10 @@ to docs/images/asset-graph.png (the README's). On failure: a screenshot and the 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -40,8 +33,9 @@ import dagster as dg
 import pytest
 
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.tools import live
 from etl_assets.tools.salesforce_sample import generate_sample
-from etl_assets_tests.helpers import wait_for
+from etl_assets_tests.helpers import LOCAL_YAML, diagnosed, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,134 +55,22 @@ STARTUP_TIMEOUT = 180  # `dagster dev` with a dbt parse takes 20-40 s here
 RUNS_TIMEOUT = 300  # three runs one after another (pool limit 1), each ~30 s under `dagster dev`
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class DagsterDev:
-    """`dagster dev` in its own process group, with its log in a file."""
-
-    def __init__(self, root: Path):
-        self.home = root / "dagster_home"
-        self.landing = root / "landing"
-        self.log_path = root / "dagster_dev.log"
-        self.home.mkdir()
-        self.landing.mkdir()
-        shutil.copy(REPO / "deploy" / "dagster.local.yaml", self.home / "dagster.yaml")
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        bin_dir = str(Path(sys.executable).parent)
-        self.env = {
-            **os.environ,
-            "DAGSTER_HOME": str(self.home),
-            "ETL_ASSETS_LANDING_ZONE": "local",
-            "ETL_ASSETS_LANDING_ROOT": str(self.landing),
-            "ETL_ASSETS_WAREHOUSE": "duckdb",
-            "ETL_ASSETS_DUCKDB_PATH": str(root / "warehouse.duckdb"),
-            "ETL_ASSETS_TOTESYS_SOURCE": "duckdb",
-            "ETL_ASSETS_TOTESYS_DUCKDB_PATH": str(root / "totesys.duckdb"),
-            # As `make dev`: the venv's dbt on PATH for dagster-dbt's parse under `dagster dev`.
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-            "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
-        }
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        def default_signals():  # a background `dagster dev` otherwise inherits SIG_IGN and ignores them
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("dagster")), "dev", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=default_signals,
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"dagster dev exited with {self.process.returncode}\n{self.log_tail()}")
-            try:
-                nodes = self.gql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
-                if nodes["repositoriesOrError"].get("nodes"):
-                    return
-            except (OSError, urllib.error.URLError, RuntimeError):
-                pass
-            time.sleep(1)
-        raise AssertionError(f"dagster dev did not serve the code location in {STARTUP_TIMEOUT} s\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGINT)  # dagster dev's own clean shutdown
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of the group (code servers, runs)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=10)
-
-    def gql(self, query: str, variables: dict | None = None) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.load(response)
-        if body.get("errors"):
-            raise RuntimeError(body["errors"])
-        return body["data"]
-
-    def log_tail(self, lines: int = 80) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "--- dagster dev log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def stop_automation(self) -> list[str]:
-        """Stop every running sensor and schedule, so that only what the test launches runs
-        (the backup sensor would otherwise load every folder by itself). Each sensor has ticked
-        once first (on an empty landing zone), so the daemon's first tick cannot race the stop."""
-        query = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
-            sensors { name sensorState { id status ticks(limit: 1) { id } } }
-            schedules { name scheduleState { id status } } } } } }"""
-
-        def every_sensor_ticked():
-            data = self.gql(query)
-            sensors = [s for r in data["repositoriesOrError"]["nodes"] for s in r["sensors"]]
-            return data if all(s["sensorState"]["ticks"] for s in sensors) else None
-
-        data = wait_for(every_sensor_ticked, 90, "every sensor's first tick", interval=2.0)
-        stopped = []
-        for repo in data["repositoriesOrError"]["nodes"]:
-            for sensor in repo["sensors"]:
-                if sensor["sensorState"]["status"] == "RUNNING":
-                    result = self.gql("""mutation($id: String) { stopSensor(id: $id) {
-                        ... on StopSensorMutationResult { instigationState { status } } } }""",
-                                      {"id": sensor["sensorState"]["id"]})
-                    assert result["stopSensor"]["instigationState"]["status"] == "STOPPED", result
-                    stopped.append(sensor["name"])
-            for schedule in repo["schedules"]:
-                if schedule["scheduleState"]["status"] == "RUNNING":
-                    result = self.gql("""mutation($id: String) { stopRunningSchedule(id: $id) {
-                        ... on ScheduleStateResult { scheduleState { status } } } }""",
-                                      {"id": schedule["scheduleState"]["id"]})
-                    assert result["stopRunningSchedule"]["scheduleState"]["status"] == "STOPPED", result
-                    stopped.append(schedule["name"])
-        return stopped
-
-    def runs(self) -> list[dict]:
-        data = self.gql("{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }")
-        return data["runsOrError"]["results"]
-
-    def backfill_status(self, backfill_id: str) -> str:
-        data = self.gql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-            ... on PartitionBackfill { status } } }""", {"id": backfill_id})
-        return data["partitionBackfillOrError"]["status"]
+def dagster_dev(root: Path, services: list) -> live.Server:
+    """`dagster dev` as `make dev` runs it, on a temporary instance, landing zone and warehouse, serving
+    the code location; every sensor and schedule stopped once each sensor has ticked (on an empty
+    landing zone), so that only what the test launches runs."""
+    home, landing = root / "dagster_home", root / "landing"
+    home.mkdir()
+    landing.mkdir()
+    shutil.copy(LOCAL_YAML, home / "dagster.yaml")
+    env = live.environment(landing=landing, home=home, **live.duckdb_warehouse(root / "warehouse.duckdb"),
+                           ETL_ASSETS_TOTESYS_SOURCE="duckdb",
+                           ETL_ASSETS_TOTESYS_DUCKDB_PATH=str(root / "totesys.duckdb"))
+    dev = live.Server("dagster_dev", env, root, kind="dagster")
+    services.append(dev)
+    dev.wait_loaded(STARTUP_TIMEOUT)
+    dev.stopped = live.stop_instigators(dev.url, first_tick_timeout=90)
+    return dev
 
 
 def expected_groups() -> dict[str, set[str]]:
@@ -217,18 +99,18 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
     groups = expected_groups()
     assert {"salesforce", "files", "totesys", "totesys_star", "salesforce_marts"} <= set(groups)
 
-    dev = DagsterDev(tmp_path)
     started = time.monotonic()
-    try:
-        dev.start()
+    home = tmp_path / "dagster_home"
+    with diagnosed(home) as services:
+        dev = dagster_dev(tmp_path, services)
+        ui = dev.base_url
         print(f"{time.monotonic() - started:6.1f} s  dagster dev serves the code location")
-        dev.gql("mutation { setNuxSeen }")  # the community modal would cover the page on a first visit
-        stopped = dev.stop_automation()
-        assert "salesforce_backup_sensor" in stopped and "totesys_extract_schedule" in stopped
+        dev.query("mutation { setNuxSeen }")  # the community modal would cover the page on a first visit
+        assert "salesforce_backup_sensor" in dev.stopped and "totesys_extract_schedule" in dev.stopped
         # Sample backups land only now, with every sensor stopped; their folders become partitions.
-        sample = generate_sample(dev.landing, folders=3, rows=20, seed=11)
+        sample = generate_sample(tmp_path / "landing", folders=3, rows=20, seed=11)
         assert list(sample) == ["20240501_Differential", "20240502_Differential", DRIFT_FOLDER]
-        with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
             instance.add_dynamic_partitions(differential_folders.name, list(sample))
 
         with sync_playwright() as playwright:
@@ -246,7 +128,7 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
 
             try:
                 # 1. The asset graph: every group, with its number of assets.
-                page.goto(f"{dev.url}/asset-groups")
+                page.goto(f"{ui}/asset-groups")
                 expect(page.get_by_text("Global asset lineage")).to_be_visible()
                 for group, keys in groups.items():  # each group node: its name, then its number of assets
                     wait_for(lambda: re.search(rf"^{group}\n{len(keys)}$", page.inner_text("body"), re.M), 30,
@@ -274,7 +156,7 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
                 page.set_viewport_size({"width": 1600, "height": 1000})
 
                 # 2. One Salesforce object, one folder, through the launch dialog.
-                page.goto(f"{dev.url}/assets/salesforce/account")
+                page.goto(f"{ui}/assets/salesforce/account")
                 page.get_by_role("button", name="Materialize…").click()
                 dialog = page.locator(".dagster-dialog")
                 expect(dialog.get_by_text("Launch runs to materialize salesforce / account")).to_be_visible()
@@ -291,7 +173,7 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
                 shot("04-run-launched")
 
                 # 3. A backfill of two folders from the partitions view.
-                page.goto(f"{dev.url}/assets/salesforce/task?view=partitions")
+                page.goto(f"{ui}/assets/salesforce/task?view=partitions")
                 expect(page.get_by_text("Missing (3)")).to_be_visible()
                 page.get_by_role("button", name="Materialize…").click()
                 expect(dialog.get_by_text("Launch runs to materialize salesforce / task")).to_be_visible()
@@ -307,27 +189,24 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
                 backfill_id = toast.inner_text().split()[-1]
 
                 # 4. Wait for success, then see it in the UI.
-                wait_for(lambda: dev.backfill_status(backfill_id) in ("COMPLETED_SUCCESS", "COMPLETED_FAILED",
-                                                                       "FAILED", "CANCELED", "COMPLETED"),
-                           RUNS_TIMEOUT, f"backfill {backfill_id}", interval=2.0)
-                runs = wait_for(
-                    lambda: (r := dev.runs()) and all(x["status"] in ("SUCCESS", "FAILURE", "CANCELED") for x in r) and r,
-                    RUNS_TIMEOUT, "every run to finish", interval=2.0)
-                assert dev.backfill_status(backfill_id) in ("COMPLETED_SUCCESS", "COMPLETED"), dev.log_tail()
+                backfill = live.wait_backfill(dev.url, backfill_id, RUNS_TIMEOUT, services)
+                runs = wait_for(lambda: (r := live.runs(dev.url)) and all(x["status"] in live.RUN_FINISHED for x in r)
+                                and r, RUNS_TIMEOUT, "every run to finish", 2.0, services)
+                assert backfill["status"] in ("COMPLETED_SUCCESS", "COMPLETED"), backfill
                 assert [r["status"] for r in runs] == ["SUCCESS"] * 3, runs  # the UI's three runs, nothing else
                 partitions = sorted(t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition")
                 assert partitions == sorted([ONE_FOLDER, *TWO_FOLDERS]), partitions
 
-                page.goto(f"{dev.url}/runs/b/{backfill_id}")
+                page.goto(f"{ui}/runs/b/{backfill_id}")
                 expect(page.get_by_text(re.compile(r"^(Succeeded|Completed)$")).first).to_be_visible()
                 expect(page.get_by_text("100% completed")).to_be_visible()
                 shot("06-backfill-completed")
-                page.goto(dev.url + run_href)
+                page.goto(ui + run_href)
                 expect(page.get_by_text("Success", exact=True).first).to_be_visible()
                 shot("07-run-succeeded")
 
                 # The materialization carries its row count, table schema and a preview of the rows.
-                page.goto(f"{dev.url}/assets/salesforce/task?view=partitions")
+                page.goto(f"{ui}/assets/salesforce/task?view=partitions")
                 expect(page.get_by_text("Materialized (2)")).to_be_visible()
                 page.get_by_text(DRIFT_FOLDER, exact=True).first.click()
                 for key in ("dagster/row_count", "dagster/column_schema", "preview", "rows_loaded", "schema_drift"):
@@ -352,12 +231,7 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
                 assert DRIFT_FOLDER in reason.inner_text()
                 shot("10-failed-check-reason")
             except BaseException:
-                try:
-                    print(f"failure screenshot: {shot('failure')}; page: {page.url}")
-                finally:
-                    print(dev.log_tail())
+                print(f"failure screenshot: {shot('failure')}; page: {page.url}")
                 raise
             finally:
                 browser.close()
-    finally:
-        dev.stop()

@@ -23,23 +23,25 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 from pathlib import Path
 
+from etl_assets.tools import live
 from etl_assets.tools.bench.sensor import (
-    _free_port,
-    _post,
-    _seed_moto_backend,
+    _keys,
     folder_names,
-    stop_process_group,
+    local_folder_adder,
+    moto_bucket,
+    partitioned_webserver,
+    three_ticks,
+    time_queries,
+    touch_keys,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = live.REPO
 NAMESPACES = ("npsp", "SBQQ", "dsfs", "litify_pm")  # managed packages: one asset group each
 STANDARD = ("Campaign", "CampaignMember", "Contract", "Order", "OrderItem", "Product2", "Pricebook2",
             "PricebookEntry", "Quote", "QuoteLineItem", "Event", "EmailMessage", "Note", "Asset", "Entitlement",
@@ -160,11 +162,8 @@ print("LOAD " + json.dumps({
 """
 
 
-def _env(state: Path, home: Path | None = None) -> dict:
-    env = {**os.environ, "ETL_ASSETS_SALESFORCE_DISCOVERED": str(state)}
-    if home:
-        env["DAGSTER_HOME"] = str(home)
-    return env
+def _env(state: Path) -> dict:
+    return {**os.environ, "ETL_ASSETS_SALESFORCE_DISCOVERED": str(state)}
 
 
 def time_load(state: Path, rounds: int) -> dict:
@@ -197,36 +196,12 @@ def profile_load(state: Path, out: Path) -> Path | None:
 # ---------------------------------------------------------------- sensor ticks
 
 
-def _keys(folder: str, objects: list[str]) -> list[str]:
-    return [f"backup/{folder}/{name}/{name.lower()}_part1.csv" for name in objects]
-
-
-def _tick(zone, cursor, catalog, loaded) -> tuple[dict, object]:
-    from etl_assets.salesforce.sensors import scan_backups
-
-    started = time.perf_counter()
-    scan = scan_backups(zone, cursor, catalog, loaded=loaded)
-    return {"seconds": time.perf_counter() - started, "list_calls": zone.list_calls,
-            "run_requests": len(scan.run_requests), "new_folders": len(scan.new_folders),
-            "unknown_objects": len(scan.unknown_objects)}, scan.cursor
-
-
 def _ticks(kind: str, make_zone, add_folder, folders: int, catalog: dict, setup: float) -> dict:
     """First tick (empty cursor), unchanged tick, one new folder: each with a fresh zone's list-call count."""
     import dagster as dg
 
-    from etl_assets.salesforce.sensors import BackupCursor, loaded_from_instance
-
     with dg.DagsterInstance.ephemeral() as instance:
-        loaded = loaded_from_instance(instance)
-        first, cursor = _tick(make_zone(), BackupCursor(), catalog, loaded)
-        unchanged, _ = _tick(make_zone(), cursor, catalog, loaded)
-        new = folder_names(folders + 1)[-1]
-        add_folder(new)
-        try:
-            one_new, _ = _tick(make_zone(), cursor, catalog, loaded)
-        finally:
-            add_folder(new, remove=True)
+        first, unchanged, one_new = three_ticks(make_zone, add_folder, folders, catalog, instance)
     return {"kind": kind, "folders": folders, "objects": len(catalog), "files": folders * len(catalog),
             "setup_seconds": setup, "first_tick": first, "unchanged_tick": unchanged, "one_new_folder": one_new}
 
@@ -236,63 +211,22 @@ def sensor_local(root: Path, folders: int, catalog: dict) -> dict:
 
     objects = list(catalog)
     started = time.perf_counter()
-    for key in (k for f in folder_names(folders) for k in _keys(f, objects)):
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+    touch_keys(root, (k for f in folder_names(folders) for k in _keys(f, objects)))
     setup = time.perf_counter() - started
-
-    def add_folder(folder: str, remove: bool = False) -> None:
-        if remove:
-            shutil.rmtree(root / "backup" / folder, ignore_errors=True)
-            return
-        for key in _keys(folder, objects):
-            (root / key).parent.mkdir(parents=True, exist_ok=True)
-            (root / key).touch()
-
-    return _ticks("local", lambda: LocalLandingZone(root=str(root)), add_folder, folders, catalog, setup)
+    return _ticks("local", lambda: LocalLandingZone(root=str(root)), local_folder_adder(root, objects), folders,
+                  catalog, setup)
 
 
 def sensor_s3(folders: int, catalog: dict) -> dict:
-    import logging
-
-    import boto3
-    from dagster_aws.s3 import S3Resource
-    from moto.server import ThreadedMotoServer
-
-    from etl_assets.landing.zone import S3LandingZone
-
     objects = list(catalog)
-    port = _free_port()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"region_name": "us-east-1", "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, **credentials)
-        bucket = f"bench-catalog-{os.getpid()}"
-        client.create_bucket(Bucket=bucket)
+    with moto_bucket(f"bench-catalog-{os.getpid()}") as s3:
         started = time.perf_counter()
         keys = [k for f in folder_names(folders) for k in _keys(f, objects)]
-        if not _seed_moto_backend(bucket, keys):  # the store is moto-internal; PUTs over HTTP otherwise
+        if not s3.seed(keys):  # the store is moto-internal; PUTs over HTTP otherwise
             for key in keys:
-                client.put_object(Bucket=bucket, Key=key, Body=b"")
+                s3.put(key)
         setup = time.perf_counter() - started
-
-        def add_folder(folder: str, remove: bool = False) -> None:
-            for key in _keys(folder, objects):
-                if remove:
-                    client.delete_object(Bucket=bucket, Key=key)
-                else:
-                    client.put_object(Bucket=bucket, Key=key, Body=b"")
-
-        def zone():
-            return S3LandingZone(s3=S3Resource(endpoint_url=endpoint, **credentials), bucket=bucket)
-
-        return _ticks("s3 (moto server)", zone, add_folder, folders, catalog, setup)
-    finally:
-        server.stop()
+        return _ticks("s3 (moto server)", s3.zone, s3.folder_adder(objects), folders, catalog, setup)
 
 
 def expected_list_calls(kind: str, objects: int, open_folders: int) -> dict:
@@ -344,62 +278,19 @@ def ui_documents(names=UI_QUERIES) -> dict[str, str]:
     return documents
 
 
-def _start_webserver(home: Path, state: Path, port: int) -> subprocess.Popen:
-    log = open(home / "webserver.log", "wb")
-    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "etl_assets.definitions",
-               "-h", "127.0.0.1", "-p", str(port)]
-    # Started from a script it inherits SIGINT ignored; reset it and give it its own process group.
-    return subprocess.Popen(command, cwd=REPO, env=_env(state, home), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def _wait_loaded(url: str, process: subprocess.Popen, home: Path, timeout: float) -> str:
-    started = time.perf_counter()
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"dagster-webserver exited: {(home / 'webserver.log').read_text()[-2000:]}")
-        if time.perf_counter() - started > timeout:
-            raise RuntimeError("dagster-webserver did not load the code location in time")
-        try:
-            data = _post(url, "{ workspaceOrError { ... on Workspace { locationEntries { name "
-                              "locationOrLoadError { __typename ... on PythonError { message } } } } } }", timeout=10)
-            entries = data["workspaceOrError"]["locationEntries"]
-            kinds = [(e["locationOrLoadError"] or {}).get("__typename") for e in entries]
-            if entries and all(k == "RepositoryLocation" for k in kinds):
-                return entries[0]["name"]
-            if "PythonError" in kinds:
-                raise RuntimeError(f"the code location failed to load: {entries}; webserver log: "
-                                   f"{(home / 'webserver.log').read_text()[-2000:]}")
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.2)
-
-
 def graphql_benchmark(state: Path, repeats: int = 3, folders: int = 30, timeout: float = 300.0) -> dict:
     """Webserver start to a loaded location, then each UI query best of `repeats`, on an instance
     holding `folders` dynamic partitions (the asset nodes' partition definitions list them)."""
-    import dagster as dg
-
-    from etl_assets.salesforce.partitions import differential_folders
-
     documents = ui_documents()
-    home = Path(tempfile.mkdtemp(prefix="etl_assets_bench_catalog_home_"))
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions(differential_folders.name, folder_names(folders))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/graphql"
-    launched = time.perf_counter()
-    process = _start_webserver(home, state, port)
-    try:
-        location = _wait_loaded(url, process, home, timeout)
-        startup = time.perf_counter() - launched
-        workspace = _post(url, documents["LocationWorkspaceAssetsQuery"], {"name": location})
+    location = live.LOCATION
+    with partitioned_webserver(folder_names(folders), timeout, {"ETL_ASSETS_SALESFORCE_DISCOVERED": str(state)}) as web:
+        url = web["server"].url
+        workspace = live.graphql(url, documents["LocationWorkspaceAssetsQuery"], {"name": location}, timeout=300)
         entry = workspace["workspaceLocationEntryOrError"]
         nodes = [n for r in entry["locationOrLoadError"]["repositories"] for n in r["assetNodes"]]
         keys = [{"path": n["assetKey"]["path"]} for n in nodes]
         groups = sorted({n["groupName"] for n in nodes})
-        group = {"groupName": "salesforce_custom", "repositoryName": "__repository__", "repositoryLocationName": location}
+        group = {"groupName": "salesforce_custom", **live.REPOSITORY_SELECTOR}
         plan = [
             ("LocationWorkspaceAssetsQuery", "asset graph + catalog: every asset node of the location",
              {"name": location}, lambda d: f"{len(nodes)} nodes, {len(groups)} groups"),
@@ -412,21 +303,12 @@ def graphql_benchmark(state: Path, repeats: int = 3, folders: int = 30, timeout:
             ("AssetHealthQuery", "asset health, every asset at once", {"assetKeys": keys},
              lambda d: f"{len(d['assetsOrError']['nodes'])} assets"),
         ]
-        queries = []
-        for name, what, variables, summary in plan:
-            seconds, result, size = [], "", 0
-            for _ in range(repeats):
-                started = time.perf_counter()
-                data = _post(url, documents[name], variables)
-                seconds.append(time.perf_counter() - started)
-                result, size = summary(data), len(json.dumps(data))
-            queries.append({"name": name, "what": what, "seconds": seconds, "best_s": min(seconds),
-                            "result": result, "response_bytes": size})
-        return {"startup_seconds": startup, "location": location, "asset_nodes": len(nodes), "groups": groups,
-                "partitions": folders, "queries": queries}
-    finally:
-        stop_process_group(process)
-        shutil.rmtree(home, ignore_errors=True)
+        what = {name: text for name, text, _, _ in plan}
+        queries = time_queries(url, [(name, documents[name], variables, summary)
+                                     for name, _, variables, summary in plan], repeats)
+        return {"startup_seconds": web["startup_seconds"], "location": location, "asset_nodes": len(nodes),
+                "groups": groups, "partitions": folders,
+                "queries": [{"name": q["name"], "what": what[q["name"]], **q} for q in queries]}
 
 
 # ---------------------------------------------------------------- all of it

@@ -19,43 +19,21 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from etl_assets.tools import live
+
+REPO = live.REPO
 LOCAL_YAML = REPO / "deploy" / "dagster.local.yaml"
-BIN = Path(sys.executable).parent
+BIN = live.BIN
 DISCOVERED_ENV = "ETL_ASSETS_SALESFORCE_DISCOVERED"
-LOCATION, REPOSITORY, JOB = "etl_assets", "__repository__", "salesforce_backup_job"
-REPOSITORY_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+JOB = "salesforce_backup_job"
 PARTITIONS_DEF = "salesforce_differential_folders"
 FIRST_DAY = datetime.date(2024, 6, 1)
-FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
-
-LAUNCH = """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-  ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
-ADD_PARTITION = """mutation($name: String!, $key: String!, $repo: RepositorySelector!) {
-  addDynamicPartition(partitionsDefName: $name, partitionKey: $key, repositorySelector: $repo) {
-  __typename ... on PythonError { message } ... on DuplicateDynamicPartitionError { partitionName } } }"""
-BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-  __typename ... on PartitionBackfill { status timestamp endTimestamp } ... on PythonError { message } } }"""
-RUNS = """query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
-  runId status creationTime startTime endTime
-  stepStats { stepKey status startTime endTime } } } } }"""
-RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
-  runId status creationTime startTime endTime stepStats { stepKey status startTime endTime } } } }"""
-DAEMON_HEALTH = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"""
-LOCATION_STATUS = """{ workspaceOrError { ... on Workspace { locationEntries { name
-  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
 def folder_name(index: int) -> str:
@@ -92,86 +70,13 @@ def asset_paths(objects: list[str]) -> list[dict]:
     return [{"path": list(object_asset_key(catalog[name]).path)} for name in objects]
 
 
-def post(url: str, query: str, variables: dict | None = None, timeout: float = 60.0) -> dict:
-    """One GraphQL request. A query (not a mutation, which must not run twice) is retried a few
-    times on a server error: the webserver answers 500 while SQLite storage is busy."""
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    attempts = 1 if query.lstrip().startswith("mutation") else 5
-    for attempt in range(attempts):
-        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                payload = json.load(response)
-            break
-        except urllib.error.HTTPError as error:
-            if error.code < 500 or attempt == attempts - 1:
-                raise
-            time.sleep(1)
-    if payload.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
-    return payload["data"]
-
-
 def add_partitions(url: str, folders: list[str]) -> None:
-    for folder in folders:
-        result = post(url, ADD_PARTITION, {"name": PARTITIONS_DEF, "key": folder, "repo": REPOSITORY_SELECTOR})
-        kind = result["addDynamicPartition"]["__typename"]
-        if kind not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
-            raise RuntimeError(f"adding partition {folder}: {result}")
+    live.add_partitions(url, PARTITIONS_DEF, folders)
 
 
 def launch_folder_run(url: str, folder: str, assets: list[dict]) -> str:
     """A run of salesforce_backup_job for one folder and the given objects, as the UI launches it."""
-    params = {"selector": {**REPOSITORY_SELECTOR, "jobName": JOB, "assetSelection": assets},
-              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": folder}]}}
-    result = post(url, LAUNCH, {"params": params})["launchPipelineExecution"]
-    if result["__typename"] != "LaunchRunSuccess":
-        raise RuntimeError(f"launching {folder}: {result}")
-    return result["run"]["runId"]
-
-
-def launch_backfill(url: str, folders: list[str], assets: list[dict]) -> str:
-    """An asset backfill of the folders (one run per folder, as the UI's backfill dialog does)."""
-    params = {"partitionNames": folders, "assetSelection": assets, "fromFailure": False}
-    result = post(url, BACKFILL, {"params": params})["launchPartitionBackfill"]
-    if result["__typename"] != "LaunchBackfillSuccess":
-        raise RuntimeError(f"backfill: {result}")
-    return result["backfillId"]
-
-
-def run_record(url: str, run_id: str) -> dict:
-    return post(url, RUN, {"id": run_id})["runOrError"]
-
-
-def wait_run(url: str, run_id: str, timeout: float, alive=lambda: True) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = run_record(url, run_id)
-        if run.get("status") in FINISHED:
-            return run
-        if not alive():
-            raise RuntimeError("a Dagster process exited while a run was in flight")
-        time.sleep(0.25)
-    raise TimeoutError(f"run {run_id} did not finish in {timeout:.0f} s: {run_record(url, run_id)}")
-
-
-def backfill_runs(url: str, backfill_id: str) -> list[dict]:
-    data = post(url, RUNS, {"filter": {"tags": [{"key": "dagster/backfill", "value": backfill_id}]}})
-    return data["runsOrError"]["results"]
-
-
-def wait_backfill(url: str, backfill_id: str, timeout: float, alive=lambda: True) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = post(url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        if status.get("status") in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
-            runs = backfill_runs(url, backfill_id)
-            if all(r["status"] in FINISHED for r in runs):
-                return {**status, "runs": runs}
-        if not alive():
-            raise RuntimeError("a Dagster process exited while the backfill was in flight")
-        time.sleep(1)
-    raise TimeoutError(f"backfill {backfill_id} did not finish in {timeout:.0f} s")
+    return live.launch_run(url, JOB, assets, partition=folder)
 
 
 def step_summary(run: dict) -> dict:
@@ -194,106 +99,6 @@ def step_summary(run: dict) -> dict:
     }
 
 
-# ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class Stack:
-    """dagster-webserver and dagster-daemon on one instance, each in its own process group."""
-
-    def __init__(self, home: Path, env: dict, log_dir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/graphql"
-        self.home, self.env, self.log_dir = home, {**env, "DAGSTER_HOME": str(home)}, log_dir
-        self.processes, self.logs = {}, {}
-
-    def start(self, name: str, command: list[str]) -> None:
-        self.logs[name] = self.log_dir / f"{name}.log"
-        log = open(self.logs[name], "wb")
-        self.processes[name] = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True, preexec_fn=_default_sigint)
-
-    def up(self, timeout: float = 300.0) -> float:
-        """The webserver first (it creates the instance's SQLite storage; two processes creating it at
-        once can both write its schema version), then the daemon, until its run queue is healthy."""
-        started = time.monotonic()
-        workspace = str(REPO / "workspace.yaml")
-        self.start("webserver", [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
-                                 "-p", str(self.port)])
-        self.wait_loaded(timeout)
-        self.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace])
-        while time.monotonic() - started < timeout:
-            if not self.alive():
-                raise RuntimeError(f"a Dagster process exited: {self.tail()}")
-            statuses = post(self.url, DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
-            if any(d["daemonType"] == "QUEUED_RUN_COORDINATOR" and d["healthy"] for d in statuses):
-                return time.monotonic() - started
-            time.sleep(0.5)
-        raise TimeoutError(f"the daemon did not report healthy in {timeout:.0f} s: {self.tail()}")
-
-    def alive(self) -> bool:
-        return all(p.poll() is None for p in self.processes.values())
-
-    def wait_loaded(self, timeout: float = 300.0) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if not self.alive():
-                raise RuntimeError(f"a Dagster process exited: {self.tail()}")
-            try:
-                entries = post(self.url, LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
-                kind = {e["name"]: (e["locationOrLoadError"] or {}).get("__typename") for e in entries}.get(LOCATION)
-                if kind == "PythonError":
-                    raise RuntimeError(f"the code location failed to load: {entries}")
-                if kind == "RepositoryLocation":
-                    return time.monotonic() - started
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"the code location did not load in {timeout:.0f} s: {self.tail()}")
-
-    def tail(self, chars: int = 3000) -> str:
-        return "\n".join(f"--- {n}: {p.read_text(errors='replace')[-chars:]}" for n, p in self.logs.items()
-                         if p.exists())
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(process.pid, sig)
-                    process.wait(timeout=20)
-                    os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group (run workers)
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-                break
-
-
-def stop_instigators(url: str) -> None:
-    """No sensor or schedule ticks during the measurement (a tick is CPU on a 2-core machine)."""
-    query = """query($repo: RepositorySelector!) {
-      sensorsOrError(repositorySelector: $repo) { ... on Sensors { results { id sensorState { status } } } }
-      schedulesOrError(repositorySelector: $repo) { ... on Schedules { results { id scheduleState { status } } } } }"""
-    data = post(url, query, {"repo": REPOSITORY_SELECTOR})
-    for sensor in data["sensorsOrError"]["results"]:
-        if sensor["sensorState"]["status"] == "RUNNING":
-            post(url, "mutation($id: String) { stopSensor(id: $id) { __typename } }", {"id": sensor["id"]})
-    for schedule in data["schedulesOrError"]["results"]:
-        if schedule["scheduleState"]["status"] == "RUNNING":
-            post(url, "mutation($id: String) { stopRunningSchedule(id: $id) { __typename } }", {"id": schedule["id"]})
-
-
 # ---------------------------------------------------------------- setups
 
 
@@ -313,21 +118,16 @@ def _postgres_database(name: str) -> dict:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cursor.execute(f'CREATE DATABASE "{name}"')
     connection.close()
-    return {"ETL_ASSETS_PG_HOST": PG["host"], "ETL_ASSETS_PG_PORT": str(PG["port"]),
-            "ETL_ASSETS_PG_USER": PG["user"], "ETL_ASSETS_PG_DATABASE": name}
+    return live.postgres_warehouse({**PG, "database": name})
 
 
 def _setup_env(root: Path, warehouse: str, state: Path | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETL_ASSETS_", "DAGSTER_"))}
-    env.update({"ETL_ASSETS_LANDING_ZONE": "local", "ETL_ASSETS_LANDING_ROOT": str(root / "landing"),
-                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(BIN.parent)})
-    if state:
-        env[DISCOVERED_ENV] = str(state)
+    settings = {DISCOVERED_ENV: str(state)} if state else {}
     if warehouse == "duckdb":
-        env.update({"ETL_ASSETS_WAREHOUSE": "duckdb", "ETL_ASSETS_DUCKDB_PATH": str(root / "warehouse.duckdb")})
+        settings.update(live.duckdb_warehouse(root / "warehouse.duckdb"))
     else:
-        env.update({"ETL_ASSETS_WAREHOUSE": "postgres", **_postgres_database(f"bench_folder_run_{os.getpid()}")})
-    return env
+        settings.update(_postgres_database(f"bench_folder_run_{os.getpid()}"))
+    return live.environment(landing=root / "landing", **settings)
 
 
 def _objects_in(env: dict, count: int) -> list[str]:
@@ -386,14 +186,13 @@ def measure_setup(name: str, warehouse: str, discovered: int, scales: list[int],
             objects, assets = _objects_in(env, most)
         log(f"  [{name}] generated {len(runs_folders) + len(backfill_folders)} folder(s) in "
             f"{time.perf_counter() - started:.1f} s; starting dagster-webserver and dagster-daemon")
-        stack = Stack(home, env, root)
-        result["startup_s"] = stack.up()
-        stop_instigators(stack.url)
+        stack = live.Stack({**env, "DAGSTER_HOME": str(home)}, root)
+        result["startup_s"] = stack.start()  # no sensor or schedule ticks (a tick is CPU on a 2-core machine)
         add_partitions(stack.url, runs_folders + backfill_folders)
         for folder, scale in zip(runs_folders, scales):
             load = os.getloadavg()
             run_id = launch_folder_run(stack.url, folder, assets[:scale])
-            run = wait_run(stack.url, run_id, timeout=1800, alive=stack.alive)
+            run = live.wait_run(stack.url, run_id, timeout=1800, services=stack.services)
             summary = {"objects": scale, "folder": folder, **step_summary(run), "loadavg_before": load,
                        "loadavg_after": os.getloadavg()}
             result["runs"].append(summary)
@@ -403,8 +202,8 @@ def measure_setup(name: str, warehouse: str, discovered: int, scales: list[int],
         if backfill:
             load = os.getloadavg()
             submitted = time.time()
-            backfill_id = launch_backfill(stack.url, backfill_folders, assets[:10])
-            done = wait_backfill(stack.url, backfill_id, timeout=3600, alive=stack.alive)
+            backfill_id = live.launch_backfill(stack.url, backfill_folders, assets[:10])
+            done = live.wait_backfill(stack.url, backfill_id, timeout=3600, services=stack.services)
             runs = done["runs"]
             ended = max(r["endTime"] or 0 for r in runs)
             result["backfill"] = {

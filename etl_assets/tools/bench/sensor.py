@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from etl_assets.tools import live
 
 FIRST_FOLDER_DAY = datetime.date(1990, 1, 1)
 S3_SETUP_BUDGET_SECONDS = 240.0
@@ -44,19 +43,32 @@ def _keys(folder: str, objects: list[str]) -> list[str]:
     return [f"backup/{folder}/{name}/{name.lower()}_part1.csv" for name in objects]
 
 
+def touch_keys(root: Path, keys) -> None:
+    for key in keys:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+
 def build_local_tree(root: Path, folders: int, objects: list[str]) -> float:
     """N folders x one empty CSV per object; reused when already complete."""
     marker = root / f".complete_{folders}"
     if marker.exists():
         return 0.0
     started = time.perf_counter()
-    for folder in folder_names(folders):
-        for key in _keys(folder, objects):
-            path = root / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+    touch_keys(root, (k for f in folder_names(folders) for k in _keys(f, objects)))
     marker.touch()
     return time.perf_counter() - started
+
+
+def local_folder_adder(root: Path, objects: list[str]):
+    """add_folder(folder, remove=False): one empty CSV per object in a new folder of a local zone, or none."""
+    def add_folder(folder: str, remove: bool = False) -> None:
+        if remove:
+            shutil.rmtree(root / "backup" / folder, ignore_errors=True)
+        else:
+            touch_keys(root, _keys(folder, objects))
+    return add_folder
 
 
 def _tick(zone_factory, cursor, catalog, loaded) -> tuple[dict, object]:
@@ -67,25 +79,31 @@ def _tick(zone_factory, cursor, catalog, loaded) -> tuple[dict, object]:
     scan = scan_backups(zone, cursor, catalog, loaded=loaded)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "list_calls": zone.list_calls, "run_requests": len(scan.run_requests),
-            "new_folders": len(scan.new_folders)}, scan.cursor
+            "new_folders": len(scan.new_folders), "unknown_objects": len(scan.unknown_objects)}, scan.cursor
 
 
-def _measure(kind: str, zone_factory, add_folder, folders: int, objects: list[str], setup: float,
-             instance) -> dict:
+def three_ticks(zone_factory, add_folder, folders: int, catalog: dict, instance) -> tuple[dict, dict, dict]:
+    """The first tick (empty cursor: everything is new), a tick with nothing new (what every quiet
+    tick costs), and one after a new folder (the same cursor), each with a fresh zone's list calls."""
     from etl_assets.salesforce.sensors import BackupCursor, loaded_from_instance
 
-    catalog = _catalog()
     loaded = loaded_from_instance(instance)
     first, cursor = _tick(zone_factory, BackupCursor(), catalog, loaded)
-    idle, _ = _tick(zone_factory, cursor, catalog, loaded)  # nothing new: what every quiet tick costs
+    idle, _ = _tick(zone_factory, cursor, catalog, loaded)
     new_folder = folder_names(folders + 1)[-1]
     add_folder(new_folder)
     try:
         one_new, _ = _tick(zone_factory, cursor, catalog, loaded)
     finally:
         add_folder(new_folder, remove=True)
+    return first, idle, one_new
+
+
+def _measure(kind: str, zone_factory, add_folder, folders: int, objects: list[str], setup: float,
+             instance) -> dict:
     from etl_assets.salesforce.sensors import OPEN_FOLDERS
 
+    first, idle, one_new = three_ticks(zone_factory, add_folder, folders, _catalog(), instance)
     # Local: one listing per directory (root, folders, object folders) of the open and new folders;
     # S3: one page per 1,000 keys of them. Anything near the history's size would fail.
     bound = (2 + (OPEN_FOLDERS + 1) * (1 + len(objects))) if kind == "local" else 2
@@ -99,25 +117,9 @@ def local_benchmark(root: Path, folders: int, instance) -> dict:
     objects = list(_catalog())
     setup = build_local_tree(root, folders, objects)
 
-    def add_folder(folder: str, remove: bool = False) -> None:
-        for key in _keys(folder, objects):
-            path = root / key
-            if remove:
-                path.unlink(missing_ok=True)
-                for parent in (path.parent, path.parent.parent):
-                    if parent.exists() and not any(parent.iterdir()):
-                        parent.rmdir()
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()
+    add_folder = local_folder_adder(root, objects)
 
     return _measure("local", lambda: LocalLandingZone(root=str(root)), add_folder, folders, objects, setup, instance)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _seed_moto_backend(bucket: str, keys: list[str]) -> bool:
@@ -135,67 +137,76 @@ def _seed_moto_backend(bucket: str, keys: list[str]) -> bool:
         return False
 
 
+class MotoBucket:
+    """A bucket of moto's S3 server (over HTTP), and the landing zone that lists it."""
+
+    CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+
+    def __init__(self, endpoint: str, bucket: str):
+        import boto3
+
+        self.endpoint, self.bucket = endpoint, bucket
+        self.client = boto3.client("s3", endpoint_url=endpoint, **self.CREDENTIALS)
+        self.client.create_bucket(Bucket=bucket)
+
+    def put(self, key: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=b"")
+
+    def seed(self, keys: list[str]) -> bool:
+        """Straight into the server's store (see _seed_moto_backend); False if not possible."""
+        return _seed_moto_backend(self.bucket, keys)
+
+    def folder_adder(self, objects: list[str]):
+        """add_folder(folder, remove=False): one empty CSV per object in a new folder, or none."""
+        def add_folder(folder: str, remove: bool = False) -> None:
+            for key in _keys(folder, objects):
+                if remove:
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                else:
+                    self.put(key)
+        return add_folder
+
+    def zone(self):
+        from dagster_aws.s3 import S3Resource
+
+        from etl_assets.landing.zone import S3LandingZone
+
+        return S3LandingZone(s3=S3Resource(endpoint_url=self.endpoint, **self.CREDENTIALS), bucket=self.bucket)
+
+
+@contextmanager
+def moto_bucket(bucket: str) -> Iterator[MotoBucket]:
+    with live.moto_server() as endpoint:
+        yield MotoBucket(endpoint, bucket)
+
+
 def s3_benchmark(folders: int, instance, notes: list[str], budget: float = S3_SETUP_BUDGET_SECONDS) -> dict:
     """The tree is put into the moto server's store directly (listing still goes over HTTP); if
     that is not possible, keys are uploaded with concurrent PUTs and, if the rate says the whole
     tree would take longer than `budget`, the folder count is reduced (and said so in the notes)."""
-    import logging
-
-    import boto3
-    from dagster_aws.s3 import S3Resource
-    from moto.server import ThreadedMotoServer
-
-    from etl_assets.landing.zone import S3LandingZone
-
     objects = list(_catalog())
-    port = _free_port()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"region_name": "us-east-1", "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, **credentials)
-        bucket = "bench-landing"
-        client.create_bucket(Bucket=bucket)
-
-        def put(key: str) -> None:
-            client.put_object(Bucket=bucket, Key=key, Body=b"")
-
+    with moto_bucket("bench-landing") as s3:
         started = time.perf_counter()
         names = folder_names(folders)
         target = folders
-        if _seed_moto_backend(bucket, [k for f in names for k in _keys(f, objects)]):
+        if s3.seed([k for f in names for k in _keys(f, objects)]):
             notes.append("S3: the keys were put into the moto server's store in-process (setup); every listing "
                          "the sensor makes goes over HTTP to the server")
             names = []
         with ThreadPoolExecutor(max_workers=16) as pool:
             # A probe of 100 folders sets the rate; then the rest, or as many as the budget allows.
             probe = min(100, len(names))
-            list(pool.map(put, [k for f in names[:probe] for k in _keys(f, objects)]))
+            list(pool.map(s3.put, [k for f in names[:probe] for k in _keys(f, objects)]))
             rate = probe / (time.perf_counter() - started)
             if names and folders / rate > budget:
                 target = max(probe, int(rate * budget) // 1000 * 1000 or probe)
                 notes.append(f"S3 (moto) uploads ran at {rate * len(objects):,.0f} keys/s: {folders:,} folders would "
                              f"take {folders / rate:,.0f} s, so the S3 landing zone holds {target:,} folders "
                              f"({target * len(objects):,} keys)")
-            list(pool.map(put, [k for f in names[probe:target] for k in _keys(f, objects)]))
+            list(pool.map(s3.put, [k for f in names[probe:target] for k in _keys(f, objects)]))
         setup = time.perf_counter() - started
-
-        def add_folder(folder: str, remove: bool = False) -> None:
-            for key in _keys(folder, objects):
-                if remove:
-                    client.delete_object(Bucket=bucket, Key=key)
-                else:
-                    put(key)
-
-        def zone() -> S3LandingZone:
-            return S3LandingZone(s3=S3Resource(endpoint_url=endpoint, **credentials), bucket=bucket)
-
         # moto holds the listing in-process Python; its per-page cost is moto's, not S3's.
-        return _measure("s3 (moto server)", zone, add_folder, target, objects, setup, instance)
-    finally:
-        server.stop()
+        return _measure("s3 (moto server)", s3.zone, s3.folder_adder(objects), target, objects, setup, instance)
 
 
 # ---------------------------------------------------------------- GraphQL
@@ -211,18 +222,11 @@ PARTITION_STATUS = """query PartitionStatus($path: [String!]!) { assetNodeOrErro
   materializingPartitions unmaterializedPartitions } } } } }"""
 
 
-def _post(url: str, query: str, variables: dict | None = None, timeout: float = 300.0) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = json.loads(response.read())
-    if payload.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {payload['errors'][:2]}")
-    return payload["data"]
-
-
-def graphql_benchmark(partitions: int, repeats: int = 3, startup_timeout: float = 240.0) -> dict:
-    """dagster-webserver on a temporary instance holding `partitions` dynamic partitions."""
+@contextmanager
+def partitioned_webserver(partitions: list[str], timeout: float, env: dict | None = None) -> Iterator[dict]:
+    """dagster-webserver on a temporary instance holding `partitions` as the backup folders' dynamic
+    partitions, once it has loaded the code location: {"server", "partitions" (stored),
+    "add_partitions_seconds", "startup_seconds"}. `env`: more variables for the webserver."""
     import dagster as dg
 
     from etl_assets.salesforce.partitions import differential_folders
@@ -231,75 +235,47 @@ def graphql_benchmark(partitions: int, repeats: int = 3, startup_timeout: float 
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     started = time.perf_counter()
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions(differential_folders.name, folder_names(partitions))
+        instance.add_dynamic_partitions(differential_folders.name, partitions)
         stored = len(instance.get_dynamic_partitions(differential_folders.name))
-    add_seconds = time.perf_counter() - started
-
-    port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    repo = Path(__file__).resolve().parents[2]
-    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "etl_assets.definitions",
-               "-h", "127.0.0.1", "-p", str(port)]
-    log = open(home / "webserver.log", "wb")
-    # A webserver started from a script inherits SIGINT ignored; reset it and give it its own group.
-    process = subprocess.Popen(command, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    url = f"http://127.0.0.1:{port}/graphql"
-    launched = time.perf_counter()
+    added = time.perf_counter() - started
+    server = live.Server("webserver", live.environment(home=home, **(env or {})), home)
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dagster-webserver exited: {(home / 'webserver.log').read_text()[-2000:]}")
-            if time.perf_counter() - launched > startup_timeout:
-                raise RuntimeError("dagster-webserver did not load the code location in time")
-            try:
-                data = _post(url, "{ workspaceOrError { ... on Workspace { locationEntries { name "
-                                  "locationOrLoadError { __typename } } } } }", timeout=10)
-                entries = data["workspaceOrError"]["locationEntries"]
-                if entries and all(e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-                                   for e in entries):
-                    break
-                if any(e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"] == "PythonError" for e in entries):
-                    raise RuntimeError(f"the code location failed to load: {entries}")
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.25)
-        startup = time.perf_counter() - launched
+        startup = server.wait_loaded(timeout)
+        yield {"server": server, "partitions": stored, "add_partitions_seconds": added, "startup_seconds": startup}
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def time_queries(url: str, plan, repeats: int) -> list[dict]:
+    """Each (name, query, variables, summary) of `plan` sent `repeats` times: the seconds of each,
+    the best, the summary of the answer and its size."""
+    queries = []
+    for name, query, variables, summary in plan:
+        seconds, result, size = [], "", 0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            data = live.graphql(url, query, variables, timeout=300)
+            seconds.append(time.perf_counter() - started)
+            result, size = summary(data), len(json.dumps(data))
+        queries.append({"name": name, "seconds": seconds, "best_s": min(seconds), "result": result,
+                        "response_bytes": size})
+    return queries
+
+
+def graphql_benchmark(partitions: int, repeats: int = 3, startup_timeout: float = 240.0) -> dict:
+    """dagster-webserver on a temporary instance holding `partitions` dynamic partitions."""
+    with partitioned_webserver(folder_names(partitions), startup_timeout) as web:
         path = {"path": ["salesforce", "task"]}
-        queries = []
-        for name, query, variables, summary in (
+        queries = time_queries(web["server"].url, (
             ("asset graph (assetNodes)", ASSET_GRAPH, None, lambda d: f"{len(d['assetNodes'])} asset nodes"),
             ("salesforce/task partition keys", PARTITION_KEYS, path,
              lambda d: f"{len(d['assetNodeOrError']['partitionKeysByDimension'][0]['partitionKeys']):,} keys"),
             ("salesforce/task partition statuses", PARTITION_STATUS, path,
              lambda d: f"{d['assetNodeOrError']['partitionStats']['numPartitions']:,} partitions"),
-        ):
-            seconds, result = [], ""
-            for _ in range(repeats):
-                t = time.perf_counter()
-                data = _post(url, query, variables)
-                seconds.append(time.perf_counter() - t)
-                result = summary(data)
-            queries.append({"name": name, "seconds": seconds, "result": result})
-        return {"partitions": stored, "add_partitions_seconds": add_seconds, "startup_seconds": startup,
-                "queries": queries}
-    finally:
-        stop_process_group(process)
-        log.close()
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM to a webserver's process group (its code servers too), SIGKILL if it lingers."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+        ), repeats)
+        return {"partitions": web["partitions"], "add_partitions_seconds": web["add_partitions_seconds"],
+                "startup_seconds": web["startup_seconds"], "queries": queries}
 
 
 def run_sensor_benchmark(folders: int, data_root: Path, s3: bool = True, graphql: bool = True, log=print) -> dict:
