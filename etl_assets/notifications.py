@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 
-import boto3
-import dagster as dg
+from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
+from etl_assets.aws import aws_client
 
-class Notifier(dg.ConfigurableResource):
-    """Publishes one JSON message per load outcome (file, table, status, reason)."""
+
+class Notifier(ResourceWithBoto3Configuration):
+    """Publishes one JSON message per outcome (a load, a failed run, missed freshness). Configured like
+    dagster-aws' S3Resource (keys, session token, profile): give it the same credentials."""
 
     topic_arn: str = Field(default="", description="SNS topic; empty means notifications are only logged.")
-    region_name: str = "us-east-1"
-    endpoint_url: str = ""
+    region_name: str | None = "us-east-1"
+    endpoint_url: str | None = Field(default="", description="SNS endpoint; empty means AWS's.")
 
     _client = PrivateAttr(default=None)
 
@@ -27,5 +29,5 @@ class Notifier(dg.ConfigurableResource):
                 log.info(f"Notification (no SNS topic configured): {body}")
             return None
         if self._client is None:
-            self._client = boto3.client("sns", region_name=self.region_name, endpoint_url=self.endpoint_url or None)
+            self._client = aws_client(self, "sns", endpoint_url=self.endpoint_url)
         return self._client.publish(TopicArn=self.topic_arn, Subject=subject, Message=body)["MessageId"]

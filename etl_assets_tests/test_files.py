@@ -299,7 +299,7 @@ def test_redshift_plan_runs_post_load_sql_in_the_load_transaction(tmp_path):
     redshift = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
     batch = StagedBatchWriter(table_spec("finance", "ledger", {"entry_id": ColumnType.INTEGER}), "k",
                               mode="append").close()
-    plan = redshift.load_plan(batch, {}, after=[Step("DELETE FROM finance.ledger_balances", label="post-load 1")])
+    plan = redshift.plan(batch, {}, after=[Step("DELETE FROM finance.ledger_balances", label="post-load 1")])
     assert plan.transaction[-1].sql == "DELETE FROM finance.ledger_balances"
     assert all("ledger_balances" not in s.sql for s in plan.prepare)
     assert plan.transaction[0].sql.startswith("LOCK"), "one transaction, locked first"

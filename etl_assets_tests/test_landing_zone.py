@@ -186,3 +186,21 @@ def test_listing_is_in_key_order_when_a_name_extends_a_folder_name(zone_of, land
     (landing_root / "backup/20240505_Differential/Task-old.csv").write_bytes(b"Id\n")
     listed = keys(zone_of(kind))
     assert listed == [k for k in tree_keys(landing_root) if k.startswith("backup/")]
+
+
+def test_move_copies_large_files_in_parts(zones, s3_bucket, tmp_path):
+    """A move is boto3's managed copy: above 8 MB it copies in parts (an ETag ending in -<parts>, where
+    the file was put whole), the path that also moves files over copy_object's 5 GB limit; the bytes
+    arrive and the source goes."""
+    client, bucket = s3_bucket
+    source = tmp_path / "big.csv"
+    source.write_bytes(b"Id,Body\n" + b"00T000000000001AAA," + b"x" * (9 << 20) + b"\n")
+    zones["local"].put_file("files/big.csv", source)
+    client.put_object(Bucket=bucket, Key="files/big.csv", Body=source.read_bytes())
+    assert "-" not in client.head_object(Bucket=bucket, Key="files/big.csv")["ETag"]
+    for kind, zone in zones.items():
+        zone.move("files/big.csv", "archive/files/big.csv")
+        assert not zone.exists("files/big.csv") and zone.exists("archive/files/big.csv"), kind
+        with zone.local_copy("archive/files/big.csv") as path:
+            assert path.read_bytes() == source.read_bytes(), kind
+    assert client.head_object(Bucket=bucket, Key="archive/files/big.csv")["ETag"].strip('"').endswith("-2")

@@ -258,7 +258,7 @@ def test_a_failed_copy_names_redshift_load_errors(redshift, postgres_database):
                 "port": postgres_database["port"], "user": postgres_database["user"],
                 "database": postgres_database["database"]}
     pg = RedshiftWarehouse(**settings)
-    staging = pg.planned_staging(batch_of([("A", 1, "a")]))
+    staging = pg.staging_location(batch_of([("A", 1, "a")]))
     with pg.session() as session:
         session.execute("CREATE TABLE sys_load_error_detail (file_name CHAR(256), line_number BIGINT, "
                         "column_name CHAR(127), error_code INTEGER, error_message CHAR(512), start_time TIMESTAMP)")
@@ -363,3 +363,30 @@ def test_the_long_text_policy_of_the_catalog_shapes_the_redshift_plan(capsys):
     batch.max_bytes["litify_pm__description__c"] = 500_000  # no VARCHAR bucket holds it; SUPER needs none
     assert '"litify_pm__description__c" SUPER' in redshift.create_table_sql(obj.table_spec(), batch)
     assert redshift.widen_steps(obj.table_spec(), batch, {"litify_pm__description__c": None}) == []
+
+
+def test_the_plan_copies_from_the_manifests_its_load_uploads(redshift, s3_bucket):
+    """The staging location is the batch's own (no location passed around): the plan printed for a
+    batch names exactly the manifests its upload writes."""
+    client, bucket = s3_bucket
+    batch = batch_of([("A", 1, "a")], reject=True)
+    copies = [s.sql for s in redshift.plan(batch, {}).transaction if s.sql.startswith("COPY ")]
+    staging = redshift.upload(batch)
+    assert copies == [redshift._copy(STAGING, staging.rows_manifest),
+                      redshift._copy('"salesforce"."note__c_rejects"', staging.rejects_manifest)]
+    for manifest in (staging.rows_manifest, staging.rejects_manifest):
+        client.head_object(Bucket=bucket, Key=manifest.removeprefix(f"s3://{bucket}/"))
+    redshift.remove(staging)
+    batch.discard()
+
+
+def test_removing_staged_files_goes_through_every_page_of_the_listing(redshift, s3_bucket):
+    """More staged keys than one listing page (1,000) are all removed."""
+    client, bucket = s3_bucket
+    batch = batch_of([("A", 1, "a")])
+    staging = redshift.staging_location(batch)
+    for n in range(1_001):
+        client.put_object(Bucket=bucket, Key=f"{staging.prefix}/part-{n:05d}.parquet", Body=b"")
+    redshift.remove(staging)
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=staging.prefix)
+    batch.discard()

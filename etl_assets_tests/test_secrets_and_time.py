@@ -30,6 +30,7 @@ import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from etl_assets.aws import aws_client
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.staging import SourceFile, stage_object
 from etl_assets.tools.salesforce_sample import salesforce_id
@@ -204,3 +205,22 @@ def test_timestamps_round_trip_as_utc_on_duckdb_postgres_and_the_redshift_path(t
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_notifications_and_the_data_api_sign_with_the_configured_credentials(monkeypatch):
+    """SNS and the Redshift Data API clients use the keys the deployment configured (the S3Resource's,
+    given to the Notifier the same way), not whatever boto3's default chain finds in the environment."""
+    from etl_assets.notifications import Notifier
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-environment")
+    configured = {"aws_access_key_id": "configured-key", "aws_secret_access_key": "configured-secret",
+                  "aws_session_token": "configured-token"}
+    redshift = RedshiftWarehouse(connection="data_api", workgroup_name="w", region_name="eu-west-1",
+                                 s3=S3Resource(**configured), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
+    notifier = Notifier(topic_arn="arn:aws:sns:eu-west-1:1:t", region_name="eu-west-1", **configured)
+    for client in (redshift.data_api_client(), aws_client(notifier, "sns")):
+        credentials = client._request_signer._credentials
+        assert (credentials.access_key, credentials.secret_key, credentials.token) == (
+            "configured-key", "configured-secret", "configured-token")
+        assert client.meta.region_name == "eu-west-1"

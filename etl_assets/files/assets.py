@@ -26,9 +26,8 @@ from etl_assets.files.external import external_table, feed_for_key, load_externa
 from etl_assets.files.loading import OVERRIDE_TAG, FileLoad, FileRefused, Outcome
 from etl_assets.landing.zone import LandingZone
 from etl_assets.notifications import Notifier
-from etl_assets.warehouse.audit import LoadRecord, record_load
+from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.spec import quote
 
 GROUP = "files"
 ARCHIVE, ERROR, DUPLICATE, HELD = "archive/", "error/", "duplicate/", "held/"
@@ -115,15 +114,7 @@ def process_file(
             if landing_zone.exists(place + key + ".reason.txt"):
                 landing_zone.move(place + key + ".reason.txt", f"{ARCHIVE}{key}.previous-{LABEL[place]}.txt")
         landing_zone.put_text(destination + ".reason.txt", f"{record.status}: {record.error}\n")
-    record_load(warehouse, record)
-    try:
-        notifier.publish(
-            {"file": key, "table": record.target_table, "status": record.status, "reason": record.error,
-             "rows_loaded": record.rows_loaded, "run_id": context.run.run_id},
-            log=context.log,
-        )
-    except Exception as error:  # the load and its audit row stand; say loudly that the alert did not go out
-        context.log.error(f"Notification for {key} ({record.status}) could not be sent: {error}")
+    report_load(warehouse, record, notifier, context.log)
     if failure is not None:
         raise dg.Failure(
             description=f"{key}: {record.error}",
@@ -169,8 +160,7 @@ def build_file_asset(name: str, kind: str, description: str, kinds: set[str], lo
         outcome = process_file(context, kind, file_key, lambda file: load(file, landing_zone),
                                target, landing_zone, warehouse, notifier, action_of)
         metadata = _metadata(outcome, landing_zone, file_key)
-        schema, table = outcome.table.split(".", 1)
-        metadata["dagster/row_count"] = warehouse.query(f"SELECT COUNT(*) FROM {quote(schema)}.{quote(table)}")[0][0]
+        metadata["dagster/row_count"] = warehouse.count_rows(*outcome.table.split(".", 1))
         yield dg.MaterializeResult(metadata=metadata)
         if checks:
             drift = outcome.metadata.get("schema_drift", {})

@@ -24,9 +24,9 @@ from etl_assets.files.loading import (
     FileLoad,
     FileRefused,
     Outcome,
+    bookkeeping_table,
     check_content,
     content_steps,
-    ensure_table,
     header_mismatch,
     header_names,
     infer_types,
@@ -36,12 +36,14 @@ from etl_assets.files.loading import (
 )
 from etl_assets.landing.zone import LandingZone
 from etl_assets.warehouse.audit import utcnow
-from etl_assets.warehouse.base import Step, Warehouse
+from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.spec import ColumnType
 
 PREFIX = "csv/input/"
 PROCESSED = "csv/processed/"
-REGISTRY_SCHEMA, REGISTRY_TABLE = "etl_files", "schema_registry"
+REGISTRY = bookkeeping_table("etl_files", "schema_registry", {  # the discovered schema of each file
+    "dataset": ColumnType.STRING, "source_key": ColumnType.STRING, "columns": ColumnType.STRING,
+    "recorded_at": ColumnType.DATETIME})
 
 
 def dataset_for_key(key: str):
@@ -59,10 +61,14 @@ def csv_dataset_table(key: str) -> str:
     return f"{dataset.schema}.{dataset.table}"
 
 
-def _registry(warehouse: Warehouse) -> str:
-    text = ColumnType.STRING
-    return ensure_table(warehouse, REGISTRY_SCHEMA, REGISTRY_TABLE, {
-        "dataset": text, "source_key": text, "columns": text, "recorded_at": ColumnType.DATETIME})
+def previous_schema(warehouse: Warehouse, dataset: str, key: str) -> dict | None:
+    """The discovered schema of the dataset's latest file other than `key` (a re-run is compared with the file
+    before it)."""
+    warehouse.ensure_table(REGISTRY)
+    rows = warehouse.select(REGISTRY.schema, REGISTRY.name, ["recorded_at", "source_key", "columns"],
+                            {"dataset": dataset})
+    others = sorted(row for row in rows if row[1] != key)
+    return json.loads(others[-1][2]) if others else None
 
 
 def schema_drift(previous: dict[str, str | None] | None, current: dict[str, str | None]) -> dict[str, list]:
@@ -115,12 +121,7 @@ def load_csv_file(load: FileLoad, landing_zone: LandingZone) -> Outcome:
     inferred = infer_types(path, key, header, names, header_lines, "utf-8", ",")
     discovered = {name: type_.value if type_ else None for name, type_ in inferred.items()}
 
-    registry = _registry(warehouse)
-    p = warehouse.param
-    previous = warehouse.query(
-        f'SELECT "columns" FROM {registry} WHERE "dataset" = {p} AND "source_key" <> {p} '
-        f'ORDER BY "recorded_at" DESC LIMIT 1', [dataset.name, key])
-    known = json.loads(previous[0][0]) if previous else None
+    known = previous_schema(warehouse, dataset.name, key)
     drift = schema_drift(known, discovered)
     recorded = {**{c: t for c, t in (known or {}).items() if c in discovered}, **{c: t for c, t in discovered.items()
                                                                                   if t is not None}}
@@ -143,9 +144,9 @@ def load_csv_file(load: FileLoad, landing_zone: LandingZone) -> Outcome:
     try:
         parquet_path = work / "processed.parquet"
         write_processed(batch, types, selected, parquet_path)
-        after = [Step(f'DELETE FROM {registry} WHERE "source_key" = {p}', (key,)),
-                 Step(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p})",
-                      (dataset.name, key, json.dumps(recorded, sort_keys=True), utcnow()))]
+        discovered_row = {"dataset": dataset.name, "source_key": key, "columns": json.dumps(recorded, sort_keys=True),
+                          "recorded_at": utcnow()}
+        after = warehouse.upsert_steps(REGISTRY, discovered_row, key=("source_key",))
         after += content_steps(load, table, fingerprint, rows)
         result, shown = load_staged(warehouse, batch, after)
         # Written once the load committed: a refused or failed file leaves no Parquet in processed/.

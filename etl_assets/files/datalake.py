@@ -19,22 +19,24 @@ from etl_assets.files.loading import (
     FileRefused,
     Guards,
     Outcome,
+    bookkeeping_table,
     check_content,
     check_guards,
     content_steps,
-    ensure_table,
     load_staged,
     stage_typed_csv,
     table_spec,
 )
 from etl_assets.warehouse.audit import utcnow
-from etl_assets.warehouse.base import Step, Warehouse
+from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatchWriter
 from etl_assets.warehouse.spec import ColumnType, InvalidIdentifier, identifier
 
 PREFIX = "datalake/"
 ACTIONS = ("append", "truncate", "schema")
-REGISTRY_SCHEMA, REGISTRY_TABLE = "etl_files", "datalake_schemas"
+REGISTRY = bookkeeping_table("etl_files", "datalake_schemas", {  # the declared schema of each table
+    "db": ColumnType.STRING, "table_name": ColumnType.STRING, "definition": ColumnType.STRING,
+    "source_key": ColumnType.STRING, "updated_at": ColumnType.DATETIME})
 
 
 def parse_key(key: str) -> tuple[str, str, str, str]:
@@ -51,21 +53,14 @@ def parse_key(key: str) -> tuple[str, str, str, str]:
         raise FileRefused("ABORTED", str(error)) from None
 
 
-def _registry(warehouse: Warehouse) -> str:
-    text, when = ColumnType.STRING, ColumnType.DATETIME
-    return ensure_table(warehouse, REGISTRY_SCHEMA, REGISTRY_TABLE, {
-        "db": text, "table_name": text, "definition": text, "source_key": text, "updated_at": when})
-
-
 def datalake_table(key: str) -> str:
     db, _, table, _ = parse_key(key)
     return f"{db}.{table}"
 
 
 def declared_schema(warehouse: Warehouse, db: str, table: str) -> dict | None:
-    registry = _registry(warehouse)
-    p = warehouse.param
-    rows = warehouse.query(f'SELECT "definition" FROM {registry} WHERE "db" = {p} AND "table_name" = {p}', [db, table])
+    warehouse.ensure_table(REGISTRY)
+    rows = warehouse.select(REGISTRY.schema, REGISTRY.name, ["definition"], {"db": db, "table_name": table})
     return json.loads(rows[0][0]) if rows else None
 
 
@@ -149,11 +144,9 @@ def load_datalake_file(load: FileLoad) -> Outcome:
         reasons = incompatible_changes(current, new)
         if reasons:
             raise FileRefused("ABORTED", "incompatible schema change: " + "; ".join(reasons))
-    registry = _registry(warehouse)
-    p = warehouse.param
-    record = [Step(f'DELETE FROM {registry} WHERE "db" = {p} AND "table_name" = {p}', (db, table)),
-              Step(f"INSERT INTO {registry} VALUES ({p}, {p}, {p}, {p}, {p})",
-                   (db, table, json.dumps(new, sort_keys=True), key, utcnow()))]
+    declared = {"db": db, "table_name": table, "definition": json.dumps(new, sort_keys=True), "source_key": key,
+                "updated_at": utcnow()}
+    record = warehouse.upsert_steps(REGISTRY, declared, key=("db", "table_name"))
     empty = StagedBatchWriter(_spec(db, table, new), key, mode="append").close()
     result, _ = load_staged(warehouse, empty, record)  # creates the table or adds the new columns; no rows
     return Outcome(f"{db}.{table}", "schema", metadata={"added_columns": list(result.added_columns),

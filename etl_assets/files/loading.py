@@ -37,7 +37,6 @@ from etl_assets.warehouse.spec import (
     InvalidIdentifier,
     TableSpec,
     identifier,
-    quote,
 )
 
 STRING_DTYPE = pd.StringDtype("pyarrow")
@@ -45,7 +44,6 @@ STRING_DTYPE = pd.StringDtype("pyarrow")
 
 STATUSES = ("ABORTED", "FAILED", "DUPLICATE", "HELD")
 OVERRIDE_TAG = "files/override"  # a run tag: "guards", "duplicates" or both, comma-separated
-LOADED_FILES = ("etl_files", "loaded_files")  # content fingerprint of every file loaded, per target table
 # The types a column of text can be inferred as, narrowest first; anything else is text.
 INFERRED_ORDER = (ColumnType.INTEGER, ColumnType.FLOAT, ColumnType.BOOLEAN, ColumnType.DATE, ColumnType.DATETIME)
 
@@ -108,20 +106,14 @@ class Guards:
         return cls(int(raw.get("min_rows", 1)), raw.get("max_drop_percent"))
 
 
-def ensure_table(warehouse: Warehouse, schema: str, table: str, columns: dict[str, ColumnType]) -> str:
-    """Create a small bookkeeping table (registries) if it is missing; returns its quoted name."""
-    definitions = ", ".join(f"{quote(name)} {warehouse.type_names[type_]}" for name, type_ in columns.items())
-    with warehouse.session() as session:
-        session.lock_catalog()
-        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-        session.execute(f"CREATE TABLE IF NOT EXISTS {quote(schema)}.{quote(table)} ({definitions})")
-    return f"{quote(schema)}.{quote(table)}"
+def bookkeeping_table(schema: str, table: str, columns: dict[str, ColumnType]) -> TableSpec:
+    """A table the feeds keep beside the data (registries, fingerprints); `Warehouse.ensure_table` makes it."""
+    return TableSpec(schema, table, None, None, tuple(Column(name, type_) for name, type_ in columns.items()))
 
 
-def _loaded_files(warehouse: Warehouse) -> str:
-    text = ColumnType.STRING
-    return ensure_table(warehouse, *LOADED_FILES, {"fingerprint": text, "target_table": text, "source_key": text,
-                                                   "rows_loaded": ColumnType.INTEGER, "loaded_at": ColumnType.DATETIME})
+LOADED_FILES = bookkeeping_table("etl_files", "loaded_files", {  # the content fingerprint of every file loaded
+    "fingerprint": ColumnType.STRING, "target_table": ColumnType.STRING, "source_key": ColumnType.STRING,
+    "rows_loaded": ColumnType.INTEGER, "loaded_at": ColumnType.DATETIME})
 
 
 def check_content(load: FileLoad, table: str, allowed: bool) -> str:
@@ -130,12 +122,12 @@ def check_content(load: FileLoad, table: str, allowed: bool) -> str:
     fingerprint = load.fingerprint
     if allowed or "duplicates" in load.overrides:
         return fingerprint
-    p = load.warehouse.param
-    rows = load.warehouse.query(
-        f'SELECT "source_key" FROM {_loaded_files(load.warehouse)} WHERE "fingerprint" = {p} '
-        f'AND "target_table" = {p} AND "source_key" <> {p} ORDER BY "loaded_at" LIMIT 1', [fingerprint, table, load.key])
-    if rows:
-        raise FileRefused("DUPLICATE", f"duplicate of {rows[0][0]}: the same content (sha256 {fingerprint[:16]}) "
+    load.warehouse.ensure_table(LOADED_FILES)
+    loaded = load.warehouse.select(LOADED_FILES.schema, LOADED_FILES.name, ["loaded_at", "source_key"],
+                                   {"fingerprint": fingerprint, "target_table": table})
+    earlier = sorted(row for row in loaded if row[1] != load.key)
+    if earlier:
+        raise FileRefused("DUPLICATE", f"duplicate of {earlier[0][1]}: the same content (sha256 {fingerprint[:16]}) "
                                        f"was already loaded into {table}")
     return fingerprint
 
@@ -144,15 +136,10 @@ def content_steps(load: FileLoad, table: str, fingerprint: str, rows: int) -> li
     """Record the file's fingerprint inside the load's transaction: it exists exactly if the rows do."""
     from etl_assets.warehouse.audit import utcnow
 
-    p, name = load.warehouse.param, _loaded_files(load.warehouse)
-    return [Step(f'DELETE FROM {name} WHERE "source_key" = {p} AND "target_table" = {p}', (load.key, table)),
-            Step(f"INSERT INTO {name} VALUES ({p}, {p}, {p}, {p}, {p})", (fingerprint, table, load.key, rows, utcnow()))]
-
-
-def table_exists(warehouse: Warehouse, schema: str, table: str) -> bool:
-    p = warehouse.param
-    return bool(warehouse.query(f"SELECT 1 FROM information_schema.tables WHERE table_schema = {p} "
-                                f"AND table_name = {p}", [schema, table]))
+    load.warehouse.ensure_table(LOADED_FILES)
+    row = {"fingerprint": fingerprint, "target_table": table, "source_key": load.key, "rows_loaded": rows,
+           "loaded_at": utcnow()}
+    return load.warehouse.upsert_steps(LOADED_FILES, row, key=("source_key", "target_table"))
 
 
 def check_business_keys(load: FileLoad, batch: StagedBatch, key_columns: Sequence[str], allowed: bool) -> None:
@@ -161,26 +148,22 @@ def check_business_keys(load: FileLoad, batch: StagedBatch, key_columns: Sequenc
     if not key_columns or allowed or "duplicates" in load.overrides or not batch.files:
         return
     spec, warehouse = batch.spec, load.warehouse
-    if not table_exists(warehouse, spec.schema, spec.name):
+    if not warehouse.has_table(spec.schema, spec.name):
         return
     keys = pa.concat_tables([pq.read_table(f, columns=list(key_columns)) for f in batch.files])
-    values = sorted(set(zip(*(keys.column(c).to_pylist() for c in key_columns))), key=repr)
-    p, found, example = warehouse.param, 0, None
-    columns = ", ".join(quote(c) for c in key_columns)
-    for start in range(0, len(values), 500):
-        chunk = values[start:start + 500]
-        tuples = ", ".join("(" + ", ".join([p] * len(key_columns)) + ")" for _ in chunk)
-        rows = warehouse.query(
-            f"SELECT {columns}, MIN({quote(SOURCE_FILE)}) FROM {quote(spec.schema)}.{quote(spec.name)} "
-            f"WHERE ({columns}) IN ({tuples}) AND {quote(SOURCE_FILE)} <> {p} GROUP BY {columns}",
-            [v for value in chunk for v in value] + [load.key])
-        found += len(rows)
-        example = example or rows[:1]
-    if found:
-        *key, source = example[0]
+    values = set(zip(*(keys.column(c).to_pylist() for c in key_columns)))
+    first = sorted({value[0] for value in values}, key=repr)
+    loaded_from: dict[tuple, str] = {}  # each of the file's keys already loaded -> the first other file holding it
+    for start in range(0, len(first), 500):  # rows matching the first key column, then the whole key compared
+        for *key, source in warehouse.select(spec.schema, spec.name, [*key_columns, SOURCE_FILE],
+                                             {key_columns[0]: first[start:start + 500]}):
+            if tuple(key) in values and source != load.key:
+                loaded_from[tuple(key)] = min(source, loaded_from.get(tuple(key), source))
+    if loaded_from:
+        key, source = min(loaded_from.items(), key=repr)
         shown = ", ".join(f"{c}={v}" for c, v in zip(key_columns, key))
-        raise FileRefused("DUPLICATE", f"{found} of its {len(values)} business keys were already loaded from other "
-                                       f"files ({shown} from {source})", rows_read=batch.rows)
+        raise FileRefused("DUPLICATE", f"{len(loaded_from)} of its {len(values)} business keys were already loaded "
+                                       f"from other files ({shown} from {source})", rows_read=batch.rows)
 
 
 def check_guards(load: FileLoad, batch: StagedBatch, guards: Guards) -> None:
@@ -190,9 +173,7 @@ def check_guards(load: FileLoad, batch: StagedBatch, guards: Guards) -> None:
         return
     spec = batch.spec
     table = f"{spec.schema}.{spec.name}"
-    current = 0
-    if table_exists(load.warehouse, spec.schema, spec.name):
-        current = load.warehouse.query(f"SELECT COUNT(*) FROM {quote(spec.schema)}.{quote(spec.name)}")[0][0]
+    current = load.warehouse.count_rows(spec.schema, spec.name) if load.warehouse.has_table(spec.schema, spec.name) else 0
     override = f"; to apply it, re-run with the run tag {OVERRIDE_TAG}=guards"
     if batch.rows < guards.min_rows:
         what = "no rows" if batch.rows == 0 else f"{batch.rows} rows, fewer than the minimum of {guards.min_rows}"
@@ -217,6 +198,7 @@ def load_staged(warehouse: Warehouse, batch: StagedBatch, after: Sequence[Step] 
 
 
 def table_spec(schema: str, table: str, columns: dict[str, ColumnType], required=()) -> TableSpec:
+    """A feed's table: no key (files are appended or replace the table), `required` columns NOT NULL."""
     return TableSpec(schema, table, None, None,
                      tuple(Column(name, type_, name not in required) for name, type_ in columns.items()))
 

@@ -189,6 +189,8 @@ class S3LandingZone(LandingZone):
         return any(item["Key"] == self._key(key) for item in listed.get("Contents", []))
 
     def move(self, key: str, new_key: str) -> None:
+        """boto3's managed copy, not `copy_object`: it copies in parts above 8 MB, so files over
+        copy_object's 5 GB limit move too."""
         source = {"Bucket": self.bucket, "Key": self._key(key)}
-        self.client.copy_object(Bucket=self.bucket, Key=self._key(new_key), CopySource=source)
+        self.client.copy(source, self.bucket, self._key(new_key))
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

@@ -18,7 +18,7 @@ from etl_assets.salesforce.partitions import (
     full_backup_date,
 )
 from etl_assets.salesforce.staging import SourceFile, stage_object
-from etl_assets.warehouse.audit import LoadRecord, record_load
+from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
 
 DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
@@ -91,6 +91,16 @@ def object_description(obj: SalesforceObject) -> str:
             f"{newest}) into `{obj.schema}.{obj.table}`.\n\nColumns: {typed}.")
 
 
+def warn_unless_none(check: str, counted: str, count: int, description: str, samples: list[dict],
+                     fields: tuple[str, ...], **metadata) -> dg.AssetCheckResult:
+    """A WARN check that passes when nothing was counted, showing the first samples' `fields`."""
+    return dg.AssetCheckResult(
+        check_name=check, passed=count == 0, severity=dg.AssetCheckSeverity.WARN, description=description,
+        metadata={counted: count, **metadata,
+                  "examples": dg.MetadataValue.json([{k: s[k] for k in fields} for s in samples])},
+    )
+
+
 def object_kind(obj: SalesforceObject) -> str:
     return "managed" if obj.namespace else "custom" if "__" in obj.api_name else "standard"
 
@@ -138,10 +148,12 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 batch, report = stage_object(obj, files, partition=folder, limits=warehouse.text_limits,
                                              table_types=table_types)
         except CsvFormatError as error:
-            record_load(warehouse, LoadRecord(
+            # The same audit row and message as a load's (the IO manager's); with no notifier here the
+            # message is logged, and the run-failure sensor sends the run's notification.
+            report_load(warehouse, LoadRecord(
                 domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
                 target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
-            ))
+            ), None, context.log)
             raise dg.Failure(
                 description=f"{obj.api_name} in {folder} was not loaded: {error}",
                 metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
@@ -177,30 +189,15 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 "handling": "loaded as text columns; add them to catalog.yaml to type them",
             },
         )
-        yield dg.AssetCheckResult(
-            check_name=NO_TRUNCATED_VALUES,
-            passed=report.values_truncated == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=truncation_reason(obj, folder, report.values_truncated, report.truncated_samples),
-            metadata={
-                "values_truncated": report.values_truncated,
-                "examples": dg.MetadataValue.json(
-                    [{k: s[k] for k in ("file", "line", "column", "bytes")} for s in report.truncated_samples]),
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name=NO_REJECTED_ROWS,
-            passed=report.rows_rejected == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=rejects_reason(obj, folder, report.rows_rejected, report.reject_samples),
-            metadata={
-                "rows_rejected": report.rows_rejected,
-                "rejects_table": f"{obj.schema}.{obj.table}_rejects",
-                "examples": dg.MetadataValue.json(
-                    [{k: r[k] for k in ("_source_file", "_source_line", "column_name", "reason")} for r in report.reject_samples]
-                ),
-            },
-        )
+        yield warn_unless_none(
+            NO_TRUNCATED_VALUES, "values_truncated", report.values_truncated,
+            truncation_reason(obj, folder, report.values_truncated, report.truncated_samples),
+            report.truncated_samples, ("file", "line", "column", "bytes"))
+        yield warn_unless_none(
+            NO_REJECTED_ROWS, "rows_rejected", report.rows_rejected,
+            rejects_reason(obj, folder, report.rows_rejected, report.reject_samples),
+            report.reject_samples, ("_source_file", "_source_line", "column_name", "reason"),
+            rejects_table=f"{obj.schema}.{obj.table}_rejects")
 
     return salesforce_object
 

@@ -112,10 +112,6 @@ class SalesforceObject:
     def table(self) -> str:
         return identifier(self.api_name)
 
-    @property
-    def asset_name(self) -> str:
-        return self.table
-
     def column(self, name: str) -> CatalogColumn | None:
         """The catalog column for a warehouse column name (lower-cased)."""
         return next((c for c in self.columns if c.name == name), None)

@@ -52,7 +52,6 @@ from etl_assets.warehouse.spec import (
     SOURCE_LINE,
     SOURCE_PARTITION,
     TableSpec,
-    quote,
 )
 
 GROUP = "totesys"
@@ -110,15 +109,10 @@ def loaded_versions(warehouse: Warehouse, table: TotesysTable, since: dt.datetim
     """(key, last_updated) of the current-state rows stamped at or after `since`: what the
     overlap of a window re-reads and must not land twice. Empty before the first load."""
     spec = table.table_spec()
-    with warehouse.session() as session:
-        exists = session.fetchall(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = "
-            f"{session.param} AND table_name = {session.param}", [spec.schema, spec.name])[0][0]
-        if not exists:
-            return set()
-        rows = session.fetchall(
-            f"SELECT {quote(table.primary_key)}, {quote(VERSION_COLUMN)} FROM {warehouse.table(spec)} "
-            f"WHERE {quote(VERSION_COLUMN)} >= {session.param}", [since.replace(tzinfo=dt.timezone.utc)])
+    if not warehouse.has_table(spec.schema, spec.name):
+        return set()
+    rows = warehouse.select(spec.schema, spec.name, [table.primary_key, VERSION_COLUMN],
+                            at_least={VERSION_COLUMN: since.replace(tzinfo=dt.timezone.utc)})
     return {(key, naive_utc(stamp)) for key, stamp in rows}
 
 

@@ -51,17 +51,6 @@ class PipelineSummary:
     success: bool = True
 
 
-def _tables_exist(warehouse: Warehouse, schema: str, tables: tuple[str, ...]) -> bool:
-    with warehouse.session() as session:
-        marks = ", ".join([session.param] * len(tables))
-        rows = session.fetchall(
-            f"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {session.param} "
-            f"AND table_name IN ({marks})",
-            [schema, *tables],
-        )
-    return rows[0][0] == len(tables)
-
-
 def stale_models(instance: dg.DagsterInstance, graph, keys: list[dg.AssetKey]) -> list[dg.AssetKey]:
     """The models never built, or built before the latest materialization of one of their parents."""
     parents = {p for k in keys for p in graph.get(k).parent_keys}
@@ -93,7 +82,7 @@ def run_totesys_pipeline(defs: dg.Definitions, instance: dg.DagsterInstance, run
     graph = defs.resolve_asset_graph()
     dbt_keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("staging", "marts")]
     warehouse = resolved_warehouse()
-    if not _tables_exist(warehouse, "salesforce", SALESFORCE_SOURCES):
+    if not all(warehouse.has_table("salesforce", table) for table in SALESFORCE_SOURCES):
         summary.dbt_skipped_groups.append("salesforce_marts")
         dbt_keys = [k for k in dbt_keys if graph.get(k).group_name != "salesforce_marts"]
     stale = stale_models(instance, graph, dbt_keys)
@@ -120,5 +109,5 @@ def run_totesys_pipeline(defs: dg.Definitions, instance: dg.DagsterInstance, run
             summary.checks_failed.append(name)
     for key in sorted(dbt_keys, key=lambda k: k.path):
         if key.path[0] == "marts":
-            summary.mart_rows[f"marts.{key.path[1]}"] = warehouse.query(f'SELECT COUNT(*) FROM marts."{key.path[1]}"')[0][0]
+            summary.mart_rows[f"marts.{key.path[1]}"] = warehouse.count_rows("marts", key.path[1])
     return summary

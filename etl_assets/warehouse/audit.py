@@ -14,8 +14,9 @@ import datetime as dt
 import uuid
 from dataclasses import asdict, dataclass, field
 
+from etl_assets.notifications import Notifier
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.spec import ColumnType, quote
+from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, quote
 
 AUDIT_SCHEMA, AUDIT_TABLE = "etl_audit", "loads"
 STATUSES = ("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD")
@@ -65,60 +66,41 @@ class LoadRecord:
             raise ValueError(f"status must be one of {STATUSES}")
 
 
+AUDIT = TableSpec(AUDIT_SCHEMA, AUDIT_TABLE, None, None, tuple(Column(n, t) for n, t in COLUMNS.items()))
+
+
 def _table() -> str:
     return f"{quote(AUDIT_SCHEMA)}.{quote(AUDIT_TABLE)}"
-
-
-def _existing_columns(warehouse: Warehouse) -> list[str]:
-    """The audit table's columns as the catalog lists them ([] if there is no table): a plain read."""
-    p = warehouse.param
-    rows = warehouse.query(f"SELECT column_name FROM information_schema.columns WHERE table_schema = {p} "
-                           f"AND table_name = {p}", [AUDIT_SCHEMA, AUDIT_TABLE])
-    return [r[0] for r in rows]
-
-
-def ensure_audit_table(warehouse: Warehouse) -> None:
-    """Create the table, or add the columns an older version of it lacks (writers only)."""
-    text = warehouse.type_names[ColumnType.STRING]
-    if "VARCHAR(" in text:  # Redshift: error messages can be long
-        text = "VARCHAR(65535)"
-    types = {ColumnType.STRING: text}
-    existing = _existing_columns(warehouse)
-    if existing and set(COLUMNS) <= set(existing):
-        return
-    with warehouse.session() as session:
-        session.lock_catalog()
-        if not existing:
-            columns = ", ".join(f"{quote(n)} {types.get(t, warehouse.type_names[t])}" for n, t in COLUMNS.items())
-            session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(AUDIT_SCHEMA)}")
-            session.execute(f"CREATE TABLE IF NOT EXISTS {_table()} ({columns})")
-            return
-        present = {r[0] for r in session.fetchall(
-            f"SELECT column_name FROM information_schema.columns WHERE table_schema = {session.param} "
-            f"AND table_name = {session.param}", [AUDIT_SCHEMA, AUDIT_TABLE])}
-        for name, type_ in COLUMNS.items():
-            if name not in present:
-                type_name = types.get(type_, warehouse.type_names[type_])
-                session.execute(f"ALTER TABLE {_table()} ADD COLUMN {quote(name)} {type_name}")
 
 
 def record_load(warehouse: Warehouse, record: LoadRecord) -> LoadRecord:
     """Write one audit row (its own transaction, so a failed load is still recorded)."""
     record.finished_at = record.finished_at or utcnow()
-    ensure_audit_table(warehouse)
+    warehouse.ensure_table(AUDIT)
     values = asdict(record)
-    names = ", ".join(quote(n) for n in COLUMNS)
-    placeholders = ", ".join([warehouse.param] * len(COLUMNS))
     with warehouse.session() as session:
-        session.execute(f"INSERT INTO {_table()} ({names}) VALUES ({placeholders})", [values[n] for n in COLUMNS])
+        session.run(warehouse.upsert_steps(AUDIT, {n: values[n] for n in COLUMNS}))
     return record
+
+
+def report_load(warehouse: Warehouse, record: LoadRecord, notifier: Notifier | None, log) -> None:
+    """The one way every domain tells a load's outcome: the audit row, then the notification (the
+    run log when there is no notifier). A notification that cannot be sent is logged as an error
+    and nothing more: the load and its audit row stand."""
+    record_load(warehouse, record)
+    message = {"file": record.source_key, "table": record.target_table, "status": record.status,
+               "reason": record.error, "rows_loaded": record.rows_loaded, "run_id": record.run_id}
+    try:
+        (notifier or Notifier()).publish(message, log=log)
+    except Exception as error:
+        log.error(f"Notification for {record.source_key} ({record.status}) could not be sent: {error}")
 
 
 def find_loads(warehouse: Warehouse, table: str | None = None, since: dt.datetime | None = None,
                limit: int = 1000, status: str | None = None) -> list[dict]:
     """Audit rows, newest first, for a target table (schema.table or table), since a time, with a status.
     A read: no DDL, so a read-only user can run it and a missing table is simply no loads."""
-    present = set(_existing_columns(warehouse))
+    present = set(warehouse.column_types(AUDIT_SCHEMA, AUDIT_TABLE))
     if not present:
         return []
     clauses, params = [], []

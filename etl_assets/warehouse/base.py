@@ -144,6 +144,11 @@ class Session:
         """Serialize schema and table DDL across tables, where the engine needs it: on PostgreSQL
         `CREATE SCHEMA/TABLE IF NOT EXISTS` run by two transactions at once fails in the second."""
 
+    def run_ddl(self, steps: Sequence[Step]) -> None:
+        """Run a plan's `prepare` statements; Redshift commits each on its own (it cannot alter a
+        column's type inside a transaction block)."""
+        self.run(steps)
+
     def run(self, steps: Sequence[Step]) -> dict[str, int]:
         results: dict[str, int] = {}
         for step in steps:
@@ -203,20 +208,102 @@ class Warehouse(dg.ConfigurableResource):
     def _transient(self, error: BaseException) -> bool:
         return False
 
+    # --- What domains use: ensure a table, load a staged batch, count and select rows. ---------------
+    # Everything below this block is how an engine builds and runs the SQL behind them.
+
+    def ensure_table(self, spec: TableSpec) -> None:
+        """Create a table the platform keeps for itself (the audit trail, registries), or add the
+        columns an older version of it lacks. A read first, so an existing table costs no lock and
+        no DDL. Text is the engine's widest text type: these rows hold messages and JSON."""
+        existing = self.column_types(spec.schema, spec.name)
+        if existing and all(c.name in existing for c in spec.columns):
+            return
+        with self.session() as session:
+            session.lock_catalog()
+            present = self.table_columns(session, spec.schema, spec.name)
+            if not present:
+                columns = ", ".join(f"{quote(c.name)} {self.type_names[c.type]}" for c in spec.columns)
+                session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}")
+                session.execute(f"CREATE TABLE IF NOT EXISTS {self.table(spec)} ({columns})")
+                return
+            for c in spec.columns:
+                if c.name not in present:
+                    session.execute(f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(c.name)} {self.type_names[c.type]}")
+
     def load(self, batch: StagedBatch, after: Sequence[Step] = ()) -> LoadResult:
-        """Load `batch`; `after` runs inside the same transaction (a file feed's post-load SQL and
-        bookkeeping), so the rows and everything that follows them commit or roll back together."""
+        """Load `batch` by its mode (merge, append, replace); `after` runs inside the same transaction
+        (a file feed's post-load SQL, bookkeeping rows from `upsert_steps`), so the rows and everything
+        that follows them commit or roll back together."""
         spec = batch.spec
         self.check_limits(spec)
-        with self.session() as session:
-            session.lock_table(spec)
-            session.lock_catalog()
-            plan = self.load_plan(batch, self.table_columns(session, spec.schema, spec.name), after=after)
-            session.run(plan.prepare)
-        with self.session() as session:
-            session.lock_table(spec)
-            results = session.run(plan.transaction)
+        with self.staged(batch):
+            with self.session() as session:
+                session.lock_table(spec)
+                session.lock_catalog()
+                plan = self.plan(batch, self.table_columns(session, spec.schema, spec.name), after=after)
+                session.run_ddl(plan.prepare)
+            with self.session() as session:
+                session.lock_table(spec)
+                results = session.run(plan.transaction)
         return self.result(batch, results, plan)
+
+    def upsert_steps(self, spec: TableSpec, row: dict, key: Sequence[str] = ()) -> list[Step]:
+        """Steps (for `load(after=...)`) that replace the rows sharing `row`'s values of `key`
+        with `row`: a bookkeeping row that exists exactly when the load it describes committed."""
+        p, table = self.param, self.table(spec)
+        steps = []
+        if key:
+            where = " AND ".join(f"{quote(k)} = {p}" for k in key)
+            steps.append(Step(f"DELETE FROM {table} WHERE {where}", tuple(row[k] for k in key)))
+        names = ", ".join(quote(n) for n in row)
+        steps.append(Step(f"INSERT INTO {table} ({names}) VALUES ({', '.join([p] * len(row))})", tuple(row.values())))
+        return steps
+
+    def count_rows(self, schema: str, table: str, non_null: str | None = None) -> int:
+        """The table's rows, or those where column `non_null` is set."""
+        counted = f"COUNT({quote(non_null)})" if non_null else "COUNT(*)"
+        return self.query(f"SELECT {counted} FROM {quote(schema)}.{quote(table)}")[0][0]
+
+    def select(self, schema: str, table: str, columns: Sequence[str], where: dict | None = None,
+               at_least: dict | None = None) -> list[tuple]:
+        """`columns` of the rows whose values equal `where`'s (a list or set: any of its values) and are
+        at least `at_least`'s. Values always travel as parameters, never as SQL text."""
+        clauses, params = [], []
+        for column, value in (where or {}).items():
+            if isinstance(value, (list, tuple, set, frozenset)):
+                if not value:
+                    return []
+                clauses.append(f"{quote(column)} IN ({', '.join([self.param] * len(value))})")
+                params += list(value)
+            else:
+                clauses.append(f"{quote(column)} = {self.param}")
+                params.append(value)
+        for column, value in (at_least or {}).items():
+            clauses.append(f"{quote(column)} >= {self.param}")
+            params.append(value)
+        condition = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        names = ", ".join(quote(c) for c in columns)
+        return self.query(f"SELECT {names} FROM {quote(schema)}.{quote(table)}{condition}", params)
+
+    def has_table(self, schema: str, table: str) -> bool:
+        return bool(self.column_types(schema, table))
+
+    def column_types(self, schema: str, table: str) -> dict[str, ColumnType]:
+        """Column name -> type of an existing table ({} if there is none), read back from the catalog
+        views, so a column widened by an earlier load is never narrowed by a later one."""
+        with self.session() as session:
+            rows = session.fetchall(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                f"WHERE table_schema = {session.param} AND table_name = {session.param}", [schema, table])
+        return {name: _TYPES_BY_NAME.get(data_type.lower(), ColumnType.STRING) for name, data_type in rows}
+
+    # --- How engines differ: staging, dialect, limits. -------------------------------------------
+
+    @contextmanager
+    def staged(self, batch: StagedBatch) -> Iterator[None]:
+        """Around a load: put the staged files where the engine reads them. DuckDB and PostgreSQL read
+        them where they are; Redshift uploads them to S3 first."""
+        yield
 
     @staticmethod
     def result(batch: StagedBatch, results: dict[str, int], plan: LoadPlan) -> LoadResult:
@@ -227,14 +314,7 @@ class Warehouse(dg.ConfigurableResource):
             results["keys_staged"], batch.rejected_rows, results["inserted"], results["updated"], plan.added_columns
         )
 
-    def load_plan(self, batch: StagedBatch, existing: dict[str, int | None], location=None,
-                  after: Sequence[Step] = ()) -> LoadPlan:
-        """`plan` with `after` appended to its transaction."""
-        plan = self.plan(batch, existing, location)
-        plan.transaction += list(after)
-        return plan
-
-    def plan(self, batch: StagedBatch, existing: dict[str, int | None], location=None) -> LoadPlan:
+    def plan(self, batch: StagedBatch, existing: dict[str, int | None], after: Sequence[Step] = ()) -> LoadPlan:
         """Every statement a load of `batch` runs, given the table's current columns (name -> width)."""
         spec = batch.spec
         plan = LoadPlan()
@@ -254,18 +334,18 @@ class Warehouse(dg.ConfigurableResource):
                 plan.prepare.append(Step(f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(DELETED_IN_SOURCE_AT)} "
                                          f"{self.type_names[ColumnType.DATETIME]}"))
                 plan.added_columns += (DELETED_IN_SOURCE_AT,)
-        source, params, staging = self.stage_steps(batch, location)
+        source, params, staging = self.stage_steps(batch)
         plan.transaction += self.lock_steps(spec) + staging
         if batch.mode != "merge":
             plan.transaction += self.append_steps(batch, source, params)
-            plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}")]
+            plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}"), *after]
             return plan
         plan.prepare.append(Step(self.create_rejects_sql(spec)))
         if spec.track_deletions:
             plan.prepare += self.create_deletion_tables_steps(spec)
         plan.transaction += self.latest_steps(spec, source, params) + [
             Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
-            Step(self.update_sql(spec), result="updated"),
+            self.update_step(batch, existing),
             Step(self.insert_sql(spec), result="inserted"),
         ]
         plan.transaction += self.deletion_steps(batch)
@@ -274,9 +354,9 @@ class Warehouse(dg.ConfigurableResource):
                 Step(f"DELETE FROM {self.rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = {self.param}",
                      (batch.partition,))
             )
-        plan.transaction += self.rejects_steps(batch, location)
+        plan.transaction += self.rejects_steps(batch)
         plan.transaction += [Step(f"DROP TABLE {LATEST}"), Step(f"DROP TABLE IF EXISTS {STAGING}")]
-        plan.transaction += self.after_merge_steps(spec)
+        plan.transaction += self.after_merge_steps(spec) + list(after)
         return plan
 
     def full_backup_ids_table(self, spec: TableSpec) -> str:
@@ -371,7 +451,7 @@ class Warehouse(dg.ConfigurableResource):
         ))
         return steps
 
-    def stage_steps(self, batch: StagedBatch, location) -> tuple[str, tuple, list[Step]]:
+    def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
         """Steps that fill the staging table; returns (source to read staged rows from, its params, steps)."""
         columns = self.staged_columns(batch.spec)
         copy = f"COPY {STAGING} ({', '.join(quote(c) for c in columns)}) FROM STDIN WITH (FORMAT {self.copy_format})"
@@ -380,7 +460,7 @@ class Warehouse(dg.ConfigurableResource):
             steps.append(Step(copy, files=tuple(batch.files), columns=columns))
         return STAGING, (), steps
 
-    def rejects_steps(self, batch: StagedBatch, location) -> list[Step]:
+    def rejects_steps(self, batch: StagedBatch) -> list[Step]:
         if not batch.reject_files:
             return []
         names = ", ".join(quote(c) for c in REJECTS_COLUMNS)
@@ -411,15 +491,6 @@ class Warehouse(dg.ConfigurableResource):
             [schema, table],
         )
         return {name: width for name, width in rows}
-
-    def column_types(self, schema: str, table: str) -> dict[str, ColumnType]:
-        """Column name -> type of an existing table ({} if there is none), read back from the catalog
-        views, so a column widened by an earlier load is never narrowed by a later one."""
-        with self.session() as session:
-            rows = session.fetchall(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                f"WHERE table_schema = {session.param} AND table_name = {session.param}", [schema, table])
-        return {name: _TYPES_BY_NAME.get(data_type.lower(), ColumnType.STRING) for name, data_type in rows}
 
     def retype_steps(self, batch: StagedBatch) -> list[Step]:
         """Widen table columns to the batch's types (an inferred type a value did not fit). Old values
@@ -519,6 +590,10 @@ class Warehouse(dg.ConfigurableResource):
             expression = f"({a} > {b} OR ({a} = {b} AND {expression}))"
         return expression
 
+    def update_step(self, batch: StagedBatch, existing: dict[str, int | None]) -> Step:
+        """The merge's update of the rows the batch beats (DuckDB replaces them instead)."""
+        return Step(self.update_sql(batch.spec), result="updated")
+
     def update_sql(self, spec: TableSpec) -> str:
         assigned = [c for c in self.staged_columns(spec) if c != spec.primary_key]
         sets = ", ".join(f"{quote(n)} = s.{quote(n)}" for n in assigned)
@@ -538,9 +613,14 @@ class Warehouse(dg.ConfigurableResource):
         )
 
     def read_table(self, schema: str, table: str) -> pd.DataFrame:
-        raise NotImplementedError
+        """A whole table as a frame (tests compare tables across engines with it)."""
+        with self.session() as session:
+            columns = list(self.table_columns(session, schema, table))
+            rows = session.fetchall(f"SELECT * FROM {quote(schema)}.{quote(table)}")
+        return pd.DataFrame(rows, columns=columns)
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """Any read, for operators and tests; domain code uses the methods above instead."""
         with self.session() as session:
             return session.fetchall(sql, params)
 

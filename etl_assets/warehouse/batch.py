@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -48,6 +49,7 @@ class StagedBatch:
     # Set when the rows are the source table's whole contents on that date (a full backup): the merge
     # then marks the table's rows it lacks as deleted in source, if the spec tracks deletions.
     full_snapshot_date: date | None = None
+    load_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the batch's staged copy (Redshift: S3)
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import duckdb
-import pandas as pd
 from pydantic import Field
 
 from etl_assets.warehouse.base import (
@@ -23,7 +22,7 @@ from etl_assets.warehouse.base import (
 )
 from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
-from etl_assets.warehouse.spec import LOADED_AT, ColumnType, TableSpec, quote
+from etl_assets.warehouse.spec import LOADED_AT, ColumnType, quote
 
 
 class DuckDBSession(Session):
@@ -39,7 +38,6 @@ class DuckDBSession(Session):
 
     def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         return self.connection.execute(sql, list(params)).fetchall()
-
 
 
 class DuckDBWarehouse(Warehouse):
@@ -74,39 +72,32 @@ class DuckDBWarehouse(Warehouse):
         config = {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
         return connect_waiting(self.path, self.lock_timeout_seconds, read_only, config)
 
-    def stage_steps(self, batch: StagedBatch, location) -> tuple[str, tuple, list[Step]]:
+    def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
         """DuckDB scans the staged Parquet in place: no copy into a staging table first."""
         if not batch.files:
             return STAGING, (), [Step(self.create_staging_sql(batch))]
         return "read_parquet(?)", ([str(f) for f in batch.files],), []
 
-    def plan(self, batch: StagedBatch, existing: dict[str, int | None], location=None) -> LoadPlan:
+    def update_step(self, batch: StagedBatch, existing: dict[str, int | None]) -> Step:
         """The merge's UPDATE becomes DELETE of the rows the batch beats, whose new versions the INSERT of
         keys not in the table then writes: the same rows. DuckDB keeps an UPDATE's old versions in memory,
         so updating a million wide rows failed under memory_limit (Out of Memory at 1 GB); a DELETE is a
         bitmap and an INSERT spills like any load. Only when the batch carries every column of the table:
         an UPDATE leaves columns the batch lacks as they were, a re-insert would not. `_deleted_in_source_at`
         does not count: the same transaction recomputes it for every staged key."""
-        plan = super().plan(batch, existing, location)
-        derived = {LOADED_AT, DELETED_IN_SOURCE_AT}
-        if batch.mode != "merge" or set(existing) - {*self.staged_columns(batch.spec), *derived}:
-            return plan
-        update = self.update_sql(batch.spec)
-        plan.transaction = [Step(self.replace_sql(batch.spec), result="replaced") if step.sql == update else step
-                            for step in plan.transaction]
-        return plan
-
-    def replace_sql(self, spec: TableSpec) -> str:
+        spec = batch.spec
+        if set(existing) - {*self.staged_columns(spec), LOADED_AT, DELETED_IN_SOURCE_AT}:
+            return super().update_step(batch, existing)
         key = quote(spec.primary_key)
-        return (f"DELETE FROM {self.table(spec)} AS t USING {LATEST} AS s "
-                f"WHERE t.{key} = s.{key} AND {self._newer(spec, 's', 't')}")
+        return Step(f"DELETE FROM {self.table(spec)} AS t USING {LATEST} AS s "
+                    f"WHERE t.{key} = s.{key} AND {self._newer(spec, 's', 't')}", result="replaced")
 
     def result(self, batch: StagedBatch, results: dict[str, int], plan: LoadPlan) -> LoadResult:
         if "replaced" in results:  # the INSERT wrote the replaced rows and the new keys
             results = {**results, "updated": results["replaced"], "inserted": results["inserted"] - results["replaced"]}
         return Warehouse.result(batch, results, plan)
 
-    def rejects_steps(self, batch: StagedBatch, location) -> list[Step]:
+    def rejects_steps(self, batch: StagedBatch) -> list[Step]:
         if not batch.reject_files:
             return []
         names = ", ".join(quote(c) for c in REJECTS_COLUMNS)
@@ -117,10 +108,3 @@ class DuckDBWarehouse(Warehouse):
     def session(self) -> Iterator[DuckDBSession]:
         with transaction(self.connect()) as connection:
             yield DuckDBSession(connection)
-
-    def read_table(self, schema: str, table: str) -> pd.DataFrame:
-        connection = self.connect()
-        try:
-            return connection.execute(f"SELECT * FROM {quote(schema)}.{quote(table)}").df()
-        finally:
-            connection.close()

@@ -8,11 +8,10 @@ keys, it does not own rows. Asset keys name tables as [schema, table].
 from __future__ import annotations
 
 import dagster as dg
-import pandas as pd
 import pyarrow.parquet as pq
 
 from etl_assets.notifications import Notifier
-from etl_assets.warehouse.audit import LoadRecord, record_load
+from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import DELETED_IN_SOURCE_AT, Warehouse
 from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.spec import (
@@ -20,7 +19,6 @@ from etl_assets.warehouse.spec import (
     LOADED_AT,
     ColumnType,
     TableSpec,
-    quote,
 )
 
 
@@ -83,13 +81,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             rows_read=batch.rows + batch.rejected_rows, rows_rejected=batch.rejected_rows, run_id=context.run_id,
             **outcome,
         )
-        record_load(self.warehouse, record)
-        try:
-            (self.notifier or Notifier()).publish({"file": record.source_key, "table": record.target_table, "status": record.status,
-                                   "reason": record.error, "rows_loaded": record.rows_loaded,
-                                   "run_id": record.run_id}, log=context.log)
-        except Exception as error:  # the load and its audit row stand
-            context.log.error(f"Notification for {record.target_table} could not be sent: {error}")
+        report_load(self.warehouse, record, self.notifier, context.log)
 
     def handle_output(self, context: dg.OutputContext, obj: StagedBatch) -> None:
         if not isinstance(obj, StagedBatch):
@@ -112,12 +104,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             ) from error
         obj.discard()
         self._audit(context, obj, rows_loaded=result.inserted + result.updated)
-        counted = "COUNT(*)" + (f", COUNT({quote(DELETED_IN_SOURCE_AT)})" if spec.track_deletions else "")
-        total, *deleted_in_source = self.warehouse.query(f"SELECT {counted} FROM {self.warehouse.table(spec)}")[0]
         context.add_output_metadata(
             {
                 "dagster/table_name": f"{spec.schema}.{spec.name}",
-                "dagster/row_count": total,
+                "dagster/row_count": self.warehouse.count_rows(spec.schema, spec.name),
                 "dagster/column_schema": table_schema(spec),
                 "preview": preview,
                 "warehouse": self.warehouse.describe(),
@@ -128,12 +118,14 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "updated": result.updated,
                 "unchanged": result.unchanged,
                 "deleted": result.deleted,
-                **({"rows_deleted_in_source": deleted_in_source[0]} if spec.track_deletions else {}),
+                **({"rows_deleted_in_source": self.warehouse.count_rows(spec.schema, spec.name, DELETED_IN_SOURCE_AT)}
+                   if spec.track_deletions else {}),
                 "load_mode": obj.mode,
                 "added_columns": list(result.added_columns),
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        schema, table = context.asset_key.path[-2:]
-        return self.warehouse.read_table(schema, table)
+    def load_input(self, context: dg.InputContext):
+        """Nothing reads a loaded table as an asset input: dbt and SQL read the warehouse itself."""
+        raise TypeError(f"{context.asset_key.to_user_string()} is a warehouse table: read it with SQL (dbt), "
+                        "not as an asset input")

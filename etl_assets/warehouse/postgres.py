@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
 
-import pandas as pd
 import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,38 +155,29 @@ class PostgresWarehouse(Warehouse):
     def describe(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
-    def connect(self):
-        try:
-            return self._connect()
-        except psycopg2.OperationalError as error:
-            raise WarehouseUnreachable(f"{self.describe()} is unreachable: {str(error).strip()}") from None
-
-    def _connect(self):
-        return psycopg2.connect(
-            host=self.host,
-            port=self.port,
-            dbname=self.database,
-            user=self.user,
-            password=self.password or None,
-            connect_timeout=self.connect_timeout_seconds,
-            application_name="etl_assets",
-        )
-
     @contextmanager
     def session(self) -> Iterator[PostgresSession]:
-        connection = self.connect()
-        try:
-            yield PostgresSession(connection)
-            connection.commit()
-        except BaseException:
-            if not connection.closed:  # a dead connection cannot roll back; keep the real error
-                connection.rollback()
-            raise
-        finally:
-            connection.close()
+        with psycopg2_session(self.describe(), PostgresSession, host=self.host, port=self.port,
+                              dbname=self.database, user=self.user, password=self.password or None,
+                              connect_timeout=self.connect_timeout_seconds) as session:
+            yield session
 
-    def read_table(self, schema: str, table: str) -> pd.DataFrame:
-        with self.session() as session:
-            session.cursor.execute(f"SELECT * FROM {quote(schema)}.{quote(table)}")
-            names = [d.name for d in session.cursor.description]
-            return pd.DataFrame(session.cursor.fetchall(), columns=names)
+
+@contextmanager
+def psycopg2_session(where: str, session_type: type[PostgresSession], **connect) -> Iterator[PostgresSession]:
+    """A psycopg2 connection as one transaction (PostgreSQL, and Redshift's cluster endpoint):
+    committed when the block ends, rolled back if it raises, closed either way. A server that
+    cannot be reached at all fails at once with its address."""
+    try:
+        connection = psycopg2.connect(application_name="etl_assets", **connect)
+    except psycopg2.OperationalError as error:
+        raise WarehouseUnreachable(f"{where} is unreachable: {str(error).strip()}") from None
+    try:
+        yield session_type(connection)
+        connection.commit()
+    except BaseException:
+        if not connection.closed:  # a dead connection cannot roll back; keep the real error
+            connection.rollback()
+        raise
+    finally:
+        connection.close()

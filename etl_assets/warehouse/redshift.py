@@ -17,29 +17,25 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
-import boto3
-import pandas as pd
 import psycopg2
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from etl_assets.aws import aws_client
 from etl_assets.warehouse.base import (
     STAGING,
-    LoadResult,
     Session,
     Step,
     Warehouse,
     WarehouseLimitError,
-    WarehouseUnreachable,
 )
 from etl_assets.warehouse.batch import StagedBatch
-from etl_assets.warehouse.postgres import PostgresSession
+from etl_assets.warehouse.postgres import PostgresSession, psycopg2_session
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, TextLimits, quote
 
 MAX_VARCHAR_BYTES = 65_535
@@ -91,6 +87,26 @@ class S3Staging:
         return f"s3://{self.bucket}/{self.prefix}/"
 
 
+class RedshiftSession(PostgresSession):
+    """psycopg2 on a cluster endpoint. Loads of a table are serialized by the plan's `LOCK` step, as
+    Redshift has no advisory locks; DDL is committed statement by statement."""
+
+    def lock_table(self, spec: TableSpec) -> None:
+        pass
+
+    def lock_catalog(self) -> None:
+        pass
+
+    def run_ddl(self, steps: Sequence[Step]) -> None:
+        self.connection.commit()  # reading the table's columns opened a transaction
+        self.connection.autocommit = True
+        try:
+            for step in steps:
+                self.execute(step.sql, step.params)
+        finally:
+            self.connection.autocommit = False
+
+
 class DataApiSession(Session):
     """Statements through the Redshift Data API; `run` sends them as one batch (one transaction)."""
 
@@ -133,6 +149,10 @@ class DataApiSession(Session):
             token = page.get("NextToken")
             if not token:
                 return rows
+
+    def run_ddl(self, steps: Sequence[Step]) -> None:
+        for step in steps:  # each statement is its own transaction
+            self.execute(step.sql, step.params)
 
     def run(self, steps: Sequence[Step]) -> dict[str, int]:
         if any(step.files for step in steps):
@@ -209,10 +229,9 @@ class RedshiftWarehouse(Warehouse):
         return target
 
     def data_api_client(self):
+        """The Data API client, with the credentials the S3 resource was given."""
         if self._client is None:
-            self._client = boto3.client(
-                "redshift-data", region_name=self.region_name, endpoint_url=self.data_api_endpoint_url or None
-            )
+            self._client = aws_client(self.s3, "redshift-data", self.region_name, self.data_api_endpoint_url)
         return self._client
 
     @contextmanager
@@ -223,88 +242,55 @@ class RedshiftWarehouse(Warehouse):
             return
         if self.connection != "psycopg2":
             raise ValueError(f"connection must be psycopg2 or data_api, not {self.connection!r}")
-        try:
-            connection = psycopg2.connect(host=self.host, port=self.port, dbname=self.database, user=self.user,
-                                          password=self.password or None, connect_timeout=10,
-                                          application_name="etl_assets")
-        except psycopg2.OperationalError as error:
-            raise WarehouseUnreachable(f"{self.describe()} is unreachable: {str(error).strip()}") from None
-        try:
-            yield PostgresSession(connection)
-            connection.commit()
-        except BaseException:
-            if not connection.closed:
-                connection.rollback()
-            raise
-        finally:
-            connection.close()
+        with psycopg2_session(self.describe(), RedshiftSession, host=self.host, port=self.port,
+                              dbname=self.database, user=self.user, password=self.password or None,
+                              connect_timeout=10) as session:
+            yield session
 
-    def load(self, batch: StagedBatch, after: Sequence[Step] = ()) -> LoadResult:
-        spec = batch.spec
-        self.check_limits(spec)
+    @contextmanager
+    def staged(self, batch: StagedBatch) -> Iterator[None]:
+        """The batch's files uploaded to S3 for COPY; removed after the load commits, kept after a
+        failure, whose message then carries Redshift's own load errors."""
         staging = self.upload(batch)
         try:
-            with self.session() as session:
-                existing = self.table_columns(session, spec.schema, spec.name)
-            plan = self.load_plan(batch, existing, staging, after=after)
-            self.run_prepare(plan.prepare)
-            with self.session() as session:
-                results = session.run(plan.transaction)
+            yield
         except Exception as error:
             raise RedshiftLoadError(self.explain_failure(staging, error)) from error
         if not self.keep_staged_files:
             self.remove(staging)
-        return self.result(batch, results, plan)
 
-    def run_prepare(self, steps: Sequence[Step]) -> None:
-        """Each DDL statement on its own: ALTER COLUMN ... TYPE cannot run inside a transaction block."""
-        if self.connection == "data_api":
-            with self.session() as session:
-                for step in steps:
-                    session.execute(step.sql, step.params)
-            return
-        with self.session() as session:
-            session.connection.autocommit = True
-            for step in steps:
-                session.execute(step.sql, step.params)
-
-    def _prefix(self, batch: StagedBatch, load_id: str) -> str:
+    def staging_location(self, batch: StagedBatch) -> S3Staging:
+        """Where the batch is staged: one prefix per batch, so a plan names the files its load uploads."""
         spec = batch.spec
-        return "/".join(
-            part.strip("/") for part in (self.staging_prefix, spec.schema, spec.name, batch.partition or "all", load_id)
-        )
-
-    def planned_staging(self, batch: StagedBatch) -> S3Staging:
-        """Where a load would stage, for printing a plan without uploading anything."""
-        prefix = self._prefix(batch, "LOAD_ID")
+        prefix = "/".join(part.strip("/") for part in (self.staging_prefix, spec.schema, spec.name,
+                                                          batch.partition or "all", batch.load_id))
         url = f"s3://{self.staging_bucket}/{prefix}"
         return S3Staging(self.staging_bucket, prefix, f"{url}/rows.manifest", f"{url}/rejects.manifest")
 
     def upload(self, batch: StagedBatch) -> S3Staging:
-        prefix = self._prefix(batch, uuid.uuid4().hex)
+        """The batch's files, and a manifest naming exactly them (COPY then cannot load some and succeed)."""
+        staging = self.staging_location(batch)
         client = self.s3.get_client()
-
-        def put(files, name: str) -> str | None:
-            if not files:
-                return None
+        for files, name in ((batch.files, "rows"), (batch.reject_files, "rejects")):
             entries = []
             for path in files:
-                key = f"{prefix}/{path.name}"
-                client.upload_file(str(path), self.staging_bucket, key)
-                entries.append({"url": f"s3://{self.staging_bucket}/{key}", "mandatory": True,
+                key = f"{staging.prefix}/{path.name}"
+                client.upload_file(str(path), staging.bucket, key)
+                entries.append({"url": f"s3://{staging.bucket}/{key}", "mandatory": True,
                                 "meta": {"content_length": path.stat().st_size}})
-            key = f"{prefix}/{name}.manifest"
-            client.put_object(Bucket=self.staging_bucket, Key=key, Body=json.dumps({"entries": entries}).encode())
-            return f"s3://{self.staging_bucket}/{key}"
-
-        return S3Staging(self.staging_bucket, prefix, put(batch.files, "rows"), put(batch.reject_files, "rejects"))
+            if entries:
+                client.put_object(Bucket=staging.bucket, Key=f"{staging.prefix}/{name}.manifest",
+                                  Body=json.dumps({"entries": entries}).encode())
+        return staging
 
     def remove(self, staging: S3Staging) -> None:
+        """Delete every staged key, a page (at most 1,000 keys, delete_objects' limit) at a time."""
         client = self.s3.get_client()
-        listed = client.list_objects_v2(Bucket=staging.bucket, Prefix=staging.prefix + "/")
-        keys = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=staging.bucket, Delete={"Objects": keys})
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=staging.bucket,
+                                                                     Prefix=staging.prefix + "/"):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=staging.bucket, Delete={"Objects": keys})
 
     def explain_failure(self, staging: S3Staging, error: Exception) -> str:
         """The failure with Redshift's own load errors for these files, when it recorded any."""
@@ -376,8 +362,8 @@ class RedshiftWarehouse(Warehouse):
     def _copy(self, table: str, manifest: str) -> str:
         return f"COPY {table} FROM {literal(manifest)} IAM_ROLE {literal(self.iam_role_arn)} FORMAT AS PARQUET MANIFEST"
 
-    def stage_steps(self, batch: StagedBatch, location: S3Staging | None) -> tuple[str, tuple, list[Step]]:
-        location = location or self.planned_staging(batch)
+    def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
+        location = self.staging_location(batch)
         steps = [Step(self.create_staging_sql(batch))]
         if batch.files:
             steps.append(Step(self._copy(STAGING, location.rows_manifest)))
@@ -386,10 +372,10 @@ class RedshiftWarehouse(Warehouse):
                               result="copy_check", fetch=True))
         return STAGING, (), steps
 
-    def rejects_steps(self, batch: StagedBatch, location: S3Staging | None) -> list[Step]:
+    def rejects_steps(self, batch: StagedBatch) -> list[Step]:
         if not batch.reject_files:
             return []
-        location = location or self.planned_staging(batch)
+        location = self.staging_location(batch)
         return [Step(self._copy(self.rejects_table(batch.spec), location.rejects_manifest))]
 
     def after_merge_steps(self, spec: TableSpec) -> list[Step]:
@@ -397,9 +383,3 @@ class RedshiftWarehouse(Warehouse):
         if not procedure:
             return []
         return [Step("CALL " + ".".join(quote(part) for part in procedure.split(".")) + "()")]
-
-    def read_table(self, schema: str, table: str) -> pd.DataFrame:
-        with self.session() as session:
-            columns = list(self.table_columns(session, schema, table))
-            rows = session.fetchall(f"SELECT * FROM {quote(schema)}.{quote(table)}")
-        return pd.DataFrame(rows, columns=columns)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
@@ -179,9 +179,6 @@ class TableSpec:
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
-
-    def with_columns(self, columns: tuple[Column, ...]) -> TableSpec:
-        return replace(self, columns=columns)
 
     def arrow_schema(self) -> pa.Schema:
         """The staged (Parquet) layout: the columns, then the lineage columns."""
