@@ -23,11 +23,16 @@ when a run starts, in the run's (or step's) own process; a variable unset at loa
 default shown beside it below.
 
 A run whose environment disagrees with what the code location loaded with fails before any
-step does work (`DeploymentMismatch`): every resource built here checks, when Dagster sets it
-up for the run, that the run's environment names the same choices and sets no value variable
-the load did not see (which would otherwise be ignored for the default). The remedy is to
-reload the code location (restart `dg dev` or the code server, or Reload in the UI) with the
-environment the runs should have.
+step does work (`DeploymentMismatch`). Every resource built here checks, when Dagster sets it
+up for the run (in the run's or step's process):
+- that the process's environment still names the same choices and sets no value variable the
+  load did not see (which would otherwise be ignored for the default), and
+- that the process imported the code location with the same choices and value variables as the
+  code location that launched the run (a run worker or Celery worker elsewhere, with another
+  environment): the launcher's reading is in the run's job snapshot, as the description of the
+  `deployment` resource (also shown on the UI's resources page).
+The remedy is to reload the code location (restart `dg dev` or the code server, or Reload in the
+UI) with the environment the runs should have, the same wherever runs and steps execute.
 
 `etl-assets sql` builds the warehouse it prints a plan for with `build_dry_run_warehouse`
 (the same variables, placeholders where unset, no secret read).
@@ -36,6 +41,7 @@ environment the runs should have.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import types
 from collections.abc import Mapping
@@ -172,14 +178,34 @@ class Settings:
                             "loaded, so the run would ignore it for the default")
         return problems
 
-    def check_run_environment(self, env: Mapping[str, str] | None = None) -> None:
+    def record(self) -> dict:
+        """What a run must agree with: the run choices and which of the values read were set."""
+        return {**{CHOICES["executor" if name == "run_executor" else name][0]: getattr(self, name)
+                   for name in RUN_CHOICES},
+                "set": sorted(self.consulted & self.present)}
+
+    def launcher_mismatches(self, launched_with: dict) -> list[str]:
+        """How this process's reading differs from the one of the code location that launched the run
+        (recorded in the run's job snapshot): a run worker or step process elsewhere, with its own environment."""
+        mine, problems = self.record(), []
+        for variable, value in launched_with.items():
+            if variable != "set" and mine.get(variable) != value:
+                problems.append(f"the code location that launched this run loaded with {variable}={value!r}, "
+                                f"this process with {mine.get(variable)!r}")
+        for name in sorted(set(launched_with.get("set", [])) ^ set(mine["set"])):
+            where = "this process" if name in mine["set"] else "the code location that launched this run"
+            problems.append(f"{name} was set only where {where} loaded")
+        return problems
+
+    def check_run_environment(self, env: Mapping[str, str] | None = None, launched_with: dict | None = None) -> None:
         problems = self.mismatches(os.environ if env is None else env)
+        problems += self.launcher_mismatches(launched_with) if launched_with else []
         if problems:
             raise DeploymentMismatch(
                 "The deployment is chosen when the code location loads (etl_assets/settings.py), and this "
                 f"run's environment differs from it: {'; '.join(problems)}. Reload the code location "
                 "(restart `dg dev` or the code server, or Reload in the UI) with the environment the runs "
-                "should have.")
+                "should have, the same wherever runs and steps execute.")
 
     def resource(self, cls: type, **config):
         """`cls(**config)`; read from the process environment, as a subclass whose setup for a run
@@ -194,9 +220,39 @@ class _ChecksRunEnvironment:
 
     @contextlib.contextmanager
     def yield_for_execution(self, context):
-        _LOADED_WITH[type(self)].check_run_environment()
+        _LOADED_WITH[type(self)].check_run_environment(launched_with=_launched_with(context))
         with super().yield_for_execution(context) as resource:
             yield resource
+
+
+DEPLOYMENT_RESOURCE = "deployment"
+_RECORD_PREFIX = "Loaded with: "
+_SNAPSHOT_RECORDS: dict[str, dict | None] = {}
+
+
+def _deployment_resource(settings: Settings) -> dg.ResourceDefinition:
+    """The `deployment` resource: its description (in the UI, and in every run's job snapshot)
+    records what the code location loaded with, for the run's processes to compare."""
+    description = ("The deployment this code location loaded with (etl_assets/settings.py). A run whose "
+                   "processes read another one fails at its start.\n"
+                   f"{_RECORD_PREFIX}{json.dumps(settings.record(), sort_keys=True)}")
+    return dg.ResourceDefinition.hardcoded_resource(settings, description)
+
+
+def _launched_with(context) -> dict | None:
+    """The record of the code location that launched the run, from the run's job snapshot."""
+    run, instance = getattr(context, "dagster_run", None), getattr(context, "instance", None)
+    if run is None or instance is None or not run.job_snapshot_id:
+        return None
+    if run.job_snapshot_id not in _SNAPSHOT_RECORDS:
+        record = None
+        snapshot = instance.get_job_snapshot(run.job_snapshot_id)
+        for mode in snapshot.mode_def_snaps:
+            for resource in mode.resource_def_snaps:
+                if resource.name == DEPLOYMENT_RESOURCE and _RECORD_PREFIX in (resource.description or ""):
+                    record = json.loads(resource.description.split(_RECORD_PREFIX, 1)[1])
+        _SNAPSHOT_RECORDS[run.job_snapshot_id] = record
+    return _SNAPSHOT_RECORDS[run.job_snapshot_id]
 
 
 _CHECKED: dict[tuple[type, int], type] = {}
@@ -325,8 +381,9 @@ def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> d
     from etl_assets.totesys.schedules import build_totesys_schedule
 
     settings = _settings(env)
+    resources = {**build_resources(settings), "totesys_source": build_totesys_source(settings)}
     return dg.Definitions(
-        resources={**build_resources(settings), "totesys_source": build_totesys_source(settings)},
+        resources={**resources, DEPLOYMENT_RESOURCE: _deployment_resource(settings)},  # after every value is read
         executor=executor_for(settings),
         schedules=[build_totesys_schedule(settings)],
     )

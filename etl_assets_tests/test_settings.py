@@ -30,7 +30,8 @@ from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.postgres import PostgresWarehouse
 
-PACKAGE = Path(__file__).resolve().parents[1] / "etl_assets"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "etl_assets"
 CHOICE_VARIABLES = {variable for variable, _, _ in CHOICES.values()}
 
 
@@ -62,15 +63,22 @@ def run(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(raise_on_error=False)
 
 
-def failure(result: dg.ExecuteInProcessResult) -> str:
-    """Why the run failed, with every cause, as the run's log shows it."""
+def failure(events) -> str:
+    """Why a run failed (its events, or an in-process result), with every cause, as its log shows it."""
     text = []
-    for event in result.all_events:
-        error = getattr(event.event_specific_data, "error", None) if event.is_failure or event.is_resource_init_failure else None
+    for event in getattr(events, "all_events", events):
+        error = getattr(event.event_specific_data, "error", None) \
+            if event.is_failure or event.is_resource_init_failure else None
         while error is not None:
             text.append(error.message)
             error = error.cause
     return "\n".join(text)
+
+
+def probe_job() -> dg.JobDefinition:
+    """The probe's job in whichever process imports it (reconstructable, for a run worker)."""
+    job = dg.define_asset_job("probe_job", selection=[probe])
+    return dg.Definitions.merge(code_location(), dg.Definitions(jobs=[job])).resolve_job_def("probe_job")
 
 
 def test_every_choice_is_read_and_validated_in_one_place():
@@ -196,6 +204,39 @@ def test_a_value_set_only_for_the_run_is_not_silently_ignored(clean_env, tmp_pat
     clean_env.delenv("ETL_ASSETS_TOTESYS_DUCKDB_PATH")
     clean_env.setenv("ETL_ASSETS_PG_HOST", "db.internal")  # not a variable this (DuckDB) deployment reads
     assert run(defs).success
+
+
+RUN_WORKER = """
+import sys
+import dagster as dg
+from dagster._core.execution.api import execute_run
+from etl_assets_tests.test_settings import probe_job
+with dg.DagsterInstance.get() as instance:
+    execute_run(dg.reconstructable(probe_job), instance.get_run_by_id(sys.argv[1]), instance)
+"""
+
+
+def test_a_run_worker_whose_environment_names_another_deployment_fails(clean_env, tmp_path):
+    """The run is created where the code location loaded with PostgreSQL (as a code server records
+    it in the run's job snapshot) and executed by a process that imports the code location with the
+    DuckDB default: that process's own reading is consistent, but it is not the run's deployment."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    clean_env.setenv("DAGSTER_HOME", str(tmp_path))
+    clean_env.setenv("ETL_ASSETS_WAREHOUSE", "postgres")
+    with dg.DagsterInstance.get() as instance:
+        run_id = instance.create_run_for_job(job_def=probe_job()).run_id
+    worker_env = {name: value for name, value in os.environ.items() if name != "ETL_ASSETS_WAREHOUSE"}
+    worker = subprocess.run([sys.executable, "-c", RUN_WORKER, run_id], cwd=REPO, env=worker_env,
+                            capture_output=True, text=True, timeout=300)
+    assert worker.returncode == 0, worker.stderr
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event]
+    message = failure(events)
+    assert ("the code location that launched this run loaded with ETL_ASSETS_WAREHOUSE='postgres', "
+            "this process with 'duckdb'") in message
+    assert "Reload the code location" in message
+    assert not [e for e in events if e.is_step_materialization], "nothing ran on the wrong deployment"
 
 
 def test_resources_built_for_an_explicit_environment_are_plain_and_not_checked(clean_env):
