@@ -34,7 +34,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,7 +208,7 @@ def test_every_program_is_on_the_venv_or_allowed(command: Command):
 
 def makefile_targets_and_variables() -> tuple[set[str], set[str]]:
     text = (REPO / "Makefile").read_text()
-    targets = set(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, re.M))
+    targets = set(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, re.MULTILINE))
     variables = set(re.findall(r"\$\((\w+)\)", text))
     return targets, variables
 
@@ -385,7 +384,7 @@ def run_in_scratch(command: Command, root: Path, scratch_env: dict[str, str]) ->
     argv = [re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), m.group(0)), a) for a in command.argv]
     if command.program != "etl-assets" or argv[1] == "materialize":
         # a process of its own: materialize imports the code location, which reads the environment then
-        done = subprocess.run([str(VENV_BIN / command.program), *argv[1:]], cwd=root, env=env,
+        done = subprocess.run([str(VENV_BIN / command.program), *argv[1:]], check=False, cwd=root, env=env,
                               capture_output=True, text=True, timeout=300)
         return Outcome(done.returncode, done.stdout, done.stderr)
     out, err = io.StringIO(), io.StringIO()
@@ -446,13 +445,13 @@ def slug(heading: str) -> str:
 
 
 def anchors(path: Path) -> set[str]:
-    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
-    return {slug(m) for m in re.findall(r"^#+\s+(.*)$", text, re.M)}
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
+    return {slug(m) for m in re.findall(r"^#+\s+(.*)$", text, re.MULTILINE)}
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(REPO)) for d in DOCS])
 def test_every_relative_link_points_at_an_existing_file_and_heading(doc: Path):
-    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.DOTALL)
     links = LINK.findall(text)
     for target in links:
         if re.match(r"^[a-z]+:", target):
@@ -485,7 +484,8 @@ def test_the_readme_is_short_and_links_every_page_and_its_pictures():
 
 def test_every_test_the_docs_name_exists():
     tests = REPO / "etl_assets_tests"
-    defined = {p.name: set(re.findall(r"^(?:async )?def (test_\w+)", p.read_text(), re.M)) for p in tests.glob("test_*.py")}
+    defined = {p.name: set(re.findall(r"^(?:async )?def (test_\w+)", p.read_text(), re.MULTILINE))
+               for p in tests.glob("test_*.py")}
     every = set().union(*defined.values())
     named = 0
     for doc in DOCS:
