@@ -12,6 +12,7 @@ import dagster as dg
 from etl_assets.settings import (
     DATA_DIR,
     WAREHOUSES,
+    SettingsError,
     build_dry_run_warehouse,
     build_landing_zone,
     build_warehouse,
@@ -471,7 +472,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingsError as error:  # a deployment variable with a value it does not accept
+        print(f"etl-assets: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

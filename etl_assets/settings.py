@@ -90,6 +90,10 @@ RUN_CHOICES = ("warehouse", "landing_zone", "totesys_source", "run_executor", "c
 PREFIXES = ("ETL_ASSETS_", "AWS_")
 
 
+class SettingsError(ValueError):
+    """A deployment variable holds a value it does not accept (the message names each, and what it accepts)."""
+
+
 class DeploymentMismatch(RuntimeError):
     """A run's environment names another deployment than the code location loaded with."""
 
@@ -114,7 +118,7 @@ class Settings:
 
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Every choice from `env` (default: the process environment), or a ValueError naming each
+        """Every choice from `env` (default: the process environment), or a SettingsError naming each
         bad variable and what it accepts."""
         source = os.environ if env is None else env
         values, problems = {}, []
@@ -131,7 +135,7 @@ class Settings:
                 problems.append(f"ETL_ASSETS_EXECUTOR=celery needs {' and '.join(missing)} "
                                 "(e.g. redis://broker.internal:6379/0 for both)")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise SettingsError("; ".join(problems))
         present = frozenset(name for name, value in source.items() if value and name.startswith(PREFIXES))
         return cls(**values, present=present, checks_runs=source is os.environ)
 

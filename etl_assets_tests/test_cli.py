@@ -122,3 +122,15 @@ def test_audit_server_answers_then_stops_cleanly_on_sigterm(tmp_path: Path):
     finally:
         server.kill()
     assert server.returncode == 0 and "Audit endpoint stopped" in out and "Traceback" not in err, err
+
+
+def test_sql_plans_on_the_warehouse_the_environment_names_and_a_bad_choice_is_one_clear_line(tmp_path: Path):
+    env = {"ETL_ASSETS_PG_HOST": "db.internal", "ETL_ASSETS_PG_USER": "loader", "ETL_ASSETS_PG_PASSWORD": "hunter2"}
+    plan = etl_assets("sql", "--target", "postgres", "--object", "Task", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].startswith("-- Load of Task into salesforce.task on ")
+    assert "loader@db.internal" in plan.stdout.splitlines()[0] and "hunter2" not in plan.stdout
+
+    bad = etl_assets("audit", env={"ETL_ASSETS_WAREHOUSE": "oracle", "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "w.duckdb")})
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "etl-assets: ETL_ASSETS_WAREHOUSE='oracle': expected one of duckdb, postgres, redshift"

@@ -59,3 +59,15 @@ def test_environment_picks_the_backends_and_reads_secrets_through_envvar():
 def test_an_unknown_backend_is_refused_with_the_choices():
     with pytest.raises(ValueError, match=r"ETL_ASSETS_WAREHOUSE='oracle': expected one of duckdb, postgres"):
         build_warehouse({"ETL_ASSETS_WAREHOUSE": "oracle"})
+
+
+def test_the_code_location_shows_the_deployment_it_loaded_with():
+    """The UI's resources page names where the deployment is chosen and what it is (no values, only choices)."""
+    from etl_assets.definitions import defs
+    from etl_assets.settings import Settings
+
+    description = defs.get_repository_def().get_top_level_resources()["deployment"].description
+    assert "etl_assets/settings.py" in description
+    settings = Settings.read()
+    assert f'"ETL_ASSETS_WAREHOUSE": "{settings.warehouse}"' in description
+    assert f'"ETL_ASSETS_EXECUTOR": "{settings.run_executor}"' in description
