@@ -482,6 +482,25 @@ def test_the_readme_is_short_and_links_every_page_and_its_pictures():
         assert f"\n{make} " in readme, f"README.md's quick start does not show {make}"
 
 
+def test_the_readme_layout_names_what_is_there():
+    """Every file and folder the layout names exists; every package of etl_assets/ is named."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    block = next(body for language, _, body in fenced_blocks(layout) if language == "")
+    named = set()
+    for line in block:
+        top = re.match(r"^(\S+/)", line)  # a top-level entry: etl_assets/, dbt/, benchmarks/results/ ...
+        if top:
+            assert (REPO / top.group(1)).is_dir(), f"README layout: no {top.group(1)}"
+        named.update(re.findall(r"\b([a-z_][a-z_.]*\.(?:py|yaml|yml|sql))\b", line))
+        named.update(n.rstrip("/") for n in re.findall(r"^\s+([a-z_]+/)", line))
+    everything = {p.name for top in ("etl_assets", "dbt", "deploy") for p in (REPO / top).rglob("*")}
+    assert not named - everything, f"README layout names what is not there: {sorted(named - everything)}"
+    packages = {p.parent.name for p in (REPO / "etl_assets").glob("*/__init__.py")}
+    assert packages <= named, f"README layout does not name {sorted(packages - named)}"
+    assert len(named) > 40
+
+
 def test_every_test_the_docs_name_exists():
     tests = REPO / "etl_assets_tests"
     defined = {p.name: set(re.findall(r"^(?:async )?def (test_\w+)", p.read_text(), re.MULTILINE))
