@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
 from dagster_aws.s3 import S3Resource
 
 from etl_assets.landing.zone import LandingZone, LocalLandingZone, S3LandingZone
@@ -129,6 +130,9 @@ class Settings:
                 if value not in allowed:
                     problems.append(f"{variable}={value!r}: expected one of {', '.join(allowed)}")
             values[name] = value
+        if not is_valid_cron_string(values["totesys_cron"]):
+            problems.append(f"ETL_ASSETS_TOTESYS_CRON={values['totesys_cron']!r}: expected a cron expression "
+                            "such as '*/5 * * * *'")
         if values["executor"] == "celery":
             missing = [name for name in (CELERY_BROKER, CELERY_BACKEND) if not source.get(name)]
             if missing:

@@ -145,12 +145,14 @@ def test_the_code_location_reads_the_environment_once():
 def test_a_bad_value_names_the_variable_and_the_choices():
     with pytest.raises(ValueError) as raised:
         Settings.read({"ETL_ASSETS_WAREHOUSE": "oracle", "ETL_ASSETS_EXECUTOR": "k8s",
-                       "ETL_ASSETS_TOTESYS_SOURCE": "mysql", "ETL_ASSETS_TOTESYS_SCHEDULE": "sometimes"})
+                       "ETL_ASSETS_TOTESYS_SOURCE": "mysql", "ETL_ASSETS_TOTESYS_SCHEDULE": "sometimes",
+                       "ETL_ASSETS_TOTESYS_CRON": "every five minutes"})
     message = str(raised.value)
     for expected in ("ETL_ASSETS_WAREHOUSE='oracle': expected one of duckdb, postgres, redshift",
                      "ETL_ASSETS_EXECUTOR='k8s': expected one of multiprocess, in_process, celery, forkserver, auto",
                      "ETL_ASSETS_TOTESYS_SOURCE='mysql': expected one of duckdb, postgres",
-                     "ETL_ASSETS_TOTESYS_SCHEDULE='sometimes': expected one of running, stopped"):
+                     "ETL_ASSETS_TOTESYS_SCHEDULE='sometimes': expected one of running, stopped",
+                     "ETL_ASSETS_TOTESYS_CRON='every five minutes': expected a cron expression"):
         assert expected in message
     with pytest.raises(ValueError, match="ETL_ASSETS_EXECUTOR=celery needs ETL_ASSETS_CELERY_BROKER"):
         Settings.read({"ETL_ASSETS_EXECUTOR": "celery", "ETL_ASSETS_CELERY_BACKEND": "redis://b:6379/1"})
