@@ -509,3 +509,41 @@ def test_audit_endpoint_uvicorn_token_filters_and_no_ddl(env, monkeypatch):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_the_warehouse_interface_the_feeds_use(warehouse):
+    """What domains call instead of writing SQL: `ensure_table` creates a bookkeeping table and adds the
+    columns a later version declares; `upsert_steps` rows commit with the load they follow (or roll back
+    with it) and replace the rows of their key; `select` filters by values, lists and lower bounds;
+    `count_rows` counts rows, or the set values of one column."""
+    import pyarrow as pa
+
+    from etl_assets.files.loading import bookkeeping_table, table_spec
+    from etl_assets.warehouse.base import StepFailed
+    from etl_assets.warehouse.batch import StagedBatchWriter
+    from etl_assets.warehouse.spec import ColumnType
+
+    text, number = ColumnType.STRING, ColumnType.INTEGER
+    registry = bookkeeping_table("etl_test", "registry", {"name": text, "n": number})
+    assert not warehouse.has_table("etl_test", "registry")
+    warehouse.ensure_table(registry)
+    registry = bookkeeping_table("etl_test", "registry", {"name": text, "n": number, "note": text})
+    warehouse.ensure_table(registry)
+    assert warehouse.column_types("etl_test", "registry") == {"name": text, "n": number, "note": text}
+
+    def load(n: int, *after: Step):
+        writer = StagedBatchWriter(table_spec("etl_test", "data", {"x": number}), "P", mode="append")
+        writer.write(pa.table({"x": [n, n], "_source_partition": ["P"] * 2, "_source_file": [f"f{n}.csv"] * 2,
+                               "_source_line": [2, 3]}))
+        steps = warehouse.upsert_steps(registry, {"name": "a", "n": n, "note": None}, key=("name",))
+        return warehouse.load(writer.close(), after=[*steps, *after])
+
+    load(1)
+    load(2)
+    with pytest.raises(StepFailed, match="a later step failed"):
+        load(3, Step("INSERT INTO etl_test.missing VALUES (1)", label="a later step"))
+    assert warehouse.select("etl_test", "registry", ["name", "n"]) == [("a", 2)]
+    assert sorted(warehouse.select("etl_test", "data", ["x"], {"_source_file": ["f1.csv", "f3.csv"]})) == [(1,), (1,)]
+    assert warehouse.select("etl_test", "data", ["x"], {"_source_line": 3}, at_least={"x": 2}) == [(2,)]
+    assert warehouse.count_rows("etl_test", "data") == 4
+    assert warehouse.count_rows("etl_test", "registry", non_null="note") == 0

@@ -173,7 +173,8 @@ def check_guards(load: FileLoad, batch: StagedBatch, guards: Guards) -> None:
         return
     spec = batch.spec
     table = f"{spec.schema}.{spec.name}"
-    current = load.warehouse.count_rows(spec.schema, spec.name) if load.warehouse.has_table(spec.schema, spec.name) else 0
+    warehouse = load.warehouse
+    current = warehouse.count_rows(spec.schema, spec.name) if warehouse.has_table(spec.schema, spec.name) else 0
     override = f"; to apply it, re-run with the run tag {OVERRIDE_TAG}=guards"
     if batch.rows < guards.min_rows:
         what = "no rows" if batch.rows == 0 else f"{batch.rows} rows, fewer than the minimum of {guards.min_rows}"

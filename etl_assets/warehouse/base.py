@@ -1,5 +1,12 @@
 """The warehouse interface every engine implements, and the SCD Type 1 merge.
 
+Domains use only a narrow part of `Warehouse`: `ensure_table` (the platform's own
+tables), `load` (a staged batch, by its mode), `upsert_steps` (bookkeeping rows
+committed with a load), `count_rows`, `select`, `has_table` and `column_types`;
+`audit.report_load` records an outcome. They write no SQL: the engines differ only
+behind these, in how they stage files (`staged`, `stage_steps`), their dialect
+(types, locks, the merge's statements) and their limits (`check_limits`).
+
 A load is a plan of SQL steps in two phases. `prepare` is idempotent DDL (schema,
 table, new columns, wider columns) committed on its own: Redshift cannot widen a
 column inside a transaction, and a table that exists empty harms nothing. The
@@ -218,17 +225,18 @@ class Warehouse(dg.ConfigurableResource):
         existing = self.column_types(spec.schema, spec.name)
         if existing and all(c.name in existing for c in spec.columns):
             return
+        table = self.table(spec)
         with self.session() as session:
             session.lock_catalog()
             present = self.table_columns(session, spec.schema, spec.name)
             if not present:
                 columns = ", ".join(f"{quote(c.name)} {self.type_names[c.type]}" for c in spec.columns)
                 session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}")
-                session.execute(f"CREATE TABLE IF NOT EXISTS {self.table(spec)} ({columns})")
+                session.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
                 return
             for c in spec.columns:
                 if c.name not in present:
-                    session.execute(f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(c.name)} {self.type_names[c.type]}")
+                    session.execute(f"ALTER TABLE {table} ADD COLUMN {quote(c.name)} {self.type_names[c.type]}")
 
     def load(self, batch: StagedBatch, after: Sequence[Step] = ()) -> LoadResult:
         """Load `batch` by its mode (merge, append, replace); `after` runs inside the same transaction
@@ -315,7 +323,8 @@ class Warehouse(dg.ConfigurableResource):
         )
 
     def plan(self, batch: StagedBatch, existing: dict[str, int | None], after: Sequence[Step] = ()) -> LoadPlan:
-        """Every statement a load of `batch` runs, given the table's current columns (name -> width)."""
+        """Every statement a load of `batch` runs, given the table's current columns (name -> width);
+        `after` ends the transaction."""
         spec = batch.spec
         plan = LoadPlan()
         plan.prepare.append(Step(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}"))
