@@ -40,7 +40,7 @@ def test_catalog_bench_produces_figures_and_o_new_list_calls(tmp_path):
     base, found = c["load"]["baseline"], c["load"]["discovered"]
     assert found["salesforce_assets"] - base["salesforce_assets"] == OBJECTS
     assert found["asset_checks"] - base["asset_checks"] == 3 * OBJECTS
-    assert found["total_s"] > 0 and found["peak_rss_bytes"] > 0
+    assert isinstance(found["total_s"], float) and found["peak_rss_bytes"] > 0  # a figure, not a bound
 
     objects = OBJECTS + base["salesforce_assets"]  # the declared objects are in the landing zone too
     local, s3 = c["sensor"]
@@ -55,5 +55,5 @@ def test_catalog_bench_produces_figures_and_o_new_list_calls(tmp_path):
 
     ui = {q["name"]: q for q in c["graphql"]["discovered"]["queries"]}
     assert ui["LocationWorkspaceAssetsQuery"]["result"].startswith(f"{found['assets']} nodes")
-    assert all(q["seconds"] for q in ui.values())
+    assert all(len(q["seconds"]) == 1 for q in ui.values()), "one timing per query per round"
     assert "| LocationWorkspaceAssetsQuery |" in (out / "catalog.md").read_text()
