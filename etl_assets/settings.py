@@ -291,6 +291,19 @@ def build_s3(env: Settings | Mapping[str, str] | None = None) -> S3Resource:
     )
 
 
+def _postgres_server(settings: Settings, prefix: str, database: str) -> dict:
+    """A PostgreSQL server's connection fields from <prefix>HOST (default 127.0.0.1), PORT (5432),
+    DATABASE (`database`), USER (postgres) and PASSWORD (empty): the warehouse's ETL_ASSETS_PG_HOST
+    and so on, the totesys source's ETL_ASSETS_TOTESYS_PG_HOST and so on."""
+    return {
+        "host": settings.value(f"{prefix}HOST", "127.0.0.1"),
+        "port": settings.int_value(f"{prefix}PORT", 5432),
+        "database": settings.value(f"{prefix}DATABASE", database),
+        "user": settings.value(f"{prefix}USER", "postgres"),
+        "password": settings.value(f"{prefix}PASSWORD", ""),
+    }
+
+
 def build_landing_zone(env: Settings | Mapping[str, str] | None = None) -> LandingZone:
     settings = _settings(env)
     if settings.landing_zone == "s3":
@@ -327,14 +340,7 @@ def build_warehouse(env: Settings | Mapping[str, str] | None = None) -> Warehous
             iam_role_arn=settings.required("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN"),
         )
     if settings.warehouse == "postgres":
-        return settings.resource(
-            PostgresWarehouse,
-            host=settings.value("ETL_ASSETS_PG_HOST", "127.0.0.1"),
-            port=settings.int_value("ETL_ASSETS_PG_PORT", 5432),
-            database=settings.value("ETL_ASSETS_PG_DATABASE", "postgres"),
-            user=settings.value("ETL_ASSETS_PG_USER", "postgres"),
-            password=settings.value("ETL_ASSETS_PG_PASSWORD", ""),
-        )
+        return settings.resource(PostgresWarehouse, **_postgres_server(settings, "ETL_ASSETS_PG_", "postgres"))
     return settings.resource(DuckDBWarehouse,
                              path=settings.value("ETL_ASSETS_DUCKDB_PATH", str(DATA_DIR / "warehouse.duckdb")))
 
@@ -357,14 +363,8 @@ def build_totesys_source(env: Settings | Mapping[str, str] | None = None) -> Tot
 
     settings = _settings(env)
     if settings.totesys_source == "postgres":
-        return settings.resource(
-            PostgresTotesysSource,
-            host=settings.value("ETL_ASSETS_TOTESYS_PG_HOST", "127.0.0.1"),
-            port=settings.int_value("ETL_ASSETS_TOTESYS_PG_PORT", 5432),
-            database=settings.value("ETL_ASSETS_TOTESYS_PG_DATABASE", "totesys"),
-            user=settings.value("ETL_ASSETS_TOTESYS_PG_USER", "postgres"),
-            password=settings.value("ETL_ASSETS_TOTESYS_PG_PASSWORD", ""),
-        )
+        return settings.resource(PostgresTotesysSource,
+                                 **_postgres_server(settings, "ETL_ASSETS_TOTESYS_PG_", "totesys"))
     return settings.resource(
         DuckDBTotesysSource,
         path=settings.value("ETL_ASSETS_TOTESYS_DUCKDB_PATH", str(DATA_DIR / "totesys.duckdb")))
