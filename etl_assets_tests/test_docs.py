@@ -303,6 +303,39 @@ def test_python_commands_compile_or_name_real_modules_and_files(command: Command
         assert (command.cwd / args[0]).is_file(), f"{command.where()}: no script {args[0]}"
 
 
+def test_the_checks_refuse_what_is_wrong():
+    """A synthetic page: the parser splits it as a shell would, and each check fails on a wrong command."""
+    body = ["export A=1 && .venv/bin/etl-assets sql \\", "    --target duckdb --object Task  # a comment",
+            ".venv/bin/python -c \"print(", "  1)\" | head -1", "$ not a console line here"]
+    lines = list(logical_lines(body, console=False))
+    assert [line[0] for line in lines] == [0, 2, 4]
+    assert split_commands(lines[0][1]) == [["export", "A=1"],
+                                           [".venv/bin/etl-assets", "sql", "--target", "duckdb", "--object", "Task"]]
+    assert split_commands(lines[1][1])[0] == [".venv/bin/python", "-c", "print(\n  1)"]
+    console = list(logical_lines(["$ etl-assets audit", "header", "row", "$ etl-assets audit --json"], console=True))
+    assert [(text, output) for _, text, output in console] == [("etl-assets audit", ["header", "row"]),
+                                                               ("etl-assets audit --json", [])]
+    wrong = Command(REPO / "docs" / "synthetic.md", 1, ["etl-assets", "materialize", "--nope"], REPO)
+    with pytest.raises(pytest.fail.Exception, match="unrecognized arguments: --nope"):
+        test_etl_assets_commands_parse_with_the_real_parser(wrong)
+    with pytest.raises(pytest.fail.Exception, match="invalid choice"):
+        parse_argparse(cli.build_parser(), ["sql", "--target", "oracle", "--object", "Task"], wrong)
+    with pytest.raises(click.NoSuchOption):
+        parse_click(importlib.import_module("dagster._cli").cli, ["job", "backfill", "--nope"], "dagster")
+    with pytest.raises(click.UsageError, match="No such command"):
+        parse_click(importlib.import_module("dagster._cli").cli, ["instance", "concurrency", "frob"], "dagster")
+    with pytest.raises(AssertionError, match="no Makefile target 'deploy'"):
+        test_make_commands_name_real_targets_and_variables(Command(wrong.doc, 1, ["make", "deploy"], REPO))
+    with pytest.raises(AssertionError, match="uses no variable"):
+        test_make_commands_name_real_targets_and_variables(Command(wrong.doc, 1, ["make", "bench", "ROWS=1"], REPO))
+    with pytest.raises(AssertionError, match="neither on the venv"):
+        test_every_program_is_on_the_venv_or_allowed(Command(wrong.doc, 1, ["psql", "-c", "select 1"], REPO))
+    with pytest.raises(AssertionError, match="no module"):
+        test_python_commands_compile_or_name_real_modules_and_files(
+            Command(wrong.doc, 1, ["python", "-m", "etl_assets.nowhere"], REPO))
+    assert slug("The `warehouse` pool, step by step") == "the-warehouse-pool-step-by-step"
+
+
 # Running the cheap commands in a scratch environment.
 
 def is_run(command: Command) -> bool:
