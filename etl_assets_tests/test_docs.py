@@ -489,6 +489,19 @@ def test_the_readme_is_short_and_links_every_page_and_its_pictures():
         assert f"\n{make} " in readme, f"README.md's quick start does not show {make}"
 
 
+def test_the_documented_default_paths_are_where_the_code_puts_them():
+    """docs/configuration.md says `<repo>/data/...`: the code's defaults are under the repository's data/."""
+    from etl_assets import settings
+
+    code = "\n".join(p.read_text() for p in (REPO / "etl_assets").rglob("*.py"))
+    in_code = set(re.findall(r'DATA_DIR / "([\w.]+)"', code))
+    documented = set(re.findall(r"`<repo>/data/([\w.]+)`", (REPO / "docs" / "configuration.md").read_text()))
+    assert in_code and in_code <= documented, f"defaults under data/ the page does not give: {in_code - documented}"
+    assert settings.DATA_DIR == REPO / "data", (
+        f"etl_assets.settings.DATA_DIR is {settings.DATA_DIR}, not {REPO / 'data'} (where make, dbt/profiles.yml "
+        "and the docs put data/)")
+
+
 def test_the_readme_layout_names_what_is_there():
     """Every file and folder the layout names exists; every package of etl_assets/ is named."""
     readme = (REPO / "README.md").read_text()
