@@ -489,6 +489,15 @@ def test_the_readme_is_short_and_links_every_page_and_its_pictures():
         assert f"\n{make} " in readme, f"README.md's quick start does not show {make}"
 
 
+def test_the_operating_page_lists_every_etl_assets_command():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    page = (REPO / "docs" / "operating.md").read_text()
+    table = page[page.index("## The commands"):page.index("## The UI")]
+    missing = [name for name in commands if f"`{name}`" not in table and f"`{name} " not in table]
+    assert len(commands) >= 10 and not missing, f"docs/operating.md's command table lacks {missing}"
+
+
 def test_the_documented_default_paths_are_where_the_code_puts_them():
     """docs/configuration.md says `<repo>/data/...`: the code's defaults are under the repository's data/."""
     from etl_assets import settings
