@@ -473,6 +473,19 @@ def test_every_relative_link_points_at_an_existing_file_and_heading(doc: Path):
             assert anchor in anchors(resolved), f"{doc.relative_to(REPO)}: link to {target}: no such heading"
 
 
+# Repository paths the docs mention that are not files, and what they are.
+NOT_PATHS = {"etl_assets/staging": "the default S3 key prefix of Redshift staging (ETL_ASSETS_REDSHIFT_STAGING_PREFIX)"}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(REPO)) for d in DOCS])
+def test_every_repository_path_the_docs_mention_exists(doc: Path):
+    """`etl_assets/warehouse/base.py`, deploy/celery.yaml ...: written out in the text, not only linked."""
+    mentioned = re.findall(r"(?<![\w/.<$])((?:etl_assets|etl_assets_tests|dbt|deploy|benchmarks|docs)/[\w./-]*[\w/])",
+                           doc.read_text())
+    missing = {m for m in mentioned if not (REPO / m).exists() and m not in NOT_PATHS and m not in PENDING_PAGES}
+    assert not missing, f"{doc.relative_to(REPO)} mentions {sorted(missing)}, which do not exist"
+
+
 def test_the_readme_is_short_and_links_every_page_and_its_pictures():
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= README_MAX_LINES, f"README.md has {len(readme.splitlines())} lines"
