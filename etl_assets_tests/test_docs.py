@@ -18,9 +18,12 @@ dbt/README.md is split into commands. Each command's program must be on the venv
   loads; where a ```console block shows a run command's output, its first line (the header) must
   be the real one.
 
-Beside the commands: every relative link (and its #anchor) resolves, README.md links every
-docs/*.md page and is at most 200 lines, every test named in the docs exists, and the
-ETL_ASSETS_* variables the code reads are the ones docs/configuration.md lists.
+Beside the commands: every relative link (and its #anchor) resolves and every repository path
+the text writes out exists; README.md links every docs/*.md page, shows its pictures and the
+quick-start targets, is at most 200 lines, and its layout names only what exists and every
+package; every test the docs name exists; docs/operating.md lists every etl-assets command; the
+ETL_ASSETS_* variables the code reads are the ones docs/configuration.md lists (and the docs name
+no other), and its `<repo>/data/...` defaults are where the code puts them.
 """
 
 from __future__ import annotations
