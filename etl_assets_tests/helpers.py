@@ -149,17 +149,38 @@ def table_digest(warehouse: Warehouse, table: str, schema: str = "salesforce") -
 # what is here only tests need: a production DAGSTER_HOME, run records and events, failure diagnostics.
 
 
-def production_home(root: Path, storage: dict, monkeypatch) -> tuple[Path, dict]:
+def production_deployment(root: Path, landing: Path, storage: dict, warehouse: dict, monkeypatch,
+                          **settings: str) -> tuple[Path, dict]:
     """A DAGSTER_HOME holding deploy/dagster.production.yaml itself (a symlink to the repo's file, not a
-    copy), its storage in the PostgreSQL database `storage`; the variables are set in this process too,
-    so the test reads the same instance. Returns (home, the variables for the Dagster processes)."""
+    copy), its storage in the PostgreSQL database `storage` (DAGSTER_PG_*, set in this process too, so
+    the test reads the same instance), and the variables of Dagster processes loading the code location
+    on it: the local landing zone, the PostgreSQL warehouse `warehouse`, then `settings`.
+    Returns (home, the variables)."""
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").symlink_to(PRODUCTION_YAML)
-    variables = {"DAGSTER_HOME": str(home), **postgres_storage(storage)}
-    for key, value in variables.items():
+    instance = {"DAGSTER_HOME": str(home), **postgres_storage(storage)}
+    for key, value in instance.items():
         monkeypatch.setenv(key, value)
-    return home, variables
+    env = live.environment(landing=landing, **instance, **live.postgres_warehouse(warehouse),
+                           # Nothing in the repo's data/ directory is touched, whatever else might run.
+                           ETL_ASSETS_DUCKDB_PATH=str(root / "warehouse.duckdb"),
+                           ETL_ASSETS_TOTESYS_DUCKDB_PATH=str(root / "totesys.duckdb"), **settings)
+    return home, env
+
+
+def pg_rows(database: dict, sql: str, params=None) -> list[tuple]:
+    """The rows of one query on a PostgreSQL database ({host, port, user, database})."""
+    import psycopg2
+
+    connection = psycopg2.connect(host=database["host"], port=database["port"], user=database["user"],
+                                  dbname=database["database"])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    finally:
+        connection.close()
 
 
 def finished_runs(instance: dg.DagsterInstance, run_ids: list[str] | None = None, count: int = 1):

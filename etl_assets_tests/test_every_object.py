@@ -26,7 +26,6 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 import yaml
 
@@ -44,7 +43,8 @@ from etl_assets_tests.helpers import (
     finished_runs,
     materialize_folders,
     materialized_keys,
-    production_home,
+    pg_rows,
+    production_deployment,
     resources,
     stack,
 )
@@ -97,14 +97,7 @@ def distinct_ids(path: Path) -> int:
 
 
 def row_count(database: dict, table: str) -> int:
-    connection = psycopg2.connect(host=database["host"], port=database["port"], user=database["user"],
-                                  dbname=database["database"])
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f'SELECT COUNT(*) FROM salesforce."{table}"')
-            return cursor.fetchone()[0]
-    finally:
-        connection.close()
+    return pg_rows(database, f'SELECT COUNT(*) FROM salesforce."{table}"')[0][0]
 
 
 def warehouse_of(database: dict) -> PostgresWarehouse:
@@ -140,16 +133,11 @@ def test_every_object_of_a_backup_becomes_a_typed_table(tmp_path, postgres_serve
                           blank_booleans=(LATE, BLANK_ROWS))
 
     state = tmp_path / "discovered.yaml"
-    home, instance_env = production_home(tmp_path, dagster_storage_database, monkeypatch)
-    env = live.environment(
-        landing=landing, **instance_env, **live.postgres_warehouse(postgres_database),
-        ETL_ASSETS_DUCKDB_PATH=str(tmp_path / "warehouse.duckdb"),
-        ETL_ASSETS_TOTESYS_DUCKDB_PATH=str(tmp_path / "totesys.duckdb"),
+    home, env = production_deployment(
+        tmp_path, landing, dagster_storage_database, postgres_database, monkeypatch, **{DISCOVERED_ENV: str(state)},
         # One process per run, not per step: 33 small objects in one folder (each step process would load
         # the code location again, ~4 s of CPU each).
-        ETL_ASSETS_EXECUTOR="in_process",
-        **{DISCOVERED_ENV: str(state)},
-    )
+        ETL_ASSETS_EXECUTOR="in_process")
 
     # a. The real CLI infers every object; the late booleans are typed.
     cli(["catalog", "refresh", "--state", str(state)], env)

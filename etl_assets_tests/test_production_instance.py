@@ -26,7 +26,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 import yaml
 from dagster._core.events import DagsterEventType
@@ -40,7 +39,8 @@ from etl_assets_tests.helpers import (
     events,
     finished_runs,
     folders_in,
-    production_home,
+    pg_rows,
+    production_deployment,
     stack,
 )
 
@@ -52,17 +52,6 @@ OBJECTS = ("Task",)  # one warehouse step per run: every process imports the cod
 QUEUE_PATH = [DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START,
               DagsterEventType.RUN_SUCCESS]
 DAEMONS = ("SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING")
-
-
-def storage_query(database: dict, sql: str, params=None) -> list[tuple]:
-    connection = psycopg2.connect(host=database["host"], port=database["port"], user=database["user"],
-                                  dbname=database["database"])
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    finally:
-        connection.close()
 
 
 def keep_only(landing_root: Path, folders: list[str], objects: tuple[str, ...]) -> None:
@@ -82,13 +71,8 @@ def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
     keep_only(landing_root, folders, OBJECTS)
     assert all((landing_root / "backup" / f / o).is_dir() for f in folders for o in OBJECTS)
 
-    home, instance_env = production_home(tmp_path, dagster_storage_database, monkeypatch)
-    env = live.environment(
-        landing=landing_root, **instance_env, **live.postgres_warehouse(postgres_database),
-        # Nothing in the repo's data/ directory is touched, whatever else might run.
-        ETL_ASSETS_DUCKDB_PATH=str(tmp_path / "warehouse.duckdb"),
-        ETL_ASSETS_TOTESYS_DUCKDB_PATH=str(tmp_path / "totesys.duckdb"),
-    )
+    home, env = production_deployment(tmp_path, landing_root, dagster_storage_database, postgres_database,
+                                       monkeypatch)
     with stack(home, env, tmp_path) as dagster:
         dagster.start_webserver(timeout=120)
         assert SENSOR in dagster.stopped and "totesys_extract_schedule" in dagster.stopped, dagster.stopped
@@ -131,20 +115,20 @@ def test_the_production_instance_runs_the_sensor_and_queued_runs_on_postgres(
                 assert assert_matches_truth(warehouse, landing_root, api_name, folders) > 0
 
             # Dagster's own record is rows in the PostgreSQL storage database, not files in DAGSTER_HOME.
-            assert sorted(storage_query(dagster_storage_database, "SELECT run_id, status FROM runs")) == sorted(
+            assert sorted(pg_rows(dagster_storage_database, "SELECT run_id, status FROM runs")) == sorted(
                 (run_id, "SUCCESS") for run_id in run_ids)
-            [(materializations,)] = storage_query(
+            [(materializations,)] = pg_rows(
                 dagster_storage_database, "SELECT COUNT(*) FROM event_logs WHERE run_id = ANY(%s) "
                 "AND dagster_event_type = 'ASSET_MATERIALIZATION'", [run_ids])
             assert materializations == FOLDERS * len(OBJECTS)
-            assert sorted(storage_query(dagster_storage_database, "SELECT partition FROM dynamic_partitions "
+            assert sorted(pg_rows(dagster_storage_database, "SELECT partition FROM dynamic_partitions "
                                         "WHERE partitions_def_name = %s", [differential_folders.name])) == [
                 (f,) for f in folders]
-            assert storage_query(dagster_storage_database,
+            assert pg_rows(dagster_storage_database,
                                  "SELECT COUNT(*) FROM job_ticks WHERE type = 'SENSOR' AND status = 'SUCCESS'")[0][0] >= 1
-            assert storage_query(dagster_storage_database, "SELECT COUNT(*) FROM daemon_heartbeats")[0][0] >= 3
+            assert pg_rows(dagster_storage_database, "SELECT COUNT(*) FROM daemon_heartbeats")[0][0] >= 3
             pool_limit = yaml.safe_load(PRODUCTION_YAML.read_text())["concurrency"]["pools"]["default_limit"]
-            assert storage_query(dagster_storage_database,
+            assert pg_rows(dagster_storage_database,
                                  'SELECT concurrency_key, "limit" FROM concurrency_limits') == [("warehouse", pool_limit)]
             sqlite_files = [p.name for p in home.rglob("*") if p.suffix in (".db", ".sqlite")]
             assert sqlite_files == [], f"SQLite storage in DAGSTER_HOME: {sqlite_files}"
