@@ -3,24 +3,28 @@
 `Settings.read()` reads the environment once, when the code location loads
 (etl_assets/definitions.py calls `deployment_definitions()`), and validates every choice:
 
-==========================  =========================================  ==============
-variable                    choices                                    default
-==========================  =========================================  ==============
-ETL_ASSETS_WAREHOUSE        duckdb, postgres, redshift                 duckdb
-ETL_ASSETS_LANDING_ZONE     local, s3                                  local
-ETL_ASSETS_TOTESYS_SOURCE   duckdb, postgres                           duckdb
-ETL_ASSETS_EXECUTOR         auto, in_process, forkserver,              auto (in_process on DuckDB,
-                            multiprocess, celery                       forkserver otherwise)
-ETL_ASSETS_CELERY_QUEUE     any queue name (celery executor)           dagster
-ETL_ASSETS_TOTESYS_CRON     a cron expression (the schedule)           */5 * * * *
-ETL_ASSETS_TOTESYS_SCHEDULE running, stopped (its default status)      running
-==========================  =========================================  ==============
+=============================  ==========================================  ================
+variable                       choices                                     default
+=============================  ==========================================  ================
+ETL_ASSETS_WAREHOUSE           duckdb, postgres, redshift                  duckdb
+ETL_ASSETS_LANDING_ZONE        local, s3                                   local
+ETL_ASSETS_TOTESYS_SOURCE      duckdb, postgres                            duckdb
+ETL_ASSETS_EXECUTOR            auto, in_process, forkserver,               auto (below)
+                               multiprocess, celery
+ETL_ASSETS_CELERY_QUEUE        any queue name (celery executor)            dagster
+ETL_ASSETS_TOTESYS_CRON        a cron expression (the schedule)            */5 * * * *
+ETL_ASSETS_TOTESYS_SCHEDULE    running, stopped (its default status)       running
+=============================  ==========================================  ================
 
-These pick a resource class, the executor or a schedule's cron, so they are fixed when the code
+`auto` is in_process on the embedded DuckDB warehouse, forkserver on the others
+(etl_assets/execution.py). ETL_ASSETS_EXECUTOR=celery also needs ETL_ASSETS_CELERY_BROKER and
+ETL_ASSETS_CELERY_BACKEND, resolved when a run starts.
+
+These pick a resource class, the executor or the schedule, so they are fixed when the code
 location loads. Everything else (hosts, ports, paths, users, passwords, buckets) is a value:
 the resource field is a `dg.EnvVar` when the variable is set at load, which Dagster resolves
 when a run starts, in the run's (or step's) own process; a variable unset at load takes the
-default shown beside it below.
+default shown beside it in the build_* functions below.
 
 A run whose environment disagrees with what the code location loaded with fails before any
 step does work (`DeploymentMismatch`). Every resource built here checks, when Dagster sets it
