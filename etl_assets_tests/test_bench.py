@@ -18,3 +18,22 @@ def test_bench_produces_every_variant_with_ratios(tmp_path, postgres_server):
                     "pipeline_duckdb_first", "pipeline_duckdb_reload", "json_baseline_pg"):
         assert variant in text, f"{variant} missing from the report"
     assert (tmp_path / "out" / "loads.md").read_text().count("|") > 20
+
+
+def test_bench_measures_a_users_csv_typed_by_discovery(tmp_path):
+    """`--csv`: an object the catalog does not declare is typed from the file's header and rows (discovery)."""
+    from etl_assets.tools.salesforce_sample import write_object_csv
+
+    export = tmp_path / "export" / "Widget__c" / "Widget__c.csv"
+    write_object_csv(export, "Task", 2000)
+    result = subprocess.run(
+        [sys.executable, "-m", "etl_assets.cli", "bench", "--only", "loads", "--csv", str(export), "--rounds", "1",
+         "--targets", "duckdb", "--no-peers", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loads = json.loads((tmp_path / "out" / "loads.json").read_text())["loads"]
+    assert loads["object"] == "Widget__c" and "not in the catalog" in loads["source"]
+    variants = loads["variants"]
+    assert variants["pipeline_duckdb_first"]["inserted"] == 2000
+    assert variants["pipeline_duckdb_reload"]["updated"] == 2000  # the version column moved later
