@@ -81,5 +81,5 @@ def test_the_code_location_matches_its_snapshot():
         SNAPSHOT.write_text("\n".join(HEADER + lines) + "\n", encoding="utf-8")
     recorded = [line for line in SNAPSHOT.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
     diff = "\n".join(difflib.unified_diff(recorded, lines, "snapshot", "code location", n=0, lineterm=""))
-    assert not diff, (f"the code location differs from {SNAPSHOT.relative_to(live.REPO)} ('-' recorded, '+' now). "
+    assert not diff, (f"the code location differs from {os.path.relpath(SNAPSHOT, live.REPO)} ('-' recorded, '+' now). "
                       f"If the change is meant, regenerate it with `{REGENERATE}` and commit the file.\n{diff}")
