@@ -7,7 +7,10 @@ Runs the asset's own code path (`stage_object`, then `warehouse.load`) into a fr
 or DuckDB file, first load then the re-load, with timers around each stage and around each statement
 the load's plan runs (the warehouse's Session methods are wrapped here, at run time; the warehouse
 code itself is not changed). The time between the last statement and the end of `load` is the
-commit. `--cprofile N` also writes the N most expensive functions (cumulative) of the staging part,
+commit. Besides wall time it records CPU seconds, which a loaded machine changes much less: the
+process's (all its threads: the CSV reader, pgpq's COPY encoder, DuckDB's workers), the main thread's
+per staging stage, and for PostgreSQL the server backend's per statement (from /proc/<pid>/stat).
+`--cprofile N` also writes the N most expensive functions (cumulative) of the staging part,
 with cProfile (slower: run it apart from the timed run).
 """
 
@@ -36,6 +39,53 @@ def _label(sql: str) -> str:
     return words[:90]
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _backend_cpu(pid: int | None) -> float:
+    """A PostgreSQL backend's CPU seconds so far (user + system); 0 where /proc cannot tell."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _pid(session) -> int | None:
+    connection = getattr(session, "connection", None)
+    getter = getattr(connection, "get_backend_pid", None)
+    return getter() if getter else None
+
+
+_STAGE_CPU: dict[str, float] = {}  # the current load's main-thread CPU seconds per staging stage
+
+
+def _time_stages() -> None:
+    """Charge the main thread's CPU seconds to the staging stage being lapped (wraps staging._Clock once)."""
+    from etl_assets.salesforce import staging
+
+    if getattr(staging._Clock, "cpu_wrapped", False):
+        return
+    cpu = _STAGE_CPU
+    original_init, original_lap = staging._Clock.__init__, staging._Clock.lap
+
+    def init(clock, timings):
+        original_init(clock, timings)
+        clock.cpu_last = time.thread_time()
+        clock.cpu_validated = 0.0
+
+    def lap(clock, stage):
+        original_lap(clock, stage)
+        now = time.thread_time()
+        cpu[stage] = cpu.get(stage, 0.0) + now - clock.cpu_last
+        clock.cpu_last = now
+
+    staging._Clock.__init__, staging._Clock.lap = init, lap
+    staging._Clock.cpu_wrapped = True
+
+
 class _Recorder:
     def __init__(self):
         self.steps: list[dict] = []
@@ -46,12 +96,14 @@ class _Recorder:
 
         def timed(session, first, *args, **kwargs):
             sql = first.sql if hasattr(first, "sql") else first
-            started = time.perf_counter()
+            pid = _pid(session)
+            started, cpu, server = time.perf_counter(), time.process_time(), _backend_cpu(pid)
             try:
                 return original(session, first, *args, **kwargs)
             finally:
                 recorder.steps.append({"sql": _label(sql), "seconds": time.perf_counter() - started,
-                                       "at": started})
+                                       "client_cpu_s": time.process_time() - cpu,
+                                       "server_cpu_s": _backend_cpu(pid) - server if pid else None, "at": started})
 
         setattr(cls, name, timed)
 
@@ -72,14 +124,16 @@ def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> d
     folder = file.parent.parent.name
     source = SourceFile(f"backup/{folder}/{obj.api_name}/{file.name}", file)
     timings: dict[str, float] = {}
+    _time_stages()
+    _STAGE_CPU.clear()
     profiler = cProfile.Profile() if profile_top else None
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     batch, report = stage_object(obj, [source], partition=folder, timings=timings)
     if profiler:
         profiler.disable()
-    staged = time.perf_counter()
+    staged, cpu_staged = time.perf_counter(), time.process_time()
     recorder.steps.clear()
     result = warehouse.load(batch)
     finished = time.perf_counter()
@@ -88,6 +142,8 @@ def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> d
     in_steps = sum(s["seconds"] for s in steps)
     out = {"rows": report.rows_read, "inserted": result.inserted, "updated": result.updated,
            "total_s": finished - started, "staging_s": staged - started, "stages": timings,
+           "staging_process_cpu_s": cpu_staged - cpu_started, "stages_main_thread_cpu_s": dict(_STAGE_CPU),
+           "load_process_cpu_s": time.process_time() - cpu_staged,
            "load_s": finished - staged, "load_steps": [{k: v for k, v in s.items() if k != "at"} for s in steps],
            "load_outside_steps_s": finished - staged - in_steps,
            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -142,9 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     for kind, run in runs.items():
         print(f"\n{args.target} {kind}: total {run['total_s']:.2f} s = staging {run['staging_s']:.2f} s "
               f"({', '.join(f'{k} {v:.2f}' for k, v in run['stages'].items())}) + load {run['load_s']:.2f} s")
+        print(f"  staging CPU: process {run['staging_process_cpu_s']:.2f} s, main thread by stage "
+              + ", ".join(f"{k} {v:.2f}" for k, v in run["stages_main_thread_cpu_s"].items()))
+        print("     wall  client CPU  server CPU  statement")
         for step in run["load_steps"]:
             if step["seconds"] >= 0.05:
-                print(f"  {step['seconds']:7.2f} s  {step['sql']}")
+                server = "" if step["server_cpu_s"] is None else f"{step['server_cpu_s']:.2f}"
+                print(f"  {step['seconds']:7.2f}  {step['client_cpu_s']:10.2f}  {server:>10}  {step['sql']}")
         print(f"  {run['load_outside_steps_s']:7.2f} s  (connect, plan, commit: outside the statements)")
     return 0
 
