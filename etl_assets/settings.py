@@ -68,7 +68,7 @@ from etl_assets.warehouse.redshift import RedshiftWarehouse
 if TYPE_CHECKING:
     from etl_assets.totesys.source import TotesysSource
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
 
 WAREHOUSES = ("duckdb", "postgres", "redshift")
