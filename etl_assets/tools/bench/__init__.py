@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                     log=lambda m: print(m, flush=True), peers=not args.no_peers,
                                     columns=args.columns, user=user)
         memory_point = None
+        # Written before the memory point, which takes a while: a failure there loses nothing measured.
+        report.write_loads(out, result, report.environment(), name=args.name)
         if args.memory_rows:
             pipeline = {t for t in targets if t in ("pg", "duckdb")}
             print(f"Memory point: {args.memory_rows:,} rows, pipeline first loads only", flush=True)

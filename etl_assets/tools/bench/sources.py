@@ -44,7 +44,7 @@ def _duckdb_connection():
     import duckdb
 
     connection = duckdb.connect()
-    connection.execute("SET memory_limit = '2GB'; SET preserve_insertion_order = true; SET threads = 2; SET enable_progress_bar = false")
+    connection.execute("SET memory_limit = '6GB'; SET preserve_insertion_order = true; SET threads = 1; SET enable_progress_bar = false")
     return connection
 
 
