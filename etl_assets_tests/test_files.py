@@ -11,10 +11,8 @@ import json
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
@@ -34,7 +32,7 @@ from etl_assets.tools.files_sample import ORDERS_SCHEMA
 from etl_assets.warehouse.audit import find_loads
 from etl_assets.warehouse.base import Step
 from etl_assets.warehouse.redshift import RedshiftWarehouse
-from etl_assets_tests.conftest import S3_CREDENTIALS
+from etl_assets_tests.conftest import S3_CREDENTIALS, sns_to_sqs
 
 ASSET_FOR = {"datalake/": datalake_loads, "external/": external_feed_loads, "csv/": csv_to_parquet_loads}
 BANK_HEADER = "txn_id|account|amount|currency|booked_at"
@@ -62,17 +60,10 @@ def env(s3_endpoint, s3_bucket, warehouse, monkeypatch, tmp_path):
     bundled = (Path(FEEDS_PATH).read_text(encoding="utf-8")).replace("external_feeds:\n", "external_feeds:" + LEDGER_FEED, 1)
     (tmp_path / "feeds.yaml").write_text(bundled, encoding="utf-8")
     monkeypatch.setenv("ETL_ASSETS_FEEDS", str(tmp_path / "feeds.yaml"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # the notifier uses boto3's default credential chain
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     client, bucket = s3_bucket
-    sns = boto3.client("sns", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
-    sqs = boto3.client("sqs", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
-    topic = sns.create_topic(Name=f"loads-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    queue = sqs.create_queue(QueueName=f"loads-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    topic, sqs, queue = sns_to_sqs(s3_endpoint, "loads")
     zone = S3LandingZone(s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), bucket=bucket)
-    notifier = Notifier(topic_arn=topic, endpoint_url=s3_endpoint, region_name="us-east-1")
+    notifier = Notifier(topic_arn=topic, endpoint_url=s3_endpoint, **S3_CREDENTIALS)  # the landing zone's keys
 
     class Env:
         instance = dg.DagsterInstance.ephemeral()

@@ -256,8 +256,8 @@ class Warehouse(dg.ConfigurableResource):
         return self.result(batch, results, plan)
 
     def upsert_steps(self, spec: TableSpec, row: dict, key: Sequence[str] = ()) -> list[Step]:
-        """Steps (for `load(after=...)`) that replace the rows sharing `row`'s values of `key`
-        with `row`: a bookkeeping row that exists exactly when the load it describes committed."""
+        """Steps (for `load(after=...)`) that replace the rows sharing `row`'s values of `key` with
+        `row` (no key: only insert it): a bookkeeping row that exists exactly when its load committed."""
         p, table = self.param, self.table(spec)
         steps = []
         if key:
