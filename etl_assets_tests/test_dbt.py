@@ -311,7 +311,8 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     reach the fact; run again, it has nothing to build."""
     from etl_assets.settings import build_resources
     from etl_assets.totesys import totesys_extract_job, totesys_source_tables
-    from etl_assets.totesys.pipeline import run_totesys_pipeline
+    from etl_assets.tools.totesys_seed import seed_embedded_if_empty
+    from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline
     from etl_assets.totesys.source import build_totesys_source
 
     for name, value in {"ETL_ASSETS_WAREHOUSE": "duckdb", "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
@@ -326,8 +327,9 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     )
     instance = dg.DagsterInstance.ephemeral()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    seeded = seed_embedded_if_empty(resolved_source())  # what `etl-assets totesys` does first
     first = run_totesys_pipeline(defs, instance, quiet)
-    assert first.success and first.seeded and first.dbt_ran and first.dbt_skipped_groups == ["salesforce_marts"]
+    assert seeded and first.success and first.dbt_ran and first.dbt_skipped_groups == ["salesforce_marts"]
 
     pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")),
                         DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")), tmp_path / "landing")
