@@ -357,6 +357,9 @@ def build_notifier(env: Settings | Mapping[str, str] | None = None) -> Notifier:
         topic_arn=settings.value("ETL_ASSETS_SNS_TOPIC_ARN", ""),
         region_name=settings.value("AWS_REGION", "us-east-1"),
         endpoint_url=settings.value("ETL_ASSETS_SNS_ENDPOINT_URL", ""),
+        # The same identity as the S3 resource (unset: boto3's default chain, an IAM role in production).
+        aws_access_key_id=settings.value("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=settings.value("AWS_SECRET_ACCESS_KEY"),
     )
 
 
@@ -387,13 +390,18 @@ def build_resources(env: Settings | Mapping[str, str] | None = None) -> dict:
 
 
 def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> dg.Definitions:
-    """Everything of the code location the environment decides: resources (the totesys source
-    included), the executor and the totesys schedule's cron."""
+    """Everything of the code location the environment decides: resources (the totesys source and
+    dbt, whose profile target is the warehouse chosen here), the executor and the totesys schedule."""
+    from dagster_dbt import DbtCliResource
+
+    from etl_assets.dbt_project.project import dbt_executable, dbt_project
     from etl_assets.execution import executor_for
     from etl_assets.totesys.schedules import build_totesys_schedule
 
     settings = _settings(env)
-    resources = {**build_resources(settings), "totesys_source": build_totesys_source(settings)}
+    resources = {**build_resources(settings), "totesys_source": build_totesys_source(settings),
+                 "dbt": settings.resource(DbtCliResource, project_dir=dbt_project, dbt_executable=dbt_executable(),
+                                          target=settings.warehouse)}
     return dg.Definitions(
         resources={**resources, DEPLOYMENT_RESOURCE: _deployment_resource(settings)},  # after every value is read
         executor=executor_for(settings),

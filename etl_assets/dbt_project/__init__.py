@@ -13,11 +13,9 @@ with warnings.catch_warnings():
         pass
 
 import dagster as dg  # noqa: E402
-from dagster_dbt import DbtCliResource  # noqa: E402
 
 from etl_assets.dbt_project.assets import dbt_models  # noqa: E402
 from etl_assets.dbt_project.freshness import build_freshness_notification_sensor  # noqa: E402
-from etl_assets.dbt_project.project import dbt_executable, dbt_project  # noqa: E402
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "dbt_automation_sensor",
@@ -33,5 +31,4 @@ freshness_sensor = build_freshness_notification_sensor(
 defs = dg.Definitions(
     assets=[dbt_models],
     sensors=[automation_sensor, freshness_sensor],
-    resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
-)
+)  # the `dbt` resource is the deployment's (etl_assets/settings.py): its target is the chosen warehouse
