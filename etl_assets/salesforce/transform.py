@@ -17,14 +17,13 @@ from dataclasses import field as dataclass_field
 
 import numpy as np
 import pandas as pd
-import pandera.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.landing.csv_reader import CsvChunk, CsvFormatError
 from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, SalesforceObject
 from etl_assets.salesforce.ids import normalize_ids
-from etl_assets.salesforce.schema import STRING_DTYPE, object_schema
+from etl_assets.salesforce.schema import STRING_DTYPE, validation
 from etl_assets.warehouse.convert import convert_column
 from etl_assets.warehouse.spec import (
     LOAD_CHANGES,
@@ -159,10 +158,7 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     frame = pd.DataFrame(typed)
     truncated = _enforce_text_limits(obj, chunk, plan, frame, problems, limits, file)
     started = time.perf_counter()
-    try:
-        object_schema(obj, plan.drift).validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as errors:
-        _collect_pandera_failures(errors, problems)
+    _collect_failures(validation(obj, plan.drift).failures(frame), problems)
     if timings is not None:
         timings["validate"] = timings.get("validate", 0.0) + time.perf_counter() - started
     frame[SOURCE_PARTITION] = partition
@@ -218,13 +214,8 @@ def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPla
     return truncated
 
 
-def _collect_pandera_failures(errors: pandera.errors.SchemaErrors, problems: dict[int, list]) -> None:
-    cases = errors.failure_cases
-    row_level = cases[cases["index"].notna()]
-    if len(row_level) < len(cases):
-        # A whole-column failure (wrong dtype, missing column) is a bug in the transform, not bad data.
-        raise errors
-    for row, column, check, value in zip(row_level["index"], row_level["column"], row_level["check"], row_level["failure_case"]):
+def _collect_failures(failures: list[tuple[int, str, str, object]], problems: dict[int, list]) -> None:
+    for row, column, check, value in failures:
         found = problems.setdefault(int(row), [])
         if check == "not_nullable" and any(c == column for c, _ in found):
             continue  # the value did not convert: that reason is already recorded, null is its consequence

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from etl_assets.notifications import Notifier
-from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.base import Deferred, Step, Warehouse
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, quote
 
 AUDIT_SCHEMA, AUDIT_TABLE = "etl_audit", "loads"
@@ -83,11 +83,32 @@ def record_load(warehouse: Warehouse, record: LoadRecord) -> LoadRecord:
     return record
 
 
+def ensure_audit_table(warehouse: Warehouse) -> None:
+    """The audit table, with every column, before a load writes its row in its own transaction."""
+    warehouse.ensure_table(AUDIT)
+
+
+def record_steps(warehouse: Warehouse, record: LoadRecord, rows_loaded: Deferred | None = None) -> list[Step]:
+    """The audit row as steps of the load's own transaction (`Warehouse.load(batch, after=...)`): it
+    commits exactly when the load does. `rows_loaded` (from the load's results) and `finished_at`
+    are resolved when the steps run. The audit table must exist: `warehouse.ensure_table(AUDIT)`."""
+    values = asdict(record)
+    values["finished_at"] = record.finished_at or Deferred(lambda results: utcnow())
+    if rows_loaded is not None:
+        values["rows_loaded"] = rows_loaded
+    return warehouse.upsert_steps(AUDIT, {n: values[n] for n in COLUMNS})
+
+
 def report_load(warehouse: Warehouse, record: LoadRecord, notifier: Notifier | None, log) -> None:
     """The one way every domain tells a load's outcome: the audit row, then the notification (the
     run log when there is no notifier). A notification that cannot be sent is logged as an error
     and nothing more: the load and its audit row stand."""
     record_load(warehouse, record)
+    notify_load(record, notifier, log)
+
+
+def notify_load(record: LoadRecord, notifier: Notifier | None, log) -> None:
+    """The notification of an outcome whose audit row is written (the run log when there is no notifier)."""
     message = {"file": record.source_key, "table": record.target_table, "status": record.status,
                "reason": record.error, "rows_loaded": record.rows_loaded, "run_id": record.run_id}
     try:

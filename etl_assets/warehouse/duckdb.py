@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
@@ -40,6 +41,15 @@ class DuckDBSession(Session):
         return self.connection.execute(sql, list(params)).fetchall()
 
 
+_HELD = threading.local()  # path -> the connection `DuckDBWarehouse.held` opened in this thread
+
+
+def _held_connections() -> dict[str, duckdb.DuckDBPyConnection]:
+    if not hasattr(_HELD, "connections"):
+        _HELD.connections = {}
+    return _HELD.connections
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB database file; created on first use."""
 
@@ -60,6 +70,7 @@ class DuckDBWarehouse(Warehouse):
     # keys are unique by construction of the merge.
     primary_key_constraint: ClassVar[bool] = False
     param: ClassVar[str] = "?"
+    runs_steps_in_order: ClassVar[bool] = True
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
@@ -105,6 +116,30 @@ class DuckDBWarehouse(Warehouse):
         return [Step(insert, ([str(f) for f in batch.reject_files],))]
 
     @contextmanager
+    def held(self) -> Iterator[None]:
+        """One connection for this thread's sessions of this file until the block ends (nested blocks
+        share the outer one). It holds DuckDB's writer lock meanwhile, so hold it for a step's work."""
+        held = _held_connections()
+        if self.path in held:
+            yield
+            return
+        held[self.path] = self.connect()
+        try:
+            yield
+        finally:
+            held.pop(self.path).close()
+
+    @contextmanager
     def session(self) -> Iterator[DuckDBSession]:
-        with transaction(self.connect()) as connection:
+        connection = _held_connections().get(self.path)
+        if connection is None:
+            with transaction(self.connect()) as connection:
+                yield DuckDBSession(connection)
+            return
+        connection.begin()
+        try:
             yield DuckDBSession(connection)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise

@@ -11,8 +11,20 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from etl_assets.notifications import Notifier
-from etl_assets.warehouse.audit import LoadRecord, report_load
-from etl_assets.warehouse.base import DELETED_IN_SOURCE_AT, Warehouse
+from etl_assets.warehouse.audit import (
+    LoadRecord,
+    ensure_audit_table,
+    notify_load,
+    record_steps,
+    report_load,
+    utcnow,
+)
+from etl_assets.warehouse.base import (
+    DELETED_IN_SOURCE_AT,
+    Deferred,
+    Warehouse,
+    rows_merged,
+)
 from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.spec import (
     LINEAGE_COLUMNS,
@@ -73,26 +85,39 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     warehouse: Warehouse
     notifier: Notifier | None = None  # None: outcomes are only audited and logged
 
-    def _audit(self, context: dg.OutputContext, batch: StagedBatch, **outcome) -> None:
+    def _record(self, context: dg.OutputContext, batch: StagedBatch, **outcome) -> LoadRecord:
         spec = batch.spec
-        record = LoadRecord(
+        return LoadRecord(
             domain=context.asset_key.path[0], source_key=batch.source_key or batch.partition or "",
             target_table=f"{spec.schema}.{spec.name}", action=batch.mode,
             rows_read=batch.rows + batch.rejected_rows, rows_rejected=batch.rejected_rows, run_id=context.run_id,
             **outcome,
         )
-        report_load(self.warehouse, record, self.notifier, context.log)
 
     def handle_output(self, context: dg.OutputContext, obj: StagedBatch) -> None:
         if not isinstance(obj, StagedBatch):
             raise TypeError(f"WarehouseIOManager stores StagedBatch outputs, got {type(obj).__name__}")
+        # One connection for the load, its audit row and the counts (DuckDB: one open and close of the
+        # file per step, not five), released when the output is stored.
+        with self.warehouse.held():
+            self._store(context, obj)
+
+    def _store(self, context: dg.OutputContext, obj: StagedBatch) -> None:
         spec = obj.spec
         preview = batch_preview(obj)  # before the load: the staged files are discarded after it
+        record = self._record(context, obj)
         try:
-            result = self.warehouse.load(obj)
+            after = []
+            if self.warehouse.runs_steps_in_order:
+                # The audit row in the load's own transaction: it exists exactly when the rows committed.
+                ensure_audit_table(self.warehouse)
+                after = record_steps(self.warehouse, record, rows_loaded=Deferred(rows_merged))
+            result = self.warehouse.load(obj, after=after)
         except Exception as error:
             try:
-                self._audit(context, obj, status="FAILED", error=f"{type(error).__name__}: {error}")
+                report_load(self.warehouse, self._record(context, obj, status="FAILED",
+                                                         error=f"{type(error).__name__}: {error}"),
+                            self.notifier, context.log)
             except Exception as audit_error:  # never let the audit hide why the load failed
                 context.log.error(f"Could not record the failed load in the audit table: {audit_error}")
             context.log.error(f"Load of {spec.schema}.{spec.name} failed; staged files kept in {obj.directory}")
@@ -103,7 +128,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 allow_retries=False,
             ) from error
         obj.discard()
-        self._audit(context, obj, rows_loaded=result.inserted + result.updated)
+        record.rows_loaded = result.inserted + result.updated
+        if after:
+            record.finished_at = record.finished_at or utcnow()
+            notify_load(record, self.notifier, context.log)
+        else:
+            report_load(self.warehouse, record, self.notifier, context.log)
         context.add_output_metadata(
             {
                 "dagster/table_name": f"{spec.schema}.{spec.name}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
@@ -106,11 +107,21 @@ class PostgresSession(Session):
         self.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
 
 
+_HELD = threading.local()  # describe() -> the connection `PostgresWarehouse.held` opened in this thread
+
+
+def _held_connections() -> dict:
+    if not hasattr(_HELD, "connections"):
+        _HELD.connections = {}
+    return _HELD.connections
+
+
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL database; the password comes from the environment (EnvVar)."""
 
     max_columns: ClassVar[int] = 1600
     copy_format: ClassVar[str] = "binary"
+    runs_steps_in_order: ClassVar[bool] = True
 
     host: str = "127.0.0.1"
     port: int = 5432
@@ -155,23 +166,46 @@ class PostgresWarehouse(Warehouse):
     def describe(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
+    def _connect_args(self) -> dict:
+        return dict(host=self.host, port=self.port, dbname=self.database, user=self.user,
+                    password=self.password or None, connect_timeout=self.connect_timeout_seconds)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """One connection for this thread's sessions of this database until the block ends (nested
+        blocks share the outer one); each session is still its own transaction."""
+        held, key = _held_connections(), self.describe()
+        if key in held:
+            yield
+            return
+        held[key] = psycopg2_connect(key, **self._connect_args())
+        try:
+            yield
+        finally:
+            held.pop(key).close()
+
     @contextmanager
     def session(self) -> Iterator[PostgresSession]:
-        with psycopg2_session(self.describe(), PostgresSession, host=self.host, port=self.port,
-                              dbname=self.database, user=self.user, password=self.password or None,
-                              connect_timeout=self.connect_timeout_seconds) as session:
+        connection = _held_connections().get(self.describe())
+        if connection is not None and not connection.closed:
+            with psycopg2_transaction(connection, PostgresSession) as session:
+                yield session
+            return
+        with psycopg2_session(self.describe(), PostgresSession, **self._connect_args()) as session:
             yield session
 
 
-@contextmanager
-def psycopg2_session(where: str, session_type: type[PostgresSession], **connect) -> Iterator[PostgresSession]:
-    """A psycopg2 connection as one transaction (PostgreSQL, and Redshift's cluster endpoint):
-    committed when the block ends, rolled back if it raises, closed either way. A server that
-    cannot be reached at all fails at once with its address."""
+def psycopg2_connect(where: str, **connect):
+    """A psycopg2 connection; a server that cannot be reached at all fails at once with its address."""
     try:
-        connection = psycopg2.connect(application_name="etl_assets", **connect)
+        return psycopg2.connect(application_name="etl_assets", **connect)
     except psycopg2.OperationalError as error:
         raise WarehouseUnreachable(f"{where} is unreachable: {str(error).strip()}") from None
+
+
+@contextmanager
+def psycopg2_transaction(connection, session_type: type[PostgresSession]) -> Iterator[PostgresSession]:
+    """One transaction on an open connection: committed when the block ends, rolled back if it raises."""
     try:
         yield session_type(connection)
         connection.commit()
@@ -179,5 +213,16 @@ def psycopg2_session(where: str, session_type: type[PostgresSession], **connect)
         if not connection.closed:  # a dead connection cannot roll back; keep the real error
             connection.rollback()
         raise
+
+
+@contextmanager
+def psycopg2_session(where: str, session_type: type[PostgresSession], **connect) -> Iterator[PostgresSession]:
+    """A psycopg2 connection as one transaction (PostgreSQL, and Redshift's cluster endpoint):
+    committed when the block ends, rolled back if it raises, closed either way. A server that
+    cannot be reached at all fails at once with its address."""
+    connection = psycopg2_connect(where, **connect)
+    try:
+        with psycopg2_transaction(connection, session_type) as session:
+            yield session
     finally:
         connection.close()
