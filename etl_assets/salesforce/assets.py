@@ -5,6 +5,8 @@ and validates it (rejects kept, good rows loaded) and hands the staged batch to
 the warehouse IO manager, which merges it into salesforce.<object>.
 """
 
+import warnings
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 import dagster as dg
@@ -17,9 +19,10 @@ from etl_assets.salesforce.partitions import (
     differential_folders,
     full_backup_date,
 )
-from etl_assets.salesforce.staging import SourceFile, stage_object
+from etl_assets.salesforce.staging import SourceFile, StageReport, stage_object
 from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
 
 DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
 CODE_VERSION = "1"
@@ -105,79 +108,66 @@ def object_kind(obj: SalesforceObject) -> str:
     return "managed" if obj.namespace else "custom" if "__" in obj.api_name else "standard"
 
 
-def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
-    key = object_asset_key(obj)
-    tags = {"domain": "salesforce", "salesforce/kind": object_kind(obj)}
-    if obj.namespace:
-        tags["salesforce/namespace"] = obj.namespace
+# A backfill of many folders runs as a few runs of up to this many folders each (Dagster's
+# BackfillPolicy), each object's step loading its folders in order: a 30-folder backfill is 3 runs
+# (3 code-location imports, 30 steps), not 30 runs of 10 steps contending for the warehouse pool.
+# Runs of one folder (the sensor's, a UI launch of one partition) are unchanged.
+MAX_FOLDERS_PER_RUN = 10
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_FOLDERS_PER_RUN)
 
-    @dg.asset(
-        key=key,
-        description=object_description(obj),
-        group_name=obj.group,
-        partitions_def=differential_folders,
-        io_manager_key="warehouse_io_manager",
-        kinds={"salesforce", "pandas", "csv"},
-        tags=tags,
-        owners=["team:data-engineering"],
-        code_version=CODE_VERSION,
-        pool="warehouse",
-        # Transient faults (S3 throttling, a dropped connection) are retried; bad files are not.
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
-        metadata={"salesforce_object": obj.api_name, "primary_key": obj.primary_key,
-                  "version_column": obj.version_column or "(none)",
-                  "column_sources": dg.MetadataValue.json(obj.column_sources())},
-        check_specs=[
-            dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog, and no inferred type had to widen."),
-            dg.AssetCheckSpec(NO_REJECTED_ROWS, asset=key, description="Every row passed validation."),
-            dg.AssetCheckSpec(NO_TRUNCATED_VALUES, asset=key,
-                              description="No text value was cut to fit the warehouse (Redshift's 65,535-byte VARCHAR)."),
-        ],
-    )
-    def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse):
-        folder = context.partition_key
-        landed = object_files(landing_zone, folder, obj)
-        keys = [f.key for f in landed]
-        context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
-        try:
-            with ExitStack() as stack:
-                files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
-                # An inferred column the table already holds wider stays wider (one catalog query, only then).
-                inferred = any(not c.strict for c in obj.columns)
-                table_types = warehouse.column_types(obj.schema, obj.table) if inferred and files else {}
-                batch, report = stage_object(obj, files, partition=folder, limits=warehouse.text_limits,
-                                             table_types=table_types)
-        except CsvFormatError as error:
-            # The same audit row and message as a load's (the IO manager's); with no notifier here the
-            # message is logged, and the run-failure sensor sends the run's notification.
-            report_load(warehouse, LoadRecord(
-                domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
-                target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
-            ), None, context.log)
-            raise dg.Failure(
-                description=f"{obj.api_name} in {folder} was not loaded: {error}",
-                metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
-                allow_retries=False,
-            ) from error
-        batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
-        # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
-        batch.full_snapshot_date = full_backup_date(folder) if landed else None
-        yield dg.Output(
-            batch,
-            metadata={
-                "source_files": [landing_zone.location(k) for k in keys],
-                # The sensor compares this with the files it sees to know the folder is done.
-                SOURCE_FINGERPRINT: fingerprint_files(landed),
-                "rows_read": report.rows_read,
-                "rows_loaded": report.rows_valid,
-                "rows_rejected": report.rows_rejected,
-                "values_truncated": report.values_truncated,
-                "schema_drift": list(report.drift_columns),
-                # Header fields loaded under a normalized name (docs/salesforce-values.md); also in the column schema.
-                "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
-                "widened_columns": dg.MetadataValue.json(report.widened_columns),
-            },
-        )
+
+def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
+                 obj: SalesforceObject, folder: str) -> tuple[StagedBatch, StageReport, dict]:
+    """The object's files in one folder, staged; with the metadata of its materialization. A file
+    that cannot be read is audited as FAILED and fails the step (no retry)."""
+    landed = object_files(landing_zone, folder, obj)
+    keys = [f.key for f in landed]
+    context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
+    try:
+        with ExitStack() as stack:
+            files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
+            # An inferred column the table already holds wider stays wider (one catalog query, only then).
+            inferred = any(not c.strict for c in obj.columns)
+            table_types = warehouse.column_types(obj.schema, obj.table) if inferred and files else {}
+            batch, report = stage_object(obj, files, partition=folder, limits=warehouse.text_limits,
+                                         table_types=table_types)
+    except CsvFormatError as error:
+        # The same audit row and message as a load's (the IO manager's); with no notifier here the
+        # message is logged, and the run-failure sensor sends the run's notification.
+        report_load(warehouse, LoadRecord(
+            domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
+            target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
+        ), None, context.log)
+        raise dg.Failure(
+            description=f"{obj.api_name} in {folder} was not loaded: {error}",
+            metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
+            allow_retries=False,
+        ) from error
+    batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
+    # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
+    batch.full_snapshot_date = full_backup_date(folder) if landed else None
+    metadata = {
+        "source_files": [landing_zone.location(k) for k in keys],
+        # The sensor compares this with the files it sees to know the folder is done.
+        SOURCE_FINGERPRINT: fingerprint_files(landed),
+        "rows_read": report.rows_read,
+        "rows_loaded": report.rows_valid,
+        "rows_rejected": report.rows_rejected,
+        "values_truncated": report.values_truncated,
+        "schema_drift": list(report.drift_columns),
+        # Header fields loaded under a normalized name (docs/salesforce-values.md); also in the column schema.
+        "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
+        "widened_columns": dg.MetadataValue.json(report.widened_columns),
+    }
+    return batch, report, metadata
+
+
+def check_results(obj: SalesforceObject, reports: dict[str, StageReport]) -> Iterator[dg.AssetCheckResult]:
+    """The three checks of a step. Over several folders (a multi-partition run) each check is one
+    result for them all (Dagster records a check once per step): it passes when every folder passes,
+    and says which did not."""
+    if len(reports) == 1:
+        ((folder, report),) = reports.items()
         yield dg.AssetCheckResult(
             check_name=NO_SCHEMA_DRIFT,
             passed=not report.drift_columns and not report.widened_columns,
@@ -198,6 +188,87 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             rejects_reason(obj, folder, report.rows_rejected, report.reject_samples),
             report.reject_samples, ("_source_file", "_source_line", "column_name", "reason"),
             rejects_table=f"{obj.schema}.{obj.table}_rejects")
+        return
+    drifted = {f: r for f, r in reports.items() if r.drift_columns or r.widened_columns}
+    yield dg.AssetCheckResult(
+        check_name=NO_SCHEMA_DRIFT, passed=not drifted, severity=dg.AssetCheckSeverity.WARN,
+        description=" ".join(drift_reason(obj, f, r.drift_columns, r.widened_columns) for f, r in drifted.items())
+        or f"Every column of {obj.api_name} in {len(reports)} folders is in the catalog with its type.",
+        metadata={
+            "columns_not_in_catalog": sorted({c for r in reports.values() for c in r.drift_columns}),
+            "widened_columns": dg.MetadataValue.json({f: r.widened_columns for f, r in drifted.items()}),
+            "folders": sorted(reports), "handling": "loaded as text columns; add them to catalog.yaml to type them",
+        },
+    )
+    truncated = {f: r for f, r in reports.items() if r.values_truncated}
+    yield warn_unless_none(
+        NO_TRUNCATED_VALUES, "values_truncated", sum(r.values_truncated for r in reports.values()),
+        " ".join(truncation_reason(obj, f, r.values_truncated, r.truncated_samples) for f, r in truncated.items())
+        or f"No text value of {obj.api_name} in {len(reports)} folders was over the warehouse's text limit.",
+        [s for r in truncated.values() for s in r.truncated_samples][:10], ("file", "line", "column", "bytes"),
+        folders=sorted(reports))
+    rejected = {f: r for f, r in reports.items() if r.rows_rejected}
+    yield warn_unless_none(
+        NO_REJECTED_ROWS, "rows_rejected", sum(r.rows_rejected for r in reports.values()),
+        " ".join(rejects_reason(obj, f, r.rows_rejected, r.reject_samples) for f, r in rejected.items())
+        or f"Every row of {obj.api_name} in {len(reports)} folders passed validation.",
+        [s for r in rejected.values() for s in r.reject_samples][:10],
+        ("_source_file", "_source_line", "column_name", "reason"),
+        rejects_table=f"{obj.schema}.{obj.table}_rejects", folders=sorted(reports))
+
+
+def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
+    key = object_asset_key(obj)
+    tags = {"domain": "salesforce", "salesforce/kind": object_kind(obj)}
+    if obj.namespace:
+        tags["salesforce/namespace"] = obj.namespace
+
+    # `backfill_policy` is a beta parameter of @asset (a warning at every import otherwise).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy")
+        @dg.asset(
+            key=key,
+            description=object_description(obj),
+            group_name=obj.group,
+            partitions_def=differential_folders,
+            io_manager_key="warehouse_io_manager",
+            kinds={"salesforce", "pandas", "csv"},
+            tags=tags,
+            owners=["team:data-engineering"],
+            code_version=CODE_VERSION,
+            pool="warehouse",
+            backfill_policy=BACKFILL_POLICY,
+            # Transient faults (S3 throttling, a dropped connection) are retried; bad files are not.
+            retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
+            metadata={"salesforce_object": obj.api_name, "primary_key": obj.primary_key,
+                      "version_column": obj.version_column or "(none)",
+                      "column_sources": dg.MetadataValue.json(obj.column_sources())},
+            check_specs=[
+                dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog, and no inferred type had to widen."),
+                dg.AssetCheckSpec(NO_REJECTED_ROWS, asset=key, description="Every row passed validation."),
+                dg.AssetCheckSpec(NO_TRUNCATED_VALUES, asset=key,
+                                  description="No text value was cut to fit the warehouse (Redshift's 65,535-byte VARCHAR)."),
+            ],
+        )
+        def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse):
+            folders = list(context.partition_keys)
+            if len(folders) == 1:
+                batch, report, metadata = stage_folder(context, landing_zone, warehouse, obj, folders[0])
+                yield dg.Output(batch, metadata=metadata)
+                yield from check_results(obj, {folders[0]: report})
+                return
+            # A multi-partition run (a backfill, under BACKFILL_POLICY): one step loads every folder in
+            # order, each its own staged batch, transaction, audit row and materialization metadata.
+            reports: dict[str, StageReport] = {}
+
+            def stage(folder: str) -> StagedBatch:
+                batch, reports[folder], metadata = stage_folder(context, landing_zone, warehouse, obj, folder)
+                context.add_asset_metadata(metadata, partition_key=folder)
+                return batch
+
+            context.log.info(f"{obj.api_name}: {len(folders)} folders, {folders[0]} to {folders[-1]}")
+            yield dg.Output(StagedPartitions(folders, stage), metadata={"folders_in_run": len(folders)})
+            yield from check_results(obj, reports)
 
     return salesforce_object
 

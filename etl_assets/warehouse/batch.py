@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -53,6 +54,18 @@ class StagedBatch:
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class StagedPartitions:
+    """Several partitions of one asset, for one step of a multi-partition run (a backfill under the
+    asset's BackfillPolicy): the IO manager stages and loads them one at a time, in `partitions`'
+    order, each with its own transaction and audit row. `stage(partition)` stages one of them when
+    its turn comes, so a step holds one partition's staged files at a time, and a widened column a
+    partition loads is in the table the next one is staged against."""
+
+    partitions: Sequence[str]
+    stage: Callable[[str], StagedBatch]
 
 
 class StagedBatchWriter:

@@ -25,7 +25,7 @@ from etl_assets.warehouse.base import (
     Warehouse,
     rows_merged,
 )
-from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
 from etl_assets.warehouse.spec import (
     LINEAGE_COLUMNS,
     LOADED_AT,
@@ -94,7 +94,16 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             **outcome,
         )
 
-    def handle_output(self, context: dg.OutputContext, obj: StagedBatch) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: StagedBatch | StagedPartitions) -> None:
+        if isinstance(obj, StagedPartitions):
+            # A step over several partitions: each staged, loaded and audited in turn, its metadata on
+            # its own partition's materialization. The first that fails stops the step (those before it
+            # are committed: loads are idempotent merges, so the retry or a re-run loads them again).
+            for partition in obj.partitions:
+                batch = obj.stage(partition)
+                with self.warehouse.held():
+                    self._store(context, batch, partition)
+            return
         if not isinstance(obj, StagedBatch):
             raise TypeError(f"WarehouseIOManager stores StagedBatch outputs, got {type(obj).__name__}")
         # One connection for the load, its audit row and the counts (DuckDB: one open and close of the
@@ -102,7 +111,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         with self.warehouse.held():
             self._store(context, obj)
 
-    def _store(self, context: dg.OutputContext, obj: StagedBatch) -> None:
+    def _store(self, context: dg.OutputContext, obj: StagedBatch, partition: str | None = None) -> None:
+        """Load one batch; its metadata goes on the output's materialization, or with `partition` on
+        that partition's materialization only."""
         spec = obj.spec
         preview = batch_preview(obj)  # before the load: the staged files are discarded after it
         record = self._record(context, obj)
@@ -134,7 +145,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             notify_load(record, self.notifier, context.log)
         else:
             report_load(self.warehouse, record, self.notifier, context.log)
-        context.add_output_metadata(
+        metadata = (
             {
                 "dagster/table_name": f"{spec.schema}.{spec.name}",
                 "dagster/row_count": self.warehouse.count_rows(spec.schema, spec.name),
@@ -154,6 +165,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "added_columns": list(result.added_columns),
             }
         )
+        if partition is None:
+            context.add_output_metadata(metadata)
+        else:
+            context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition)
 
     def load_input(self, context: dg.InputContext):
         """Nothing reads a loaded table as an asset input: dbt and SQL read the warehouse itself."""
