@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 
 import dagster as dg
 from dagster._core.launcher import (
@@ -42,9 +41,9 @@ from dagster._core.launcher import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-from etl_assets.settings import CELERY_BACKEND, CELERY_BROKER, Settings
-
 CODE_LOCATION_MODULE = "etl_assets.definitions"
+CELERY_BROKER = "ETL_ASSETS_CELERY_BROKER"
+CELERY_BACKEND = "ETL_ASSETS_CELERY_BACKEND"
 
 # Steps forked from a server that has already imported the code location (and with it dagster,
 # pandas, pyarrow, duckdb, psycopg2): a step starts in milliseconds instead of ~4 s.
@@ -54,10 +53,9 @@ forkserver_executor = dg.multiprocess_executor.configured(
 )
 
 
-def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
-    """The executor of `settings.run_executor` (the choice is made and validated in etl_assets/settings.py);
-    None means Dagster's default (multiprocess, spawn)."""
-    choice = settings.run_executor
+def executor_for(choice: str, celery_queue: str = "dagster") -> dg.ExecutorDefinition | None:
+    """The executor named `choice` (chosen and validated in etl_assets/settings.py, `auto` already
+    resolved); None means Dagster's default (multiprocess, spawn)."""
     if choice == "multiprocess":
         return None
     if choice == "in_process":
@@ -72,25 +70,10 @@ def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
             "broker": {"env": CELERY_BROKER},
             "backend": {"env": CELERY_BACKEND},
             # The queue steps are sent to; workers must listen on it (`-q`).
-            "config_source": {"task_default_queue": settings.celery_queue},
+            "config_source": {"task_default_queue": celery_queue},
         },
         name="celery",
     )
-
-
-def build_executor(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
-    """The executor ETL_ASSETS_EXECUTOR names, `multiprocess` when unset (not chosen by the warehouse)."""
-    settings = Settings.read(os.environ if env is None else env)
-    if settings.executor == "auto":
-        return None
-    return executor_for(settings)
-
-
-def default_executor(env: Settings | Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
-    """The code location's executor: ETL_ASSETS_EXECUTOR when set, else the warehouse's best
-    (in_process for the single-writer embedded DuckDB, forkserver for a warehouse that takes
-    parallel writers)."""
-    return executor_for(env if isinstance(env, Settings) else Settings.read(env))
 
 
 class LocalRunLauncher(DefaultRunLauncher):

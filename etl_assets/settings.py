@@ -51,22 +51,25 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 from dagster_aws.s3 import S3Resource
 
+from etl_assets.execution import CELERY_BACKEND, CELERY_BROKER, executor_for
 from etl_assets.landing.zone import LandingZone, LocalLandingZone, S3LandingZone
 from etl_assets.notifications import Notifier
+from etl_assets.totesys.schedules import DEFAULT_CRON, build_totesys_schedule
+from etl_assets.totesys.source import (
+    DuckDBTotesysSource,
+    PostgresTotesysSource,
+    TotesysSource,
+)
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.io_manager import WarehouseIOManager
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.redshift import RedshiftWarehouse
-
-if TYPE_CHECKING:
-    from etl_assets.totesys.source import TotesysSource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
@@ -75,9 +78,6 @@ WAREHOUSES = ("duckdb", "postgres", "redshift")
 LANDING_ZONES = ("local", "s3")
 TOTESYS_SOURCES = ("duckdb", "postgres")
 EXECUTORS = ("multiprocess", "in_process", "celery", "forkserver", "auto")
-DEFAULT_CRON = "*/5 * * * *"
-CELERY_BROKER = "ETL_ASSETS_CELERY_BROKER"
-CELERY_BACKEND = "ETL_ASSETS_CELERY_BACKEND"
 
 # Which variable each load-time choice is read from, its default and its allowed values (None: free text).
 CHOICES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
@@ -365,9 +365,6 @@ def build_notifier(env: Settings | Mapping[str, str] | None = None) -> Notifier:
 
 def build_totesys_source(env: Settings | Mapping[str, str] | None = None) -> TotesysSource:
     """The totesys OLTP source: the embedded DuckDB file (default) or the PostgreSQL server."""
-    # Imported here: etl_assets.totesys.source imports this module.
-    from etl_assets.totesys.source import DuckDBTotesysSource, PostgresTotesysSource
-
     settings = _settings(env)
     if settings.totesys_source == "postgres":
         return settings.resource(PostgresTotesysSource,
@@ -395,8 +392,6 @@ def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> d
     from dagster_dbt import DbtCliResource
 
     from etl_assets.dbt_project.project import dbt_executable, dbt_project
-    from etl_assets.execution import executor_for
-    from etl_assets.totesys.schedules import build_totesys_schedule
 
     settings = _settings(env)
     resources = {**build_resources(settings), "totesys_source": build_totesys_source(settings),
@@ -404,8 +399,8 @@ def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> d
                                           target=settings.warehouse)}
     return dg.Definitions(
         resources={**resources, DEPLOYMENT_RESOURCE: _deployment_resource(settings)},  # after every value is read
-        executor=executor_for(settings),
-        schedules=[build_totesys_schedule(settings)],
+        executor=executor_for(settings.run_executor, settings.celery_queue),
+        schedules=[build_totesys_schedule(settings.totesys_cron, settings.totesys_schedule)],
     )
 
 
@@ -435,3 +430,16 @@ def build_dry_run_warehouse(target: str, env: Mapping[str, str] | None = None) -
         iam_role_arn=get("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN") or "arn:aws:iam::123456789012:role/COPY_ROLE",
     )
 
+
+def build_executor(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
+    """The executor ETL_ASSETS_EXECUTOR names, `multiprocess` when unset (not chosen by the warehouse)."""
+    settings = Settings.read(env)
+    return None if settings.executor == "auto" else executor_for(settings.run_executor, settings.celery_queue)
+
+
+def default_executor(env: Settings | Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
+    """The code location's executor: ETL_ASSETS_EXECUTOR when set, else the warehouse's best
+    (in_process for the single-writer embedded DuckDB, forkserver for a warehouse that takes
+    parallel writers)."""
+    settings = _settings(env)
+    return executor_for(settings.run_executor, settings.celery_queue)

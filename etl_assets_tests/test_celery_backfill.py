@@ -29,9 +29,9 @@ import dagster as dg
 import pytest
 import redis
 
-from etl_assets.execution import build_executor
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.partitions import differential_folders
+from etl_assets.settings import build_executor
 from etl_assets.tools import live
 from etl_assets.tools.salesforce_sample import generate_sample
 from etl_assets.warehouse.duckdb import DuckDBWarehouse

@@ -309,11 +309,10 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     twice outside the CLI (as from the UI or the schedule); `etl-assets totesys` then finds nothing
     new to extract but builds the marts, since they are older than their inputs, and both versions
     reach the fact; run again, it has nothing to build."""
-    from etl_assets.settings import build_resources
-    from etl_assets.totesys import totesys_extract_job, totesys_source_tables
+    from etl_assets.settings import build_resources, build_totesys_source
     from etl_assets.tools.totesys_seed import seed_embedded_if_empty
+    from etl_assets.totesys import totesys_extract_job, totesys_source_tables
     from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline
-    from etl_assets.totesys.source import build_totesys_source
 
     for name, value in {"ETL_ASSETS_WAREHOUSE": "duckdb", "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
                         "ETL_ASSETS_TOTESYS_SOURCE": "duckdb",

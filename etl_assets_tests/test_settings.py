@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets.execution import executor_for, forkserver_executor
+from etl_assets.execution import forkserver_executor
 from etl_assets.landing.zone import LandingZone, LocalLandingZone
 from etl_assets.settings import (
     CHOICES,
@@ -19,6 +19,7 @@ from etl_assets.settings import (
     build_resources,
     build_totesys_source,
     build_warehouse,
+    default_executor,
     deployment_definitions,
 )
 from etl_assets.totesys.source import (
@@ -105,7 +106,7 @@ def test_every_choice_is_read_and_validated_in_one_place():
     assert isinstance(defaults.resources["totesys_source"], DuckDBTotesysSource)
     assert isinstance(defaults.resources["landing_zone"], LocalLandingZone)
     assert defaults.executor is dg.in_process_executor  # auto on the single-writer embedded DuckDB
-    assert executor_for(Settings.read({"ETL_ASSETS_WAREHOUSE": "redshift"})) is forkserver_executor
+    assert default_executor(Settings.read({"ETL_ASSETS_WAREHOUSE": "redshift"})) is forkserver_executor
     schedule = defaults.resolve_schedule_def("totesys_extract_schedule")
     assert (schedule.cron_schedule, schedule.default_status) == ("*/5 * * * *", dg.DefaultScheduleStatus.RUNNING)
 

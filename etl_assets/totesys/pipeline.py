@@ -15,11 +15,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from etl_assets.settings import build_warehouse
-from etl_assets.totesys.source import (
-    TotesysSource,
-    build_totesys_source,
-)
+from etl_assets.settings import build_totesys_source, build_warehouse
+from etl_assets.totesys.source import TotesysSource
 from etl_assets.warehouse.base import Warehouse
 
 SALESFORCE_SOURCES = ("user", "task", "litify_pm__matter__c")

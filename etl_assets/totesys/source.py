@@ -7,7 +7,7 @@ DuckDB rather than SQLite: it has real TIMESTAMP, DATE and NUMERIC types, so
 windows on last_updated compare times, not strings, exactly as in PostgreSQL.
 
 Which source a deployment reads (ETL_ASSETS_TOTESYS_SOURCE and its connection variables) is
-decided in etl_assets/settings.py (`build_totesys_source`, importable from here too).
+decided in etl_assets/settings.py (`build_totesys_source`).
 """
 
 from __future__ import annotations
@@ -21,20 +21,17 @@ import duckdb
 import psycopg2
 from pydantic import Field
 
-from etl_assets.settings import DATA_DIR, build_totesys_source
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
 from etl_assets.warehouse.spec import quote
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 
-# build_totesys_source is chosen in settings with the rest of the deployment; importable from here as before.
 __all__ = [
     "SCHEMA_SQL",
     "DuckDBTotesysSource",
     "PostgresTotesysSource",
     "SourceConnection",
     "TotesysSource",
-    "build_totesys_source",
     "select_window_sql",
 ]
 
@@ -99,7 +96,7 @@ class TotesysSource(dg.ConfigurableResource):
 class DuckDBTotesysSource(TotesysSource):
     """An embedded DuckDB file standing in for the OLTP server (`make run`)."""
 
-    path: str = str(DATA_DIR / "totesys.duckdb")
+    path: str = Field(description="The DuckDB file (etl_assets/settings.py defaults it to data/totesys.duckdb).")
     lock_timeout_seconds: float = 120.0
 
     def describe(self) -> str:
