@@ -5,8 +5,8 @@ import random
 from pathlib import Path
 
 import pytest
-from etl_assets.landing import csv_reader
 
+from etl_assets.landing import csv_reader
 from etl_assets.landing.csv_reader import CsvFormatError, iter_csv_chunks, read_header
 
 
