@@ -19,12 +19,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets.execution import default_executor, forkserver_executor
+from etl_assets.execution import forkserver_executor
 from etl_assets.salesforce.assets import (
     NO_REJECTED_ROWS,
     NO_SCHEMA_DRIFT,
     NO_TRUNCATED_VALUES,
 )
+from etl_assets.settings import default_executor
 from etl_assets.tools import live
 from etl_assets.tools.bench.folder_run import (
     add_partitions,
