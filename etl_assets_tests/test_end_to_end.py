@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 from dagster_aws.s3 import S3Resource
 
 from etl_assets.landing.zone import LocalLandingZone, S3LandingZone
+from etl_assets.salesforce.assets import (
+    MAX_FOLDERS_PER_RUN,
+    SOURCE_FINGERPRINT,
+    salesforce_object_assets,
+)
+from etl_assets.salesforce.partitions import differential_folders
 from etl_assets.warehouse.audit import find_loads
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
@@ -167,3 +177,68 @@ def test_sensor_skips_what_dagster_already_materialized_but_not_late_files(landi
     assert [(r.partition_key, r.asset_selection) for r in result.run_requests] == [
         (newest, [dg.AssetKey(["salesforce", "user"])])
     ]
+
+
+def _materialize_range(folders, resource_defs, objects=None, instance=None):
+    """One run over `folders` (in the order they are added as partitions), as a backfill under the
+    assets' BackfillPolicy launches it: each object's step loads every folder of the range."""
+    instance = instance or dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(differential_folders.name, list(folders))
+    wanted = {o.lower() for o in objects} if objects else None
+    assets = [a for a in salesforce_object_assets if wanted is None or a.key.path[-1] in wanted]
+    return dg.materialize(assets, resources=resource_defs, instance=instance, raise_on_error=False,
+                          tags={ASSET_PARTITION_RANGE_START_TAG: folders[0], ASSET_PARTITION_RANGE_END_TAG: folders[-1]})
+
+
+def test_backfills_run_several_folders_per_run():
+    for asset in salesforce_object_assets:
+        assert asset.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_FOLDERS_PER_RUN)
+
+
+def test_a_multi_folder_run_loads_each_folder_as_its_own_run_would(landing_root, tmp_path):
+    folders = folders_in(landing_root)
+    zone = LocalLandingZone(root=str(landing_root))
+    one_by_one = DuckDBWarehouse(path=str(tmp_path / "one_by_one.duckdb"))
+    singles = materialize_folders(folders, resources(zone, one_by_one))
+    expected = {(e.asset_key.path[-1], e.partition): e.step_materialization_data.materialization.metadata
+                for r in singles for e in r.get_asset_materialization_events()}
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "range.duckdb"))
+    # Newest folder first: the newest version of each row still wins.
+    result = _materialize_range(list(reversed(folders)), resources(zone, warehouse))
+    assert result.success
+    assert {s.step_key for s in result.get_step_success_events()} == {
+        f"salesforce__{a.key.path[-1]}" for a in salesforce_object_assets}
+    found = {(e.asset_key.path[-1], e.partition): e.step_materialization_data.materialization.metadata
+             for e in result.get_asset_materialization_events()}
+    assert found.keys() == expected.keys(), "one materialization per object and folder"
+    for key, metadata in found.items():
+        assert metadata[SOURCE_FINGERPRINT] == expected[key][SOURCE_FINGERPRINT], key
+        assert metadata["rows_read"] == expected[key]["rows_read"], key
+        assert metadata["source_files"] == expected[key]["source_files"], key
+    for api_name in CATALOG:
+        table = api_name.lower()
+        assert table_digest(warehouse, table) == table_digest(one_by_one, table), f"{table} differs"
+    loads = find_loads(warehouse, limit=100_000)
+    assert {a["status"] for a in loads} == {"FINISHED"}
+    assert sorted((a["source_key"], a["target_table"]) for a in loads) == sorted(
+        (a["source_key"], a["target_table"]) for a in find_loads(one_by_one, limit=100_000)), "an audit row per folder"
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 3 * len(salesforce_object_assets), "one result per check per step"
+
+
+def test_a_bad_file_in_a_multi_folder_run_fails_that_object_only(landing_root, tmp_path):
+    folders = [f for f in folders_in(landing_root) if (landing_root / "backup" / f / "Task").is_dir()][:3]
+    broken = landing_root / "backup" / folders[1] / "Task" / "task_zz_broken.csv"
+    broken.write_text('Id,SystemModstamp,IsDeleted\n00T000000000001AAA,2024-05-01T00:00:00.000Z,false\nx,"open\n')
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    result = _materialize_range(folders, resources(LocalLandingZone(root=str(landing_root)), warehouse),
+                                objects=["Task", "User"])
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failure.step_key == "salesforce__task"
+    assert f"backup/{folders[1]}/Task/task_zz_broken.csv, line 3" in failure.step_failure_data.error.message
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    materialized = {(e.asset_key.path[-1], e.partition) for e in result.get_asset_materialization_events()}
+    assert materialized == {("user", f) for f in folders}, "no folder of the failed step is materialized"
+    failed = [a for a in find_loads(warehouse, table="salesforce.task") if a["status"] == "FAILED"]
+    assert len(failed) == 1 and failed[0]["source_key"] == f"backup/{folders[1]}/Task/"
