@@ -41,10 +41,10 @@ class DuckDBSession(Session):
         return self.connection.execute(sql, list(params)).fetchall()
 
 
-_HELD = threading.local()  # path -> the connection `DuckDBWarehouse.held` opened in this thread
+_HELD = threading.local()  # path -> the connection held for this thread (None until a session opens it)
 
 
-def _held_connections() -> dict[str, duckdb.DuckDBPyConnection]:
+def _held_connections() -> dict[str, duckdb.DuckDBPyConnection | None]:
     if not hasattr(_HELD, "connections"):
         _HELD.connections = {}
     return _HELD.connections
@@ -118,24 +118,30 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def held(self) -> Iterator[None]:
         """One connection for this thread's sessions of this file until the block ends (nested blocks
-        share the outer one). It holds DuckDB's writer lock meanwhile, so hold it for a step's work."""
+        share the outer one), opened by the first session. It holds DuckDB's writer lock meanwhile,
+        so hold it for a step's work."""
         held = _held_connections()
         if self.path in held:
             yield
             return
-        held[self.path] = self.connect()
+        held[self.path] = None
         try:
             yield
         finally:
-            held.pop(self.path).close()
+            connection = held.pop(self.path)
+            if connection is not None:
+                connection.close()
 
     @contextmanager
     def session(self) -> Iterator[DuckDBSession]:
-        connection = _held_connections().get(self.path)
-        if connection is None:
+        held = _held_connections()
+        if self.path not in held:
             with transaction(self.connect()) as connection:
                 yield DuckDBSession(connection)
             return
+        if held[self.path] is None:
+            held[self.path] = self.connect()
+        connection = held[self.path]
         connection.begin()
         try:
             yield DuckDBSession(connection)

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import duckdb
 
+# The longest sleep between two attempts. A writer holds the file for one step's load (~0.1 s for a
+# small object): sleeping up to 2 s after it let go left the file idle for longer than the loads took.
+# A failed attempt costs well under a millisecond.
+MAX_WAIT_INTERVAL_SECONDS = 0.25
+
 
 def connect_waiting(path: str, timeout_seconds: float, read_only: bool = False,
                     config: dict | None = None) -> duckdb.DuckDBPyConnection:
@@ -28,7 +33,7 @@ def connect_waiting(path: str, timeout_seconds: float, read_only: bool = False,
             if "lock" not in str(error).lower() or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, MAX_WAIT_INTERVAL_SECONDS)
 
 
 @contextmanager

@@ -107,7 +107,7 @@ class PostgresSession(Session):
         self.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
 
 
-_HELD = threading.local()  # describe() -> the connection `PostgresWarehouse.held` opened in this thread
+_HELD = threading.local()  # describe() -> the connection held for this thread (None until a session opens it)
 
 
 def _held_connections() -> dict:
@@ -173,25 +173,30 @@ class PostgresWarehouse(Warehouse):
     @contextmanager
     def held(self) -> Iterator[None]:
         """One connection for this thread's sessions of this database until the block ends (nested
-        blocks share the outer one); each session is still its own transaction."""
+        blocks share the outer one); each session is still its own transaction. It is opened by the
+        first session, so an unreachable server fails there, as without the block."""
         held, key = _held_connections(), self.describe()
         if key in held:
             yield
             return
-        held[key] = psycopg2_connect(key, **self._connect_args())
+        held[key] = None
         try:
             yield
         finally:
-            held.pop(key).close()
+            connection = held.pop(key)
+            if connection is not None:
+                connection.close()
 
     @contextmanager
     def session(self) -> Iterator[PostgresSession]:
-        connection = _held_connections().get(self.describe())
-        if connection is not None and not connection.closed:
-            with psycopg2_transaction(connection, PostgresSession) as session:
+        held, key = _held_connections(), self.describe()
+        if key not in held:
+            with psycopg2_session(key, PostgresSession, **self._connect_args()) as session:
                 yield session
             return
-        with psycopg2_session(self.describe(), PostgresSession, **self._connect_args()) as session:
+        if held[key] is None or held[key].closed:
+            held[key] = psycopg2_connect(key, **self._connect_args())
+        with psycopg2_transaction(held[key], PostgresSession) as session:
             yield session
 
 
