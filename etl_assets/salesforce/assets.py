@@ -261,10 +261,9 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             # order, each its own staged batch, transaction, audit row and materialization metadata.
             reports: dict[str, StageReport] = {}
 
-            def stage(folder: str) -> StagedBatch:
+            def stage(folder: str) -> tuple[StagedBatch, dict]:
                 batch, reports[folder], metadata = stage_folder(context, landing_zone, warehouse, obj, folder)
-                context.add_asset_metadata(metadata, partition_key=folder)
-                return batch
+                return batch, metadata  # on the folder's materialization, with the load's
 
             context.log.info(f"{obj.api_name}: {len(folders)} folders, {folders[0]} to {folders[-1]}")
             yield dg.Output(StagedPartitions(folders, stage), metadata={"folders_in_run": len(folders)})

@@ -61,11 +61,12 @@ class StagedPartitions:
     """Several partitions of one asset, for one step of a multi-partition run (a backfill under the
     asset's BackfillPolicy): the IO manager stages and loads them one at a time, in `partitions`'
     order, each with its own transaction and audit row. `stage(partition)` stages one of them when
-    its turn comes, so a step holds one partition's staged files at a time, and a widened column a
-    partition loads is in the table the next one is staged against."""
+    its turn comes (the batch, and metadata for that partition's materialization), so a step holds
+    one partition's staged files at a time, and a widened column a partition loads is in the table
+    the next one is staged against."""
 
     partitions: Sequence[str]
-    stage: Callable[[str], StagedBatch]
+    stage: Callable[[str], tuple[StagedBatch, dict]]
 
 
 class StagedBatchWriter:

@@ -7,6 +7,8 @@ keys, it does not own rows. Asset keys name tables as [schema, table].
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import pyarrow.parquet as pq
 
@@ -79,6 +81,13 @@ def batch_preview(batch: StagedBatch, rows: int = PREVIEW_ROWS) -> dg.MarkdownMe
     return dg.MetadataValue.md("\n".join(lines))
 
 
+# A step over several partitions keeps one warehouse connection for at most this long before it lets
+# go for RELEASE_PAUSE_SECONDS: on DuckDB the connection is the file's writer lock, which a reader (the
+# audit endpoint, `etl-assets audit`) or another process's load may be waiting for.
+HOLD_SECONDS = 5.0
+RELEASE_PAUSE_SECONDS = 0.5
+
+
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Bulk-loads StagedBatch outputs into the configured warehouse and merges them."""
 
@@ -99,10 +108,18 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             # A step over several partitions: each staged, loaded and audited in turn, its metadata on
             # its own partition's materialization. The first that fails stops the step (those before it
             # are committed: loads are idempotent merges, so the retry or a re-run loads them again).
-            for partition in obj.partitions:
-                batch = obj.stage(partition)
+            # One connection serves several partitions, released every HOLD_SECONDS (then a pause lets
+            # a process waiting for DuckDB's writer lock in).
+            pending = list(obj.partitions)
+            while pending:
                 with self.warehouse.held():
-                    self._store(context, batch, partition)
+                    started = time.monotonic()
+                    while pending and time.monotonic() - started < HOLD_SECONDS:
+                        partition = pending.pop(0)
+                        batch, metadata = obj.stage(partition)
+                        self._store(context, batch, partition, metadata)
+                if pending:
+                    time.sleep(RELEASE_PAUSE_SECONDS)
             return
         if not isinstance(obj, StagedBatch):
             raise TypeError(f"WarehouseIOManager stores StagedBatch outputs, got {type(obj).__name__}")
@@ -111,9 +128,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         with self.warehouse.held():
             self._store(context, obj)
 
-    def _store(self, context: dg.OutputContext, obj: StagedBatch, partition: str | None = None) -> None:
+    def _store(self, context: dg.OutputContext, obj: StagedBatch, partition: str | None = None,
+               staged_metadata: dict | None = None) -> None:
         """Load one batch; its metadata goes on the output's materialization, or with `partition` on
-        that partition's materialization only."""
+        that partition's materialization only, after `staged_metadata` (what staging it found)."""
         spec = obj.spec
         preview = batch_preview(obj)  # before the load: the staged files are discarded after it
         record = self._record(context, obj)
@@ -147,6 +165,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             report_load(self.warehouse, record, self.notifier, context.log)
         metadata = (
             {
+                **(staged_metadata or {}),
                 "dagster/table_name": f"{spec.schema}.{spec.name}",
                 "dagster/row_count": self.warehouse.count_rows(spec.schema, spec.name),
                 "dagster/column_schema": table_schema(spec),
