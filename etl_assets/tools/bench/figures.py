@@ -5,7 +5,8 @@
 - big-file-loads.png: each variant's time as a multiple of its own raw limit (PostgreSQL COPY, DuckDB
   read_csv CTAS) measured in the same run, the project beside dlt, with the issue's targets;
 - big-file-stages.png: where the time goes, stage by stage (dlt: extract, normalize, load);
-- big-file-memory.png: peak RSS of the first loads by file width (28, 33, 120 columns) and length.
+- big-file-memory.png: peak RSS of the first loads by file width (28, 33, 120 columns) and length;
+- big-file-profile.png: CPU seconds by stage and statement (etl_assets/tools/bench/profile_load.py).
 
 Needs matplotlib (the `bench` extra).
 """
@@ -87,10 +88,63 @@ def stages_chart(document: dict, path: Path) -> None:
     axes.barh(names, rest, left=left, color="#dddddd", label="other")
     for i, n in enumerate(names):
         axes.text(v[n]["total_s"] + 0.3, i, f"{v[n]['total_s']:.1f} s", va="center", fontsize=8)
+    axes.set_xlim(0, max(v[n]["total_s"] for n in names) * 1.12)
     axes.invert_yaxis()
     axes.tick_params(axis="y", labelsize=8)
     axes.set_xlabel("seconds, best of rounds (dlt: read = extract, stage = normalize, merge = load)")
     axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+PROFILE_PARTS = (  # label, statement prefixes (None: a staging part)
+    ("read (reader threads)", None), ("transform + validate", None), ("stage to Parquet", None),
+    ("COPY into staging", ("COPY etl_staging",)),
+    ("dedupe (PG DELETE / DuckDB etl_latest)", ("DELETE FROM etl_staging", "CREATE TEMPORARY TABLE etl_latest")),
+    ("UPDATE / DELETE beaten rows", ("UPDATE \"", "DELETE FROM \"")),
+    ("INSERT ... WHERE NOT EXISTS", ("INSERT INTO \"",)),
+    ("deletion marks", ("CREATE TEMPORARY TABLE etl_deleted",)),
+)
+
+
+def _profile_parts(run: dict) -> list[float]:
+    main = run["stages_main_thread_cpu_s"]
+    parts = [max(run["staging_process_cpu_s"] - main.get("transform", 0) - main.get("stage", 0), 0),
+             main.get("transform", 0), main.get("stage", 0)]
+    steps = run["load_steps"]
+    for _, prefixes in PROFILE_PARTS[3:]:
+        chosen = [x for x in steps if x["sql"].startswith(prefixes)]
+        parts.append(sum(x["client_cpu_s"] + (x["server_cpu_s"] or 0) for x in chosen))
+    counted = sum(parts[3:])
+    total = run["load_process_cpu_s"] + sum(x["server_cpu_s"] or 0 for x in steps)
+    return parts + [max(total - counted, 0)]
+
+
+def profile_chart(profiles: dict[str, dict], path: Path) -> None:
+    """CPU seconds by stage and statement (client + PostgreSQL backend), from profile_load's JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [(f"{'PostgreSQL' if t == 'pg' else 'DuckDB'} {'first load' if k == 'first' else 're-load'}", run)
+            for t, doc in profiles.items() for k, run in doc["runs"].items()]
+    labels = [label for label, _ in PROFILE_PARTS] + ["other statements"]
+    figure, axes = plt.subplots(figsize=(9, 4.4))
+    left = [0.0] * len(bars)
+    values = [_profile_parts(run) for _, run in bars]
+    for i, label in enumerate(labels):
+        widths = [v[i] for v in values]
+        axes.barh([b for b, _ in bars], widths, left=left, label=label)
+        left = [a + b for a, b in zip(left, widths)]
+    for i, total in enumerate(left):
+        axes.text(total + 0.2, i, f"{total:.1f} s CPU", va="center", fontsize=8)
+    axes.set_xlim(0, max(left) * 1.18)
+    axes.invert_yaxis()
+    axes.tick_params(axis="y", labelsize=8)
+    axes.set_xlabel("CPU seconds (client threads + PostgreSQL backend), 1M rows, 33 columns")
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -130,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--main", default="loads", help="the result drawn in the ratio and stage charts")
-    parser.add_argument("--memory", default="loads_28col:28 columns,loads:33 columns,loads_120col:120 columns",
+    parser.add_argument("--memory", default="loads_28col:28 columns,loads:33 columns,loads_5m:33 columns,loads_120col:120 columns",
                         help="comma-separated result:label for the memory chart, in order")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -143,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         path = args.results / f"{name}.json"
         if path.exists():
             doc = _load(path)
-            points.append((f"{label}\n1M rows", doc["loads"]["variants"]))
+            points.append((f"{label}\n{doc['loads']['rows'] / 1e6:g}M rows", doc["loads"]["variants"]))
             if doc.get("memory_point"):
                 rows = doc["memory_point"]["rows"]
-                points.append((f"{label}\n{rows / 1e6:.0f}M rows", doc["memory_point"]["variants"]))
+                points.append((f"{label}\n{rows / 1e6:g}M rows", doc["memory_point"]["variants"]))
     memory_chart(points, args.out / "big-file-memory.png")
-    print("wrote " + ", ".join(str(args.out / f"big-file-{n}.png") for n in ("loads", "stages", "memory")))
+    profiles = {t: _load(args.results / f"loads_profile_{t}.json") for t in ("pg", "duckdb")
+                if (args.results / f"loads_profile_{t}.json").exists()}
+    if profiles:
+        profile_chart(profiles, args.out / "big-file-profile.png")
+    print("wrote " + ", ".join(str(args.out / f"big-file-{n}.png") for n in ("loads", "stages", "memory", "profile")))
     return 0
 
 
