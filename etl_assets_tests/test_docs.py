@@ -74,7 +74,7 @@ CLICK_PROGRAMS = {
     "dbt": "dbt.cli.main:cli",
 }
 # Pages another change is still writing: a link to one may point nowhere only while it is absent.
-PENDING_PAGES = {"docs/big-file-loads.md": "the streaming load and the dlt comparison (issue 14)"}
+PENDING_PAGES: dict[str, str] = {}  # a page linked before it is written: path -> what it will hold
 # etl-assets sub-commands that are cheap and touch only the scratch environment: these are run.
 RUN_SUBCOMMANDS = {("generate-sample",), ("catalog", "refresh"), ("sql",), ("audit",)}
 
