@@ -122,7 +122,8 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     that cannot be read is audited as FAILED and fails the step (no retry)."""
     landed = object_files(landing_zone, folder, obj)
     keys = [f.key for f in landed]
-    context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
+    if context.has_partition_key:  # a step over several folders logs them once (each log line is an event)
+        context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
     try:
         with ExitStack() as stack:
             files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
@@ -265,7 +266,8 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                 batch, reports[folder], metadata = stage_folder(context, landing_zone, warehouse, obj, folder)
                 return batch, metadata  # on the folder's materialization, with the load's
 
-            context.log.info(f"{obj.api_name}: {len(folders)} folders, {folders[0]} to {folders[-1]}")
+            context.log.info(f"{obj.api_name}: {len(folders)} folders, {folders[0]} to {folders[-1]} "
+                             "(each folder's files are in its materialization's source_files)")
             yield dg.Output(StagedPartitions(folders, stage), metadata={"folders_in_run": len(folders)})
             yield from check_results(obj, reports)
 

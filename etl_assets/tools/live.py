@@ -357,7 +357,8 @@ def launch_run(url: str, job: str, assets: list[dict], partition: str | None = N
 
 
 def launch_backfill(url: str, partitions: list[str], assets: list[dict]) -> str:
-    """An asset backfill of the partitions (one run per partition, as the UI's backfill dialog does)."""
+    """An asset backfill of the partitions, as the UI's backfill dialog launches one (its runs are as
+    the assets' BackfillPolicy groups the partitions: up to 10 folders a run for Salesforce objects)."""
     params = {"partitionNames": partitions, "assetSelection": assets, "fromFailure": False}
     result = graphql(url, _BACKFILL, {"params": params})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
