@@ -85,7 +85,7 @@ def batch_preview(batch: StagedBatch, rows: int = PREVIEW_ROWS) -> dg.MarkdownMe
 # go for RELEASE_PAUSE_SECONDS: on DuckDB the connection is the file's writer lock, which a reader (the
 # audit endpoint, `etl-assets audit`) or another process's load may be waiting for.
 HOLD_SECONDS = 5.0
-RELEASE_PAUSE_SECONDS = 0.5
+RELEASE_PAUSE_SECONDS = 0.25  # duckdb_files.MAX_WAIT_INTERVAL_SECONDS: a waiting process tries within it
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
