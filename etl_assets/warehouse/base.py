@@ -87,7 +87,10 @@ class Step:
 
     `files` are staged Parquet files streamed into the statement (COPY FROM STDIN);
     `result` names the value to keep: the affected-row count, or with `fetch` the
-    single value the statement returns.
+    single value the statement returns. `when` / `unless` name an earlier result the
+    step runs only if it is true / false: a plan's shortcut and the general path it
+    replaces are both in the plan, and the transaction takes one of them (only engines
+    that run steps one by one, `Warehouse.runs_steps_in_order`, get such steps).
     """
 
     sql: str
@@ -97,6 +100,8 @@ class Step:
     result: str | None = None
     fetch: bool = False
     label: str = ""  # named in the error when the statement fails (a feed's post-load SQL)
+    when: str = ""
+    unless: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,8 +160,8 @@ class Session:
     def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         raise NotImplementedError
 
-    def copy_files(self, step: Step) -> None:
-        """Stream the step's Parquet files into its COPY statement."""
+    def copy_files(self, step: Step) -> int | None:
+        """Stream the step's Parquet files into its COPY statement; return the rows copied."""
         raise NotImplementedError(f"{type(self).__name__} cannot stream local files")
 
     def lock_table(self, spec: TableSpec) -> None:
@@ -174,8 +179,12 @@ class Session:
     def run(self, steps: Sequence[Step]) -> dict[str, int]:
         results: dict[str, int] = {}
         for step in steps:
+            if (step.when and not results[step.when]) or (step.unless and results[step.unless]):
+                continue
             if step.files:
-                self.copy_files(step)
+                copied = self.copy_files(step)
+                if step.result:
+                    results[step.result] = copied
                 continue
             params = step.params
             if any(isinstance(p, Deferred) for p in params):
@@ -213,6 +222,7 @@ class Warehouse(dg.ConfigurableResource):
     # Whether `Session.run` runs a transaction's steps one by one in this process, so a step's
     # `Deferred` parameters can be resolved from the results before it (not Redshift's batch API).
     runs_steps_in_order: ClassVar[bool] = False
+    loaded_at_default: ClassVar[str] = ""  # PostgreSQL: what a COPY straight into a new table sets `_loaded_at` to
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -349,9 +359,10 @@ class Warehouse(dg.ConfigurableResource):
         if batch.mode != "merge":
             deleted = sum(v for k, v in results.items() if k.startswith("deleted"))
             return LoadResult(batch.rows, batch.rejected_rows, results["inserted"], 0, plan.added_columns, deleted)
-        return LoadResult(
-            results["keys_staged"], batch.rejected_rows, results["inserted"], results["updated"], plan.added_columns
-        )
+        # A merge of distinct keys counts no keys (they are the batch's rows); a first load copied
+        # straight into its new table updates nothing.
+        return LoadResult(results.get("keys_staged", batch.rows), batch.rejected_rows, results["inserted"],
+                          results.get("updated", 0), plan.added_columns)
 
     def plan(self, batch: StagedBatch, existing: dict[str, int | None], after: Sequence[Step] = ()) -> LoadPlan:
         """Every statement a load of `batch` runs, given the table's current columns (name -> width);
@@ -361,6 +372,7 @@ class Warehouse(dg.ConfigurableResource):
         plan.prepare.append(Step(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}"))
         if not existing:
             plan.prepare.append(Step(self.create_table_sql(spec, batch)))
+            plan.prepare += self.marked_rows_index_steps(spec)
         else:
             added = [c for c in spec.columns if c.name not in existing]
             plan.prepare += [
@@ -374,20 +386,27 @@ class Warehouse(dg.ConfigurableResource):
                 plan.prepare.append(Step(f"ALTER TABLE {self.table(spec)} ADD COLUMN {quote(DELETED_IN_SOURCE_AT)} "
                                          f"{self.type_names[ColumnType.DATETIME]}"))
                 plan.added_columns += (DELETED_IN_SOURCE_AT,)
+                plan.prepare += self.marked_rows_index_steps(spec)
         source, params, staging = self.stage_steps(batch)
-        plan.transaction += self.lock_steps(spec) + staging
+        plan.transaction += self.lock_steps(spec)
         if batch.mode != "merge":
-            plan.transaction += self.append_steps(batch, source, params)
+            plan.transaction += staging + self.append_steps(batch, source, params)
             plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}"), *after]
             return plan
         plan.prepare.append(Step(self.create_rejects_sql(spec)))
         if spec.track_deletions:
             plan.prepare += self.create_deletion_tables_steps(spec)
-        plan.transaction += self.latest_steps(spec, source, params) + [
-            Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
-            self.update_step(batch, existing),
-            Step(self.insert_sql(spec), result="inserted"),
-        ]
+        plan.transaction += self.marks_check_steps(batch)
+        if self.runs_steps_in_order and batch.keys_repeat is False and batch.files:
+            plan.transaction += self.distinct_keys_merge_steps(batch, existing, source, params, staging)
+            drop_latest = Step(f"DROP VIEW {LATEST}")
+        else:
+            plan.transaction += staging + self.latest_steps(spec, source, params) + [
+                Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
+                self.update_step(batch, existing),
+                Step(self.insert_sql(spec), result="inserted"),
+            ]
+            drop_latest = Step(f"DROP TABLE {LATEST}")
         plan.transaction += self.deletion_steps(batch)
         if batch.partition is not None:
             plan.transaction.append(
@@ -395,9 +414,45 @@ class Warehouse(dg.ConfigurableResource):
                      (batch.partition,))
             )
         plan.transaction += self.rejects_steps(batch)
-        plan.transaction += [Step(f"DROP TABLE {LATEST}"), Step(f"DROP TABLE IF EXISTS {STAGING}")]
+        plan.transaction += [drop_latest, Step(f"DROP TABLE IF EXISTS {STAGING}")]
         plan.transaction += self.after_merge_steps(spec) + list(after)
         return plan
+
+    def distinct_keys_merge_steps(self, batch: StagedBatch, existing: dict[str, int | None], source: str,
+                                  params: tuple, staging: list[Step]) -> list[Step]:
+        """The merge of a batch in which no key repeats (`StagedBatch.keys_repeat` is False, counted when
+        it was staged). Every staged row is then already its key's newest staged version, so LATEST is a
+        view of the staged rows (no ROW_NUMBER pass, nothing copied) and the staged keys are the staged
+        rows (no COUNT); the update and the insert are the general path's, so the table ends the same."""
+        spec = batch.spec
+        return staging + [
+            Step(f"CREATE TEMPORARY VIEW {LATEST} AS SELECT {self._names(spec)} FROM {self.view_source(batch, source)}"),
+            self.update_step(batch, existing),
+            Step(self.insert_sql(spec), result="inserted"),
+        ]
+
+    def marked_rows_index_steps(self, spec: TableSpec) -> list[Step]:
+        """Where the engine has partial indexes: one on the rows marked deleted in source, so the
+        `marks_check_steps` lookup reads no unmarked row. Made with the table or its mark column."""
+        return []
+
+    def view_source(self, batch: StagedBatch, source: str) -> str:
+        """`source` as a view can read it (DuckDB: the files named in the SQL, a view takes no parameters)."""
+        return source
+
+    def marks_check_steps(self, batch: StagedBatch) -> list[Step]:
+        """Whether the deletion marks can change (result `marks`): a load that is not a full snapshot
+        only recomputes marks, and a mark needs a full snapshot of the table as evidence or is one to
+        clear. With no snapshot recorded for the table and no row marked, the recompute would find
+        nothing, so `deletion_steps` skips it. Asked before the merge: the merge never sets a mark, so
+        no row is marked after it that was not before; and under the load's table lock, so no other
+        load records a snapshot of this table meanwhile."""
+        spec = batch.spec
+        if not spec.track_deletions or batch.full_snapshot_date is not None or not self.runs_steps_in_order:
+            return []
+        return [Step(f'SELECT EXISTS (SELECT 1 FROM {self.full_backups_table(spec)} WHERE "table_name" = {self.param}) '
+                     f"OR EXISTS (SELECT 1 FROM {self.table(spec)} WHERE {quote(DELETED_IN_SOURCE_AT)} IS NOT NULL)",
+                     (spec.name,), fetch=True, result="marks")]
 
     def full_backup_ids_table(self, spec: TableSpec) -> str:
         return f"{quote(spec.schema)}.{quote(spec.name + FULL_BACKUP_IDS)}"
@@ -459,7 +514,8 @@ class Warehouse(dg.ConfigurableResource):
         # those whose mark differs: the table's unmarked, unqualified rows are never looked up one by one.
         staged_only = "" if full else f" JOIN {LATEST} AS s ON s.{key} = r.{key}"
         qualifies = '(i."last_full_partition" IS NULL OR f."partition" > i."last_full_partition")'
-        steps += [
+        when = "marks" if self.marks_check_steps(batch) else ""
+        steps += [replace(step, when=when) for step in [
             Step(f"CREATE TEMPORARY TABLE {DELETED} AS SELECT r.{key} AS {key}, "
                  f'MIN(CASE WHEN {qualifies} THEN f."backup_at" END) AS "deleted_at" FROM {table} AS r{staged_only} '
                  f'LEFT JOIN {backups} AS f ON f."table_name" = {p} AND f."cutoff" >= r.{version} '
@@ -470,7 +526,7 @@ class Warehouse(dg.ConfigurableResource):
                  f'AND (t.{mark} <> d."deleted_at" OR (t.{mark} IS NULL AND d."deleted_at" IS NOT NULL) '
                  f'OR (t.{mark} IS NOT NULL AND d."deleted_at" IS NULL))'),
             Step(f"DROP TABLE {DELETED}"),
-        ]
+        ]]
         return steps
 
     def append_steps(self, batch: StagedBatch, source: str, params: tuple) -> list[Step]:
@@ -576,7 +632,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def create_table_sql(self, spec: TableSpec, batch: StagedBatch | None = None) -> str:
         defs = self._column_defs(spec.columns, batch) + self._lineage_defs()
-        defs.append(f"{quote(LOADED_AT)} {self.type_names[ColumnType.DATETIME]}")
+        defs.append(f"{quote(LOADED_AT)} {self.type_names[ColumnType.DATETIME]}{self.loaded_at_default}")
         if spec.track_deletions:
             defs.append(f"{quote(DELETED_IN_SOURCE_AT)} {self.type_names[ColumnType.DATETIME]}")
         if self.primary_key_constraint and spec.primary_key:
@@ -611,9 +667,12 @@ class Warehouse(dg.ConfigurableResource):
         """Steps that leave the newest staged version of each key in LATEST."""
         return [Step(self.latest_sql(spec, source), params)]
 
+    def _names(self, spec: TableSpec) -> str:
+        return ", ".join(quote(c) for c in self.staged_columns(spec))
+
     def latest_sql(self, spec: TableSpec, source: str = STAGING) -> str:
         """The newest staged version of each key."""
-        names = ", ".join(quote(c) for c in self.staged_columns(spec))
+        names = self._names(spec)
         order = ", ".join(f"{quote(c)} DESC" for c in self._version_order(spec))
         return (
             f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {names} FROM ("

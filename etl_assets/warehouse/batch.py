@@ -51,6 +51,9 @@ class StagedBatch:
     # then marks the table's rows it lacks as deleted in source, if the spec tracks deletions.
     full_snapshot_date: date | None = None
     load_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the batch's staged copy (Redshift: S3)
+    # Whether a primary key occurs in more than one staged row; None: not known (a batch not closed by
+    # StagedBatchWriter), and the merge then takes its general path, which resolves repeats in SQL.
+    keys_repeat: bool | None = None
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -140,11 +143,23 @@ class StagedBatchWriter:
         self._close_rows()
         if self._rejects is not None:
             self._rejects.close()
+        if self.batch.mode == "merge":
+            self.batch.keys_repeat = keys_repeat(self.batch)
         return self.batch
 
     def abort(self) -> None:
         self.close()
         self.batch.discard()
+
+
+def keys_repeat(batch: StagedBatch) -> bool:
+    """Whether a primary key occurs twice among the staged rows: the key column alone read back
+    (~20 MB for 1M Salesforce Ids, freed before the load) and one Arrow hash count, ~0.1 s CPU."""
+    if not batch.files:
+        return False
+    key = batch.spec.primary_key
+    keys = pa.chunked_array([pq.read_table(f, columns=[key]).column(key) for f in batch.files])
+    return pc.count_distinct(keys, mode="all").as_py() < len(keys)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

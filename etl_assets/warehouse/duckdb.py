@@ -89,6 +89,12 @@ class DuckDBWarehouse(Warehouse):
             return STAGING, (), [Step(self.create_staging_sql(batch))]
         return "read_parquet(?)", ([str(f) for f in batch.files],), []
 
+    def view_source(self, batch: StagedBatch, source: str) -> str:
+        """The staged files named in the view's SQL (our own temporary paths, quoted as literals)."""
+        if not batch.files:
+            return source
+        return "read_parquet([" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in batch.files) + "])"
+
     def update_step(self, batch: StagedBatch, existing: dict[str, int | None]) -> Step:
         """The merge's UPDATE becomes DELETE of the rows the batch beats, whose new versions the INSERT of
         keys not in the table then writes: the same rows. DuckDB keeps an UPDATE's old versions in memory,

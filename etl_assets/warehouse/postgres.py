@@ -7,6 +7,7 @@ import io
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import ClassVar
 
 import psycopg2
@@ -16,6 +17,7 @@ from pgpq import ArrowToPostgresBinaryEncoder
 from pydantic import Field
 
 from etl_assets.warehouse.base import (
+    DELETED_IN_SOURCE_AT,
     LATEST,
     STAGING,
     Session,
@@ -23,6 +25,7 @@ from etl_assets.warehouse.base import (
     Warehouse,
     WarehouseUnreachable,
 )
+from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.prefetch import prefetch
 from etl_assets.warehouse.spec import TableSpec, quote
 
@@ -91,12 +94,13 @@ class PostgresSession(Session):
         self.cursor.execute(sql, list(params) or None)
         return self.cursor.fetchall()
 
-    def copy_files(self, step: Step) -> None:
+    def copy_files(self, step: Step) -> int:
         """One binary COPY for all the step's files, fed while it runs: a thread encodes the next
         batches while the server stores the previous ones, so client and server work on the two
-        cores at once instead of taking turns."""
+        cores at once instead of taking turns. Returns the rows copied."""
         with _CopyStream(step.files, step.columns) as stream:
             self.cursor.copy_expert(step.sql, stream, size=COPY_READ_BYTES)
+        return max(self.cursor.rowcount, 0)
 
     def lock_table(self, spec: TableSpec) -> None:
         digest = hashlib.blake2b(f"{spec.schema}.{spec.name}".encode(), digest_size=8).digest()
@@ -122,6 +126,7 @@ class PostgresWarehouse(Warehouse):
     max_columns: ClassVar[int] = 1600
     copy_format: ClassVar[str] = "binary"
     runs_steps_in_order: ClassVar[bool] = True
+    loaded_at_default: ClassVar[str] = " DEFAULT CURRENT_TIMESTAMP"
 
     host: str = "127.0.0.1"
     port: int = 5432
@@ -162,6 +167,35 @@ class PostgresWarehouse(Warehouse):
                  f"WHERE s.{key} = d.{key} AND n.{key} = d.{key} AND {self._newer(spec, 'n', 's')}"),
             Step(f"ALTER TABLE {STAGING} RENAME TO {LATEST}"),
         ]
+
+    def distinct_keys_merge_steps(self, batch: StagedBatch, existing: dict[str, int | None], source: str,
+                                  params: tuple, staging: list[Step]) -> list[Step]:
+        """A first load of distinct keys into the table this load created (`existing` was empty) COPYs
+        its rows straight into the table when it is still empty inside the transaction (result
+        `direct`): every row is new and the newest of its key, so the staging table, the UPDATE and the
+        anti-join INSERT would write the same rows a second time. `_loaded_at` comes from the column's
+        default, CURRENT_TIMESTAMP, as the INSERT sets it. LATEST is then a view of the table, which holds
+        exactly the batch. A table another load filled between the two transactions takes the general
+        steps (`unless` direct); so does any table created before the default existed."""
+        general = super().distinct_keys_merge_steps(batch, existing, source, params, staging)
+        if existing:
+            return general
+        spec, table = batch.spec, self.table(batch.spec)
+        columns = self.staged_columns(spec)
+        copy = f"COPY {table} ({', '.join(quote(c) for c in columns)}) FROM STDIN WITH (FORMAT {self.copy_format})"
+        return [
+            Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table})", fetch=True, result="direct"),
+            Step(copy, files=tuple(batch.files), columns=columns, result="inserted", when="direct"),
+            Step(f"CREATE TEMPORARY VIEW {LATEST} AS SELECT {self._names(spec)} FROM {table}", when="direct"),
+            *(replace(step, unless="direct") for step in general),
+        ]
+
+    def marked_rows_index_steps(self, spec: TableSpec) -> list[Step]:
+        if not spec.track_deletions:
+            return []
+        mark = quote(DELETED_IN_SOURCE_AT)
+        return [Step(f"CREATE INDEX IF NOT EXISTS {quote(spec.name + '_marked')} ON {self.table(spec)} "
+                     f"({quote(spec.primary_key)}) WHERE {mark} IS NOT NULL")]
 
     def describe(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
