@@ -154,12 +154,12 @@ class StagedBatchWriter:
 
 def keys_repeat(batch: StagedBatch) -> bool:
     """Whether a primary key occurs twice among the staged rows: the key column alone read back
-    (~20 MB for 1M Salesforce Ids, freed before the load) and one Arrow hash count, ~0.1 s CPU."""
+    (~20 MB for 1M Salesforce Ids, freed before the load) and one Arrow hash pass, ~0.25 s CPU."""
     if not batch.files:
         return False
     key = batch.spec.primary_key
     keys = pa.chunked_array([pq.read_table(f, columns=[key]).column(key) for f in batch.files])
-    return pc.count_distinct(keys, mode="all").as_py() < len(keys)
+    return len(pc.unique(keys)) < len(keys)  # a null key counts once, as a value
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
