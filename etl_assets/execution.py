@@ -13,7 +13,7 @@ etl_assets/settings.py; docs/runs-and-executors.md says what runs in which proce
 - `forkserver`: Dagster's multiprocess executor with `start_method: forkserver` preloading
   `etl_assets.definitions`: the code location is imported once per run in the fork server, and
   each step is a fork of it (milliseconds, not a fresh interpreter that imports everything again).
-  Steps run in parallel up to the pool limit and the CPU count, each in its own process.
+  Steps run in parallel, as many at once as the `warehouse` pool has slots, each in its own process.
 - `multiprocess`: Dagster's default (`spawn`: a fresh interpreter per step).
 - `celery`: dagster-celery's `celery_executor`: the run process only orchestrates, and each step
   is a Celery task that a worker (`dagster-celery worker start -A dagster_celery.app -y
@@ -33,6 +33,10 @@ import os
 import re
 
 import dagster as dg
+from dagster._core.definitions.executor_definition import (
+    MULTI_PROC_CONFIG,
+    _core_multiprocess_executor_creation,
+)
 from dagster._core.launcher import (
     CheckRunHealthResult,
     DefaultRunLauncher,
@@ -51,11 +55,40 @@ CELERY_BACKEND = "ETL_ASSETS_CELERY_BACKEND"
 # for a slot holds no process), and a loading step mostly waits on the database, so the executor must
 # not cap them lower: Dagster's default, the CPU count, ran 2 of a pool of 3 at once on 2 cores.
 MAX_STEP_PROCESSES = 8
-forkserver_executor = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": [CODE_LOCATION_MODULE]}},
-     "max_concurrent": MAX_STEP_PROCESSES},
+WAREHOUSE_POOL = "warehouse"
+
+
+def step_processes(instance: dg.DagsterInstance) -> int:
+    """Step processes for a run: the `warehouse` pool's limit (at most MAX_STEP_PROCESSES).
+
+    A step the pool blocks re-checks its claim after 1 s, then less and less often (Dagster's backoff
+    to 15 s), so with more processes than slots a finished step's slot sat idle for ~1 s before the
+    next step of the same run took it (a folder of 10 small objects on PostgreSQL, pool 3: three
+    1-s gaps in a 13-s run). Launching only as many steps as the pool has slots, the executor starts
+    the next one the moment one ends; the pool still arbitrates between runs."""
+    limits = {pool.name: pool.limit for pool in instance.event_log_storage.get_pool_limits()}
+    limit = limits.get(WAREHOUSE_POOL)
+    if limit is None:
+        limit = instance.get_concurrency_config().pool_config.default_pool_limit
+    return max(1, min(MAX_STEP_PROCESSES, limit)) if limit else MAX_STEP_PROCESSES
+
+
+def _forkserver_executor(init_context: dg.InitExecutorContext):
+    config = dict(init_context.executor_config)
+    if not config.get("max_concurrent"):  # run config may still set it
+        config["max_concurrent"] = step_processes(init_context.instance)
+    return _core_multiprocess_executor_creation(config)
+
+
+forkserver_executor = dg.ExecutorDefinition(
     name="multiprocess_forkserver",
-)
+    config_schema=MULTI_PROC_CONFIG,
+    executor_creation_fn=_forkserver_executor,
+    requirements=dg.multiple_process_executor_requirements(),
+    description="Dagster's multiprocess executor, steps forked from a server that preloaded the code "
+                "location, as many at once as the warehouse pool has slots.",
+).configured({"start_method": {"forkserver": {"preload_modules": [CODE_LOCATION_MODULE]}}},
+             name="multiprocess_forkserver")
 
 
 def executor_for(choice: str, celery_queue: str = "dagster") -> dg.ExecutorDefinition | None:

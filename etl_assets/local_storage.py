@@ -7,7 +7,8 @@ two or three fsyncs: ~5 ms for a log line and ~20-40 ms for a materialization (m
 index shard). A folder of small objects writes a dozen events per object, and profiled in process
 that was most of each step (docs/runs-and-executors.md).
 
-`LocalSqliteStorage` is Dagster's `DagsterSqliteStorage`, the same files under `$DAGSTER_HOME`
+`LocalInstance` (the yaml's `instance_class`) is Dagster's instance whose default storage is
+`LocalSqliteStorage`: Dagster's `DagsterSqliteStorage`, the same files in the instance's directory
 (an existing local instance keeps its history), with an event log that keeps one connection open
 per database it uses (the index shard and the most recently used run shards), and commits with
 `synchronous=NORMAL`: in WAL mode a commit is then durable against a crash of the process, and the
@@ -25,8 +26,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dagster as dg
 import sqlalchemy as db
+import yaml
 from dagster._config import StringSource
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
@@ -36,6 +40,7 @@ from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     _event_logs_directory,
 )
+from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
@@ -126,8 +131,7 @@ def _commit_without_full_sync(dbapi_connection, _record) -> None:
 
 
 class LocalSqliteStorage(DagsterSqliteStorage):
-    """Dagster's SQLite storage under `base_dir` (the instance's own directory, `$DAGSTER_HOME`),
-    with `OpenConnectionEventLogStorage` as its event log."""
+    """Dagster's SQLite storage under `base_dir`, with `OpenConnectionEventLogStorage` as its event log."""
 
     def __init__(self, base_dir: str, inst_data=None):
         super().__init__(base_dir, inst_data=inst_data)
@@ -140,3 +144,19 @@ class LocalSqliteStorage(DagsterSqliteStorage):
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> LocalSqliteStorage:
         return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class LocalInstance(dg.DagsterInstance):
+    """Dagster's instance; when its yaml names no storage, `LocalSqliteStorage` in the instance's
+    own directory is the default (Dagster's hook for a custom instance class: `config_defaults`), so
+    the storage needs no path of its own and an instance opened from any directory finds its files."""
+
+    @classmethod
+    def config_schema(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str) -> dict:
+        storage = ConfigurableClassData(__name__, LocalSqliteStorage.__name__,
+                                        yaml.dump({"base_dir": base_dir}, default_flow_style=False))
+        return {**InstanceRef.config_defaults(base_dir), "storage": storage}

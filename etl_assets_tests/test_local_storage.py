@@ -20,7 +20,11 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorage,
 )
 
-from etl_assets.local_storage import OPEN_RUN_SHARDS, OpenConnectionEventLogStorage
+from etl_assets.local_storage import (
+    OPEN_RUN_SHARDS,
+    LocalInstance,
+    OpenConnectionEventLogStorage,
+)
 from etl_assets_tests.helpers import LOCAL_YAML
 
 
@@ -61,11 +65,18 @@ def recording_connects():
     return opened, connect
 
 
-def test_the_local_yaml_selects_the_open_connection_event_log(local_instance, tmp_path):
+def test_the_local_yaml_selects_the_open_connection_event_log(local_instance, tmp_path, monkeypatch):
+    assert isinstance(local_instance, LocalInstance)
     storage = local_instance.event_log_storage
     assert isinstance(storage, OpenConnectionEventLogStorage)
     # The same files as Dagster's default SQLite storage: an existing local instance keeps its history.
     assert os.path.normpath(storage._base_dir) == os.path.join(os.environ["DAGSTER_HOME"], "history", "runs")
+    # Opened from its directory alone (no DAGSTER_HOME), as tests and tools open an instance.
+    home = os.environ["DAGSTER_HOME"]
+    monkeypatch.delenv("DAGSTER_HOME")
+    with dg.DagsterInstance.from_config(home) as instance:
+        assert isinstance(instance.event_log_storage, OpenConnectionEventLogStorage)
+        assert os.path.normpath(instance.event_log_storage._base_dir) == os.path.join(home, "history", "runs")
 
 
 def test_runs_events_materializations_and_checks_read_back(local_instance):
