@@ -9,7 +9,7 @@ prints wall time (run start to end, and submission to end) against the sum of it
 
 The 10-object folders use the catalog's own objects (a new user's `make dev`); 50 and 100 add
 generated discovered objects (etl_assets/tools/bench/catalog.py) through ETL_ASSETS_SALESFORCE_DISCOVERED.
-With `postgres`, the same folder of 10 goes to a fresh PostgreSQL database with the pool at 3 and
+With `postgres`, the same folder of 10 and the backfill go to a fresh PostgreSQL database with the pool at 3 and
 the forkserver executor, and the benchmark reports how many steps ran at once.
 """
 
@@ -234,7 +234,7 @@ def measure_setup(name: str, warehouse: str, discovered: int, scales: list[int],
 def run_folder_run_benchmark(scales=(10, 50, 100), backfill: int = 30, rows: int = 100, postgres: bool = True,
                              log=print) -> dict:
     """Every setup in turn: catalog objects on DuckDB (10 and the backfill), discovered objects on
-    DuckDB (50, 100), and the folder of 10 on PostgreSQL with the pool at 3."""
+    DuckDB (50, 100), and the folder of 10 and the backfill on PostgreSQL with the pool at 3."""
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     small = [s for s in scales if s <= 10]
     large = [s for s in scales if s > 10]
@@ -246,6 +246,6 @@ def run_folder_run_benchmark(scales=(10, 50, 100), backfill: int = 30, rows: int
     if large:
         setups.append(measure_setup("duckdb_discovered", "duckdb", max(large) - 10, large, 0, rows, log))
     if postgres:
-        setups.append(measure_setup("postgres_pool3", "postgres", 0, [10], 0, rows, log))
+        setups.append(measure_setup("postgres_pool3", "postgres", 0, [10], backfill, rows, log))
     return {"started_at": started, "scales": list(scales), "rows_per_object": rows, "backfill_folders": backfill,
             "setups": setups}

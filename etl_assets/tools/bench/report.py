@@ -502,7 +502,8 @@ def folder_run_summary(f: dict) -> list[str]:
     for s in f["setups"]:
         if s.get("backfill"):
             b = s["backfill"]
-            lines.append(f"backfill of {b['folders']} folders: {b['wall_s']:.0f} s from submission (target 180 s)")
+            lines.append(f"backfill of {b['folders']} folders on {s['setup']}: {b['wall_s']:.0f} s from submission "
+                         "(target 180 s)")
         if s["warehouse"] == "postgres":
             for r in s["runs"]:
                 lines.append(f"PostgreSQL, pool {s['pool_limit']}: {r['objects']} objects in {_seconds(r['wall_s'])} s "
