@@ -163,3 +163,95 @@ def test_line_numbers_match_the_csv_module_on_random_files_with_empty_lines(tmp_
     _, records, lines = read_all(path)
     assert [[r["Id"], r["Text"], r["N"]] for r in records] == expected_records
     assert lines == expected_lines
+
+
+def _scan_in_pieces(data: bytes, cuts: list[int]):
+    scan = csv_reader._QuotingScan(",")
+    for start, end in zip([0, *cuts], [*cuts, len(data)]):
+        scan.feed(data[start:end])
+    scan.feed(b"")
+    return scan.error, scan.blank_lines().tolist()
+
+
+BOUNDARY_FILES = [
+    b'Id,Text\r\n\r\na,"x\r\n\r\ny"\r\n\r\n\r\nb,"q ""z"" q"\r\n\n"c",""\r\n',  # CRLF, empty lines in and out of quotes
+    b'\xef\xbb\xbf"Id","Text"\n"a",""""\n\n"b","\n\n"\n',  # BOM before a quoted header, doubled quotes
+    b'Id,Text\na,"ab"cd\nb,2\n',  # text after a closing quote
+    b'Id,Text\na,1\nb,5" x\n',  # a quote inside an unquoted value
+    b'Id,Text\na,1\n\nb,"never closed\n\nc,3\n',  # a quote left open at the end
+    b'Id,Text\na,"x"\n',  # the last byte of the file closes nothing more
+    b'Id,Text\na,"x"',  # the last byte of the file closes a value
+]
+
+
+@pytest.mark.parametrize("data", BOUNDARY_FILES)
+def test_the_scan_gives_the_same_result_wherever_a_block_ends(data):
+    """A quote, an empty line's LF or a CR-LF split at every offset gives what one whole block gives."""
+    whole = _scan_in_pieces(data, [])
+    for cut in range(1, len(data)):
+        assert _scan_in_pieces(data, [cut]) == whole, cut
+    for first in range(1, len(data) - 1):
+        assert _scan_in_pieces(data, [first, first + 1]) == whole, first  # a one-byte block in between
+
+
+@pytest.mark.parametrize("arrow_block", [64, 97, 128, 1 << 20])
+@pytest.mark.parametrize("scan_block", [1, 2, 3, 5, 4 << 20])
+def test_errors_and_lines_are_the_same_for_any_arrow_and_scan_blocks(tmp_path, monkeypatch, arrow_block, scan_block):
+    """Arrow's blocks (what the scan is fed) and the scan's own pieces end anywhere: same lines, same errors."""
+    monkeypatch.setattr(csv_reader, "DEFAULT_BLOCK_SIZE", scan_block)
+    rows = ["Id,Text\r\n"]
+    for i in range(40):
+        rows.append(f'r{i},"v\r\n\r\n{i}"\r\n' if i % 4 == 0 else f"r{i},v{i}\r\n")
+        rows.append("\r\n" * (i % 3 == 0))
+    path = write(tmp_path, "".join(rows))
+    _, records, lines = read_all(path, block_size=arrow_block)
+    assert lines == _csv_module_lines(path)[1]
+    bad_line = "".join(rows[:-2]).count("\n") + 1
+    for bad, column, detail in [('r39,"v"w\r\n', 8, "text after the closing quote"),
+                                ('r39,v"w\r\n', 6, "a quote inside an unquoted value"),
+                                ('r39,"w\r\n', 5, "a quoted value is never closed")]:
+        path = write(tmp_path, "".join(rows[:-2]) + bad)
+        with pytest.raises(CsvFormatError) as error:
+            read_all(path, block_size=arrow_block)
+        assert (error.value.line, error.value.column) == (bad_line, column)
+        assert error.value.detail.startswith(detail)
+
+
+def test_a_quoting_error_after_the_first_chunks_is_raised_with_its_line(tmp_path):
+    """The scan runs as Arrow reads: chunks before a late error may be yielded, then it is raised."""
+    rows = "".join(f"{i},v{i}\n" for i in range(20_000))
+    path = write(tmp_path, "Id,Text\n" + rows + 'x,"ab"cd\n' + "y,1\n")
+    header, header_lines = read_header(path, path.name)
+    seen = 0
+    with pytest.raises(CsvFormatError) as error:
+        for chunk in iter_csv_chunks(path, path.name, header, header_lines, block_size=4096, chunk_rows=1000):
+            seen += chunk.batch.num_rows
+    assert (error.value.line, error.value.column) == (20_002, 7)
+    assert error.value.detail == "text after the closing quote of a quoted value"
+    assert 0 < seen < 20_000
+
+
+@pytest.mark.parametrize("bad", ["a,b,c\n", b"caf\xe9,1\n"])
+def test_a_quoting_error_later_in_the_file_wins_over_an_earlier_arrow_error(tmp_path, bad):
+    """As when the scan ran first: a field-count or encoding error before it does not hide it."""
+    head = "Id,Text\n" + "".join(f"{i},v\n" for i in range(3000))  # past what read_header decodes
+    tail = "".join(f"{i},v\n" for i in range(5000)) + 'z,"ab"cd\n'
+    path = write(tmp_path, head.encode() + (bad if isinstance(bad, bytes) else bad.encode()) + tail.encode())
+    with pytest.raises(CsvFormatError) as error:
+        read_all(path, block_size=4096)
+    assert (error.value.line, error.value.detail) == (8003, "text after the closing quote of a quoted value")
+
+
+def test_chunks_are_cut_by_bytes_so_wide_rows_make_fewer_rows_per_chunk(tmp_path):
+    narrow = "".join(f'{i},"{"n" * 10}"\n' for i in range(3000))
+    value = "w\n" * 200
+    wide = "".join(f'{i},"{value}"\n' for i in range(3000))
+    for body, most in [(narrow, 3000), (wide, 200)]:
+        path = write(tmp_path, "Id,Text\n" + body)
+        header, header_lines = read_header(path, path.name)
+        chunks = list(iter_csv_chunks(path, path.name, header, header_lines, block_size=16 << 10, chunk_bytes=64 << 10))
+        assert sum(c.batch.num_rows for c in chunks) == 3000
+        assert max(c.batch.num_rows for c in chunks) <= most
+        assert all(c.batch.nbytes < (64 << 10) + (17 << 10) * 2 for c in chunks)  # a budget, plus at most a block
+    lines = [line for c in chunks for line in c.lines.tolist()]
+    assert lines == [2 + 201 * i for i in range(3000)]
