@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import duckdb
+import pyarrow as pa
 from pydantic import Field
 
 from etl_assets.warehouse.base import (
@@ -21,7 +22,7 @@ from etl_assets.warehouse.base import (
     Step,
     Warehouse,
 )
-from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.batch import StagedBatch, StreamedBatch
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
 from etl_assets.warehouse.spec import LOADED_AT, ColumnType, quote
 
@@ -40,7 +41,20 @@ class DuckDBSession(Session):
     def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         return self.connection.execute(sql, list(params)).fetchall()
 
+    def copy_rows(self, step: Step) -> int:
+        """The statement reads the batch's rows as the Arrow stream `etl_rows`: DuckDB pulls each chunk
+        while the source's thread prepares the next; nothing is written to disk first."""
+        batch = step.rows
+        rows = pa.RecordBatchReader.from_batches(batch.spec.arrow_schema(), batch.stream())
+        self.connection.register(STREAMED_ROWS, rows)
+        try:
+            return self.execute(step.sql)
+        finally:
+            self.connection.unregister(STREAMED_ROWS)
+            rows.close()
 
+
+STREAMED_ROWS = "etl_rows"  # the name a streamed batch's Arrow rows are registered under for its statement
 _HELD = threading.local()  # path -> the connection held for this thread (None until a session opens it)
 
 
@@ -71,6 +85,7 @@ class DuckDBWarehouse(Warehouse):
     primary_key_constraint: ClassVar[bool] = False
     param: ClassVar[str] = "?"
     runs_steps_in_order: ClassVar[bool] = True
+    streams_rows: ClassVar[bool] = True
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
@@ -88,6 +103,12 @@ class DuckDBWarehouse(Warehouse):
         if not batch.files:
             return STAGING, (), [Step(self.create_staging_sql(batch))]
         return "read_parquet(?)", ([str(f) for f in batch.files],), []
+
+    def stream_step(self, batch: StreamedBatch, target: str, direct: bool) -> Step:
+        names = self._names(batch.spec)
+        loaded_at = (f", {quote(LOADED_AT)}", ", CURRENT_TIMESTAMP") if direct else ("", "")
+        return Step(f"INSERT INTO {target} ({names}{loaded_at[0]}) SELECT {names}{loaded_at[1]} FROM {STREAMED_ROWS}",
+                    rows=batch)
 
     def view_source(self, batch: StagedBatch, source: str) -> str:
         """The staged files named in the view's SQL (our own temporary paths, quoted as literals)."""
