@@ -48,7 +48,7 @@ class DuckDBSession(Session):
         rows = pa.RecordBatchReader.from_batches(batch.spec.arrow_schema(), batch.stream())
         self.connection.register(STREAMED_ROWS, rows)
         try:
-            return self.execute(step.sql)
+            return int(self.connection.execute(step.sql).fetchall()[0][0])
         finally:
             self.connection.unregister(STREAMED_ROWS)
             rows.close()
