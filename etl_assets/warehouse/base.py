@@ -512,11 +512,16 @@ class Warehouse(dg.ConfigurableResource):
         table = self.table(spec)
         direct = [
             Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table})", fetch=True, result="direct"),
-            replace(self.stream_step(batch, table, direct=True), when="direct", distinct_keys=True, result="inserted"),
+            *guarded(self.direct_load_steps(batch), when="direct"),
             Step(f"CREATE TEMPORARY VIEW {LATEST} AS SELECT {self._names(spec)} FROM {table}", when="direct"),
         ]
         return direct + guarded(general, unless="direct"), [Step(f"DROP VIEW {LATEST}", when="direct"),
                                                             *guarded(drops, unless="direct")]
+
+    def direct_load_steps(self, batch: StreamedBatch) -> list[Step]:
+        """The rows straight into the empty table (result `inserted`); a repeated key restarts the load."""
+        return [replace(self.stream_step(batch, self.table(batch.spec), direct=True), distinct_keys=True,
+                        result="inserted")]
 
     def stream_step(self, batch: StreamedBatch, target: str, direct: bool) -> Step:
         """The statement that reads the batch's rows into `target` (the staging table, or with `direct`
@@ -730,11 +735,14 @@ class Warehouse(dg.ConfigurableResource):
         if spec.track_deletions:
             defs.append(f"{quote(DELETED_IN_SOURCE_AT)} {self.type_names[ColumnType.DATETIME]}")
         if self.primary_key_constraint and spec.primary_key:
-            defs.append(f"PRIMARY KEY ({quote(spec.primary_key)})")
+            defs.append(self.primary_key_sql(spec))
         return (
             f"CREATE TABLE IF NOT EXISTS {self.table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"
             + self.table_attributes(spec)
         )
+
+    def primary_key_sql(self, spec: TableSpec) -> str:
+        return f"PRIMARY KEY ({quote(spec.primary_key)})"
 
     def rejects_types(self) -> tuple[str, str]:
         return self.type_names[ColumnType.STRING], self.type_names[ColumnType.INTEGER]
