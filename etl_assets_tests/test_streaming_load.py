@@ -210,3 +210,34 @@ def test_a_streamed_materialization_reports_counts_checks_and_preview(warehouse,
     [audit] = find_loads(warehouse, "salesforce.task")
     assert (audit["status"], audit["rows_read"], audit["rows_loaded"], audit["rows_rejected"]) == (
         "FINISHED", ROWS, ROWS - 1, 1)
+
+
+def test_a_value_that_widens_an_inferred_column_mid_stream_restarts_the_load_as_staging_would(warehouse, tmp_path):
+    from etl_assets.salesforce.catalog import parse_catalog
+    from etl_assets.warehouse.spec import ColumnType
+    from etl_assets_tests.test_catalog import DECLARED, DISCOVERED
+
+    invoice = parse_catalog(DECLARED, DISCOVERED)["Invoice__c"]
+    reference, schema = reference_of(warehouse, tmp_path)
+    header = "Id,SystemModstamp,Amount__c,Paid__c,Due__c,At__c\n"
+    first = tmp_path / "first.csv"
+    first.write_text(header + "".join(f"{task_id(i)},2024-05-01T00:00:00Z,{i},true,2024-05-01,10:00:00.000Z\n"
+                                      for i in range(3_000)))
+    second = tmp_path / "second.csv"  # newer versions; a float Amount__c deep in the file
+    second.write_text(header + "".join(f"{task_id(i)},2024-06-01T00:00:00Z,{12.5 if i == 2_500 else i},false,,\n"
+                                       for i in range(3_000)))
+    for name, path in (("P", first), ("Q", second)):
+        files = [SourceFile(f"backup/{name}/Invoice__c/{path.name}", path)]
+        streamed, report = stream_object(invoice, files, name,
+                                         table_types=warehouse.column_types("salesforce", "invoice__c"))
+        result = warehouse.load(streamed)
+        streamed.discard()
+        staged, _ = stage_object(invoice, files, name, table_types=reference.column_types(schema, "invoice__c"))
+        staged.spec = dataclasses.replace(staged.spec, schema=schema)
+        expected = reference.load(staged)
+        staged.discard()
+        assert (result.inserted, result.updated) == (expected.inserted, expected.updated)
+    assert report.widened_columns["amount__c"].startswith("integer -> float: backup/Q/Invoice__c/second.csv line")
+    assert warehouse.column_types("salesforce", "invoice__c")["amount__c"] is ColumnType.FLOAT
+    assert table_digest(warehouse, "invoice__c") == table_digest(reference, "invoice__c", schema=schema)
+    assert warehouse.select("salesforce", "invoice__c", ["amount__c"], where={"id": task_id(2_500)}) == [(12.5,)]
