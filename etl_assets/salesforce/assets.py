@@ -19,7 +19,12 @@ from etl_assets.salesforce.partitions import (
     differential_folders,
     full_backup_date,
 )
-from etl_assets.salesforce.staging import SourceFile, StageReport, stage_object, stream_object
+from etl_assets.salesforce.staging import (
+    SourceFile,
+    StageReport,
+    stage_object,
+    stream_object,
+)
 from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatch, StagedPartitions, StreamedBatch
@@ -183,7 +188,6 @@ def report_metadata(report: StageReport) -> dict:
         "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
         "widened_columns": dg.MetadataValue.json(report.widened_columns),
     }
-    return batch, report, metadata
 
 
 def check_results(obj: SalesforceObject, reports: dict[str, StageReport]) -> Iterator[dg.AssetCheckResult]:

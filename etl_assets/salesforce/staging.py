@@ -28,7 +28,13 @@ from etl_assets.salesforce.transform import (
     transform_chunk,
     widest,
 )
-from etl_assets.warehouse.batch import Chunk, RestartStream, StagedBatch, StagedBatchWriter, StreamedBatch
+from etl_assets.warehouse.batch import (
+    Chunk,
+    RestartStream,
+    StagedBatch,
+    StagedBatchWriter,
+    StreamedBatch,
+)
 from etl_assets.warehouse.prefetch import prefetch
 from etl_assets.warehouse.spec import ColumnType, TextLimits
 
