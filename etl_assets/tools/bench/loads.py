@@ -178,7 +178,7 @@ def _pipeline(args, target: str, expect: str) -> dict:
     batch.discard()
     # Streamed, the staging stages (read, transform, validate, stage: the wait for the warehouse) ran inside
     # the load, overlapping it: `merge` is then the load's time beyond them.
-    timings["merge"] = finished - staged - (sum(timings.values()) if stage is stream_object else 0.0)
+    timings["merge"] = max(finished - staged - (sum(timings.values()) if stage is stream_object else 0.0), 0.0)
     count = warehouse.query(f"SELECT COUNT(*) FROM {warehouse.table(batch.spec)}")[0][0]
     changed = result.inserted if expect == "insert" else result.updated
     if not args.any_path and (report.rows_rejected or changed != report.rows_read):
