@@ -45,9 +45,10 @@ from etl_assets.warehouse.spec import ColumnType, TextLimits
 # chunk would cost ~20% of staging time.
 GC_EVERY_CHUNKS = 4
 # The CSV reader's chunks are sized to about this many bytes of file (its `chunk_rows` from the file's
-# bytes per line): ~50k rows of 33-column Task, ~15k of 120 columns, so the transform's frames, the
-# queued chunk and the COPY batch hold about as many bytes whatever the width of a row.
-CHUNK_BYTES = 32 << 20
+# bytes per line): ~25k rows of 33-column Task, ~8k of 120 columns, so the transform's frames, the
+# queued chunk and the COPY batch hold about as many bytes whatever the width of a row. Streamed, the
+# reader, the transform and the COPY hold their chunks at the same time (staged, the COPY came after).
+CHUNK_BYTES = 16 << 20
 SAMPLE_BYTES = 1 << 20
 
 
@@ -172,6 +173,7 @@ def _chunks(obj: SalesforceObject, plans: Plans, partition: str, block_size: int
             chunks += 1
             if chunks % GC_EVERY_CHUNKS == 0:
                 gc.collect()
+                pa.default_memory_pool().release_unused()  # the allocator keeps freed pages otherwise
             clock.lap("stage")
 
 

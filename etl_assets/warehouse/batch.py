@@ -135,8 +135,8 @@ class StreamedBatch(StagedBatch):
                     continue
                 rows = conform(rows, schema)
                 count_rows(self, rows)
-                if self.head is None:
-                    self.head = rows.slice(0, 5)
+                if self.head is None:  # a copy: a slice would keep the whole chunk's buffers
+                    self.head = pa.Table.from_pylist(rows.slice(0, 5).to_pylist(), schema=schema)
                 if key:
                     keys.append(rows.column(key))
                 yield from rows.to_batches()

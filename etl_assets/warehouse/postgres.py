@@ -33,7 +33,7 @@ from etl_assets.warehouse.spec import TableSpec, quote
 # Staged Parquet is read back in batches of about this many bytes of Arrow data (50k rows of 33-column
 # Task, 12k of 120 columns): sized in bytes, so what the encoder holds does not grow with the width.
 COPY_BATCH_BYTES = 32 << 20
-COPY_QUEUE_BATCHES = 2  # encoded batches waiting for the server
+COPY_QUEUE_BATCHES = 1  # encoded batches waiting for the server (streamed, the source holds more besides)
 COPY_READ_BYTES = 1 << 20
 
 
