@@ -148,14 +148,18 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     keys = [f.key for f in landed]
     if context.has_partition_key:  # a step over several folders logs them once (each log line is an event)
         context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
-    stage = stream_object if warehouse.streams_rows else stage_object
     try:
         with ExitStack() as stack:
             files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
-            # An inferred column the table already holds wider stays wider (one catalog query, only then).
+            # An inferred column the table already holds wider stays wider; whether the rows stream depends
+            # on whether the table exists (one catalog query, only when either needs it).
             inferred = any(not c.strict for c in obj.columns)
-            table_types = warehouse.column_types(obj.schema, obj.table) if inferred and files else {}
-            batch, report = stage(obj, files, partition=folder, limits=warehouse.text_limits, table_types=table_types)
+            ask = files and (inferred or (warehouse.streams_rows and not warehouse.streams_into_existing_tables))
+            existing = warehouse.column_types(obj.schema, obj.table) if ask else {}
+            table_types = existing if inferred else {}
+            streams = warehouse.streams_rows and (warehouse.streams_into_existing_tables or not existing)
+            batch, report = (stream_object if streams else stage_object)(
+                obj, files, partition=folder, limits=warehouse.text_limits, table_types=table_types)
             if isinstance(batch, StreamedBatch):
                 batch.resources = stack.pop_all()  # the local copies live until the load has read them
     except CsvFormatError as error:

@@ -270,6 +270,8 @@ class Warehouse(dg.ConfigurableResource):
     loaded_at_default: ClassVar[str] = ""  # PostgreSQL: what a COPY straight into a new table sets `_loaded_at` to
     # Whether `load` takes a StreamedBatch (reads its rows inside the transaction); Redshift needs staged files.
     streams_rows: ClassVar[bool] = False
+    # Whether a batch for a table that exists is better streamed than staged (see DuckDBWarehouse).
+    streams_into_existing_tables: ClassVar[bool] = True
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -96,6 +96,10 @@ class DuckDBWarehouse(Warehouse):
     param: ClassVar[str] = "?"
     runs_steps_in_order: ClassVar[bool] = True
     streams_rows: ClassVar[bool] = True
+    # A merge into an existing table reads the batch twice (the DELETE of the rows it beats, the INSERT):
+    # streamed, that copy is a temporary table under the buffer pool, which spilled and cost ~1.7x the
+    # CPU of DuckDB scanning staged Parquet (1M rows: DELETE 5.6 s against 3.2 s). First loads stream.
+    streams_into_existing_tables: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"

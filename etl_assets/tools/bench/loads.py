@@ -170,7 +170,9 @@ def _pipeline(args, target: str, expect: str) -> dict:
     source = SourceFile(f"backup/{folder}/{args.object}/{args.file.name}", args.file)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    stage = stream_object if warehouse.streams_rows else stage_object
+    exists = warehouse.has_table(obj.schema, obj.table)
+    stage = (stream_object if warehouse.streams_rows and (warehouse.streams_into_existing_tables or not exists)
+             else stage_object)
     batch, report = stage(obj, [source], partition=folder, timings=timings)
     staged = time.perf_counter()
     result = warehouse.load(batch)

@@ -131,7 +131,9 @@ def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> d
     started, cpu_started = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
-    streamed = warehouse.streams_rows and not profiler  # cProfile sees only the main thread: stage first
+    # As the asset decides; cProfile sees only the main thread: stage first.
+    streamed = (warehouse.streams_rows and not profiler
+                and (warehouse.streams_into_existing_tables or not warehouse.has_table(obj.schema, obj.table)))
     batch, report = (stream_object if streamed else stage_object)(obj, [source], partition=folder, timings=timings)
     if profiler:
         profiler.disable()
