@@ -19,10 +19,15 @@ from etl_assets.salesforce.partitions import (
     differential_folders,
     full_backup_date,
 )
-from etl_assets.salesforce.staging import SourceFile, StageReport, stage_object
+from etl_assets.salesforce.staging import (
+    SourceFile,
+    StageReport,
+    stage_object,
+    stream_object,
+)
 from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
+from etl_assets.warehouse.batch import StagedBatch, StagedPartitions, StreamedBatch
 
 DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
 CODE_VERSION = "1"
@@ -116,10 +121,29 @@ MAX_FOLDERS_PER_RUN = 10
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_FOLDERS_PER_RUN)
 
 
+def unreadable_file(context: dg.AssetExecutionContext, warehouse: Warehouse, obj: SalesforceObject, folder: str,
+                    error: CsvFormatError) -> dg.Failure:
+    """A file that cannot be read: audited as FAILED; the failure of the step (no retry)."""
+    # The same audit row and message as a load's (the IO manager's); with no notifier here the
+    # message is logged, and the run-failure sensor sends the run's notification.
+    report_load(warehouse, LoadRecord(
+        domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
+        target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
+    ), None, context.log)
+    return dg.Failure(
+        description=f"{obj.api_name} in {folder} was not loaded: {error}",
+        metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
+        allow_retries=False,
+    )
+
+
 def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
                  obj: SalesforceObject, folder: str) -> tuple[StagedBatch, StageReport, dict]:
-    """The object's files in one folder, staged; with the metadata of its materialization. A file
-    that cannot be read is audited as FAILED and fails the step (no retry)."""
+    """The object's files in one folder as a batch, with the metadata of its materialization known
+    now. Where the warehouse streams rows it is a StreamedBatch: the IO manager's load reads the
+    files, fills the report and adds the rest of the metadata (`StreamedBatch.metadata`), and a
+    file found unreadable then fails the step as here. A file that cannot be read is audited as
+    FAILED and fails the step (no retry)."""
     landed = object_files(landing_zone, folder, obj)
     keys = [f.key for f in landed]
     if context.has_partition_key:  # a step over several folders logs them once (each log line is an event)
@@ -127,23 +151,19 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     try:
         with ExitStack() as stack:
             files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
-            # An inferred column the table already holds wider stays wider (one catalog query, only then).
+            # An inferred column the table already holds wider stays wider; whether the rows stream depends
+            # on whether the table exists (one catalog query, only when either needs it).
             inferred = any(not c.strict for c in obj.columns)
-            table_types = warehouse.column_types(obj.schema, obj.table) if inferred and files else {}
-            batch, report = stage_object(obj, files, partition=folder, limits=warehouse.text_limits,
-                                         table_types=table_types)
+            ask = files and (inferred or (warehouse.streams_rows and not warehouse.streams_into_existing_tables))
+            existing = warehouse.column_types(obj.schema, obj.table) if ask else {}
+            table_types = existing if inferred else {}
+            streams = warehouse.streams_rows and (warehouse.streams_into_existing_tables or not existing)
+            batch, report = (stream_object if streams else stage_object)(
+                obj, files, partition=folder, limits=warehouse.text_limits, table_types=table_types)
+            if isinstance(batch, StreamedBatch):
+                batch.resources = stack.pop_all()  # the local copies live until the load has read them
     except CsvFormatError as error:
-        # The same audit row and message as a load's (the IO manager's); with no notifier here the
-        # message is logged, and the run-failure sensor sends the run's notification.
-        report_load(warehouse, LoadRecord(
-            domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
-            target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
-        ), None, context.log)
-        raise dg.Failure(
-            description=f"{obj.api_name} in {folder} was not loaded: {error}",
-            metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
-            allow_retries=False,
-        ) from error
+        raise unreadable_file(context, warehouse, obj, folder, error) from error
     batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
     # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
     batch.full_snapshot_date = full_backup_date(folder) if landed else None
@@ -151,6 +171,18 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
         "source_files": [landing_zone.location(k) for k in keys],
         # The sensor compares this with the files it sees to know the folder is done.
         SOURCE_FINGERPRINT: fingerprint_files(landed),
+    }
+    if isinstance(batch, StreamedBatch):
+        batch.metadata = lambda: report_metadata(report)
+        batch.on_failure = lambda error: (unreadable_file(context, warehouse, obj, folder, error)
+                                          if isinstance(error, CsvFormatError) else None)
+        return batch, report, metadata
+    return batch, report, {**metadata, **report_metadata(report)}
+
+
+def report_metadata(report: StageReport) -> dict:
+    """What reading the files found, for the materialization."""
+    return {
         "rows_read": report.rows_read,
         "rows_loaded": report.rows_valid,
         "rows_rejected": report.rows_rejected,
@@ -160,7 +192,6 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
         "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
         "widened_columns": dg.MetadataValue.json(report.widened_columns),
     }
-    return batch, report, metadata
 
 
 def check_results(obj: SalesforceObject, reports: dict[str, StageReport]) -> Iterator[dg.AssetCheckResult]:

@@ -1,13 +1,17 @@
-"""Read every CSV of one object in one differential folder into a StagedBatch.
+"""Read every CSV of one object in one differential folder into a batch for the warehouse.
 
-Headers are read first so the staged layout (catalog columns plus any drift
-columns) is fixed before the first row is written; then each file streams
-through the transform chunk by chunk, so memory does not grow with file size.
+Headers are read first so the layout (catalog columns plus any drift columns) is
+fixed before the first row is read; then each file streams through the transform
+chunk by chunk, so memory does not grow with file size. `stream_object` hands the
+warehouse a StreamedBatch that runs this inside the load (PostgreSQL, DuckDB);
+`stage_object` writes it to Parquet first (Redshift, which COPYs files from S3).
 """
 
 from __future__ import annotations
 
+import csv
 import gc
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +29,13 @@ from etl_assets.salesforce.transform import (
     transform_chunk,
     widest,
 )
-from etl_assets.warehouse.batch import StagedBatch, StagedBatchWriter
+from etl_assets.warehouse.batch import (
+    Chunk,
+    RestartStream,
+    StagedBatch,
+    StagedBatchWriter,
+    StreamedBatch,
+)
 from etl_assets.warehouse.prefetch import prefetch
 from etl_assets.warehouse.spec import ColumnType, TextLimits
 
@@ -35,6 +45,13 @@ from etl_assets.warehouse.spec import ColumnType, TextLimits
 # staging 5M rows against 0.9 GB for 1M). A full collection every few chunks bounds it; one per
 # chunk would cost ~20% of staging time.
 GC_EVERY_CHUNKS = 4
+# The CSV reader's chunks are sized to about this many bytes of file (its `chunk_rows` from the bytes per
+# record of the file's head): ~13k rows of 33-column Task, ~4k of 120 columns, so the transform's frames,
+# the queued chunks and the COPY batch hold about as many bytes whatever the width of a row. Streamed,
+# the reader, the transform and the COPY hold theirs at the same time (staged, the COPY came after): at
+# 32 MiB a 1M-row load peaked at 1.4 GiB (33 columns) and 2.0 GiB (120 columns).
+CHUNK_BYTES = 8 << 20
+SAMPLE_BYTES = 1 << 20
 
 
 @dataclass
@@ -52,6 +69,12 @@ class StageReport:
     @property
     def rows_valid(self) -> int:
         return self.rows_read - self.rows_rejected
+
+
+    def reset(self) -> None:
+        """Before the rows are read again (a streamed load that restarted): what reading finds."""
+        self.rows_read = self.rows_rejected = self.values_truncated = 0
+        self.truncated_samples, self.reject_samples = [], []
 
 
 @dataclass(frozen=True)
@@ -100,12 +123,13 @@ def stage_object(
         return batch, report
 
 
-def _stage(obj: SalesforceObject, files: Sequence[SourceFile], partition: str, staging_dir: Path | None,
-           block_size: int | None, timings: dict[str, float] | None, limits: TextLimits
-           ) -> tuple[StagedBatch, StageReport]:
-    clock = _Clock(timings)
-    report = StageReport(files=[f.key for f in files])
-    plans: list[tuple[SourceFile, list[str], int, HeaderPlan]] = []
+Plans = list[tuple[SourceFile, list[str], int, HeaderPlan]]
+
+
+def _read_headers(obj: SalesforceObject, files: Sequence[SourceFile], report: StageReport):
+    """Each file's header and plan, and the table they make: `(plans, spec)`; the report gets the
+    drift and renamed columns."""
+    plans: Plans = []
     for source in files:
         header, header_lines = read_header(source.path, source.key)
         plans.append((source, header, header_lines, plan_header(obj, header, source.key)))
@@ -113,32 +137,118 @@ def _stage(obj: SalesforceObject, files: Sequence[SourceFile], partition: str, s
     report.drift_columns = drift
     sources = {name: field for *_, plan in reversed(plans) for field, name in plan.columns.items()}
     report.renamed_columns = {field: name for *_, plan in plans for field, name in plan.renamed.items()}
+    return plans, obj.table_spec(drift, sources)
 
-    writer = StagedBatchWriter(obj.table_spec(drift, sources), partition, staging_dir)
+
+def chunk_rows_for(path: Path) -> int:
+    """Rows per CSV chunk for about CHUNK_BYTES of this file, from the bytes per record of its head
+    (records, not lines: quoted values hold newlines)."""
+    with open(path, "rb") as f:
+        head = f.read(SAMPLE_BYTES)
+    lines = head.decode("utf-8", errors="replace").splitlines(keepends=True)[:-1]  # the last may be cut
+    try:
+        records = sum(1 for _ in csv.reader(lines)) - 1  # less the header
+    except csv.Error:  # e.g. a field over csv's size limit: count lines (the reader names the real error)
+        records = len(lines) - 1
+    per_record = sum(len(line) for line in lines) / max(records, 1)
+    return int(min(max(CHUNK_BYTES / max(per_record, 1), 1_000), 200_000))
+
+
+def _chunks(obj: SalesforceObject, plans: Plans, partition: str, block_size: int | None, clock: _Clock,
+            limits: TextLimits, report: StageReport) -> Iterator[Chunk]:
+    """Each chunk's good rows (Arrow) and rejects, the report counting them."""
+    timings = clock.timings
+    chunks = 0
+    for source, header, header_lines, plan in plans:
+        options = {"block_size": block_size} if block_size else {}
+        # The next chunk is parsed in a thread while this one is transformed: "read" is the wait for it.
+        chunks_read = prefetch(iter_csv_chunks(source.path, source.key, header, header_lines,
+                                               chunk_rows=chunk_rows_for(source.path), **options), name="csv-reader")
+        for chunk in clock.iterate(chunks_read):
+            clock.lap("read")
+            result = transform_chunk(obj, chunk, plan, partition, source.key, limits, timings=timings)
+            clock.lap("transform")
+            report.rows_read += chunk.batch.num_rows
+            report.rows_rejected += result.rejects.num_rows
+            report.values_truncated += len(result.truncated)
+            report.truncated_samples += result.truncated[: max(0, 5 - len(report.truncated_samples))]
+            if result.rejects.num_rows and len(report.reject_samples) < 5:
+                report.reject_samples += result.rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
+            rows, rejects = pa.Table.from_pandas(result.rows, preserve_index=False), result.rejects
+            del result, chunk
+            yield rows, rejects
+            del rows, rejects
+            chunks += 1
+            if chunks % GC_EVERY_CHUNKS == 0:
+                gc.collect()
+                pa.default_memory_pool().release_unused()  # the allocator keeps freed pages otherwise
+            clock.lap("stage")
+
+
+def stream_object(
+    obj: SalesforceObject,
+    files: Sequence[SourceFile],
+    partition: str,
+    staging_dir: Path | None = None,
+    block_size: int | None = None,
+    timings: dict[str, float] | None = None,
+    limits: TextLimits = NO_TEXT_LIMITS,
+    table_types: dict[str, ColumnType] | None = None,
+) -> tuple[StreamedBatch, StageReport]:
+    """`stage_object`'s batch and report, with no row read yet: the headers are read (a bad header
+    fails here), the rows when the warehouse loads the batch, which fills the report. A value that
+    does not fit an inferred type widens the column and restarts the load (RestartStream)."""
+    table_types = table_types or {}
+    widened = {c.name: widest(table_types[c.name], c.type) for c in obj.columns
+               if not c.strict and table_types.get(c.name) not in (None, c.type)}
+    notes: dict[str, str] = {name: f"{obj.column(name).type.value} -> {t.value}: the table holds {t.value}"
+                             for name, t in widened.items()}
+    report = StageReport(files=[f.key for f in files])
+
+    def typed() -> tuple[SalesforceObject, Plans, object]:
+        typed_obj = obj.with_types(widened) if widened else obj
+        return (typed_obj, *_read_headers(typed_obj, files, report))
+
+    def retyped() -> dict:
+        return {name: (table_types[name], t) for name, t in widened.items() if table_types.get(name) not in (None, t)}
+
+    def source(batch: StreamedBatch) -> Iterator[Chunk]:
+        typed_obj, plans, batch.spec = typed()
+        report.reset()
+        try:
+            yield from _chunks(typed_obj, plans, partition, block_size, _Clock(timings), limits, report)
+        except ColumnWidening as widening:
+            if widened.get(widening.column) is widening.wider:
+                raise  # cannot happen: a wider type holds what the narrower refused
+            before = widened.get(widening.column, obj.column(widening.column).type)
+            widened[widening.column] = widening.wider
+            notes[widening.column] = (f"{before.value} -> {widening.wider.value}: {widening.file} line "
+                                      f"{widening.line} holds {widening.value[:80]!r}")
+            batch.spec, batch.retyped = typed()[2], retyped()
+            raise RestartStream(str(widening)) from None
+
+    _, _, spec = typed()
+    root = Path(staging_dir) if staging_dir else None
+    if root:
+        root.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root))  # its rejects file, while it loads
+    batch = StreamedBatch(spec, partition, directory, source=source, retyped=retyped())
+    report.widened_columns = notes
+    return batch, report
+
+
+def _stage(obj: SalesforceObject, files: Sequence[SourceFile], partition: str, staging_dir: Path | None,
+           block_size: int | None, timings: dict[str, float] | None, limits: TextLimits
+           ) -> tuple[StagedBatch, StageReport]:
+    report = StageReport(files=[f.key for f in files])
+    plans, spec = _read_headers(obj, files, report)
+    writer = StagedBatchWriter(spec, partition, staging_dir)
     chunks = 0
     try:
-        for source, header, header_lines, plan in plans:
-            options = {"block_size": block_size} if block_size else {}
-            # The next chunk is parsed in a thread while this one is transformed: "read" is the wait for it.
-            chunks_read = prefetch(iter_csv_chunks(source.path, source.key, header, header_lines, **options),
-                                   name="csv-reader")
-            for chunk in clock.iterate(chunks_read):
-                clock.lap("read")
-                result = transform_chunk(obj, chunk, plan, partition, source.key, limits, timings=timings)
-                clock.lap("transform")
-                report.rows_read += chunk.batch.num_rows
-                report.rows_rejected += result.rejects.num_rows
-                report.values_truncated += len(result.truncated)
-                report.truncated_samples += result.truncated[: max(0, 5 - len(report.truncated_samples))]
-                if result.rejects.num_rows and len(report.reject_samples) < 5:
-                    report.reject_samples += result.rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
-                writer.write(pa.Table.from_pandas(result.rows, preserve_index=False))
-                writer.reject(result.rejects)
-                del result, chunk
-                chunks += 1
-                if chunks % GC_EVERY_CHUNKS == 0:
-                    gc.collect()
-                clock.lap("stage")
+        for rows, rejects in _chunks(obj, plans, partition, block_size, _Clock(timings), limits, report):
+            writer.write(rows)
+            writer.reject(rejects)
+            chunks += 1
     except BaseException:
         writer.abort()
         raise
@@ -149,7 +259,6 @@ def _stage(obj: SalesforceObject, files: Sequence[SourceFile], partition: str, s
         # for small batches: a full collection costs ~0.2 s in a process holding the code location.
         gc.collect()
         pa.default_memory_pool().release_unused()
-    clock.lap("stage")
     return batch, report
 
 

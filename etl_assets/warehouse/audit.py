@@ -88,14 +88,14 @@ def ensure_audit_table(warehouse: Warehouse) -> None:
     warehouse.ensure_table(AUDIT)
 
 
-def record_steps(warehouse: Warehouse, record: LoadRecord, rows_loaded: Deferred | None = None) -> list[Step]:
+def record_steps(warehouse: Warehouse, record: LoadRecord, **deferred: Deferred) -> list[Step]:
     """The audit row as steps of the load's own transaction (`Warehouse.load(batch, after=...)`): it
-    commits exactly when the load does. `rows_loaded` (from the load's results) and `finished_at`
-    are resolved when the steps run. The audit table must exist: `warehouse.ensure_table(AUDIT)`."""
+    commits exactly when the load does. `deferred` columns (`rows_loaded` from the load's results;
+    `rows_read` and `rows_rejected` of a batch read during the load) and `finished_at` are resolved
+    when the steps run. The audit table must exist: `warehouse.ensure_table(AUDIT)`."""
     values = asdict(record)
     values["finished_at"] = record.finished_at or Deferred(lambda results: utcnow())
-    if rows_loaded is not None:
-        values["rows_loaded"] = rows_loaded
+    values.update(deferred)
     return warehouse.upsert_steps(AUDIT, {n: values[n] for n in COLUMNS})
 
 

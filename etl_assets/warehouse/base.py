@@ -40,7 +40,7 @@ from typing import ClassVar
 import dagster as dg
 import pandas as pd
 
-from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.batch import RestartStream, StagedBatch, StreamedBatch
 from etl_assets.warehouse.spec import (
     LINEAGE_COLUMNS,
     LOADED_AT,
@@ -86,11 +86,16 @@ class Step:
     """One SQL statement of a load.
 
     `files` are staged Parquet files streamed into the statement (COPY FROM STDIN);
+    `rows` a StreamedBatch read into it (PostgreSQL: COPY FROM STDIN; DuckDB: the
+    statement reads the Arrow stream `etl_rows`), which also sets the results
+    `keys_repeat` and `rejected` once read; with `distinct_keys` the statement writes
+    straight into the table, so a repeated key restarts the load on the general path.
     `result` names the value to keep: the affected-row count, or with `fetch` the
-    single value the statement returns. `when` / `unless` name an earlier result the
-    step runs only if it is true / false: a plan's shortcut and the general path it
-    replaces are both in the plan, and the transaction takes one of them (only engines
-    that run steps one by one, `Warehouse.runs_steps_in_order`, get such steps).
+    single value the statement returns. `when` / `unless` name earlier results (one
+    name or several) the step runs only if all are true / none is: a plan's shortcut and
+    the general path it replaces are both in the plan, and the transaction takes one of
+    them (only engines that run steps one by one, `Warehouse.runs_steps_in_order`, get
+    such steps).
     """
 
     sql: str
@@ -100,8 +105,23 @@ class Step:
     result: str | None = None
     fetch: bool = False
     label: str = ""  # named in the error when the statement fails (a feed's post-load SQL)
-    when: str = ""
-    unless: str = ""
+    when: str | tuple[str, ...] = ""
+    unless: str | tuple[str, ...] = ""
+    rows: StreamedBatch | None = field(default=None, compare=False, repr=False)
+    distinct_keys: bool = False
+
+    def skipped(self, results: dict[str, int]) -> bool:
+        when = (self.when,) if isinstance(self.when, str) else self.when
+        unless = (self.unless,) if isinstance(self.unless, str) else self.unless
+        return any(name and not results[name] for name in when) or any(name and results[name] for name in unless)
+
+
+def guarded(steps: Sequence[Step], when: str = "", unless: str = "") -> list[Step]:
+    """`steps` that also need result `when` true and result `unless` false."""
+    def more(old: str | tuple[str, ...], name: str) -> str | tuple[str, ...]:
+        old = (old,) if isinstance(old, str) else old
+        return tuple(n for n in (*old, name) if n) if name else old
+    return [replace(step, when=more(step.when, when), unless=more(step.unless, unless)) for step in steps]
 
 
 @dataclass(frozen=True)
@@ -164,6 +184,26 @@ class Session:
         """Stream the step's Parquet files into its COPY statement; return the rows copied."""
         raise NotImplementedError(f"{type(self).__name__} cannot stream local files")
 
+    def copy_rows(self, step: Step) -> int:
+        """Read the step's StreamedBatch into its statement; return the rows written."""
+        raise NotImplementedError(f"{type(self).__name__} cannot load streamed rows")
+
+    def run_streamed(self, step: Step, results: dict[str, int]) -> int:
+        """`copy_rows`, with the error the batch's source raised (the database names it only in words)."""
+        batch = step.rows
+        try:
+            copied = self.copy_rows(step)
+        except RestartStream:
+            raise
+        except Exception as error:
+            if batch.error is not None and batch.error is not error:
+                raise batch.error from None
+            raise
+        if step.distinct_keys and batch.keys_repeat:
+            raise RestartStream(f"a key repeats in {batch.spec.name}'s batch: it cannot go straight into the table")
+        results.update(keys_repeat=bool(batch.keys_repeat), rejected=batch.rejected_rows > 0)
+        return copied
+
     def lock_table(self, spec: TableSpec) -> None:
         """Serialize concurrent loads of one table, where the engine needs it."""
 
@@ -179,7 +219,12 @@ class Session:
     def run(self, steps: Sequence[Step]) -> dict[str, int]:
         results: dict[str, int] = {}
         for step in steps:
-            if (step.when and not results[step.when]) or (step.unless and results[step.unless]):
+            if step.skipped(results):
+                continue
+            if step.rows is not None:
+                copied = self.run_streamed(step, results)
+                if step.result:
+                    results[step.result] = copied
                 continue
             if step.files:
                 copied = self.copy_files(step)
@@ -223,6 +268,10 @@ class Warehouse(dg.ConfigurableResource):
     # `Deferred` parameters can be resolved from the results before it (not Redshift's batch API).
     runs_steps_in_order: ClassVar[bool] = False
     loaded_at_default: ClassVar[str] = ""  # PostgreSQL: what a COPY straight into a new table sets `_loaded_at` to
+    # Whether `load` takes a StreamedBatch (reads its rows inside the transaction); Redshift needs staged files.
+    streams_rows: ClassVar[bool] = False
+    # Whether a batch for a table that exists is better streamed than staged (see DuckDBWarehouse).
+    streams_into_existing_tables: ClassVar[bool] = True
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -283,18 +332,22 @@ class Warehouse(dg.ConfigurableResource):
         """Load `batch` by its mode (merge, append, replace); `after` runs inside the same transaction
         (a file feed's post-load SQL, bookkeeping rows from `upsert_steps`), so the rows and everything
         that follows them commit or roll back together."""
-        spec = batch.spec
-        self.check_limits(spec)
-        with self.staged(batch):
-            with self.session() as session:
-                session.lock_table(spec)
-                session.lock_catalog()
-                plan = self.plan(batch, self.table_columns(session, spec.schema, spec.name), after=after)
-                session.run_ddl(plan.prepare)
-            with self.session() as session:
-                session.lock_table(spec)
-                results = session.run(plan.transaction)
-        return self.result(batch, results, plan)
+        while True:
+            spec = batch.spec
+            self.check_limits(spec)
+            try:
+                with self.staged(batch):
+                    with self.session() as session:
+                        session.lock_table(spec)
+                        session.lock_catalog()
+                        plan = self.plan(batch, self.table_columns(session, spec.schema, spec.name), after=after)
+                        session.run_ddl(plan.prepare)
+                    with self.session() as session:
+                        session.lock_table(spec)
+                        results = session.run(plan.transaction)
+            except RestartStream:
+                continue  # rolled back; the batch now knows what the next plan needs (its types, repeated keys)
+            return self.result(batch, results, plan)
 
     def upsert_steps(self, spec: TableSpec, row: dict, key: Sequence[str] = ()) -> list[Step]:
         """Steps (for `load(after=...)`) that replace the rows sharing `row`'s values of `key` with
@@ -397,24 +450,28 @@ class Warehouse(dg.ConfigurableResource):
         if spec.track_deletions:
             plan.prepare += self.create_deletion_tables_steps(spec)
         plan.transaction += self.marks_check_steps(batch)
-        if self.runs_steps_in_order and batch.keys_repeat is False and batch.files:
+        streamed = isinstance(batch, StreamedBatch)
+        if streamed:
+            merge, drop_latest = self.streamed_merge_steps(batch, existing)
+            plan.transaction += merge
+        elif self.runs_steps_in_order and batch.keys_repeat is False and batch.files:
             plan.transaction += self.distinct_keys_merge_steps(batch, existing, source, params, staging)
-            drop_latest = Step(f"DROP VIEW {LATEST}")
+            drop_latest = [Step(f"DROP VIEW {LATEST}")]
         else:
             plan.transaction += staging + self.latest_steps(spec, source, params) + [
                 Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
                 self.update_step(batch, existing),
                 Step(self.insert_sql(spec), result="inserted"),
             ]
-            drop_latest = Step(f"DROP TABLE {LATEST}")
+            drop_latest = [Step(f"DROP TABLE {LATEST}")]
         plan.transaction += self.deletion_steps(batch)
         if batch.partition is not None:
             plan.transaction.append(
                 Step(f"DELETE FROM {self.rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = {self.param}",
                      (batch.partition,))
             )
-        plan.transaction += self.rejects_steps(batch)
-        plan.transaction += [drop_latest, Step(f"DROP TABLE IF EXISTS {STAGING}")]
+        plan.transaction += guarded(self.rejects_steps(batch), when="rejected") if streamed else self.rejects_steps(batch)
+        plan.transaction += [*drop_latest, Step(f"DROP TABLE IF EXISTS {STAGING}")]
         plan.transaction += self.after_merge_steps(spec) + list(after)
         return plan
 
@@ -430,6 +487,48 @@ class Warehouse(dg.ConfigurableResource):
             self.update_step(batch, existing),
             Step(self.insert_sql(spec), result="inserted"),
         ]
+
+    def streamed_merge_steps(self, batch: StreamedBatch, existing: dict[str, int | None]
+                             ) -> tuple[list[Step], list[Step]]:
+        """The merge of a StreamedBatch, and the steps that drop its LATEST; whether keys repeat is known
+        only once the rows were read, so both ways are in the plan and the result `keys_repeat` picks one.
+
+        The rows go into the staging table; with no repeated key LATEST is a view of it (no newest-version
+        pass), else the general one. Into the table this load created (`existing` empty), while it is still
+        empty inside the transaction (result `direct`), they go straight into the table instead: written
+        once, no staging table, UPDATE or anti-join INSERT. A repeated key found there restarts the load
+        (RestartStream: the transaction rolls back) with `keys_repeat` known, on the general path; so does a
+        table another load filled between the two transactions, on the `unless direct` steps."""
+        spec = batch.spec
+        general = [Step(self.create_staging_sql(batch)), self.stream_step(batch, STAGING, direct=False)]
+        general += guarded(self.latest_steps(spec, STAGING, ()), when="keys_repeat")
+        general += [
+            Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True, when="keys_repeat"),
+            Step(f"CREATE TEMPORARY VIEW {LATEST} AS SELECT {self._names(spec)} FROM {STAGING}", unless="keys_repeat"),
+            self.update_step(batch, existing),
+            Step(self.insert_sql(spec), result="inserted"),
+        ]
+        drops = [Step(f"DROP TABLE {LATEST}", when="keys_repeat"), Step(f"DROP VIEW {LATEST}", unless="keys_repeat")]
+        if existing or batch.keys_repeat:
+            return general, drops
+        table = self.table(spec)
+        direct = [
+            Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table})", fetch=True, result="direct"),
+            *guarded(self.direct_load_steps(batch), when="direct"),
+            Step(f"CREATE TEMPORARY VIEW {LATEST} AS SELECT {self._names(spec)} FROM {table}", when="direct"),
+        ]
+        return direct + guarded(general, unless="direct"), [Step(f"DROP VIEW {LATEST}", when="direct"),
+                                                            *guarded(drops, unless="direct")]
+
+    def direct_load_steps(self, batch: StreamedBatch) -> list[Step]:
+        """The rows straight into the empty table (result `inserted`); a repeated key restarts the load."""
+        return [replace(self.stream_step(batch, self.table(batch.spec), direct=True), distinct_keys=True,
+                        result="inserted")]
+
+    def stream_step(self, batch: StreamedBatch, target: str, direct: bool) -> Step:
+        """The statement that reads the batch's rows into `target` (the staging table, or with `direct`
+        the table itself, whose `_loaded_at` it sets as the merge's INSERT does)."""
+        raise NotImplementedError(f"{type(self).__name__} does not load streamed rows")
 
     def marked_rows_index_steps(self, spec: TableSpec) -> list[Step]:
         """Where the engine has partial indexes: one on the rows marked deleted in source, so the
@@ -499,11 +598,13 @@ class Warehouse(dg.ConfigurableResource):
             backup_at = datetime.combine(batch.full_snapshot_date, time(0), timezone.utc)
             steps.append(Step(f'DELETE FROM {backups} WHERE "table_name" = {p} AND "partition" = {p}',
                               (spec.name, batch.partition)))
-            if not batch.rejected_rows:
+            streamed = isinstance(batch, StreamedBatch)  # its rejects are counted as the transaction reads it
+            if streamed or not batch.rejected_rows:
                 steps.append(Step(
                     f'INSERT INTO {backups} ("table_name", "partition", "cutoff", "backup_at") SELECT {p}, {p}, '
                     f"COALESCE(MAX({version}), CAST({p} AS TIMESTAMPTZ)), CAST({p} AS TIMESTAMPTZ) FROM {LATEST}",
-                    (spec.name, batch.partition, _timestamp(backup_at - EARLIEST_ZONE_OFFSET), _timestamp(backup_at))))
+                    (spec.name, batch.partition, _timestamp(backup_at - EARLIEST_ZONE_OFFSET), _timestamp(backup_at)),
+                    unless="rejected" if streamed else ""))
             steps += [
                 Step(f'DELETE FROM {ids} WHERE "last_full_partition" < {p} AND {key} IN (SELECT {key} FROM {LATEST})',
                      (batch.partition,)),
@@ -636,11 +737,14 @@ class Warehouse(dg.ConfigurableResource):
         if spec.track_deletions:
             defs.append(f"{quote(DELETED_IN_SOURCE_AT)} {self.type_names[ColumnType.DATETIME]}")
         if self.primary_key_constraint and spec.primary_key:
-            defs.append(f"PRIMARY KEY ({quote(spec.primary_key)})")
+            defs.append(self.primary_key_sql(spec))
         return (
             f"CREATE TABLE IF NOT EXISTS {self.table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"
             + self.table_attributes(spec)
         )
+
+    def primary_key_sql(self, spec: TableSpec) -> str:
+        return f"PRIMARY KEY ({quote(spec.primary_key)})"
 
     def rejects_types(self) -> tuple[str, str]:
         return self.type_names[ColumnType.STRING], self.type_names[ColumnType.INTEGER]

@@ -1,10 +1,13 @@
 """Validated rows on their way into the warehouse.
 
-An asset streams its rows through `StagedBatchWriter`, which spills them to
-Parquet in bounded memory; the `StagedBatch` it closes into is what the
-warehouse IO manager bulk-loads (DuckDB reads the Parquet directly, PostgreSQL
-streams it through COPY, Redshift COPYs it from S3). Rejected rows travel in the
-same batch so good rows and rejects land in one transaction.
+Two ways in. A `StreamedBatch` holds no rows yet: the warehouse reads them from
+its source inside the load's transaction, each chunk going into an open COPY
+(PostgreSQL) or an Arrow stream (DuckDB) while a thread prepares the next, so no
+good row is written to disk first and the first rows reach the warehouse at once.
+A `StagedBatch` is spilled to Parquet by `StagedBatchWriter` first: what Redshift
+needs (it COPYs the files from S3) and what file feeds and tests hand over.
+Rejected rows travel in the same batch (as a small Parquet file) so good rows and
+rejects land in one transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -21,9 +25,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from etl_assets.warehouse.prefetch import prefetch
 from etl_assets.warehouse.spec import REJECTS_SCHEMA, SOURCE_FILE, TableSpec
 
-ROWS_PER_FILE = 2_000_000
+# A staged part file is closed after this many bytes of Arrow data (about 1.3M rows of 33-column Task,
+# 0.5M of 120 columns): sized in bytes, so what a reader of one part holds does not grow with the width.
+BYTES_PER_FILE = 1 << 30
+ROWS_PER_FILE = 2_000_000  # and after this many rows (a file feed's `rows_per_part`)
+REJECTS_FILE = "rejects.parquet"
+# Transformed chunks waiting for the warehouse while it stores the current one (each ~30-60 MB).
+STREAM_QUEUE_CHUNKS = 1
 
 
 MODES = ("merge", "append", "replace")
@@ -72,6 +83,80 @@ class StagedPartitions:
     stage: Callable[[str], tuple[StagedBatch, dict]]
 
 
+class RestartStream(Exception):
+    """Raised while a StreamedBatch is read inside a load: what was read cannot be loaded as planned
+    (an inferred column must widen, or a first load COPYed straight into its table found a repeated
+    key). The load's transaction rolls back and `Warehouse.load` plans and reads the batch again."""
+
+
+# The good rows of one chunk (columns by name, cast to the staged types) and its rejected rows.
+Chunk = tuple[pa.Table, pa.Table]
+
+
+@dataclass
+class StreamedBatch(StagedBatch):
+    """A batch whose rows are read from `source` while the warehouse loads them (see the module).
+
+    `source(batch)` yields each chunk's good rows and rejects; it may change `spec` and `retyped`
+    and raise RestartStream, and is called again from the start when a load restarts. The counts
+    (`rows`, `rejected_rows`, `keys_repeat`, `max_bytes`) are known once `stream()` is exhausted,
+    so a load plan decides on them with step results (`keys_repeat`, `rejected`), not up front.
+    `on_failure(error)`: the domain's own failure for an error its source raised (a file that cannot
+    be parsed), or None. `metadata()`: what the domain reports once the rows were read. `resources`
+    holds what the source needs until the load ends (local copies of landed files)."""
+
+    source: Callable[[StreamedBatch], Iterator[Chunk]] | None = None
+    on_failure: Callable[[BaseException], BaseException | None] = lambda error: None
+    metadata: Callable[[], dict] = dict
+    resources: ExitStack = field(default_factory=ExitStack)
+    head: pa.Table | None = None  # the first good rows, for the materialization's preview
+    error: BaseException | None = None  # what the source raised, which the database only names in words
+
+    def __post_init__(self) -> None:
+        self.reject_files = [self.directory / REJECTS_FILE]
+
+    def stream(self) -> Iterator[pa.RecordBatch]:
+        """The good rows, chunk by chunk, the source running one chunk ahead in a thread; rejects go
+        to the batch's rejects file. Key columns are kept (~20 MB for 1M Salesforce Ids) for
+        `keys_repeat`, known when the stream ends."""
+        self.rows = self.rejected_rows = 0
+        self.max_bytes, self.source_files, self.head, self.keys_repeat, self.error = {}, set(), None, None, None
+        schema, key = self.spec.arrow_schema(), self.spec.primary_key
+        keys = []
+        rejects = None
+        try:
+            for rows, rejected in prefetch(self.source(self), depth=STREAM_QUEUE_CHUNKS, name="transform"):
+                if rejected.num_rows:
+                    if rejects is None:
+                        rejects = pq.ParquetWriter(self.reject_files[0], REJECTS_SCHEMA)
+                    rejects.write_table(conform(rejected, REJECTS_SCHEMA))
+                    self.rejected_rows += rejected.num_rows
+                if not rows.num_rows:
+                    continue
+                rows = conform(rows, schema)
+                count_rows(self, rows)
+                if self.head is None:  # a copy: a slice would keep the whole chunk's buffers
+                    self.head = pa.Table.from_pylist(rows.slice(0, 5).to_pylist(), schema=schema)
+                if key:
+                    keys.append(rows.column(key))
+                yield from rows.to_batches()
+        except GeneratorExit:  # the load stopped reading (it failed, or a restart): not the source's error
+            raise
+        except BaseException as error:
+            self.error = error
+            raise
+        finally:
+            if rejects is not None:
+                rejects.close()
+        if key:
+            column = pa.chunked_array([c for k in keys for c in k.chunks], schema.field(key).type)
+            self.keys_repeat = len(pc.unique(column)) < len(column)  # a null key counts once, as a value
+
+    def discard(self) -> None:
+        self.resources.close()
+        super().discard()
+
+
 class StagedBatchWriter:
     """Collects good rows and rejects of one table load as Parquet files."""
 
@@ -82,6 +167,7 @@ class StagedBatchWriter:
         directory: Path | None = None,
         mode: str = "merge",
         rows_per_file: int = ROWS_PER_FILE,
+        bytes_per_file: int = BYTES_PER_FILE,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -93,8 +179,8 @@ class StagedBatchWriter:
             root.mkdir(parents=True, exist_ok=True)
         self.batch = StagedBatch(spec, partition, Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root)), mode=mode)
         self._rows = self._rejects = None
-        self._rows_in_file = 0
-        self._rows_per_file = rows_per_file
+        self._rows_in_file = self._bytes_in_file = 0
+        self._rows_per_file, self._bytes_per_file = rows_per_file, bytes_per_file
 
     def write(self, table: pa.Table) -> None:
         """Append rows; columns are matched by name and cast to the staged types."""
@@ -102,7 +188,8 @@ class StagedBatchWriter:
             return
         table = conform(table, self.schema)
         while table.num_rows:
-            if self._rows is not None and self._rows_in_file >= self._rows_per_file:
+            if self._rows is not None and (self._rows_in_file >= self._rows_per_file
+                                           or self._bytes_in_file >= self._bytes_per_file):
                 self._close_rows()
             room = self._rows_per_file - (self._rows_in_file if self._rows is not None else 0)
             self._write_rows(table.slice(0, room))
@@ -114,23 +201,20 @@ class StagedBatchWriter:
             path = self.batch.directory / f"part-{len(self.batch.files):05d}.parquet"
             self._rows = pq.ParquetWriter(path, self.schema, compression="snappy")
             self.batch.files.append(path)
-            self._rows_in_file = 0
+            self._rows_in_file = self._bytes_in_file = 0
         self._rows.write_table(table)
         self._rows_in_file += table.num_rows
-        self.batch.rows += table.num_rows
-        self.batch.source_files.update(pc.unique(table.column(SOURCE_FILE)).drop_null().to_pylist())
-        for name, column in zip(table.column_names, table.columns):
-            if pa.types.is_string(column.type):
-                widest = pc.max(pc.binary_length(column)).as_py() or 0
-                self.batch.max_bytes[name] = max(self.batch.max_bytes.get(name, 0), widest)
+        self._bytes_in_file += table.nbytes
+        count_rows(self.batch, table)
 
     def reject(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
         if self._rejects is None:
-            path = self.batch.directory / "rejects.parquet"
+            path = self.batch.directory / REJECTS_FILE
             self._rejects = pq.ParquetWriter(path, REJECTS_SCHEMA)
-            self.batch.reject_files.append(path)
+            if path not in self.batch.reject_files:
+                self.batch.reject_files.append(path)
         self._rejects.write_table(conform(table, REJECTS_SCHEMA))
         self.batch.rejected_rows += table.num_rows
 
@@ -150,6 +234,16 @@ class StagedBatchWriter:
     def abort(self) -> None:
         self.close()
         self.batch.discard()
+
+
+def count_rows(batch: StagedBatch, table: pa.Table) -> None:
+    """Add `table`'s rows to what the batch knows of its rows: count, source files, widest text."""
+    batch.rows += table.num_rows
+    batch.source_files.update(pc.unique(table.column(SOURCE_FILE)).drop_null().to_pylist())
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_string(column.type):
+            widest = pc.max(pc.binary_length(column)).as_py() or 0
+            batch.max_bytes[name] = max(batch.max_bytes.get(name, 0), widest)
 
 
 def keys_repeat(batch: StagedBatch) -> bool:

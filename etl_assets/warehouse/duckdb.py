@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import duckdb
+import pyarrow as pa
 from pydantic import Field
 
 from etl_assets.warehouse.base import (
@@ -21,7 +22,7 @@ from etl_assets.warehouse.base import (
     Step,
     Warehouse,
 )
-from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.batch import StagedBatch, StreamedBatch
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
 from etl_assets.warehouse.spec import LOADED_AT, ColumnType, quote
 
@@ -29,8 +30,9 @@ from etl_assets.warehouse.spec import LOADED_AT, ColumnType, quote
 class DuckDBSession(Session):
     param = "?"
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection):
+    def __init__(self, connection: duckdb.DuckDBPyConnection, stream_memory_limit: str = "400MB"):
         self.connection = connection
+        self.stream_memory_limit = stream_memory_limit
 
     def execute(self, sql: str, params: Sequence = ()) -> int:
         result = self.connection.execute(sql, list(params)).fetchall()
@@ -40,7 +42,24 @@ class DuckDBSession(Session):
     def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         return self.connection.execute(sql, list(params)).fetchall()
 
+    def copy_rows(self, step: Step) -> int:
+        """The statement reads the batch's rows as the Arrow stream `etl_rows`: DuckDB pulls each chunk
+        while the source's thread prepares the next; nothing is written to disk first. Meanwhile the
+        buffer pool is `stream_memory_limit`: the source's chunks are in this process at the same time."""
+        batch = step.rows
+        rows = pa.RecordBatchReader.from_batches(batch.spec.arrow_schema(), batch.stream())
+        limit = self.connection.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        self.connection.execute("SET memory_limit = ?", [self.stream_memory_limit])
+        self.connection.register(STREAMED_ROWS, rows)
+        try:
+            return int(self.connection.execute(step.sql).fetchall()[0][0])
+        finally:
+            self.connection.unregister(STREAMED_ROWS)
+            self.connection.execute("SET memory_limit = ?", [limit])
+            rows.close()
 
+
+STREAMED_ROWS = "etl_rows"  # the name a streamed batch's Arrow rows are registered under for its statement
 _HELD = threading.local()  # path -> the connection held for this thread (None until a session opens it)
 
 
@@ -60,6 +79,11 @@ class DuckDBWarehouse(Warehouse):
         description="DuckDB's buffer pool; it spills to disk beyond this. It runs inside the asset's process, "
         "after staging: 600 MB keeps a 1M-row load under 1 GiB of peak RSS (921 MiB measured; 1.33 GiB with 1 GB).",
     )
+    stream_memory_limit: str = Field(
+        default="400MB",
+        description="DuckDB's buffer pool while a streamed batch is read: the reader, transform and their "
+        "queued chunks are in the same process at the same time (1.15 GiB peak at 1M rows with 600 MB).",
+    )
 
     type_names: ClassVar[dict[ColumnType, str]] = {
         **Warehouse.type_names,
@@ -71,6 +95,11 @@ class DuckDBWarehouse(Warehouse):
     primary_key_constraint: ClassVar[bool] = False
     param: ClassVar[str] = "?"
     runs_steps_in_order: ClassVar[bool] = True
+    streams_rows: ClassVar[bool] = True
+    # A merge into an existing table reads the batch twice (the DELETE of the rows it beats, the INSERT):
+    # streamed, that copy is a temporary table under the buffer pool, which spilled and cost ~1.7x the
+    # CPU of DuckDB scanning staged Parquet (1M rows: DELETE 5.6 s against 3.2 s). First loads stream.
+    streams_into_existing_tables: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
@@ -88,6 +117,12 @@ class DuckDBWarehouse(Warehouse):
         if not batch.files:
             return STAGING, (), [Step(self.create_staging_sql(batch))]
         return "read_parquet(?)", ([str(f) for f in batch.files],), []
+
+    def stream_step(self, batch: StreamedBatch, target: str, direct: bool) -> Step:
+        names = self._names(batch.spec)
+        loaded_at = (f", {quote(LOADED_AT)}", ", CURRENT_TIMESTAMP") if direct else ("", "")
+        return Step(f"INSERT INTO {target} ({names}{loaded_at[0]}) SELECT {names}{loaded_at[1]} FROM {STREAMED_ROWS}",
+                    rows=batch)
 
     def view_source(self, batch: StagedBatch, source: str) -> str:
         """The staged files named in the view's SQL (our own temporary paths, quoted as literals)."""
@@ -143,14 +178,14 @@ class DuckDBWarehouse(Warehouse):
         held = _held_connections()
         if self.path not in held:
             with transaction(self.connect()) as connection:
-                yield DuckDBSession(connection)
+                yield DuckDBSession(connection, self.stream_memory_limit)
             return
         if held[self.path] is None:
             held[self.path] = self.connect()
         connection = held[self.path]
         connection.begin()
         try:
-            yield DuckDBSession(connection)
+            yield DuckDBSession(connection, self.stream_memory_limit)
             connection.commit()
         except BaseException:
             connection.rollback()

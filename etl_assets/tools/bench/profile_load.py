@@ -3,7 +3,8 @@
     python -m etl_assets.tools.bench.profile_load --target pg --file data/bench/.../task_1000000_seed7_export33.csv \\
         --reload data/bench/.../(later folder)/... --out benchmarks/results/loads_profile.json [--cprofile N]
 
-Runs the asset's own code path (`stage_object`, then `warehouse.load`) into a fresh PostgreSQL database
+Runs the asset's own code path (`stream_object`, then `warehouse.load`, which reads the rows as it
+loads them; with --cprofile `stage_object` first) into a fresh PostgreSQL database
 or DuckDB file, first load then the re-load, with timers around each stage and around each statement
 the load's plan runs (the warehouse's Session methods are wrapped here, at run time; the warehouse
 code itself is not changed). The time between the last statement and the end of `load` is the
@@ -119,7 +120,7 @@ def _warehouse(target: str, database: str, duck: Path):
 
 
 def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> dict:
-    from etl_assets.salesforce.staging import SourceFile, stage_object
+    from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
 
     folder = file.parent.parent.name
     source = SourceFile(f"backup/{folder}/{obj.api_name}/{file.name}", file)
@@ -130,7 +131,10 @@ def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> d
     started, cpu_started = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
-    batch, report = stage_object(obj, [source], partition=folder, timings=timings)
+    # As the asset decides; cProfile sees only the main thread: stage first.
+    streamed = (warehouse.streams_rows and not profiler
+                and (warehouse.streams_into_existing_tables or not warehouse.has_table(obj.schema, obj.table)))
+    batch, report = (stream_object if streamed else stage_object)(obj, [source], partition=folder, timings=timings)
     if profiler:
         profiler.disable()
     staged, cpu_staged = time.perf_counter(), time.process_time()
@@ -140,7 +144,7 @@ def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> d
     batch.discard()
     steps = list(recorder.steps)
     in_steps = sum(s["seconds"] for s in steps)
-    out = {"rows": report.rows_read, "inserted": result.inserted, "updated": result.updated,
+    out = {"rows": report.rows_read, "inserted": result.inserted, "updated": result.updated, "streamed": streamed,
            "total_s": finished - started, "staging_s": staged - started, "stages": timings,
            "staging_process_cpu_s": cpu_staged - cpu_started, "stages_main_thread_cpu_s": dict(_STAGE_CPU),
            "load_process_cpu_s": time.process_time() - cpu_staged,
@@ -174,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         _admin(f"CREATE DATABASE {database}")
     warehouse, session_class = _warehouse(args.target, database, duck)
     recorder = _Recorder()
-    for name in ("execute", "fetchall", "copy_files"):
-        if name in vars(session_class) or name != "copy_files":
+    for name in ("execute", "fetchall", "copy_files", "copy_rows"):
+        if name in vars(session_class) or name not in ("copy_files", "copy_rows"):
             recorder.wrap(session_class, name)
     runs = {}
     try:

@@ -1,0 +1,243 @@
+"""Streamed loads (issue 18, step 1) end exactly where staged loads do, on DuckDB and PostgreSQL.
+
+`stream_object` hands the warehouse a StreamedBatch: its rows are read, transformed and validated
+inside the load's transaction, chunk by chunk, with no Parquet round trip. Each test loads the same
+files both ways (the streamed batch into one table, `stage_object`'s staged batch into another) and
+compares the tables, the rejects and the counts; through Dagster, a file that fails mid-stream leaves
+nothing loaded and a FAILED audit row. Small chunks (CHUNK_BYTES) make a few thousand rows many chunks.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from etl_assets.landing.zone import LocalLandingZone
+from etl_assets.salesforce import staging
+from etl_assets.salesforce.catalog import load_catalog
+from etl_assets.salesforce.ids import eighteen_character_id
+from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
+from etl_assets.warehouse.audit import find_loads
+from etl_assets.warehouse.batch import StreamedBatch
+from etl_assets.warehouse.duckdb import DuckDBSession, DuckDBWarehouse
+from etl_assets.warehouse.postgres import PostgresSession, PostgresWarehouse
+from etl_assets_tests.helpers import materialize_folders, resources, table_digest
+
+TASK = load_catalog()["Task"]
+HEADER = ["Id", "IsDeleted", "SystemModstamp", "Subject", "Description", "CallDurationInSeconds", "ActivityDate"]
+ROWS = 5_000
+BAD_ROW = 2_500  # its ActivityDate is no date: rejected, in the middle of the file
+
+
+def task_id(n: int) -> str:
+    return eighteen_character_id(f"00T{n:012d}")
+
+
+def task_rows(day: int = 1, ids=range(ROWS), bad: int | None = BAD_ROW) -> list[list[str]]:
+    rows = []
+    for n in ids:
+        description = f"line one of {n}\nline two" if n % 7 == 0 else f"task {n}"
+        activity = "2024-02-30" if n == bad else f"2024-05-{1 + n % 28:02d}"
+        rows.append([task_id(n), "false", f"2024-05-{day:02d}T06:{n // 60 % 60:02d}:{n % 60:02d}.000Z",
+                     f"Subject {n}", description, str(n % 300), activity])
+    return rows
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_ALL)
+        writer.writerow(HEADER)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(staging, "CHUNK_BYTES", 1)  # the reader's smallest chunk: 1,000 rows
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    ran: list[str] = []
+    for cls in (DuckDBSession, PostgresSession):
+        for name in ("execute", "fetchall", "copy_files", "copy_rows"):
+            if name not in vars(cls):
+                continue
+            original = getattr(cls, name)
+
+            def spy(session, first, *args, _original=original, **kwargs):
+                ran.append(first.sql if hasattr(first, "sql") else first)
+                return _original(session, first, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, spy)
+    return ran
+
+
+def reference_of(warehouse, tmp_path: Path):
+    """Another table of the same engine, for the staged path."""
+    if isinstance(warehouse, DuckDBWarehouse):
+        return DuckDBWarehouse(path=str(tmp_path / "staged.duckdb")), "salesforce"
+    return warehouse, "staged"
+
+
+def load_both(warehouse, reference, schema: str, files: list[SourceFile], folder: str = "P", ran: list | None = None):
+    """The streamed load into `warehouse`, the staged one into `reference`'s `schema`; `ran` keeps only
+    the streamed load's statements."""
+    streamed, report = stream_object(TASK, files, folder)
+    assert isinstance(streamed, StreamedBatch) and not streamed.files
+    result = warehouse.load(streamed)
+    if ran is not None:
+        ran[:] = list(ran)  # a copy: the staged load's statements are left out
+        kept = len(ran)
+    staged, staged_report = stage_object(TASK, files, folder)
+    staged.spec = dataclasses.replace(staged.spec, schema=schema)
+    expected = reference.load(staged)
+    staged.discard()
+    streamed.discard()
+    if ran is not None:
+        del ran[kept:]
+    return (result, report, streamed), (expected, staged_report)
+
+
+def rejects(warehouse, schema: str) -> list[tuple]:
+    return sorted(warehouse.select(schema, "task_rejects", ["_source_file", "_source_line", "column_name", "reason"]))
+
+
+def test_a_streamed_load_ends_as_the_staged_one_with_the_same_rejects_and_lines(warehouse, tmp_path, statements):
+    reference, schema = reference_of(warehouse, tmp_path)
+    files = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows()))]
+    (result, report, batch), (expected, staged_report) = load_both(warehouse, reference, schema, files,
+                                                                  ran=statements)
+
+    assert (result.inserted, result.updated, result.rows_rejected) == (ROWS - 1, 0, 1)
+    assert (result.inserted, result.updated, result.keys_staged) == (expected.inserted, expected.updated,
+                                                                     expected.keys_staged)
+    assert (report.rows_read, report.rows_rejected) == (staged_report.rows_read, staged_report.rows_rejected)
+    assert batch.rows == ROWS - 1 and batch.keys_repeat is False and batch.head.num_rows == 5
+    assert table_digest(warehouse, "task") == table_digest(reference, "task", schema=schema)
+    found = rejects(warehouse, "salesforce")
+    assert found == rejects(reference, schema)
+    # the header is line 1 and every 7th row before it spans two lines
+    line = 2 + BAD_ROW + len(range(0, BAD_ROW, 7))
+    assert [(f, n, c) for f, n, c, _ in found] == [("backup/P/Task/a.csv", line, "activitydate")]
+    ran = "\n".join(statements)
+    assert "ROW_NUMBER" not in ran and "GROUP BY" not in ran, "distinct keys: no newest-version pass"
+    if isinstance(warehouse, PostgresWarehouse):
+        assert 'COPY "salesforce"."task"' in ran and "COPY etl_staging" not in ran, "straight into the new table"
+    else:
+        assert 'INSERT INTO "salesforce"."task"' in ran and "etl_rows" in ran
+
+
+def test_a_repeated_key_in_a_streamed_first_load_restarts_on_the_general_path(warehouse, tmp_path, statements):
+    reference, schema = reference_of(warehouse, tmp_path)
+    rows = task_rows(day=2, bad=None)
+    rows.append(task_rows(day=1, ids=[10], bad=None)[0])  # older version of Id 10, last in the file
+    rows.append(task_rows(day=3, ids=[20], bad=None)[0])  # newer version of Id 20
+    rows[-1][3] = "newest of 20"
+    files = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", rows))]
+    (result, report, batch), (expected, _) = load_both(warehouse, reference, schema, files, ran=statements)
+
+    assert batch.keys_repeat is True and report.rows_read == ROWS + 2
+    assert (result.keys_staged, result.inserted, result.updated) == (ROWS, ROWS, 0)
+    assert (result.keys_staged, result.inserted) == (expected.keys_staged, expected.inserted)
+    assert table_digest(warehouse, "task") == table_digest(reference, "task", schema=schema)
+    assert warehouse.select("salesforce", "task", ["subject"], where={"id": task_id(20)}) == [("newest of 20",)]
+    assert warehouse.select("salesforce", "task", ["subject"], where={"id": task_id(10)}) == [("Subject 10",)]
+    streams = {s.split(" (")[0] for s in statements if "etl_rows" in s or "FROM STDIN" in s}
+    assert streams == ({'COPY "salesforce"."task"', "COPY etl_staging"} if isinstance(warehouse, PostgresWarehouse)
+                       else {'INSERT INTO "salesforce"."task"', "INSERT INTO etl_staging"}), \
+        "read straight into the table, then again into the staging table"
+
+
+def test_a_streamed_reload_updates_what_is_newer_and_a_second_one_changes_nothing(warehouse, tmp_path):
+    reference, schema = reference_of(warehouse, tmp_path)
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=1)))]
+    load_both(warehouse, reference, schema, first, "P")
+    newer = task_rows(day=9, bad=None)
+    newer.append(newer[5][:])  # a repeated key in a reload: the general newest-version pass
+    newer[-1][3] = "repeated"
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", newer))]
+    (result, _, batch), (expected, _) = load_both(warehouse, reference, schema, second, "Q")
+    assert batch.keys_repeat is True
+    assert (result.inserted, result.updated) == (expected.inserted, expected.updated) == (1, ROWS - 1)
+    assert table_digest(warehouse, "task") == table_digest(reference, "task", schema=schema)
+    assert rejects(warehouse, "salesforce") == rejects(reference, schema)
+    before = table_digest(warehouse, "task")
+
+    again, _ = stream_object(TASK, second, "Q")
+    result = warehouse.load(again)
+    again.discard()
+    assert (result.inserted, result.updated) == (0, 0)
+    assert table_digest(warehouse, "task") == before
+
+
+def test_a_file_that_fails_mid_stream_loads_nothing_and_is_audited_failed(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    rows = task_rows(bad=None)
+    rows[4_000].append("an eleventh field")  # Arrow refuses it after four chunks went into the COPY
+    write_csv(landing / "backup/20240501_Differential/Task/a.csv", rows)
+    [result] = materialize_folders(["20240501_Differential"], resources(LocalLandingZone(root=str(landing)), warehouse),
+                                   objects=["Task"], raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("Task in 20240501_Differential was not loaded: backup/20240501_Differential/"
+                                  "Task/a.csv, line "), description
+    assert not warehouse.has_table("salesforce", "task") or warehouse.count_rows("salesforce", "task") == 0
+    [audit] = find_loads(warehouse, "salesforce.task")
+    assert audit["status"] == "FAILED" and "a.csv, line" in audit["error"]
+
+
+def test_a_streamed_materialization_reports_counts_checks_and_preview(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    write_csv(landing / "backup/20240501_Differential/Task/a.csv", task_rows())
+    [result] = materialize_folders(["20240501_Differential"], resources(LocalLandingZone(root=str(landing)), warehouse),
+                                   objects=["Task"])
+    [materialization] = result.asset_materializations_for_node("salesforce__task")
+    metadata = materialization.metadata
+    assert (metadata["rows_read"].value, metadata["rows_loaded"].value, metadata["rows_rejected"].value) == (
+        ROWS, ROWS - 1, 1)
+    assert metadata["inserted"].value == ROWS - 1 and metadata["dagster/row_count"].value == ROWS - 1
+    assert task_id(0) in metadata["preview"].value and "source_fingerprint" in metadata
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["no_rejected_rows"].passed and checks["no_rejected_rows"].metadata["rows_rejected"].value == 1
+    assert checks["no_schema_drift"].passed and checks["no_truncated_values"].passed
+    [audit] = find_loads(warehouse, "salesforce.task")
+    assert (audit["status"], audit["rows_read"], audit["rows_loaded"], audit["rows_rejected"]) == (
+        "FINISHED", ROWS, ROWS - 1, 1)
+
+
+def test_a_value_that_widens_an_inferred_column_mid_stream_restarts_the_load_as_staging_would(warehouse, tmp_path):
+    from etl_assets.salesforce.catalog import parse_catalog
+    from etl_assets.warehouse.spec import ColumnType
+    from etl_assets_tests.test_catalog import DECLARED, DISCOVERED
+
+    invoice = parse_catalog(DECLARED, DISCOVERED)["Invoice__c"]
+    reference, schema = reference_of(warehouse, tmp_path)
+    header = "Id,SystemModstamp,Amount__c,Paid__c,Due__c,At__c\n"
+    first = tmp_path / "first.csv"
+    first.write_text(header + "".join(f"{task_id(i)},2024-05-01T00:00:00Z,{i},true,2024-05-01,10:00:00.000Z\n"
+                                      for i in range(3_000)))
+    second = tmp_path / "second.csv"  # newer versions; a float Amount__c deep in the file
+    second.write_text(header + "".join(f"{task_id(i)},2024-06-01T00:00:00Z,{12.5 if i == 2_500 else i},false,,\n"
+                                       for i in range(3_000)))
+    for name, path in (("P", first), ("Q", second)):
+        files = [SourceFile(f"backup/{name}/Invoice__c/{path.name}", path)]
+        streamed, report = stream_object(invoice, files, name,
+                                         table_types=warehouse.column_types("salesforce", "invoice__c"))
+        result = warehouse.load(streamed)
+        streamed.discard()
+        staged, _ = stage_object(invoice, files, name, table_types=reference.column_types(schema, "invoice__c"))
+        staged.spec = dataclasses.replace(staged.spec, schema=schema)
+        expected = reference.load(staged)
+        staged.discard()
+        assert (result.inserted, result.updated) == (expected.inserted, expected.updated)
+    assert report.widened_columns["amount__c"].startswith("integer -> float: backup/Q/Invoice__c/second.csv line")
+    assert warehouse.column_types("salesforce", "invoice__c")["amount__c"] is ColumnType.FLOAT
+    assert table_digest(warehouse, "invoice__c") == table_digest(reference, "invoice__c", schema=schema)
+    assert warehouse.select("salesforce", "invoice__c", ["amount__c"], where={"id": task_id(2_500)}) == [(12.5,)]
