@@ -160,3 +160,24 @@ def warehouse(request, tmp_path):
     database = request.getfixturevalue("postgres_database")
     return PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
                              database=database["database"])
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    """The SQL of every statement the warehouse's sessions run, in order (COPYs included)."""
+    from etl_assets.warehouse.duckdb import DuckDBSession
+    from etl_assets.warehouse.postgres import PostgresSession
+
+    ran: list[str] = []
+    for cls in (DuckDBSession, PostgresSession):
+        for name in ("execute", "fetchall", "copy_files", "copy_rows"):
+            if name not in vars(cls):
+                continue
+            original = getattr(cls, name)
+
+            def spy(session, first, *args, _original=original, **kwargs):
+                ran.append(first.sql if hasattr(first, "sql") else first)
+                return _original(session, first, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, spy)
+    return ran

@@ -11,33 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from etl_assets.warehouse.base import DELETED, STAGING
-from etl_assets.warehouse.duckdb import DuckDBSession, DuckDBWarehouse
-from etl_assets.warehouse.postgres import PostgresSession, PostgresWarehouse
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.helpers import table_digest
 from etl_assets_tests.test_redshift import SPEC, batch_of
 
 TRACKED = dataclasses.replace(SPEC, track_deletions=True)
 
-
-@pytest.fixture
-def statements(monkeypatch):
-    """The SQL of every statement the warehouse's sessions run, in order (COPYs included)."""
-    ran: list[str] = []
-    for cls in (DuckDBSession, PostgresSession):
-        for name in ("execute", "fetchall", "copy_files"):
-            if name not in vars(cls):
-                continue
-            original = getattr(cls, name)
-
-            def spy(session, first, *args, _original=original, **kwargs):
-                ran.append(first.sql if hasattr(first, "sql") else first)
-                return _original(session, first, *args, **kwargs)
-
-            monkeypatch.setattr(cls, name, spy)
-    return ran
 
 
 def general(batch):

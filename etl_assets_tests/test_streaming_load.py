@@ -23,8 +23,8 @@ from etl_assets.salesforce.ids import eighteen_character_id
 from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
 from etl_assets.warehouse.audit import find_loads
 from etl_assets.warehouse.batch import StreamedBatch
-from etl_assets.warehouse.duckdb import DuckDBSession, DuckDBWarehouse
-from etl_assets.warehouse.postgres import PostgresSession, PostgresWarehouse
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.helpers import materialize_folders, resources, table_digest
 
 TASK = load_catalog()["Task"]
@@ -60,22 +60,6 @@ def write_csv(path: Path, rows: list[list[str]]) -> Path:
 def small_chunks(monkeypatch):
     monkeypatch.setattr(staging, "CHUNK_BYTES", 1)  # the reader's smallest chunk: 1,000 rows
 
-
-@pytest.fixture
-def statements(monkeypatch):
-    ran: list[str] = []
-    for cls in (DuckDBSession, PostgresSession):
-        for name in ("execute", "fetchall", "copy_files", "copy_rows"):
-            if name not in vars(cls):
-                continue
-            original = getattr(cls, name)
-
-            def spy(session, first, *args, _original=original, **kwargs):
-                ran.append(first.sql if hasattr(first, "sql") else first)
-                return _original(session, first, *args, **kwargs)
-
-            monkeypatch.setattr(cls, name, spy)
-    return ran
 
 
 def reference_of(warehouse, tmp_path: Path):
