@@ -85,6 +85,34 @@ class SourceFile:
     path: Path
 
 
+class _Widenings:
+    """Inferred columns typed wider than the catalog says: those the table already holds wider, and
+    those a value widened while staging (`widen`), with why, for the report and the batch."""
+
+    def __init__(self, obj: SalesforceObject, table_types: dict[str, ColumnType] | None):
+        self.obj, self.table_types = obj, table_types or {}
+        self.types = {c.name: widest(self.table_types[c.name], c.type) for c in obj.columns
+                      if not c.strict and self.table_types.get(c.name) not in (None, c.type)}
+        self.notes: dict[str, str] = {name: f"{obj.column(name).type.value} -> {t.value}: the table holds {t.value}"
+                                      for name, t in self.types.items()}
+
+    def typed(self) -> SalesforceObject:
+        return self.obj.with_types(self.types) if self.types else self.obj
+
+    def widen(self, widening: ColumnWidening) -> None:
+        if self.types.get(widening.column) is widening.wider:
+            raise widening  # cannot happen: a wider type holds what the narrower refused
+        before = self.types.get(widening.column, self.obj.column(widening.column).type)
+        self.types[widening.column] = widening.wider
+        self.notes[widening.column] = (f"{before.value} -> {widening.wider.value}: {widening.file} line "
+                                       f"{widening.line} holds {widening.value[:80]!r}")
+
+    def retyped(self) -> dict:
+        """Table columns that must change type first: (the table's type, the wider one)."""
+        return {name: (self.table_types[name], t) for name, t in self.types.items()
+                if self.table_types.get(name) not in (None, t)}
+
+
 def stage_object(
     obj: SalesforceObject,
     files: Sequence[SourceFile],
@@ -100,26 +128,15 @@ def stage_object(
     fit an inferred type widens that column and staging starts again (rare: types were inferred
     from these exports); the batch says which table columns must change type (`retyped`).
     `timings`, if given, accumulates seconds per stage: read, transform, validate, stage (the benchmark)."""
-    table_types = table_types or {}
-    widened = {c.name: widest(table_types[c.name], c.type) for c in obj.columns
-               if not c.strict and table_types.get(c.name) not in (None, c.type)}
-    notes: dict[str, str] = {name: f"{obj.column(name).type.value} -> {t.value}: the table holds {t.value}"
-                             for name, t in widened.items()}
+    widenings = _Widenings(obj, table_types)
     while True:
         try:
-            batch, report = _stage(obj.with_types(widened) if widened else obj, files, partition, staging_dir,
-                                   block_size, timings, limits)
+            batch, report = _stage(widenings.typed(), files, partition, staging_dir, block_size, timings, limits)
         except ColumnWidening as widening:
-            if widened.get(widening.column) is widening.wider:
-                raise  # cannot happen: a wider type holds what the narrower refused
-            before = widened.get(widening.column, obj.column(widening.column).type)
-            widened[widening.column] = widening.wider
-            notes[widening.column] = (f"{before.value} -> {widening.wider.value}: {widening.file} line "
-                                      f"{widening.line} holds {widening.value[:80]!r}")
+            widenings.widen(widening)
             continue
-        report.widened_columns = notes
-        batch.retyped = {name: (table_types[name], t) for name, t in widened.items()
-                         if table_types.get(name) not in (None, t)}
+        report.widened_columns = widenings.notes
+        batch.retyped = widenings.retyped()
         return batch, report
 
 
@@ -198,19 +215,12 @@ def stream_object(
     """`stage_object`'s batch and report, with no row read yet: the headers are read (a bad header
     fails here), the rows when the warehouse loads the batch, which fills the report. A value that
     does not fit an inferred type widens the column and restarts the load (RestartStream)."""
-    table_types = table_types or {}
-    widened = {c.name: widest(table_types[c.name], c.type) for c in obj.columns
-               if not c.strict and table_types.get(c.name) not in (None, c.type)}
-    notes: dict[str, str] = {name: f"{obj.column(name).type.value} -> {t.value}: the table holds {t.value}"
-                             for name, t in widened.items()}
+    widenings = _Widenings(obj, table_types)
     report = StageReport(files=[f.key for f in files])
 
     def typed() -> tuple[SalesforceObject, Plans, object]:
-        typed_obj = obj.with_types(widened) if widened else obj
+        typed_obj = widenings.typed()
         return (typed_obj, *_read_headers(typed_obj, files, report))
-
-    def retyped() -> dict:
-        return {name: (table_types[name], t) for name, t in widened.items() if table_types.get(name) not in (None, t)}
 
     def source(batch: StreamedBatch) -> Iterator[Chunk]:
         typed_obj, plans, batch.spec = typed()
@@ -218,13 +228,8 @@ def stream_object(
         try:
             yield from _chunks(typed_obj, plans, partition, block_size, _Clock(timings), limits, report)
         except ColumnWidening as widening:
-            if widened.get(widening.column) is widening.wider:
-                raise  # cannot happen: a wider type holds what the narrower refused
-            before = widened.get(widening.column, obj.column(widening.column).type)
-            widened[widening.column] = widening.wider
-            notes[widening.column] = (f"{before.value} -> {widening.wider.value}: {widening.file} line "
-                                      f"{widening.line} holds {widening.value[:80]!r}")
-            batch.spec, batch.retyped = typed()[2], retyped()
+            widenings.widen(widening)
+            batch.spec, batch.retyped = typed()[2], widenings.retyped()
             raise RestartStream(str(widening)) from None
 
     _, _, spec = typed()
@@ -232,8 +237,8 @@ def stream_object(
     if root:
         root.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root))  # its rejects file, while it loads
-    batch = StreamedBatch(spec, partition, directory, source=source, retyped=retyped())
-    report.widened_columns = notes
+    batch = StreamedBatch(spec, partition, directory, source=source, retyped=widenings.retyped())
+    report.widened_columns = widenings.notes
     return batch, report
 
 
