@@ -170,7 +170,7 @@ def statements(monkeypatch):
 
     ran: list[str] = []
     for cls in (DuckDBSession, PostgresSession):
-        for name in ("execute", "fetchall", "copy_files", "copy_rows"):
+        for name in ("execute", "fetchall", "copy_files", "copy_rows", "copy_chunks"):
             if name not in vars(cls):
                 continue
             original = getattr(cls, name)

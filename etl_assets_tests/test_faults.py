@@ -116,7 +116,7 @@ def test_a_load_killed_between_staging_and_merge_changes_nothing_and_the_next_ru
     before = table_digest(warehouse, "task")
 
     blocker = pg(postgres_database, autocommit=False)
-    blocker.cursor().execute("LOCK TABLE salesforce.task IN SHARE MODE")  # readers pass, the merge's UPDATE waits
+    blocker.cursor().execute("LOCK TABLE salesforce.task IN SHARE MODE")  # readers pass, the merge's write waits
     command = [CLI, "materialize", "--ephemeral", "--folder", second, "--object", "Task"]
     child = subprocess.Popen(command, env=cli_env(postgres_database, landing_root),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -126,15 +126,17 @@ def test_a_load_killed_between_staging_and_merge_changes_nothing_and_the_next_ru
             with watcher.cursor() as cursor:
                 cursor.execute(
                     "SELECT pid, query FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND application_name = 'etl_assets' AND wait_event_type = 'Lock' AND query LIKE 'UPDATE %%'")
+                    "AND application_name = 'etl_assets' AND wait_event_type = 'Lock' "
+                    "AND (query LIKE 'UPDATE %%' OR query LIKE 'WITH merged AS (INSERT INTO %%')")
                 return cursor.fetchone()
         pid, query = wait_for(merge_waiting, 90, "the child's merge to wait on the table lock", 0.1)
-        assert query.startswith('UPDATE "salesforce"."task"')
+        # A re-load streams and merges its first chunk (ON CONFLICT DO UPDATE); a staged one UPDATEs.
+        assert query.startswith(('UPDATE "salesforce"."task"', 'WITH merged AS (INSERT INTO "salesforce"."task"'))
         with watcher.cursor() as cursor:
             cursor.execute("SELECT locktype, granted FROM pg_locks WHERE pid = %s ORDER BY 1", [pid])
             locks = set(cursor.fetchall())
         assert ("advisory", True) in locks, "the child holds its per-table load lock: it is inside the transaction"
-        assert ("relation", False) in locks, "and waits for the main table: staging done, merge not begun"
+        assert ("relation", False) in locks, "and waits for the main table: its merge has written nothing"
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -164,7 +166,7 @@ def test_a_load_killed_between_staging_and_merge_changes_nothing_and_the_next_ru
 class HoldingRelay:
     """A TCP relay to PostgreSQL that, once, stops forwarding the client's bytes after it sees a COPY query."""
 
-    def __init__(self, target_port: int, trigger: bytes = b"COPY etl_staging"):
+    def __init__(self, target_port: int, trigger: bytes = b"COPY etl_chunk"):
         self.target_port, self.trigger = target_port, trigger
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -228,7 +230,7 @@ def test_a_connection_dropped_during_copy_is_retried_and_loads_exactly_the_right
         def copying():
             with watcher.cursor() as cursor:
                 cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND state = 'active' AND query LIKE 'COPY etl_staging%%'")
+                               "AND state = 'active' AND query LIKE 'COPY etl_chunk%%'")  # a re-load's first chunk
                 return cursor.fetchone()
         (pid,) = wait_for(copying, 10, "the backend to be in COPY")
         with watcher.cursor() as cursor:

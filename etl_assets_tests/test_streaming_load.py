@@ -69,10 +69,11 @@ def reference_of(warehouse, tmp_path: Path):
     return warehouse, "staged"
 
 
-def load_both(warehouse, reference, schema: str, files: list[SourceFile], folder: str = "P", ran: list | None = None):
+def load_both(warehouse, reference, schema: str, files: list[SourceFile], folder: str = "P", ran: list | None = None,
+              block_size: int | None = None):
     """The streamed load into `warehouse`, the staged one into `reference`'s `schema`; `ran` keeps only
-    the streamed load's statements."""
-    streamed, report = stream_object(TASK, files, folder)
+    the streamed load's statements; `block_size`: the streamed reader's (small: one chunk per block)."""
+    streamed, report = stream_object(TASK, files, folder, block_size=block_size)
     assert isinstance(streamed, StreamedBatch) and not streamed.files
     result = warehouse.load(streamed)
     if ran is not None:
@@ -225,3 +226,137 @@ def test_a_value_that_widens_an_inferred_column_mid_stream_restarts_the_load_as_
     assert warehouse.column_types("salesforce", "invoice__c")["amount__c"] is ColumnType.FLOAT
     assert table_digest(warehouse, "invoice__c") == table_digest(reference, "invoice__c", schema=schema)
     assert warehouse.select("salesforce", "invoice__c", ["amount__c"], where={"id": task_id(2_500)}) == [(12.5,)]
+
+
+# --- PostgreSQL: a re-load merged chunk by chunk as it streams ---------------------------------------
+
+
+@pytest.fixture
+def postgres(postgres_database) -> PostgresWarehouse:
+    return PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
+                             user=postgres_database["user"], database=postgres_database["database"])
+
+
+@pytest.fixture
+def tiny_merge_chunks(monkeypatch):
+    from etl_assets.warehouse import postgres
+
+    monkeypatch.setattr(postgres, "MERGE_CHUNK_BYTES", 1)  # every reader chunk (1,000 rows) merged on its own
+
+
+def reload_rows() -> list[list[str]]:
+    """Newer versions of most keys, older ones of every fifth (the table's row stays), and 100 new keys."""
+    rows = []
+    for n in range(ROWS + 100):
+        [row] = task_rows(day=1 if n % 5 == 0 and n < ROWS else 9, ids=[n], bad=None)
+        row[3] = f"reloaded {n}"
+        rows.append(row)
+    return rows
+
+
+def test_a_postgres_reload_is_merged_chunk_by_chunk_and_ends_as_the_staged_merge(postgres, tmp_path, statements,
+                                                                                 tiny_merge_chunks):
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_both(postgres, postgres, "staged", first, "P")
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", reload_rows()))]
+    (result, _, batch), (expected, _) = load_both(postgres, postgres, "staged", second, "Q", ran=statements,
+                                                  block_size=64 << 10)
+
+    assert batch.keys_repeat is False
+    assert (result.inserted, result.updated, result.keys_staged) == (expected.inserted, expected.updated,
+                                                                     expected.keys_staged)
+    # every fifth key keeps the table's row, but BAD_ROW (2,500) was rejected by the first load: a new key here
+    assert (result.inserted, result.updated, result.keys_staged) == (100 + 1, ROWS - ROWS // 5, ROWS + 100)
+    assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
+    assert postgres.select("salesforce", "task", ["subject"], where={"id": task_id(5)}) == [("Subject 5",)]
+    assert postgres.select("salesforce", "task", ["subject"], where={"id": task_id(6)}) == [("reloaded 6",)]
+    merges = [s for s in statements if s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"')]
+    emptied = [s for s in statements if s == "TRUNCATE etl_chunk"]
+    assert len(merges) == len(emptied) >= 5, "one merge per chunk, as the rows were read"
+    ran = "\n".join(statements)
+    assert "COPY etl_staging" not in ran and 'UPDATE "salesforce"."task"' not in ran, "no staged batch, no UPDATE"
+
+    again, _ = stream_object(TASK, second, "Q")
+    result = postgres.load(again)
+    again.discard()
+    assert (result.inserted, result.updated) == (0, 0), "a second load of the same file rewrites nothing"
+    assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
+
+
+@pytest.mark.parametrize("apart", [1, 4_000], ids=["in-one-chunk", "across-chunks"])
+def test_a_key_repeated_in_a_postgres_reload_restarts_on_the_general_path(postgres, tmp_path, statements,
+                                                                         tiny_merge_chunks, apart):
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_both(postgres, postgres, "staged", first, "P")
+    rows = reload_rows()
+    rows.insert(11 + apart, rows[11][:])  # Id 11 twice, the later line newer by its lineage
+    rows[11 + apart][3] = "the later line"
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
+    (result, _, batch), (expected, _) = load_both(postgres, postgres, "staged", second, "Q", ran=statements,
+                                                  block_size=64 << 10)
+
+    assert batch.keys_repeat is True
+    assert (result.inserted, result.updated, result.keys_staged) == (expected.inserted, expected.updated,
+                                                                     expected.keys_staged)
+    assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
+    assert postgres.select("salesforce", "task", ["subject"], where={"id": task_id(11)}) == [("the later line",)]
+    ran = "\n".join(statements)
+    assert "COPY etl_chunk" in ran and "COPY etl_staging" in ran, "merged by chunk, rolled back, then staged"
+
+
+def test_a_full_backup_merged_chunk_by_chunk_marks_deletions_as_the_staged_merge(postgres, tmp_path, statements,
+                                                                                 tiny_merge_chunks):
+    from datetime import date
+
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_both(postgres, postgres, "staged", first, "P")
+    rows = [row for n, row in enumerate(reload_rows()) if n % 11]  # a full backup lacking every 11th key
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
+    streamed, _ = stream_object(TASK, second, "Q", block_size=64 << 10)
+    streamed.full_snapshot_date = date(2024, 6, 1)
+    result = postgres.load(streamed)
+    streamed.discard()
+    staged, _ = stage_object(TASK, second, "Q")
+    staged.spec, staged.full_snapshot_date = dataclasses.replace(staged.spec, schema="staged"), date(2024, 6, 1)
+    expected = postgres.load(staged)
+    staged.discard()
+
+    assert any(s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"') for s in statements)
+    assert (result.inserted, result.updated) == (expected.inserted, expected.updated)
+    assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
+    marked = postgres.count_rows("salesforce", "task", non_null="_deleted_in_source_at")
+    assert marked == len([n for n in range(ROWS) if n % 11 == 0 and n != BAD_ROW]) > 0
+    assert sorted(postgres.select("salesforce", "task_full_backup_ids", ["id", "last_full_partition"])) == \
+        sorted(postgres.select("staged", "task_full_backup_ids", ["id", "last_full_partition"]))
+
+
+def test_a_postgres_table_without_its_primary_key_is_merged_by_the_general_path(postgres, tmp_path, statements):
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_both(postgres, postgres, "staged", first, "P")
+    with postgres.session() as session:
+        session.execute("ALTER TABLE salesforce.task DROP CONSTRAINT task_pkey")
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", reload_rows()))]
+    (result, _, _), (expected, _) = load_both(postgres, postgres, "staged", second, "Q", ran=statements)
+
+    assert (result.inserted, result.updated) == (expected.inserted, expected.updated) == (101, ROWS - ROWS // 5)
+    assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
+    ran = "\n".join(statements)
+    assert 'UPDATE "salesforce"."task"' in ran and "etl_chunk" not in ran
+
+
+def test_a_postgres_reload_that_fails_after_chunks_were_merged_changes_nothing(postgres, tmp_path, statements,
+                                                                               tiny_merge_chunks):
+    from etl_assets.landing.csv_reader import CsvFormatError
+
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_both(postgres, postgres, "staged", first, "P")
+    before = table_digest(postgres, "task")
+    rows = reload_rows()
+    rows[4_500].append("an eleventh field")  # refused after several chunks were merged into the table
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
+    streamed, _ = stream_object(TASK, second, "Q", block_size=64 << 10)
+    with pytest.raises(CsvFormatError, match="b.csv, line"):
+        postgres.load(streamed)
+    streamed.discard()
+    assert sum(s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"') for s in statements) >= 3
+    assert table_digest(postgres, "task") == before

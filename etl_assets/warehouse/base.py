@@ -90,8 +90,10 @@ class Step:
     statement reads the Arrow stream `etl_rows`), which also sets the results
     `keys_repeat` and `rejected` once read; with `distinct_keys` the statement writes
     straight into the table, so a repeated key restarts the load on the general path.
+    `each_chunk` are statements run after each chunk of `rows` is written (the chunk
+    merged from a staging table, then emptied), their results summed over the chunks.
     `result` names the value to keep: the affected-row count, or with `fetch` the
-    single value the statement returns. `when` / `unless` name earlier results (one
+    single value the statement returns (a tuple of names: the values of its one row). `when` / `unless` name earlier results (one
     name or several) the step runs only if all are true / none is: a plan's shortcut and
     the general path it replaces are both in the plan, and the transaction takes one of
     them (only engines that run steps one by one, `Warehouse.runs_steps_in_order`, get
@@ -102,13 +104,14 @@ class Step:
     params: tuple = ()
     files: tuple[Path, ...] = ()
     columns: tuple[str, ...] = ()
-    result: str | None = None
+    result: str | tuple[str, ...] | None = None
     fetch: bool = False
     label: str = ""  # named in the error when the statement fails (a feed's post-load SQL)
     when: str | tuple[str, ...] = ""
     unless: str | tuple[str, ...] = ""
     rows: StreamedBatch | None = field(default=None, compare=False, repr=False)
     distinct_keys: bool = False
+    each_chunk: tuple[Step, ...] = ()
 
     def skipped(self, results: dict[str, int]) -> bool:
         when = (self.when,) if isinstance(self.when, str) else self.when
@@ -188,11 +191,17 @@ class Session:
         """Read the step's StreamedBatch into its statement; return the rows written."""
         raise NotImplementedError(f"{type(self).__name__} cannot load streamed rows")
 
+    def copy_chunks(self, step: Step, results: dict[str, int]) -> int:
+        """Read the step's StreamedBatch into its statement a chunk at a time, running `step.each_chunk`
+        after each chunk and adding their results to `results`; return the rows written."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge streamed rows by chunk")
+
     def run_streamed(self, step: Step, results: dict[str, int]) -> int:
-        """`copy_rows`, with the error the batch's source raised (the database names it only in words)."""
+        """`copy_rows` (or `copy_chunks`), with the error the batch's source raised (the database names it
+        only in words)."""
         batch = step.rows
         try:
-            copied = self.copy_rows(step)
+            copied = self.copy_chunks(step, results) if step.each_chunk else self.copy_rows(step)
         except RestartStream:
             raise
         except Exception as error:
@@ -236,14 +245,17 @@ class Session:
                 params = tuple(p.value(results) if isinstance(p, Deferred) else p for p in params)
             try:
                 if step.fetch:
-                    value = self.fetchall(step.sql, params)[0][0]
+                    row = self.fetchall(step.sql, params)[0]
+                    value = row if isinstance(step.result, tuple) else row[0]
                 else:
                     value = self.execute(step.sql, params)
             except Exception as error:
                 if not step.label:
                     raise
                 raise StepFailed(f"{step.label} failed: {type(error).__name__}: {str(error).strip()}") from error
-            if step.result:
+            if isinstance(step.result, tuple):
+                results.update(zip(step.result, value, strict=True))
+            elif step.result:
                 results[step.result] = value
         return results
 
@@ -757,10 +769,10 @@ class Warehouse(dg.ConfigurableResource):
             f'"column_name" {text}, "reason" {text}, "raw_record" {text})'
         )
 
-    def create_staging_sql(self, batch: StagedBatch) -> str:
+    def create_staging_sql(self, batch: StagedBatch, name: str = STAGING) -> str:
         columns = [replace(c, nullable=True) for c in batch.spec.columns]  # keeps each column's long_text
         defs = self._column_defs(columns, batch) + self._lineage_defs()
-        return f"CREATE TEMPORARY TABLE {STAGING} (" + ", ".join(defs) + ")"
+        return f"CREATE TEMPORARY TABLE {name} (" + ", ".join(defs) + ")"
 
     def _version_order(self, spec: TableSpec) -> list[str]:
         """Newest first by the version column, then the later partition, file and line (the only order
