@@ -111,27 +111,13 @@ class _BytesStream(io.RawIOBase):
         return bytes(data)
 
 
-class _CopyStream(io.RawIOBase):
+class _CopyStream(_BytesStream):
     """A readable COPY stream, encoded from Arrow batches one batch ahead by a thread."""
 
     def __init__(self, batches: Iterable[pa.RecordBatch], schema: pa.Schema, columns: Sequence[str]):
-        super().__init__()
         self._chunks = prefetch(_binary_chunks(batches, schema, columns), depth=COPY_QUEUE_BATCHES,
                                 name="copy-encoder")
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return b""
-            self._pending = memoryview(chunk)
-        size = len(self._pending) if size is None or size < 0 else size
-        data, self._pending = self._pending[:size], self._pending[size:]
-        return bytes(data)
+        super().__init__(self._chunks)
 
     def close(self) -> None:
         self._chunks.close()  # stops the encoding thread if the COPY ended early
@@ -328,9 +314,9 @@ class PostgresWarehouse(Warehouse):
         ... WHERE <newer>`, so the server merges one chunk while the client prepares the next, one index
         probe per row, and only rows the batch beats are rewritten. The merge's statements and the update
         condition are the general path's, so the table ends the same. Measured on 1M all-update Task rows:
-        the UPDATE of the whole staged batch took ~15 s after all rows were read; the chunks' merges ~6 s,
-        alongside the read. A key repeated in the batch restarts the load on the general path; so does a
-        table without its primary key (ON CONFLICT needs it), found by the first step."""
+        34 s end to end staged (the UPDATE of every row after all were read) against 26-28 s merged by
+        chunk (docs/big-file-loads.md). A key repeated in the batch restarts the load on the general
+        path; so does a table without its primary key (ON CONFLICT needs it), found by the first step."""
         general, drops = super().streamed_merge_steps(batch, existing)
         spec = batch.spec
         if not existing or batch.keys_repeat or not spec.primary_key:
