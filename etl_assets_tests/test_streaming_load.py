@@ -360,3 +360,25 @@ def test_a_postgres_reload_that_fails_after_chunks_were_merged_changes_nothing(p
     streamed.discard()
     assert sum(s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"') for s in statements) >= 3
     assert table_digest(postgres, "task") == before
+
+
+def test_a_big_stream_freezes_the_heap_after_its_first_collection_and_unfreezes_it_at_the_end(tmp_path):
+    """The later collections scan only what the load made (staging.GC_EVERY_CHUNKS); the process's
+    heap is collectable again once the load ends, read to the end or stopped early."""
+    import gc
+
+    files = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(ids=range(12_000), bad=None)))]
+    for stop_after in (None, staging.GC_EVERY_CHUNKS + 2):  # chunks of ~1,000 rows
+        assert gc.get_freeze_count() == 0
+        batch, _ = stream_object(TASK, files, "P", block_size=16 << 10)
+        frozen, stream = [], batch.stream()
+        for n, _rows in enumerate(stream, start=1):
+            frozen.append(gc.get_freeze_count())
+            if n == stop_after:
+                stream.close()
+                break
+        batch.discard()
+        assert len(frozen) == stop_after if stop_after else len(frozen) > staging.GC_EVERY_CHUNKS + 2
+        # the source runs a chunk ahead: it may have ended (and unfrozen) before the last chunk is taken
+        assert frozen[0] == 0 and max(frozen) > 0, f"frozen after the first collection, not before: {frozen}"
+        assert gc.get_freeze_count() == 0, "unfrozen when the load ended"
