@@ -93,7 +93,8 @@ class Step:
     `each_chunk` are statements run after each chunk of `rows` is written (the chunk
     merged from a staging table, then emptied), their results summed over the chunks.
     `result` names the value to keep: the affected-row count, or with `fetch` the
-    single value the statement returns (a tuple of names: the values of its one row). `when` / `unless` name earlier results (one
+    single value the statement returns (a tuple of names: the values of its one row).
+    `when` / `unless` name earlier results (one
     name or several) the step runs only if all are true / none is: a plan's shortcut and
     the general path it replaces are both in the plan, and the transaction takes one of
     them (only engines that run steps one by one, `Warehouse.runs_steps_in_order`, get
