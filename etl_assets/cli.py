@@ -54,8 +54,11 @@ def materialize_command(args: argparse.Namespace) -> int:
     for name, found in scan.unknown_objects.items():  # nothing is skipped without saying so
         print(f"not loaded: {name} in {', '.join(found)}: not in catalog.yaml nor in the discovered state "
               "(run `etl-assets catalog refresh`)", file=sys.stderr)
+    for item in scan.unreadable:
+        print(f"not loaded: {item.key}: {item.reason}", file=sys.stderr)
     for key in scan.ignored:
-        print(f"not loaded: {key}: not a <folder>/<Object>/<file>.csv key of a backup folder", file=sys.stderr)
+        print(f"not loaded: {key}: not a <folder>/<Object>/<file>.csv or <folder>/<archive>.zip key of a backup "
+              "folder", file=sys.stderr)
     requests = [
         r
         for r in scan.run_requests

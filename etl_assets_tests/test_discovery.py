@@ -72,7 +72,7 @@ def test_inference_on_export_shaped_values():
     assert types(header, rows) == {
         "Id": "id", "OwnerId": "id", "Legacy__c": "id", "Flag__c": "boolean", "Bit__c": "integer",
         "Count__c": "integer", "Amount__c": "float", "Day__c": "date", "At__c": "datetime", "Clock__c": "time",
-        "Mixed__c": "string", "Empty__c": "string", "Zip__c": "string", "Big__c": "string", "Exp__c": "string",
+        "Mixed__c": "string", "Empty__c": "string", "Zip__c": "string", "Big__c": "string", "Exp__c": "float",
         "Offset__c": "datetime",
     }
     assert infer_column_types(header, rows)["Id"] == {"type": "id", "source": "inferred", "nullable": False}
@@ -87,9 +87,31 @@ def test_inference_on_export_shaped_values():
     (["12", "12.5"], "float"),
     (["yes", "no"], "string"),
     (["-0.5", "3"], "float"),
+    (["1E5", "2E3"], "string"),  # an exponent without a decimal point may be a part number
+    (["0", "1"], "integer"),  # 0/1 are booleans only under a checkbox's name (below)
+    (["2024-05-01 00:00:00", "2024-05-01 10:30:00"], "datetime"),  # not every value at midnight
 ])
 def test_inference_stays_conservative(values, expected):
     assert types(["Field__c"], [[v] for v in values]) == {"Field__c": expected}
+
+
+@pytest.mark.parametrize("tool, name, values, expected", [
+    # Data Export: Date fields at midnight, datetimes with a space and no zone (GMT)
+    ("data_export", "CloseDate", ["2024-05-01 00:00:00", "4000-12-31 00:00:00"], "date"),
+    ("data_export", "CreatedDate", ["2024-05-01 06:32:11", "1700-01-01 00:00:00"], "datetime"),
+    # Data Loader: ISO 8601 with milliseconds and Z; dates alone
+    ("data_loader", "LastModifiedDate", ["2024-05-01T06:32:11.000Z"], "datetime"),
+    ("data_loader", "Birthdate", ["1980-02-29"], "date"),
+    # API exports: checkboxes as 1 or empty, +0000 offsets, doubles with exponents
+    ("api_export", "IsDeleted", ["1", "0"], "boolean"),
+    ("api_export", "HasOptedOutOfEmail", ["1"], "boolean"),
+    ("api_export", "DoNotCall", ["0"], "boolean"),
+    ("api_export", "SystemModstamp", ["2024-05-01T06:32:11.000+0000", "2024-05-01T06:32:11+00:00"], "datetime"),
+    ("api_export", "AnnualRevenue", ["3.5E8", "1.25E-3", "120000.0"], "float"),
+    ("spreadsheet", "IsActive", ["TRUE", "FALSE"], "boolean"),
+])
+def test_inference_on_each_tools_spellings(tool, name, values, expected):
+    assert types([name], [[v] for v in values]) == {name: expected}
 
 
 def test_15_character_ids_by_name_and_18_by_checksum():
@@ -196,13 +218,14 @@ def test_refresh_writes_the_documented_format_and_is_idempotent(tmp_path):
     zone = backup(tmp_path / "landing")
     state = tmp_path / "discovered.yaml"
     summary = refresh_state(zone, state, declared={"account"})
+    # Account is declared in catalog.yaml: sampled too, its other columns typed (the catalog overrides)
     assert summary["written"] and summary["declared"] == ["Account"]
-    assert summary["added"] == ["AccountHistory", "UserRole", "acme__Inspection__c"]
+    assert summary["added"] == ["Account", "AccountHistory", "UserRole", "acme__Inspection__c"]
     text = state.read_text()
     assert text.startswith("# Written by `etl-assets catalog refresh`")
     assert "    columns:\n      Id: {type: id, source: inferred, nullable: false}\n" in text
     document = yaml.safe_load(text)
-    assert list(document["objects"]) == ["AccountHistory", "UserRole", "acme__Inspection__c"]
+    assert list(document["objects"]) == ["Account", "AccountHistory", "UserRole", "acme__Inspection__c"]
     role = document["objects"]["UserRole"]
     assert role["source"] == "inferred"
     assert list(role["columns"]) == [f["name"] for f in exportable_fields(DESCRIBES["UserRole"])]
@@ -216,7 +239,7 @@ def test_refresh_writes_the_documented_format_and_is_idempotent(tmp_path):
     before = state.stat().st_mtime_ns
     again = refresh_state(zone, state, declared={"account"})
     assert not again["written"] and state.stat().st_mtime_ns == before
-    assert again["kept"] == ["AccountHistory", "UserRole", "acme__Inspection__c"] and not again["updated"]
+    assert again["kept"] == ["Account", "AccountHistory", "UserRole", "acme__Inspection__c"] and not again["updated"]
 
 
 def test_columns_empty_in_the_sample_are_read_on_until_they_have_values(tmp_path):
@@ -339,10 +362,119 @@ def test_commands_print_and_return_exit_codes(tmp_path, capsys):
     state = tmp_path / "discovered.yaml"
     assert refresh_command(argparse.Namespace(state=str(state), sample_rows=1000), zone) == 0
     out = capsys.readouterr().out
-    assert "declared (in catalog.yaml, not sampled): Account" in out and f"Wrote {state}" in out
+    assert "declared (in catalog.yaml: its columns win, the others are inferred): Account" in out
+    assert f"Wrote {state}" in out
     args = argparse.Namespace(state=str(state), files=[str(FIXTURES / "Event.json")])
     assert import_describe_command(args) == 0
     assert "Event: 48 described, 0 inferred columns" in capsys.readouterr().out
     bad = tmp_path / "global.json"
     bad.write_text(json.dumps({"sobjects": []}))
     assert import_describe_command(argparse.Namespace(state=str(state), files=[str(bad)])) == 1
+
+
+# --- real exports: declared objects, header case, encodings, files that cannot be read ---------------
+
+def _write(root: Path, key: str, text: str, encoding: str = "utf-8") -> None:
+    path = root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+
+
+ACCOUNT_ID, OWNER_ID = salesforce_id("001", 1), salesforce_id("005", 1)
+
+
+def test_a_declared_object_gets_its_other_columns_typed_and_its_declared_ones_win(tmp_path, monkeypatch):
+    """catalog.yaml refines discovery: Account is declared, yet its undeclared BillingLatitude, custom
+    date and checkbox are typed; a declared column keeps the catalog's type whatever the sample says
+    (AnnualRevenue stays the declared float though its sampled value is an integer)."""
+    from etl_assets.salesforce.catalog import CATALOG_PATH, load_catalog
+
+    root = tmp_path / "landing"
+    _write(root, "backup/20240501_Differential/Account/account.csv",
+           "Id,Name,AnnualRevenue,BillingLatitude,Renewal__c,Vip__c,IsDeleted,SystemModstamp\r\n"
+           f"{ACCOUNT_ID},Acme,5000000,3.5E1,2024-05-01 00:00:00,true,false,2024-05-01 06:32:11\r\n")
+    state = tmp_path / "discovered.yaml"
+    summary = refresh_state(LocalLandingZone(root=str(root)), state, declared={"Account"})
+    assert summary["declared"] == ["Account"] and summary["added"] == ["Account"]
+    columns = load_state(state)["Account"]["columns"]
+    assert columns["AnnualRevenue"]["type"] == "integer" and columns["Renewal__c"]["type"] == "date"
+    load_catalog.cache_clear()
+    try:
+        account = load_catalog(CATALOG_PATH, state)["Account"]
+    finally:
+        load_catalog.cache_clear()
+    assert account.source == "declared"
+    assert account.column("annualrevenue").type.value == "float" and account.column("annualrevenue").strict
+    assert account.column("billinglatitude").type.value == "float" and not account.column("billinglatitude").strict
+    assert account.column("renewal__c").type.value == "date" and account.column("vip__c").type.value == "boolean"
+    name = account.column("name")
+    assert name.source == "declared" and name.strict  # the catalog's own column, as declared
+
+
+def test_header_fields_match_ignoring_case_across_files(tmp_path):
+    """Data Loader can write upper-case headers: `ISDELETED` in an older file is the same column as
+    `IsDeleted` in the newest one (the newest spelling names it)."""
+    root = tmp_path / "landing"
+    _write(root, "backup/20240601_Differential/Thing__c/a.csv", f"Id,IsDeleted\n{ACCOUNT_ID},false\n")
+    _write(root, "backup/20240501_Differential/Thing__c/a.csv", f'"ID","ISDELETED","COUNT__C"\n"{ACCOUNT_ID}","true","7"\n')
+    state = tmp_path / "discovered.yaml"
+    refresh_state(LocalLandingZone(root=str(root)), state, declared=set())
+    columns = load_state(state)["Thing__c"]["columns"]
+    assert list(columns) == ["Id", "IsDeleted", "COUNT__C"]
+    assert columns["IsDeleted"]["type"] == "boolean" and columns["COUNT__C"]["type"] == "integer"
+
+
+def test_a_latin1_export_is_sampled_through_the_fallback(tmp_path, monkeypatch):
+    monkeypatch.delenv("ETL_ASSETS_SALESFORCE_ENCODING", raising=False)
+    monkeypatch.delenv("ETL_ASSETS_SALESFORCE_FALLBACK_ENCODING", raising=False)
+    root = tmp_path / "landing"
+    _write(root, "backup/20240501_Differential/Contact/contact.csv",
+           f'"Id","Pr\u00e9nom__c","Birthdate"\r\n"{salesforce_id("003", 1)}","Jos\u00e9","1980-02-29 00:00:00"\r\n',
+           encoding="iso-8859-1")
+    state = tmp_path / "discovered.yaml"
+    summary = refresh_state(LocalLandingZone(root=str(root)), state, declared=set())
+    assert summary["unreadable"] == []
+    columns = load_state(state)["Contact"]["columns"]
+    assert "Pr\u00e9nom__c" in columns and columns["Birthdate"]["type"] == "date"
+
+
+def test_a_file_refresh_cannot_read_is_listed_and_the_others_are_discovered(tmp_path, monkeypatch, capsys):
+    """One ISO-8859-1 file with no fallback configured, and one with a quote never closed, among
+    good objects: both are listed with object, folder, file and reason; nothing stops."""
+    monkeypatch.setenv("ETL_ASSETS_SALESFORCE_FALLBACK_ENCODING", "none")
+    root = tmp_path / "landing"
+    folder = "backup/20240501_Differential"
+    for n in range(12):
+        _write(root, f"{folder}/Good{n}__c/a.csv", f"Id,Amount__c\n{salesforce_id('a0X', n + 1)},{n}.5\n")
+    _write(root, f"{folder}/Latin__c/a.csv", f"Id,Name\n{salesforce_id('a0Y', 1)},Jos\u00e9\n", encoding="iso-8859-1")
+    _write(root, f"{folder}/Broken__c/a.csv", f'Id,Name\n{salesforce_id("a0Z", 1)},"never closed\n')
+    _write(root, f"{folder}/Broken__c/b.csv", f'Id,Name,Count__c\n{salesforce_id("a0Z", 2)},fine,3\n')
+    state = tmp_path / "discovered.yaml"
+    args = argparse.Namespace(state=str(state), sample_rows=1000)
+    assert refresh_command(args, LocalLandingZone(root=str(root))) == 0
+    out = capsys.readouterr().out
+    objects = load_state(state)
+    assert {f"Good{n}__c" for n in range(12)} <= set(objects)
+    assert objects["Broken__c"]["columns"]["Count__c"]["type"] == "integer"  # its readable file typed it
+    assert "Latin__c" not in objects  # its only file could not be read: nothing to type it by
+    assert "unreadable: 2 file(s)" in out
+    assert f"object Latin__c, folder 20240501_Differential, file {folder}/Latin__c/a.csv: line" in out
+    assert "ETL_ASSETS_SALESFORCE_ENCODING" in out
+    assert f"object Broken__c, folder 20240501_Differential, file {folder}/Broken__c/a.csv: line" in out
+
+
+def test_encoding_settings(monkeypatch):
+    from etl_assets.salesforce.encodings import EncodingSettingError, folder_encoding
+
+    env = {"ETL_ASSETS_SALESFORCE_FOLDER_ENCODINGS": "2023*_Full=latin-1; 20240501_Differential=shift_jis"}
+    assert folder_encoding("20240601_Differential", env).encoding == "utf-8"
+    assert folder_encoding("20240601_Differential", env).fallback == "cp1252"
+    assert folder_encoding("20231231_Full", env).encoding == "iso8859-1"
+    assert folder_encoding("20231231_Full", env).fallback is None  # a non-UTF-8 folder needs none
+    assert folder_encoding("20240501_Differential", env).encoding == "shift_jis"
+    assert folder_encoding("x", {"ETL_ASSETS_SALESFORCE_FALLBACK_ENCODING": "none"}).fallback is None
+    assert folder_encoding("x", {"ETL_ASSETS_SALESFORCE_ENCODING": "ISO-8859-1"}).encoding == "iso8859-1"
+    with pytest.raises(EncodingSettingError, match="ETL_ASSETS_SALESFORCE_ENCODING='latin-9x'"):
+        folder_encoding("x", {"ETL_ASSETS_SALESFORCE_ENCODING": "latin-9x"})
+    with pytest.raises(EncodingSettingError, match="not pattern=encoding"):
+        folder_encoding("x", {"ETL_ASSETS_SALESFORCE_FOLDER_ENCODINGS": "latin-1"})

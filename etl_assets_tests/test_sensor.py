@@ -312,3 +312,40 @@ def test_run_keys_are_deterministic(landing):
     assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
     direct = scan_backups(landing.zone, BackupCursor(), CATALOG)
     assert [r.run_key for r in direct.run_requests] == [r.run_key for r in first.run_requests]
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("empty_landing", BOTH, indirect=True)
+def test_a_data_export_zip_requests_the_objects_it_holds(empty_landing):
+    """The Data Export service delivers zips of one `<Object>.csv` each: the folder's run selects the
+    objects of every archive (member names matched ignoring case, as object folders are); a member
+    that changes (the archive replaced) re-runs only its object; a corrupt archive is reported, not
+    fatal, and the other archives' objects are still requested."""
+    folder = "20240601_Full"
+    empty_landing.put(f"backup/{folder}/WE_00D000000000001_1.ZIP",
+                      _zip({"Account.csv": catalog_csv("Account"), "contact.csv": catalog_csv("Contact")}))
+    empty_landing.put(f"backup/{folder}/WE_00D000000000001_2.ZIP",
+                      _zip({"Task.csv": catalog_csv("Task"), "Attachments/readme.txt": b"not an object"}))
+    result, _ = tick(empty_landing.zone)
+    assert requested(result) == {folder: {asset("Account"), asset("Contact"), asset("Task")}}
+    assert added(result) == [folder]
+
+    empty_landing.put(f"backup/{folder}/WE_00D000000000001_2.ZIP",
+                      _zip({"Task.csv": catalog_csv("Task") + b"\n"}))
+    empty_landing.put(f"backup/{folder}/WE_00D000000000001_3.ZIP", b"PK\x03\x04 not really a zip")
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=result.cursor,
+                                 resources={"landing_zone": empty_landing.zone}) as context:
+        scan = scan_backups(context.resources.landing_zone, BackupCursor.parse(result.cursor), CATALOG)
+    assert {r.partition_key: set(r.asset_selection) for r in scan.run_requests} == {folder: {asset("Task")}}
+    assert [u.key for u in scan.unreadable] == [f"backup/{folder}/WE_00D000000000001_3.ZIP"]
+    assert "zip" in scan.unreadable[0].reason.lower()

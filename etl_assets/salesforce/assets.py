@@ -11,9 +11,11 @@ from contextlib import ExitStack
 
 import dagster as dg
 
-from etl_assets.landing.csv_reader import CsvFormatError
-from etl_assets.landing.zone import LandedFile, LandingZone, fingerprint_files
+from etl_assets.landing.csv_reader import CsvFormatError, choose_encoding
+from etl_assets.landing.zone import LandingZone, fingerprint_files
+from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, list_object_files
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
+from etl_assets.salesforce.encodings import SETTING_HINT, folder_encoding
 from etl_assets.salesforce.partitions import (
     BACKUP_PREFIX,
     differential_folders,
@@ -41,14 +43,16 @@ def object_asset_key(obj: SalesforceObject) -> dg.AssetKey:
     return dg.AssetKey([obj.schema, obj.table])
 
 
-def object_files(landing_zone: LandingZone, folder: str, obj: SalesforceObject) -> list[LandedFile]:
-    """The object's CSV files in a folder (the object folder is matched ignoring case)."""
-    prefix = f"{BACKUP_PREFIX}/{folder}/"
+def object_files(landing_zone: LandingZone, folder: str, obj: SalesforceObject) -> list[ObjectFile]:
+    """The object's CSV files in a folder: in its object folder (matched ignoring case) and the
+    members of the folder's zip archives named after it. An archive that cannot be opened is a
+    CsvFormatError: nothing in the folder can be known to be complete without it."""
     files = []
-    for landed in landing_zone.list_files(prefix):
-        parts = landed.key[len(prefix):].split("/")
-        if len(parts) == 2 and parts[0].lower() == obj.api_name.lower() and parts[1].lower().endswith(".csv"):
-            files.append(landed)
+    for item in list_object_files(landing_zone, f"{BACKUP_PREFIX}/{folder}/"):
+        if isinstance(item, Unreadable):
+            raise CsvFormatError(item.key, None, item.reason)
+        if isinstance(item, ObjectFile) and item.object_name.lower() == obj.api_name.lower():
+            files.append(item)
     return files
 
 
@@ -144,13 +148,25 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     files, fills the report and adds the rest of the metadata (`StreamedBatch.metadata`), and a
     file found unreadable then fails the step as here. A file that cannot be read is audited as
     FAILED and fails the step (no retry)."""
-    landed = object_files(landing_zone, folder, obj)
+    try:
+        landed = object_files(landing_zone, folder, obj)
+    except CsvFormatError as error:
+        raise unreadable_file(context, warehouse, obj, folder, error) from error
     keys = [f.key for f in landed]
     if context.has_partition_key:  # a step over several folders logs them once (each log line is an event)
         context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
+    configured = folder_encoding(folder)  # a bad setting fails here, naming the variable
+    encodings: dict[str, str] = {}  # file -> the encoding it was read in, where not the folder's
     try:
         with ExitStack() as stack:
-            files = [SourceFile(k, stack.enter_context(landing_zone.local_copy(k))) for k in keys]
+            files = []
+            for item in landed:
+                source = stack.enter_context(item.source(landing_zone))
+                chosen = choose_encoding(source, item.key, configured.encoding, configured.fallback, SETTING_HINT)
+                if chosen.note:
+                    encodings[item.key] = chosen.note
+                    context.log.warning(f"{item.key}: {chosen.note}")
+                files.append(SourceFile(item.key, source, chosen.encoding))
             # An inferred column the table already holds wider stays wider; whether the rows stream depends
             # on whether the table exists (one catalog query, only when either needs it).
             inferred = any(not c.strict for c in obj.columns)
@@ -170,8 +186,11 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     metadata = {
         "source_files": [landing_zone.location(k) for k in keys],
         # The sensor compares this with the files it sees to know the folder is done.
-        SOURCE_FINGERPRINT: fingerprint_files(landed),
+        SOURCE_FINGERPRINT: fingerprint_files([f.landed for f in landed]),
+        "encoding": configured.encoding,
     }
+    if encodings:
+        metadata["encoding_fallbacks"] = dg.MetadataValue.json(encodings)
     if isinstance(batch, StreamedBatch):
         batch.metadata = lambda: report_metadata(report)
         batch.on_failure = lambda error: (unreadable_file(context, warehouse, obj, folder, error)
@@ -191,6 +210,11 @@ def report_metadata(report: StageReport) -> dict:
         # Header fields loaded under a normalized name (docs/salesforce-values.md); also in the column schema.
         "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
         "widened_columns": dg.MetadataValue.json(report.widened_columns),
+        # Checkboxes exported empty (an API export writes `1` or nothing): read as false, noted per row.
+        "empty_checkboxes_as_false": report.empty_as_false,
+        **({"version_column": dg.MetadataValue.json({"compared": report.version_column or "(none: the later "
+                                                    "folder, file and line wins)", "why": report.version_notes})}
+           if report.version_notes else {}),
     }
 
 

@@ -11,20 +11,26 @@ nothing leaves no diff to review.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import datetime as dt
+import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 import yaml
 
+from etl_assets.landing.csv_reader import CsvFormatError, choose_encoding, open_binary
 from etl_assets.landing.zone import LandingZone
+from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, list_object_files
+from etl_assets.salesforce.encodings import SETTING_HINT, folder_encoding
 from etl_assets.salesforce.ids import normalize_ids
-from etl_assets.salesforce.partitions import BACKUP_PREFIX, is_backup_folder
+from etl_assets.salesforce.partitions import BACKUP_PREFIX
 
 STATE_PATH = Path(__file__).with_name("discovered.yaml")
 CATALOG_YAML = Path(__file__).with_name("catalog.yaml")
@@ -36,14 +42,23 @@ HEADER = """\
 # declare the column in catalog.yaml, which wins over this file.
 """
 
-# One value each, as Data Export writes them. Numbers have no leading zeros, thousands separators or
-# exponent (Salesforce never writes them): "00501" is a postal code, "1E5" a part number.
+# One value each, as Salesforce's tools write them (docs/salesforce-values.md, "Exports from
+# Salesforce's tools"). Integers have no leading zeros or thousands separators: "00501" is a postal
+# code. An exponent counts only after a decimal point, as Java's Double.toString (Data Loader, the
+# APIs) writes it: "3.5E8" is a number, "1E5" may be a part number.
 _BOOLEAN = re.compile(r"(?i:true|false)")
 _INTEGER = re.compile(r"[+-]?(?:0|[1-9]\d{0,17})")
-_DECIMAL = re.compile(r"[+-]?(?:0|[1-9]\d{0,17})\.\d+")
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})")
+_DECIMAL = re.compile(r"[+-]?(?:0|[1-9]\d{0,17})\.\d+(?:[eE][+-]?\d{1,3})?")
+# A date, alone or at midnight UTC (Data Export writes Date fields as `2024-05-01 00:00:00`).
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ]00:00:00(?:\.0+)?(?:Z|[+-]00:?00)?)?")
+# A datetime: `T` or a space, seconds, any fraction, `Z`, `+0000`, `+00:00` or no zone (UTC).
+_DATETIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?")
 _TIME = re.compile(r"(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,3})?Z")
+# Checkboxes as an API export writes them (`1` or empty): values 0/1 are booleans only under
+# Salesforce's checkbox naming (IsDeleted, HasOptedOutOfEmail, DoNotCall); elsewhere they are numbers.
+_CHECKBOX_NAME = re.compile(r"(?:Is|Has|Do)[A-Z]\w*")
+_BITS = {"0", "1"}
 _ID = re.compile(r"[0-9A-Za-z]{15}(?:[A-Z0-5]{3})?")
 
 # Describe type -> catalog type. address/location are compounds (exports write their parts, fields
@@ -104,9 +119,11 @@ def _infer_one(name: str, values: list[str]) -> str | None:
     if not values:
         return None
     if all(_ID.fullmatch(v) for v in values) and _checksums_valid(values):
-        named = name == "Id" or name.endswith("Id")
+        named = name.lower() == "id" or name.lower().endswith("id")
         if named or all(len(v) == 18 for v in values):
             return "id"
+    if _CHECKBOX_NAME.fullmatch(name) and set(values) <= _BITS:
+        return "boolean"
     common = set(TYPES[2:])
     for value in values:
         common &= _kinds(value)
@@ -222,43 +239,99 @@ def _counts(entry: dict) -> dict[str, int]:
     return counts
 
 
-def _object_files(landing_zone: LandingZone) -> dict[str, dict[str, list[str]]]:
-    """Object folder name -> backup folder -> its CSV keys. Folder names are compared ignoring case,
-    as the sensor does; the newest backup's spelling names the object."""
-    found: dict[str, dict[str, list[str]]] = {}
+def _object_files(landing_zone: LandingZone, unreadable: list[dict]) -> dict[str, dict[str, list[ObjectFile]]]:
+    """Object name -> backup folder -> its files (CSVs in object folders, members of zip archives).
+    Names are compared ignoring case, as the sensor does; the newest backup's spelling names the
+    object. An archive that cannot be opened goes to `unreadable`."""
+    found: dict[str, dict[str, list[ObjectFile]]] = {}
     spelling: dict[str, tuple[str, str]] = {}
-    for landed in landing_zone.list_files(f"{BACKUP_PREFIX}/"):
-        parts = landed.key.split("/")
-        if len(parts) != 4 or not is_backup_folder(parts[1]) or not parts[3].lower().endswith(".csv"):
+    for item in list_object_files(landing_zone, f"{BACKUP_PREFIX}/"):
+        if isinstance(item, Unreadable):
+            unreadable.append({"object": None, "folder": item.folder, "file": item.key, "reason": item.reason})
             continue
-        key = parts[2].lower()
-        found.setdefault(key, {}).setdefault(parts[1], []).append(landed.key)
-        spelling[key] = max(spelling.get(key, ("", "")), (parts[1], parts[2]))
+        if not isinstance(item, ObjectFile):
+            continue
+        key = item.object_name.lower()
+        found.setdefault(key, {}).setdefault(item.folder, []).append(item)
+        spelling[key] = max(spelling.get(key, ("", "")), (item.folder, item.object_name))
     return {spelling[key][1]: folders for key, folders in found.items()}
+
+
+class UnreadableFile(Exception):
+    """A backup file discovery cannot read; the refresh lists it and goes on with the others."""
+
+
+def _register_fallback(fallback: str) -> str:
+    """A codec error handler that reads each byte sequence invalid in UTF-8 in `fallback`: sampling
+    needs no whole-file check (the load makes one), and a Latin-1 file's header and values come out
+    as the characters the load will read."""
+    name = f"etl_assets_fallback_{fallback}"
+    try:
+        codecs.lookup_error(name)
+    except LookupError:
+        def handler(error: UnicodeDecodeError):
+            return error.object[error.start:error.end].decode(fallback, errors="replace"), error.end
+        codecs.register_error(name, handler)
+    return name
+
+
+@contextmanager
+def _text_stream(source, folder: str) -> Iterator[io.TextIOWrapper]:
+    """The file's text in its folder's encoding (a UTF-8 BOM dropped)."""
+    chosen = folder_encoding(folder)
+    errors = _register_fallback(chosen.fallback) if chosen.fallback else "strict"
+    encoding = "utf-8-sig" if chosen.encoding == "utf-8" else chosen.encoding
+    with open_binary(source) as raw:
+        yield io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="")
+
+
+def _decode_error(source, key: str, error: UnicodeDecodeError) -> str:
+    """Where a file stops being valid in its encoding: the reader's own check names line and
+    column (the text stream decodes ahead of the CSV parser, so its position says little)."""
+    try:
+        choose_encoding(source, key, error.encoding, None, SETTING_HINT)
+    except CsvFormatError as located:
+        return str(located)[len(key) + 2:] if str(located).startswith(key) else str(located)
+    return f"bytes not valid {error.encoding}: {error.object[error.start:error.end]!r}; {SETTING_HINT}"
+
+
+def _records(landing_zone: LandingZone, folders: dict[str, list[ObjectFile]], header: list[str],
+             unreadable: list[dict], object_name: str):
+    """Every row of the object's files, newest backup first, aligned to `header` (which grows with
+    the fields of each file read, in the newest header's order; fields match ignoring case). A file
+    that cannot be read is listed in `unreadable` and skipped: the other files still type the object."""
+    positions_of = {name.lower(): i for i, name in enumerate(header)}
+    for folder in sorted(folders, reverse=True):
+        for item in sorted(folders[folder], key=lambda f: f.key):
+            try:
+                with item.source(landing_zone) as source, _text_stream(source, folder) as f:
+                    reader = csv.reader(f, strict=True)
+                    try:
+                        names = next(reader, [])
+                        for name in names:
+                            if name.lower() not in positions_of:
+                                positions_of[name.lower()] = len(header)
+                                header.append(name)
+                        positions = [positions_of[n.lower()] for n in names]
+                        for record in reader:
+                            row = [""] * len(header)
+                            for position, value in zip(positions, record):
+                                row[position] = value
+                            yield row
+                    except csv.Error as error:
+                        raise UnreadableFile(f"line {reader.line_num + 1}: {error}") from None
+                    except UnicodeDecodeError as error:
+                        raise UnreadableFile(_decode_error(source, item.key, error)) from None
+            except (UnreadableFile, OSError, ValueError, RuntimeError) as error:
+                unreadable.append({"object": object_name, "folder": folder, "file": item.key,
+                                   "reason": str(error) or type(error).__name__})
 
 
 LATE_VALUES_FACTOR = 100  # a column empty in the sample is looked for in up to 100 x sample_rows rows
 
 
-def _records(landing_zone: LandingZone, folders: dict[str, list[str]], header: list[str]):
-    """Every row of the object's files, newest backup first, aligned to `header` (which grows with
-    the fields of each file read, in the newest header's order)."""
-    for folder in sorted(folders, reverse=True):
-        for key in sorted(folders[folder]):
-            with landing_zone.local_copy(key) as path, open(path, encoding="utf-8-sig", newline="") as f:
-                reader = csv.reader(f)
-                names = next(reader, [])
-                header += [n for n in names if n not in header]
-                positions = [header.index(n) for n in names]
-                for record in reader:
-                    row = [""] * len(header)
-                    for position, value in zip(positions, record):
-                        row[position] = value
-                    yield row
-
-
-def _sample(landing_zone: LandingZone, folders: dict[str, list[str]], sample_rows: int
-            ) -> tuple[list[str], list[list[str]]]:
+def _sample(landing_zone: LandingZone, folders: dict[str, list[ObjectFile]], sample_rows: int,
+            unreadable: list[dict] | None = None, object_name: str = "") -> tuple[list[str], list[list[str]]]:
     """Each column's non-empty values (columns in the newest header's order).
 
     The first `sample_rows` rows (newest backups first) give every column its values. A column with
@@ -270,7 +343,7 @@ def _sample(landing_zone: LandingZone, folders: dict[str, list[str]], sample_row
     values: list[list[str]] = []
     late: set[int] | None = None
     bound = sample_rows * LATE_VALUES_FACTOR
-    rows = _records(landing_zone, folders, header)
+    rows = _records(landing_zone, folders, header, [] if unreadable is None else unreadable, object_name)
     for count, row in enumerate(rows):
         if count < sample_rows:
             values += [[] for _ in range(len(header) - len(values))]
@@ -321,22 +394,32 @@ def _merge_inferred(entry: dict | None, header: list[str], types: dict[str, str 
 
 
 def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str], sample_rows: int = 1000) -> dict:
-    """Infer every undeclared object's columns from the landing zone and record them in the state file.
+    """Infer every object's columns from the landing zone and record them in the state file.
 
+    Objects declared in catalog.yaml are sampled too: the catalog refines what discovery finds (its
+    columns win when the catalog is merged), so their other columns are typed rather than text.
     Each object is sampled from its newest `sample_rows` rows; a column empty in all of them is read
-    on in older rows (up to 100 x `sample_rows`, see `_sample`), so a late field is still typed."""
+    on in older rows (up to 100 x `sample_rows`, see `_sample`), so a late field is still typed. A
+    file that cannot be read is listed under `unreadable` (object, folder, file, reason) and never
+    stops the others."""
     objects = load_state(state_path)
     declared_lower = {name.lower() for name in declared}
     by_lower = {name.lower(): name for name in objects}
     summary = {"state": str(state_path), "added": [], "updated": [], "kept": [], "declared": [], "missing": [],
-               "objects": {}}
-    found = _object_files(landing_zone)
+               "unreadable": [], "objects": {}}
+    found = _object_files(landing_zone, summary["unreadable"])
     for folder_name in sorted(found):
         if folder_name.lower() in declared_lower:
             summary["declared"].append(folder_name)
-            continue
         api_name = by_lower.get(folder_name.lower(), folder_name)
-        header, values = _sample(landing_zone, found[folder_name], sample_rows)
+        try:
+            header, values = _sample(landing_zone, found[folder_name], sample_rows, summary["unreadable"], api_name)
+        except Exception as error:  # anything unforeseen fails this object only, and says so
+            summary["unreadable"].append({"object": api_name, "folder": None, "file": None,
+                                          "reason": f"{type(error).__name__}: {error}"})
+            continue
+        if not header:  # no file of it could be read: nothing to type it by (listed as unreadable)
+            continue
         before = objects.get(api_name)
         types = {name: _infer_one(name, column) for name, column in zip(header, values)}
         after = _merge_inferred(before, header, types)
@@ -344,7 +427,7 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
         summary["added" if before is None else "updated" if after != before else "kept"].append(api_name)
     present = {name.lower() for name in found}
     for api_name in sorted(objects):
-        if api_name.lower() not in present and api_name.lower() not in declared_lower:
+        if api_name.lower() not in present:
             summary["missing"].append(api_name)
     summary["objects"] = {name: _counts(objects[name]) for name in sorted(objects)}
     summary["written"] = _write_if_changed(state_path, objects)
@@ -387,12 +470,19 @@ def _print_summary(summary: dict) -> None:
     for label in ("added", "updated", "kept", "declared", "missing"):
         names = summary.get(label)
         if names:
-            note = {"declared": " (in catalog.yaml, not sampled)", "missing": " (no longer in the landing zone; kept)"}
+            note = {"declared": " (in catalog.yaml: its columns win, the others are inferred)",
+                    "missing": " (no longer in the landing zone; kept)"}
             print(f"{label}{note.get(label, '')}: {', '.join(names)}")
     for name, counts in summary["objects"].items():
         print(f"  {name}: {counts[DESCRIBE]} described, {counts[INFERRED]} inferred columns")
     for name, fields in summary.get("skipped", {}).items():
         print(f"  {name}: skipped " + "; ".join(f"{field} ({why})" for field, why in fields.items()))
+    unreadable = summary.get("unreadable") or []
+    if unreadable:
+        print(f"unreadable: {len(unreadable)} file(s) could not be read (the other files and objects were discovered):")
+        for item in unreadable:
+            where = ", ".join(f"{k} {item[k]}" for k in ("object", "folder", "file") if item.get(k))
+            print(f"  {where}: {item['reason']}")
     print(f"{'Wrote' if summary['written'] else 'Unchanged:'} {summary['state']}")
 
 

@@ -34,6 +34,7 @@ from etl_assets.salesforce.assets import (
     object_asset_key,
     salesforce_objects,
 )
+from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, expand
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.partitions import (
     BACKUP_PREFIX,
@@ -72,6 +73,7 @@ class BackupScan:
     cursor: BackupCursor
     ignored: list[str]
     unknown_objects: dict[str, list[str]] = field(default_factory=dict)  # object folder -> backup folders
+    unreadable: list[Unreadable] = field(default_factory=list)  # archives that could not be opened
 
 
 def _fingerprint(parts: list[str]) -> str:
@@ -114,20 +116,26 @@ def scan_backups(
     folders: dict[str, dict[str, list[LandedFile]]] = {}
     ignored: set[str] = set()
     unknown: dict[str, set[str]] = defaultdict(set)
-    for landed in _listing(landing_zone, cursor, by_name, start_after):
-        parts = landed.key.split("/")
+    unreadable: list[Unreadable] = []
+    for item in _listing(landing_zone, cursor, by_name, start_after):
+        if isinstance(item, Unreadable):
+            unreadable.append(item)
+            folders.setdefault(item.folder, defaultdict(list))
+            continue
+        if isinstance(item, ObjectFile):
+            objects = folders.setdefault(item.folder, defaultdict(list))
+            if item.object_name.lower() in by_name:
+                objects[by_name[item.object_name.lower()].api_name].append(item.landed)
+            else:
+                unknown[item.object_name].add(item.folder)
+            continue
+        parts = item.key.split("/")
         if len(parts) < 3 or not is_backup_folder(parts[1]):
             ignored.add("/".join(parts[:2]))
             continue
-        objects = folders.setdefault(parts[1], defaultdict(list))
-        if len(parts) == 4 and parts[3].lower().endswith(".csv") and parts[2].lower() in by_name:
-            objects[by_name[parts[2].lower()].api_name].append(landed)
-        elif len(parts) == 4 and parts[3].lower().endswith(".csv"):
-            unknown[parts[2]].add(parts[1])
-        elif landed.key.endswith("/") and len(parts) == 3:
-            continue  # an empty folder
-        else:
-            ignored.add(landed.key)
+        folders.setdefault(parts[1], defaultdict(list))
+        if not (item.key.endswith("/") and len(parts) == 3):  # an empty folder is no surprise
+            ignored.add(item.key)
 
     ordered = sorted(set(folders) | set(cursor.open))
     keep = ordered[-open_folders:] if open_folders > 0 else []
@@ -163,20 +171,25 @@ def scan_backups(
         pending.setdefault(name, set()).update(found)
     next_cursor = BackupCursor(closed, {f: seen.get(f, cursor.open.get(f, {})) for f in keep},
                                {name: sorted(found) for name, found in sorted(pending.items())})
-    return BackupScan(requests, new_folders, next_cursor, sorted(ignored), next_cursor.pending)
+    return BackupScan(requests, new_folders, next_cursor, sorted(ignored), next_cursor.pending, unreadable)
 
 
 def _listing(landing_zone: LandingZone, cursor: BackupCursor, by_name: dict[str, SalesforceObject],
              start_after: str):
-    """The keys to scan: everything after the closed folders, and the folders of objects that were
-    pending and are known now (one listing per folder, once)."""
-    yield from landing_zone.list_files(f"{BACKUP_PREFIX}/", start_after=start_after)
+    """The object files (and other keys) to scan: everything after the closed folders, and the files
+    of objects that were pending and are known now (their object folders, and their members of the
+    folder's archives: one listing per folder, once)."""
+    yield from expand(landing_zone, landing_zone.list_files(f"{BACKUP_PREFIX}/", start_after=start_after))
+    again: dict[str, set[str]] = defaultdict(set)
     for name, found in cursor.pending.items():
-        if name.lower() not in by_name:
-            continue
-        for folder in found:
-            if not start_after or f"{BACKUP_PREFIX}/{folder}/" < start_after:  # else listed above already
-                yield from landing_zone.list_files(f"{BACKUP_PREFIX}/{folder}/{name}/")
+        if name.lower() in by_name:
+            for folder in found:
+                if not start_after or f"{BACKUP_PREFIX}/{folder}/" < start_after:  # else listed above already
+                    again[folder].add(name.lower())
+    for folder, names in sorted(again.items()):
+        for item in expand(landing_zone, landing_zone.list_files(f"{BACKUP_PREFIX}/{folder}/")):
+            if isinstance(item, ObjectFile) and item.object_name.lower() in names:
+                yield item
 
 
 @dg.sensor(
@@ -193,6 +206,8 @@ def salesforce_backup_sensor(context: dg.SensorEvaluationContext, landing_zone: 
     )
     if scan.ignored:
         context.log.warning(f"Ignored {len(scan.ignored)} unexpected key(s), e.g. {scan.ignored[:5]}")
+    for item in scan.unreadable:
+        context.log.warning(f"{item.key} cannot be read, so no object of {item.folder} in it is loaded: {item.reason}")
     if scan.unknown_objects:
         listed = "; ".join(f"{name} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
                            for name, found in scan.unknown_objects.items())

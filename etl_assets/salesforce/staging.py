@@ -14,13 +14,13 @@ import gc
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
 
-from etl_assets.landing.csv_reader import iter_csv_chunks, read_header
-from etl_assets.salesforce.catalog import SalesforceObject
+from etl_assets.landing.csv_reader import ByteSource, iter_csv_chunks, open_binary, read_header
+from etl_assets.salesforce.catalog import VERSION_FALLBACK, SalesforceObject
 from etl_assets.salesforce.transform import (
     NO_TEXT_LIMITS,
     ColumnWidening,
@@ -37,7 +37,7 @@ from etl_assets.warehouse.batch import (
     StreamedBatch,
 )
 from etl_assets.warehouse.prefetch import prefetch
-from etl_assets.warehouse.spec import ColumnType, TextLimits
+from etl_assets.warehouse.spec import ColumnType, TextLimits, column_name, identifier
 
 # pandas' `.str` accessor and Pandera's `.pandera` accessor each form a reference cycle with their
 # frame, so every chunk's frames (and the Arrow buffers under them) wait for a full garbage
@@ -68,6 +68,9 @@ class StageReport:
     widened_columns: dict[str, str] = field(default_factory=dict)  # inferred column -> "old -> new: why"
     drift_columns: tuple[str, ...] = ()
     reject_samples: list[dict] = field(default_factory=list)
+    empty_as_false: int = 0  # empty checkbox values read as false (recorded in each row's _load_changes)
+    version_column: str | None = None  # the column "newest wins" compared, when not the catalog's
+    version_notes: dict[str, str] = field(default_factory=dict)  # file -> why its version column differs
 
     @property
     def rows_valid(self) -> int:
@@ -76,16 +79,18 @@ class StageReport:
 
     def reset(self) -> None:
         """Before the rows are read again (a streamed load that restarted): what reading finds."""
-        self.rows_read = self.rows_rejected = self.values_truncated = 0
+        self.rows_read = self.rows_rejected = self.values_truncated = self.empty_as_false = 0
         self.truncated_samples, self.reject_samples = [], []
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A landed file: its key (recorded as lineage) and where its bytes are now."""
+    """A landed file: its key (recorded as lineage), where its bytes are now (a local path, or a
+    stream such as a zip member), and the encoding it is read in."""
 
     key: str
-    path: Path
+    path: Path | ByteSource
+    encoding: str = "utf-8"
 
 
 class _Widenings:
@@ -148,24 +153,48 @@ Plans = list[tuple[SourceFile, list[str], int, HeaderPlan]]
 
 def _read_headers(obj: SalesforceObject, files: Sequence[SourceFile], report: StageReport):
     """Each file's header and plan, and the table they make: `(plans, spec)`; the report gets the
-    drift and renamed columns."""
+    drift and renamed columns, and the version column when a file lacks the catalog's."""
     plans: Plans = []
     for source in files:
-        header, header_lines = read_header(source.path, source.key)
+        header, header_lines = read_header(source.path, source.key, source.encoding)
         plans.append((source, header, header_lines, plan_header(obj, header, source.key)))
     drift = tuple(dict.fromkeys(name for *_, plan in plans for name in plan.drift))
     report.drift_columns = drift
     sources = {name: field for *_, plan in reversed(plans) for field, name in plan.columns.items()}
     report.renamed_columns = {field: name for *_, plan in plans for field, name in plan.renamed.items()}
-    return plans, obj.table_spec(drift, sources)
+    spec = obj.table_spec(drift, sources)
+    version = _common_version(obj, plans)
+    report.version_notes = {source.key: plan.version_note for source, *_, plan in plans if plan.version_note}
+    if version != obj.version_column:
+        report.version_column = version
+        spec = replace(spec, version_column=identifier(version) if version else None,
+                       track_deletions=version is not None)
+    return plans, spec
 
 
-def chunk_rows_for(path: Path) -> int:
+def _common_version(obj: SalesforceObject, plans: Plans) -> str | None:
+    """The version column every file of the batch has: the catalog's, else the first fallback that
+    all of them hold and the catalog types as a datetime (Data Loader extracts of chosen fields may
+    lack SystemModstamp), else none (the later folder, file and line wins)."""
+    order = [name for name in dict.fromkeys((obj.version_column, *VERSION_FALLBACK)) if name]
+    ranks = [order.index(plan.version_column) if plan.version_column in order else len(order)
+             for *_, plan in plans]
+    weakest = max(ranks, default=0)
+    if weakest == len(order):
+        return None
+    version = order[weakest]
+    column = obj.column(column_name(version))
+    if version == obj.version_column or (column is not None and column.type is ColumnType.DATETIME):
+        return version
+    return None
+
+
+def chunk_rows_for(path: Path | ByteSource, encoding: str = "utf-8") -> int:
     """Rows per CSV chunk for about CHUNK_BYTES of this file, from the bytes per record of its head
     (records, not lines: quoted values hold newlines)."""
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         head = f.read(SAMPLE_BYTES)
-    lines = head.decode("utf-8", errors="replace").splitlines(keepends=True)[:-1]  # the last may be cut
+    lines = head.decode(encoding, errors="replace").splitlines(keepends=True)[:-1]  # the last may be cut
     try:
         records = sum(1 for _ in csv.reader(lines)) - 1  # less the header
     except csv.Error:  # e.g. a field over csv's size limit: count lines (the reader names the real error)
@@ -183,8 +212,9 @@ def _chunks(obj: SalesforceObject, plans: Plans, partition: str, block_size: int
         for source, header, header_lines, plan in plans:
             options = {"block_size": block_size} if block_size else {}
             # The next chunk is parsed in a thread while this one is transformed: "read" is the wait for it.
-            chunks_read = prefetch(iter_csv_chunks(source.path, source.key, header, header_lines,
-                                                   chunk_rows=chunk_rows_for(source.path), **options), name="csv-reader")
+            chunks_read = prefetch(iter_csv_chunks(source.path, source.key, header, header_lines, source.encoding,
+                                                   chunk_rows=chunk_rows_for(source.path, source.encoding),
+                                                   **options), name="csv-reader")
             for chunk in clock.iterate(chunks_read):
                 clock.lap("read")
                 result = transform_chunk(obj, chunk, plan, partition, source.key, limits, timings=timings)
@@ -192,6 +222,7 @@ def _chunks(obj: SalesforceObject, plans: Plans, partition: str, block_size: int
                 report.rows_read += chunk.batch.num_rows
                 report.rows_rejected += result.rejects.num_rows
                 report.values_truncated += len(result.truncated)
+                report.empty_as_false += result.empty_as_false
                 report.truncated_samples += result.truncated[: max(0, 5 - len(report.truncated_samples))]
                 if result.rejects.num_rows and len(report.reject_samples) < 5:
                     report.reject_samples += result.rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
