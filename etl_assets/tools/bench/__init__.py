@@ -6,13 +6,15 @@
     python -m etl_assets.tools.bench --only loads --csv export/Task.csv        # your own export, with dlt beside it
     python -m etl_assets.tools.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
     python -m etl_assets.tools.bench --only folder_run                      # folder runs through the daemon (or --folder-run)
+    python -m etl_assets.tools.bench --only encodings --rows 200000         # reading a Latin-1 copy vs UTF-8
 
 Loads: etl_assets/tools/bench/loads.py (dlt's fastest path beside it: peers.py; export-shaped and
 user files: sources.py); sensor and UI scale: etl_assets/tools/bench/sensor.py; the cost of
 discovered Salesforce objects (load, sensor, UI): etl_assets/tools/bench/catalog.py; folder runs through a
 real webserver and daemon (one folder of 10/50/100 small objects, a 30-folder backfill):
-etl_assets/tools/bench/folder_run.py; the table,
-JSON and Markdown: etl_assets/tools/bench/report.py. Results go to benchmarks/results/.
+etl_assets/tools/bench/folder_run.py; the cost of reading a Latin-1 export:
+etl_assets/tools/bench/encodings.py; the table, JSON and Markdown: etl_assets/tools/bench/report.py.
+Results go to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 
 TARGETS = ("pg", "duckdb", "baseline")
-PARTS = ("loads", "sensor", "catalog", "folder_run")
+PARTS = ("loads", "sensor", "catalog", "folder_run", "encodings")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     written = []
-    if args.only in ("sensor", "catalog", "folder_run"):
+    if args.only in ("sensor", "catalog", "folder_run", "encodings"):
         targets = set()
     if args.csv and args.memory_rows:
         print("--memory-rows generates files; it does not apply to --csv", file=sys.stderr)
@@ -121,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         report.print_loads(result, memory_point)
         report.print_targets(report.targets(result, memory_point))
         written += report.write_loads(out, result, env, memory_point, name=args.name)
+    if args.only in (None, "encodings") and not args.csv:
+        from etl_assets.tools.bench.encodings import print_encodings, run_encoding_benchmark, write_encodings
+
+        print(f"Encodings: {args.rows:,} Task rows as UTF-8 and as ISO-8859-1, {args.rounds} round(s)", flush=True)
+        encodings = run_encoding_benchmark(args.rows, data, args.rounds, log=lambda m: print(m, flush=True))
+        print_encodings(encodings)
+        written += write_encodings(out, encodings, report.environment())
     if args.only == "folder_run" or args.folder_run:
         from etl_assets.tools.bench.folder_run import run_folder_run_benchmark
 
