@@ -11,6 +11,7 @@ from contextlib import ExitStack
 
 import dagster as dg
 
+from etl_assets.landing.archives import ArchiveError
 from etl_assets.landing.csv_reader import CsvFormatError, choose_encoding
 from etl_assets.landing.zone import LandingZone, fingerprint_files
 from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, list_object_files
@@ -126,8 +127,11 @@ BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_FOLDERS
 
 
 def unreadable_file(context: dg.AssetExecutionContext, warehouse: Warehouse, obj: SalesforceObject, folder: str,
-                    error: CsvFormatError) -> dg.Failure:
+                    error: CsvFormatError | ArchiveError) -> dg.Failure:
     """A file that cannot be read: audited as FAILED; the failure of the step (no retry)."""
+    if isinstance(error, ArchiveError):  # a zip member's data found corrupt while it was read
+        key, _, detail = str(error).partition(": ")  # ArchiveError's message is "<key>: <reason>"
+        error = CsvFormatError(key, None, detail)
     # The same audit row and message as a load's (the IO manager's); with no notifier here the
     # message is logged, and the run-failure sensor sends the run's notification.
     report_load(warehouse, LoadRecord(
@@ -150,7 +154,7 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     FAILED and fails the step (no retry)."""
     try:
         landed = object_files(landing_zone, folder, obj)
-    except CsvFormatError as error:
+    except (CsvFormatError, ArchiveError) as error:
         raise unreadable_file(context, warehouse, obj, folder, error) from error
     keys = [f.key for f in landed]
     if context.has_partition_key:  # a step over several folders logs them once (each log line is an event)
@@ -178,7 +182,7 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
                 obj, files, partition=folder, limits=warehouse.text_limits, table_types=table_types)
             if isinstance(batch, StreamedBatch):
                 batch.resources = stack.pop_all()  # the local copies live until the load has read them
-    except CsvFormatError as error:
+    except (CsvFormatError, ArchiveError) as error:
         raise unreadable_file(context, warehouse, obj, folder, error) from error
     batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
     # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
@@ -194,7 +198,7 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     if isinstance(batch, StreamedBatch):
         batch.metadata = lambda: report_metadata(report)
         batch.on_failure = lambda error: (unreadable_file(context, warehouse, obj, folder, error)
-                                          if isinstance(error, CsvFormatError) else None)
+                                          if isinstance(error, (CsvFormatError, ArchiveError)) else None)
         return batch, report, metadata
     return batch, report, {**metadata, **report_metadata(report)}
 

@@ -219,8 +219,8 @@ def parse_catalog(document: dict, discovered: dict | None = None) -> dict[str, S
         if "id" not in {c.name for c in columns}:  # the load refuses such a folder, naming it; the asset exists
             columns.insert(0, CatalogColumn("Id", ColumnType.STRING, False, is_id=True, source=INFERRED,
                                             catalog_type=ID_TYPE))
-        names = {c.name for c in columns}
-        version = next((v for v in VERSION_FALLBACK if column_name(v) in names), None)
+        datetimes = {c.name for c in columns if c.type is ColumnType.DATETIME}  # text would compare by spelling
+        version = next((v for v in VERSION_FALLBACK if column_name(v) in datetimes), None)
         source = _SOURCES.get(entry.get("source", "inferred"), INFERRED)
         label = entry.get("label") or api_name
         _add(objects, SalesforceObject(

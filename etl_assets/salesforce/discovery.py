@@ -114,10 +114,18 @@ def _checksums_valid(values: list[str]) -> bool:
     return list(recomputed) == full
 
 
+# Salesforce's system fields, which every object that has them types the same way (Object Reference,
+# "System Fields"): a header-only export (an object with no records) still types them, so its version
+# column compares as a datetime and its Ids as Ids.
+SYSTEM_FIELDS = {"id": "id", "isdeleted": "boolean", "createdbyid": "id", "createddate": "datetime",
+                 "lastmodifiedbyid": "id", "lastmodifieddate": "datetime", "systemmodstamp": "datetime"}
+
+
 def _infer_one(name: str, values: list[str]) -> str | None:
-    """The column's type from its non-empty sampled values; None when there were none to judge by."""
+    """The column's type from its non-empty sampled values; a system field with none is typed by its
+    name; None when there was nothing else to judge by."""
     if not values:
-        return None
+        return SYSTEM_FIELDS.get(name.lower())
     if all(_ID.fullmatch(v) for v in values) and _checksums_valid(values):
         named = name.lower() == "id" or name.lower().endswith("id")
         if named or all(len(v) == 18 for v in values):

@@ -177,7 +177,8 @@ def _common_version(obj: SalesforceObject, plans: Plans) -> str | None:
     all of them hold and the catalog types as a datetime (Data Loader extracts of chosen fields may
     lack SystemModstamp), else none (the later folder, file and line wins)."""
     order = [name for name in dict.fromkeys((obj.version_column, *VERSION_FALLBACK)) if name]
-    ranks = [order.index(plan.version_column) if plan.version_column in order else len(order)
+    names = [column_name(name) for name in order]  # a plan names its version column as a table column
+    ranks = [names.index(plan.version_column) if plan.version_column in names else len(order)
              for *_, plan in plans]
     weakest = max(ranks, default=0)
     if weakest == len(order):
