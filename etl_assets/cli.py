@@ -40,7 +40,7 @@ def generate_sample_command(args: argparse.Namespace) -> int:
 
 def materialize_command(args: argparse.Namespace) -> int:
     from etl_assets.definitions import defs
-    from etl_assets.salesforce.catalog import load_catalog
+    from etl_assets.salesforce.catalog import load_catalog, object_name_problem
     from etl_assets.salesforce.partitions import differential_folders
     from etl_assets.salesforce.sensors import BackupCursor, scan_backups
 
@@ -54,6 +54,8 @@ def materialize_command(args: argparse.Namespace) -> int:
     for name, found in scan.unknown_objects.items():  # nothing is skipped without saying so
         print(f"not loaded: {name} in {', '.join(found)}: not in catalog.yaml nor in the discovered state "
               "(run `etl-assets catalog refresh`)", file=sys.stderr)
+    for name, found in scan.refused.items():
+        print(f"not loaded: {name!r} in {', '.join(found)}: {object_name_problem(name)}", file=sys.stderr)
     for item in scan.unreadable:
         print(f"not loaded: {item.key}: {item.reason}", file=sys.stderr)
     for key in scan.ignored:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import yaml
 
+from etl_assets.warehouse.base import FULL_BACKUP_IDS
 from etl_assets.warehouse.spec import (
     LOAD_CHANGES,
     LONG_TEXT_POLICIES,
+    MAX_IDENTIFIER_LENGTH,
+    InvalidIdentifier,
     Column,
     ColumnType,
     TableSpec,
@@ -48,6 +52,33 @@ VERSION_FALLBACK = ("SystemModstamp", "LastModifiedDate", "CreatedDate")
 
 class CatalogError(ValueError):
     """The catalog file is malformed."""
+
+
+# Object names come from folder and file names in the landing zone: data, never structure. One rule
+# (docs/salesforce-objects.md#object-names): an object is a Salesforce API name (letters, digits and
+# underscores, starting with a letter, as Salesforce allows; at most 80 characters, longer than any
+# namespaced custom object's); anything else is refused for that object only, with this reason. A
+# name too long for a table beside the tables named after it (`<table>_full_backup_ids`, the longest:
+# 47 characters) is shortened with a hash.
+OBJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
+MAX_TABLE_NAME = MAX_IDENTIFIER_LENGTH - max(len(FULL_BACKUP_IDS), len("_rejects"))
+NOT_AN_OBJECT_NAME = ("not a Salesforce API name (letters, digits and underscores, starting with a letter, "
+                      "at most 80 characters), so it cannot name a table or asset")
+
+
+def object_name_problem(api_name: str) -> str | None:
+    """Why `api_name` (a folder or file name) cannot be an object, or None."""
+    return None if OBJECT_NAME.fullmatch(api_name) else NOT_AN_OBJECT_NAME
+
+
+def table_name(api_name: str) -> str:
+    """The object's table: its lower-cased API name, shortened with a hash of the whole name when a
+    table named after it (`_rejects`, `_full_backup_ids`) would pass PostgreSQL's 63-character limit."""
+    lowered = identifier(api_name[:MAX_IDENTIFIER_LENGTH]) and api_name.lower()
+    if len(lowered) <= MAX_TABLE_NAME:
+        return lowered
+    digest = hashlib.blake2b(lowered.encode(), digest_size=4).hexdigest()
+    return f"{lowered[:MAX_TABLE_NAME - 9].rstrip('_')}_{digest}"
 
 
 @dataclass(frozen=True)
@@ -110,7 +141,7 @@ class SalesforceObject:
 
     @property
     def table(self) -> str:
-        return identifier(self.api_name)
+        return table_name(self.api_name)
 
     def column(self, name: str) -> CatalogColumn | None:
         """The catalog column for a warehouse column name (lower-cased)."""
@@ -190,9 +221,13 @@ def _parse_redshift(raw: dict, where: str) -> dict:
     return result
 
 
-def parse_catalog(document: dict, discovered: dict | None = None) -> dict[str, SalesforceObject]:
+def parse_catalog(document: dict, discovered: dict | None = None,
+                  refused: dict[str, str] | None = None) -> dict[str, SalesforceObject]:
     """catalog.yaml's objects, each with the discovered columns it does not declare, then every
-    discovered object catalog.yaml does not name (API names compared ignoring case)."""
+    discovered object catalog.yaml does not name (API names compared ignoring case). A discovered
+    object that cannot be an asset is left out, its reason in `refused`: nothing in the landing zone
+    can stop the code location from loading. catalog.yaml itself is people's: its errors raise."""
+    refused = {} if refused is None else refused
     common = document.get("common_columns") or {}
     schema = identifier(document.get("schema", "salesforce"))
     found = {api.lower(): (api, entry or {}) for api, entry in ((discovered or {}).get("objects") or {}).items()}
@@ -215,25 +250,39 @@ def parse_catalog(document: dict, discovered: dict | None = None) -> dict[str, S
         ), where)
     for api_name, entry in sorted(found.values()):
         where = f"discovered objects.{api_name}"
-        columns = _discovered_columns(entry, set(), where)
-        if "id" not in {c.name for c in columns}:  # the load refuses such a folder, naming it; the asset exists
-            columns.insert(0, CatalogColumn("Id", ColumnType.STRING, False, is_id=True, source=INFERRED,
-                                            catalog_type=ID_TYPE))
-        datetimes = {c.name for c in columns if c.type is ColumnType.DATETIME}  # text would compare by spelling
-        version = next((v for v in VERSION_FALLBACK if column_name(v) in datetimes), None)
-        source = _SOURCES.get(entry.get("source", "inferred"), INFERRED)
-        label = entry.get("label") or api_name
-        _add(objects, SalesforceObject(
-            api_name=api_name, description=f"{label}: found in the backups ({source} types).",
-            columns=tuple(columns), schema=schema, primary_key="Id", version_column=version, source=source,
-        ), where)
+        if (problem := object_name_problem(api_name)) is not None:
+            refused[api_name] = problem
+            continue
+        try:
+            _add_discovered(objects, api_name, entry, schema, where)
+        except (ValueError, TypeError, AttributeError) as error:  # a state edited by hand, or older than a rule
+            refused[api_name] = str(error) or type(error).__name__
     if not objects:
         raise CatalogError("the catalog lists no objects")
     return objects
 
 
+def _add_discovered(objects: dict[str, SalesforceObject], api_name: str, entry: dict, schema: str, where: str) -> None:
+    """One object of the discovered state, typed by its columns (the version column must be a datetime)."""
+    columns = _discovered_columns(entry, set(), where)
+    if "id" not in {c.name for c in columns}:  # the load refuses such a folder, naming it; the asset exists
+        columns.insert(0, CatalogColumn("Id", ColumnType.STRING, False, is_id=True, source=INFERRED,
+                                        catalog_type=ID_TYPE))
+    datetimes = {c.name for c in columns if c.type is ColumnType.DATETIME}  # text would compare by spelling
+    version = next((v for v in VERSION_FALLBACK if column_name(v) in datetimes), None)
+    source = _SOURCES.get(entry.get("source", "inferred"), INFERRED)
+    label = entry.get("label") or api_name
+    _add(objects, SalesforceObject(
+        api_name=api_name, description=f"{label}: found in the backups ({source} types).",
+        columns=tuple(columns), schema=schema, primary_key="Id", version_column=version, source=source,
+    ), where)
+
+
 def _discovered_columns(entry: dict, declared: set[str], where: str) -> list[CatalogColumn]:
-    columns = [_parse_column(n, raw, where, discovered=True) for n, raw in (entry.get("columns") or {}).items()]
+    """The state's columns the catalog does not declare; one whose name normalizes to nothing is left
+    out (the load refuses a file with such a header field, naming file, line and column)."""
+    columns = [_parse_column(n, raw, where, discovered=True) for n, raw in (entry.get("columns") or {}).items()
+               if column_name(n)]
     return [c for c in columns if c.name not in declared]
 
 
@@ -272,8 +321,25 @@ def _read_yaml(path: Path) -> dict:
     return document
 
 
+_REFUSED: dict[tuple[Path, Path], dict[str, str]] = {}
+
+
 @cache
 def load_catalog(path: Path = CATALOG_PATH, discovered: Path | None = None) -> dict[str, SalesforceObject]:
-    """API name -> object: catalog.yaml's in its order, then the discovered ones by name."""
+    """API name -> object: catalog.yaml's in its order, then the discovered ones by name. What the
+    discovered state holds that cannot be an asset is left out (`refused_objects` says why)."""
     state = discovered or discovered_path()
-    return parse_catalog(_read_yaml(path), _read_yaml(state) if state.exists() else None)
+    refused: dict[str, str] = {}
+    try:
+        document = _read_yaml(state) if state.exists() else None
+    except (OSError, ValueError, yaml.YAMLError) as error:  # the code location loads without it, and says so
+        document, refused[str(state)] = None, f"the discovered state cannot be read: {error}"
+    objects = parse_catalog(_read_yaml(path), document, refused)
+    _REFUSED[(path, state)] = refused
+    return objects
+
+
+def refused_objects(path: Path = CATALOG_PATH, discovered: Path | None = None) -> dict[str, str]:
+    """Object (or state file) -> why the discovered state's entry is not an asset."""
+    load_catalog(path, discovered)
+    return _REFUSED.get((path, discovered or discovered_path()), {})

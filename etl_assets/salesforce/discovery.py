@@ -28,6 +28,7 @@ import yaml
 from etl_assets.landing.csv_reader import CsvFormatError, choose_encoding, open_binary
 from etl_assets.landing.zone import LandingZone
 from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, list_object_files
+from etl_assets.salesforce.catalog import object_name_problem
 from etl_assets.salesforce.encodings import SETTING_HINT, folder_encoding
 from etl_assets.salesforce.ids import normalize_ids
 from etl_assets.salesforce.partitions import BACKUP_PREFIX
@@ -415,8 +416,15 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
     by_lower = {name.lower(): name for name in objects}
     summary = {"state": str(state_path), "added": [], "updated": [], "kept": [], "declared": [], "missing": [],
                "unreadable": [], "objects": {}}
+    summary["refused"] = []
+    for api_name in [name for name in objects if object_name_problem(name)]:  # written before the rule
+        summary["refused"].append({"object": api_name, "folders": [], "reason": object_name_problem(api_name)})
+        del objects[api_name]
     found = _object_files(landing_zone, summary["unreadable"])
     for folder_name in sorted(found):
+        if (problem := object_name_problem(folder_name)) is not None:  # names are data: never in the state
+            summary["refused"].append({"object": folder_name, "folders": sorted(found[folder_name]), "reason": problem})
+            continue
         if folder_name.lower() in declared_lower:
             summary["declared"].append(folder_name)
         api_name = by_lower.get(folder_name.lower(), folder_name)
@@ -433,6 +441,7 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
         after = _merge_inferred(before, header, types)
         objects[api_name] = after
         summary["added" if before is None else "updated" if after != before else "kept"].append(api_name)
+    summary["refused"].sort(key=lambda item: item["object"])
     present = {name.lower() for name in found}
     for api_name in sorted(objects):
         if api_name.lower() not in present:
@@ -485,6 +494,9 @@ def _print_summary(summary: dict) -> None:
         print(f"  {name}: {counts[DESCRIBE]} described, {counts[INFERRED]} inferred columns")
     for name, fields in summary.get("skipped", {}).items():
         print(f"  {name}: skipped " + "; ".join(f"{field} ({why})" for field, why in fields.items()))
+    for item in summary.get("refused") or []:
+        folders = f" (in {', '.join(item['folders'][:3])}{', ...' if len(item['folders']) > 3 else ''})" if item["folders"] else ""
+        print(f"refused: {item['object']!r}{folders}: {item['reason']}; its files are not loaded")
     unreadable = summary.get("unreadable") or []
     if unreadable:
         print(f"unreadable: {len(unreadable)} file(s) could not be read (the other files and objects were discovered):")

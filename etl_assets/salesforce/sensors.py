@@ -35,7 +35,7 @@ from etl_assets.salesforce.assets import (
     salesforce_objects,
 )
 from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, expand
-from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
+from etl_assets.salesforce.catalog import SalesforceObject, load_catalog, object_name_problem, refused_objects
 from etl_assets.salesforce.partitions import (
     BACKUP_PREFIX,
     differential_folders,
@@ -74,6 +74,7 @@ class BackupScan:
     ignored: list[str]
     unknown_objects: dict[str, list[str]] = field(default_factory=dict)  # object folder -> backup folders
     unreadable: list[Unreadable] = field(default_factory=list)  # archives that could not be opened
+    refused: dict[str, list[str]] = field(default_factory=dict)  # object names that cannot be assets -> folders
 
 
 def _fingerprint(parts: list[str]) -> str:
@@ -116,6 +117,7 @@ def scan_backups(
     folders: dict[str, dict[str, list[LandedFile]]] = {}
     ignored: set[str] = set()
     unknown: dict[str, set[str]] = defaultdict(set)
+    refused: dict[str, set[str]] = defaultdict(set)
     unreadable: list[Unreadable] = []
     for item in _listing(landing_zone, cursor, by_name, start_after):
         if isinstance(item, Unreadable):
@@ -126,6 +128,8 @@ def scan_backups(
             objects = folders.setdefault(item.folder, defaultdict(list))
             if item.object_name.lower() in by_name:
                 objects[by_name[item.object_name.lower()].api_name].append(item.landed)
+            elif object_name_problem(item.object_name):  # never an asset: said each tick it is listed, not pending
+                refused[item.object_name].add(item.folder)
             else:
                 unknown[item.object_name].add(item.folder)
             continue
@@ -171,7 +175,8 @@ def scan_backups(
         pending.setdefault(name, set()).update(found)
     next_cursor = BackupCursor(closed, {f: seen.get(f, cursor.open.get(f, {})) for f in keep},
                                {name: sorted(found) for name, found in sorted(pending.items())})
-    return BackupScan(requests, new_folders, next_cursor, sorted(ignored), next_cursor.pending, unreadable)
+    return BackupScan(requests, new_folders, next_cursor, sorted(ignored), next_cursor.pending, unreadable,
+                      {name: sorted(found) for name, found in sorted(refused.items())})
 
 
 def _listing(landing_zone: LandingZone, cursor: BackupCursor, by_name: dict[str, SalesforceObject],
@@ -206,6 +211,11 @@ def salesforce_backup_sensor(context: dg.SensorEvaluationContext, landing_zone: 
     )
     if scan.ignored:
         context.log.warning(f"Ignored {len(scan.ignored)} unexpected key(s), e.g. {scan.ignored[:5]}")
+    for name, found in scan.refused.items():
+        context.log.warning(f"Object folder {name!r} in {', '.join(found[:3])}{', ...' if len(found) > 3 else ''} "
+                            f"is not loaded: {object_name_problem(name)}")
+    for name, reason in refused_objects().items():
+        context.log.warning(f"{name!r} in the discovered state is not an asset: {reason}")
     for item in scan.unreadable:
         context.log.warning(f"{item.key} cannot be read, so no object of {item.folder} in it is loaded: {item.reason}")
     if scan.unknown_objects:
