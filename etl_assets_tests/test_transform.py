@@ -122,7 +122,7 @@ def test_unknown_columns_are_kept_as_text_drift(tmp_path):
          r"column 4: header fields 'Subject' \(column 3\) and 'SUBJECT' \(column 4\) both become the column 'subject'"),
         ("Id,SystemModstamp,Owner.Name,Owner Name",
          r"column 4: header fields 'Owner.Name' \(column 3\) and 'Owner Name' \(column 4\) both become the column "),
-        ("Id,Subject", r"line 1: the header has no SystemModstamp column"),
+        ("SystemModstamp,Subject", r"line 1: the header has no Id column"),  # no version column is no refusal
     ],
 )
 def test_unsafe_or_incomplete_headers_refuse_the_file(tmp_path, header, message):

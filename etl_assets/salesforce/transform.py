@@ -1,7 +1,8 @@
 """Turn raw CSV chunks of a Salesforce object into typed, validated frames.
 
-The field's rules: datetimes to UTC timestamps, booleans to 0/1, strings
-filled with '' for null, column names lower-cased and safe as identifiers.
+The field's rules: datetimes to UTC timestamps, booleans to 0/1 (an empty
+checkbox to 0, recorded in the row's LOAD_CHANGES), strings filled with ''
+for null, column names lower-cased and safe as identifiers.
 A value that cannot be converted, or a row Pandera rejects, becomes a reject
 row that names its file, line, column and reason; the rest of the chunk loads.
 (dagster-pandera's DagsterType would fail the whole step on one bad row, so
@@ -21,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.landing.csv_reader import CsvChunk, CsvFormatError
-from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, SalesforceObject
+from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, VERSION_FALLBACK, SalesforceObject
 from etl_assets.salesforce.ids import normalize_ids
 from etl_assets.salesforce.schema import STRING_DTYPE, validation
-from etl_assets.warehouse.convert import convert_column
+from etl_assets.warehouse.convert import convert_column, dates_with_time
 from etl_assets.warehouse.spec import (
     LOAD_CHANGES,
     REJECTS_SCHEMA,
@@ -42,6 +43,9 @@ LINEAGE_COLUMN_COUNT = 5  # _source_partition, _source_file, _source_line, _load
 # Salesforce's own range for Date and DateTime fields.
 FIRST_DATE, LAST_DATE = pd.Timestamp("1700-01-01"), pd.Timestamp("4000-12-31 23:59:59.999999")
 RANGE_REASON = "outside Salesforce's range 1700-01-01 to 4000-12-31"
+DATE_WITH_TIME_REASON = "a Date field with a time of day"
+EMPTY_AS_FALSE = "empty_as_false"
+EMPTY_AS_FALSE_REASON = "empty checkbox read as false (Salesforce checkboxes are never null)"
 
 
 class ColumnWidening(Exception):
@@ -75,6 +79,10 @@ class HeaderPlan:
     drift: tuple[str, ...]  # warehouse columns the catalog does not list
     declared_ids: frozenset[str] = frozenset()  # Id columns by the catalog: a value that is no Id is refused
     inferred_ids: frozenset[str] = frozenset()  # Id columns by their name (`...Id`): Ids extended, the rest kept
+    # The warehouse column "newest wins" compares for this file's rows: the object's version column, or
+    # the first of VERSION_FALLBACK the header has; None: the later folder, file and line wins.
+    version_column: str | None = None
+    version_note: str | None = None  # why the file's version is not the object's, for the run's report
 
     @property
     def renamed(self) -> dict[str, str]:
@@ -106,13 +114,36 @@ def plan_header(obj: SalesforceObject, header: list[str], file: str) -> HeaderPl
                     file, 1, f"the header has {len(header)} fields; with the catalog's columns the table would exceed "
                     f"{MAX_TABLE_COLUMNS} columns (PostgreSQL's and Redshift's limit)", column=position,
                 ) from None
-    for required in (obj.primary_key, obj.version_column):
-        if required and column_name(required) not in seen:
-            raise CsvFormatError(file, 1, f"the header has no {required} column")
+    if column_name(obj.primary_key) not in seen:
+        raise CsvFormatError(file, 1, f"the header has no {obj.primary_key} column")
     drift = tuple(name for name in columns.values() if obj.column(name) is None)
     declared = frozenset(c.name for c in obj.columns if c.is_id and c.name in seen)
-    inferred = frozenset(name for f, name in columns.items() if name in drift and f.strip().endswith("Id"))
-    return HeaderPlan(columns, drift, declared, inferred)
+    inferred = frozenset(name for f, name in columns.items() if name in drift and _named_as_id(f.strip()))
+    return HeaderPlan(columns, drift, declared, inferred, *_version_column(obj, seen))
+
+
+def _named_as_id(field: str) -> bool:
+    """A header field named like an Id or reference (`OwnerId`; `OWNERID` from Data Loader, which can
+    upper-case every header). Only an all-capitals header compares without case: `Paid` is no Id."""
+    return field.endswith("Id") or (field.isupper() and field.endswith("ID"))
+
+
+def _version_column(obj: SalesforceObject, names: dict[str, object]) -> tuple[str | None, str | None]:
+    """The column "newest wins" compares for a file with these header names, and a note unless it is the
+    object's own. A Data Loader extract holds the fields its query chose and may leave SystemModstamp
+    out: then the first of VERSION_FALLBACK the header has and the catalog types as a datetime (text
+    would compare by spelling), else none. An object without a version column keeps none."""
+    if obj.version_column is None:
+        return None, None
+    candidates = list(dict.fromkeys((obj.version_column, *VERSION_FALLBACK)))
+    for candidate in candidates:
+        name, column = column_name(candidate), obj.column(column_name(candidate))
+        if name in names and (candidate == obj.version_column or (column and column.type is ColumnType.DATETIME)):
+            note = None if candidate == obj.version_column else (
+                f"the header has no {obj.version_column}; newest {candidate} wins for this file")
+            return name, note
+    return None, (f"the header has none of {', '.join(candidates)}; the row of the later folder, file and "
+                  "line wins for this file")
 
 
 @dataclass
@@ -120,6 +151,7 @@ class ChunkResult:
     rows: pd.DataFrame  # valid, typed rows with lineage columns
     rejects: pa.Table  # REJECTS_SCHEMA rows
     truncated: list[dict] = dataclass_field(default_factory=list)  # {file, line, column, bytes} of each value cut
+    empty_as_false: int = 0  # empty checkbox values of the kept rows read as false (see EMPTY_AS_FALSE_REASON)
 
 
 def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str,
@@ -133,6 +165,7 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     raw.columns = [plan.columns[c] for c in raw.columns]
     typed: dict[str, pd.Series] = {}
     problems: dict[int, list[tuple[str, str]]] = {}
+    empty_checkboxes: dict[str, np.ndarray] = {}  # boolean column -> mask of its empty values, read as false
     for name in raw.columns:
         column = obj.column(name)
         type_ = column.type if column else ColumnType.STRING
@@ -142,7 +175,17 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
             if name in plan.declared_ids:
                 bad.append((not_ids, "not a 15- or 18-character Salesforce Id"))
         typed[name], invalid = convert_column(raw[name], type_)
-        bad.append((invalid, f"not a valid {type_.value}"))
+        if type_ is ColumnType.BOOLEAN:  # a checkbox is never null: an export that leaves false empty means false
+            empty = ~(raw[name] != "").to_numpy(dtype=bool, na_value=False)
+            if empty.any():
+                typed[name] = typed[name].mask(empty, 0)
+                empty_checkboxes[name] = empty
+        if type_ is ColumnType.DATE and invalid.any():
+            with_time = np.zeros(len(invalid), dtype=bool)
+            with_time[invalid] = dates_with_time(raw[name][invalid])
+            bad += [(invalid & ~with_time, "not a valid date"), (with_time, DATE_WITH_TIME_REASON)]
+        else:
+            bad.append((invalid, f"not a valid {type_.value}"))
         if type_ in (ColumnType.DATETIME, ColumnType.DATE):
             values = typed[name].dt.tz_localize(None) if type_ is ColumnType.DATETIME else typed[name]
             bad.append((((values < FIRST_DATE) | (values > LAST_DATE)).to_numpy(dtype=bool, na_value=False),
@@ -156,7 +199,9 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
             for row in hits:
                 problems.setdefault(int(row), []).append((name, f"{reason}: {_short(raw[name].iat[row])}"))
     frame = pd.DataFrame(typed)
-    truncated = _enforce_text_limits(obj, chunk, plan, frame, problems, limits, file)
+    changes: dict[str, dict[int, dict]] = {}
+    truncated = _enforce_text_limits(obj, chunk, plan, frame, problems, limits, file, changes)
+    _record_changes(frame, changes, empty_checkboxes)
     started = time.perf_counter()
     _collect_failures(validation(obj, plan.drift).failures(frame), problems)
     if timings is not None:
@@ -165,22 +210,25 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     frame[SOURCE_FILE] = file
     frame[SOURCE_LINE] = chunk.lines
     if not problems:
-        return ChunkResult(frame, REJECTS_SCHEMA.empty_table(), truncated)
+        empty_as_false = sum(int(empty.sum()) for empty in empty_checkboxes.values())
+        return ChunkResult(frame, REJECTS_SCHEMA.empty_table(), truncated, empty_as_false)
     bad_rows = np.array(sorted(problems), dtype=np.int64)
     rejects = _rejects_table(chunk, bad_rows, problems, partition, file, limits.varchar_bytes)
     kept = {int(r) for r in bad_rows}
     truncated = [t for t in truncated if t["row"] not in kept]
-    return ChunkResult(frame.drop(index=frame.index[bad_rows]), rejects, truncated)
+    empty_as_false = sum(int(np.delete(empty, bad_rows).sum()) for empty in empty_checkboxes.values())
+    return ChunkResult(frame.drop(index=frame.index[bad_rows]), rejects, truncated, empty_as_false)
 
 
 def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, frame: pd.DataFrame,
-                         problems: dict[int, list], limits: TextLimits, file: str) -> list[dict]:
-    """Text values over the target's limit: truncated (recorded in the row's LOAD_CHANGES) unless the
-    column's `long_text` policy says `reject`; `super` columns have the (larger) SUPER limit."""
+                         problems: dict[int, list], limits: TextLimits, file: str,
+                         changes: dict[str, dict[int, dict]]) -> list[dict]:
+    """Text values over the target's limit: truncated (recorded in `changes`, column -> row -> entry, for
+    the row's LOAD_CHANGES) unless the column's `long_text` policy says `reject`; `super` columns have
+    the (larger) SUPER limit."""
     truncated: list[dict] = []
     if limits.varchar_bytes is None:
         return truncated
-    changes: dict[int, list[dict]] = {}
     for field, name in plan.columns.items():
         column = obj.column(name)
         if column is not None and column.type is not ColumnType.STRING:
@@ -196,7 +244,7 @@ def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPla
             for row in over:
                 size = lengths[int(row)].as_py()
                 values[row] = values[row].encode()[:limit].decode("utf-8", "ignore")
-                changes.setdefault(int(row), []).append(
+                changes.setdefault(name, {})[int(row)] = (
                     {"column": name, "change": "truncated", "reason": f"{size} bytes, over the target's {limit}-byte "
                      "text limit", "bytes": size, "kept_bytes": len(values[row].encode())})
                 truncated.append({"row": int(row), "file": file, "line": int(chunk.lines[row]), "column": name,
@@ -206,12 +254,41 @@ def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPla
             for row in over:
                 size = lengths[int(row)].as_py()
                 problems.setdefault(int(row), []).append((name, f"{size} bytes, over the target's {limit}-byte limit"))
-    if changes:
-        recorded = np.full(len(frame), None, dtype=object)
-        for row, change in changes.items():
-            recorded[row] = json.dumps(change)
-        frame[LOAD_CHANGES] = pd.array(recorded, dtype=STRING_DTYPE)
     return truncated
+
+
+def _record_changes(frame: pd.DataFrame, truncations: dict[str, dict[int, dict]],
+                    empty_checkboxes: dict[str, np.ndarray]) -> None:
+    """Each row's LOAD_CHANGES: the JSON list of what the load changed in it (texts cut, empty checkboxes
+    read as false), in column order; null where nothing changed, and no column when no row changed.
+
+    An API export leaves IsDeleted empty in nearly every row, so rows are not written one by one: the
+    rows share a few combinations of empty checkboxes, each written once (a dictionary array); only
+    the rare rows with a cut text get their own."""
+    if not truncations and not empty_checkboxes:
+        return
+    order = {name: position for position, name in enumerate(frame.columns)}
+    checkboxes = sorted(empty_checkboxes, key=order.__getitem__)
+    code = np.zeros(len(frame), dtype=np.int64)  # each row's combination of empty checkboxes, as a number
+    for name in checkboxes:
+        if code.max(initial=0) >= 2**62:  # more than 62 checkboxes: renumber the combinations seen so far
+            code = np.unique(code, return_inverse=True)[1].astype(np.int64)
+        code = code * 2 + empty_checkboxes[name]
+    codes, first, which = np.unique(code, return_index=True, return_inverse=True)
+    entry = {name: {"column": name, "change": EMPTY_AS_FALSE, "reason": EMPTY_AS_FALSE_REASON} for name in checkboxes}
+
+    def changes(row: int, cuts: bool) -> list[dict]:
+        found = [entry[name] for name in checkboxes if empty_checkboxes[name][row]]
+        found += [cut[row] for cut in truncations.values() if cuts and row in cut]
+        return sorted(found, key=lambda change: order[change["column"]])
+
+    texts = [json.dumps(changes(int(row), cuts=False)) if c else None for c, row in zip(codes, first)]
+    which = which.ravel().astype(np.int32)
+    for row in sorted({row for cut in truncations.values() for row in cut}):
+        texts.append(json.dumps(changes(row, cuts=True)))
+        which[row] = len(texts) - 1
+    recorded = pa.DictionaryArray.from_arrays(pa.array(which), pa.array(texts, type=pa.string())).cast(pa.string())
+    frame[LOAD_CHANGES] = pd.array(recorded, dtype=STRING_DTYPE)
 
 
 def _collect_failures(failures: list[tuple[int, str, str, object]], problems: dict[int, list]) -> None:

@@ -5,8 +5,6 @@ Shared by every domain, so a value means the same thing in a Salesforce backup a
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -21,13 +19,16 @@ FALSE_VALUES = ("false", "0")
 # and exactly representable as a double (|n| <= 2**53); anything else is rejected, never rounded.
 EXACT_INTEGER = r"[+-]?[0-9]{1,18}"
 MAX_EXACT_DOUBLE_INTEGER = 2**53
-# The ISO 8601 spellings of an instant accepted beyond Arrow's canonical ones: a calendar date,
-# optionally a time (seconds and any fraction optional, truncated to microseconds) and an offset.
-_ISO_INSTANT = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?"
-_UTC_OFFSET = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+# The ISO 8601 spellings of an instant: a calendar date, optionally a time (`T` or a space; seconds
+# and any fraction optional, the fraction truncated to microseconds) and after it an offset (none is UTC).
+# The ranges are in the pattern: a value it lets through must be one Arrow's cast takes (no `24:00`).
+_ISO_INSTANT = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+                r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?)?$")
+_UTC_OFFSET = r":\d{2}(\.\d+)?(Z|[+-]\d{2}(:?\d{2})?)$"  # after a time: `2024-05-01` ends in no offset
+# A Date field: the date alone, or followed by midnight with zero seconds, a zero fraction and a zero
+# offset (Data Export writes `2024-05-01 00:00:00`, other tools `T00:00:00.000Z` or `+0000`).
+_MIDNIGHT_DATE = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(?:[T ]00:00(?::00(?:\.0+)?)?(?:Z|\+00(?::?00)?)?)?$"
 _UTC = pa.timestamp("us", "UTC")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_MICROSECOND = dt.timedelta(microseconds=1)
 DATETIME_DTYPE = pd.DatetimeTZDtype("us", "UTC")
 DATE_DTYPE = np.dtype("datetime64[us]")
 
@@ -38,7 +39,7 @@ def convert_column(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.nda
         return raw, np.zeros(len(raw), dtype=bool)
     present = (raw != "").to_numpy(dtype=bool, na_value=False)
     if type_ is ColumnType.DATETIME:
-        typed = _utc_datetimes(raw, present)
+        typed = _utc_datetimes(raw)
     elif type_ is ColumnType.DATE:
         typed = _dates(raw)
     elif type_ is ColumnType.BOOLEAN:
@@ -56,58 +57,77 @@ def convert_column(raw: pd.Series, type_: ColumnType) -> tuple[pd.Series, np.nda
     return typed, invalid
 
 
-def _utc_datetimes(raw: pd.Series, present: np.ndarray) -> pd.Series:
+def _utc_datetimes(raw: pd.Series) -> pd.Series:
     """ISO 8601 text to UTC instants in microseconds (datetime64[us, UTC]: years 1-9999).
 
-    Arrow's parser takes the usual forms (`2024-05-01T06:32:11.000Z`, `+0000`, `+02:00`, a space
-    for the `T`) in one call, and values without an offset (UTC) in a second. A column Arrow
-    refuses (more than 6 fractional digits, a bad value) is read value by value with Python's
-    parser, restricted to ISO 8601 calendar dates and times. pandas is not used: it works in
-    nanoseconds (1677-2262, Salesforce's dates run to 4000) and gives a value without an offset
-    the offset of the value before it.
+    Arrow's cast takes every `_ISO_INSTANT` spelling (`2024-05-01T06:32:11.000Z`, `+0000`,
+    `-05:00`, a space for the `T`, no offset) but fails the whole column on one bad value or on
+    more than 6 fractional digits: then the column is cast again without them (`_castable`), still
+    vectorised. pandas is not used: it works in nanoseconds (1677-2262, Salesforce's dates run to
+    4000) and gives a value without an offset the offset of the value before it.
     """
     text = pa.array(raw, type=pa.string(), from_pandas=True)
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
     try:
-        zoned = pc.fill_null(pc.match_substring_regex(text, _UTC_OFFSET), False)
-        if pc.all(zoned).as_py():
-            parsed = text.cast(_UTC)
-        else:
-            with_offset = pc.if_else(zoned, text, pa.scalar(None, pa.string())).cast(_UTC)
-            without = pc.if_else(zoned, pa.scalar(None, pa.string()), text).cast(pa.timestamp("us")).cast(_UTC)
-            parsed = pc.if_else(zoned, with_offset, without)
-        return pd.Series(parsed.to_pandas(), index=raw.index, dtype=DATETIME_DTYPE)
+        parsed = _cast_instants(text)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    candidates = pc.fill_null(pc.match_substring_regex(text, f"^{_ISO_INSTANT}$"), False).to_numpy(zero_copy_only=False)
-    values = raw.to_numpy(dtype=object, na_value="")
-    micros = np.full(len(raw), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
-    rows = np.flatnonzero(present & candidates)
-    micros[rows] = [_micros(values[row]) for row in rows]
-    return pd.Series(micros.view("datetime64[us]"), index=raw.index).dt.tz_localize("UTC")
+        parsed = _cast_instants(_castable(text))
+    return pd.Series(parsed.to_pandas(), index=raw.index, dtype=DATETIME_DTYPE)
 
 
-def _micros(text: str) -> int:
-    """Microseconds since the epoch of one ISO 8601 instant (UTC without an offset); NaT if invalid."""
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return np.iinfo(np.int64).min
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return (value - _EPOCH) // _MICROSECOND
+def _castable(text: pa.Array) -> pa.Array:
+    """`text` without what Arrow's cast refuses: values not of `_ISO_INSTANT`'s shape and days their
+    month does not have become null, fractions beyond microseconds are cut."""
+    text = _where(pc.match_substring_regex(text, _ISO_INSTANT), text)
+    if pc.any(pc.match_substring_regex(text, r"\.\d{7}")).as_py():
+        text = pc.replace_substring_regex(text, r"(\.\d{6})\d+", r"\1")
+    return _where(pc.is_valid(_calendar_dates(pc.utf8_slice_codeunits(text, 0, 10))), text)
+
+
+def _cast_instants(text: pa.Array) -> pa.Array:
+    """Arrow's cast to timestamp[us, UTC]: values with an offset in one call, those without (UTC) in another."""
+    zoned = pc.fill_null(pc.match_substring_regex(text, _UTC_OFFSET), False)
+    if pc.all(zoned).as_py():
+        return text.cast(_UTC)
+    with_offset = pc.if_else(zoned, text, pa.scalar(None, pa.string())).cast(_UTC)
+    without = pc.if_else(zoned, pa.scalar(None, pa.string()), text).cast(pa.timestamp("us")).cast(_UTC)
+    return pc.if_else(zoned, with_offset, without)
+
+
+def _calendar_dates(day: pa.Array) -> pa.Array:
+    """`YYYY-MM-DD` text (or null) to timestamp[us] at midnight, null unless the date exists.
+
+    Arrow's strptime is lenient (`2024-02-30` becomes March 1st): the day it read must be the day written."""
+    parsed = pc.strptime(day, format="%Y-%m-%d", unit="us", error_is_null=True)
+    exact = pc.equal(pc.day(parsed), pc.utf8_slice_codeunits(day, 8, 10).cast(pa.int64()))
+    return _where(exact, parsed)
+
+
+def _where(mask: pa.Array, values: pa.Array) -> pa.Array:
+    """`values` where `mask` is true, null elsewhere (a null mask counts as false)."""
+    return pc.if_else(pc.fill_null(mask, False), values, pa.scalar(None, values.type))
 
 
 def _dates(raw: pd.Series) -> pd.Series:
-    """`YYYY-MM-DD` text to dates (datetime64[us] at midnight: years 1-9999); anything else is NA.
+    """Date text to dates (datetime64[us] at midnight: years 1-9999); anything else is NA.
 
-    Arrow's strptime is lenient (`2024-02-30` becomes March 1st, `2024-6-1` parses), so a value
-    counts only if it formats back to exactly its own text."""
+    `YYYY-MM-DD`, alone or followed by a zero time and offset (`_MIDNIGHT_DATE`): Salesforce's Data
+    Export writes Date fields as `2024-05-01 00:00:00`, Data Loader may add `T00:00:00.000Z`."""
     text = pa.array(raw, type=pa.string(), from_pandas=True)
-    parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
-    exact = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), text)
-    parsed = pc.if_else(pc.fill_null(exact, False), parsed, pa.scalar(None, parsed.type))
-    return pd.Series(parsed.cast(pa.timestamp("us")).to_pandas(), index=raw.index, dtype=DATE_DTYPE)
+    day = _where(pc.match_substring_regex(text, _MIDNIGHT_DATE), pc.utf8_slice_codeunits(text, 0, 10))
+    return pd.Series(_calendar_dates(day).to_pandas(), index=raw.index, dtype=DATE_DTYPE)
+
+
+def dates_with_time(raw: pd.Series) -> np.ndarray:
+    """Mask of values that are valid datetimes but no date: a time of day other than midnight UTC.
+
+    A Date field holding `2024-05-01 10:30:00` is rejected either way; this lets the reason say why
+    (a field mapped to the wrong type, or an export that shifted dates into a time zone)."""
+    present = (raw != "").to_numpy(dtype=bool, na_value=False)
+    if not present.any():
+        return present
+    instants = _utc_datetimes(raw).notna().to_numpy()
+    return present & instants & _dates(raw).isna().to_numpy()
 
 
 def _integers(raw: pd.Series, present: np.ndarray) -> pd.Series:
