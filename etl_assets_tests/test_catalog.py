@@ -80,11 +80,17 @@ def test_groups_separate_standard_custom_and_each_managed_package(catalog):
         "Invoice__c": "salesforce_custom", "ns__Thing__c": "salesforce_ns"}
 
 
-def test_discovered_entries_are_validated_too():
+def test_discovered_entries_are_validated_too_and_a_bad_one_is_left_out_with_its_reason():
+    """The discovered state is generated: an entry that cannot be an asset is refused (the sensor's
+    tick names it), never a reason for the code location not to load. catalog.yaml's errors raise."""
+    refused: dict[str, str] = {}
+    catalog = parse_catalog(DECLARED, {"objects": {"X__c": {"columns": {"Id": {"type": "money"}}},
+                                                    "Y__c": {"columns": {"Id": {"type": "id", "bogus": 1}}},
+                                                    "Z__c": {"columns": {"Id": {"type": "id"}}}}}, refused)
+    assert "unknown type 'money'" in refused["X__c"] and "unknown keys" in refused["Y__c"]
+    assert "Z__c" in catalog and "X__c" not in catalog and "Y__c" not in catalog
     with pytest.raises(CatalogError, match="unknown type 'money'"):
-        parse_catalog(DECLARED, {"objects": {"X__c": {"columns": {"Id": {"type": "money"}}}}})
-    with pytest.raises(CatalogError, match="unknown keys"):
-        parse_catalog(DECLARED, {"objects": {"X__c": {"columns": {"Id": {"type": "id", "bogus": 1}}}}})
+        parse_catalog({**DECLARED, "objects": {"Account": {"columns": {"Amount": "money"}}}})
 
 
 def test_a_value_that_does_not_fit_an_inferred_type_widens_the_column_and_keeps_the_row(catalog, tmp_path):
@@ -115,3 +121,32 @@ def test_a_value_that_does_not_fit_an_inferred_type_widens_the_column_and_keeps_
         assert "the table holds string" in report.widened_columns["paid__c"]
     finally:
         again.discard()
+
+
+def test_an_inferred_date_column_that_meets_a_time_widens_to_datetime_in_the_table(warehouse, tmp_path):
+    """A Data Export datetime column whose sampled values were all at midnight is inferred `date`; a later
+    value with a time widens it to datetime (not text), and the table's old dates become midnight UTC."""
+    import datetime as dt
+
+    from etl_assets.landing.zone import LocalLandingZone
+    from etl_assets.salesforce.assets import build_object_asset
+    from etl_assets_tests.helpers import materialize_folders, resources
+
+    discovered = {"objects": {"Visit__c": {"source": "inferred", "columns": {
+        "Id": {"type": "id", "source": "inferred"}, "At__c": {"type": "date", "source": "inferred"}}}}}
+    visit = parse_catalog(DECLARED, discovered)["Visit__c"]
+    root = tmp_path / "landing"
+    for folder, value in (("20240501_Differential", "2024-05-01 00:00:00"), ("20240502_Differential", "2024-05-02 10:30:00")):
+        path = root / "backup" / folder / "Visit__c" / "visit.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text(f'"Id","At__c"\r\n"a0V00000000000{folder[7]}AAA","{value}"\r\n')
+    zone, asset = LocalLandingZone(root=str(root)), build_object_asset(visit)
+    [first] = materialize_folders(["20240501_Differential"], resources(zone, warehouse), assets=[asset])
+    assert first.success and warehouse.column_types("salesforce", "visit__c")["at__c"] is ColumnType.DATE
+    [second] = materialize_folders(["20240502_Differential"], resources(zone, warehouse), assets=[asset])
+    assert second.success
+    assert warehouse.column_types("salesforce", "visit__c")["at__c"] is ColumnType.DATETIME
+    values = sorted(v for (v,) in warehouse.query("SELECT at__c FROM salesforce.visit__c"))
+    assert [v.astimezone(dt.timezone.utc) for v in values] == [
+        dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc), dt.datetime(2024, 5, 2, 10, 30, tzinfo=dt.timezone.utc)]
+    assert warehouse.query("SELECT count(*) FROM salesforce.visit__c_rejects") == [(0,)]

@@ -57,10 +57,17 @@ class ColumnWidening(Exception):
                          f"the column becomes {wider.value}")
 
 
+# The one step up an inferred type may take before text: a float holds every integer, a datetime every
+# date (at midnight UTC: a Data Export datetime column whose sampled values were all at midnight).
+_WIDER = {ColumnType.INTEGER: ColumnType.FLOAT, ColumnType.DATE: ColumnType.DATETIME}
+
+
 def wider_type(current: ColumnType, values: pd.Series) -> ColumnType:
-    """The narrowest type above `current` that holds `values`: integer -> float, anything else -> string."""
-    if current is ColumnType.INTEGER and not convert_column(values, ColumnType.FLOAT)[1].any():
-        return ColumnType.FLOAT
+    """The narrowest type above `current` that holds `values`: integer -> float, date -> datetime,
+    anything else -> string."""
+    step = _WIDER.get(current)
+    if step is not None and not convert_column(values, step)[1].any():
+        return step
     return ColumnType.STRING
 
 
@@ -68,7 +75,7 @@ def widest(a: ColumnType, b: ColumnType) -> ColumnType:
     """The narrowest type holding both (a table widened earlier, a type inferred now)."""
     if a is b:
         return a
-    return ColumnType.FLOAT if {a, b} == {ColumnType.INTEGER, ColumnType.FLOAT} else ColumnType.STRING
+    return _WIDER.get(a) if _WIDER.get(a) is b else _WIDER.get(b) if _WIDER.get(b) is a else ColumnType.STRING
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,7 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
             hits = np.flatnonzero(rows)
             if hits.size and column is not None and not column.strict:  # an inferred type: widen, keep the row
                 present = raw[name][(raw[name] != "").to_numpy(dtype=bool)]
-                wider = wider_type(type_, present) if rows is invalid else ColumnType.STRING
+                wider = ColumnType.STRING if reason == RANGE_REASON else wider_type(type_, present)
                 raise ColumnWidening(name, wider, file, int(chunk.lines[hits[0]]), raw[name].iat[int(hits[0])])
             for row in hits:
                 problems.setdefault(int(row), []).append((name, f"{reason}: {_short(raw[name].iat[row])}"))

@@ -711,6 +711,8 @@ class Warehouse(dg.ConfigurableResource):
             cast = f"{column}::{self.type_names[new]}"
             if old is ColumnType.BOOLEAN and new is ColumnType.STRING:
                 cast = f"CASE {column} WHEN 1 THEN 'true' WHEN 0 THEN 'false' END"
+            elif old is ColumnType.DATE and new is ColumnType.DATETIME:  # midnight UTC, whatever the session's zone
+                cast = f"timezone('UTC', {column}::timestamp)"
             steps.append(Step(f"ALTER TABLE {self.table(batch.spec)} ALTER COLUMN {column} "
                               f"TYPE {self.type_names[new]} USING {cast}"))
         return steps
