@@ -284,8 +284,10 @@ def _print_table(columns: list[str], rows: list[list[str]]) -> None:
 
 
 def files_command(args: argparse.Namespace) -> int:
-    """Load every file waiting in the landing prefixes, as the file sensors would, one run per file."""
+    """Load every file waiting in the landing prefixes, as the file sensors would, one run per file; with
+    --key, the named files wherever they are now. A --key outside the landing zone runs nothing."""
     from etl_assets.definitions import defs
+    from etl_assets.files.assets import printable
     from etl_assets.files.loading import OVERRIDE_TAG
     from etl_assets.files.sensors import ROUTES, schema_files_first
     from etl_assets.landing.zone import LandedFile
@@ -294,16 +296,16 @@ def files_command(args: argparse.Namespace) -> int:
     zone = _landing_zone()
     if args.sample and isinstance(zone.location(), str) and not zone.location().startswith("s3://"):
         write_sample_files(Path(zone.location()))
+    named, failed = _named_file_keys(zone, args.key, [prefix for _kind, prefix, _asset in ROUTES])
     instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
     job = defs.resolve_implicit_global_asset_job_def()
-    failed = []
     with instance:
         for _kind, prefix, asset in ROUTES:
-            pending = [f for f in zone.list_files(prefix) if not f.key.endswith("/")]
+            pending = [] if args.key else [f for f in zone.list_files(prefix) if not f.key.endswith("/")]
             # schema files first, then every data file (the sensor spreads them over ticks)
             ordered = schema_files_first(pending) + [f for f in pending if f not in schema_files_first(pending)]
             if args.key:  # named files only, wherever they are now (held/, duplicate/, error/, archive/)
-                ordered = [LandedFile(k, 0, 0) for k in args.key if k.startswith(prefix)]
+                ordered = [LandedFile(k, 0, 0) for k in named[prefix]]
             if not ordered:
                 continue
             instance.add_dynamic_partitions(asset.partitions_def.name, [f.key for f in ordered])
@@ -313,18 +315,58 @@ def files_command(args: argparse.Namespace) -> int:
                     run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
                     tags={OVERRIDE_TAG: args.override} if args.override else None,
                 )
-                outcome = "loaded" if result.success else "REFUSED (see error/)"
-                for status, place in (("DUPLICATE", "duplicate/"), ("HELD", "held/")):
-                    if not result.success and zone.exists(place + landed.key):
-                        outcome = f"{status} (see {place})"
-                print(f"{landed.key}: {outcome}")
+                print(f"{printable(landed.key)}: {_file_outcome(zone, landed.key, result.success)}")
                 if not result.success:
                     failed.append(landed.key)
                     for reason in _failure_reasons(result):
                         print(f"  {reason}")
     if failed:
-        print(f"{len(failed)} file(s) were not loaded; reasons are in error/<key>.reason.txt", file=sys.stderr)
+        print(f"{len(failed)} file(s) were not loaded; the reasons are above, in <place>/<key>.reason.txt beside "
+              "each file moved, and in `etl-assets audit`", file=sys.stderr)
     return 1 if failed and not args.allow_refused else 0
+
+
+def _named_file_keys(zone, keys: list[str], prefixes: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The --key values by landing prefix (a leading archive/, error/, duplicate/ or held/ is dropped: the
+    run finds the file there); a key that would leave the landing zone, or is under no feed's prefix, is
+    refused here, before any run, so nothing moves. Returns (keys by prefix, the refused keys)."""
+    from etl_assets.files.assets import ARCHIVE, DUPLICATE, ERROR, HELD, check_keys, printable
+    from etl_assets.landing.zone import UnsafeKey
+
+    named: dict[str, list[str]] = {prefix: [] for prefix in prefixes}
+    refused = []
+    for key in keys:
+        landing_key = next((key[len(p):] for p in (ARCHIVE, ERROR, DUPLICATE, HELD) if key.startswith(p)), key)
+        prefix = next((p for p in prefixes if landing_key.startswith(p)), None)
+        try:
+            check_keys(zone, landing_key)
+        except UnsafeKey as unsafe:
+            print(f"{printable(key)}: REFUSED (nothing moved)\n  {unsafe}")
+            refused.append(key)
+            continue
+        if prefix is None:
+            print(f"{printable(key)}: REFUSED (nothing moved)\n  not a landing key under {', '.join(prefixes)}")
+            refused.append(key)
+            continue
+        named[prefix].append(landing_key)
+    return named, refused
+
+
+def _file_outcome(zone, key: str, success: bool) -> str:
+    """What became of a file, from where it is now: a refusal names error/, duplicate/ or held/ only when
+    the file is there."""
+    from etl_assets.files.assets import DUPLICATE, ERROR, HELD, placed
+    from etl_assets.landing.zone import UnsafeKey
+
+    if success:
+        return "loaded"
+    for status, place in (("REFUSED", ERROR), ("DUPLICATE", DUPLICATE), ("HELD", HELD)):
+        try:
+            if zone.exists(placed(zone, place, key)):
+                return f"{status} (see {place})"
+        except UnsafeKey:
+            break
+    return "REFUSED (nothing moved)"
 
 
 def _resolved_warehouse():

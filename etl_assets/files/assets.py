@@ -12,6 +12,7 @@ follow the load, including when it fails.
 
 import datetime as dt
 import json
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from etl_assets.files.datalake import datalake_table, load_datalake_file, parse_
 from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
 from etl_assets.files.external import external_table, feed_for_key, load_external_file
 from etl_assets.files.loading import OVERRIDE_TAG, FileLoad, FileRefused, Outcome
-from etl_assets.landing.zone import LandingZone
+from etl_assets.landing.zone import LandingZone, UnsafeKey
 from etl_assets.notifications import Notifier
 from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
@@ -37,13 +38,47 @@ OVERRIDES = ("guards", "duplicates")
 SCHEMA_DRIFT = "no_schema_drift"
 
 
+def placed(landing_zone: LandingZone, place: str, key: str, suffix: str = "") -> str:
+    """The key of a file's copy or reason under `place` (archive/, error/, ...): `place + key + suffix`, cut to
+    the zone's name limits when it is too long (a hash keeps it unique; the audit row keeps the full key)."""
+    return landing_zone.fit(place + key, suffix)
+
+
+def reason_key(landing_zone: LandingZone, place: str, key: str) -> str:
+    return placed(landing_zone, place, key, ".reason.txt")
+
+
+def previous_keys(landing_zone: LandingZone, place: str, key: str) -> tuple[str, str]:
+    """Where an earlier refused copy under `place`, and its reason, go once the file loads."""
+    label = LABEL[place]
+    return (placed(landing_zone, ARCHIVE, key, f".previous-{label}"),
+            placed(landing_zone, ARCHIVE, key, f".previous-{label}.txt"))
+
+
+def check_keys(landing_zone: LandingZone, key: str) -> None:
+    """Every key a run of `key` may touch resolves inside the landing zone, or UnsafeKey is raised: checked
+    before any file moves."""
+    landing_zone.check(key)
+    for place in (ARCHIVE, ERROR, DUPLICATE, HELD):
+        landing_zone.check(placed(landing_zone, place, key))
+        if place != ARCHIVE:
+            landing_zone.check(reason_key(landing_zone, place, key))
+            for name in previous_keys(landing_zone, place, key):
+                landing_zone.check(name)
+
+
 def locate(landing_zone: LandingZone, key: str) -> str:
     """Where the file is now: landed, or already archived / refused when re-run on demand."""
-    for candidate in (key, ARCHIVE + key, ERROR + key, DUPLICATE + key, HELD + key):
+    for candidate in (key, *(placed(landing_zone, place, key) for place in (ARCHIVE, ERROR, DUPLICATE, HELD))):
         if landing_zone.exists(candidate):
             return candidate
     raise dg.Failure(description=f"{key} is not in the landing zone, {ARCHIVE}, {ERROR}, {DUPLICATE} or {HELD}",
                      allow_retries=False)
+
+
+def printable(key: str) -> str:
+    """`key` with control characters escaped (`\\n`, `\\x00`): an audit row or a message can hold it."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in key)
 
 
 def run_overrides(tags: dict) -> frozenset:
@@ -60,11 +95,23 @@ def clear_refused_copies(landing_zone: LandingZone, key: str, current: str) -> N
     """After a load, an earlier refused copy of the file (and its reason) would say the file is still
     refused: it moves to archive/<key>.previous-<status>[.txt], kept as history."""
     for place in (ERROR, DUPLICATE, HELD):
-        label = LABEL[place]
-        if place + key != current and landing_zone.exists(place + key):
-            landing_zone.move(place + key, f"{ARCHIVE}{key}.previous-{label}")
-        if landing_zone.exists(place + key + ".reason.txt"):
-            landing_zone.move(place + key + ".reason.txt", f"{ARCHIVE}{key}.previous-{label}.txt")
+        copy, reason = placed(landing_zone, place, key), reason_key(landing_zone, place, key)
+        previous_copy, previous_reason = previous_keys(landing_zone, place, key)
+        if copy != current and landing_zone.exists(copy):
+            landing_zone.move(copy, previous_copy)
+        if landing_zone.exists(reason):
+            landing_zone.move(reason, previous_reason)
+
+
+def refuse_unsafe_key(context, kind: str, key: str, unsafe: UnsafeKey, warehouse: Warehouse,
+                      notifier: Notifier) -> dg.Failure:
+    """A key that would reach outside the landing zone: nothing moves or is read; the refusal is audited and
+    notified like any other (the key with its control characters escaped)."""
+    record = LoadRecord(domain=f"files.{kind}", source_key=printable(key), target_table="", action=kind,
+                        run_id=context.run.run_id, status="ABORTED", error=str(unsafe))
+    report_load(warehouse, record, notifier, context.log)
+    return dg.Failure(description=f"{printable(key)}: {unsafe}", allow_retries=False,
+                      metadata={"status": "ABORTED", "moved_to": "nothing was moved", "notified": True})
 
 
 def process_file(
@@ -79,6 +126,10 @@ def process_file(
     action_of: Callable[[str], str] = lambda key: "",
 ) -> Outcome:
     overrides = run_overrides(context.run.tags)
+    try:
+        check_keys(landing_zone, key)
+    except UnsafeKey as unsafe:
+        raise refuse_unsafe_key(context, kind, key, unsafe, warehouse, notifier) from None
     current = locate(landing_zone, key)
     record = LoadRecord(domain=f"files.{kind}", source_key=key, target_table="", action=kind, run_id=context.run.run_id)
     try:  # named up front, so a refused file's audit row and notification say which table and action
@@ -104,16 +155,19 @@ def process_file(
     except Exception as error:  # the database refused the load, or the file vanished: still audited
         record.status, record.error, failure = "FAILED", f"{type(error).__name__}: {error}", error
 
-    destination = ARCHIVE + key if failure is None else PLACE_FOR[record.status] + key
+    place = ARCHIVE if failure is None else PLACE_FOR[record.status]
+    destination = placed(landing_zone, place, key)
     if current != destination:
         landing_zone.move(current, destination)
     if failure is None:
         clear_refused_copies(landing_zone, key, current)
     else:
-        for place in set(PLACE_FOR.values()) - {PLACE_FOR[record.status]}:  # one reason, where the file is
-            if landing_zone.exists(place + key + ".reason.txt"):
-                landing_zone.move(place + key + ".reason.txt", f"{ARCHIVE}{key}.previous-{LABEL[place]}.txt")
-        landing_zone.put_text(destination + ".reason.txt", f"{record.status}: {record.error}\n")
+        for other in set(PLACE_FOR.values()) - {place}:  # one reason, where the file is
+            if landing_zone.exists(reason_key(landing_zone, other, key)):
+                landing_zone.move(reason_key(landing_zone, other, key), previous_keys(landing_zone, other, key)[1])
+        reason = reason_key(landing_zone, place, key)
+        named = "" if reason == f"{place}{key}.reason.txt" else f"key: {key}\n"  # a shortened name says whose it is
+        landing_zone.put_text(reason, f"{record.status}: {record.error}\n{named}")
     report_load(warehouse, record, notifier, context.log)
     if failure is not None:
         raise dg.Failure(
@@ -131,7 +185,7 @@ def _metadata(outcome: Outcome, landing_zone: LandingZone, key: str) -> dict:
         "action": outcome.action,
         "rows_read": outcome.rows_read,
         "rows_loaded": outcome.rows_loaded,
-        "archived_as": landing_zone.location(ARCHIVE + key),
+        "archived_as": landing_zone.location(placed(landing_zone, ARCHIVE, key)),
         **{k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in outcome.metadata.items()},
     }
 

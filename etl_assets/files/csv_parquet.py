@@ -19,18 +19,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl_assets.files.config import load_feeds
+from etl_assets.files.config import feed_catalog, refuse_broken
 from etl_assets.files.loading import (
     FileLoad,
     FileRefused,
     Outcome,
     bookkeeping_table,
     check_content,
-    content_steps,
     header_mismatch,
     header_names,
     infer_types,
-    load_staged,
+    load_file,
     stage_typed_csv,
     table_spec,
 )
@@ -50,7 +49,10 @@ def dataset_for_key(key: str):
     parts = key[len(PREFIX):].split("/") if key.startswith(PREFIX) else []
     if len(parts) != 2 or not parts[1].lower().endswith(".csv"):
         raise FileRefused("ABORTED", f"unknown prefix: expected {PREFIX}<dataset>/<file>.csv, got {key}")
-    dataset = load_feeds().datasets.get(parts[0])
+    catalog = feed_catalog()
+    dataset = catalog.datasets.get(parts[0])
+    if f"csv_datasets.{parts[0]}" in catalog.broken:
+        raise refuse_broken(catalog.broken[f"csv_datasets.{parts[0]}"], "csv dataset")
     if dataset is None:
         raise FileRefused("ABORTED", f"no csv dataset {parts[0]!r} in feeds.yaml")
     return dataset, parts[1]
@@ -147,8 +149,7 @@ def load_csv_file(load: FileLoad, landing_zone: LandingZone) -> Outcome:
         discovered_row = {"dataset": dataset.name, "source_key": key, "columns": json.dumps(recorded, sort_keys=True),
                           "recorded_at": utcnow()}
         after = warehouse.upsert_steps(REGISTRY, discovered_row, key=("source_key",))
-        after += content_steps(load, table, fingerprint, rows)
-        result, shown = load_staged(warehouse, batch, after)
+        result, shown = load_file(load, batch, table, fingerprint, dataset.allow_duplicates, after)
         # Written once the load committed: a refused or failed file leaves no Parquet in processed/.
         landing_zone.put_file(processed_key, parquet_path)
     finally:

@@ -22,7 +22,7 @@ from etl_assets.files.loading import (
     bookkeeping_table,
     check_content,
     check_guards,
-    content_steps,
+    load_file,
     load_staged,
     stage_typed_csv,
     table_spec,
@@ -134,7 +134,7 @@ def load_datalake_file(load: FileLoad) -> Outcome:
         except BaseException:
             batch.discard()
             raise
-        result, shown = load_staged(warehouse, batch, content_steps(load, f"{db}.{table}", fingerprint, rows))
+        result, shown = load_file(load, batch, f"{db}.{table}", fingerprint, allow_duplicates)
         return Outcome(f"{db}.{table}", action, rows, result.inserted, {"rows_replaced": result.deleted, **shown})
 
     new = parse_schema_file(path, key)

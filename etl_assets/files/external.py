@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from etl_assets.files.config import ExternalFeed, load_feeds
+from etl_assets.files.config import BrokenEntry, ExternalFeed, feed_catalog, refuse_broken
 from etl_assets.files.loading import (
     FileLoad,
     FileRefused,
@@ -23,8 +23,7 @@ from etl_assets.files.loading import (
     check_business_keys,
     check_content,
     check_guards,
-    content_steps,
-    load_staged,
+    load_file,
     stage_typed_csv,
     table_spec,
 )
@@ -37,9 +36,14 @@ def feed_for_key(key: str) -> ExternalFeed:
     name = key[len(PREFIX):] if key.startswith(PREFIX) else ""
     if not name or "/" in name:
         raise FileRefused("ABORTED", f"unknown prefix: external files land directly under {PREFIX}, got {key}")
-    feed = load_feeds().feed_for(name)
+    catalog = feed_catalog()
+    feed = catalog.feed_for(name)
+    if isinstance(feed, BrokenEntry):
+        raise refuse_broken(feed, "feed")
     if feed is None:
-        raise FileRefused("ABORTED", f"no feed in feeds.yaml matches the file name {name!r}")
+        unreadable = sorted(b.name for k, b in catalog.broken.items() if k.startswith("external_feeds.") and not b.pattern)
+        note = f" (entries without a usable pattern: {', '.join(unreadable)})" if unreadable else ""
+        raise FileRefused("ABORTED", f"no feed in feeds.yaml matches the file name {name!r}{note}")
     return feed
 
 
@@ -63,7 +67,7 @@ def strip_trailer(path: Path, feed: ExternalFeed, work_dir: Path) -> tuple[Path,
     if newline < 0 or fields[0] != feed.trailer_marker or len(fields) != 2 or not fields[1].strip().isdigit():
         raise FileRefused("ABORTED", f"trailer missing: the last line should be "
                                      f"{feed.trailer_marker}{feed.delimiter}<record count>, found {last_line[:80]!r}")
-    body = work_dir / ("records_" + path.name)
+    body = work_dir / "without_trailer.csv"  # not the landed name: a long one would not fit with a prefix
     remaining = offset + newline + 1  # every byte up to and including the newline before the trailer
     with open(path, "rb") as source, open(body, "wb") as target:
         while remaining > 0:
@@ -100,7 +104,7 @@ def strip_header_record(path: Path, feed: ExternalFeed, file_name: str, work_dir
                                          f"{file_name} (expected {business_date.strftime(record.date_format)} in it)",
                               1)
         fields[record.date_field] = business_date.isoformat()
-    body = work_dir / ("body_" + path.name)
+    body = work_dir / "without_header_record.csv"
     with open(path, "rb") as source, open(body, "wb") as target:
         source.seek(rest_at)
         shutil.copyfileobj(source, target, 1 << 20)
@@ -138,8 +142,7 @@ def load_external_file(load: FileLoad) -> Outcome:
         parts = len(batch.files)
         after = [Step(sql, label=f"post-load SQL statement {n} of {len(feed.post_load_sql)} ({sql.split()[0]} ...)")
                  for n, sql in enumerate(feed.post_load_sql, start=1)]
-        after += content_steps(load, table, fingerprint, rows)
-        result, shown = load_staged(load.warehouse, batch, after)
+        result, shown = load_file(load, batch, table, fingerprint, feed.allow_duplicates, after)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return Outcome(table, feed.mode, rows, result.inserted,

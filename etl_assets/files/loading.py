@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl_assets.landing.csv_reader import CsvFormatError, iter_csv_chunks, read_header
+from etl_assets.warehouse.audit import claim_steps, claimed_by, ensure_claims_table, utcnow
 from etl_assets.warehouse.base import LoadResult, Step, Warehouse
 from etl_assets.warehouse.batch import ROWS_PER_FILE, StagedBatch, StagedBatchWriter
 from etl_assets.warehouse.convert import EXACT_INTEGER, convert_column
@@ -116,11 +117,17 @@ LOADED_FILES = bookkeeping_table("etl_files", "loaded_files", {  # the content f
     "rows_loaded": ColumnType.INTEGER, "loaded_at": ColumnType.DATETIME})
 
 
+def refuses_duplicates(load: FileLoad, allowed: bool) -> bool:
+    """False when the feed allows repeated content or the run overrides the check."""
+    return not (allowed or "duplicates" in load.overrides)
+
+
 def check_content(load: FileLoad, table: str, allowed: bool) -> str:
     """Refuse (DUPLICATE) a file whose exact bytes were already loaded into `table` under another key;
-    returns the fingerprint. A re-run of the same key is not a duplicate: it replaces its own rows."""
+    returns the fingerprint. A re-run of the same key is not a duplicate: it replaces its own rows.
+    A check before the work, with the earliest earlier key; `load_file`'s claim makes it exact."""
     fingerprint = load.fingerprint
-    if allowed or "duplicates" in load.overrides:
+    if not refuses_duplicates(load, allowed):
         return fingerprint
     load.warehouse.ensure_table(LOADED_FILES)
     loaded = load.warehouse.select(LOADED_FILES.schema, LOADED_FILES.name, ["loaded_at", "source_key"],
@@ -134,12 +141,31 @@ def check_content(load: FileLoad, table: str, allowed: bool) -> str:
 
 def content_steps(load: FileLoad, table: str, fingerprint: str, rows: int) -> list[Step]:
     """Record the file's fingerprint inside the load's transaction: it exists exactly if the rows do."""
-    from etl_assets.warehouse.audit import utcnow
-
     load.warehouse.ensure_table(LOADED_FILES)
     row = {"fingerprint": fingerprint, "target_table": table, "source_key": load.key, "rows_loaded": rows,
            "loaded_at": utcnow()}
     return load.warehouse.upsert_steps(LOADED_FILES, row, key=("source_key", "target_table"))
+
+
+def load_file(load: FileLoad, batch: StagedBatch, table: str, fingerprint: str, allowed: bool,
+              after: Sequence[Step] = ()) -> tuple[LoadResult, dict]:
+    """`load_staged` with the file's content claim, fingerprint and `after` in the load's one transaction.
+
+    The claim (`etl_assets.warehouse.audit.claim_steps`) is what makes a re-send exactly once: of two
+    loads of the same bytes at the same time, both past `check_content`, one commits and the other's
+    transaction fails on the claim; that one is DUPLICATE, not FAILED, and loaded nothing."""
+    warehouse, claim, rows = load.warehouse, refuses_duplicates(load, allowed), batch.rows
+    ensure_claims_table(warehouse)
+    steps = [*claim_steps(warehouse, table, fingerprint, load.key, claim),
+             *content_steps(load, table, fingerprint, rows), *after]
+    try:
+        return load_staged(warehouse, batch, steps)
+    except Exception as error:
+        holder = claimed_by(warehouse, table, fingerprint) if claim else None
+        if holder is None or holder == load.key:
+            raise
+        raise FileRefused("DUPLICATE", f"duplicate of {holder}: the same content (sha256 {fingerprint[:16]}) was "
+                                       f"loaded into {table} while this file was loading", rows_read=rows) from error
 
 
 def check_business_keys(load: FileLoad, batch: StagedBatch, key_columns: Sequence[str], allowed: bool) -> None:

@@ -6,20 +6,26 @@ Listings are in key order and can start after a key, which is what lets a
 sensor keep a cursor instead of re-listing thousands of folders every tick.
 `open_seekable` reads a file where it lies (ranged GETs on S3), which is how a zip
 archive's members are read without downloading the archive.
+
+The zone is a boundary: keys come from listings, partitions, the CLI and configuration,
+and every method resolves them through `check_key` (and, locally, `_path`, which follows
+symbolic links only while they stay inside the root), so no key reaches a file outside it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 import dagster as dg
 from botocore.exceptions import ClientError
@@ -36,6 +42,49 @@ class LandedFile:
     @property
     def fingerprint(self) -> str:
         return f"{self.key}:{self.size}:{int(self.modified)}"
+
+
+class UnsafeKey(ValueError):
+    """A key that would reach outside the landing zone, or is no key at all: refused before anything moves."""
+
+
+def check_key(key: str) -> str:
+    """`key` when it is a relative '/'-separated path inside the landing root ('' is the root, a trailing
+    '/' a folder); raises UnsafeKey otherwise. No '..', '.' or empty segment, no leading '/', no control
+    character (NUL included): a landing key is a name inside the zone, never a path out of it."""
+    if not isinstance(key, str):
+        raise UnsafeKey(f"landing key {key!r} is not text")
+    control = next((c for c in key if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise UnsafeKey(f"landing key {key!r}: control characters ({control!r}) are not allowed in a key")
+    if key.startswith("/"):
+        raise UnsafeKey(f"landing key {key!r}: an absolute path is not allowed; a key is relative to the "
+                        "landing root")
+    segments = key.split("/")[:-1] if key.endswith("/") else key.split("/")
+    if not key:
+        return key
+    if ".." in segments:
+        raise UnsafeKey(f"landing key {key!r}: '..' is not allowed; a key cannot leave the landing root")
+    if any(s in ("", ".") for s in segments):
+        raise UnsafeKey(f"landing key {key!r}: empty or '.' path segments are not allowed")
+    return key
+
+
+def shortened(key: str, suffix: str, name_bytes: int | None, key_bytes: int | None) -> str:
+    """`key + suffix`, or when its last segment or the whole key is over the limits (UTF-8 bytes), with the
+    last segment cut to its start, `~`, a hash of the whole key, its extension and `suffix`. The same key
+    always gives the same name, so a file is found again where it was put."""
+    full = key + suffix
+    name = full.rpartition("/")[2]
+    before = len(full.encode()) - len(name.encode())  # the folders' bytes
+    room = min(name_bytes or 1 << 30, key_bytes - before if key_bytes else 1 << 30)
+    if len(name.encode()) <= room:
+        return full
+    stem = key.rpartition("/")[2]
+    extension = os.path.splitext(stem)[1]
+    tail = f"~{hashlib.sha256(key.encode()).hexdigest()[:16]}{extension if len(extension) <= 16 else ''}{suffix}"
+    start = stem.encode()[:max(room - len(tail.encode()), 0)].decode("utf-8", "ignore")
+    return full[:len(full) - len(name)] + start + tail
 
 
 def fingerprint_files(files: list[LandedFile]) -> str:
@@ -88,17 +137,50 @@ class LandingZone(dg.ConfigurableResource):
     def location(self, key: str = "") -> str:
         raise NotImplementedError
 
+    # The longest name of one path segment, and of a whole key, in UTF-8 bytes (None: no limit).
+    name_limit: ClassVar[int | None] = None
+    key_limit: ClassVar[int | None] = None
+
+    def check(self, key: str) -> None:
+        """Raise UnsafeKey unless `key` names a place inside the zone (`check_key`; locally, symbolic links
+        on its way must also stay inside the root)."""
+        check_key(key)
+
+    def fit(self, key: str, suffix: str = "") -> str:
+        """The key a file derived from `key` is stored under (`suffix` such as '.reason.txt' kept whole),
+        within the zone's name limits: see `shortened`. The full key belongs in the audit row."""
+        return shortened(check_key(key), suffix, self.name_limit, self.key_limit)
+
 
 class LocalLandingZone(LandingZone):
     """A folder on this machine (the embedded default: data/landing)."""
 
     root: str = "data/landing"
+    name_limit: ClassVar[int | None] = 255  # NAME_MAX of Linux file systems
+
+    def _path(self, key: str) -> Path:
+        """The path of `key` under the root, refused (UnsafeKey) when the key is unsafe or a symbolic
+        link on the way resolves outside the root."""
+        path = Path(self.root) / check_key(key)
+        if not self._inside(path):
+            raise UnsafeKey(f"landing key {key!r} resolves outside the landing root (a symbolic link); "
+                            "it is not followed")
+        return path
+
+    def _inside(self, path: Path | str) -> bool:
+        """Whether `path`, with every symbolic link on its way followed, is the root or under it."""
+        root, real = os.path.realpath(self.root), os.path.realpath(path)
+        return real == root or real.startswith(root + os.sep)
+
+    def check(self, key: str) -> None:
+        self._path(key)
 
     def location(self, key: str = "") -> str:
-        return str(Path(self.root) / key)
+        return str(Path(self.root) / check_key(key))
 
     def list_files(self, prefix: str, start_after: str = "") -> Iterator[LandedFile]:
         base = Path(self.root)
+        self._path(prefix)
         yield from self._walk(base, prefix.rstrip("/"), start_after)
 
     def _walk(self, base: Path, relative: str, start_after: str) -> Iterator[LandedFile]:
@@ -114,7 +196,10 @@ class LocalLandingZone(LandingZone):
             return
         for entry in entries:
             key = f"{relative}/{entry.name}" if relative else entry.name
-            if entry.is_dir():
+            if entry.is_symlink() and not self._inside(entry.path):
+                # Listed, never followed: loading it is refused with the reason, in sight.
+                yield LandedFile(key, 0, entry.stat(follow_symlinks=False).st_mtime)
+            elif entry.is_dir():  # a link is followed here only when it stays inside the root
                 # Every key under key/ sorts before key + "0"; skip whole subtrees that are done.
                 if start_after and key + "0" <= start_after:
                     continue
@@ -125,28 +210,33 @@ class LocalLandingZone(LandingZone):
 
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
-        yield Path(self.root) / key
+        yield self._path(key)
 
     def open_seekable(self, key: str) -> BinaryIO:
-        return open(Path(self.root) / key, "rb")
+        return open(self._path(key), "rb")
 
     def put_file(self, key: str, source: Path) -> None:
-        target = Path(self.root) / key
+        target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
 
     def put_text(self, key: str, text: str) -> None:
-        target = Path(self.root) / key
+        target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
 
     def exists(self, key: str) -> bool:
-        return (Path(self.root) / key).is_file()
+        try:
+            return self._path(key).is_file()
+        except OSError as error:
+            if error.errno == errno.ENAMETOOLONG:  # no such file can exist
+                return False
+            raise
 
     def move(self, key: str, new_key: str) -> None:
-        target = Path(self.root) / new_key
+        source, target = self._path(key), self._path(new_key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(Path(self.root) / key, target)
+        os.replace(source, target)
 
 
 class S3LandingZone(LandingZone):
@@ -155,6 +245,7 @@ class S3LandingZone(LandingZone):
     s3: S3Resource
     bucket: str
     prefix: str = ""
+    key_limit: ClassVar[int | None] = 1024  # S3's longest key, prefix included
 
     _client = PrivateAttr(default=None)
 
@@ -166,7 +257,14 @@ class S3LandingZone(LandingZone):
         return self._client
 
     def _key(self, key: str) -> str:
+        """The object key of a landing key: checked (`check_key`), so it stays under the configured prefix."""
+        return self._prefixed(check_key(key))
+
+    def _prefixed(self, key: str) -> str:
         return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
+
+    def fit(self, key: str, suffix: str = "") -> str:
+        return shortened(check_key(key), suffix, None, self.key_limit - len(self._prefixed("").encode()))
 
     def location(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
@@ -175,8 +273,8 @@ class S3LandingZone(LandingZone):
         client = self.client
         root = self._key("")
         kwargs = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
-        if start_after:
-            kwargs["StartAfter"] = self._key(start_after)
+        if start_after:  # a position in key order, not a key to reach
+            kwargs["StartAfter"] = self._prefixed(start_after)
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(**kwargs):
             self._list_calls += 1
@@ -187,7 +285,7 @@ class S3LandingZone(LandingZone):
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="etl_assets_s3_") as directory:
-            path = Path(directory) / Path(key).name
+            path = Path(directory) / shortened(key.rpartition("/")[2], "", 255, None)  # S3 names can be longer
             self.client.download_file(self.bucket, self._key(key), str(path))
             yield path
 

@@ -6,6 +6,9 @@ or the read-only HTTP endpoint. FINISHED, FAILED and ABORTED as before; a file f
 also records DUPLICATE (content already loaded under another key) and HELD (a
 destructive load a guard stopped). Reads never run DDL: a missing table or column
 reads as no rows or empty values, and only writing a row creates or extends it.
+
+`etl_audit.content_claims` makes "loaded once" exact: a load claims its content's hash in
+its own transaction, and the table's primary key lets only one load hold a claim.
 """
 
 from __future__ import annotations
@@ -140,3 +143,51 @@ def find_loads(warehouse: Warehouse, table: str | None = None, since: dt.datetim
         f'SELECT {names} FROM {_table()}{where} ORDER BY "started_at" DESC LIMIT {int(limit)}', params
     )
     return [dict(zip(COLUMNS, row)) for row in rows]
+
+
+CLAIMS_TABLE = "content_claims"  # etl_audit.content_claims: which key's load holds each content of each table
+
+
+def _claims() -> str:
+    return f"{quote(AUDIT_SCHEMA)}.{quote(CLAIMS_TABLE)}"
+
+
+def ensure_claims_table(warehouse: Warehouse) -> None:
+    """The claims table with its primary key (target_table, content_sha256), which `ensure_table` cannot
+    declare; made once, DDL only when it is missing."""
+    if warehouse.has_table(AUDIT_SCHEMA, CLAIMS_TABLE):
+        return
+    text, timestamp = warehouse.type_names[ColumnType.STRING], warehouse.type_names[ColumnType.DATETIME]
+    with warehouse.session() as session:
+        session.lock_catalog()
+        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(AUDIT_SCHEMA)}")
+        session.execute(f"CREATE TABLE IF NOT EXISTS {_claims()} (target_table {text} NOT NULL, content_sha256 "
+                        f"{text} NOT NULL, source_key {text} NOT NULL, claimed_at {timestamp}, "
+                        "PRIMARY KEY (target_table, content_sha256))")
+
+
+def claim_steps(warehouse: Warehouse, target_table: str, content_sha256: str, source_key: str,
+                claim: bool = True) -> list[Step]:
+    """Steps of a load's own transaction: drop what `source_key` claimed in the table before (its content
+    changed, or it is re-run), then with `claim` claim `content_sha256` for it. A second load of the same
+    content then fails inside its transaction, however the two interleave: by the primary key on
+    PostgreSQL (the insert waits for the first transaction, then fails) and DuckDB (the later commit
+    fails); Redshift does not enforce keys, but its load LOCKs the target table first, so the count
+    sees the earlier claim and its cast fails. `ensure_claims_table` first."""
+    p, table = warehouse.param, _claims()
+    steps = [Step(f"DELETE FROM {table} WHERE target_table = {p} AND source_key = {p}", (target_table, source_key))]
+    if claim:
+        steps += [
+            Step(f"INSERT INTO {table} (target_table, content_sha256, source_key, claimed_at) "
+                 f"VALUES ({p}, {p}, {p}, {p})", (target_table, content_sha256, source_key, utcnow())),
+            Step(f"SELECT CAST(CASE WHEN COUNT(*) > 1 THEN 'content claimed twice' ELSE '1' END AS INTEGER) "
+                 f"FROM {table} WHERE target_table = {p} AND content_sha256 = {p}", (target_table, content_sha256)),
+        ]
+    return steps
+
+
+def claimed_by(warehouse: Warehouse, target_table: str, content_sha256: str) -> str | None:
+    """The key whose committed load holds the content's claim in the table, if any."""
+    rows = warehouse.select(AUDIT_SCHEMA, CLAIMS_TABLE, ["source_key"],
+                            {"target_table": target_table, "content_sha256": content_sha256})
+    return rows[0][0] if rows else None
