@@ -7,6 +7,10 @@ token. Served by Starlette on uvicorn (both already installed with dagster-webse
 
 A token (`ETL_ASSETS_AUDIT_TOKEN`) is required as `Authorization: Bearer <token>` whenever it is set,
 and the server refuses to listen beyond loopback without one. A read runs no DDL (find_loads).
+
+A read runs in a worker thread, never on the event loop, and waits at most LOCK_TIMEOUT_SECONDS for a
+lock a load holds (DuckDB's single-writer lock, a PostgreSQL table lock), then answers 503: so one
+waiting read cannot stop the server, and /healthz, which reads nothing, always answers.
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ import os
 import socket
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from etl_assets.warehouse.audit import STATUSES, find_loads
-from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.base import Warehouse, WarehouseBusy, WarehouseUnreachable
 
 TOKEN_ENV = "ETL_ASSETS_AUDIT_TOKEN"
 MAX_LIMIT = 10_000
+# A DuckDB load holds the file for one step and lets go at least every io_manager.HOLD_SECONDS (5 s):
+# a read waiting this long gets in between two loads, or answers 503 while the thread is freed.
+LOCK_TIMEOUT_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 5
 
 
 class AuditServerConfigError(ValueError):
@@ -47,8 +56,10 @@ def _json(status: int, body) -> Response:
     return Response(json.dumps(body, default=str), status_code=status, media_type="application/json")
 
 
-def make_app(warehouse: Warehouse, token: str | None = None) -> Starlette:
+def make_app(warehouse: Warehouse, token: str | None = None,
+             lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> Starlette:
     """The ASGI app; `token` None or empty means no token is asked for (loopback only, see `serve`)."""
+    reader = warehouse.with_lock_timeout(lock_timeout_seconds)
 
     def authorized(request: Request) -> bool:
         if not token:
@@ -79,7 +90,15 @@ def make_app(warehouse: Warehouse, token: str | None = None) -> Starlette:
                 raise ValueError
         except ValueError:
             return _json(400, {"error": f"limit must be an integer from 1 to {MAX_LIMIT}"})
-        rows = find_loads(warehouse, table=query.get("table") or None, since=since, status=status, limit=limit)
+        try:
+            rows = await run_in_threadpool(find_loads, reader, table=query.get("table") or None, since=since,
+                                           status=status, limit=limit)
+        except WarehouseBusy:
+            busy = (f"the warehouse is busy: a load held its lock for the {lock_timeout_seconds:g} s this read "
+                    "waited; try again shortly")
+            return JSONResponse({"error": busy}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        except WarehouseUnreachable as error:
+            return _json(503, {"error": str(error)})
         return _json(200, rows)
 
     async def healthz(request: Request) -> Response:
@@ -95,7 +114,8 @@ def make_app(warehouse: Warehouse, token: str | None = None) -> Starlette:
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
 
 
-def build_server(warehouse: Warehouse, host: str, port: int, token: str | None = None):
+def build_server(warehouse: Warehouse, host: str, port: int, token: str | None = None,
+                 lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS):
     """(uvicorn server, listening socket): bound first, so port 0 reports the real port."""
     import uvicorn
 
@@ -108,8 +128,8 @@ def build_server(warehouse: Warehouse, host: str, port: int, token: str | None =
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)  # connections made before uvicorn has started wait in the backlog, not refused
-    config = uvicorn.Config(make_app(warehouse, token), log_level="warning", access_log=False,
-                            server_header=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(make_app(warehouse, token, lock_timeout_seconds), log_level="warning",
+                            access_log=False, server_header=False, timeout_graceful_shutdown=10)
     return uvicorn.Server(config), sock
 
 

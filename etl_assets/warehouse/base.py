@@ -30,6 +30,7 @@ Because a load is a plan, `etl-assets sql` can print exactly what would run.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,39 @@ class WarehouseLimitError(ValueError):
 
 class WarehouseUnreachable(ConnectionError):
     """The warehouse cannot be reached at all: fail at once, naming where it was looked for."""
+
+
+class WarehouseBusy(TimeoutError):
+    """A lock another session or process held was waited for as long as allowed: worth a retry later."""
+
+
+class CannotWrite(dg.Failure):
+    """A write refused for a reason only a person can fix: no permission, a read-only file or database,
+    a full disk. Waiting cannot help, so it is a `dg.Failure` no RetryPolicy retries, wherever in a step
+    it is raised; the description says what to fix and the database's own error is its `__cause__`."""
+
+    def __init__(self, description: str):
+        super().__init__(description=description, allow_retries=False)
+
+
+# errno values a person must act on, and what each asks of them.
+_FILE_FIXES = {
+    errno.ENOSPC: "the disk is full: free space on it",
+    errno.EDQUOT: "the disk quota is used up: free space or raise the quota",
+    errno.EROFS: "the file system is read-only: remount it read-write, or write elsewhere",
+    errno.EACCES: "permission denied: give this process's user access to it",
+    errno.EPERM: "the operation is not permitted (an immutable file? `lsattr` shows it, `chattr -i` clears it)",
+}
+
+
+def roll_back(connection, error: BaseException) -> None:
+    """Roll back after `error`. If that fails too (a commit that failed already ended the transaction,
+    a session the server killed), `error` is still what the caller raises: the rollback's own error
+    becomes a note on it, never the error."""
+    try:
+        connection.rollback()
+    except Exception as rollback_error:  # noqa: BLE001 - whatever it is, the first cause wins
+        error.add_note(f"(rolling back then failed too: {type(rollback_error).__name__}: {rollback_error})")
 
 
 @dataclass(frozen=True)
@@ -305,10 +339,11 @@ class Warehouse(dg.ConfigurableResource):
         raise NotImplementedError
 
     def is_transient(self, error: BaseException) -> bool:
-        """Whether retrying may help: a lost connection or a lock wait, not a statement the database refused."""
+        """Whether retrying may help: a lost connection or a lock wait, not a statement the database refused,
+        nor a permission or a full disk (`what_to_fix`)."""
         cause = error
         while cause is not None:
-            if isinstance(cause, WarehouseUnreachable):
+            if isinstance(cause, (WarehouseUnreachable, CannotWrite)) or self._what_to_fix(cause):
                 return False
             if isinstance(cause, (ConnectionError, TimeoutError)) or self._transient(cause):
                 return True
@@ -317,6 +352,51 @@ class Warehouse(dg.ConfigurableResource):
 
     def _transient(self, error: BaseException) -> bool:
         return False
+
+    def what_to_fix(self, error: BaseException) -> str | None:
+        """What a person must fix, naming where, when `error` (or what caused it) is a permission or a
+        full disk; else None."""
+        cause = error
+        while cause is not None:
+            if isinstance(cause, CannotWrite):
+                return cause.description
+            fix = self._what_to_fix(cause)
+            if fix:
+                return fix
+            cause = cause.__cause__
+        return None
+
+    def _what_to_fix(self, error: BaseException) -> str | None:
+        """The engine's reading of one error; here, a local file this process could not write (a
+        streamed batch's rejects, the staged files)."""
+        if isinstance(error, OSError) and error.errno in _FILE_FIXES:
+            return f"{error.filename or 'a local file'}: {_FILE_FIXES[error.errno]} ({error.strerror})"
+        return None
+
+    def _busy(self, error: BaseException) -> bool:
+        """Whether `error` is the engine giving up waiting for a lock another session holds."""
+        return False
+
+    @contextmanager
+    def named_errors(self) -> Iterator[None]:
+        """Around a session: a permission or a full disk raises CannotWrite (not retried, says what to
+        fix), a lock waited out WarehouseBusy (retried); the database's error is their cause."""
+        try:
+            yield
+        except (CannotWrite, WarehouseBusy, WarehouseUnreachable):
+            raise
+        except Exception as error:
+            fix = self.what_to_fix(error)
+            if fix:
+                raise CannotWrite(fix) from error
+            if self._busy(error):
+                raise WarehouseBusy(f"{self.describe()} is busy: {str(error).strip()}") from error
+            raise
+
+    def with_lock_timeout(self, seconds: float) -> Warehouse:
+        """This warehouse, waiting at most `seconds` for a lock another session holds (then WarehouseBusy):
+        for readers that must answer soon, such as the audit endpoint."""
+        return self
 
     # --- What domains use: ensure a table, load a staged batch, count and select rows. ---------------
     # Everything below this block is how an engine builds and runs the SQL behind them.

@@ -21,6 +21,7 @@ from etl_assets.warehouse.base import (
     Session,
     Step,
     Warehouse,
+    roll_back,
 )
 from etl_assets.warehouse.batch import StagedBatch, StreamedBatch
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
@@ -52,13 +53,29 @@ class DuckDBSession(Session):
         self.connection.execute("SET memory_limit = ?", [self.stream_memory_limit])
         self.connection.register(STREAMED_ROWS, rows)
         try:
-            return int(self.connection.execute(step.sql).fetchall()[0][0])
+            copied = int(self.connection.execute(step.sql).fetchall()[0][0])
+            self.connection.unregister(STREAMED_ROWS)  # after a failure the rollback drops it
         finally:
-            self.connection.unregister(STREAMED_ROWS)
-            self.connection.execute("SET memory_limit = ?", [limit])
             rows.close()
+            # The buffer pool is the database's, not the transaction's: restored through a cursor of its
+            # own, since after a failed statement this transaction refuses even SET, and that refusal
+            # ("Current transaction is aborted") would replace the statement's error.
+            with self.connection.cursor() as other:
+                other.execute("SET memory_limit = ?", [limit])
+        return copied
 
 
+# Words of DuckDB's message -> what a person must fix.
+_DUCKDB_FIXES = (
+    (("No space left on device", "Disk quota exceeded", "max_temp_directory_size"),
+     "the disk holding it is full: free space on it (a load also writes the .wal and spills to the .tmp "
+     "beside it), or set ETL_ASSETS_DUCKDB_PATH to a disk with room"),
+    (("Read-only file system",),
+     "it is on a read-only file system: remount it read-write, or set ETL_ASSETS_DUCKDB_PATH to a writable place"),
+    (("Permission denied",), "this process may not write it: give its user write access to the file and its folder"),
+    (("Operation not permitted",), "it may not be written: is it immutable? `lsattr` shows it, `chattr -i` clears it"),
+    (("read-only mode",), "it was opened read-only: open it read-write to load"),
+)
 STREAMED_ROWS = "etl_rows"  # the name a streamed batch's Arrow rows are registered under for its statement
 _HELD = threading.local()  # path -> the connection held for this thread (None until a session opens it)
 
@@ -107,6 +124,24 @@ class DuckDBWarehouse(Warehouse):
 
     def _transient(self, error: BaseException) -> bool:
         return isinstance(error, duckdb.IOException)  # e.g. the file lock was still held
+
+    def _busy(self, error: BaseException) -> bool:
+        return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+    def _what_to_fix(self, error: BaseException) -> str | None:
+        """DuckDB names the operating system's refusal only in words (an IOException, a failed commit, a
+        spill that found no room)."""
+        if not isinstance(error, duckdb.Error):
+            return super()._what_to_fix(error)
+        message = str(error)
+        for words, fix in _DUCKDB_FIXES:
+            if any(w in message for w in words):
+                detail = message.strip().splitlines()[0]
+                return f"{self.describe()}: {fix} ({detail})"
+        return None
+
+    def with_lock_timeout(self, seconds: float) -> DuckDBWarehouse:
+        return self.model_copy(update={"lock_timeout_seconds": seconds})
 
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the file, waiting while another process holds DuckDB's single-writer lock."""
@@ -176,18 +211,19 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def session(self) -> Iterator[DuckDBSession]:
-        held = _held_connections()
-        if self.path not in held:
-            with transaction(self.connect()) as connection:
+        with self.named_errors():
+            held = _held_connections()
+            if self.path not in held:
+                with transaction(self.connect()) as connection:
+                    yield DuckDBSession(connection, self.stream_memory_limit)
+                return
+            if held[self.path] is None:
+                held[self.path] = self.connect()
+            connection = held[self.path]
+            connection.begin()
+            try:
                 yield DuckDBSession(connection, self.stream_memory_limit)
-            return
-        if held[self.path] is None:
-            held[self.path] = self.connect()
-        connection = held[self.path]
-        connection.begin()
-        try:
-            yield DuckDBSession(connection, self.stream_memory_limit)
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
+                connection.commit()
+            except BaseException as error:
+                roll_back(connection, error)
+                raise

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 
+from etl_assets.warehouse.base import roll_back
+
 # The longest sleep between two attempts. A writer holds the file for one step's load (~0.1 s for a
 # small object): sleeping up to 2 s after it let go left the file idle for longer than the loads took.
 # A failed attempt costs well under a millisecond.
@@ -43,8 +45,8 @@ def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDB
         connection.begin()
         yield connection
         connection.commit()
-    except BaseException:
-        connection.rollback()
+    except BaseException as error:
+        roll_back(connection, error)  # a failed commit already ended the transaction: its error is the one raised
         raise
     finally:
         connection.close()

@@ -154,9 +154,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 obj.discard()  # nothing to keep: its rows are in the source
             if failure is not None:
                 raise failure from error  # the domain's own failure (a file it cannot read), audited by it
+            fix = self.warehouse.what_to_fix(error)  # a permission or a full disk: a person must act
             try:
                 report_load(self.warehouse, self._record(context, obj, status="FAILED",
-                                                         error=f"{type(error).__name__}: {error}"),
+                                                         error=fix or f"{type(error).__name__}: {error}"),
                             self.notifier, context.log)
             except Exception as audit_error:  # never let the audit hide why the load failed
                 context.log.error(f"Could not record the failed load in the audit table: {audit_error}")
@@ -164,10 +165,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 context.log.error(f"Load of {spec.schema}.{spec.name} failed; staged files kept in {obj.directory}")
             if self.warehouse.is_transient(error):
                 raise  # the asset's RetryPolicy tries again
-            raise dg.Failure(
-                description=f"{self.warehouse.describe()} refused the load of {spec.schema}.{spec.name}: {error}",
-                allow_retries=False,
-            ) from error
+            reason = (f"{spec.schema}.{spec.name} was not loaded, and retrying cannot help: {fix}" if fix
+                      else f"{self.warehouse.describe()} refused the load of {spec.schema}.{spec.name}: {error}")
+            raise dg.Failure(description=reason, allow_retries=False) from error
         if streamed:
             preview = batch_preview(obj)
             record.rows_read, record.rows_rejected = obj.rows + obj.rejected_rows, obj.rejected_rows

@@ -26,6 +26,7 @@ from etl_assets.warehouse.base import (
     Warehouse,
     WarehouseUnreachable,
     guarded,
+    roll_back,
 )
 from etl_assets.warehouse.batch import RestartStream, StagedBatch, StreamedBatch
 from etl_assets.warehouse.prefetch import prefetch
@@ -204,6 +205,16 @@ def _primary_key_name(spec: TableSpec) -> str:
     return f"{spec.name.encode()[:48].decode(errors='ignore')}_{hashlib.blake2b(spec.name.encode(), digest_size=4).hexdigest()}_pkey"
 
 
+# SQLSTATE -> what a person must fix: disk_full, insufficient_privilege, read_only_sql_transaction.
+_POSTGRES_FIXES = {
+    "53100": "the server's disk is full: free space where it keeps its data (the data directory, or the "
+             "tablespace the error names)",
+    "42501": "user {user} lacks a privilege: GRANT it (CREATE on the database for a new schema, USAGE and CREATE "
+             "on the schema, SELECT, INSERT, UPDATE and DELETE on its tables), or set ETL_ASSETS_PG_USER to a "
+             "user that has it",
+    "25006": "the database accepts no writes: set ETL_ASSETS_PG_HOST to the primary server, not a standby, or "
+             "turn default_transaction_read_only off",
+}
 _HELD = threading.local()  # describe() -> the connection held for this thread (None until a session opens it)
 
 
@@ -228,6 +239,9 @@ class PostgresWarehouse(Warehouse):
     user: str = "postgres"
     password: str = Field(default="", description="Set with dagster.EnvVar; never logged.")
     connect_timeout_seconds: int = 10
+    lock_timeout_seconds: float = Field(
+        default=0, description="How long a statement waits for a lock another session holds before it fails "
+        "(PostgreSQL's lock_timeout); 0: as long as the server's own setting says (no limit by default).")
     merge_work_mem: str = Field(
         default="256MB",
         description="work_mem for the load transaction only (SET LOCAL): the newest-version sort and the "
@@ -236,8 +250,21 @@ class PostgresWarehouse(Warehouse):
 
     def _transient(self, error: BaseException) -> bool:
         # A connection lost mid-load or a deadlock is worth a retry; a server that cannot be reached
-        # at all (WarehouseUnreachable) fails at once with its address.
+        # at all (WarehouseUnreachable) fails at once with its address, and a full disk (an
+        # OperationalError too) at once with what to fix (`_what_to_fix`, asked first).
         return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
+
+    def _busy(self, error: BaseException) -> bool:
+        return isinstance(error, psycopg2.errors.LockNotAvailable)  # lock_timeout expired
+
+    def _what_to_fix(self, error: BaseException) -> str | None:
+        if not isinstance(error, psycopg2.Error) or error.pgcode not in _POSTGRES_FIXES:
+            return super()._what_to_fix(error)
+        detail = (error.diag.message_primary or str(error)).strip()
+        return f"{self.describe()}: {_POSTGRES_FIXES[error.pgcode].format(user=self.user)} ({detail})"
+
+    def with_lock_timeout(self, seconds: float) -> PostgresWarehouse:
+        return self.model_copy(update={"lock_timeout_seconds": seconds})
 
     def lock_steps(self, spec: TableSpec) -> list[Step]:
         # JIT compiling the merge's plans cost ~1 s a statement and saved nothing on these scans.
@@ -368,8 +395,11 @@ class PostgresWarehouse(Warehouse):
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def _connect_args(self) -> dict:
-        return dict(host=self.host, port=self.port, dbname=self.database, user=self.user,
+        args = dict(host=self.host, port=self.port, dbname=self.database, user=self.user,
                     password=self.password or None, connect_timeout=self.connect_timeout_seconds)
+        if self.lock_timeout_seconds:
+            args["options"] = f"-c lock_timeout={round(self.lock_timeout_seconds * 1000)}"
+        return args
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -390,15 +420,16 @@ class PostgresWarehouse(Warehouse):
 
     @contextmanager
     def session(self) -> Iterator[PostgresSession]:
-        held, key = _held_connections(), self.describe()
-        if key not in held:
-            with psycopg2_session(key, PostgresSession, **self._connect_args()) as session:
+        with self.named_errors():
+            held, key = _held_connections(), self.describe()
+            if key not in held:
+                with psycopg2_session(key, PostgresSession, **self._connect_args()) as session:
+                    yield session
+                return
+            if held[key] is None or held[key].closed:
+                held[key] = psycopg2_connect(key, **self._connect_args())
+            with psycopg2_transaction(held[key], PostgresSession) as session:
                 yield session
-            return
-        if held[key] is None or held[key].closed:
-            held[key] = psycopg2_connect(key, **self._connect_args())
-        with psycopg2_transaction(held[key], PostgresSession) as session:
-            yield session
 
 
 def psycopg2_connect(where: str, **connect):
@@ -415,9 +446,9 @@ def psycopg2_transaction(connection, session_type: type[PostgresSession]) -> Ite
     try:
         yield session_type(connection)
         connection.commit()
-    except BaseException:
-        if not connection.closed:  # a dead connection cannot roll back; keep the real error
-            connection.rollback()
+    except BaseException as error:
+        if not connection.closed:  # closed: known dead, nothing to roll back
+            roll_back(connection, error)  # a session the server ended unnoticed fails to: `error` stays
         raise
 
 
