@@ -377,3 +377,27 @@ def test_an_instance_that_cannot_write_leaves_no_half_made_run(landing_root, tmp
     assert "Traceback" not in refused.stderr, refused.stderr
     assert str(home) in refused.stderr and "free space" in refused.stderr, refused.stderr
     assert statuses == [dg.DagsterRunStatus.SUCCESS], "a run was left half made"
+
+
+def test_a_full_staging_directory_fails_the_salesforce_step_once_saying_so(landing_root, tmp_path, monkeypatch):
+    """A DuckDB re-load spills the rows to Parquet in the temporary directory before it loads; when that
+    disk is full the step says what to fix and is not retried (an OSError of the asset body itself)."""
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    first, second = task_folders(landing_root)[:2]
+    zone = LocalLandingZone(root=str(landing_root))
+    materialize_folders([first], resources(zone, warehouse), objects=["Task"])
+    before = table_digest(warehouse, "task")
+    with tiny_disk() as disk:
+        filler = fill(disk)
+        monkeypatch.setattr(tempfile, "tempdir", str(disk))
+        instance = dg.DagsterInstance.ephemeral()
+        [result] = materialize_folders([second], resources(zone, warehouse), instance=instance, objects=["Task"],
+                                       raise_on_error=False)
+        failure = assert_failed_once_without_retry(instance, result.run_id)
+        description = failure.step_failure_data.user_failure_data.description
+        assert description.startswith(f"Task in {second} was not loaded, and retrying cannot help: "), description
+        assert "the disk is full: free space on it" in description
+        filler.unlink()
+        [again] = materialize_folders([second], resources(zone, warehouse), objects=["Task"])
+        monkeypatch.undo()
+    assert again.success and table_digest(warehouse, "task") != before

@@ -29,7 +29,7 @@ from etl_assets.salesforce.staging import (
     stream_object,
 )
 from etl_assets.warehouse.audit import LoadRecord, report_load
-from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.base import CannotWrite, Warehouse
 from etl_assets.warehouse.batch import StagedBatch, StagedPartitions, StreamedBatch
 
 DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
@@ -184,6 +184,11 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
                 batch.resources = stack.pop_all()  # the local copies live until the load has read them
     except (CsvFormatError, ArchiveError) as error:
         raise unreadable_file(context, warehouse, obj, folder, error) from error
+    except OSError as error:  # staging's own files (a full or read-only temp dir): a person must act, no retry
+        fix = warehouse.what_to_fix(error)
+        if fix is None:
+            raise
+        raise CannotWrite(f"{obj.api_name} in {folder} was not loaded, and retrying cannot help: {fix}") from error
     batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
     # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
     batch.full_snapshot_date = full_backup_date(folder) if landed else None
