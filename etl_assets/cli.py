@@ -72,41 +72,49 @@ def materialize_command(args: argparse.Namespace) -> int:
         print("No differential folders with catalog objects matched.")
         return 0
 
+    from etl_assets.execution import StopRequested, SupervisedRuns
+
     instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
-    with instance:
-        instance.add_dynamic_partitions(differential_folders.name, [r.partition_key for r in requests])
-        job = defs.resolve_job_def("salesforce_backup_job")
-        totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        failed: list[str] = []
-        for request in requests:
-            selection = [k for k in request.asset_selection if not wanted_objects or k.path[-1] in wanted_objects]
-            if not selection:
-                continue
-            result = job.execute_in_process(
-                partition_key=request.partition_key,
-                asset_selection=selection,
-                instance=instance,
-                tags={"etl_assets/launched_by": "etl-assets materialize"},
-                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-                raise_on_error=False,
-            )
-            reasons = [] if result.success else _failure_reasons(result)
-            if not result.success:
-                failed.append(request.partition_key)
-            for event in result.get_asset_materialization_events():
-                materialization = event.step_materialization_data.materialization
-                table = materialization.metadata.get("dagster/table_name")
-                if table is None:
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    failed: list[str] = []
+    try:
+        # SupervisedRuns: runs of processes that are gone are failed and their slots freed first; each
+        # folder's run then executes in a child process this one watches (what it waits for, SIGTERM
+        # and Ctrl-C: the run is canceled and its slots freed; docs/runs-and-executors.md)
+        with instance, SupervisedRuns(instance) as runs:
+            instance.add_dynamic_partitions(differential_folders.name, [r.partition_key for r in requests])
+            job = defs.resolve_job_def("salesforce_backup_job")
+            for request in requests:
+                selection = [k for k in request.asset_selection if not wanted_objects or k.path[-1] in wanted_objects]
+                if not selection:
                     continue
-                row = totals[table.value]
-                row["partitions"] += 1
-                for name in ("rows_read", "rows_rejected", "inserted", "updated"):
-                    if name in materialization.metadata:
-                        row[name] += materialization.metadata[name].value
-                row["table_rows"] = materialization.metadata["dagster/row_count"].value
-            print(f"{request.partition_key}: {'ok' if result.success else 'FAILED'} ({len(selection)} object(s))")
-            for reason in reasons:
-                print(f"  {reason}")
+                result = runs.execute(request.partition_key, _folder_run(job, request.partition_key, selection,
+                                                                         args.log_level))
+                reasons = [] if result.success else _failure_reasons(result) + result.problems
+                if not result.success:
+                    failed.append(request.partition_key)
+                for event in result.get_asset_materialization_events():
+                    materialization = event.step_materialization_data.materialization
+                    table = materialization.metadata.get("dagster/table_name")
+                    if table is None:
+                        continue
+                    row = totals[table.value]
+                    row["partitions"] += 1
+                    for name in ("rows_read", "rows_rejected", "inserted", "updated"):
+                        if name in materialization.metadata:
+                            row[name] += materialization.metadata[name].value
+                    row["table_rows"] = materialization.metadata["dagster/row_count"].value
+                outcome = "ok" if result.success else "CANCELED" if result.status == dg.DagsterRunStatus.CANCELED \
+                    else "FAILED"
+                print(f"{request.partition_key}: {outcome} ({len(selection)} object(s))", flush=True)
+                for reason in reasons:
+                    print(f"  {reason}", flush=True)
+                runs.check_stop()
+    except StopRequested as stop:
+        _print_summary(totals)
+        print(f"\netl-assets materialize: {stop} (a run in progress is canceled, its pool slots freed)"
+              + (f"; folders not fully loaded: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+        return stop.exit_code
     _print_summary(totals)
     rejected = sorted(table for table, row in totals.items() if row["rows_rejected"])
     if rejected:
@@ -116,6 +124,23 @@ def materialize_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _folder_run(job, folder: str, selection: list, log_level: str):
+    """One folder's run, as SupervisedRuns executes it: in process, with the run id and tags it is given."""
+
+    def execute(instance: dg.DagsterInstance, run_id: str, tags: dict) -> None:
+        job.execute_in_process(
+            partition_key=folder,
+            asset_selection=selection,
+            instance=instance,
+            run_id=run_id,
+            tags={**tags, "etl_assets/launched_by": "etl-assets materialize"},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            raise_on_error=False,
+        )
+
+    return execute
 
 
 def _failure_reasons(result) -> list[str]:
