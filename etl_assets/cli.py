@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,6 +78,11 @@ def materialize_command(args: argparse.Namespace) -> int:
     from etl_assets.execution import StopRequested, SupervisedRuns
 
     instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
+    problem = instance_write_problem(instance) if args.persistent else None
+    if problem:  # before any run is created: Dagster would write a run's row, then fail on its first event
+        instance.dispose()
+        print(f"etl-assets materialize: {problem}", file=sys.stderr)
+        return 1
     totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     failed: list[str] = []
     try:
@@ -124,6 +132,29 @@ def materialize_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+INSTANCE_MIN_FREE_BYTES = 64 << 20  # room for a run's events and compute logs
+
+
+def instance_write_problem(instance: dg.DagsterInstance) -> str | None:
+    """Why the instance's directory (DAGSTER_HOME) cannot take a run, or None: a file must be
+    writable there and 64 MiB free. Checked before a run is created, so a full or read-only disk
+    gives one line saying what to fix, never a run left NOT_STARTED and a traceback."""
+    root = Path(instance.root_directory)
+    advice = "free space on that disk (or fix its permissions), or run with --ephemeral"
+    try:
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".etl_assets_write_check_") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(root).free
+    except OSError as error:
+        return f"DAGSTER_HOME ({root}) cannot be written: {error.strerror or error}; {advice}"
+    if free < INSTANCE_MIN_FREE_BYTES:
+        return (f"DAGSTER_HOME ({root}) has only {free // (1 << 20)} MiB free, under the "
+                f"{INSTANCE_MIN_FREE_BYTES >> 20} MiB a run needs; {advice}")
+    return None
 
 
 def _folder_run(job, folder: str, selection: list, log_level: str):

@@ -347,9 +347,6 @@ def test_a_rollback_on_a_session_the_server_ended_keeps_the_error_that_caused_it
         watcher.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the fix is in etl_assets/cli.py materialize_command (issue 25, another "
-                   "engineer's file): check that DAGSTER_HOME can take a run before creating one, and report a "
-                   "storage error in one line, deleting any NOT_STARTED run it made")
 def test_an_instance_that_cannot_write_leaves_no_half_made_run(landing_root, tmp_path):
     """`etl-assets materialize` records its runs in DAGSTER_HOME. On a disk with room for a run's row but
     not for its events, Dagster created the run (NOT_STARTED), failed writing its first event, and the
