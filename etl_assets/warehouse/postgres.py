@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import ClassVar
 
+import dagster as dg
 import psycopg2
 import psycopg2.errors
 import pyarrow as pa
@@ -190,8 +191,21 @@ class PostgresSession(Session):
         return copied
 
     def lock_table(self, spec: TableSpec) -> None:
+        """The table's load lock, held to the end of the transaction. A load that must wait for another
+        load of the table says so first (the run's log in the UI, the CLI's output), naming that load's
+        server process, then waits."""
         digest = hashlib.blake2b(f"{spec.schema}.{spec.name}".encode(), digest_size=8).digest()
-        self.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
+        key = int.from_bytes(digest, "big", signed=True)
+        [(taken,)] = self.fetchall("SELECT pg_try_advisory_xact_lock(%s)", [key])
+        if taken:
+            return
+        holders = self.fetchall(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+            "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = %s", [key])  # a bigint key's halves
+        who = f" (server process {', '.join(str(pid) for (pid,) in holders)})" if holders else ""
+        dg.get_dagster_logger().warning(
+            f"waiting for the load lock of {spec.schema}.{spec.name}: another load of it is in progress{who}")
+        self.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
     def lock_catalog(self) -> None:
         digest = hashlib.blake2b(b"etl_assets:catalog", digest_size=8).digest()
