@@ -344,7 +344,6 @@ def files_command(args: argparse.Namespace) -> int:
     --key, the named files wherever they are now. A --key outside the landing zone runs nothing."""
     from etl_assets.definitions import defs
     from etl_assets.files.assets import printable
-    from etl_assets.files.loading import OVERRIDE_TAG
     from etl_assets.files.sensors import ROUTES, schema_files_first
     from etl_assets.landing.zone import LandedFile
     from etl_assets.tools.files_sample import write_sample_files
@@ -353,33 +352,57 @@ def files_command(args: argparse.Namespace) -> int:
     if args.sample and isinstance(zone.location(), str) and not zone.location().startswith("s3://"):
         write_sample_files(Path(zone.location()))
     named, failed = _named_file_keys(zone, args.key, [prefix for _kind, prefix, _asset in ROUTES])
+    from etl_assets.execution import StopRequested, SupervisedRuns
+
     instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
+    problem = instance_write_problem(instance) if args.persistent else None
+    if problem:
+        instance.dispose()
+        print(f"etl-assets files: {problem}", file=sys.stderr)
+        return 1
     job = defs.resolve_implicit_global_asset_job_def()
-    with instance:
-        for _kind, prefix, asset in ROUTES:
-            pending = [] if args.key else [f for f in zone.list_files(prefix) if not f.key.endswith("/")]
-            # schema files first, then every data file (the sensor spreads them over ticks)
-            ordered = schema_files_first(pending) + [f for f in pending if f not in schema_files_first(pending)]
-            if args.key:  # named files only, wherever they are now (held/, duplicate/, error/, archive/)
-                ordered = [LandedFile(k, 0, 0) for k in named[prefix]]
-            if not ordered:
-                continue
-            instance.add_dynamic_partitions(asset.partitions_def.name, [f.key for f in ordered])
-            for landed in ordered:
-                result = job.execute_in_process(
-                    asset_selection=[asset.key], partition_key=landed.key, instance=instance, raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-                    tags={OVERRIDE_TAG: args.override} if args.override else None,
-                )
-                print(f"{printable(landed.key)}: {_file_outcome(zone, landed.key, result.success)}")
-                if not result.success:
-                    failed.append(landed.key)
-                    for reason in _failure_reasons(result):
-                        print(f"  {reason}")
+    try:
+        # As materialize: dead runs' slots freed first, each file's run in a watched child process
+        # (SIGTERM and Ctrl-C cancel it and free its slots; docs/runs-and-executors.md).
+        with instance, SupervisedRuns(instance) as runs:
+            for _kind, prefix, asset in ROUTES:
+                pending = [] if args.key else [f for f in zone.list_files(prefix) if not f.key.endswith("/")]
+                # schema files first, then every data file (the sensor spreads them over ticks)
+                ordered = schema_files_first(pending) + [f for f in pending if f not in schema_files_first(pending)]
+                if args.key:  # named files only, wherever they are now (held/, duplicate/, error/, archive/)
+                    ordered = [LandedFile(k, 0, 0) for k in named[prefix]]
+                if not ordered:
+                    continue
+                instance.add_dynamic_partitions(asset.partitions_def.name, [f.key for f in ordered])
+                for landed in ordered:
+                    result = runs.execute(printable(landed.key), _file_run(job, asset.key, landed.key, args))
+                    print(f"{printable(landed.key)}: {_file_outcome(zone, landed.key, result.success)}", flush=True)
+                    if not result.success:
+                        failed.append(landed.key)
+                        for reason in _failure_reasons(result) + result.problems:
+                            print(f"  {reason}", flush=True)
+                    runs.check_stop()
+    except StopRequested as stop:
+        print(f"etl-assets files: {stop} (a run in progress is canceled, its pool slots freed)", file=sys.stderr)
+        return stop.exit_code
     if failed:
         print(f"{len(failed)} file(s) were not loaded; the reasons are above, in <place>/<key>.reason.txt beside "
               "each file moved, and in `etl-assets audit`", file=sys.stderr)
     return 1 if failed and not args.allow_refused else 0
+
+
+def _file_run(job, asset_key, key: str, args: argparse.Namespace):
+    """One landed file's run, as SupervisedRuns executes it: in process, with the run id and tags it is given."""
+    from etl_assets.files.loading import OVERRIDE_TAG
+
+    def execute(instance: dg.DagsterInstance, run_id: str, tags: dict) -> None:
+        job.execute_in_process(
+            asset_selection=[asset_key], partition_key=key, instance=instance, run_id=run_id, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+            tags={**tags, **({OVERRIDE_TAG: args.override} if args.override else {})},
+        )
+
+    return execute
 
 
 def _named_file_keys(zone, keys: list[str], prefixes: list[str]) -> tuple[dict[str, list[str]], list[str]]:

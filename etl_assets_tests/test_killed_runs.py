@@ -252,3 +252,37 @@ def test_a_materialize_waiting_for_a_slot_says_so_and_stops_on_sigterm_and_ctrl_
                 command.kill()
         assert instance.get_run_by_id(holder).status == dg.DagsterRunStatus.SUCCESS
         assert recover_abandoned_runs(instance) == []  # nothing left behind
+
+
+def test_files_waiting_for_a_slot_says_so_and_stops_on_sigterm(scratch):
+    """`etl-assets files` runs each file as materialize runs each folder: it says which run holds the
+    slot it waits for, and SIGTERM ends it promptly with its run CANCELED and nothing left in the pool."""
+    tmp_path, home, landing, warehouse, env = scratch
+    release = threading.Event()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+
+        @dg.asset(pool=WAREHOUSE_POOL)
+        def slot_holder() -> None:
+            release.wait(600)
+
+        holding = threading.Thread(target=dg.materialize, args=([slot_holder],),
+                                   kwargs={"instance": instance, "tags": process_tags()}, daemon=True)
+        holding.start()
+        command = None
+        try:
+            holder = wait_for(lambda: next(iter(slot_holders(instance)), None), 60, "the holder run to take the slot")
+            command = Command(["files", "--sample"], env, tmp_path, "files")
+            waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 180,
+                               "the waiting line", services=())
+            assert f"held by run {holder[:8]}" in waiting, command.output()
+            [run] = [r for r in instance.get_runs() if r.run_id != holder and r.status == dg.DagsterRunStatus.STARTED]
+            command.process.send_signal(signal.SIGTERM)
+            assert command.wait(STOP_BOUND) == 128 + signal.SIGTERM, command.output()
+            assert status(instance, run.run_id) == dg.DagsterRunStatus.CANCELED, command.output()
+            assert run.run_id not in run_ids_in_pool(instance)
+        finally:
+            release.set()
+            holding.join(60)
+            if command is not None:
+                command.kill()
+        assert recover_abandoned_runs(instance) == []
