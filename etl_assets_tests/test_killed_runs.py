@@ -16,6 +16,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -201,53 +203,61 @@ def test_a_materialize_killed_mid_load_leaves_nothing_that_blocks_the_next(scrat
             command.kill()
 
 
+@contextmanager
+def slot_held_by_a_live_run(instance: dg.DagsterInstance) -> Iterator[str]:
+    """A live run of this process holding the pool's only slot (its process exists: nobody may free it)
+    for the block; yields its run id, and lets it finish (SUCCESS) when the block ends."""
+    release = threading.Event()
+
+    @dg.asset(pool=WAREHOUSE_POOL)
+    def slot_holder() -> None:
+        release.wait(600)
+
+    holding = threading.Thread(target=dg.materialize, args=([slot_holder],),
+                               kwargs={"instance": instance, "tags": process_tags()}, daemon=True)
+    holding.start()
+    try:
+        yield wait_for(lambda: next(iter(slot_holders(instance)), None), 60, "the holder run to take the slot")
+    finally:
+        release.set()
+        holding.join(60)
+
+
 @pytest.mark.slow
 def test_a_materialize_waiting_for_a_slot_says_so_and_stops_on_sigterm_and_ctrl_c(scratch):
     tmp_path, home, landing, warehouse, env = scratch
     write_object_csv(landing / "backup" / SMALL / "Account" / "account_part1.csv", "Account", 50)
-    release = threading.Event()
     commands = []
     with dg.DagsterInstance.from_config(str(home)) as instance:
-
-        @dg.asset(pool=WAREHOUSE_POOL)
-        def slot_holder() -> None:
-            release.wait(600)
-
-        # A live run of this process holds the pool's only slot (its process exists: nobody may free it).
-        holding = threading.Thread(target=dg.materialize, args=([slot_holder],),
-                                   kwargs={"instance": instance, "tags": process_tags()}, daemon=True)
-        holding.start()
         try:
-            holder = wait_for(lambda: next(iter(slot_holders(instance)), None), 60, "the holder run to take the slot")
-            known: set[str] = {holder}
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                command = Command(["materialize", "--folder", SMALL, "--object", "Account"], env, tmp_path,
-                                  signal.Signals(signum).name)
-                commands.append(command)
-                waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 120,
-                                   "the waiting line", services=())
-                assert f"held by run {holder[:8]}" in waiting, command.output()
-                run = the_new_run(instance, known)
-                known.add(run.run_id)
-                assert status(instance, run.run_id) == dg.DagsterRunStatus.STARTED
-                # The UI shows the same line in the run's log.
-                assert any("waiting for a slot of pool 'warehouse'" in (entry.message or "")
-                           for entry in instance.all_logs(run.run_id)), "no waiting line in the run's log"
-                # Waiting burns no CPU: the command and its run's process together use a fraction of a core.
-                pids = [command.process.pid, int(run.tags[PID_TAG])]
-                before, started = sum(cpu_seconds(p) for p in pids), time.monotonic()
-                time.sleep(3)
-                used = sum(cpu_seconds(p) for p in pids) - before
-                assert used < 0.5 * (time.monotonic() - started), f"{used:.2f} s of CPU while waiting"
+            with slot_held_by_a_live_run(instance) as holder:
+                known: set[str] = {holder}
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    command = Command(["materialize", "--folder", SMALL, "--object", "Account"], env, tmp_path,
+                                      signal.Signals(signum).name)
+                    commands.append(command)
+                    waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 120,
+                                       "the waiting line", services=())
+                    assert f"held by run {holder[:8]}" in waiting, command.output()
+                    run = the_new_run(instance, known)
+                    known.add(run.run_id)
+                    assert status(instance, run.run_id) == dg.DagsterRunStatus.STARTED
+                    # The UI shows the same line in the run's log.
+                    assert any("waiting for a slot of pool 'warehouse'" in (entry.message or "")
+                               for entry in instance.all_logs(run.run_id)), "no waiting line in the run's log"
+                    # Waiting burns no CPU: the command and its run's process together use a fraction of a core.
+                    pids = [command.process.pid, int(run.tags[PID_TAG])]
+                    before, started = sum(cpu_seconds(p) for p in pids), time.monotonic()
+                    time.sleep(3)
+                    used = sum(cpu_seconds(p) for p in pids) - before
+                    assert used < 0.5 * (time.monotonic() - started), f"{used:.2f} s of CPU while waiting"
 
-                command.process.send_signal(signum)
-                assert command.wait(STOP_BOUND) == 128 + signum, command.output()
-                assert status(instance, run.run_id) == dg.DagsterRunStatus.CANCELED, command.output()
-                assert run.run_id not in run_ids_in_pool(instance)
-                assert slot_holders(instance) == {holder}  # the live holder keeps its slot
+                    command.process.send_signal(signum)
+                    assert command.wait(STOP_BOUND) == 128 + signum, command.output()
+                    assert status(instance, run.run_id) == dg.DagsterRunStatus.CANCELED, command.output()
+                    assert run.run_id not in run_ids_in_pool(instance)
+                    assert slot_holders(instance) == {holder}  # the live holder keeps its slot
         finally:
-            release.set()
-            holding.join(60)
             for command in commands:
                 command.kill()
         assert instance.get_run_by_id(holder).status == dg.DagsterRunStatus.SUCCESS
@@ -258,20 +268,9 @@ def test_files_waiting_for_a_slot_says_so_and_stops_on_sigterm(scratch):
     """`etl-assets files` runs each file as materialize runs each folder: it says which run holds the
     slot it waits for, and SIGTERM ends it promptly with its run CANCELED and nothing left in the pool."""
     tmp_path, home, landing, warehouse, env = scratch
-    release = threading.Event()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-
-        @dg.asset(pool=WAREHOUSE_POOL)
-        def slot_holder() -> None:
-            release.wait(600)
-
-        holding = threading.Thread(target=dg.materialize, args=([slot_holder],),
-                                   kwargs={"instance": instance, "tags": process_tags()}, daemon=True)
-        holding.start()
-        command = None
+    with dg.DagsterInstance.from_config(str(home)) as instance, slot_held_by_a_live_run(instance) as holder:
+        command = Command(["files", "--sample"], env, tmp_path, "files")
         try:
-            holder = wait_for(lambda: next(iter(slot_holders(instance)), None), 60, "the holder run to take the slot")
-            command = Command(["files", "--sample"], env, tmp_path, "files")
             waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 180,
                                "the waiting line", services=())
             assert f"held by run {holder[:8]}" in waiting, command.output()
@@ -281,8 +280,6 @@ def test_files_waiting_for_a_slot_says_so_and_stops_on_sigterm(scratch):
             assert status(instance, run.run_id) == dg.DagsterRunStatus.CANCELED, command.output()
             assert run.run_id not in run_ids_in_pool(instance)
         finally:
-            release.set()
-            holding.join(60)
-            if command is not None:
-                command.kill()
+            command.kill()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         assert recover_abandoned_runs(instance) == []
