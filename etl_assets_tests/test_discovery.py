@@ -397,7 +397,8 @@ def test_a_declared_object_gets_its_other_columns_typed_and_its_declared_ones_wi
     summary = refresh_state(LocalLandingZone(root=str(root)), state, declared={"Account"})
     assert summary["declared"] == ["Account"] and summary["added"] == ["Account"]
     columns = load_state(state)["Account"]["columns"]
-    assert columns["AnnualRevenue"]["type"] == "integer" and columns["Renewal__c"]["type"] == "date"
+    assert "AnnualRevenue" not in columns and "Name" not in columns  # declared: the state holds only the rest
+    assert columns["BillingLatitude"]["type"] == "float" and columns["Renewal__c"]["type"] == "date"
     load_catalog.cache_clear()
     try:
         account = load_catalog(CATALOG_PATH, state)["Account"]
@@ -405,6 +406,7 @@ def test_a_declared_object_gets_its_other_columns_typed_and_its_declared_ones_wi
         load_catalog.cache_clear()
     assert account.source == "declared"
     assert account.column("annualrevenue").type.value == "float" and account.column("annualrevenue").strict
+    assert account.column("annualrevenue").source == "declared"
     assert account.column("billinglatitude").type.value == "float" and not account.column("billinglatitude").strict
     assert account.column("renewal__c").type.value == "date" and account.column("vip__c").type.value == "boolean"
     name = account.column("name")
@@ -478,3 +480,13 @@ def test_encoding_settings(monkeypatch):
         folder_encoding("x", {"ETL_ASSETS_SALESFORCE_ENCODING": "latin-9x"})
     with pytest.raises(EncodingSettingError, match="not pattern=encoding"):
         folder_encoding("x", {"ETL_ASSETS_SALESFORCE_FOLDER_ENCODINGS": "latin-1"})
+
+
+def test_a_declared_object_whose_files_hold_only_declared_columns_adds_nothing_to_the_state(tmp_path):
+    """`make run` on the sample (every column declared) leaves discovered.yaml as it was."""
+    root = tmp_path / "landing"
+    _write(root, "backup/20240501_Differential/Account/account.csv",
+           f"Id,Name,IsDeleted,SystemModstamp\n{ACCOUNT_ID},Acme,false,2024-05-01T06:32:11.000Z\n")
+    state = tmp_path / "discovered.yaml"
+    summary = refresh_state(LocalLandingZone(root=str(root)), state, declared={"Account"})
+    assert summary["declared"] == ["Account"] and not summary["added"] and load_state(state) == {}

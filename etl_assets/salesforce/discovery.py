@@ -32,6 +32,7 @@ from etl_assets.salesforce.catalog import object_name_problem
 from etl_assets.salesforce.encodings import SETTING_HINT, folder_encoding
 from etl_assets.salesforce.ids import normalize_ids
 from etl_assets.salesforce.partitions import BACKUP_PREFIX
+from etl_assets.warehouse.spec import column_name
 
 STATE_PATH = Path(__file__).with_name("discovered.yaml")
 CATALOG_YAML = Path(__file__).with_name("catalog.yaml")
@@ -402,7 +403,8 @@ def _merge_inferred(entry: dict | None, header: list[str], types: dict[str, str 
     return merged
 
 
-def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str], sample_rows: int = 1000) -> dict:
+def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str] | dict[str, set[str]],
+                  sample_rows: int = 1000) -> dict:
     """Infer every object's columns from the landing zone and record them in the state file.
 
     Objects declared in catalog.yaml are sampled too: the catalog refines what discovery finds (its
@@ -410,9 +412,16 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
     Each object is sampled from its newest `sample_rows` rows; a column empty in all of them is read
     on in older rows (up to 100 x `sample_rows`, see `_sample`), so a late field is still typed. A
     file that cannot be read is listed under `unreadable` (object, folder, file, reason) and never
-    stops the others."""
+    stops the others. A declared object's entry records only the columns catalog.yaml does not
+    declare (none: no entry), so the state holds what the catalog does not already say.
+
+    `declared`: catalog.yaml's objects, with the columns each declares; names alone are looked up
+    in catalog.yaml."""
     objects = load_state(state_path)
-    declared_lower = {name.lower() for name in declared}
+    if not isinstance(declared, dict):
+        known = {name.lower(): columns for name, columns in declared_objects().items()}
+        declared = {name: known.get(name.lower(), set()) for name in declared}
+    declared_lower = {name.lower(): columns for name, columns in declared.items()}
     by_lower = {name.lower(): name for name in objects}
     summary = {"state": str(state_path), "added": [], "updated": [], "kept": [], "declared": [], "missing": [],
                "unreadable": [], "objects": {}}
@@ -436,9 +445,13 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
             continue
         if not header:  # no file of it could be read: nothing to type it by (listed as unreadable)
             continue
+        pinned = declared_lower.get(folder_name.lower(), set())
+        sampled = [(name, column) for name, column in zip(header, values) if column_name(name) not in pinned]
         before = objects.get(api_name)
-        types = {name: _infer_one(name, column) for name, column in zip(header, values)}
-        after = _merge_inferred(before, header, types)
+        if not sampled and before is None:  # a declared object whose files hold only declared columns
+            continue
+        types = {name: _infer_one(name, column) for name, column in sampled}
+        after = _merge_inferred(before, [name for name, _ in sampled], types)
         objects[api_name] = after
         summary["added" if before is None else "updated" if after != before else "kept"].append(api_name)
     summary["refused"].sort(key=lambda item: item["object"])
@@ -477,10 +490,13 @@ def import_describes(paths: Iterable[Path], state_path: Path) -> dict:
     return summary
 
 
-def declared_objects(path: Path = CATALOG_YAML) -> set[str]:
-    """catalog.yaml's API names, read from the file itself: the catalog loader also merges this state."""
+def declared_objects(path: Path = CATALOG_YAML) -> dict[str, set[str]]:
+    """catalog.yaml's API names, each with the columns it declares (its own and `common_columns`, as
+    column names), read from the file itself: the catalog loader also merges this state."""
     document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return set(document.get("objects") or {})
+    common = set(document.get("common_columns") or {})
+    return {name: {column_name(c) for c in common | set(((entry or {}).get("columns") or {}))}
+            for name, entry in (document.get("objects") or {}).items()}
 
 
 def _print_summary(summary: dict) -> None:
