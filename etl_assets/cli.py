@@ -295,11 +295,22 @@ def totesys_command(args: argparse.Namespace) -> int:
     from etl_assets.tools.totesys_seed import seed_embedded_if_empty
     from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline
 
+    from etl_assets.execution import StopRequested, SupervisedRuns
+
     instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
+    problem = instance_write_problem(instance) if args.persistent else None
+    if problem:
+        instance.dispose()
+        print(f"etl-assets totesys: {problem}", file=sys.stderr)
+        return 1
     run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     seeded = seed_embedded_if_empty(resolved_source())
-    with instance:
-        summary = run_totesys_pipeline(defs, instance, run_config)
+    try:
+        with instance, SupervisedRuns(instance) as runs:  # as materialize: SIGTERM/Ctrl-C cancel, slots freed
+            summary = run_totesys_pipeline(defs, runs, run_config)
+    except StopRequested as stop:
+        print(f"\netl-assets totesys: {stop} (a run in progress is canceled, its pool slots freed)", file=sys.stderr)
+        return stop.exit_code
     summary.seeded = seeded
     print()
     if summary.seeded:

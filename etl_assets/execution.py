@@ -44,6 +44,7 @@ Runs and their processes (docs/runs-and-executors.md, "Killed runs, waiting and 
 from __future__ import annotations
 
 import json
+import multiprocessing.util
 import os
 import signal
 import socket
@@ -378,6 +379,10 @@ class RunOutcome:
     def get_step_failure_events(self) -> list:
         return [e for e in self.events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
 
+    def get_asset_check_evaluations(self) -> list[dg.AssetCheckEvaluation]:
+        return [e.event_specific_data for e in self.events
+                if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+
 
 Execute = Callable[[dg.DagsterInstance, str, dict], object]  # (instance, run_id, tags) -> anything
 
@@ -483,6 +488,13 @@ class SupervisedRuns:
         except BaseException:  # noqa: BLE001: whatever it is, the command reports it; the child only exits
             traceback.print_exc()
         finally:
+            # os._exit skips multiprocessing's exit hook: release what the run made (dbt's semaphores),
+            # or the resource tracker warns of a leak at the command's end. Finalizers made before the
+            # fork belong to the parent and are skipped by multiprocessing itself (their pid differs).
+            try:
+                multiprocessing.util._run_finalizers(0)
+            except Exception:  # noqa: BLE001
+                pass
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()

@@ -312,6 +312,7 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     from etl_assets.settings import build_resources, build_totesys_source
     from etl_assets.tools.totesys_seed import seed_embedded_if_empty
     from etl_assets.totesys import totesys_extract_job, totesys_source_tables
+    from etl_assets.execution import SupervisedRuns
     from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline
 
     for name, value in {"ETL_ASSETS_WAREHOUSE": "duckdb", "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
@@ -325,9 +326,10 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
                    "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
     )
     instance = dg.DagsterInstance.ephemeral()
+    runs = SupervisedRuns(instance)  # ephemeral: each run executes in this process
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     seeded = seed_embedded_if_empty(resolved_source())  # what `etl-assets totesys` does first
-    first = run_totesys_pipeline(defs, instance, quiet)
+    first = run_totesys_pipeline(defs, runs, quiet)
     assert seeded and first.success and first.dbt_ran and first.dbt_skipped_groups == ["salesforce_marts"]
 
     pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")),
@@ -336,7 +338,7 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
         pipeline.change_order(5, units)
         assert defs.resolve_job_def("totesys_extract_job").execute_in_process(instance=instance, run_config=quiet).success
 
-    second = run_totesys_pipeline(defs, instance, quiet)
+    second = run_totesys_pipeline(defs, runs, quiet)
     assert second.success and second.extracted == {}, "nothing new since the UI's extractions"
     assert "staging/stg_totesys__sales_order_versions" in second.stale_models and second.dbt_ran
     versions = pipeline.warehouse.query(
@@ -344,5 +346,5 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     assert [v[0] for v in versions[-2:]] == [6161, 6262] and len(versions) == 3
     assert_one_fact_row_per_extracted_version(pipeline)
 
-    third = run_totesys_pipeline(defs, instance, quiet)
+    third = run_totesys_pipeline(defs, runs, quiet)
     assert third.success and third.extracted == {} and third.stale_models == [] and not third.dbt_ran

@@ -283,3 +283,30 @@ def test_files_waiting_for_a_slot_says_so_and_stops_on_sigterm(scratch):
             command.kill()
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert recover_abandoned_runs(instance) == []
+
+
+def test_totesys_waiting_for_a_slot_says_so_and_stops_on_sigterm(scratch):
+    """`etl-assets totesys` runs its extraction (and dbt build) as materialize runs each folder: waiting
+    for the warehouse slot it says who holds it, and SIGTERM ends it with its run CANCELED (not FAILURE),
+    nothing left in the pool and no dbt build started."""
+    tmp_path, home, landing, warehouse, env = scratch
+    env = {**env, "ETL_ASSETS_TOTESYS_SOURCE": "duckdb",
+           "ETL_ASSETS_TOTESYS_DUCKDB_PATH": str(tmp_path / "totesys.duckdb")}
+    with dg.DagsterInstance.from_config(str(home)) as instance, slot_held_by_a_live_run(instance) as holder:
+        command = Command(["totesys"], env, tmp_path, "totesys")
+        try:
+            waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 180,
+                               "the waiting line", services=())
+            assert f"held by run {holder[:8]}" in waiting, command.output()
+            [run] = [r for r in instance.get_runs() if r.run_id != holder and r.status == dg.DagsterRunStatus.STARTED]
+            assert run.tags["etl_assets/launched_by"] == "etl-assets totesys"
+            command.process.send_signal(signal.SIGTERM)
+            assert command.wait(STOP_BOUND) == 128 + signal.SIGTERM, command.output()
+            assert status(instance, run.run_id) == dg.DagsterRunStatus.CANCELED, command.output()
+            assert run.run_id not in run_ids_in_pool(instance)
+            assert [r.run_id for r in instance.get_runs() if r.run_id not in (holder, run.run_id)] == [], \
+                "no dbt build after a stop"
+        finally:
+            command.kill()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert recover_abandoned_runs(instance) == []

@@ -10,14 +10,19 @@ the UI or the schedule since the last build count as well as this run's.
 from __future__ import annotations
 
 import contextlib
-import io
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from etl_assets.settings import build_totesys_source, build_warehouse
 from etl_assets.totesys.source import TotesysSource
 from etl_assets.warehouse.base import Warehouse
+
+if TYPE_CHECKING:
+    from etl_assets.execution import SupervisedRuns
 
 SALESFORCE_SOURCES = ("user", "task", "litify_pm__matter__c")
 
@@ -60,13 +65,30 @@ def stale_models(instance: dg.DagsterInstance, graph, keys: list[dg.AssetKey]) -
             or any(latest.get(p, -1) > latest[k] for p in graph.get(k).parent_keys)]
 
 
-def run_totesys_pipeline(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict) -> PipelineSummary:
+def job_run(job: dg.JobDefinition, run_config: dict, asset_selection: list[dg.AssetKey] | None = None,
+            stdout_to: Path | None = None):
+    """One run of `job`, as SupervisedRuns executes it (in process, with the run id and tags it is given);
+    with `stdout_to`, what the run prints (dbt's own log lines) goes to that file instead."""
+
+    def execute(instance: dg.DagsterInstance, run_id: str, tags: dict) -> None:
+        with contextlib.ExitStack() as stack:
+            if stdout_to:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(stdout_to, "w"))))
+            job.execute_in_process(
+                instance=instance, run_id=run_id, run_config=run_config, asset_selection=asset_selection,
+                raise_on_error=False, tags={**tags, "etl_assets/launched_by": "etl-assets totesys"},
+            )
+
+    return execute
+
+
+def run_totesys_pipeline(defs: dg.Definitions, runs: SupervisedRuns, run_config: dict) -> PipelineSummary:
+    """The extraction run, then the dbt build if a model is stale, each executed by `runs` (so SIGTERM
+    or Ctrl-C cancel the run in progress and free its slots, and `StopRequested` follows)."""
     summary = PipelineSummary()
 
-    extraction = defs.resolve_job_def("totesys_extract_job").execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False,
-        tags={"etl_assets/launched_by": "etl-assets totesys"},
-    )
+    extraction = runs.execute("totesys extract", job_run(defs.resolve_job_def("totesys_extract_job"), run_config))
+    runs.check_stop()  # a stop during the extraction: StopRequested, no dbt build
     summary.success = extraction.success
     for event in extraction.get_asset_materialization_events():
         metadata = event.step_materialization_data.materialization.metadata
@@ -74,6 +96,7 @@ def run_totesys_pipeline(defs: dg.Definitions, instance: dg.DagsterInstance, run
             name: metadata[name].value for name in ("rows_read", "inserted", "updated", "dagster/row_count")
         }
     if not extraction.success:
+        summary.dbt_log_tail = extraction.problems
         return summary
 
     graph = defs.resolve_asset_graph()
@@ -82,20 +105,20 @@ def run_totesys_pipeline(defs: dg.Definitions, instance: dg.DagsterInstance, run
     if not all(warehouse.has_table("salesforce", table) for table in SALESFORCE_SOURCES):
         summary.dbt_skipped_groups.append("salesforce_marts")
         dbt_keys = [k for k in dbt_keys if graph.get(k).group_name != "salesforce_marts"]
-    stale = stale_models(instance, graph, dbt_keys)
+    stale = stale_models(runs.instance, graph, dbt_keys)
     summary.stale_models = [k.to_user_string() for k in stale]
     if not stale:
         return summary
-    dbt_output = io.StringIO()
-    with contextlib.redirect_stdout(dbt_output):  # dbt's own log lines; the summary says what matters
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=dbt_keys, run_config=run_config, raise_on_error=False,
-            tags={"etl_assets/launched_by": "etl-assets totesys"},
-        )
-    summary.dbt_ran = True
-    summary.success = result.success
-    if not result.success:
-        summary.dbt_log_tail = dbt_output.getvalue().splitlines()[-40:]
+    with tempfile.TemporaryDirectory(prefix="etl_assets_dbt_") as scratch:
+        dbt_output = Path(scratch) / "dbt.log"  # dbt's own log lines; the summary says what matters
+        result = runs.execute("dbt build", job_run(defs.resolve_implicit_global_asset_job_def(), run_config,
+                                                   asset_selection=dbt_keys, stdout_to=dbt_output))
+        runs.check_stop()
+        summary.dbt_ran = True
+        summary.success = result.success
+        if not result.success:
+            logged = dbt_output.read_text(errors="replace").splitlines() if dbt_output.exists() else []
+            summary.dbt_log_tail = logged[-40:] + result.problems
     for evaluation in result.get_asset_check_evaluations():
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         if evaluation.passed:
