@@ -97,6 +97,35 @@ def test_symbolic_links_are_followed_only_inside_the_root(tmp_path):
     assert tree(outside) == {"secret.csv": b"first secret line\nlast secret line\n"}
 
 
+def test_symbolic_link_loops_are_listed_once_and_never_walked(tmp_path):
+    """A link back to a folder above it, a link to itself and two links to each other: the listing ends,
+    lists each link once as a key (so a load refuses it in sight) and still lists every real file."""
+    root = tmp_path / "landing"
+    (root / "backup/20240501_Differential/Account").mkdir(parents=True)
+    (root / "backup/20240501_Differential/Account/part1.csv").write_text("Id\n001\n")
+    (root / "backup/20240501_Differential/Account/up").symlink_to("../..", target_is_directory=True)
+    (root / "backup/self").symlink_to("self")
+    (root / "backup/ping").symlink_to("pong")
+    (root / "backup/pong").symlink_to("ping")
+    zone = LocalLandingZone(root=str(root))
+    assert [f.key for f in zone.list_files("backup/")] == [
+        "backup/20240501_Differential/Account/part1.csv", "backup/20240501_Differential/Account/up",
+        "backup/ping", "backup/pong", "backup/self"]
+    assert [f.key for f in zone.list_files("backup/", start_after="backup/ping")] == ["backup/pong", "backup/self"]
+
+
+def test_a_looping_link_is_refused_with_its_reason(tmp_path, warehouse):
+    root = tmp_path / "landing"
+    (root / "external/inbound").mkdir(parents=True)
+    key = "external/inbound/bank_txn_20240501.csv"
+    (root / key).symlink_to("bank_txn_20240501.csv")
+    result = materialize(external_feed_loads, key, root, warehouse)
+    assert not result.success
+    [audit] = [a for a in find_loads(warehouse) if a["source_key"] == key]
+    assert audit["status"] == "ABORTED" and "symbolic links" in audit["error"], audit
+    assert (root / key).is_symlink()  # left where it landed
+
+
 def test_an_s3_zone_keeps_every_key_under_its_prefix(s3_endpoint, s3_bucket, tmp_path):
     client, bucket = s3_bucket
     client.put_object(Bucket=bucket, Key="other/victim.json", Body=b"secret")

@@ -152,6 +152,20 @@ class LandingZone(dg.ConfigurableResource):
         return shortened(check_key(key), suffix, self.name_limit, self.key_limit)
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link that loops (ELOOP): not a folder to walk
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 class LocalLandingZone(LandingZone):
     """A folder on this machine (the embedded default: data/landing)."""
 
@@ -165,6 +179,12 @@ class LocalLandingZone(LandingZone):
         if not self._inside(path):
             raise UnsafeKey(f"landing key {key!r} resolves outside the landing root (a symbolic link); "
                             "it is not followed")
+        try:
+            os.path.realpath(path, strict=True)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UnsafeKey(f"landing key {key!r} is a symbolic link that loops (too many levels of "
+                                "symbolic links); it is not followed") from None
         return path
 
     def _inside(self, path: Path | str) -> bool:
@@ -181,30 +201,36 @@ class LocalLandingZone(LandingZone):
     def list_files(self, prefix: str, start_after: str = "") -> Iterator[LandedFile]:
         base = Path(self.root)
         self._path(prefix)
-        yield from self._walk(base, prefix.rstrip("/"), start_after)
+        yield from self._walk(base, prefix.rstrip("/"), start_after, ())
 
-    def _walk(self, base: Path, relative: str, start_after: str) -> Iterator[LandedFile]:
+    def _walk(self, base: Path, relative: str, start_after: str, above: tuple[str, ...]) -> Iterator[LandedFile]:
+        """The files under `relative`; `above` holds the real paths of the folders walked down to it,
+        so a link back to one of them (a loop) is listed as a key, never walked again."""
         self._list_calls += 1
         directory = base / relative if relative else base
         try:
             # Sort as S3 does: a folder's keys continue with "/", so "a.zip" lists before "a/x".
-            entries = sorted(os.scandir(directory), key=lambda e: e.name + "/" if e.is_dir() else e.name)
+            entries = sorted(os.scandir(directory), key=lambda e: e.name + "/" if _is_dir(e) else e.name)
         except FileNotFoundError:
             return
         if not entries and relative and f"{relative}/" > start_after:
             yield LandedFile(f"{relative}/", 0, directory.stat().st_mtime)
             return
+        here = (*above, os.path.realpath(directory))
         for entry in entries:
             key = f"{relative}/{entry.name}" if relative else entry.name
-            if entry.is_symlink() and not self._inside(entry.path):
-                # Listed, never followed: loading it is refused with the reason, in sight.
-                yield LandedFile(key, 0, entry.stat(follow_symlinks=False).st_mtime)
-            elif entry.is_dir():  # a link is followed here only when it stays inside the root
+            if entry.is_symlink() and (not self._inside(entry.path) or os.path.realpath(entry.path) in here
+                                       or not (_is_dir(entry) or _is_file(entry))):
+                # Out of the root, back to a folder above (a loop) or to nothing: listed, never followed;
+                # loading it is refused with the reason, in sight.
+                if key > start_after:
+                    yield LandedFile(key, 0, entry.stat(follow_symlinks=False).st_mtime)
+            elif _is_dir(entry):  # a link is followed here only when it stays inside the root
                 # Every key under key/ sorts before key + "0"; skip whole subtrees that are done.
                 if start_after and key + "0" <= start_after:
                     continue
-                yield from self._walk(base, key, start_after)
-            elif entry.is_file() and key > start_after:
+                yield from self._walk(base, key, start_after, here)
+            elif _is_file(entry) and key > start_after:
                 stat = entry.stat()
                 yield LandedFile(key, stat.st_size, stat.st_mtime)
 
