@@ -37,8 +37,8 @@ Runs and their processes (docs/runs-and-executors.md, "Killed runs, waiting and 
   child process; the command's own process watches it: it prints (and writes to the run's log)
   which run holds the pool slot the run waits for, and on SIGTERM or Ctrl-C it marks the run
   CANCELING, interrupts it, and ends it CANCELED with its slots freed within GRACE_SECONDS.
-- The fenced private section at the end fixes Dagster's wait for a pool slot, which spun a CPU core
-  and ignored interrupts (applied when this module is imported, Dagster 1.13 only).
+- etl_assets/dagster_internals.py (imported here) fixes Dagster's wait for a pool slot, which spun a
+  CPU core and ignored interrupts (Dagster 1.13 only), and holds the health check's private types.
 """
 
 from __future__ import annotations
@@ -53,22 +53,15 @@ import threading
 import time
 import traceback
 import uuid
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.definitions.executor_definition import (
-    MULTI_PROC_CONFIG,
-    _core_multiprocess_executor_creation,
-)
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._core.storage.tags import GRPC_INFO_TAG  # the code server that launched a run (".dagster/grpc_info")
 
-# The private names this module uses (the imports above, and the pool-wait fix at the end) were
-# read against this Dagster release line; on another one the fix is not applied and a warning says
-# to re-check them (etl_assets_tests/test_killed_runs.py fails until someone has).
-DAGSTER_CHECKED = "1.13."
+# The private names this module needs (the health check's result types, the code-server tag) and the
+# pool-wait fix live in the one fenced module (imported here, so every process that imports this one,
+# run workers and `etl-assets` commands, has the fix).
+from etl_assets.dagster_internals import GRPC_INFO_TAG, CheckRunHealthResult, WorkerStatus
 
 CODE_LOCATION_MODULE = "etl_assets.definitions"
 CELERY_BROKER = "ETL_ASSETS_CELERY_BROKER"
@@ -99,15 +92,16 @@ def step_processes(instance: dg.DagsterInstance) -> int:
 
 
 def _forkserver_executor(init_context: dg.InitExecutorContext):
+    """Dagster's multiprocess executor, its `max_concurrent` (unless run config sets it) from the pool."""
     config = dict(init_context.executor_config)
-    if not config.get("max_concurrent"):  # run config may still set it
+    if not config.get("max_concurrent"):
         config["max_concurrent"] = step_processes(init_context.instance)
-    return _core_multiprocess_executor_creation(config)
+    return dg.multiprocess_executor.executor_creation_fn(init_context._replace(executor_config=config))
 
 
 forkserver_executor = dg.ExecutorDefinition(
     name="multiprocess_forkserver",
-    config_schema=MULTI_PROC_CONFIG,
+    config_schema=dg.multiprocess_executor.config_schema,
     executor_creation_fn=_forkserver_executor,
     requirements=dg.multiple_process_executor_requirements(),
     description="Dagster's multiprocess executor, steps forked from a server that preloaded the code "
@@ -677,102 +671,3 @@ def _start_time(pid: int) -> float | None:
 #
 # Private Dagster names, the last resort. Dagster 1.13's executors wait for a pool slot in a loop
 # that never sleeps: `InstanceConcurrencyContext.interval_to_next_pending_claim_check` returns
-# `min([0, *time_left])`, never more than 0, so `ActiveExecution.sleep_til_ready` never sleeps, and
-# a run whose step waits for a slot spins a CPU core at 100% (in process, and in the multiprocess
-# executor's loop, which does not sleep at all) between the claim's own checks (after 1 s, growing
-# to 15 s). The in-process executor also checks for an interrupt only when a step starts, so a run
-# waiting for a slot ignored SIGTERM, Ctrl-C and a termination from the UI; and an interrupted step
-# with a RetryPolicy becomes a retry (Dagster "respects the retry policy when interrupts occur"),
-# after which the in-process executor ran the run's other steps and the retry as if nothing had
-# happened. The fix, applied in every process that imports this module (the code location: run
-# workers and `etl-assets` commands):
-# - the interval to the next claim check is the real one (the earliest pending claim's, at least 0);
-# - a plan with nothing in flight and nothing ready sleeps until then, in slices of
-#   INTERRUPT_CHECK_SECONDS so that an interrupt is seen at once, instead of asking again at once;
-# - in process, the wait is an interrupt checkpoint as a step's start is, and a run marked CANCELING
-#   (by `SupervisedRuns`, or Dagster's own termination, before they interrupt it) starts no further
-#   step: DagsterExecutionInterruptedError is raised there and the run ends CANCELED.
-
-INTERRUPT_CHECK_SECONDS = 0.1
-STATUS_CHECK_SECONDS = 1.0  # how often a waiting in-process run reads whether it is being canceled
-POOL_WAIT_FIX: str | None = None  # why the fix is not applied; None once it is
-
-
-def _fix_pool_wait() -> str | None:
-    if not dg.__version__.startswith(DAGSTER_CHECKED):
-        return f"Dagster {dg.__version__} is not the {DAGSTER_CHECKED}x line the fix was written for"
-    from dagster._core.execution.plan.active import ActiveExecution
-    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-    from dagster._utils.interrupts import check_captured_interrupt, pop_captured_interrupt
-
-    if getattr(ActiveExecution, "_etl_assets_fixed", False):
-        return None
-    stopping = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
-
-    def interval_to_next_pending_claim_check(self) -> float:
-        if not self._pending_claims:
-            return 0.0
-        now = time.time()
-        ready = [self._pending_timeouts.get(step_key) for step_key in self._pending_claims]
-        if any(at is None for at in ready):  # a claim not yet tried: try it now
-            return 0.0
-        return max(0.0, min(ready) - now)
-
-    def canceling(active) -> bool:
-        """Whether the run is being canceled (read from the instance: the signal may be long gone)."""
-        context = active._instance_concurrency_context
-        if context is None:
-            return False
-        run = context._instance.get_run_by_id(context._run_id)
-        return run is not None and run.status in stopping
-
-    def wait(seconds: float, stop: Callable[[], bool] = lambda: False) -> None:
-        deadline = now = time.monotonic()
-        deadline += seconds
-        next_stop_check = now + STATUS_CHECK_SECONDS
-        while not check_captured_interrupt():
-            now = time.monotonic()
-            if now >= deadline:
-                return
-            if now >= next_stop_check:
-                if stop():
-                    return
-                next_stop_check = now + STATUS_CHECK_SECONDS
-            time.sleep(min(deadline - now, INTERRUPT_CHECK_SECONDS))
-
-    original_get_steps = ActiveExecution.get_steps_to_execute
-    original_get_next_step = ActiveExecution.get_next_step
-
-    def get_steps_to_execute(self, limit=None):
-        steps = original_get_steps(self, limit)
-        if not steps and limit is not None and not self._in_flight \
-                and self._instance_concurrency_context is not None \
-                and self._instance_concurrency_context.has_pending_claims():
-            wait(self.sleep_interval())  # nothing to do until a claim may be granted or a retry is due
-        return steps
-
-    def get_next_step(self):  # the in-process executor's only way to a step
-        if canceling(self):
-            return None  # the loop then waits: sleep_til_ready raises
-        return original_get_next_step(self)
-
-    def sleep_til_ready(self) -> None:
-        wait(max(0.0, self.sleep_interval()), stop=lambda: canceling(self))
-        if pop_captured_interrupt() or canceling(self):
-            self.mark_interrupted()
-            raise dg.DagsterExecutionInterruptedError("Run interrupted before its next step (canceled, or "
-                                                      "interrupted while waiting for a pool slot).")
-
-    InstanceConcurrencyContext.interval_to_next_pending_claim_check = interval_to_next_pending_claim_check
-    ActiveExecution.get_steps_to_execute = get_steps_to_execute
-    ActiveExecution.get_next_step = get_next_step
-    ActiveExecution.sleep_til_ready = sleep_til_ready
-    ActiveExecution._etl_assets_fixed = True
-    return None
-
-
-POOL_WAIT_FIX = _fix_pool_wait()
-if POOL_WAIT_FIX is not None:
-    warnings.warn(f"etl_assets.execution: the fix for Dagster's wait for a pool slot (a spinning CPU, "
-                  f"interrupts ignored) is not applied: {POOL_WAIT_FIX}. Re-check it against this "
-                  "version (docs/runs-and-executors.md).", stacklevel=1)

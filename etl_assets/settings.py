@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 from dagster_aws.s3 import S3Resource
 
 from etl_assets.execution import CELERY_BACKEND, CELERY_BROKER, executor_for
@@ -95,6 +94,15 @@ RUN_CHOICES = ("warehouse", "landing_zone", "totesys_source", "run_executor", "c
 PREFIXES = ("ETL_ASSETS_", "AWS_")
 
 
+
+def _is_cron(expression: str) -> bool:
+    """Whether Dagster accepts `expression` as a schedule's cron (its own check, through the public API)."""
+    try:
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=expression, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
+
 class SettingsError(ValueError):
     """A deployment variable holds a value it does not accept (the message names each, and what it accepts)."""
 
@@ -134,7 +142,7 @@ class Settings:
                 if value not in allowed:
                     problems.append(f"{variable}={value!r}: expected one of {', '.join(allowed)}")
             values[name] = value
-        if not is_valid_cron_string(values["totesys_cron"]):
+        if not _is_cron(values["totesys_cron"]):
             problems.append(f"ETL_ASSETS_TOTESYS_CRON={values['totesys_cron']!r}: expected a cron expression "
                             "such as '*/5 * * * *'")
         if values["executor"] == "celery":
@@ -253,7 +261,7 @@ def _deployment_resource(settings: Settings) -> dg.ResourceDefinition:
 
 def _launched_with(context) -> dict | None:
     """The record of the code location that launched the run, from the run's job snapshot."""
-    run, instance = getattr(context, "dagster_run", None), getattr(context, "instance", None)
+    run, instance = getattr(context, "run", None), getattr(context, "instance", None)
     if run is None or instance is None or not run.job_snapshot_id:
         return None
     if run.job_snapshot_id not in _SNAPSHOT_RECORDS:

@@ -1,12 +1,10 @@
 """The dbt project (totesys star schema, Salesforce marts) as Dagster assets."""
 
-import warnings
+from etl_assets.accepted_warnings import accepting
 
-# dagster-dbt 0.29 requires sqlglot[rs], whose sqlglotrs warns on import that it is deprecated
-# (sqlglot uses sqlglotc, also installed). Import it once with that one warning silenced so the
-# code location loads cleanly under `-W error`.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="sqlglotrs is deprecated", category=DeprecationWarning)
+# sqlglotrs warns on import that it is deprecated (etl_assets/accepted_warnings.py): import it once,
+# with that one warning silenced, so the code location loads cleanly under `-W error`.
+with accepting("sqlglotrs"):
     try:
         import sqlglotrs  # noqa: F401
     except ImportError:

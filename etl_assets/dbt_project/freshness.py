@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-from dagster._core.definitions.freshness import FreshnessState
 
 from etl_assets.notifications import Notifier
 
@@ -33,16 +32,17 @@ def build_freshness_notification_sensor(keys: list[dg.AssetKey]) -> dg.SensorDef
             record = records.get(key)
             if record is None:
                 continue
-            name, state = key.to_user_string(), record.freshness_state
-            failing = state == FreshnessState.FAIL
-            recovered = state == FreshnessState.PASS and notified.get(name) == FreshnessState.FAIL.value
-            if (failing and notified.get(name) != state.value) or recovered:
-                notifier.publish({"table": name, "status": "FRESHNESS_" + state.value,
+            # The state's value (PASS, WARN, FAIL, UNKNOWN): its enum is not in Dagster's public API.
+            name, state = key.to_user_string(), record.freshness_state.value
+            failing = state == "FAIL"
+            recovered = state == "PASS" and notified.get(name) == "FAIL"
+            if (failing and notified.get(name) != state) or recovered:
+                notifier.publish({"table": name, "status": "FRESHNESS_" + state,
                                   "since": record.updated_at.isoformat(),
                                   "reason": "not built within its freshness window" if failing else "fresh again"},
                                  log=context.log)
                 sent.append(name)
-            notified[name] = state.value
+            notified[name] = state
         context.update_cursor(json.dumps(notified, sort_keys=True))
         if not sent:
             return dg.SkipReason("no freshness state changed to FAIL or back")

@@ -5,12 +5,12 @@ and validates it (rejects kept, good rows loaded) and hands the staged batch to
 the warehouse IO manager, which merges it into salesforce.<object>.
 """
 
-import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import dagster as dg
 
+from etl_assets.accepted_warnings import accepting
 from etl_assets.landing.archives import ArchiveError
 from etl_assets.landing.csv_reader import CsvFormatError, choose_encoding
 from etl_assets.landing.zone import LandingZone, fingerprint_files
@@ -288,9 +288,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
     if obj.namespace:
         tags["salesforce/namespace"] = obj.namespace
 
-    # `backfill_policy` is a beta parameter of @asset (a warning at every import otherwise).
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy")
+    with accepting("backfill_policy"):  # a beta parameter of @asset (etl_assets/accepted_warnings.py)
         @dg.asset(
             key=key,
             description=object_description(obj),

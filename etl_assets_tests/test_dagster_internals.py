@@ -1,13 +1,14 @@
-"""The local instance's event log (etl_assets/local_storage.py) keeps its connections open.
+"""The one module allowed to use Dagster's private API (etl_assets/dagster_internals.py): the fence holds
+(no other module imports a private Dagster name, and the installed Dagster is the release line the private
+names were read against), and the local instance's event log keeps its connections open.
 
-Asserted on a real instance built from deploy/dagster.local.yaml: runs, their events, materializations,
+The event log is asserted on a real instance built from deploy/dagster.local.yaml: runs, their events, materializations,
 check evaluations and pool slots read back as with Dagster's own SQLite storage; a process forked
 from one that holds connections writes through its own; many events open one connection per
 database, not one per event; a wipe deletes the run shards it had open.
 """
 
-
-
+import ast
 import multiprocessing
 import os
 import sqlite3
@@ -20,12 +21,56 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorage,
 )
 
-from etl_assets.local_storage import (
+from etl_assets.dagster_internals import (
     OPEN_RUN_SHARDS,
     LocalInstance,
     OpenConnectionEventLogStorage,
+    version_problem,
 )
-from etl_assets_tests.helpers import LOCAL_YAML
+from etl_assets_tests.helpers import LOCAL_YAML, REPO
+
+FENCE = "etl_assets/dagster_internals.py"
+
+
+def private_imports(path) -> list[str]:
+    """The private modules of Dagster and its integrations (`dagster._x`, `dagster_dbt._x`...) a file imports."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        found += [n for n in names if n.split(".")[0].startswith("dagster") and
+                  any(part.startswith("_") for part in n.split(".")[1:])]
+    return found
+
+
+def test_only_the_fence_imports_private_dagster_names():
+    outside = {str(path.relative_to(REPO)): names for path in sorted((REPO / "etl_assets").rglob("*.py"))
+               if str(path.relative_to(REPO)) != FENCE and (names := private_imports(path))}
+    assert outside == {}, f"private Dagster names belong in {FENCE} (with the reason in its docstring)"
+    assert private_imports(REPO / FENCE), "the fence holds the private imports"
+
+
+def test_the_installed_dagster_is_the_line_the_private_names_were_read_against():
+    assert version_problem() is None, version_problem()
+
+
+def test_a_setting_runs_the_local_instance_on_dagsters_stock_storage(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(LOCAL_YAML.read_text())
+    monkeypatch.setenv("ETL_ASSETS_LOCAL_STORAGE", "dagster")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        assert type(storage) is SqliteEventLogStorage  # Dagster's own, over the same files
+        assert os.path.normpath(storage._base_dir) == os.path.join(home, "history", "runs")
+        assert dg.materialize([numbers], instance=instance).success
+    monkeypatch.setenv("ETL_ASSETS_LOCAL_STORAGE", "etl_assets")  # the same history, read by ours
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, OpenConnectionEventLogStorage)
+        assert instance.get_latest_materialization_event(numbers.key) is not None
+    monkeypatch.setenv("ETL_ASSETS_LOCAL_STORAGE", "sqlite")
+    with pytest.raises(dg.DagsterInvariantViolationError, match="ETL_ASSETS_LOCAL_STORAGE='sqlite'"):
+        dg.DagsterInstance.from_config(str(home))
 
 
 @pytest.fixture
