@@ -209,7 +209,9 @@ class LocalInstance(dg.DagsterInstance):
 
 
 # ---------------------------------------------------------------- 3. the wait for a pool slot
-
+#
+# Dagster 1.13's executors wait for a pool slot in a loop that never sleeps:
+# `InstanceConcurrencyContext.interval_to_next_pending_claim_check` returns
 # `min([0, *time_left])`, never more than 0, so `ActiveExecution.sleep_til_ready` never sleeps, and
 # a run whose step waits for a slot spins a CPU core at 100% (in process, and in the multiprocess
 # executor's loop, which does not sleep at all) between the claim's own checks (after 1 s, growing

@@ -665,9 +665,3 @@ def _start_time(pid: int) -> float | None:
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, StopIteration, ValueError, IndexError):
         return None
-
-
-# ---------------------------------------------------------------- fenced: Dagster's wait for a pool slot
-#
-# Private Dagster names, the last resort. Dagster 1.13's executors wait for a pool slot in a loop
-# that never sleeps: `InstanceConcurrencyContext.interval_to_next_pending_claim_check` returns
