@@ -1,34 +1,71 @@
-# make run   - install, generate sample backups if the landing zone is empty, load them all
-# make test  - install (and Debian's chromium if missing), run the whole test suite (PostgreSQL, S3, Redis, browser)
-# make dev   - install, open the Dagster UI on http://127.0.0.1:3000
-# make bench - install (with the bench extra: dlt for the peer rows), run the load, sensor and encoding
+# make run   - install the embedded default (no extras), generate sample backups if the landing zone is empty, load them all
+# make test  - install for tests (the dev extra, and Debian's chromium if missing), run the whole test suite (PostgreSQL, S3, Redis, browser)
+# make check - install for tests, run the quick tier only (tests marked `quick`)
+# make dev   - install with the ui extra, open the Dagster UI on http://127.0.0.1:3000
+# make bench - install with the bench extra (dlt for the peer rows), run the load, sensor and encoding
 #              benchmarks (the encoding figure: reading the 1M-row file as UTF-8 and as ISO-8859-1)
 #              (BENCH_ARGS="--rows 100000" for a quick one; BENCH_ARGS="--only loads --csv my_export.csv" for your file)
+# make lock  - update uv.lock after a change to pyproject.toml's dependencies (commit both)
+# make sync EXTRAS="postgres redshift ui" - install .venv with a deployment's extras (docs/configuration.md)
+#
+# Every target installs .venv from uv.lock, exactly (`uv sync --locked`: what the target's extras do not
+# hold is removed) and fails, saying to run `make lock`, when uv.lock no longer matches pyproject.toml.
+# uv itself lives in its own small venv, .venv-tools/, so syncing .venv never removes it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 # make run and make dev keep the sample's discovered state under data/ (git-ignored), so the state
 # committed in etl_assets/salesforce/discovered.yaml (what tests and deployments read) stays as reviewed.
 run dev: export ETL_ASSETS_SALESFORCE_DISCOVERED := $(CURDIR)/data/discovered.yaml
 
-.PHONY: install run test dev bench clean
+# The extras each set installs (pyproject.toml; docs/configuration.md lists what each deployment needs).
+EXTRAS_run :=
+EXTRAS_dev := --extra ui
+EXTRAS_test := --extra dev
+EXTRAS_bench := --extra bench
 
-$(BIN)/uv:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+.PHONY: install install-run install-dev install-bench sync lock run test check dev bench clean
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev]'
+$(TOOLS)/.uv-$(UV_VERSION):
+	rm -rf $(TOOLS)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	touch $@
 
-install: $(VENV)/.installed
+# uv.lock must match pyproject.toml (`uv lock --check`), else the target stops with what to run.
+CHECK_LOCK = $(UV) lock --check --quiet || { echo "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock" >&2; exit 1; }
+SYNC = UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(VENV) $(UV) sync --locked --quiet --python $(PYTHON) --compile-bytecode
+
+# One stamp per set: syncing a set removes the others' stamps (it uninstalls what only they hold).
+$(VENV)/.synced-%: pyproject.toml uv.lock | $(TOOLS)/.uv-$(UV_VERSION)
+	@$(CHECK_LOCK)
+	rm -f $(VENV)/.synced-*
+	$(SYNC) $(EXTRAS_$*)
+	touch $@
+
+install: $(VENV)/.synced-test        # the developer's environment: every deployment's packages and the test tools
+install-run: $(VENV)/.synced-run     # the embedded default only
+install-dev: $(VENV)/.synced-dev
+install-bench: $(VENV)/.synced-bench
+
+# A deployment's set, named by its extras (none: the embedded default); no stamp, so it always syncs.
+sync: | $(TOOLS)/.uv-$(UV_VERSION)
+	@$(CHECK_LOCK)
+	rm -f $(VENV)/.synced-*
+	$(SYNC) $(foreach extra,$(EXTRAS),--extra $(extra))
+
+lock: | $(TOOLS)/.uv-$(UV_VERSION)
+	$(UV) lock
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp $< $@
 
-run: install $(DAGSTER_HOME)/dagster.yaml
+run: install-run $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/etl-assets generate-sample --if-empty
 	$(BIN)/etl-assets catalog refresh
 	$(BIN)/etl-assets materialize
@@ -44,16 +81,15 @@ $(CHROMIUM):
 test: install $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The bench extra (dlt and the ADBC driver for the peer rows, matplotlib for the chart) is installed
-# by this target only, so `make test` and `make install` never fetch it.
-$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev,bench]'
-	touch $@
+check: install
+	$(BIN)/python -m pytest -m quick $(PYTEST_ARGS)
 
-bench: install $(VENV)/.bench-installed
+# The bench extra (dlt and the ADBC driver for the peer rows, matplotlib for the chart, and the dev
+# extra) is installed by this target only, so `make test` and `make install` never fetch it.
+bench: install-bench
 	$(BIN)/etl-assets bench $(BENCH_ARGS)
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install-dev $(DAGSTER_HOME)/dagster.yaml
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev
 
 clean:
