@@ -24,7 +24,7 @@ from pathlib import Path
 PEERS = ("dlt_pg_first", "dlt_pg_reload", "dlt_duckdb_first", "dlt_duckdb_reload")
 CHUNK_ROWS = 100_000  # read_csv_duckdb's Arrow batch (its default 5,000 is meant for JSON rows); not tuned further
 DATASET = "dlt_bench"
-INSTALL_HINT = "uv pip install -e '.[bench]' (make bench does)"
+INSTALL_HINT = "make bench installs the bench extra"
 
 
 def available(target: str | None = None) -> tuple[bool, str]:
