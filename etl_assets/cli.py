@@ -1,29 +1,48 @@
-"""`etl-assets`: the commands operators and `make` use."""
+"""`etl-assets`: the commands operators and `make` use (click; docs/cli.md).
+
+Each `*_command(args)` function does one command's work; the click commands at the end of this
+module parse the arguments, check the environment (`check_configuration`) and call it. A usage or
+configuration error is one line on stderr and exit status 2 (`main`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import shutil
 import sys
 import tempfile
+import textwrap
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
-import dagster as dg
+import click
 
-from etl_assets.settings import (
-    DATA_DIR,
-    WAREHOUSES,
-    SettingsError,
-    build_dry_run_warehouse,
-    build_landing_zone,
-    build_warehouse,
-)
+from etl_assets import environment
+from etl_assets.environment import DATA_DIR, WAREHOUSES, ConfigurationError
+
+
+class _Dagster:
+    """`dagster`, imported when first used: --help, --version and a configuration error answer in a
+    fraction of a second, without importing Dagster and the warehouses' drivers."""
+
+    def __getattr__(self, name: str):
+        import dagster
+
+        return getattr(dagster, name)
+
+
+dg = _Dagster()
 
 
 def _landing_zone():
     """The configured landing zone with its environment variables resolved."""
+    from etl_assets.settings import build_landing_zone
+
     with dg.build_resources({"landing_zone": build_landing_zone()}) as resources:
         return resources.landing_zone
 
@@ -44,16 +63,14 @@ def generate_sample_command(args: argparse.Namespace) -> int:
 def materialize_command(args: argparse.Namespace) -> int:
     from etl_assets.definitions import defs
     from etl_assets.salesforce.catalog import load_catalog, object_name_problem
-    from etl_assets.salesforce.partitions import differential_folders
+    from etl_assets.salesforce.partitions import BACKUP_PREFIX, differential_folders
     from etl_assets.salesforce.sensors import BackupCursor, scan_backups
 
     catalog = load_catalog()
     wanted_objects = {o.lower() for o in args.object}
-    unknown = wanted_objects - {api.lower() for api in catalog}
-    if unknown:
-        print(f"Unknown object(s): {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
-    scan = scan_backups(_landing_zone(), BackupCursor(), catalog, open_folders=0)
+    unknown_objects(args.object, catalog)
+    zone = _landing_zone()
+    scan = scan_backups(zone, BackupCursor(), catalog, open_folders=0)
     for name, found in scan.unknown_objects.items():  # nothing is skipped without saying so
         print(f"not loaded: {name} in {', '.join(found)}: not in catalog.yaml nor in the discovered state "
               "(run `etl-assets catalog refresh`)", file=sys.stderr)
@@ -71,11 +88,19 @@ def materialize_command(args: argparse.Namespace) -> int:
         and (not args.from_folder or r.partition_key >= args.from_folder)
         and (not args.to_folder or r.partition_key <= args.to_folder)
     ]
+    folders = sorted({r.partition_key for r in scan.run_requests})
+    absent = [f for f in args.folder if f not in folders
+              and next(iter(zone.list_files(f"{BACKUP_PREFIX}/{f}/")), None) is None]
+    if absent:  # a mistyped folder: say so, rather than load nothing and succeed
+        raise ConfigurationError(f"No backup folder {', '.join(f + _did_you_mean(f, folders) for f in absent)} "
+                                 f"in {zone.location(BACKUP_PREFIX + '/')}")
     if not requests:
         print("No differential folders with catalog objects matched.")
         return 0
 
     from etl_assets.execution import StopRequested, SupervisedRuns
+
+    selections = {r.partition_key: _selection(r, wanted_objects) for r in requests}
 
     instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
     problem = instance_write_problem(instance) if args.persistent else None
@@ -89,15 +114,17 @@ def materialize_command(args: argparse.Namespace) -> int:
         # SupervisedRuns: runs of processes that are gone are failed and their slots freed first; each
         # folder's run then executes in a child process this one watches (what it waits for, SIGTERM
         # and Ctrl-C: the run is canceled and its slots freed; docs/runs-and-executors.md)
-        with instance, SupervisedRuns(instance) as runs:
+        with instance, SupervisedRuns(instance) as runs, \
+                Progress("materialize", "objects", total=sum(map(len, selections.values()))) as progress:
             instance.add_dynamic_partitions(differential_folders.name, [r.partition_key for r in requests])
             job = defs.resolve_job_def("salesforce_backup_job")
             for request in requests:
-                selection = [k for k in request.asset_selection if not wanted_objects or k.path[-1] in wanted_objects]
+                selection = selections[request.partition_key]
                 if not selection:
                     continue
                 result = runs.execute(request.partition_key, _folder_run(job, request.partition_key, selection,
-                                                                         args.log_level))
+                                                                         args.log_level, progress))
+                progress.settle()  # every step's line before the folder's
                 reasons = [] if result.success else _failure_reasons(result) + result.problems
                 if not result.success:
                     failed.append(request.partition_key)
@@ -157,10 +184,17 @@ def instance_write_problem(instance: dg.DagsterInstance) -> str | None:
     return None
 
 
-def _folder_run(job, folder: str, selection: list, log_level: str):
+def _selection(request, wanted_objects: set[str]) -> list:
+    """The assets of a folder's run request, only the --object ones when any are named."""
+    return [k for k in request.asset_selection if not wanted_objects or k.path[-1] in wanted_objects]
+
+
+def _folder_run(job, folder: str, selection: list, log_level: str, progress: Progress | None = None):
     """One folder's run, as SupervisedRuns executes it: in process, with the run id and tags it is given."""
 
     def execute(instance: dg.DagsterInstance, run_id: str, tags: dict) -> None:
+        if progress is not None:
+            progress.listen(instance, run_id, folder)
         job.execute_in_process(
             partition_key=folder,
             asset_selection=selection,
@@ -202,12 +236,14 @@ def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int
     """The load plan of one object on one target, as `etl-assets sql` prints it (nothing runs)."""
     from etl_assets.salesforce.catalog import load_catalog
     from etl_assets.salesforce.partitions import full_backup_date
+    from etl_assets.settings import build_dry_run_warehouse
     from etl_assets.warehouse.batch import StagedBatch
 
-    by_name = {api.lower(): obj for api, obj in load_catalog().items()}
+    catalog = load_catalog()
+    by_name = {api.lower(): obj for api, obj in catalog.items()}
     obj = by_name.get(api_name.lower())
     if obj is None:
-        raise KeyError(api_name)
+        raise KeyError(f"{api_name}{_did_you_mean(api_name, catalog)}")
     staged = Path("staged")
     batch = StagedBatch(obj.table_spec(), partition, staged, files=[staged / "part-00000.parquet"],
                         reject_files=[staged / "rejects.parquet"], rows=rows,
@@ -239,7 +275,9 @@ def catalog_refresh_command(args: argparse.Namespace) -> int:
     from etl_assets.salesforce.discovery import refresh_command
 
     args.state = args.state or str(discovered_path())
-    return refresh_command(args, _landing_zone())
+    zone = _landing_zone()
+    with Progress("catalog refresh", "objects", count="started") as progress:
+        return refresh_command(args, zone, progress.started)
 
 
 def catalog_import_command(args: argparse.Namespace) -> int:
@@ -253,9 +291,9 @@ def catalog_import_command(args: argparse.Namespace) -> int:
 def sql_command(args: argparse.Namespace) -> int:
     try:
         warehouse, obj, plan = plan_for(args.target, args.object, args.partition, args.rows)
-    except KeyError:
-        print(f"Unknown object: {args.object}", file=sys.stderr)
-        return 2
+    except KeyError as unknown:
+        raise ConfigurationError(f"Unknown object: {unknown.args[0]}: not in catalog.yaml nor in the discovered "
+                                 "state") from None
     spec = obj.table_spec()
     print(f"-- Load of {obj.api_name} into {spec.schema}.{spec.name} on {warehouse.describe()}")
     for line in long_text_policy(warehouse, spec):
@@ -375,7 +413,7 @@ def files_command(args: argparse.Namespace) -> int:
     try:
         # As materialize: dead runs' slots freed first, each file's run in a watched child process
         # (SIGTERM and Ctrl-C cancel it and free its slots; docs/runs-and-executors.md).
-        with instance, SupervisedRuns(instance) as runs:
+        with instance, SupervisedRuns(instance) as runs, Progress("files", "files", count="runs") as progress:
             for _kind, prefix, asset in ROUTES:
                 pending = [] if args.key else [f for f in zone.list_files(prefix) if not f.key.endswith("/")]
                 # schema files first, then every data file (the sensor spreads them over ticks)
@@ -385,8 +423,10 @@ def files_command(args: argparse.Namespace) -> int:
                 if not ordered:
                     continue
                 instance.add_dynamic_partitions(asset.partitions_def.name, [f.key for f in ordered])
+                progress.total += len(ordered)
                 for landed in ordered:
-                    result = runs.execute(printable(landed.key), _file_run(job, asset.key, landed.key, args))
+                    result = runs.execute(printable(landed.key), _file_run(job, asset.key, landed.key, args, progress))
+                    progress.settle(printable(landed.key), result.success)
                     print(f"{printable(landed.key)}: {_file_outcome(zone, landed.key, result.success)}", flush=True)
                     if not result.success:
                         failed.append(landed.key)
@@ -402,11 +442,14 @@ def files_command(args: argparse.Namespace) -> int:
     return 1 if failed and not args.allow_refused else 0
 
 
-def _file_run(job, asset_key, key: str, args: argparse.Namespace):
+def _file_run(job, asset_key, key: str, args: argparse.Namespace, progress: Progress | None = None):
     """One landed file's run, as SupervisedRuns executes it: in process, with the run id and tags it is given."""
+    from etl_assets.files.assets import printable
     from etl_assets.files.loading import OVERRIDE_TAG
 
     def execute(instance: dg.DagsterInstance, run_id: str, tags: dict) -> None:
+        if progress is not None:
+            progress.listen(instance, run_id, printable(key))
         job.execute_in_process(
             asset_selection=[asset_key], partition_key=key, instance=instance, run_id=run_id, raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
@@ -460,6 +503,8 @@ def _file_outcome(zone, key: str, success: bool) -> str:
 
 
 def _resolved_warehouse():
+    from etl_assets.settings import build_warehouse
+
     with dg.build_resources({"warehouse": build_warehouse()}) as resources:
         return resources.warehouse
 
@@ -508,112 +553,622 @@ def audit_server_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="etl-assets", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+# -- Progress: what a long command has done so far
 
-    sample = commands.add_parser("generate-sample", help="write deterministic Salesforce backups")
-    sample.add_argument("--root", default=str(DATA_DIR / "landing"), help="landing zone folder")
-    sample.add_argument("--folders", type=int, default=6)
-    sample.add_argument("--rows", type=int, default=120, help="rows per object per folder")
-    sample.add_argument("--seed", type=int, default=7)
-    sample.add_argument("--if-empty", action="store_true", help="do nothing if backups already exist")
-    sample.set_defaults(func=generate_sample_command)
+class Progress:
+    """What a long command has done so far: steps (objects or files) and rows, the rate, the time elapsed.
 
-    materialize = commands.add_parser(
-        "materialize", help="load Salesforce backup folders from the landing zone (all by default)"
-    )
-    materialize.add_argument("--folder", action="append", default=[], help="a folder (repeatable)")
-    materialize.add_argument("--from", dest="from_folder", help="first folder of a range")
-    materialize.add_argument("--to", dest="to_folder", help="last folder of a range")
-    materialize.add_argument("--object", action="append", default=[], help="an object API name (repeatable)")
-    materialize.add_argument(
-        "--ephemeral", dest="persistent", action="store_false", help="do not record runs in DAGSTER_HOME"
-    )
-    materialize.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
-    materialize.set_defaults(func=materialize_command)
+    Where stdout and stderr are both a terminal: one live line at the bottom of the screen, redrawn
+    twice a second (anything else the command prints first clears it). Otherwise: a plain line per
+    step on stderr. Either way, a last line with the totals when the command ends.
 
-    files = commands.add_parser("files", help="load every file waiting in datalake/, external/inbound/, csv/input/")
-    files.add_argument("--sample", action="store_true", help="first write the sample files (local landing zone)")
-    files.add_argument("--allow-refused", action="store_true", help="exit 0 even if some files were refused")
-    files.add_argument("--ephemeral", dest="persistent", action="store_false", help="do not record runs")
-    files.add_argument("--log-level", default="WARNING")
-    files.add_argument("--key", action="append", default=[],
-                       help="load only this landing key (repeatable), e.g. one in held/ or duplicate/")
-    files.add_argument("--override", help="guards and/or duplicates (comma-separated): apply a HELD file, "
-                       "load a DUPLICATE (run tag files/override; docs/file-feeds.md)")
-    files.set_defaults(func=files_command)
+    A run's steps are followed through its events (`listen`, in the process that executes the run:
+    this one, or the child SupervisedRuns forks): each materialization (with its `rows_read`) and
+    step failure is written to a pipe this process reads, so the command shows the steps of a run as
+    they finish. `count="runs"`: a step is a whole run (`settle(label, ok)`), the events only add rows;
+    `count="started"`: steps of this process (`started`), each done when the next starts.
+    """
 
-    audit = commands.add_parser("audit", help="list loads from the audit table")
-    audit.add_argument("--table", help="target table, schema.table or table")
-    audit.add_argument("--since", help="ISO timestamp (UTC if no zone)")
-    audit.add_argument("--status", type=str.upper, choices=("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD"),
-                       help="only loads with this outcome")
-    audit.add_argument("--limit", type=int, default=1000, help="newest N loads (default 1000)")
-    audit.add_argument("--json", action="store_true", help="every column, full run ids, as JSON")
-    audit.set_defaults(func=audit_command)
+    TICK = 0.25  # seconds between reads of the pipe
+    REDRAW = 0.5  # seconds between redraws of the live line
 
-    audit_server = commands.add_parser("audit-server", help="read-only HTTP endpoint: GET /loads?table=&since="
-                                       "&status=&limit= (beyond loopback only with ETL_ASSETS_AUDIT_TOKEN set)")
-    audit_server.add_argument("--host", default="127.0.0.1")
-    audit_server.add_argument("--port", type=int, default=8765)
-    audit_server.set_defaults(func=audit_server_command)
+    def __init__(self, command: str, unit: str = "objects", total: int = 0, count: str = "events",
+                 live: bool | None = None, follow_output: bool = False):
+        self.command, self.unit, self.total, self.count = command, unit, total, count
+        self.live = (sys.stdout.isatty() and sys.stderr.isatty()) if live is None else live
+        self.follow_output = follow_output  # the live line shows the command's last line of output
+        self.done = self.rows = 0
+        self.current = ""
+        self._t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self._seen: set[tuple[str, str]] = set()
+        self._label_rows: dict[str, int] = {}
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)  # a full pipe drops an event; it never blocks a run
+        self._pending = b""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._streams: tuple | None = None
+        self._shown = False  # the live line is on the screen
+        self._line_start = True  # the command's own output ends with a newline
+        self._drawn_at = 0.0
 
-    # `bench` hands its arguments to etl_assets.tools.bench (see main); listed here for --help.
-    commands.add_parser("bench", help="load and sensor benchmarks: etl-assets bench --rows N --object Task ...",
-                        add_help=False)
+    # -- set-up
 
-    catalog = commands.add_parser(
-        "catalog", help="the discovered Salesforce objects: refresh from the landing zone, import describes")
-    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
-    refresh = catalog_commands.add_parser(
-        "refresh", help="infer the types of every object folder catalog.yaml does not declare, from sampled rows")
-    refresh.add_argument("--sample-rows", type=int, default=1000, help="rows sampled per object (default 1000)")
-    imported = catalog_commands.add_parser(
-        "import-describe", help="type objects exactly from REST describe JSON (sobjects/<Object>/describe)")
-    imported.add_argument("files", nargs="+", help="describe JSON files, one object each")
-    for command in (refresh, imported):
-        command.add_argument("--state", default=None, help="the discovered state file (default: "
-                             "$ETL_ASSETS_SALESFORCE_DISCOVERED, else etl_assets/salesforce/discovered.yaml)")
-    refresh.set_defaults(func=catalog_refresh_command)
-    imported.set_defaults(func=catalog_import_command)
+    def __enter__(self) -> Progress:
+        global _ACTIVE
+        _ACTIVE = self
+        if self.live:
+            self._streams = (sys.stdout, sys.stderr)
+            self._out = sys.stderr
+            sys.stdout, sys.stderr = _ClearsProgress(sys.stdout, self), _ClearsProgress(sys.stderr, self)
+        else:
+            self._out = sys.stderr
+        self._thread = threading.Thread(target=self._tick, name="etl-assets progress", daemon=True)
+        self._thread.start()
+        return self
 
-    sql = commands.add_parser("sql", help="print the SQL a load of one object would run (nothing is executed)")
-    sql.add_argument("--target", choices=WAREHOUSES, required=True)
-    sql.add_argument("--object", required=True, help="object API name, e.g. Task")
-    sql.add_argument("--partition", default="20240501_Differential")
-    sql.add_argument("--rows", type=int, default=1000, help="staged row count the COPY check expects")
-    sql.set_defaults(func=sql_command)
+    def __exit__(self, kind, *exc) -> None:
+        global _ACTIVE
+        if kind is None and self.count == "started":  # the last step started has ended
+            self.done = self.total
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.settle()
+        with self.lock:
+            self._clear()
+            if self._streams is not None:
+                sys.stdout, sys.stderr = self._streams
+            if self.done or self.rows:
+                self._say(self._summary(final=True))
+        _ACTIVE = None
+        os.close(self._read)
+        os.close(self._write)
 
-    seed_totesys = commands.add_parser(
-        "seed-totesys", help="fill the totesys source, or simulate a tick of business if it has data"
-    )
-    seed_totesys.add_argument("--seed", type=int, default=2)
-    seed_totesys.set_defaults(func=seed_totesys_command)
+    # -- what happens (any thread; `listen`'s callback in the run's process)
 
-    totesys = commands.add_parser(
-        "totesys", help="seed the embedded source if empty, extract changed rows, dbt build the star schema"
-    )
-    totesys.add_argument(
-        "--ephemeral", dest="persistent", action="store_false", help="do not record runs in DAGSTER_HOME"
-    )
-    totesys.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
-    totesys.set_defaults(func=totesys_command)
-    return parser
+    def listen(self, instance: dg.DagsterInstance, run_id: str, label: str) -> None:
+        """Follow one run's events as they are stored. `DagsterInstance.add_event_listener` calls back in
+        the process that stores the event; without it (another Dagster) there is no per-step progress,
+        and the command still prints its line per run."""
+        write = self._write
+
+        def forward(entry) -> None:
+            event = entry.dagster_event
+            if event is None:
+                return
+            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = event.step_materialization_data.materialization
+                rows = materialization.metadata.get("rows_read")
+                message = {"label": label, "what": "done", "name": materialization.asset_key.to_user_string(),
+                           "rows": rows.value if isinstance(getattr(rows, "value", None), int) else 0}
+            elif event.event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_START):
+                what = "failed" if event.event_type == dg.DagsterEventType.STEP_FAILURE else "start"
+                message = {"label": label, "what": what, "name": (event.step_key or "").replace("__", "/")}
+            else:
+                return
+            try:
+                os.write(write, (json.dumps(message) + "\n").encode())
+            except OSError:  # a full pipe (a lagging reader) or a closed one: progress is a bonus
+                pass
+
+        add_listener = getattr(instance, "add_event_listener", None)
+        if add_listener is not None:
+            add_listener(run_id, forward)
+
+    def started(self, name: str, number: int, total: int) -> None:
+        """A step of this process begins (catalog refresh: object `number` of `total`)."""
+        with self.lock:
+            self.total, self.done, self.current = total, number - 1, name
+            if not self.live:
+                self._say(f"{self.command}: {name} ({number} of {total} {self.unit}, "
+                          f"{_clock(time.monotonic() - self._t0)} elapsed)")
+            self._draw()
+
+    def settle(self, label: str | None = None, ok: bool | None = None) -> None:
+        """Take in every event written so far (a run has ended: all of them); with `label`, one more
+        run has ended (count="runs")."""
+        with self.lock:
+            self._take_events()
+            if label is not None and self.count == "runs":
+                self.done += 1
+                if not self.live:
+                    rows = self._label_rows.get(label, 0)
+                    self._say(f"{self.command}: {label}: {f'{rows:,} rows' if ok else 'FAILED'} ({self._summary()})")
+            self._draw()
+
+    # -- the reading thread
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.TICK):
+            with self.lock:
+                self._take_events()
+                if time.monotonic() - self._drawn_at >= self.REDRAW:
+                    self._draw()
+
+    def _take_events(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._read, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            self._event(event)
+
+    def _event(self, event: dict) -> None:
+        label, name, what = event["label"], event["name"], event["what"]
+        if what == "start":
+            self.current = f"{label} {name}"
+            return
+        if (label, name) in self._seen:
+            return
+        self._seen.add((label, name))
+        self.rows += event.get("rows") or 0
+        self._label_rows[label] = self._label_rows.get(label, 0) + (event.get("rows") or 0)
+        if self.count == "events":
+            self.done += 1
+        if not self.live and self.count == "events":
+            outcome = f"{event['rows']:,} rows" if what == "done" else "FAILED"
+            self._say(f"{self.command}: {label}: {name}: {outcome} ({self._summary()})")
+
+    # -- showing it (with the lock held)
+
+    def _summary(self, final: bool = False) -> str:
+        elapsed = time.monotonic() - self._t0
+        parts = [f"{self.done}/{self.total} {self.unit}" if self.total and not final else f"{self.done} {self.unit}"]
+        if self.rows:
+            parts.append(f"{self.rows:,} rows")
+            if elapsed >= 1:
+                parts.append(f"{self.rows / elapsed:,.0f} rows/s")
+        parts.append(f"{_clock(elapsed)} elapsed")
+        return ", ".join(parts) if not final else f"{self.command}: " + ", ".join(parts)
+
+    def _say(self, line: str) -> None:
+        self._clear()
+        print(line, file=self._out, flush=True)
+
+    def _draw(self) -> None:
+        if not self.live or not self._line_start:
+            return
+        self._drawn_at = time.monotonic()
+        width = shutil.get_terminal_size((100, 24)).columns - 1
+        if self.follow_output:
+            line = f"{self.command}: {self.current} ({_clock(time.monotonic() - self._t0)} elapsed)"
+        else:
+            line = f"{self.command}: {self.current + ': ' if self.current else ''}{self._summary()}"
+        self._out.write("\r\x1b[K" + line[:width])
+        self._out.flush()
+        self._shown = True
+
+    def _clear(self) -> None:
+        if self._shown:
+            self._out.write("\r\x1b[K")
+            self._out.flush()
+            self._shown = False
+
+    def _wrote(self, text: str) -> None:
+        self._line_start = text.endswith("\n")
+        if self.follow_output:
+            last = [line for line in text.splitlines() if line.strip()]
+            if last:
+                self.current = last[-1].strip()
+
+
+class _ClearsProgress:
+    """sys.stdout or sys.stderr while a live progress line is shown: what the command prints clears the
+    line first, so output never lands on it (the next redraw puts it back below)."""
+
+    def __init__(self, stream, progress: Progress):
+        self._stream, self._progress = stream, progress
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        with self._progress.lock:
+            if self._progress._line_start:
+                self._progress._clear()
+            written = self._stream.write(text)
+            self._stream.flush()
+            self._progress._wrote(text)
+        return written
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+_ACTIVE: Progress | None = None
+
+
+def _before_fork() -> None:  # a forked run never inherits the lock held by the progress thread
+    if _ACTIVE is not None:
+        _ACTIVE.lock.acquire()
+
+
+def _after_fork() -> None:
+    if _ACTIVE is not None:
+        _ACTIVE.lock.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+# -- Configuration errors: one line, exit 2
+
+# The deployment choices each command depends on (a variable they make required must be set).
+LOADS = {"ETL_ASSETS_LANDING_ZONE", "ETL_ASSETS_WAREHOUSE", "ETL_ASSETS_EXECUTOR"}
+LANDING = {"ETL_ASSETS_LANDING_ZONE"}
+WAREHOUSE = {"ETL_ASSETS_WAREHOUSE"}
+TOTESYS = {"ETL_ASSETS_WAREHOUSE", "ETL_ASSETS_TOTESYS_SOURCE", "ETL_ASSETS_EXECUTOR"}
+TOTESYS_SOURCE = {"ETL_ASSETS_TOTESYS_SOURCE"}
+
+
+def _did_you_mean(name: str, known) -> str:
+    suggestion = environment.closest(name, known)
+    return f" (did you mean {suggestion}?)" if suggestion else ""
+
+
+def unknown_objects(names: list[str], catalog) -> None:
+    """ConfigurationError naming every object not in the catalog, each with the closest one that is."""
+    known = {api.lower() for api in catalog}
+    unknown = [name for name in names if name.lower() not in known]
+    if unknown:
+        raise ConfigurationError("Unknown object(s): " + ", ".join(f"{name}{_did_you_mean(name, catalog)}"
+                                                                   for name in unknown)
+                                 + ": not in catalog.yaml nor in the discovered state")
+
+
+def dagster_home_problem() -> str | None:
+    """Why DAGSTER_HOME cannot hold the instance (Dagster's own rules), or None."""
+    home = os.environ.get("DAGSTER_HOME", "")
+    advice = "or pass --ephemeral to record no runs"
+    if not home:
+        return ("DAGSTER_HOME is not set: set it to the Dagster instance's directory (make uses "
+                f"data/dagster_home, with deploy/dagster.local.yaml as its dagster.yaml), {advice}")
+    path = os.path.expanduser(home)
+    if not os.path.isabs(path):
+        return f"DAGSTER_HOME={home!r} is not an absolute path: Dagster needs one, {advice}"
+    if not os.path.isdir(path):
+        return f"DAGSTER_HOME={home!r} is not a directory: create it (and its dagster.yaml), {advice}"
+    return None
+
+
+def bucket_problems(uses: set[str]) -> list[str]:
+    """Each S3 bucket the command would use that does not exist or cannot be reached, in one line each."""
+    from etl_assets.settings import build_s3
+
+    buckets = []
+    if "ETL_ASSETS_LANDING_ZONE" in uses and environment.chosen("ETL_ASSETS_LANDING_ZONE") == "s3":
+        buckets.append("ETL_ASSETS_LANDING_BUCKET")
+    if "ETL_ASSETS_WAREHOUSE" in uses and environment.chosen("ETL_ASSETS_WAREHOUSE") == "redshift" \
+            and uses == LOADS:
+        buckets.append("ETL_ASSETS_REDSHIFT_STAGING_BUCKET")
+    if not buckets:
+        return []
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    endpoint = os.environ.get("ETL_ASSETS_S3_ENDPOINT_URL") or "AWS"
+    with dg.build_resources({"s3": build_s3()}) as resources:
+        client = resources.s3.get_client()
+    problems = []
+    for variable in buckets:
+        bucket = os.environ[variable].strip()
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            why = {"404": "no such bucket", "NoSuchBucket": "no such bucket", "403": "access denied",
+                   "AccessDenied": "access denied"}.get(code, f"{code or error}")
+            problems.append(f"{variable}={bucket!r}: {why} at {endpoint} (with the AWS credentials of this "
+                            "environment)")
+        except NoCredentialsError:
+            problems.append(f"{variable}={bucket!r}: no AWS credentials: set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, or give this process a role or profile")
+        except BotoCoreError as error:  # an endpoint that cannot be reached, a malformed one
+            problems.append(f"{variable}={bucket!r}: cannot reach S3 at {endpoint}: {error}")
+    return problems
+
+
+def check_configuration(uses: set[str], persistent: bool = False) -> None:
+    """Everything the command needs from its environment, before it does anything: no unknown
+    ETL_ASSETS_* name, every value of its kind, every variable the chosen deployment needs, the
+    deployment's choices (Settings.read), DAGSTER_HOME for a command that records runs, and the S3
+    buckets it reads or stages in. ConfigurationError (SettingsError is one) with one line otherwise."""
+    found = environment.problems(uses=uses)
+    if persistent and (problem := dagster_home_problem()):
+        found.append(problem)
+    if found:
+        raise ConfigurationError("; ".join(found))
+    if uses:
+        from etl_assets.settings import Settings
+
+        Settings.read()  # the cron, Celery's URLs: a SettingsError, one line
+        problems = bucket_problems(uses)
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+
+# -- The command line (click)
+
+# Every exit status of every command (the help's epilog; docs/cli.md says the same).
+EXIT_STATUSES = {
+    0: "done",
+    1: "a load failed (each folder or file is named, with why), or DAGSTER_HOME cannot take a run",
+    2: "usage or configuration error, nothing was run: one line on stderr says what to fix (a bad or "
+       "missing variable, an ETL_ASSETS_* name nothing reads, DAGSTER_HOME unset, a missing bucket, an "
+       "unknown object, folder, command or option)",
+    130: "stopped by Ctrl-C (SIGINT): the run in progress is canceled and its pool slots freed",
+    143: "stopped by SIGTERM: the same",
+}
+EXIT_CODES = "\b\nExit status:\n" + "\n".join(
+    f"  {code:<4} " + "\n       ".join(textwrap.wrap(meaning, 70)) for code, meaning in EXIT_STATUSES.items()
+) + "\n\b\nDocs: docs/cli.md (commands, progress, errors), docs/configuration.md (every variable)."
+
+LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
+LOG_LEVEL_HELP = ("Dagster's console log level: DEBUG, INFO (the run's event log), WARNING, ERROR or CRITICAL "
+                  "(no stack traces).")
+EPHEMERAL_HELP = "Record nothing in DAGSTER_HOME (an in-memory instance); DAGSTER_HOME need not be set."
+
+
+class Command(click.Command):
+    """A command that checks its environment (`check_configuration`) once its arguments are parsed."""
+
+    def __init__(self, *args, uses: set[str] = frozenset(), records_runs: bool = False, **kwargs):
+        kwargs.setdefault("epilog", EXIT_CODES)
+        super().__init__(*args, **kwargs)
+        self.uses, self.records_runs = set(uses), records_runs
+
+    def invoke(self, ctx: click.Context):
+        check_configuration(self.uses, persistent=self.records_runs and not ctx.params.get("ephemeral"))
+        return super().invoke(ctx)
+
+
+class Group(click.Group):
+    """Sub-commands with the closest name suggested for a mistyped one."""
+
+    command_class = Command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            ctx.fail(f"No such command {name!r}{_did_you_mean(name, self.list_commands(ctx))}")
+        return super().resolve_command(ctx, args)
+
+
+Group.group_class = Group
+
+
+@click.group(cls=Group, epilog=EXIT_CODES,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="etl_assets", prog_name="etl-assets", message="%(prog)s %(version)s")
+def cli() -> None:
+    """etl-assets: load Salesforce backups, file feeds and totesys into the warehouse, and look at the loads.
+
+    The environment (ETL_ASSETS_*, DAGSTER_HOME) says where data lives; docs/configuration.md lists it.
+    Every command checks it first: a mistake is one line on stderr and exit status 2.
+    """
+
+
+def _run(command, **options) -> int:
+    return command(argparse.Namespace(**options))
+
+
+@cli.command("generate-sample")
+@click.option("--root", default=str(DATA_DIR / "landing"), show_default=True, help="Landing zone folder to write into.")
+@click.option("--folders", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Differential folders to write.")
+@click.option("--rows", type=click.IntRange(min=1), default=120, show_default=True, help="Rows per object per folder.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed: the same seed writes the same files.")
+@click.option("--if-empty", is_flag=True, help="Do nothing if the landing zone already holds backups.")
+def generate_sample(**options) -> int:
+    """Write deterministic sample Salesforce backups.
+
+    Differential folders of every catalog object, into a local landing zone (--root).
+    """
+    return _run(generate_sample_command, **options)
+
+
+@cli.command("materialize", uses=LOADS, records_runs=True)
+@click.option("--folder", multiple=True, metavar="FOLDER",
+              help="A backup folder to load, e.g. 20240501_Differential (repeatable; default: every folder).")
+@click.option("--from", "from_folder", metavar="FOLDER", help="First folder of a range (included).")
+@click.option("--to", "to_folder", metavar="FOLDER", help="Last folder of a range (included).")
+@click.option("--object", multiple=True, metavar="OBJECT",
+              help="Only this object's API name, e.g. Task (repeatable; default: every object of each folder).")
+@click.option("--ephemeral", is_flag=True, help=EPHEMERAL_HELP)
+@click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True, metavar="LEVEL", help=LOG_LEVEL_HELP)
+def materialize(ephemeral: bool, log_level: str, **options) -> int:
+    """Load Salesforce backup folders, one run per folder.
+
+    Every folder of the landing zone by default. Prints each folder's outcome (ok, FAILED and why), then rows read, rejected, inserted and updated
+    per table. Progress (objects and rows done, rate, elapsed) goes to stderr.
+    """
+    return _run(materialize_command, persistent=not ephemeral, log_level=log_level.upper(),
+                folder=list(options.pop("folder")), object=list(options.pop("object")), **options)
+
+
+@cli.command("files", uses=LOADS, records_runs=True)
+@click.option("--sample", is_flag=True, help="First write the sample files (a local landing zone only).")
+@click.option("--allow-refused", is_flag=True, help="Exit 0 even if some files were refused.")
+@click.option("--ephemeral", is_flag=True, help=EPHEMERAL_HELP)
+@click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True, metavar="LEVEL", help=LOG_LEVEL_HELP)
+@click.option("--key", multiple=True, metavar="KEY",
+              help="Load only this landing key (repeatable), e.g. one in held/ or duplicate/.")
+@click.option("--override", metavar="WHAT",
+              help="guards and/or duplicates (comma-separated): apply a HELD file, load a DUPLICATE (run tag "
+                   "files/override; docs/file-feeds.md).")
+def files(ephemeral: bool, log_level: str, key: tuple[str, ...], **options) -> int:
+    """Load every file waiting in the file-feed prefixes.
+
+    One run per file waiting in datalake/, external/inbound/ and csv/input/. Prints each file's outcome (loaded, REFUSED, DUPLICATE or HELD, and why). Progress (files and rows
+    done, rate, elapsed) goes to stderr.
+    """
+    return _run(files_command, persistent=not ephemeral, log_level=log_level.upper(), key=list(key), **options)
+
+
+@cli.command("audit", uses=WAREHOUSE)
+@click.option("--table", metavar="TABLE", help="Only loads into this table: schema.table or table.")
+@click.option("--since", metavar="TIMESTAMP", help="Only loads started since this ISO timestamp (UTC if no zone).")
+@click.option("--status", type=click.Choice(["FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD"],
+                                            case_sensitive=False), help="Only loads with this outcome.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="The newest N loads.")
+@click.option("--json", "json_", is_flag=True, help="Every column and full run ids, as JSON.")
+def audit(json_: bool, status: str | None, **options) -> int:
+    """List loads from the audit table (newest first)."""
+    if options["since"]:
+        try:
+            dt.datetime.fromisoformat(options["since"])
+        except ValueError:
+            raise click.BadParameter(f"{options['since']!r} is not an ISO timestamp such as 2024-05-01T00:00",
+                                     param_hint="'--since'") from None
+    return _run(audit_command, json=json_, status=status.upper() if status else None, **options)
+
+
+@cli.command("audit-server", uses=WAREHOUSE)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (beyond loopback only with ETL_ASSETS_AUDIT_TOKEN set).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port, printed).")
+def audit_server(**options) -> int:
+    """Serve the audit table read-only over HTTP.
+
+    GET /loads?table=&since=&status=&limit= answers JSON. Stops cleanly on Ctrl-C or SIGTERM.
+    """
+    return _run(audit_server_command, **options)
+
+
+@cli.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                        "help_option_names": []}, add_help_option=False)
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def bench(arguments: tuple[str, ...]) -> int:
+    """Run the benchmarks (`bench --help`: their options).
+
+    Load, sensor, catalog, folder-run and encoding benchmarks; results under benchmarks/results/.
+    """
+    from etl_assets.tools.bench import main as bench_main
+
+    try:
+        with Progress("bench", "steps", follow_output=True):
+            return bench_main(list(arguments))
+    except SystemExit as exit_:  # its own --help, or its usage error (argparse's message is above)
+        return exit_.code if isinstance(exit_.code, int) else 2
+
+
+@cli.group("catalog", cls=Group)
+def catalog() -> None:
+    """The discovered Salesforce objects (refresh, import).
+
+    Objects catalog.yaml does not declare are typed from sampled rows (refresh) or describe JSON.
+    """
+
+
+STATE_HELP = ("The discovered state file (default: $ETL_ASSETS_SALESFORCE_DISCOVERED, else "
+              "etl_assets/salesforce/discovered.yaml).")
+
+
+@catalog.command("refresh", uses=LANDING)
+@click.option("--sample-rows", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Rows sampled per object.")
+@click.option("--state", metavar="FILE", help=STATE_HELP)
+def catalog_refresh(**options) -> int:
+    """Type every object folder from sampled rows.
+
+    The columns catalog.yaml declares win; the others are inferred. Progress (objects sampled, elapsed) goes to stderr.
+    """
+    return _run(catalog_refresh_command, **options)
+
+
+@catalog.command("import-describe")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--state", metavar="FILE", help=STATE_HELP)
+def catalog_import_describe(files: tuple[str, ...], state: str | None) -> int:
+    """Type objects exactly from describe JSON files.
+
+    Each of FILES is the REST describe of one object (sobjects/<Object>/describe).
+    """
+    return _run(catalog_import_command, files=list(files), state=state)
+
+
+@cli.command("sql")
+@click.option("--target", type=click.Choice(WAREHOUSES), required=True, help="The warehouse to plan for.")
+@click.option("--object", "object_", required=True, metavar="OBJECT", help="The object's API name, e.g. Task.")
+@click.option("--partition", default="20240501_Differential", show_default=True,
+              help="The backup folder the plan loads.")
+@click.option("--rows", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Staged row count the COPY check expects.")
+def sql(object_: str, **options) -> int:
+    """Print the SQL a load of one object would run.
+
+    On the --target warehouse, with this environment's values (placeholders where unset). Nothing
+    runs and no secret is read.
+    """
+    return _run(sql_command, object=object_, **options)
+
+
+@cli.command("seed-totesys", uses=TOTESYS_SOURCE)
+@click.option("--seed", type=int, default=2, show_default=True, help="Random seed of the rows written.")
+def seed_totesys(**options) -> int:
+    """Fill the totesys source, or add a tick of business."""
+    return _run(seed_totesys_command, **options)
+
+
+@cli.command("totesys", uses=TOTESYS, records_runs=True)
+@click.option("--ephemeral", is_flag=True, help=EPHEMERAL_HELP)
+@click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True, metavar="LEVEL", help=LOG_LEVEL_HELP)
+def totesys(ephemeral: bool, log_level: str) -> int:
+    """Extract totesys changes, dbt build the star schema.
+
+    Seeds the embedded source first if it is empty.
+    """
+    return _run(totesys_command, persistent=not ephemeral, log_level=log_level.upper())
+
+
+def _usage_line(error: click.UsageError) -> str:
+    where = error.ctx.command_path if error.ctx is not None else "etl-assets"
+    return f"{where}: {error.format_message()} (see {where} --help)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from etl_assets.tools.bench import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    """The console script: the command's exit status; a usage or configuration error is one line on
+    stderr and 2, never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return args.func(args)
-    except SettingsError as error:  # a deployment variable with a value it does not accept
+        status = cli.main(argv, prog_name="etl-assets", standalone_mode=False)
+    except click.UsageError as error:  # a bad option or value, an unknown command
+        print(_usage_line(error), file=sys.stderr)
+        return 2
+    except ConfigurationError as error:  # the environment or an argument cannot work (SettingsError too)
         print(f"etl-assets: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if type(error).__name__ != "DagsterInvalidConfigError" or "dagster" not in sys.modules:
+            raise
+        # A value Dagster could not resolve (the instance's dagster.yaml, a resource's field).
+        messages = [e.message for e in getattr(error, "errors", [])] or [str(error)]
+        print("etl-assets: " + "; ".join(" ".join(m.split()) for m in messages), file=sys.stderr)
+        return 2
+    except click.ClickException as error:
+        print(f"etl-assets: {error.format_message()}", file=sys.stderr)
+        return error.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        print("etl-assets: interrupted", file=sys.stderr)
+        return 130
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -50,11 +50,19 @@ import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from etl_assets.environment import (
+    DATA_DIR,
+    EXECUTORS,
+    LANDING_ZONES,
+    SCHEDULE_STATUSES,
+    TOTESYS_SOURCES,
+    WAREHOUSES,
+    ConfigurationError,
+)
 from etl_assets.execution import CELERY_BACKEND, CELERY_BROKER, executor_for
 from etl_assets.landing.zone import LandingZone, LocalLandingZone, S3LandingZone
 from etl_assets.notifications import Notifier
@@ -70,13 +78,6 @@ from etl_assets.warehouse.io_manager import WarehouseIOManager
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.redshift import RedshiftWarehouse
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = PROJECT_ROOT / "data"
-
-WAREHOUSES = ("duckdb", "postgres", "redshift")
-LANDING_ZONES = ("local", "s3")
-TOTESYS_SOURCES = ("duckdb", "postgres")
-EXECUTORS = ("multiprocess", "in_process", "celery", "forkserver", "auto")
 
 # Which variable each load-time choice is read from, its default and its allowed values (None: free text).
 CHOICES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
@@ -86,7 +87,7 @@ CHOICES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "executor": ("ETL_ASSETS_EXECUTOR", "auto", EXECUTORS),
     "celery_queue": ("ETL_ASSETS_CELERY_QUEUE", "dagster", None),
     "totesys_cron": ("ETL_ASSETS_TOTESYS_CRON", DEFAULT_CRON, None),
-    "totesys_schedule": ("ETL_ASSETS_TOTESYS_SCHEDULE", "running", ("running", "stopped")),
+    "totesys_schedule": ("ETL_ASSETS_TOTESYS_SCHEDULE", "running", SCHEDULE_STATUSES),
 }
 # The choices a run depends on (the schedule's cron and status only matter to the daemon that ticks it).
 RUN_CHOICES = ("warehouse", "landing_zone", "totesys_source", "run_executor", "celery_queue")
@@ -103,7 +104,7 @@ def _is_cron(expression: str) -> bool:
         return False
     return True
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError):
     """A deployment variable holds a value it does not accept (the message names each, and what it accepts)."""
 
 

@@ -84,7 +84,7 @@ def test_one_object_one_folder_and_a_failing_folder(tmp_path: Path):
     assert etl_assets("audit", "--status", "nope", env=env).returncode == 2
 
     unknown = etl_assets("materialize", "--ephemeral", "--object", "Nope__c", env=env)
-    assert unknown.returncode == 2 and "Unknown object(s): nope__c" in unknown.stderr
+    assert unknown.returncode == 2 and unknown.stderr.startswith("etl-assets: Unknown object(s): Nope__c")
 
 
 def test_files_says_why_a_file_was_refused(tmp_path: Path):

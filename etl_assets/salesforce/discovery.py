@@ -17,7 +17,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -404,7 +404,7 @@ def _merge_inferred(entry: dict | None, header: list[str], types: dict[str, str 
 
 
 def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str] | dict[str, set[str]],
-                  sample_rows: int = 1000) -> dict:
+                  sample_rows: int = 1000, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Infer every object's columns from the landing zone and record them in the state file.
 
     Objects declared in catalog.yaml are sampled too: the catalog refines what discovery finds (its
@@ -416,7 +416,7 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
     declare (none: no entry), so the state holds what the catalog does not already say.
 
     `declared`: catalog.yaml's objects, with the columns each declares; names alone are looked up
-    in catalog.yaml."""
+    in catalog.yaml. `progress(object, number, total)` is called as each object's sampling starts."""
     objects = load_state(state_path)
     if not isinstance(declared, dict):
         known = {name.lower(): columns for name, columns in declared_objects().items()}
@@ -430,7 +430,9 @@ def refresh_state(landing_zone: LandingZone, state_path: Path, declared: set[str
         summary["refused"].append({"object": api_name, "folders": [], "reason": object_name_problem(api_name)})
         del objects[api_name]
     found = _object_files(landing_zone, summary["unreadable"])
-    for folder_name in sorted(found):
+    for number, folder_name in enumerate(sorted(found), 1):
+        if progress is not None:
+            progress(folder_name, number, len(found))
         if (problem := object_name_problem(folder_name)) is not None:  # names are data: never in the state
             summary["refused"].append({"object": folder_name, "folders": sorted(found[folder_name]), "reason": problem})
             continue
@@ -522,9 +524,10 @@ def _print_summary(summary: dict) -> None:
     print(f"{'Wrote' if summary['written'] else 'Unchanged:'} {summary['state']}")
 
 
-def refresh_command(args: argparse.Namespace, landing_zone: LandingZone) -> int:
+def refresh_command(args: argparse.Namespace, landing_zone: LandingZone,
+                    progress: Callable[[str, int, int], None] | None = None) -> int:
     """`etl-assets catalog refresh`: args.state, args.sample_rows."""
-    _print_summary(refresh_state(landing_zone, Path(args.state), declared_objects(), args.sample_rows))
+    _print_summary(refresh_state(landing_zone, Path(args.state), declared_objects(), args.sample_rows, progress))
     return 0
 
 
