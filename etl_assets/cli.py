@@ -71,6 +71,12 @@ def materialize_command(args: argparse.Namespace) -> int:
     unknown_objects(args.object, catalog)
     zone = _landing_zone()
     scan = scan_backups(zone, BackupCursor(), catalog, open_folders=0)
+    folders = sorted({r.partition_key for r in scan.run_requests})
+    absent = [f for f in args.folder if f not in folders
+              and next(iter(zone.list_files(f"{BACKUP_PREFIX}/{f}/")), None) is None]
+    if absent:  # a mistyped folder: say so, rather than load nothing and succeed
+        raise ConfigurationError(f"No backup folder {', '.join(f + _did_you_mean(f, folders) for f in absent)} "
+                                 f"in {zone.location(BACKUP_PREFIX + '/')}")
     for name, found in scan.unknown_objects.items():  # nothing is skipped without saying so
         print(f"not loaded: {name} in {', '.join(found)}: not in catalog.yaml nor in the discovered state "
               "(run `etl-assets catalog refresh`)", file=sys.stderr)
@@ -88,12 +94,6 @@ def materialize_command(args: argparse.Namespace) -> int:
         and (not args.from_folder or r.partition_key >= args.from_folder)
         and (not args.to_folder or r.partition_key <= args.to_folder)
     ]
-    folders = sorted({r.partition_key for r in scan.run_requests})
-    absent = [f for f in args.folder if f not in folders
-              and next(iter(zone.list_files(f"{BACKUP_PREFIX}/{f}/")), None) is None]
-    if absent:  # a mistyped folder: say so, rather than load nothing and succeed
-        raise ConfigurationError(f"No backup folder {', '.join(f + _did_you_mean(f, folders) for f in absent)} "
-                                 f"in {zone.location(BACKUP_PREFIX + '/')}")
     if not requests:
         print("No differential folders with catalog objects matched.")
         return 0
@@ -863,9 +863,9 @@ def bucket_problems(uses: set[str]) -> list[str]:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     endpoint = os.environ.get("ETL_ASSETS_S3_ENDPOINT_URL") or "AWS"
-    with dg.build_resources({"s3": build_s3()}) as resources:
-        client = resources.s3.get_client()
     problems = []
+    with dg.build_resources({"s3": build_s3()}) as resources:
+        client = resources.s3  # S3Resource's resource is its boto3 client
     for variable in buckets:
         bucket = os.environ[variable].strip()
         try:
@@ -908,7 +908,8 @@ def check_configuration(uses: set[str], persistent: bool = False) -> None:
 # Every exit status of every command (the help's epilog; docs/cli.md says the same).
 EXIT_STATUSES = {
     0: "done",
-    1: "a load failed (each folder or file is named, with why), or DAGSTER_HOME cannot take a run",
+    1: "a load failed (each folder or file is named, with why), the warehouse cannot be reached, or "
+       "DAGSTER_HOME cannot take a run",
     2: "usage or configuration error, nothing was run: one line on stderr says what to fix (a bad or "
        "missing variable, an ETL_ASSETS_* name nothing reads, DAGSTER_HOME unset, a missing bucket, an "
        "unknown object, folder, command or option)",
@@ -970,8 +971,8 @@ def _run(command, **options) -> int:
 
 @cli.command("generate-sample")
 @click.option("--root", default=str(DATA_DIR / "landing"), show_default=True, help="Landing zone folder to write into.")
-@click.option("--folders", type=click.IntRange(min=1), default=6, show_default=True,
-              help="Differential folders to write.")
+@click.option("--folders", type=click.IntRange(min=2), default=6, show_default=True,
+              help="Differential folders to write (the last is left empty, as a folder still being written).")
 @click.option("--rows", type=click.IntRange(min=1), default=120, show_default=True, help="Rows per object per folder.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed: the same seed writes the same files.")
 @click.option("--if-empty", is_flag=True, help="Do nothing if the landing zone already holds backups.")
@@ -1035,7 +1036,7 @@ def audit(json_: bool, status: str | None, **options) -> int:
             dt.datetime.fromisoformat(options["since"])
         except ValueError:
             raise click.BadParameter(f"{options['since']!r} is not an ISO timestamp such as 2024-05-01T00:00",
-                                     param_hint="'--since'") from None
+                                     ctx=click.get_current_context(), param_hint="'--since'") from None
     return _run(audit_command, json=json_, status=status.upper() if status else None, **options)
 
 
@@ -1069,7 +1070,7 @@ def bench(arguments: tuple[str, ...]) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
 
 
-@cli.group("catalog", cls=Group)
+@cli.group("catalog", cls=Group, epilog=EXIT_CODES)
 def catalog() -> None:
     """The discovered Salesforce objects (refresh, import).
 
@@ -1143,6 +1144,20 @@ def _usage_line(error: click.UsageError) -> str:
     return f"{where}: {error.format_message()} (see {where} --help)"
 
 
+def _one_line(error: Exception) -> tuple[int, str] | None:
+    """(exit status, one line) for an error that is the environment's, not the code's; None otherwise.
+    The classes are looked up only if their modules were imported (a --help imports neither)."""
+    dagster = sys.modules.get("dagster")
+    if dagster is not None and isinstance(error, dagster.DagsterInvalidConfigError):
+        # A value Dagster could not resolve (the instance's dagster.yaml, a resource's field).
+        messages = [e.message for e in getattr(error, "errors", [])] or [str(error)]
+        return 2, "; ".join(" ".join(m.split()) for m in messages)
+    base = sys.modules.get("etl_assets.warehouse.base")
+    if base is not None and isinstance(error, base.WarehouseUnreachable):  # names where, and why
+        return 1, " ".join(str(error).split())
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """The console script: the command's exit status; a usage or configuration error is one line on
     stderr and 2, never a traceback."""
@@ -1156,12 +1171,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"etl-assets: {error}", file=sys.stderr)
         return 2
     except Exception as error:
-        if type(error).__name__ != "DagsterInvalidConfigError" or "dagster" not in sys.modules:
+        known = _one_line(error)
+        if known is None:
             raise
-        # A value Dagster could not resolve (the instance's dagster.yaml, a resource's field).
-        messages = [e.message for e in getattr(error, "errors", [])] or [str(error)]
-        print("etl-assets: " + "; ".join(" ".join(m.split()) for m in messages), file=sys.stderr)
-        return 2
+        status, line = known
+        print(f"etl-assets: {line}", file=sys.stderr)
+        return status
     except click.ClickException as error:
         print(f"etl-assets: {error.format_message()}", file=sys.stderr)
         return error.exit_code

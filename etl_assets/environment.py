@@ -135,7 +135,8 @@ def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
     problems = []
     for name in sorted(n for n in env if n.startswith(PREFIX) and n not in VARIABLES):
-        suggestion = closest(name, VARIABLES)
+        suggestion = closest(name.removeprefix(PREFIX), [v.removeprefix(PREFIX) for v in VARIABLES])  # the part
+        suggestion = suggestion and PREFIX + suggestion  # that differs: every name shares the prefix
         hint = f"did you mean {suggestion}?" if suggestion else "docs/configuration.md lists the variables"
         problems.append(f"{name} is set but etl_assets reads no such variable ({hint})")
     return problems
