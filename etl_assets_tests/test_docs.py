@@ -431,6 +431,10 @@ def test_the_cheap_commands_run(command: Command, scratch_outcomes):
     out = outcome.out
     assert out.strip(), f"{command.where()}: printed nothing"
     argv = command.argv[1:]
+    if "--help" in argv or "-h" in argv:  # click's usage line (the benchmark's is argparse's: lower case)
+        usage = f"usage: etl-assets {' '.join(a for a in argv if not a.startswith('-'))}"
+        assert out.lower().startswith(usage), out[:200]
+        return
     if argv[:1] == ["sql"]:
         target = argv[argv.index("--target") + 1]
         assert out.startswith(f"-- Load of {argv[argv.index('--object') + 1]}"), out[:200]
@@ -614,7 +618,10 @@ def test_the_configuration_page_lists_every_variable_the_code_reads():
         assert any(name.startswith(prefix) for name in listed), f"docs/configuration.md lists no {prefix}*"
     tests, _ = variables_in((REPO / "etl_assets_tests").glob("*.py"))
     for doc in DOCS:
-        named = set(VARIABLE.findall(doc.read_text()))
+        text = doc.read_text()
+        # docs/cli.md shows the line a misspelt variable gets: that name is meant to be unknown
+        misspelt = set(re.findall(r"\b(ETL_ASSETS_\w+) is set but etl_assets reads no such variable", text))
+        named = set(VARIABLE.findall(text)) - misspelt
         unknown = {v for v in named - read - tests  # ETL_ASSETS_PG_HOST from a prefix, or ETL_ASSETS_TOTESYS_PG_*
                    if not any(v.startswith(p) for p in prefixes)
                    and not (v.endswith("_*") and any(r.startswith(v[:-1]) for r in read | prefixes))}
