@@ -27,6 +27,7 @@ TOTESYS_SOURCES = ("duckdb", "postgres")
 EXECUTORS = ("multiprocess", "in_process", "celery", "forkserver", "auto")
 SCHEDULE_STATUSES = ("running", "stopped")
 REDSHIFT_CONNECTIONS = ("psycopg2", "data_api")
+LOCAL_STORAGES = ("etl_assets", "dagster")
 
 
 class ConfigurationError(ValueError):
@@ -72,6 +73,8 @@ VARIABLES: dict[str, Variable] = _variables(
     Variable("ETL_ASSETS_CELERY_QUEUE", "text", default="dagster"),
     Variable("ETL_ASSETS_TOTESYS_CRON", "cron", default="*/5 * * * *"),
     Variable("ETL_ASSETS_TOTESYS_SCHEDULE", "choice", SCHEDULE_STATUSES, default="running"),
+    # The local Dagster instance's storage (etl_assets/dagster_internals.py, read when the instance opens).
+    Variable("ETL_ASSETS_LOCAL_STORAGE", "choice", LOCAL_STORAGES, default="etl_assets"),
     # Landing zone.
     Variable("ETL_ASSETS_LANDING_ROOT", "path"),
     Variable("ETL_ASSETS_LANDING_BUCKET", "text", required_when=_S3),
