@@ -616,8 +616,8 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.settle()
         with self.lock:
+            self._take_events()
             self._clear()
             if self._streams is not None:
                 sys.stdout, sys.stderr = self._streams
@@ -707,8 +707,8 @@ class Progress:
 
     def _event(self, event: dict) -> None:
         label, name, what = event["label"], event["name"], event["what"]
-        if what == "start":
-            self.current = f"{label} {name}"
+        if what == "start":  # a file's run has one step: the file says it all
+            self.current = label if self.count == "runs" else f"{label} {name}"
             return
         if (label, name) in self._seen:
             return
@@ -725,7 +725,8 @@ class Progress:
 
     def _summary(self, final: bool = False) -> str:
         elapsed = time.monotonic() - self._t0
-        parts = [f"{self.done}/{self.total} {self.unit}" if self.total and not final else f"{self.done} {self.unit}"]
+        unit = self.unit[:-1] if final and self.done == 1 and self.unit.endswith("s") else self.unit
+        parts = [f"{self.done}/{self.total} {unit}" if self.total and not final else f"{self.done} {unit}"]
         if self.rows:
             parts.append(f"{self.rows:,} rows")
             if elapsed >= 1:
