@@ -603,11 +603,11 @@ class _PoolWait:
         message = (f"waiting for a slot of pool {limits}"
                    + (f" held by {held}" if held else ": queued behind earlier claims")
                    + (f" (waiting {now - self.since:.0f} s)" if now - self.since >= 1 else ""))
-        self.say(f"{self.label}: {message}")
-        if key != self.said:
+        if key != self.said:  # the run's log first: whoever reads the command's line finds it there too
             run = self.instance.get_run_by_id(self.run_id)
             if run is not None and not run.is_finished:
                 self.instance.report_engine_event(f"etl-assets: {message}", run)
+        self.say(f"{self.label}: {message}")
         self.said, self.said_at = key, now
 
     def _describe(self, run_id: str, steps: list[str]) -> str:
