@@ -33,14 +33,11 @@ from sqlglot.errors import ErrorLevel
 
 from etl_assets.cli import plan_for
 from etl_assets.salesforce.catalog import load_catalog
-from etl_assets.warehouse.base import STAGING, WarehouseLimitError
 from etl_assets.warehouse.batch import StagedBatchWriter
-from etl_assets.warehouse.redshift import (
-    DataApiSession,
-    RedshiftWarehouse,
-    literal,
-    render,
-)
+from etl_assets.warehouse.dialect import STAGING
+from etl_assets.warehouse.errors import WarehouseLimitError
+from etl_assets.warehouse.redshift import RedshiftWarehouse
+from etl_assets.warehouse.redshift_sessions import DataApiSession, RedshiftLoadError, literal, render
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec
 from etl_assets_tests.conftest import S3_CREDENTIALS
 
@@ -204,7 +201,7 @@ def test_limits_are_checked_before_any_ddl(redshift):
     batch = batch_of([("A", 1, "x")])
     batch.max_bytes["body"] = 70_000
     with pytest.raises(WarehouseLimitError, match="70000-byte value; Redshift allows 65535"):
-        redshift.create_table_sql(SPEC, batch)
+        redshift.dialect().create_table_sql(SPEC, batch)
 
 
 @pytest.fixture
@@ -329,8 +326,6 @@ def test_etl_assets_sql_prints_the_plan_without_credentials(target, monkeypatch,
 def test_only_transient_failures_are_left_to_the_retry_policy(redshift):
     from botocore.exceptions import ClientError
 
-    from etl_assets.warehouse.redshift import RedshiftLoadError
-
     def wrapped(cause):
         try:
             raise RedshiftLoadError("load failed") from cause
@@ -361,8 +356,8 @@ def test_the_long_text_policy_of_the_catalog_shapes_the_redshift_plan(capsys):
     redshift = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
     batch = StagedBatchWriter(obj.table_spec(), "P").close()
     batch.max_bytes["litify_pm__description__c"] = 500_000  # no VARCHAR bucket holds it; SUPER needs none
-    assert '"litify_pm__description__c" SUPER' in redshift.create_table_sql(obj.table_spec(), batch)
-    assert redshift.widen_steps(obj.table_spec(), batch, {"litify_pm__description__c": None}) == []
+    assert '"litify_pm__description__c" SUPER' in redshift.dialect().create_table_sql(obj.table_spec(), batch)
+    assert redshift.dialect().widen_steps(obj.table_spec(), batch, {"litify_pm__description__c": None}) == []
 
 
 def test_the_plan_copies_from_the_manifests_its_load_uploads(redshift, s3_bucket):
@@ -372,8 +367,8 @@ def test_the_plan_copies_from_the_manifests_its_load_uploads(redshift, s3_bucket
     batch = batch_of([("A", 1, "a")], reject=True)
     copies = [s.sql for s in redshift.plan(batch, {}).transaction if s.sql.startswith("COPY ")]
     staging = redshift.upload(batch)
-    assert copies == [redshift._copy(STAGING, staging.rows_manifest),
-                      redshift._copy('"salesforce"."note__c_rejects"', staging.rejects_manifest)]
+    assert copies == [redshift.dialect().copy_sql(STAGING, staging.rows_manifest),
+                      redshift.dialect().copy_sql('"salesforce"."note__c_rejects"', staging.rejects_manifest)]
     for manifest in (staging.rows_manifest, staging.rejects_manifest):
         client.head_object(Bucket=bucket, Key=manifest.removeprefix(f"s3://{bucket}/"))
     redshift.remove(staging)
@@ -390,3 +385,4 @@ def test_removing_staged_files_goes_through_every_page_of_the_listing(redshift, 
     redshift.remove(staging)
     assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=staging.prefix)
     batch.discard()
+
