@@ -28,11 +28,12 @@ from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.dialect import STAGING, Capabilities, Dialect, rejects_table, table
 from etl_assets.warehouse.errors import WarehouseLimitError
-from etl_assets.warehouse.postgres import psycopg2_session
+from etl_assets.warehouse.postgres import psycopg2_session, sqlstate_fix
 from etl_assets.warehouse.redshift_sessions import (
     DataApiSession,
     RedshiftLoadError,
     RedshiftSession,
+    StatementFailed,
     literal,
 )
 from etl_assets.warehouse.session import Session
@@ -43,6 +44,18 @@ MAX_VARCHAR_BYTES = 65_535
 # A SUPER string's limit where the cluster sets enable_large_strings_opt_in (65,535 bytes otherwise).
 MAX_SUPER_STRING_BYTES = 16_000_000
 WIDTH_BUCKETS = (256, 1024, 4096, 16384, MAX_VARCHAR_BYTES)
+
+# SQLSTATE -> what a person must fix; the Data API names the error only in words (`_FIX_WORDS`).
+_REDSHIFT_FIXES = {
+    "53100": "the cluster's disk is full: free space (drop or VACUUM tables it no longer needs) or resize the cluster",
+    "42501": "user {user} lacks a privilege: GRANT it (CREATE on the database for a new schema, USAGE and CREATE "
+             "on the schema, SELECT, INSERT, UPDATE and DELETE on its tables), or set ETL_ASSETS_REDSHIFT_USER "
+             "(Data API: ETL_ASSETS_REDSHIFT_DB_USER or the secret's user) to a user that has it",
+    "25006": "the database accepts no writes (a read-only transaction, or a datashare's consumer): load into a "
+             "database the cluster owns, or turn default_transaction_read_only off",
+}
+_FIX_WORDS = {"disk full": "53100", "permission denied": "42501", "read-only transaction": "25006"}
+
 
 @dataclass(frozen=True)
 class S3Staging:
@@ -203,6 +216,17 @@ class RedshiftWarehouse(Warehouse):
         if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, EndpointConnectionError)):
             return True
         return isinstance(error, ClientError) and "Throttl" in error.response.get("Error", {}).get("Code", "")
+
+    def _what_to_fix(self, error: BaseException) -> str | None:
+        """A privilege, a full disk or a read-only database, from the SQLSTATE (psycopg2) or, through the
+        Data API, from the words of the statement's error."""
+        user = self.user if self.connection != "data_api" else (self.db_user or "of the secret")
+        fix = sqlstate_fix(error, _REDSHIFT_FIXES, user=user)
+        if fix is None and isinstance(error, StatementFailed):
+            words = str(error).lower()
+            code = next((code for word, code in _FIX_WORDS.items() if word in words), None)
+            fix = f"{_REDSHIFT_FIXES[code].format(user=user)} ({str(error).strip()})" if code else None
+        return f"{self.describe()}: {fix}" if fix else super()._what_to_fix(error)
 
     def _target(self) -> dict:
         target = {"Database": self.database}

@@ -20,6 +20,10 @@ class RedshiftLoadError(RuntimeError):
     """A load Redshift refused; the message lists its load errors when it recorded any."""
 
 
+class StatementFailed(RedshiftLoadError):
+    """A statement the Data API ran failed; its message is Redshift's, in words only (no SQLSTATE)."""
+
+
 def literal(value) -> str:
     """A SQL literal for values we control (S3 URLs, role ARNs, partition keys, counts).
 
@@ -60,7 +64,8 @@ class RedshiftSession(PostgresSession):
             for step in steps:
                 self.execute(step.sql, step.params)
         finally:
-            self.connection.autocommit = False
+            if not self.connection.closed:  # a connection the server dropped: its error is the one raised
+                self.connection.autocommit = False
 
 
 class DataApiSession(Session):
@@ -78,7 +83,7 @@ class DataApiSession(Session):
             if status == "FINISHED":
                 return description
             if status in DATA_API_DONE:
-                raise RedshiftLoadError(f"Redshift statement {statement_id} {status}: {description.get('Error', '')}")
+                raise StatementFailed(f"Redshift statement {statement_id} {status}: {description.get('Error', '')}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Redshift statement {statement_id} still {status} after {self.timeout_seconds}s")
             time.sleep(self.poll_seconds)
