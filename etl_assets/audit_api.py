@@ -29,7 +29,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from etl_assets.warehouse.audit import STATUSES, find_loads
-from etl_assets.warehouse.base import Warehouse, WarehouseBusy, WarehouseUnreachable
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.errors import WarehouseBusy, WarehouseUnreachable
 
 TOKEN_ENV = "ETL_ASSETS_AUDIT_TOKEN"
 MAX_LIMIT = 10_000

@@ -289,6 +289,8 @@ def catalog_import_command(args: argparse.Namespace) -> int:
 
 
 def sql_command(args: argparse.Namespace) -> int:
+    from etl_assets.warehouse.steps import flatten
+
     try:
         warehouse, obj, plan = plan_for(args.target, args.object, args.partition, args.rows)
     except KeyError as unknown:
@@ -299,7 +301,7 @@ def sql_command(args: argparse.Namespace) -> int:
     for line in long_text_policy(warehouse, spec):
         print(f"-- {line}")
     for title, steps in (("prepare: idempotent DDL, each statement committed on its own", plan.prepare),
-                         ("transaction: all of it or nothing", plan.transaction)):
+                         ("transaction: all of it or nothing", flatten(plan.transaction))):
         print(f"\n-- {title}")
         for step in steps:
             notes = []

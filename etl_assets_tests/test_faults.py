@@ -40,8 +40,8 @@ from etl_assets.landing.zone import LocalLandingZone, S3LandingZone
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.staging import SourceFile, stage_object
 from etl_assets.settings import build_s3
-from etl_assets.warehouse.base import WarehouseUnreachable
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.errors import WarehouseUnreachable
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
 from etl_assets_tests.helpers import (

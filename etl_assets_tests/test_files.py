@@ -30,8 +30,8 @@ from etl_assets.landing.zone import S3LandingZone
 from etl_assets.notifications import Notifier
 from etl_assets.tools.files_sample import ORDERS_SCHEMA
 from etl_assets.warehouse.audit import find_loads
-from etl_assets.warehouse.base import Step
 from etl_assets.warehouse.redshift import RedshiftWarehouse
+from etl_assets.warehouse.steps import Step
 from etl_assets_tests.conftest import S3_CREDENTIALS, sns_to_sqs
 
 ASSET_FOR = {"datalake/": datalake_loads, "external/": external_feed_loads, "csv/": csv_to_parquet_loads}
@@ -510,7 +510,7 @@ def test_the_warehouse_interface_the_feeds_use(warehouse):
     import pyarrow as pa
 
     from etl_assets.files.loading import bookkeeping_table, table_spec
-    from etl_assets.warehouse.base import StepFailed
+    from etl_assets.warehouse.errors import StepFailed
     from etl_assets.warehouse.batch import StagedBatchWriter
     from etl_assets.warehouse.spec import ColumnType
 

@@ -27,7 +27,9 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import duckdb
@@ -36,9 +38,10 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.landing.zone import LocalLandingZone
-from etl_assets.warehouse.base import CannotWrite
-from etl_assets.warehouse.batch import StreamedBatch
+from etl_assets.warehouse.batch import RowSource, StagedBatch
+from etl_assets.warehouse.dialect import Capabilities
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.errors import CannotWrite
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.spec import REJECTS_SCHEMA, Column, ColumnType, TableSpec
 from etl_assets_tests.helpers import (
@@ -187,9 +190,9 @@ STREAMED = TableSpec("etl_test", "streamed", "id", None, (Column("id", ColumnTyp
                                                           Column("body", ColumnType.STRING)))
 
 
-def streamed_batch(directory: Path, rows: int) -> StreamedBatch:
+def streamed_batch(directory: Path, rows: int) -> StagedBatch:
     """`rows` rows of ~300 bytes, read while the warehouse loads them."""
-    def source(batch):
+    def source(batch, limits):
         for start in range(0, rows, 10_000):
             ids = range(start, min(start + 10_000, rows))
             yield (pa.table({"id": [f"k{i:09d}" for i in ids], "body": [f"{i:0300d}" for i in ids],
@@ -197,7 +200,14 @@ def streamed_batch(directory: Path, rows: int) -> StreamedBatch:
                              "_source_line": list(ids)}),
                    REJECTS_SCHEMA.empty_table())
     directory.mkdir(parents=True, exist_ok=True)
-    return StreamedBatch(STREAMED, "p", directory, source=source)
+    return StagedBatch(STREAMED, "p", directory, source=RowSource(source))
+
+
+class DuckDBStreamingIntoTables(DuckDBWarehouse):
+    """DuckDB streaming rows into a table that exists too (it stages them, being faster so): the
+    second load below must stream."""
+
+    capabilities: ClassVar[Capabilities] = replace(DuckDBWarehouse.capabilities, streams_into_existing_tables=True)
 
 
 def test_a_streamed_load_that_finds_no_room_says_so(on_tiny_disk, tmp_path):
@@ -205,8 +215,8 @@ def test_a_streamed_load_that_finds_no_room_says_so(on_tiny_disk, tmp_path):
     statement fails, and restoring the buffer pool's size afterwards used to fail too ("Current
     transaction is aborted") and replace that error."""
     warehouse, disk = on_tiny_disk
-    if isinstance(warehouse, DuckDBWarehouse):
-        warehouse = warehouse.model_copy(update={"stream_memory_limit": "4MB"})  # spills after 4 MB
+    if isinstance(warehouse, DuckDBWarehouse):  # spills after 4 MB
+        warehouse = DuckDBStreamingIntoTables(path=warehouse.path, stream_memory_limit="4MB")
     warehouse.load(streamed_batch(tmp_path / "first", 10))
     before = warehouse.read_table("etl_test", "streamed")
 
@@ -259,7 +269,8 @@ def test_a_read_only_duckdb_warehouse_fails_at_once_saying_what_to_fix(read_only
                                    instance=instance, objects=["Task"], raise_on_error=False)
     failure = assert_failed_once_without_retry(instance, result.run_id)
     description = failure.step_failure_data.user_failure_data.description
-    assert description.startswith(f"duckdb:{warehouse.path}: "), description
+    assert description.startswith("salesforce.task was not loaded, and retrying cannot help: "
+                                  f"duckdb:{warehouse.path}: "), description
     assert "remount it read-write" in description or "chattr -i" in description, description
     assert not any("Exceeded max_retries" in e for e in error_lines(failure.step_failure_data.error))
     assert task_rows_read_only(warehouse) == before

@@ -28,11 +28,12 @@ from etl_assets.salesforce.partitions import (
 )
 from etl_assets.salesforce.sensors import salesforce_backup_sensor
 from etl_assets.tools.salesforce_sample import salesforce_id
-from etl_assets.warehouse.base import DELETED_IN_SOURCE_AT
 from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.postgres import PostgresWarehouse
-from etl_assets.warehouse.redshift import RedshiftWarehouse, render
+from etl_assets.warehouse.redshift import RedshiftWarehouse
+from etl_assets.warehouse.redshift_sessions import render
+from etl_assets.warehouse.spec import DELETED_IN_SOURCE_AT
 from etl_assets_tests.helpers import materialize_folders, resources, table_digest
 from etl_assets_tests.test_redshift import (
     SPEC,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from etl_assets.warehouse.base import DELETED, STAGING
+from etl_assets.warehouse.dialect import STAGING
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.plan import DELETED
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.helpers import table_digest
 from etl_assets_tests.test_redshift import SPEC, batch_of

@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+import uuid
 
 import boto3
 import psycopg2
@@ -33,16 +34,15 @@ from sqlglot.errors import ErrorLevel
 
 from etl_assets.cli import plan_for
 from etl_assets.salesforce.catalog import load_catalog
-from etl_assets.warehouse.base import STAGING, WarehouseLimitError
 from etl_assets.warehouse.batch import StagedBatchWriter
-from etl_assets.warehouse.redshift import (
-    DataApiSession,
-    RedshiftWarehouse,
-    literal,
-    render,
-)
+from etl_assets.warehouse.dialect import STAGING
+from etl_assets.warehouse.errors import CannotWrite, WarehouseLimitError
+from etl_assets.warehouse.redshift import RedshiftWarehouse
+from etl_assets.warehouse.redshift_sessions import DataApiSession, RedshiftLoadError, literal, render
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec
+from etl_assets.warehouse.steps import Step
 from etl_assets_tests.conftest import S3_CREDENTIALS
+from etl_assets_tests.helpers import wait_for
 
 OPAQUE = {  # statements sqlglot keeps as opaque commands: their exact shape is checked instead
     "CALL": re.compile(r'^CALL "[a-z_][a-z0-9_]*"(\."[a-z_][a-z0-9_]*")?\(\)$'),
@@ -204,7 +204,7 @@ def test_limits_are_checked_before_any_ddl(redshift):
     batch = batch_of([("A", 1, "x")])
     batch.max_bytes["body"] = 70_000
     with pytest.raises(WarehouseLimitError, match="70000-byte value; Redshift allows 65535"):
-        redshift.create_table_sql(SPEC, batch)
+        redshift.dialect().create_table_sql(SPEC, batch)
 
 
 @pytest.fixture
@@ -329,8 +329,6 @@ def test_etl_assets_sql_prints_the_plan_without_credentials(target, monkeypatch,
 def test_only_transient_failures_are_left_to_the_retry_policy(redshift):
     from botocore.exceptions import ClientError
 
-    from etl_assets.warehouse.redshift import RedshiftLoadError
-
     def wrapped(cause):
         try:
             raise RedshiftLoadError("load failed") from cause
@@ -361,8 +359,8 @@ def test_the_long_text_policy_of_the_catalog_shapes_the_redshift_plan(capsys):
     redshift = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
     batch = StagedBatchWriter(obj.table_spec(), "P").close()
     batch.max_bytes["litify_pm__description__c"] = 500_000  # no VARCHAR bucket holds it; SUPER needs none
-    assert '"litify_pm__description__c" SUPER' in redshift.create_table_sql(obj.table_spec(), batch)
-    assert redshift.widen_steps(obj.table_spec(), batch, {"litify_pm__description__c": None}) == []
+    assert '"litify_pm__description__c" SUPER' in redshift.dialect().create_table_sql(obj.table_spec(), batch)
+    assert redshift.dialect().widen_steps(obj.table_spec(), batch, {"litify_pm__description__c": None}) == []
 
 
 def test_the_plan_copies_from_the_manifests_its_load_uploads(redshift, s3_bucket):
@@ -372,8 +370,8 @@ def test_the_plan_copies_from_the_manifests_its_load_uploads(redshift, s3_bucket
     batch = batch_of([("A", 1, "a")], reject=True)
     copies = [s.sql for s in redshift.plan(batch, {}).transaction if s.sql.startswith("COPY ")]
     staging = redshift.upload(batch)
-    assert copies == [redshift._copy(STAGING, staging.rows_manifest),
-                      redshift._copy('"salesforce"."note__c_rejects"', staging.rejects_manifest)]
+    assert copies == [redshift.dialect().copy_sql(STAGING, staging.rows_manifest),
+                      redshift.dialect().copy_sql('"salesforce"."note__c_rejects"', staging.rejects_manifest)]
     for manifest in (staging.rows_manifest, staging.rejects_manifest):
         client.head_object(Bucket=bucket, Key=manifest.removeprefix(f"s3://{bucket}/"))
     redshift.remove(staging)
@@ -390,3 +388,136 @@ def test_removing_staged_files_goes_through_every_page_of_the_listing(redshift, 
     redshift.remove(staging)
     assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix=staging.prefix)
     batch.discard()
+
+
+# --- Redshift names the errors a person must fix, and the first cause wins, as on the other engines ----
+
+
+def redshift_on_postgres(redshift: RedshiftWarehouse, database: dict, user: str | None = None) -> RedshiftWarehouse:
+    """The Redshift target connected through psycopg2 to the real PostgreSQL server, as `user`."""
+    return RedshiftWarehouse(**{**redshift.model_dump(), "s3": redshift.s3, "host": database["host"],
+                                "port": database["port"], "user": user or database["user"],
+                                "database": database["database"]})
+
+
+@pytest.fixture
+def select_only_user(postgres_database):
+    """A login that may read but not create: its DDL fails with insufficient_privilege (42501)."""
+    name = f"etl_reader_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(**{k: postgres_database[k] for k in ("host", "port", "user")},
+                             dbname=postgres_database["database"])
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {name} LOGIN")
+        cursor.execute(f"REVOKE CREATE ON SCHEMA public FROM {name}")
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP OWNED BY {name}")
+            cursor.execute(f"DROP ROLE {name}")
+        admin.close()
+
+
+def test_a_redshift_session_refused_a_privilege_says_what_to_grant_and_is_not_retried(redshift, postgres_database,
+                                                                                      select_only_user):
+    """RedshiftWarehouse did not extend PostgresWarehouse, so its sessions raised psycopg2's error as it came:
+    no CannotWrite, nothing saying what to fix. Every engine's session now names it the same way."""
+    target = redshift_on_postgres(redshift, postgres_database, select_only_user)
+    with pytest.raises(CannotWrite) as refused, target.session() as session:
+        session.execute("CREATE TABLE half_made (a integer)")
+    message = str(refused.value)
+    assert message.startswith(f"redshift://{select_only_user}:***@"), message
+    assert f"user {select_only_user} lacks a privilege: GRANT it" in message and "ETL_ASSETS_REDSHIFT_USER" in message
+    assert "permission denied" in message, "the server's own words"
+    assert isinstance(refused.value.__cause__, psycopg2.errors.InsufficientPrivilege)
+    assert not target.is_transient(refused.value)
+
+    # A whole load: the DDL refused inside the load, wrapped with where its staged files were kept.
+    batch = batch_of([("A", 1, "a")])
+    with pytest.raises(RedshiftLoadError) as failed:
+        target.load(batch)
+    assert "staged files kept at s3://" in str(failed.value)
+    fix = target.what_to_fix(failed.value)
+    assert fix is not None and f"user {select_only_user} lacks a privilege" in fix, fix
+    assert not target.is_transient(failed.value)
+    batch.discard()
+
+
+def test_a_redshift_session_the_server_ended_keeps_the_error_that_caused_the_rollback(redshift, postgres_database):
+    """The first cause wins on Redshift's cluster endpoint too: a session the server ended cannot roll back,
+    and that failure is a note on the error that caused the rollback, never the error."""
+    target = redshift_on_postgres(redshift, postgres_database)
+    watcher = psycopg2.connect(**{k: postgres_database[k] for k in ("host", "port", "user")},
+                               dbname=postgres_database["database"])
+    watcher.autocommit = True
+
+    class SourceUnreadable(Exception):
+        """What a load's source raised, the cause of the rollback."""
+
+    def end(pid: int) -> None:
+        with watcher.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+        def gone():
+            with watcher.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+                return cursor.fetchone()[0] == 0
+        wait_for(gone, 30, "the ended backend to exit")
+
+    try:
+        with pytest.raises(SourceUnreadable) as raised, target.session() as session:
+            session.execute("CREATE TABLE half_made (a integer)")
+            end(session.fetchall("SELECT pg_backend_pid()")[0][0])
+            raise SourceUnreadable("Task/task_part1.csv, line 2: a quoted value is never closed")
+        assert any("rolling back then failed too" in note for note in raised.value.__notes__)
+        assert not target.has_table("public", "half_made")
+    finally:
+        watcher.close()
+
+
+def test_redshift_ddl_on_a_connection_the_server_ends_raises_the_servers_error(redshift, postgres_database):
+    """Redshift commits DDL statement by statement (autocommit on, then off again): resetting it on the
+    connection the server ended ("connection already closed") used to replace the server's own error."""
+    target = redshift_on_postgres(redshift, postgres_database)
+    with pytest.raises(psycopg2.OperationalError) as raised, target.session() as session:
+        session.run_ddl([Step("SELECT pg_terminate_backend(pg_backend_pid())")])
+    assert "terminating connection" in str(raised.value) or "server closed the connection" in str(raised.value)
+
+
+def test_a_data_api_statement_refused_a_privilege_says_what_to_grant(data_api, monkeypatch):
+    """Through the Data API Redshift's error is words only (no SQLSTATE): they are read for the same fixes.
+    moto's statements carry no `Error`; it is added here as the Data API returns it."""
+    from moto.redshiftdata.models import Statement
+
+    client, backend, _ = data_api
+    listed = Statement.__iter__
+
+    def with_error(statement):
+        yield from listed(statement)
+        if getattr(statement, "error", None):
+            yield "Error", statement.error
+    monkeypatch.setattr(Statement, "__iter__", with_error)
+    target = RedshiftWarehouse(connection="data_api", workgroup_name="analytics", db_user="loader",
+                               data_api_endpoint_url=client.meta.endpoint_url,
+                               s3=S3Resource(endpoint_url=client.meta.endpoint_url, **S3_CREDENTIALS),
+                               staging_bucket="b", iam_role_arn="arn:aws:iam::123456789012:role/copy",
+                               poll_seconds=0.01, statement_timeout_seconds=5)
+
+    earlier = set(backend.statements)  # other tests' statements, some never finished
+
+    def refuse():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for key, statement in list(backend.statements.items()):
+                if key not in earlier and statement.status == "STARTED":
+                    statement.status, statement.error = "FAILED", "ERROR: permission denied for schema salesforce"
+                    return
+            time.sleep(0.01)
+    threading.Thread(target=refuse, daemon=True).start()
+    with pytest.raises(CannotWrite) as refused, target.session() as session:
+        session.execute('DELETE FROM "salesforce"."task_rejects" WHERE "_source_partition" = %s', ["P1"])
+    message = str(refused.value)
+    assert message.startswith("redshift-data://analytics/dev: user loader lacks a privilege: GRANT it"), message
+    assert "permission denied for schema salesforce" in message
+    assert not target.is_transient(refused.value)

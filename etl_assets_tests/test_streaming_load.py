@@ -1,6 +1,6 @@
 """Streamed loads (issue 18, step 1) end exactly where staged loads do, on DuckDB and PostgreSQL.
 
-`stream_object` hands the warehouse a StreamedBatch: its rows are read, transformed and validated
+`stream_object` hands the warehouse a batch not read yet: its rows are read, transformed and validated
 inside the load's transaction, chunk by chunk, with no Parquet round trip. Each test loads the same
 files both ways (the streamed batch into one table, `stage_object`'s staged batch into another) and
 compares the tables, the rejects and the counts; through Dagster, a file that fails mid-stream leaves
@@ -22,9 +22,10 @@ from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.ids import eighteen_character_id
 from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
 from etl_assets.warehouse.audit import find_loads
-from etl_assets.warehouse.batch import StreamedBatch
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.postgres import PostgresWarehouse
+from etl_assets.warehouse.rows import RowStream
+from etl_assets.warehouse.spec import TextLimits
 from etl_assets_tests.helpers import materialize_folders, resources, table_digest
 
 TASK = load_catalog()["Task"]
@@ -74,7 +75,7 @@ def load_both(warehouse, reference, schema: str, files: list[SourceFile], folder
     """The streamed load into `warehouse`, the staged one into `reference`'s `schema`; `ran` keeps only
     the streamed load's statements; `block_size`: the streamed reader's (small: one chunk per block)."""
     streamed, report = stream_object(TASK, files, folder, block_size=block_size)
-    assert isinstance(streamed, StreamedBatch) and not streamed.files
+    assert streamed.source is not None and not streamed.files
     result = warehouse.load(streamed)
     if ran is not None:
         ran[:] = list(ran)  # a copy: the staged load's statements are left out
@@ -371,7 +372,7 @@ def test_a_big_stream_freezes_the_heap_after_its_first_collection_and_unfreezes_
     for stop_after in (None, staging.GC_EVERY_CHUNKS + 2):  # chunks of ~1,000 rows
         assert gc.get_freeze_count() == 0
         batch, _ = stream_object(TASK, files, "P", block_size=16 << 10)
-        frozen, stream = [], batch.stream()
+        frozen, stream = [], iter(RowStream(batch, TextLimits()))
         for n, _rows in enumerate(stream, start=1):
             frozen.append(gc.get_freeze_count())
             if n == stop_after:

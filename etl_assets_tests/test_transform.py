@@ -172,7 +172,7 @@ def test_long_text_is_whole_without_a_limit_and_follows_the_catalog_on_redshift(
     assert list(whole.rows["body"]) == [long_value, "b"] and whole.rows["strict__c"].iloc[1] == long_value
     assert LOAD_CHANGES not in whole.rows
 
-    redshift = transform_chunk(note, chunk, plan, "P", "note.csv", RedshiftWarehouse.text_limits)
+    redshift = transform_chunk(note, chunk, plan, "P", "note.csv", RedshiftWarehouse.capabilities.text_limits)
     [reject] = redshift.rejects.to_pylist()  # `long_text: reject` drops the row, and says why
     assert (reject["_source_line"], reject["column_name"]) == (3, "strict__c")
     assert reject["reason"] == "80000 bytes, over the target's 65535-byte limit"

@@ -27,7 +27,7 @@ from etl_assets.files.loading import (
     stage_typed_csv,
     table_spec,
 )
-from etl_assets.warehouse.base import Step
+from etl_assets.warehouse.steps import Step
 
 PREFIX = "external/inbound/"
 

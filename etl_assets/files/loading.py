@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from etl_assets.landing.csv_reader import CsvFormatError, iter_csv_chunks, read_header
 from etl_assets.warehouse.audit import claim_steps, claimed_by, ensure_claims_table, utcnow
-from etl_assets.warehouse.base import LoadResult, Step, Warehouse
+from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import ROWS_PER_FILE, StagedBatch, StagedBatchWriter
 from etl_assets.warehouse.convert import EXACT_INTEGER, convert_column
 from etl_assets.warehouse.io_manager import batch_preview, table_schema
@@ -39,6 +39,7 @@ from etl_assets.warehouse.spec import (
     TableSpec,
     identifier,
 )
+from etl_assets.warehouse.steps import LoadResult, Step
 
 STRING_DTYPE = pd.StringDtype("pyarrow")
 

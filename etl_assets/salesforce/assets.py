@@ -22,15 +22,11 @@ from etl_assets.salesforce.partitions import (
     differential_folders,
     full_backup_date,
 )
-from etl_assets.salesforce.staging import (
-    SourceFile,
-    StageReport,
-    stage_object,
-    stream_object,
-)
+from etl_assets.salesforce.staging import SourceFile, StageReport, stream_object
 from etl_assets.warehouse.audit import LoadRecord, report_load
-from etl_assets.warehouse.base import CannotWrite, Warehouse
-from etl_assets.warehouse.batch import StagedBatch, StagedPartitions, StreamedBatch
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
+from etl_assets.warehouse.errors import CannotWrite
 
 DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
 CODE_VERSION = "1"
@@ -148,10 +144,9 @@ def unreadable_file(context: dg.AssetExecutionContext, warehouse: Warehouse, obj
 def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
                  obj: SalesforceObject, folder: str) -> tuple[StagedBatch, StageReport, dict]:
     """The object's files in one folder as a batch, with the metadata of its materialization known
-    now. Where the warehouse streams rows it is a StreamedBatch: the IO manager's load reads the
-    files, fills the report and adds the rest of the metadata (`StreamedBatch.metadata`), and a
-    file found unreadable then fails the step as here. A file that cannot be read is audited as
-    FAILED and fails the step (no retry)."""
+    now. Its rows are read when the IO manager loads it, which fills the report and adds the rest of
+    the metadata (`report_metadata`). A file that cannot be read, now or then, is audited as FAILED
+    and fails the step (no retry); so does a staging disk that is full or read-only, saying so."""
     try:
         landed = object_files(landing_zone, folder, obj)
     except (CsvFormatError, ArchiveError) as error:
@@ -161,6 +156,17 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
         context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
     configured = folder_encoding(folder)  # a bad setting fails here, naming the variable
     encodings: dict[str, str] = {}  # file -> the encoding it was read in, where not the folder's
+
+    def failure(error: BaseException) -> BaseException | None:
+        """What the step fails with when reading the files does: an unreadable file audited as FAILED,
+        a full or read-only disk for what staging writes saying what to fix; else the load's own."""
+        if isinstance(error, (CsvFormatError, ArchiveError)):
+            return unreadable_file(context, warehouse, obj, folder, error)
+        fix = warehouse.what_to_fix(error) if isinstance(error, OSError) else None
+        if fix is None:
+            return None
+        return CannotWrite(f"{obj.api_name} in {folder} was not loaded, and retrying cannot help: {fix}")
+
     try:
         with ExitStack() as stack:
             files = []
@@ -171,24 +177,18 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
                     encodings[item.key] = chosen.note
                     context.log.warning(f"{item.key}: {chosen.note}")
                 files.append(SourceFile(item.key, source, chosen.encoding))
-            # An inferred column the table already holds wider stays wider; whether the rows stream depends
-            # on whether the table exists (one catalog query, only when either needs it).
-            inferred = any(not c.strict for c in obj.columns)
-            ask = files and (inferred or (warehouse.streams_rows and not warehouse.streams_into_existing_tables))
-            existing = warehouse.column_types(obj.schema, obj.table) if ask else {}
-            table_types = existing if inferred else {}
-            streams = warehouse.streams_rows and (warehouse.streams_into_existing_tables or not existing)
-            batch, report = (stream_object if streams else stage_object)(
-                obj, files, partition=folder, limits=warehouse.text_limits, table_types=table_types)
-            if isinstance(batch, StreamedBatch):
-                batch.resources = stack.pop_all()  # the local copies live until the load has read them
-    except (CsvFormatError, ArchiveError) as error:
-        raise unreadable_file(context, warehouse, obj, folder, error) from error
-    except OSError as error:  # staging's own files (a full or read-only temp dir): a person must act, no retry
-        fix = warehouse.what_to_fix(error)
-        if fix is None:
+            # An inferred column the table already holds wider stays wider.
+            inferred = files and any(not c.strict for c in obj.columns)
+            table_types = warehouse.column_types(obj.schema, obj.table) if inferred else {}
+            batch, report = stream_object(obj, files, partition=folder, table_types=table_types)
+            batch.source.resources = stack.pop_all()  # the local copies live until the rows were read
+    except Exception as error:
+        reason = failure(error)
+        if reason is None:
             raise
-        raise CannotWrite(f"{obj.api_name} in {folder} was not loaded, and retrying cannot help: {fix}") from error
+        raise reason from error
+    batch.source.on_failure = failure
+    batch.source.metadata = lambda: report_metadata(report)
     batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
     # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
     batch.full_snapshot_date = full_backup_date(folder) if landed else None
@@ -200,12 +200,7 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     }
     if encodings:
         metadata["encoding_fallbacks"] = dg.MetadataValue.json(encodings)
-    if isinstance(batch, StreamedBatch):
-        batch.metadata = lambda: report_metadata(report)
-        batch.on_failure = lambda error: (unreadable_file(context, warehouse, obj, folder, error)
-                                          if isinstance(error, (CsvFormatError, ArchiveError)) else None)
-        return batch, report, metadata
-    return batch, report, {**metadata, **report_metadata(report)}
+    return batch, report, metadata
 
 
 def report_metadata(report: StageReport) -> dict:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from etl_assets.warehouse.base import FULL_BACKUP_IDS
 from etl_assets.warehouse.spec import (
+    FULL_BACKUP_IDS,
     LOAD_CHANGES,
     LONG_TEXT_POLICIES,
     MAX_IDENTIFIER_LENGTH,

@@ -3,8 +3,9 @@
 Headers are read first so the layout (catalog columns plus any drift columns) is
 fixed before the first row is read; then each file streams through the transform
 chunk by chunk, so memory does not grow with file size. `stream_object` hands the
-warehouse a StreamedBatch that runs this inside the load (PostgreSQL, DuckDB);
-`stage_object` writes it to Parquet first (Redshift, which COPYs files from S3).
+warehouse a batch whose rows are read when it loads them (streamed into the load,
+or staged to Parquet first, as the warehouse decides); `stage_object` has them
+staged at once (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -29,14 +30,9 @@ from etl_assets.salesforce.transform import (
     transform_chunk,
     widest,
 )
-from etl_assets.warehouse.batch import (
-    Chunk,
-    RestartStream,
-    StagedBatch,
-    StagedBatchWriter,
-    StreamedBatch,
-)
+from etl_assets.warehouse.batch import Chunk, ReadAgain, RowSource, StagedBatch
 from etl_assets.warehouse.prefetch import prefetch
+from etl_assets.warehouse.rows import stage
 from etl_assets.warehouse.spec import ColumnType, TextLimits, column_name, identifier
 
 # pandas' `.str` accessor and Pandera's `.pandera` accessor each form a reference cycle with their
@@ -78,7 +74,7 @@ class StageReport:
 
 
     def reset(self) -> None:
-        """Before the rows are read again (a streamed load that restarted): what reading finds."""
+        """Before the rows are read (again, after ReadAgain): what reading finds."""
         self.rows_read = self.rows_rejected = self.values_truncated = self.empty_as_false = 0
         self.truncated_samples, self.reject_samples = [], []
 
@@ -131,21 +127,15 @@ def stage_object(
     limits: TextLimits = NO_TEXT_LIMITS,
     table_types: dict[str, ColumnType] | None = None,
 ) -> tuple[StagedBatch, StageReport]:
-    """`limits` are the target warehouse's text limits (see transform_chunk); `table_types` the
-    table's current column types, which an inferred column never narrows. A value that does not
-    fit an inferred type widens that column and staging starts again (rare: types were inferred
-    from these exports); the batch says which table columns must change type (`retyped`).
-    `timings`, if given, accumulates seconds per stage: read, transform, validate, stage (the benchmark)."""
-    widenings = _Widenings(obj, table_types)
-    while True:
-        try:
-            batch, report = _stage(widenings.typed(), files, partition, staging_dir, block_size, timings, limits)
-        except ColumnWidening as widening:
-            widenings.widen(widening)
-            continue
-        report.widened_columns = widenings.notes
-        batch.retyped = widenings.retyped()
-        return batch, report
+    """`stream_object`'s batch with its rows read and staged to Parquet now, and the filled report.
+    `limits` are the target warehouse's text limits (see transform_chunk)."""
+    batch, report = stream_object(obj, files, partition, staging_dir, block_size, timings, table_types)
+    try:
+        stage(batch, limits)
+    except BaseException:
+        batch.discard()
+        raise
+    return batch, report
 
 
 Plans = list[tuple[SourceFile, list[str], int, HeaderPlan]]
@@ -251,12 +241,14 @@ def stream_object(
     staging_dir: Path | None = None,
     block_size: int | None = None,
     timings: dict[str, float] | None = None,
-    limits: TextLimits = NO_TEXT_LIMITS,
     table_types: dict[str, ColumnType] | None = None,
-) -> tuple[StreamedBatch, StageReport]:
-    """`stage_object`'s batch and report, with no row read yet: the headers are read (a bad header
-    fails here), the rows when the warehouse loads the batch, which fills the report. A value that
-    does not fit an inferred type widens the column and restarts the load (RestartStream)."""
+) -> tuple[StagedBatch, StageReport]:
+    """The object's files as a batch whose rows are read when the warehouse loads it, and the report
+    that reading fills. The headers are read now (a bad header fails here). `table_types` are the
+    table's current column types, which an inferred column never narrows; a value that does not fit an
+    inferred type widens that column and the rows are read again (ReadAgain; rare: types were inferred
+    from these exports), the batch saying which table columns must change type first (`retyped`).
+    `timings`, if given, accumulates seconds per stage: read, transform, validate, stage (the benchmark)."""
     widenings = _Widenings(obj, table_types)
     report = StageReport(files=[f.key for f in files])
 
@@ -264,7 +256,7 @@ def stream_object(
         typed_obj = widenings.typed()
         return (typed_obj, *_read_headers(typed_obj, files, report))
 
-    def source(batch: StreamedBatch) -> Iterator[Chunk]:
+    def read(batch: StagedBatch, limits: TextLimits) -> Iterator[Chunk]:
         typed_obj, plans, batch.spec = typed()
         report.reset()
         try:
@@ -272,40 +264,15 @@ def stream_object(
         except ColumnWidening as widening:
             widenings.widen(widening)
             batch.spec, batch.retyped = typed()[2], widenings.retyped()
-            raise RestartStream(str(widening)) from None
+            raise ReadAgain(str(widening)) from None
 
     _, _, spec = typed()
     root = Path(staging_dir) if staging_dir else None
     if root:
         root.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root))  # its rejects file, while it loads
-    batch = StreamedBatch(spec, partition, directory, source=source, retyped=widenings.retyped())
+    directory = Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root))  # its rejects, or its staged files
+    batch = StagedBatch(spec, partition, directory, source=RowSource(read), retyped=widenings.retyped())
     report.widened_columns = widenings.notes
-    return batch, report
-
-
-def _stage(obj: SalesforceObject, files: Sequence[SourceFile], partition: str, staging_dir: Path | None,
-           block_size: int | None, timings: dict[str, float] | None, limits: TextLimits
-           ) -> tuple[StagedBatch, StageReport]:
-    report = StageReport(files=[f.key for f in files])
-    plans, spec = _read_headers(obj, files, report)
-    writer = StagedBatchWriter(spec, partition, staging_dir)
-    chunks = 0
-    try:
-        for rows, rejects in _chunks(obj, plans, partition, block_size, _Clock(timings), limits, report):
-            writer.write(rows)
-            writer.reject(rejects)
-            chunks += 1
-    except BaseException:
-        writer.abort()
-        raise
-    batch = writer.close()
-    if chunks >= GC_EVERY_CHUNKS:
-        # Hand a large file's memory back before the load: Arrow's allocator keeps freed pages (~170 MB
-        # after 1M Task rows), which the DuckDB warehouse's buffer pool would be added on top of. Not
-        # for small batches: a full collection costs ~0.2 s in a process holding the code location.
-        gc.collect()
-        pa.default_memory_pool().release_unused()
     return batch, report
 
 

@@ -18,8 +18,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from etl_assets.notifications import Notifier
-from etl_assets.warehouse.base import Deferred, Step, Warehouse
+from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, quote
+from etl_assets.warehouse.steps import Deferred, Step
 
 AUDIT_SCHEMA, AUDIT_TABLE = "etl_audit", "loads"
 STATUSES = ("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD")
@@ -157,7 +158,8 @@ def ensure_claims_table(warehouse: Warehouse) -> None:
     declare; made once, DDL only when it is missing."""
     if warehouse.has_table(AUDIT_SCHEMA, CLAIMS_TABLE):
         return
-    text, timestamp = warehouse.type_names[ColumnType.STRING], warehouse.type_names[ColumnType.DATETIME]
+    types = warehouse.dialect().type_names
+    text, timestamp = types[ColumnType.STRING], types[ColumnType.DATETIME]
     with warehouse.session() as session:
         session.lock_catalog()
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(AUDIT_SCHEMA)}")

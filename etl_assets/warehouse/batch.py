@@ -1,13 +1,11 @@
-"""Validated rows on their way into the warehouse.
+"""Validated rows on their way into the warehouse: the batch a domain hands over.
 
-Two ways in. A `StreamedBatch` holds no rows yet: the warehouse reads them from
-its source inside the load's transaction, each chunk going into an open COPY
-(PostgreSQL) or an Arrow stream (DuckDB) while a thread prepares the next, so no
-good row is written to disk first and the first rows reach the warehouse at once.
-A `StagedBatch` is spilled to Parquet by `StagedBatchWriter` first: what Redshift
-needs (it COPYs the files from S3) and what file feeds and tests hand over.
-Rejected rows travel in the same batch (as a small Parquet file) so good rows and
-rejects land in one transaction.
+A batch is either staged, its rows spilled to Parquet by `StagedBatchWriter` (what
+file feeds and totesys hand over), or not read yet: its `source` reads the rows
+when the warehouse loads it. The warehouse, not the domain, decides how such rows
+travel (rows.py): streamed into the load's own statements where the engine can,
+or staged first. Rejected rows travel in the same batch (as a small Parquet file)
+so good rows and rejects land in one transaction.
 """
 
 from __future__ import annotations
@@ -21,22 +19,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from etl_assets.warehouse.prefetch import prefetch
-from etl_assets.warehouse.spec import REJECTS_SCHEMA, SOURCE_FILE, TableSpec
+from etl_assets.warehouse.spec import REJECTS_SCHEMA, SOURCE_FILE, TableSpec, TextLimits
 
 # A staged part file is closed after this many bytes of Arrow data (about 1.3M rows of 33-column Task,
 # 0.5M of 120 columns): sized in bytes, so what a reader of one part holds does not grow with the width.
 BYTES_PER_FILE = 1 << 30
 ROWS_PER_FILE = 2_000_000  # and after this many rows (a file feed's `rows_per_part`)
 REJECTS_FILE = "rejects.parquet"
-# Transformed chunks waiting for the warehouse while it stores the current one (each ~30-60 MB).
-STREAM_QUEUE_CHUNKS = 1
 
 
 MODES = ("merge", "append", "replace")
@@ -44,9 +37,10 @@ MODES = ("merge", "append", "replace")
 
 @dataclass
 class StagedBatch:
-    """Staged rows and how to load them: `merge` (SCD Type 1 by primary key), `append` (the
-    rows of each source file replace that file's earlier rows, so a re-run adds nothing twice)
-    or `replace` (the table's whole contents)."""
+    """Rows for one table, staged (`files`) or not read yet (`source`), and how to load them: `merge`
+    (SCD Type 1 by primary key), `append` (the rows of each source file replace that file's earlier
+    rows, so a re-run adds nothing twice) or `replace` (the table's whole contents). The counts of
+    rows not read yet are known once they were (`rows`, `rejected_rows`, `keys_repeat`, `max_bytes`)."""
 
     spec: TableSpec
     partition: str | None
@@ -67,8 +61,12 @@ class StagedBatch:
     # Whether a primary key occurs in more than one staged row; None: not known (a batch not closed by
     # StagedBatchWriter), and the merge then takes its general path, which resolves repeats in SQL.
     keys_repeat: bool | None = None
+    source: RowSource | None = None  # rows not read yet (no files): the warehouse reads them as it loads
+    head: pa.Table | None = None  # the first good rows, once streamed, for the preview (else read from files)
 
     def discard(self) -> None:
+        if self.source is not None:
+            self.source.resources.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -85,10 +83,10 @@ class StagedPartitions:
     stage: Callable[[str], tuple[StagedBatch, dict]]
 
 
-class RestartStream(Exception):
-    """Raised while a StreamedBatch is read inside a load: what was read cannot be loaded as planned
-    (an inferred column must widen, or a first load COPYed straight into its table found a repeated
-    key). The load's transaction rolls back and `Warehouse.load` plans and reads the batch again."""
+class ReadAgain(Exception):
+    """Raised while a batch's source is read: what was read cannot be loaded as planned (an inferred
+    column must widen, or rows written straight into a table found a repeated key). Whatever read it
+    (the load's transaction, or staging) is undone, and the rows are read again from the start."""
 
 
 # The good rows of one chunk (columns by name, cast to the staged types) and its rejected rows.
@@ -96,72 +94,19 @@ Chunk = tuple[pa.Table, pa.Table]
 
 
 @dataclass
-class StreamedBatch(StagedBatch):
-    """A batch whose rows are read from `source` while the warehouse loads them (see the module).
+class RowSource:
+    """A domain's rows, read on demand and from the start at every call of `read(batch, limits)`: each
+    chunk's good rows and rejects, for `batch.spec`, values cut or refused to fit the target's text
+    `limits`. `read` may change `batch.spec` and `batch.retyped` and raise ReadAgain.
 
-    `source(batch)` yields each chunk's good rows and rejects; it may change `spec` and `retyped`
-    and raise RestartStream, and is called again from the start when a load restarts. The counts
-    (`rows`, `rejected_rows`, `keys_repeat`, `max_bytes`) are known once `stream()` is exhausted,
-    so a load plan decides on them with step results (`keys_repeat`, `rejected`), not up front.
-    `on_failure(error)`: the domain's own failure for an error its source raised (a file that cannot
-    be parsed), or None. `metadata()`: what the domain reports once the rows were read. `resources`
-    holds what the source needs until the load ends (local copies of landed files)."""
+    The domain's part after the rows were read: `on_failure(error)` is its own failure for an error its
+    rows raised (a file it cannot parse), or None; `metadata()` what it reports once they were read.
+    `resources` holds what reading needs until the rows are in (local copies of landed files)."""
 
-    source: Callable[[StreamedBatch], Iterator[Chunk]] | None = None
+    read: Callable[[StagedBatch, TextLimits], Iterator[Chunk]]
     on_failure: Callable[[BaseException], BaseException | None] = lambda error: None
     metadata: Callable[[], dict] = dict
     resources: ExitStack = field(default_factory=ExitStack)
-    head: pa.Table | None = None  # the first good rows, for the materialization's preview
-    error: BaseException | None = None  # what the source raised, which the database only names in words
-
-    def __post_init__(self) -> None:
-        self.reject_files = [self.directory / REJECTS_FILE]
-
-    def stream(self) -> Iterator[pa.RecordBatch]:
-        """The good rows, chunk by chunk, the source running one chunk ahead in a thread; rejects go
-        to the batch's rejects file. For `keys_repeat`, known when the stream ends, a 64-bit hash of
-        each key is kept (8 bytes a row): the key columns themselves kept their chunks' buffers alive,
-        ~160 bytes a row, and peak RSS grew from 0.65 GiB at 1M rows to 1.5 GiB at 5M. Two keys with
-        the same hash count as repeated (about one file in a million at 5M rows): the load then takes
-        the general path, which resolves repeats in SQL, so the table is the same."""
-        self.rows = self.rejected_rows = 0
-        self.max_bytes, self.source_files, self.head, self.keys_repeat, self.error = {}, set(), None, None, None
-        schema, key = self.spec.arrow_schema(), self.spec.primary_key
-        hashes = []
-        rejects = None
-        try:
-            for rows, rejected in prefetch(self.source(self), depth=STREAM_QUEUE_CHUNKS, name="transform"):
-                if rejected.num_rows:
-                    if rejects is None:
-                        rejects = pq.ParquetWriter(self.reject_files[0], REJECTS_SCHEMA)
-                    rejects.write_table(conform(rejected, REJECTS_SCHEMA))
-                    self.rejected_rows += rejected.num_rows
-                if not rows.num_rows:
-                    continue
-                rows = conform(rows, schema)
-                count_rows(self, rows)
-                if self.head is None:  # a copy: a slice would keep the whole chunk's buffers
-                    self.head = pa.Table.from_pylist(rows.slice(0, 5).to_pylist(), schema=schema)
-                if key:  # a null key hashes as one value, so two of them repeat, as in SQL's GROUP BY
-                    hashes.append(pd.util.hash_array(rows.column(key).to_numpy(zero_copy_only=False),
-                                                     categorize=False))
-                yield from rows.to_batches()
-        except GeneratorExit:  # the load stopped reading (it failed, or a restart): not the source's error
-            raise
-        except BaseException as error:
-            self.error = error
-            raise
-        finally:
-            if rejects is not None:
-                rejects.close()
-        if key:
-            hashed = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
-            hashed.sort()
-            self.keys_repeat = bool((hashed[1:] == hashed[:-1]).any())
-
-    def discard(self) -> None:
-        self.resources.close()
-        super().discard()
 
 
 class StagedBatchWriter:

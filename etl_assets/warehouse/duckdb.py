@@ -11,21 +11,26 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field
 
-from etl_assets.warehouse.base import (
-    DELETED_IN_SOURCE_AT,
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.batch import StagedBatch
+from etl_assets.warehouse.dialect import (
     LATEST,
     REJECTS_COLUMNS,
     STAGING,
-    LoadPlan,
-    LoadResult,
-    Session,
-    Step,
-    Warehouse,
-    roll_back,
+    Capabilities,
+    Dialect,
+    column_list,
+    newer,
+    rejects_table,
+    staged_columns,
+    table,
 )
-from etl_assets.warehouse.batch import StagedBatch, StreamedBatch
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
-from etl_assets.warehouse.spec import LOADED_AT, ColumnType, quote
+from etl_assets.warehouse.errors import roll_back
+from etl_assets.warehouse.rows import RowStream
+from etl_assets.warehouse.session import Session
+from etl_assets.warehouse.spec import DELETED_IN_SOURCE_AT, LOADED_AT, ColumnType, quote
+from etl_assets.warehouse.steps import Step, StreamStep
 
 
 class DuckDBSession(Session):
@@ -43,12 +48,12 @@ class DuckDBSession(Session):
     def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         return self.connection.execute(sql, list(params)).fetchall()
 
-    def copy_rows(self, step: Step) -> int:
+    def copy_rows(self, step: StreamStep) -> int:
         """The statement reads the batch's rows as the Arrow stream `etl_rows`: DuckDB pulls each chunk
         while the source's thread prepares the next; nothing is written to disk first. Meanwhile the
         buffer pool is `stream_memory_limit`: the source's chunks are in this process at the same time."""
-        batch = step.rows
-        rows = pa.RecordBatchReader.from_batches(batch.spec.arrow_schema(), batch.stream())
+        stream = step.rows
+        rows = pa.RecordBatchReader.from_batches(stream.batch.spec.arrow_schema(), iter(stream))
         limit = self.connection.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         self.connection.execute("SET memory_limit = ?", [self.stream_memory_limit])
         self.connection.register(STREAMED_ROWS, rows)
@@ -86,6 +91,58 @@ def _held_connections() -> dict[str, duckdb.DuckDBPyConnection | None]:
     return _HELD.connections
 
 
+class DuckDBDialect(Dialect):
+    """DuckDB reads staged Parquet in place and replaces the rows a batch beats instead of updating them."""
+
+    type_names: ClassVar[dict[ColumnType, str]] = {
+        **Dialect.type_names,
+        ColumnType.STRING: "VARCHAR",
+        ColumnType.FLOAT: "DOUBLE",
+    }
+    # An ART index on every key costs memory and load time and buys nothing here:
+    # keys are unique by construction of the merge.
+    primary_key_constraint: ClassVar[bool] = False
+
+    def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
+        """DuckDB scans the staged Parquet in place: no copy into a staging table first."""
+        if not batch.files:
+            return STAGING, (), [Step(self.create_staging_sql(batch))]
+        return "read_parquet(?)", ([str(f) for f in batch.files],), []
+
+    def stream_step(self, rows: RowStream, target: str, direct: bool) -> StreamStep:
+        names = column_list(rows.batch.spec)
+        loaded_at = (f", {quote(LOADED_AT)}", ", CURRENT_TIMESTAMP") if direct else ("", "")
+        return StreamStep(f"INSERT INTO {target} ({names}{loaded_at[0]}) SELECT {names}{loaded_at[1]} "
+                          f"FROM {STREAMED_ROWS}", rows=rows)
+
+    def view_source(self, batch: StagedBatch, source: str) -> str:
+        """The staged files named in the view's SQL (our own temporary paths, quoted as literals)."""
+        if not batch.files:
+            return source
+        return "read_parquet([" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in batch.files) + "])"
+
+    def update_step(self, batch: StagedBatch, existing: dict[str, int | None]) -> Step:
+        """The merge's UPDATE becomes DELETE of the rows the batch beats, whose new versions the INSERT of
+        keys not in the table then writes: the same rows. DuckDB keeps an UPDATE's old versions in memory,
+        so updating a million wide rows failed under memory_limit (Out of Memory at 1 GB); a DELETE is a
+        bitmap and an INSERT spills like any load. Only when the batch carries every column of the table:
+        an UPDATE leaves columns the batch lacks as they were, a re-insert would not. `_deleted_in_source_at`
+        does not count: the same transaction recomputes it for every staged key."""
+        spec = batch.spec
+        if set(existing) - {*staged_columns(spec), LOADED_AT, DELETED_IN_SOURCE_AT}:
+            return super().update_step(batch, existing)
+        key = quote(spec.primary_key)
+        return Step(f"DELETE FROM {table(spec)} AS t USING {LATEST} AS s "
+                    f"WHERE t.{key} = s.{key} AND {newer(spec, 's', 't')}", result="replaced")
+
+    def rejects_steps(self, batch: StagedBatch) -> list[Step]:
+        if not batch.reject_files:
+            return []
+        names = ", ".join(quote(c) for c in REJECTS_COLUMNS)
+        insert = f"INSERT INTO {rejects_table(batch.spec)} ({names}) SELECT {names} FROM read_parquet(?)"
+        return [Step(insert, ([str(f) for f in batch.reject_files],))]
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB database file; created on first use."""
 
@@ -103,24 +160,19 @@ class DuckDBWarehouse(Warehouse):
         "rows 1,151 MiB with 400 MB, 998 MiB with 250 MB, as fast).",
     )
 
-    type_names: ClassVar[dict[ColumnType, str]] = {
-        **Warehouse.type_names,
-        ColumnType.STRING: "VARCHAR",
-        ColumnType.FLOAT: "DOUBLE",
-    }
-    # An ART index on every key costs memory and load time and buys nothing here:
-    # keys are unique by construction of the merge.
-    primary_key_constraint: ClassVar[bool] = False
-    param: ClassVar[str] = "?"
-    runs_steps_in_order: ClassVar[bool] = True
-    streams_rows: ClassVar[bool] = True
-    # A merge into an existing table reads the batch twice (the DELETE of the rows it beats, the INSERT):
-    # streamed, that copy is a temporary table under the buffer pool, which spilled and cost ~1.7x the
-    # CPU of DuckDB scanning staged Parquet (1M rows: DELETE 5.6 s against 3.2 s). First loads stream.
-    streams_into_existing_tables: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        param="?", runs_steps_in_order=True, streams_rows=True,
+        # A merge into an existing table reads the batch twice (the DELETE of the rows it beats, the INSERT):
+        # streamed, that copy is a temporary table under the buffer pool, which spilled and cost ~1.7x the
+        # CPU of DuckDB scanning staged Parquet (1M rows: DELETE 5.6 s against 3.2 s). First loads stream.
+        streams_into_existing_tables=False,
+    )
 
     def describe(self) -> str:
         return f"duckdb:{self.path}"
+
+    def dialect(self) -> DuckDBDialect:
+        return DuckDBDialect(self.capabilities)
 
     def _transient(self, error: BaseException) -> bool:
         return isinstance(error, duckdb.IOException)  # e.g. the file lock was still held
@@ -148,50 +200,6 @@ class DuckDBWarehouse(Warehouse):
         config = {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
         return connect_waiting(self.path, self.lock_timeout_seconds, read_only, config)
 
-    def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
-        """DuckDB scans the staged Parquet in place: no copy into a staging table first."""
-        if not batch.files:
-            return STAGING, (), [Step(self.create_staging_sql(batch))]
-        return "read_parquet(?)", ([str(f) for f in batch.files],), []
-
-    def stream_step(self, batch: StreamedBatch, target: str, direct: bool) -> Step:
-        names = self._names(batch.spec)
-        loaded_at = (f", {quote(LOADED_AT)}", ", CURRENT_TIMESTAMP") if direct else ("", "")
-        return Step(f"INSERT INTO {target} ({names}{loaded_at[0]}) SELECT {names}{loaded_at[1]} FROM {STREAMED_ROWS}",
-                    rows=batch)
-
-    def view_source(self, batch: StagedBatch, source: str) -> str:
-        """The staged files named in the view's SQL (our own temporary paths, quoted as literals)."""
-        if not batch.files:
-            return source
-        return "read_parquet([" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in batch.files) + "])"
-
-    def update_step(self, batch: StagedBatch, existing: dict[str, int | None]) -> Step:
-        """The merge's UPDATE becomes DELETE of the rows the batch beats, whose new versions the INSERT of
-        keys not in the table then writes: the same rows. DuckDB keeps an UPDATE's old versions in memory,
-        so updating a million wide rows failed under memory_limit (Out of Memory at 1 GB); a DELETE is a
-        bitmap and an INSERT spills like any load. Only when the batch carries every column of the table:
-        an UPDATE leaves columns the batch lacks as they were, a re-insert would not. `_deleted_in_source_at`
-        does not count: the same transaction recomputes it for every staged key."""
-        spec = batch.spec
-        if set(existing) - {*self.staged_columns(spec), LOADED_AT, DELETED_IN_SOURCE_AT}:
-            return super().update_step(batch, existing)
-        key = quote(spec.primary_key)
-        return Step(f"DELETE FROM {self.table(spec)} AS t USING {LATEST} AS s "
-                    f"WHERE t.{key} = s.{key} AND {self._newer(spec, 's', 't')}", result="replaced")
-
-    def result(self, batch: StagedBatch, results: dict[str, int], plan: LoadPlan) -> LoadResult:
-        if "replaced" in results:  # the INSERT wrote the replaced rows and the new keys
-            results = {**results, "updated": results["replaced"], "inserted": results["inserted"] - results["replaced"]}
-        return Warehouse.result(batch, results, plan)
-
-    def rejects_steps(self, batch: StagedBatch) -> list[Step]:
-        if not batch.reject_files:
-            return []
-        names = ", ".join(quote(c) for c in REJECTS_COLUMNS)
-        insert = f"INSERT INTO {self.rejects_table(batch.spec)} ({names}) SELECT {names} FROM read_parquet(?)"
-        return [Step(insert, ([str(f) for f in batch.reject_files],))]
-
     @contextmanager
     def held(self) -> Iterator[None]:
         """One connection for this thread's sessions of this file until the block ends (nested blocks
@@ -210,20 +218,19 @@ class DuckDBWarehouse(Warehouse):
                 connection.close()
 
     @contextmanager
-    def session(self) -> Iterator[DuckDBSession]:
-        with self.named_errors():
-            held = _held_connections()
-            if self.path not in held:
-                with transaction(self.connect()) as connection:
-                    yield DuckDBSession(connection, self.stream_memory_limit)
-                return
-            if held[self.path] is None:
-                held[self.path] = self.connect()
-            connection = held[self.path]
-            connection.begin()
-            try:
+    def _transaction(self) -> Iterator[DuckDBSession]:
+        held = _held_connections()
+        if self.path not in held:
+            with transaction(self.connect()) as connection:
                 yield DuckDBSession(connection, self.stream_memory_limit)
-                connection.commit()
-            except BaseException as error:
-                roll_back(connection, error)
-                raise
+            return
+        if held[self.path] is None:
+            held[self.path] = self.connect()
+        connection = held[self.path]
+        connection.begin()
+        try:
+            yield DuckDBSession(connection, self.stream_memory_limit)
+            connection.commit()
+        except BaseException as error:
+            roll_back(connection, error)
+            raise

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from etl_assets.warehouse.base import roll_back
+from etl_assets.warehouse.errors import roll_back
 
 # The longest sleep between two attempts. A writer holds the file for one step's load (~0.1 s for a
 # small object): sleeping up to 2 s after it let go left the file idle for longer than the loads took.

@@ -21,19 +21,16 @@ from etl_assets.warehouse.audit import (
     report_load,
     utcnow,
 )
-from etl_assets.warehouse.base import (
-    DELETED_IN_SOURCE_AT,
-    Deferred,
-    Warehouse,
-    rows_merged,
-)
-from etl_assets.warehouse.batch import StagedBatch, StagedPartitions, StreamedBatch
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
 from etl_assets.warehouse.spec import (
+    DELETED_IN_SOURCE_AT,
     LINEAGE_COLUMNS,
     LOADED_AT,
     ColumnType,
     TableSpec,
 )
+from etl_assets.warehouse.steps import Deferred, rows_merged
 
 
 def table_schema(spec: TableSpec) -> dg.TableSchema:
@@ -59,10 +56,9 @@ PREVIEW_WIDTH = 40
 
 
 def batch_preview(batch: StagedBatch, rows: int = PREVIEW_ROWS) -> dg.MarkdownMetadataValue:
-    """The first few staged rows as a Markdown table: read from the head of the first Parquet
-    part (one small record batch), or the first rows a StreamedBatch read; never from the
-    warehouse table."""
-    head = batch.head if isinstance(batch, StreamedBatch) else None
+    """The first few staged rows as a Markdown table: the first rows a streamed load read, or read
+    from the head of the first Parquet part (one small record batch); never from the warehouse table."""
+    head = batch.head
     for path in batch.files:
         with pq.ParquetFile(path) as part:
             head = next(part.iter_batches(batch_size=rows), None)
@@ -124,8 +120,6 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             return
         if not isinstance(obj, StagedBatch):
             raise TypeError(f"WarehouseIOManager stores StagedBatch outputs, got {type(obj).__name__}")
-        if isinstance(obj, StreamedBatch) and not self.warehouse.streams_rows:
-            raise TypeError(f"{self.warehouse.describe()} loads staged files only; stage the rows first")
         # One connection for the load, its audit row and the counts (DuckDB: one open and close of the
         # file per step, not five), released when the output is stored.
         with self.warehouse.held():
@@ -134,23 +128,23 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def _store(self, context: dg.OutputContext, obj: StagedBatch, partition: str | None = None,
                staged_metadata: dict | None = None) -> None:
         """Load one batch; its metadata goes on the output's materialization, or with `partition` on
-        that partition's materialization only, after `staged_metadata` (what staging it found)."""
+        that partition's materialization only, after `staged_metadata` (what staging it found). A batch
+        not read yet is read by the load: its counts, preview and the domain's metadata come after it."""
         spec = obj.spec
-        streamed = isinstance(obj, StreamedBatch)  # its rows are read by the load: counts and preview after it
-        preview = None if streamed else batch_preview(obj)  # before the load: the staged files are discarded after it
+        source = obj.source  # the domain's rows, and what it reports once they are read
         record = self._record(context, obj)
         try:
             after = []
-            if self.warehouse.runs_steps_in_order:
+            if self.warehouse.capabilities.runs_steps_in_order:
                 # The audit row in the load's own transaction: it exists exactly when the rows committed.
                 ensure_audit_table(self.warehouse)
-                counts = {"rows_read": Deferred(lambda results: obj.rows + obj.rejected_rows),
-                          "rows_rejected": Deferred(lambda results: obj.rejected_rows)} if streamed else {}
-                after = record_steps(self.warehouse, record, rows_loaded=Deferred(rows_merged), **counts)
+                after = record_steps(self.warehouse, record, rows_loaded=Deferred(rows_merged),
+                                     rows_read=Deferred(lambda results: obj.rows + obj.rejected_rows),
+                                     rows_rejected=Deferred(lambda results: obj.rejected_rows))
             result = self.warehouse.load(obj, after=after)
         except Exception as error:
-            failure = obj.on_failure(error) if streamed else None
-            if streamed:
+            failure = source.on_failure(error) if source is not None else None
+            if obj.source is not None:
                 obj.discard()  # nothing to keep: its rows are in the source
             if failure is not None:
                 raise failure from error  # the domain's own failure (a file it cannot read), audited by it
@@ -161,17 +155,17 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                             self.notifier, context.log)
             except Exception as audit_error:  # never let the audit hide why the load failed
                 context.log.error(f"Could not record the failed load in the audit table: {audit_error}")
-            if not streamed:
+            if obj.source is None:
                 context.log.error(f"Load of {spec.schema}.{spec.name} failed; staged files kept in {obj.directory}")
             if self.warehouse.is_transient(error):
                 raise  # the asset's RetryPolicy tries again
             reason = (f"{spec.schema}.{spec.name} was not loaded, and retrying cannot help: {fix}" if fix
                       else f"{self.warehouse.describe()} refused the load of {spec.schema}.{spec.name}: {error}")
             raise dg.Failure(description=reason, allow_retries=False) from error
-        if streamed:
-            preview = batch_preview(obj)
-            record.rows_read, record.rows_rejected = obj.rows + obj.rejected_rows, obj.rejected_rows
-            staged_metadata = {**(staged_metadata or {}), **obj.metadata()}
+        preview = batch_preview(obj)
+        record.rows_read, record.rows_rejected = obj.rows + obj.rejected_rows, obj.rejected_rows
+        if source is not None:
+            staged_metadata = {**(staged_metadata or {}), **source.metadata()}
         obj.discard()
         record.rows_loaded = result.inserted + result.updated
         if after:

@@ -7,17 +7,14 @@ inside the transaction, merges, and optionally CALLs the object's stored
 procedure. Staged files are removed after success and kept after a failure, whose
 message carries Redshift's own load errors (SYS_LOAD_ERROR_DETAIL).
 
-Two ways to connect, one plan: psycopg2 to the cluster endpoint, or the Redshift
-Data API (no VPC access, Serverless), where the transaction is one
-batch_execute_statement.
+Two ways to connect, one plan (redshift_sessions.py): psycopg2 to the cluster
+endpoint, or the Redshift Data API, where the transaction is one batch.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
@@ -27,50 +24,37 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from etl_assets.aws import aws_client
-from etl_assets.warehouse.base import (
-    STAGING,
-    Session,
-    Step,
-    Warehouse,
-    WarehouseLimitError,
-)
+from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatch
-from etl_assets.warehouse.postgres import PostgresSession, psycopg2_session
+from etl_assets.warehouse.dialect import STAGING, Capabilities, Dialect, rejects_table, table
+from etl_assets.warehouse.errors import WarehouseLimitError
+from etl_assets.warehouse.postgres import psycopg2_session, sqlstate_fix
+from etl_assets.warehouse.redshift_sessions import (
+    DataApiSession,
+    RedshiftLoadError,
+    RedshiftSession,
+    StatementFailed,
+    literal,
+)
+from etl_assets.warehouse.session import Session
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, TextLimits, quote
+from etl_assets.warehouse.steps import Step
 
 MAX_VARCHAR_BYTES = 65_535
 # A SUPER string's limit where the cluster sets enable_large_strings_opt_in (65,535 bytes otherwise).
 MAX_SUPER_STRING_BYTES = 16_000_000
 WIDTH_BUCKETS = (256, 1024, 4096, 16384, MAX_VARCHAR_BYTES)
-SAFE_LITERAL = re.compile(r"^[A-Za-z0-9_.:/=+@, -]*$")
-DATA_API_DONE = {"FINISHED", "FAILED", "ABORTED"}
 
-
-class RedshiftLoadError(RuntimeError):
-    """A load Redshift refused; the message lists its load errors when it recorded any."""
-
-
-def literal(value) -> str:
-    """A SQL literal for values we control (S3 URLs, role ARNs, partition keys, counts).
-
-    Anything outside a conservative character set is refused rather than escaped,
-    so no data can change the statement.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"cannot render {type(value).__name__} as a literal")
-    if isinstance(value, int):
-        return str(value)
-    if not SAFE_LITERAL.match(value):
-        raise ValueError(f"refusing to render {value!r} as a SQL literal")
-    return f"'{value}'"
-
-
-def render(sql: str, params: Sequence) -> str:
-    """`sql` with its %s placeholders replaced by safe literals (the batch Data API takes no parameters)."""
-    parts = sql.split("%s")
-    if len(parts) - 1 != len(params):
-        raise ValueError("placeholder and parameter counts differ")
-    return parts[0] + "".join(literal(p) + rest for p, rest in zip(params, parts[1:]))
+# SQLSTATE -> what a person must fix; the Data API names the error only in words (`_FIX_WORDS`).
+_REDSHIFT_FIXES = {
+    "53100": "the cluster's disk is full: free space (drop or VACUUM tables it no longer needs) or resize the cluster",
+    "42501": "user {user} lacks a privilege: GRANT it (CREATE on the database for a new schema, USAGE and CREATE "
+             "on the schema, SELECT, INSERT, UPDATE and DELETE on its tables), or set ETL_ASSETS_REDSHIFT_USER "
+             "(Data API: ETL_ASSETS_REDSHIFT_DB_USER or the secret's user) to a user that has it",
+    "25006": "the database accepts no writes (a read-only transaction, or a datashare's consumer): load into a "
+             "database the cluster owns, or turn default_transaction_read_only off",
+}
+_FIX_WORDS = {"disk full": "53100", "permission denied": "42501", "read-only transaction": "25006"}
 
 
 @dataclass(frozen=True)
@@ -87,88 +71,106 @@ class S3Staging:
         return f"s3://{self.bucket}/{self.prefix}/"
 
 
-class RedshiftSession(PostgresSession):
-    """psycopg2 on a cluster endpoint. Loads of a table are serialized by the plan's `LOCK` step, as
-    Redshift has no advisory locks; DDL is committed statement by statement."""
-
-    def lock_table(self, spec: TableSpec) -> None:
-        pass
-
-    def lock_catalog(self) -> None:
-        pass
-
-    def run_ddl(self, steps: Sequence[Step]) -> None:
-        self.connection.commit()  # reading the table's columns opened a transaction
-        self.connection.autocommit = True
-        try:
-            for step in steps:
-                self.execute(step.sql, step.params)
-        finally:
-            self.connection.autocommit = False
+def staging_location(bucket: str, prefix: str, batch: StagedBatch) -> S3Staging:
+    """Where a batch is staged: one prefix per batch, so a plan names the files its load uploads."""
+    spec = batch.spec
+    key = "/".join(part.strip("/") for part in (prefix, spec.schema, spec.name, batch.partition or "all",
+                                                    batch.load_id))
+    url = f"s3://{bucket}/{key}"
+    return S3Staging(bucket, key, f"{url}/rows.manifest", f"{url}/rejects.manifest")
 
 
-class DataApiSession(Session):
-    """Statements through the Redshift Data API; `run` sends them as one batch (one transaction)."""
+class RedshiftDialect(Dialect):
+    """Redshift: VARCHAR widths that grow as values need, SUPER for long text, COPY from the batch's S3
+    manifests with a count check, a LOCK for concurrent loads, the catalog's table design and procedure."""
 
-    def __init__(self, client, target: dict, poll_seconds: float, timeout_seconds: float):
-        self.client, self.target = client, target
-        self.poll_seconds, self.timeout_seconds = poll_seconds, timeout_seconds
+    type_names: ClassVar[dict[ColumnType, str]] = {
+        **Dialect.type_names,
+        ColumnType.STRING: f"VARCHAR({MAX_VARCHAR_BYTES})",
+    }
 
-    def _wait(self, statement_id: str) -> dict:
-        deadline = time.monotonic() + self.timeout_seconds
-        while True:
-            description = self.client.describe_statement(Id=statement_id)
-            status = description["Status"]
-            if status == "FINISHED":
-                return description
-            if status in DATA_API_DONE:
-                raise RedshiftLoadError(f"Redshift statement {statement_id} {status}: {description.get('Error', '')}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Redshift statement {statement_id} still {status} after {self.timeout_seconds}s")
-            time.sleep(self.poll_seconds)
+    def __init__(self, capabilities: Capabilities, iam_role_arn: str, bucket: str, prefix: str):
+        super().__init__(capabilities)
+        self.iam_role_arn, self.bucket, self.prefix = iam_role_arn, bucket, prefix
 
-    def _submit(self, sql: str, params: Sequence) -> str:
-        names = iter(range(1, len(params) + 1))
-        text = re.sub(r"%s", lambda _: f":p{next(names)}", sql)
-        request = {"Sql": text, **self.target}
-        if params:
-            request["Parameters"] = [{"name": f"p{i}", "value": str(v)} for i, v in enumerate(params, start=1)]
-        return self.client.execute_statement(**request)["Id"]
+    def column_type(self, column: Column, batch: StagedBatch | None = None) -> str:
+        if column.type is not ColumnType.STRING:
+            return super().column_type(column, batch)
+        if column.long_text == "super":  # the catalog's choice for text longer than a VARCHAR holds
+            return "SUPER"
+        return f"VARCHAR({width(column.name, batch)})"
 
-    def execute(self, sql: str, params: Sequence = ()) -> int:
-        return max(self._wait(self._submit(sql, params)).get("ResultRows", 0), 0)
+    def widen_steps(self, spec: TableSpec, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:
+        steps = []
+        for column in spec.columns:
+            current = existing.get(column.name)
+            if (column.type is ColumnType.STRING and column.long_text != "super" and current
+                    and width(column.name, batch) > current):
+                steps.append(Step(f"ALTER TABLE {table(spec)} ALTER COLUMN {quote(column.name)} "
+                                  f"TYPE VARCHAR({width(column.name, batch)})"))
+        return steps
 
-    def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        statement_id = self._submit(sql, params)
-        self._wait(statement_id)
-        rows, token = [], None
-        while True:
-            page = self.client.get_statement_result(Id=statement_id, **({"NextToken": token} if token else {}))
-            rows += [tuple(next(iter(field.values())) if not field.get("isNull") else None for field in record)
-                     for record in page["Records"]]
-            token = page.get("NextToken")
-            if not token:
-                return rows
+    def retype_steps(self, batch: StagedBatch) -> list[Step]:
+        """Redshift changes a column's type only between VARCHAR widths: refuse before any DDL, saying how."""
+        if batch.retyped:
+            changes = ", ".join(f"{name} {old.value} -> {new.value}" for name, (old, new) in batch.retyped.items())
+            raise WarehouseLimitError(
+                f"{batch.spec.schema}.{batch.spec.name}: values no longer fit inferred types ({changes}) and Redshift "
+                "cannot change a column's type; declare these columns in catalog.yaml and rebuild the table")
+        return []
 
-    def run_ddl(self, steps: Sequence[Step]) -> None:
-        for step in steps:  # each statement is its own transaction
-            self.execute(step.sql, step.params)
+    def lock_steps(self, spec: TableSpec) -> list[Step]:
+        return [Step(f"LOCK {table(spec)}")]
 
-    def run(self, steps: Sequence[Step]) -> dict[str, int]:
-        if any(step.files for step in steps):
-            raise RedshiftLoadError("the Data API cannot stream local files; stage them in S3")
-        batch = self.client.batch_execute_statement(Sqls=[render(s.sql, s.params) for s in steps], **self.target)
-        description = self._wait(batch["Id"])
-        results: dict[str, int] = {}
-        for step, sub in zip(steps, description.get("SubStatements", [])):
-            if not step.result:
-                continue
-            if step.fetch:
-                record = self.client.get_statement_result(Id=sub["Id"])["Records"][0][0]
-                results[step.result] = next(iter(record.values()))
-            else:
-                results[step.result] = max(sub.get("ResultRows", 0), 0)
-        return results
+    def copy_sql(self, target: str, manifest: str) -> str:
+        role = literal(self.iam_role_arn)
+        return f"COPY {target} FROM {literal(manifest)} IAM_ROLE {role} FORMAT AS PARQUET MANIFEST"
+
+    def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
+        location = staging_location(self.bucket, self.prefix, batch)
+        steps = [Step(self.create_staging_sql(batch))]
+        if batch.files:
+            steps.append(Step(self.copy_sql(STAGING, location.rows_manifest)))
+            # Fails the transaction (division by zero) unless COPY loaded exactly the staged rows.
+            steps.append(Step(f"SELECT 1 / (CASE WHEN pg_last_copy_count() = {int(batch.rows)} THEN 1 ELSE 0 END)",
+                              result="copy_check", fetch=True))
+        return STAGING, (), steps
+
+    def rejects_steps(self, batch: StagedBatch) -> list[Step]:
+        if not batch.reject_files:
+            return []
+        location = staging_location(self.bucket, self.prefix, batch)
+        return [Step(self.copy_sql(rejects_table(batch.spec), location.rejects_manifest))]
+
+    def after_merge_steps(self, spec: TableSpec) -> list[Step]:
+        procedure = spec.extra.get("redshift", {}).get("procedure")
+        if not procedure:
+            return []
+        return [Step("CALL " + ".".join(quote(part) for part in procedure.split(".")) + "()")]
+
+    def _lineage_types(self) -> tuple[str, str]:
+        return "VARCHAR(1024)", "BIGINT"
+
+    def _rejects_types(self) -> tuple[str, str]:
+        return f"VARCHAR({MAX_VARCHAR_BYTES})", "BIGINT"
+
+    def _table_attributes(self, spec: TableSpec) -> str:
+        design = spec.extra.get("redshift", {})
+        attributes = ""
+        if "distkey" in design:
+            attributes += f" DISTSTYLE KEY DISTKEY ({quote(design['distkey'])})"
+        if design.get("sortkey"):
+            attributes += " COMPOUND SORTKEY (" + ", ".join(quote(c) for c in design["sortkey"]) + ")"
+        return attributes
+
+
+def width(name: str, batch: StagedBatch | None) -> int:
+    """The VARCHAR width a text column needs for the batch's widest value: the next of WIDTH_BUCKETS."""
+    needed = batch.max_bytes.get(name, 0) if batch else 0
+    for bucket in WIDTH_BUCKETS:
+        if needed <= bucket:
+            return bucket
+    raise WarehouseLimitError(f"column {name} holds a {needed}-byte value; Redshift allows {MAX_VARCHAR_BYTES}")
 
 
 class RedshiftWarehouse(Warehouse):
@@ -194,12 +196,8 @@ class RedshiftWarehouse(Warehouse):
     poll_seconds: float = 0.5
     statement_timeout_seconds: float = 3600.0
 
-    type_names: ClassVar[dict[ColumnType, str]] = {
-        **Warehouse.type_names,
-        ColumnType.STRING: f"VARCHAR({MAX_VARCHAR_BYTES})",
-    }
-    max_columns: ClassVar[int] = 1600
-    text_limits: ClassVar[TextLimits] = TextLimits(MAX_VARCHAR_BYTES, MAX_SUPER_STRING_BYTES)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_columns=1600, text_limits=TextLimits(MAX_VARCHAR_BYTES, MAX_SUPER_STRING_BYTES))
 
     _client = PrivateAttr(default=None)
 
@@ -209,12 +207,26 @@ class RedshiftWarehouse(Warehouse):
             return f"redshift-data://{where}/{self.database}"
         return f"redshift://{self.user}:***@{self.host}:{self.port}/{self.database}"
 
+    def dialect(self) -> RedshiftDialect:
+        return RedshiftDialect(self.capabilities, self.iam_role_arn, self.staging_bucket, self.staging_prefix)
+
     def _transient(self, error: BaseException) -> bool:
         from botocore.exceptions import ClientError, EndpointConnectionError
 
         if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError, EndpointConnectionError)):
             return True
         return isinstance(error, ClientError) and "Throttl" in error.response.get("Error", {}).get("Code", "")
+
+    def _what_to_fix(self, error: BaseException) -> str | None:
+        """A privilege, a full disk or a read-only database, from the SQLSTATE (psycopg2) or, through the
+        Data API, from the words of the statement's error."""
+        user = self.user if self.connection != "data_api" else (self.db_user or "of the secret")
+        fix = sqlstate_fix(error, _REDSHIFT_FIXES, user=user)
+        if fix is None and isinstance(error, StatementFailed):
+            words = str(error).lower()
+            code = next((code for word, code in _FIX_WORDS.items() if word in words), None)
+            fix = f"{_REDSHIFT_FIXES[code].format(user=user)} ({str(error).strip()})" if code else None
+        return f"{self.describe()}: {fix}" if fix else super()._what_to_fix(error)
 
     def _target(self) -> dict:
         target = {"Database": self.database}
@@ -235,8 +247,8 @@ class RedshiftWarehouse(Warehouse):
         return self._client
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        if self.connection == "data_api":
+    def _transaction(self) -> Iterator[Session]:
+        if self.connection == "data_api":  # `run` sends a transaction as one batch: nothing to roll back here
             yield DataApiSession(self.data_api_client(), self._target(), self.poll_seconds,
                                  self.statement_timeout_seconds)
             return
@@ -248,7 +260,7 @@ class RedshiftWarehouse(Warehouse):
             yield session
 
     @contextmanager
-    def staged(self, batch: StagedBatch) -> Iterator[None]:
+    def _staged(self, batch: StagedBatch) -> Iterator[None]:
         """The batch's files uploaded to S3 for COPY; removed after the load commits, kept after a
         failure, whose message then carries Redshift's own load errors."""
         staging = self.upload(batch)
@@ -260,12 +272,7 @@ class RedshiftWarehouse(Warehouse):
             self.remove(staging)
 
     def staging_location(self, batch: StagedBatch) -> S3Staging:
-        """Where the batch is staged: one prefix per batch, so a plan names the files its load uploads."""
-        spec = batch.spec
-        prefix = "/".join(part.strip("/") for part in (self.staging_prefix, spec.schema, spec.name,
-                                                          batch.partition or "all", batch.load_id))
-        url = f"s3://{self.staging_bucket}/{prefix}"
-        return S3Staging(self.staging_bucket, prefix, f"{url}/rows.manifest", f"{url}/rejects.manifest")
+        return staging_location(self.staging_bucket, self.staging_prefix, batch)
 
     def upload(self, batch: StagedBatch) -> S3Staging:
         """The batch's files, and a manifest naming exactly them (COPY then cannot load some and succeed)."""
@@ -306,80 +313,3 @@ class RedshiftWarehouse(Warehouse):
             return f"{message}; load errors could not be read: {lookup_error}"
         details = [f"{f}, line {line}, column {col}: error {code}: {reason}" for f, line, col, code, reason in rows]
         return message + ("; load errors: " + " | ".join(details) if details else "")
-
-    def column_type(self, column: Column, batch: StagedBatch | None = None) -> str:
-        if column.type is not ColumnType.STRING:
-            return super().column_type(column, batch)
-        if column.long_text == "super":  # the catalog's choice for text longer than a VARCHAR holds
-            return "SUPER"
-        return f"VARCHAR({self.width(column.name, batch)})"
-
-    @staticmethod
-    def width(name: str, batch: StagedBatch | None) -> int:
-        needed = batch.max_bytes.get(name, 0) if batch else 0
-        for bucket in WIDTH_BUCKETS:
-            if needed <= bucket:
-                return bucket
-        raise WarehouseLimitError(f"column {name} holds a {needed}-byte value; Redshift allows {MAX_VARCHAR_BYTES}")
-
-    def widen_steps(self, spec: TableSpec, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:
-        steps = []
-        for column in spec.columns:
-            current = existing.get(column.name)
-            if (column.type is ColumnType.STRING and column.long_text != "super" and current
-                    and self.width(column.name, batch) > current):
-                steps.append(Step(f"ALTER TABLE {self.table(spec)} ALTER COLUMN {quote(column.name)} "
-                                  f"TYPE VARCHAR({self.width(column.name, batch)})"))
-        return steps
-
-    def retype_steps(self, batch: StagedBatch) -> list[Step]:
-        """Redshift changes a column's type only between VARCHAR widths: refuse before any DDL, saying how."""
-        if batch.retyped:
-            changes = ", ".join(f"{name} {old.value} -> {new.value}" for name, (old, new) in batch.retyped.items())
-            raise WarehouseLimitError(
-                f"{batch.spec.schema}.{batch.spec.name}: values no longer fit inferred types ({changes}) and Redshift "
-                "cannot change a column's type; declare these columns in catalog.yaml and rebuild the table")
-        return []
-
-    def lineage_types(self) -> tuple[str, str]:
-        return "VARCHAR(1024)", "BIGINT"
-
-    def rejects_types(self) -> tuple[str, str]:
-        return f"VARCHAR({MAX_VARCHAR_BYTES})", "BIGINT"
-
-    def table_attributes(self, spec: TableSpec) -> str:
-        design = spec.extra.get("redshift", {})
-        attributes = ""
-        if "distkey" in design:
-            attributes += f" DISTSTYLE KEY DISTKEY ({quote(design['distkey'])})"
-        if design.get("sortkey"):
-            attributes += " COMPOUND SORTKEY (" + ", ".join(quote(c) for c in design["sortkey"]) + ")"
-        return attributes
-
-    def lock_steps(self, spec: TableSpec) -> list[Step]:
-        return [Step(f"LOCK {self.table(spec)}")]
-
-    def _copy(self, table: str, manifest: str) -> str:
-        return f"COPY {table} FROM {literal(manifest)} IAM_ROLE {literal(self.iam_role_arn)} FORMAT AS PARQUET MANIFEST"
-
-    def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
-        location = self.staging_location(batch)
-        steps = [Step(self.create_staging_sql(batch))]
-        if batch.files:
-            steps.append(Step(self._copy(STAGING, location.rows_manifest)))
-            # Fails the transaction (division by zero) unless COPY loaded exactly the staged rows.
-            steps.append(Step(f"SELECT 1 / (CASE WHEN pg_last_copy_count() = {int(batch.rows)} THEN 1 ELSE 0 END)",
-                              result="copy_check", fetch=True))
-        return STAGING, (), steps
-
-    def rejects_steps(self, batch: StagedBatch) -> list[Step]:
-        if not batch.reject_files:
-            return []
-        location = self.staging_location(batch)
-        return [Step(self._copy(self.rejects_table(batch.spec), location.rejects_manifest))]
-
-    def after_merge_steps(self, spec: TableSpec) -> list[Step]:
-        procedure = spec.extra.get("redshift", {}).get("procedure")
-        if not procedure:
-            return []
-        return [Step("CALL " + ".".join(quote(part) for part in procedure.split(".")) + "()")]

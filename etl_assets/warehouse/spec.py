@@ -147,6 +147,13 @@ LINEAGE_COLUMNS = (
     (SOURCE_LINE, pa.int64()),
 )
 
+# What a table tracking deletions carries (docs/full-backups-and-hard-deletes.md): the mark, and the
+# evidence it is computed from, one table per schema of the full snapshots loaded and one per table of
+# the newest full snapshot holding each key (`<table>_full_backup_ids`).
+DELETED_IN_SOURCE_AT = "_deleted_in_source_at"
+FULL_BACKUPS = "etl_full_backups"
+FULL_BACKUP_IDS = "_full_backup_ids"
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -159,7 +166,7 @@ class TableSpec:
     version_column: str | None
     columns: tuple[Column, ...]
     description: str = ""
-    # Full snapshots of the source mark the rows they lack as deleted in source (see base.py).
+    # Full snapshots of the source mark the rows they lack as deleted in source (see plan.py).
     track_deletions: bool = False
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 

@@ -11,9 +11,9 @@ Variants (each reports its rows, stage times and ru_maxrss as one JSON line on s
   The physical limit for PostgreSQL on this machine.
 - `raw_duckdb_csv`: DuckDB `CREATE TABLE AS SELECT * FROM read_csv(...)` of the same file.
   The limit for the embedded default.
-- `pipeline_pg_first` / `pipeline_duckdb_first`: the project's real code path, `stage_object`
-  (the asset's read, transform, Pandera validation and Parquet staging) then `warehouse.load`
-  (the IO manager's merge), into an empty table.
+- `pipeline_pg_first` / `pipeline_duckdb_first`: the project's real code path, `stream_object`
+  (the asset's read, transform and Pandera validation, run as the warehouse reads the rows) and
+  `warehouse.load` (the IO manager's merge), into an empty table.
 - `pipeline_pg_reload` / `pipeline_duckdb_reload`: the same, loading a second file with the same
   Ids and a later day into the table the first load filled: every row takes the UPDATE path.
 - `dlt_pg_first` / `dlt_pg_reload` / `dlt_duckdb_first` / `dlt_duckdb_reload`: the peer, dlt's
@@ -152,10 +152,10 @@ def raw_duckdb_csv(args) -> dict:
 
 
 def _pipeline(args, target: str, expect: str) -> dict:
-    """The asset's own code path: stream_object (stage_object where the warehouse needs staged files),
-    then the warehouse IO manager's warehouse.load, which reads a streamed batch's rows as it loads."""
+    """The asset's own code path: stream_object, then the warehouse IO manager's warehouse.load, which
+    reads the batch's rows as it loads them (streamed, or staged first where the warehouse chooses to)."""
     from etl_assets.salesforce.catalog import load_catalog
-    from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
+    from etl_assets.salesforce.staging import SourceFile, stream_object
 
     if target == "pg":
         from etl_assets.warehouse.postgres import PostgresWarehouse
@@ -170,18 +170,15 @@ def _pipeline(args, target: str, expect: str) -> dict:
     source = SourceFile(f"backup/{folder}/{args.object}/{args.file.name}", args.file)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    exists = warehouse.has_table(obj.schema, obj.table)
-    stage = (stream_object if warehouse.streams_rows and (warehouse.streams_into_existing_tables or not exists)
-             else stage_object)
-    batch, report = stage(obj, [source], partition=folder, timings=timings)
+    batch, report = stream_object(obj, [source], partition=folder, timings=timings)
     staged = time.perf_counter()
     result = warehouse.load(batch)
     finished = time.perf_counter()
     batch.discard()
-    # Streamed, the staging stages (read, transform, validate, stage: the wait for the warehouse) ran inside
-    # the load, overlapping it: `merge` is then the load's time beyond them.
-    timings["merge"] = max(finished - staged - (sum(timings.values()) if stage is stream_object else 0.0), 0.0)
-    count = warehouse.query(f"SELECT COUNT(*) FROM {warehouse.table(batch.spec)}")[0][0]
+    # The staging stages (read, transform, validate, stage) ran inside the load, streamed (overlapping it:
+    # "stage" is then the wait for the warehouse) or staged first: `merge` is the load's time beyond them.
+    timings["merge"] = max(finished - staged - sum(timings.values()), 0.0)
+    count = warehouse.count_rows(batch.spec.schema, batch.spec.name)
     changed = result.inserted if expect == "insert" else result.updated
     if not args.any_path and (report.rows_rejected or changed != report.rows_read):
         raise SystemExit(f"{args.variant}: expected every row to take the {expect} path: read {report.rows_read}, "

@@ -4,7 +4,8 @@
         --reload data/bench/.../(later folder)/... --out benchmarks/results/loads_profile.json [--cprofile N]
 
 Runs the asset's own code path (`stream_object`, then `warehouse.load`, which reads the rows as it
-loads them; with --cprofile `stage_object` first) into a fresh PostgreSQL database
+loads them, streamed or staged first as the warehouse decides; with --cprofile `stage_object` first)
+into a fresh PostgreSQL database
 or DuckDB file, first load then the re-load, with timers around each stage and around each statement
 the load's plan runs (the warehouse's Session methods are wrapped here, at run time; the warehouse
 code itself is not changed). The time between the last statement and the end of `load` is the
@@ -131,16 +132,15 @@ def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> d
     started, cpu_started = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
-    # As the asset decides; cProfile sees only the main thread: stage first.
-    streamed = (warehouse.streams_rows and not profiler
-                and (warehouse.streams_into_existing_tables or not warehouse.has_table(obj.schema, obj.table)))
-    batch, report = (stream_object if streamed else stage_object)(obj, [source], partition=folder, timings=timings)
+    # As the asset does, but cProfile sees only the main thread: there, staged first.
+    batch, report = (stage_object if profiler else stream_object)(obj, [source], partition=folder, timings=timings)
     if profiler:
         profiler.disable()
     staged, cpu_staged = time.perf_counter(), time.process_time()
     recorder.steps.clear()
     result = warehouse.load(batch)
     finished = time.perf_counter()
+    streamed = batch.source is not None  # the warehouse stages rows it does not stream, then lets the source go
     batch.discard()
     steps = list(recorder.steps)
     in_steps = sum(s["seconds"] for s in steps)
