@@ -7,13 +7,16 @@
     python -m etl_assets.tools.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
     python -m etl_assets.tools.bench --only folder_run                      # folder runs through the daemon (or --folder-run)
     python -m etl_assets.tools.bench --only encodings --rows 200000         # reading a Latin-1 copy vs UTF-8
+    python -m etl_assets.tools.bench --only partitions                      # 100,000 files of a feed: partitions' cost
 
 Loads: etl_assets/tools/bench/loads.py (dlt's fastest path beside it: peers.py; export-shaped and
 user files: sources.py); sensor and UI scale: etl_assets/tools/bench/sensor.py; the cost of
 discovered Salesforce objects (load, sensor, UI): etl_assets/tools/bench/catalog.py; folder runs through a
 real webserver and daemon (one folder of 10/50/100 small objects, a 30-folder backfill):
 etl_assets/tools/bench/folder_run.py; the cost of reading a Latin-1 export:
-etl_assets/tools/bench/encodings.py; the table, JSON and Markdown: etl_assets/tools/bench/report.py.
+etl_assets/tools/bench/encodings.py; what 100,000 landed files of one feed cost before and after the
+partitions' lifecycle (sensor tick, code location load, the UI's partitions tab):
+etl_assets/tools/bench/partitions.py; the table, JSON and Markdown: etl_assets/tools/bench/report.py.
 Results go to benchmarks/results/.
 """
 
@@ -24,7 +27,7 @@ import sys
 from pathlib import Path
 
 TARGETS = ("pg", "duckdb", "baseline")
-PARTS = ("loads", "sensor", "catalog", "folder_run", "encodings")
+PARTS = ("loads", "sensor", "catalog", "folder_run", "encodings", "partitions")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--folder-run-rows", type=int, default=100, help="rows per object in its folders (default 100)")
     p.add_argument("--folder-run", action="store_true",
                    help="also run the folder-run benchmark (a real webserver and daemon; ~25 min on 2 cores)")
+    p.add_argument("--partition-files", type=int, default=100_000,
+                   help="landed files of one feed in the partitions benchmark (default 100,000; --only partitions)")
+    p.add_argument("--partition-window", type=int, default=2_016,
+                   help="files whose partitions the lifecycle keeps there (default 2,016: seven days of a file every "
+                        "five minutes, the default retention)")
     p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
     p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
     return p
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     written = []
-    if args.only in ("sensor", "catalog", "folder_run", "encodings"):
+    if args.only in ("sensor", "catalog", "folder_run", "encodings", "partitions"):
         targets = set()
     if args.csv and args.memory_rows:
         print("--memory-rows generates files; it does not apply to --csv", file=sys.stderr)
@@ -156,5 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                                         log=lambda m: print(m, flush=True))
         report.print_catalog(catalog)
         written += report.write_catalog(out, catalog, report.environment())
+    if args.only == "partitions":
+        from etl_assets.tools.bench.partitions import print_partitions, run_partitions_benchmark, write_partitions
+
+        if not 0 < args.partition_window < args.partition_files:
+            print("--partition-window must be above 0 and below --partition-files", file=sys.stderr)
+            return 2
+        partitions = run_partitions_benchmark(args.partition_files, args.partition_window, data, args.rounds,
+                                              graphql=not args.skip_graphql, log=lambda m: print(m, flush=True))
+        print_partitions(partitions)
+        written += write_partitions(out, partitions, report.environment())
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
