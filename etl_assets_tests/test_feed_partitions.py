@@ -24,6 +24,7 @@ from etl_assets.files.external import PREFIX
 from etl_assets.files.sensors import (
     DEFAULT_RETENTION_DAYS,
     RETENTION_VARIABLE,
+    LifecycleCursor,
     build_landed_files_sensor,
     partition_lifecycle,
     retention_seconds,
@@ -214,10 +215,11 @@ def test_a_backlog_drains_a_bounded_number_per_tick_in_load_order(feed):
     feed.instance.add_dynamic_partitions(ASSET.partitions_def.name, keys)
     for key in keys:
         feed.instance.report_runless_asset_event(dg.AssetMaterialization(ASSET.key, partition=key))
-    cursor, drained = 0, []
+    now = 4102444800.0  # 2100-01-01: every load is older than the cutoff
+    cursor, drained = LifecycleCursor(), []
     while True:
-        lifecycle = partition_lifecycle(feed.instance, ASSET, feed.zone, PREFIX, set(), cursor,
-                                        cutoff=4102444800.0, limit=3)  # 2100-01-01: every load is older
+        lifecycle = partition_lifecycle(feed.instance, ASSET, feed.zone, PREFIX, set(), cursor, cutoff=now, now=now,
+                                        limit=3)
         assert len(lifecycle.delete) <= 3
         if not lifecycle.delete:
             break
@@ -227,6 +229,31 @@ def test_a_backlog_drains_a_bounded_number_per_tick_in_load_order(feed):
         cursor = lifecycle.cursor
     assert drained == [keys[0:3], keys[3:6], keys[6:7]]
     assert feed.partitions() == set()
+
+
+def test_the_given_up_sweep_runs_when_the_refused_folders_change_or_an_hour_passed(feed):
+    """Reading every partition's status costs the asset's history after a change of partitions, so a tick
+    sweeps for given-up files only when error/, duplicate/ or held/ changed, or once an hour."""
+    failed = feed.land("external/inbound/bank_txn_2.csv", bank_file(10, bad=True))
+    feed.tick(HOUR)
+    assert feed.has(f"error/{failed}")
+    by_hand = "external/inbound/added_in_the_ui.csv"  # a partition someone added and never ran: left alone
+    feed.instance.add_dynamic_partitions(ASSET.partitions_def.name, [by_hand])
+
+    def lifecycle(cursor: LifecycleCursor, now: float):
+        return partition_lifecycle(feed.instance, ASSET, feed.zone, PREFIX, set(), cursor, cutoff=now, now=now)
+
+    now = 4102444800.0
+    first = lifecycle(LifecycleCursor(), now)
+    assert first.swept and first.delete == [] and first.kept == {"refused": 1, "never run": 1}
+    quiet = lifecycle(first.cursor, now + 60)
+    assert not quiet.swept and quiet.cursor == first.cursor
+    assert lifecycle(first.cursor, now + 3600).swept, "at least once an hour"
+    (feed.root / f"error/{failed}").unlink()
+    (feed.root / f"error/{failed}.reason.txt").unlink()
+    given_up = lifecycle(first.cursor, now + 60)
+    assert given_up.swept and given_up.delete == [failed]
+    assert given_up.kept == {"never run": 1}
 
 
 def test_the_retention_is_a_number_of_days_read_from_the_environment():

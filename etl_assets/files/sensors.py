@@ -14,6 +14,7 @@ the audit row, archive/, and the materialization events (Dagster keeps a deleted
 partition's events). A file landed again under the same key is a partition again.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,10 @@ DEFAULT_RETENTION_DAYS = 7.0
 DELETIONS_PER_TICK = 1_000
 REFUSED_PLACES = (ERROR, DUPLICATE, HELD)
 PARTITION_TAG = "dagster/partition"  # the tag Dagster gives the run of one partition
+# The sweep for given-up files (their latest run failed and an operator took the file out of the refused
+# folders) reads every partition's status, which costs the asset's history after a change of partitions
+# (Dagster rebuilds its status cache): it runs when the refused folders change, and at least this often.
+SWEEP_SECONDS = 3600.0
 
 
 def retention_seconds(env=None) -> float:
@@ -100,20 +105,41 @@ def schema_files_first(files: list) -> list:
 
 
 @dataclass
+class LifecycleCursor:
+    """The sensor's cursor: the storage id of the last materialization the walk over settled loads has
+    looked at, when the given-up sweep last ran, and a digest of the refused folders' names then."""
+
+    settled_after: int = 0
+    swept_at: float = 0.0
+    refused: str = ""
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "LifecycleCursor":
+        try:
+            value = json.loads(raw) if raw else {}
+            return cls(int(value.get("settled_after", 0)), float(value.get("swept_at", 0.0)),
+                       str(value.get("refused", "")))
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    def dump(self) -> str:
+        return json.dumps({"settled_after": self.settled_after, "swept_at": self.swept_at, "refused": self.refused})
+
+
+@dataclass
 class Lifecycle:
-    """What one tick decided about an asset's partitions: the keys to delete, where the walk over old
-    materializations stopped (the sensor's cursor), how many partitions there were, and why partitions
-    the tick looked at were kept (waiting, running, refused, failed, recent)."""
+    """What one tick decided about an asset's partitions: the keys to delete, the next cursor, and why
+    the partitions it looked at were kept (waiting, running, refused, failed, loaded again, never run)."""
 
     delete: list[str]
-    cursor: int
-    partitions: int
+    cursor: LifecycleCursor
     kept: Counter = field(default_factory=Counter)
+    swept: bool = False
 
     def summary(self, retention: float) -> str:
         kept = ", ".join(f"{n} {why}" for why, n in sorted(self.kept.items()))
-        return (f"{len(self.delete)} of {self.partitions} partition(s) deleted: their files settled more than "
-                f"{retention / 86400:g} day(s) ago (history: etl-assets audit, archive/, the asset's events)"
+        return (f"{len(self.delete)} partition(s) deleted, their files settled more than {retention / 86400:g} "
+                "day(s) ago (their history: etl-assets audit, archive/, the asset's events)"
                 + (f"; kept {kept}" if kept else ""))
 
 
@@ -130,21 +156,20 @@ def is_refused(landing_zone: LandingZone, key: str, names: set[str]) -> bool:
         return False
 
 
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _digest(names: set[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
 
 
 def _materialized_since(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: list[str],
                         cutoff: float) -> set[str]:
     """Which of `keys` were materialized after `cutoff` (a re-run within the retention)."""
     recent: set[str] = set()
-    for chunk in _chunks(keys, 500):
+    for start in range(0, len(keys), 500):
         cursor = None
         while True:
             page = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=chunk, after_timestamp=cutoff),
-                limit=1000, cursor=cursor)
+                dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys[start:start + 500],
+                                      after_timestamp=cutoff), limit=1000, cursor=cursor)
             recent.update(r.partition_key for r in page.records)
             if not page.has_more:
                 break
@@ -152,45 +177,56 @@ def _materialized_since(instance: dg.DagsterInstance, asset_key: dg.AssetKey, ke
     return recent
 
 
+def _latest_runs(instance: dg.DagsterInstance, keys: list[str]) -> dict:
+    """The most recent run (its RunRecord) of each partition of `keys` that has one: one query per 500 keys."""
+    latest: dict = {}
+    for start in range(0, len(keys), 500):
+        for record in instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: keys[start:start + 500]})):
+            key = record.dagster_run.tags.get(PARTITION_TAG)
+            if key not in latest or record.storage_id > latest[key].storage_id:
+                latest[key] = record
+    return latest
+
+
 def partition_lifecycle(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, landing_zone: LandingZone,
-                        prefix: str, waiting: set[str], after: int, cutoff: float,
-                        limit: int = DELETIONS_PER_TICK) -> Lifecycle:
+                        prefix: str, waiting: set[str], cursor: LifecycleCursor, cutoff: float, now: float,
+                        limit: int = DELETIONS_PER_TICK, sweep_every: float = SWEEP_SECONDS) -> Lifecycle:
     """The partitions of `asset` to delete now: files settled before `cutoff` (a timestamp).
 
-    A partition is kept while its file waits under `prefix` (`waiting`), while a run of it is in
-    progress, while its file is refused (in error/, duplicate/ or held/, re-runnable from the UI), and
-    while its last load is more recent than `cutoff`. Two ways a file settles:
-    - loaded: its materializations older than `cutoff` are walked oldest first from the storage id
-      `after` (the sensor's cursor; at most `limit` a tick), and a partition whose status is
-      materialized (its latest run succeeded) and that has no later materialization is deleted;
-    - given up: a partition whose latest run failed or was canceled, whose file is in no refused
-      folder any more (an operator removed it), and whose run ended before `cutoff` is deleted.
+    A partition is kept while its file waits under `prefix` (`waiting`), while a run of it is queued or
+    in progress, while its file is refused (in error/, duplicate/ or held/: re-runnable from the UI),
+    and while its last load is more recent than `cutoff`. A file settles in one of two ways:
+    - loaded: its materializations older than `cutoff` are walked oldest first from the cursor (at most
+      `limit` a tick); a partition whose latest run succeeded and that has no materialization since the
+      cutoff is deleted. Each tick costs what aged since the last one, not the history.
+    - given up: the sweep (every `sweep_every` seconds, and whenever the refused folders change) reads
+      the partitions' statuses; one whose latest run failed or was canceled, whose file is in no refused
+      folder any more (an operator took it out), and whose run ended before `cutoff` is deleted.
     """
-    existing = set(instance.get_dynamic_partitions(asset.partitions_def.name))
-    if not existing:
-        return Lifecycle([], after, 0)
+    name, kept = asset.partitions_def.name, {}
     refused = refused_names(landing_zone, prefix)
-    status = instance.get_status_by_partition(asset.key, sorted(existing), asset.partitions_def) or {}
-    loaded, running = dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS
-    kept: dict[str, str] = {}  # key -> why it stays
 
     def held(key: str) -> str | None:
         if key in waiting:
             return "waiting"
-        if status.get(key) == running:
-            return "running"
         if is_refused(landing_zone, key, refused):
             return "refused"
         return None
 
-    # Loaded files: the walk over materializations older than the cutoff, from where the last tick stopped.
+    # Loaded files: the walk over the materializations older than the cutoff.
     page = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset.key, after_storage_id=after or None, before_timestamp=cutoff),
-        limit=limit, ascending=True)
-    cursor = page.records[-1].storage_id if page.records else after
+        dg.AssetRecordsFilter(asset_key=asset.key, after_storage_id=cursor.settled_after or None,
+                              before_timestamp=cutoff), limit=limit, ascending=True)
+    aged = [key for key in dict.fromkeys(r.partition_key for r in page.records if r.partition_key is not None)
+            if instance.has_dynamic_partition(name, key)]
+    runs = _latest_runs(instance, aged) if aged else {}
     candidates: list[str] = []
-    for key in dict.fromkeys(r.partition_key for r in page.records if r.partition_key in existing):
-        reason = held(key) or (None if status.get(key) == loaded else "failed")
+    for key in aged:
+        reason, latest = held(key), runs.get(key)
+        if reason is None and latest is not None and not latest.dagster_run.is_finished:
+            reason = "running"
+        elif reason is None and latest is not None and latest.dagster_run.status != dg.DagsterRunStatus.SUCCESS:
+            reason = "failed"
         if reason:
             kept[key] = reason
         else:
@@ -198,38 +234,41 @@ def partition_lifecycle(instance: dg.DagsterInstance, asset: dg.AssetsDefinition
     recent = _materialized_since(instance, asset.key, candidates, cutoff) if candidates else set()
     kept.update((key, "loaded again within the retention") for key in recent)
     delete = [key for key in candidates if key not in recent]
+    settled_after = page.records[-1].storage_id if page.records else cursor.settled_after
 
-    # Given-up files: the latest run failed (or was canceled), and the file is no longer in a refused
-    # folder (an operator removed it): deleted once that run ended before the cutoff.
-    for key in sorted(existing - set(delete) - set(kept)):
-        if len(delete) >= limit:
-            break
-        if status.get(key) in (loaded, running):
-            continue  # a loaded file is the walk's; a running one stays
-        reason = held(key)
-        if reason is None:
-            runs = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: key}), limit=1)
-            if not runs:
-                reason = "never run"
-            elif not runs[0].dagster_run.is_finished or runs[0].end_time is None or runs[0].end_time >= cutoff:
-                reason = "failed within the retention"
-        if reason:
-            kept[key] = reason
-        else:
-            delete.append(key)
-    return Lifecycle(delete, cursor, len(existing), Counter(kept.values()))
+    # Given-up files: the sweep over the partitions' statuses.
+    digest, swept = _digest(refused), False
+    if now - cursor.swept_at >= sweep_every or digest != cursor.refused:
+        existing = instance.get_dynamic_partitions(name)
+        status = instance.get_status_by_partition(asset.key, existing, asset.partitions_def) or {}
+        settled = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
+        swept = True
+        unsettled = [key for key in sorted(set(existing) - set(delete) - set(kept)) if status.get(key) not in settled]
+        runs = _latest_runs(instance, [key for key in unsettled if held(key) is None])
+        for key in unsettled:  # a loaded partition is the walk's; a running one stays
+            if len(delete) >= limit:
+                swept = False  # the rest next tick
+                break
+            reason = held(key)
+            if reason is None:
+                latest = runs.get(key)
+                if latest is None:
+                    reason = "never run"
+                elif not latest.dagster_run.is_finished or (latest.end_time or now) >= cutoff:
+                    reason = "failed within the retention"
+            if reason:
+                kept[key] = reason
+            else:
+                delete.append(key)
+    next_cursor = LifecycleCursor(settled_after, now if swept else cursor.swept_at,
+                                  digest if swept else cursor.refused)
+    return Lifecycle(delete, next_cursor, Counter(kept.values()), swept)
 
 
-def _cursor(raw: str | None) -> int:
-    try:
-        return int(json.loads(raw)["settled_after"]) if raw else 0
-    except (ValueError, KeyError, TypeError):
-        return 0
-
-
-def build_landed_files_sensor(kind: str, prefix: str, asset: dg.AssetsDefinition,
-                              retention: float | None = None) -> dg.SensorDefinition:
-    """The sensor of one kind of feed; `retention` in seconds (default: `retention_seconds()`)."""
+def build_landed_files_sensor(kind: str, prefix: str, asset: dg.AssetsDefinition, retention: float | None = None,
+                              clock=time.time) -> dg.SensorDefinition:
+    """The sensor of one kind of feed; `retention` in seconds (default: `retention_seconds()`); `clock`, the
+    time now (the tests and the benchmark move it)."""
     retention = retention_seconds() if retention is None else retention
 
     @dg.sensor(
@@ -244,13 +283,14 @@ def build_landed_files_sensor(kind: str, prefix: str, asset: dg.AssetsDefinition
     def landed_files_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone):
         files = waiting_files(landing_zone, prefix)
         requests, additions = landed_file_requests(landing_zone, prefix, asset.partitions_def, files)
+        now = clock()
         lifecycle = partition_lifecycle(context.instance, asset, landing_zone, prefix, {f.key for f in files},
-                                        _cursor(context.cursor), time.time() - retention)
+                                        LifecycleCursor.parse(context.cursor), now - retention, now)
         if lifecycle.delete:
             context.log.info(lifecycle.summary(retention))
         deletions = [asset.partitions_def.build_delete_request(lifecycle.delete)] if lifecycle.delete else []
         return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=additions + deletions,
-                               cursor=json.dumps({"settled_after": lifecycle.cursor}))
+                               cursor=lifecycle.cursor.dump())
 
     return landed_files_sensor
 

@@ -14,7 +14,8 @@ deploy/dagster.local.yaml (the embedded default's storage) and a local landing z
   with the lifecycle on such an instance (each deletes at most DELETIONS_PER_TICK, oldest first).
 - After (bounded): the partitions of the last `window` files (2,016: seven days of a file every five
   minutes, the default retention), every materialization still in the event log; the sensor tick
-  with the lifecycle, after a change of partitions (the asset status cache is rebuilt) and unchanged.
+  with the lifecycle: a new file (one more file aged out), nothing new, and a tick sweeping for given-up
+  files (it reads every partition's status, which Dagster rebuilds from the event log after a change).
 - In both states: the code location load (a fresh interpreter imports `etl_assets.definitions`,
   resolves the repository and serializes its snapshot, as a code server does, with DAGSTER_HOME on the
   instance), the instance calls a partition page stands on (`get_dynamic_partitions`,
@@ -198,21 +199,23 @@ class Feed:
 
         return {"evaluate_s": seconds, "run_requests": len(requests), **apply_requests(self.instance, Result)}
 
-    def tick(self, cutoff: float, cursor: int) -> tuple[dict, int]:
-        """One evaluation of external_files_sensor (its code, in this process) whose retention puts the
-        cutoff at `cutoff`, from `cursor`; then the daemon's part. Returns the figures and the new cursor."""
+    def tick(self, now: float, cursor):
+        """One evaluation of external_files_sensor (its code, in this process) with the time `now` and a
+        retention of 0 (the cutoff is `now`), from `cursor`; then the daemon's part. Returns the figures
+        and the next cursor."""
         import dagster as dg
 
         from etl_assets.files.external import PREFIX
-        from etl_assets.files.sensors import build_landed_files_sensor
+        from etl_assets.files.sensors import LifecycleCursor, build_landed_files_sensor
 
         with dg.build_sensor_context(instance=self.instance, resources={"landing_zone": self.zone},
-                                     cursor=json.dumps({"settled_after": cursor})) as context:
-            sensor = build_landed_files_sensor("external", PREFIX, self.asset, retention=time.time() - cutoff)
+                                     cursor=cursor.dump()) as context:
+            sensor = build_landed_files_sensor("external", PREFIX, self.asset, retention=0, clock=lambda: now)
             seconds, result = _timed(lambda: sensor(context))
         applied = apply_requests(self.instance, result)
+        following = LifecycleCursor.parse(result.cursor)
         return ({"evaluate_s": seconds, "run_requests": len(result.run_requests), **applied,
-                 "partitions_after": self.partitions()}, json.loads(result.cursor)["settled_after"])
+                 "swept": following.swept_at != cursor.swept_at, "partitions_after": self.partitions()}, following)
 
     def instance_calls(self) -> dict:
         """What a partition page stands on: the keys, and each key's status (the asset status cache,
@@ -302,7 +305,7 @@ def measure_state(feed: Feed, label: str, rounds: int, graphql: bool, kept: str,
 
 def run_partitions_benchmark(files: int = DEFAULT_FILES, window: int = DEFAULT_WINDOW, data_root: Path = Path("data/bench"),
                              rounds: int = 3, graphql: bool = True, drain_ticks: int = 3, log=print) -> dict:
-    from etl_assets.files.sensors import DELETIONS_PER_TICK
+    from etl_assets.files.sensors import DELETIONS_PER_TICK, LifecycleCursor
 
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     root = data_root / f"partitions_{files}"
@@ -317,7 +320,7 @@ def run_partitions_benchmark(files: int = DEFAULT_FILES, window: int = DEFAULT_W
         feed = Feed(home, root / "landing")
         try:
             boundary = feed.event(aged - 1)  # the last file past the retention
-            cutoff = boundary.timestamp + 1e-6
+            cutoff = boundary.timestamp + 1e-6  # the time "now" of the ticks, with a retention of 0
             waiting = feed.land("bank_txn_waiting_1.csv")
             before_ticks = {"old sensor, one new file": feed.old_tick()}
             feed.unland(waiting)
@@ -326,7 +329,7 @@ def run_partitions_benchmark(files: int = DEFAULT_FILES, window: int = DEFAULT_W
                                    kept=keys[-1], deleted=None, log=log)
             before["ticks"] = before_ticks
             # The lifecycle's first ticks on an instance that kept every partition.
-            drain, cursor = [], 0
+            drain, cursor = [], LifecycleCursor()
             for n in range(drain_ticks):
                 figures, cursor = feed.tick(cutoff, cursor)
                 drain.append(figures)
@@ -336,22 +339,21 @@ def run_partitions_benchmark(files: int = DEFAULT_FILES, window: int = DEFAULT_W
             log(f"partitions: deleting the other {len(rest):,} as the daemon would")
             rest_s, _ = _timed(lambda: [feed.instance.delete_dynamic_partition(feed.asset.partitions_def.name, k)
                                         for k in rest])
-            # Let the walk catch up to the boundary, as the remaining drain ticks would have.
-            cursor = boundary.storage_id
-            # After, the steady state: one more file ages past the retention and a new one lands (the tick
-            # after a change of partitions rebuilds the asset status cache), then the same again (the
-            # daemon's add and delete changed the partitions), then a tick with nothing changed.
+            # The walk caught up to the boundary, as the remaining drain ticks would have.
+            cursor = LifecycleCursor(boundary.storage_id, cursor.swept_at, cursor.refused)
+            # After, the steady state. A tick sweeping for given-up files after a change of partitions
+            # (it reads every partition's status: Dagster rebuilds its cache from the event log); a tick
+            # where one more file ages past the retention and a new one lands; a tick with nothing new.
             nxt = feed.event(aged)
+            swept, _ = feed.tick(cutoff, LifecycleCursor(cursor.settled_after))
             waiting = feed.land("bank_txn_waiting_2.csv")
             changed, cursor = feed.tick(nxt.timestamp + 1e-6, cursor)
-            feed.tick(nxt.timestamp + 1e-6, cursor)
-            unchanged, cursor = feed.tick(nxt.timestamp + 1e-6, cursor)
             feed.unland(waiting)
             feed.instance.delete_dynamic_partition(feed.asset.partitions_def.name, waiting)
+            quiet, cursor = feed.tick(nxt.timestamp + 1e-6, cursor)
             after = measure_state(feed, f"after: {feed.partitions():,} partitions", rounds, graphql,
                                   kept=keys[-1], deleted=keys[0], log=log)
-            after["ticks"] = {"lifecycle, one file aged out and one new (partitions changed)": changed,
-                              "lifecycle, unchanged partitions": unchanged}
+            after["ticks"] = {"sweep": swept, "new file": changed, "quiet": quiet}
         finally:
             feed.close()
     finally:
@@ -389,18 +391,18 @@ def rows(result: dict) -> list[list[str]]:
     b, a = result["before"], result["after"]
     out = [["partitions", f"{b['instance']['partitions']:,}", f"{a['instance']['partitions']:,}"]]
     old = b["ticks"]["old sensor, one new file"]
-    changed = a["ticks"]["lifecycle, one file aged out and one new (partitions changed)"]
-    unchanged = a["ticks"]["lifecycle, unchanged partitions"]
+    ticks = a["ticks"]
     first = result["drain"][0] if result["drain"] else None
-    out.append(["sensor tick, evaluate s (one new file)", f"{_s(old['evaluate_s'])} (sensor without lifecycle)",
-                f"{_s(changed['evaluate_s'])} (partitions changed since the last tick); "
-                f"{_s(unchanged['evaluate_s'])} (unchanged)"])
-    out.append(["sensor tick, daemon applies s", f"{_s(old['apply_s'])} (add 1)",
-                f"{_s(changed['apply_s'])} (add 1, delete {changed['deleted']})"])
+    out.append(["sensor tick s (evaluate; the daemon's part)",
+                f"{_s(old['evaluate_s'])}; {_s(old['apply_s'])} (no lifecycle: a new file, its partition added)",
+                f"{_s(ticks['new file']['evaluate_s'])}; {_s(ticks['new file']['apply_s'])} (a new file added, "
+                f"{ticks['new file']['deleted']} aged out deleted)"])
+    out.append(["sensor tick s, nothing new", "", f"{_s(ticks['quiet']['evaluate_s'])}"])
+    out.append(["sensor tick s, with the sweep for given-up files (hourly, or the refused folders changed)", "",
+                f"{_s(ticks['sweep']['evaluate_s'])}"])
     if first:
-        out.append(["first lifecycle tick on the full instance", "",
-                    f"evaluate {_s(first['evaluate_s'])} s, apply {_s(first['apply_s'])} s "
-                    f"(deletes {first['deleted']:,})"])
+        out.append(["lifecycle's first tick on the full instance s (evaluate; the daemon's part)", "",
+                    f"{_s(first['evaluate_s'])}; {_s(first['apply_s'])} (deletes {first['deleted']:,})"])
     for name, key in (("get_dynamic_partitions s", "get_dynamic_partitions_s"),
                       ("get_status_by_partition s, first after a change", "status_cold_s"),
                       ("get_status_by_partition s, unchanged", "status_warm_s")):
