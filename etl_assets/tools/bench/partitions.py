@@ -416,16 +416,16 @@ def rows(result: dict) -> list[list[str]]:
     b, a = result["before"], result["after"]
     old, ticks, drain = b["ticks"]["old sensor, one new file"], a["ticks"], result["drain"]
     out = [["partitions of the feed's asset", f"{b['instance']['partitions']:,}", f"{a['instance']['partitions']:,}"],
-           ["sensor tick, a new file: evaluate s; the daemon's part s",
-            f"{_s(old['evaluate_s'])}; {_s(old['apply_s'])} (no lifecycle: its partition added)",
-            f"{_s(ticks['new file']['evaluate_s'])}; {_s(ticks['new file']['apply_s'])} (its partition added, "
+           ["sensor tick, a new file: evaluate s + the daemon's part s",
+            f"{_s(old['evaluate_s'])} + {_s(old['apply_s'])} (no lifecycle: its partition added)",
+            f"{_s(ticks['new file']['evaluate_s'])} + {_s(ticks['new file']['apply_s'])} (its partition added, "
             f"{ticks['new file']['deleted']} aged out deleted)"],
            ["sensor tick, nothing new: evaluate s", "", _s(ticks["quiet"]["evaluate_s"])],
            ["sensor tick with the sweep for given-up files (hourly, or refused folders changed): evaluate s", "",
             _s(ticks["sweep"]["evaluate_s"])]]
     if drain:
-        out.append(["the lifecycle's first ticks on the full instance: evaluate s; the daemon's part s", "",
-                    "; ".join(f"{_s(t['evaluate_s'])}; {_s(t['apply_s'])}" for t in drain)
+        out.append(["the lifecycle's first ticks on the full instance: evaluate s + the daemon's part s", "",
+                    ", ".join(f"{_s(t['evaluate_s'])} + {_s(t['apply_s'])}" for t in drain)
                     + f" (each deletes {drain[0]['deleted']:,}; the first sweeps)"])
     for name, key in (("get_dynamic_partitions s", "get_dynamic_partitions_s"),
                       ("get_status_by_partition s, first after a change of partitions", "status_cold_s"),
