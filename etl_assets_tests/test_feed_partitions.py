@@ -7,7 +7,8 @@ landed again under the same key is a partition again and loads.
 
 The sensor is evaluated in process and its result applied as Dagster's sensor daemon applies it
 (partition requests first, then each run request whose run key is new), on a local instance of
-deploy/dagster.local.yaml, a local landing zone, and DuckDB or the PostgreSQL server.
+deploy/dagster.local.yaml, a local landing zone, and DuckDB or the PostgreSQL server; and once
+through Dagster's own sensor daemon and webserver, which apply the deletions and record them on the tick.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from etl_assets.files.sensors import (
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.notifications import Notifier
 from etl_assets.settings import SettingsError
+from etl_assets.tools import live
 from etl_assets.warehouse.audit import find_loads
-from etl_assets_tests.helpers import LOCAL_YAML
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets_tests.helpers import LOCAL_YAML, finished_runs, stack
 
 ASSET = external_feed_loads
 HOUR = 3600.0
@@ -263,3 +266,46 @@ def test_the_retention_is_a_number_of_days_read_from_the_environment():
     for bad in ("seven", "-1", "nan", "inf"):
         with pytest.raises(SettingsError, match=f"{RETENTION_VARIABLE}='{bad}': expected a number of days"):
             retention_seconds({RETENTION_VARIABLE: bad})
+
+
+@pytest.mark.slow
+def test_the_daemon_deletes_the_partition_of_a_loaded_file_and_its_tick_records_it(tmp_path):
+    """dagster-daemon runs external_files_sensor with a retention of 0: one tick adds the file's partition
+    and requests its run; once the run loaded the file, a later tick deletes the partition, and the tick's
+    record (what the UI's tick history shows) names it."""
+    sensor = "external_files_sensor"
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    key = "external/inbound/bank_txn_1.csv"
+    (landing / key).parent.mkdir(parents=True)
+    (landing / key).write_text(bank_file(1, rows=3))
+    home.mkdir()
+    shutil.copy(LOCAL_YAML, home / "dagster.yaml")
+    env = live.environment(landing=landing, **live.duckdb_warehouse(tmp_path / "warehouse.duckdb"),
+                           **{RETENTION_VARIABLE: "0"})
+    with stack(home, env, tmp_path) as dagster:
+        dagster.start_webserver(timeout=120)
+        assert sensor in dagster.stopped
+        dagster.start_daemon(timeout=120, daemons=("SENSOR", "QUEUED_RUN_COORDINATOR"))
+        assert live.start_sensor(dagster.url, sensor) == "RUNNING"
+
+        def results(kind: str) -> list:
+            return [r for t in live.sensor_state(dagster.url, sensor)["ticks"]
+                    for r in t["dynamicPartitionsRequestResults"] if r["type"] == kind]
+
+        added = dagster.wait(lambda: results("ADD_PARTITIONS"), 120, "the tick adding the file's partition")
+        assert added == [{"partitionsDefName": ASSET.partitions_def.name, "partitionKeys": [key],
+                          "type": "ADD_PARTITIONS"}]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            [run] = dagster.wait(lambda: finished_runs(instance, None, 1), 240, "the file's run", 1)
+            assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+            assert run.dagster_run.tags["dagster/partition"] == key
+            deleted = dagster.wait(lambda: results("DELETE_PARTITIONS"), 180, "a tick deleting the partition", 1)
+            assert deleted == [{"partitionsDefName": ASSET.partitions_def.name, "partitionKeys": [key],
+                                "type": "DELETE_PARTITIONS"}]
+            assert instance.get_dynamic_partitions(ASSET.partitions_def.name) == []
+            [materialization] = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=ASSET.key, asset_partitions=[key]), limit=10).records
+            assert materialization.run_id == run.dagster_run.run_id
+    [row] = [r for r in find_loads(DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))) if r["source_key"] == key]
+    assert (row["status"], row["rows_loaded"], row["run_id"]) == ("FINISHED", 3, run.dagster_run.run_id)
+    assert (landing / "archive" / key).is_file()
