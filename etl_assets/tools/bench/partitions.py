@@ -80,6 +80,7 @@ def build_history(root: Path, files: int, log=print) -> dict:
 
     setup = root / "setup.json"
     if setup.exists():
+        shutil.copy(LOCAL_YAML, root / "home" / "dagster.yaml")  # the instance as deployed today, on the kept storage
         return json.loads(setup.read_text())
     shutil.rmtree(root, ignore_errors=True)
     home, landing = root / "home", root / "landing"
