@@ -11,6 +11,7 @@ means. It imports nothing heavy, so a command can check its environment before l
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -40,7 +41,7 @@ class Variable:
     """One variable: what kind of value it holds and when the deployment cannot do without it."""
 
     name: str
-    kind: str  # choice, port, text, path, file, url, secret, cron, encoding, encodings, suffix
+    kind: str  # choice, port, text, path, file, url, secret, cron, encoding, encodings, suffix, days
     choices: tuple[str, ...] = ()
     # Required when every one of these variables has this value (defaults applied): {variable: value}
     required_when: Mapping[str, str] = field(default_factory=dict)
@@ -104,6 +105,7 @@ VARIABLES: dict[str, Variable] = _variables(
     Variable("ETL_ASSETS_AUDIT_TOKEN", "secret", secret=True),
     # Salesforce backups and file feeds (read when asked, by their modules).
     Variable("ETL_ASSETS_FEEDS", "file"),
+    Variable("ETL_ASSETS_FILE_PARTITION_RETENTION_DAYS", "days", default="7"),
     Variable("ETL_ASSETS_FULL_BACKUP_SUFFIX", "suffix", default="_Full"),
     Variable("ETL_ASSETS_SALESFORCE_ENCODING", "encoding", default="utf-8"),
     Variable("ETL_ASSETS_SALESFORCE_FOLDER_ENCODINGS", "encodings"),
@@ -184,6 +186,17 @@ def _suffix(variable: Variable, value: str) -> str | None:
     return None
 
 
+def _days(variable: Variable, value: str) -> str | None:
+    # A number of days, 0 or more, fractions allowed (etl_assets.files.sensors.retention_seconds applies it).
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1.0
+    if not math.isfinite(days) or days < 0:
+        return f"{variable.name}={value.strip()!r}: expected a number of days, 0 or more (e.g. 7, or 0.5 for 12 hours)"
+    return None
+
+
 def _file(variable: Variable, value: str) -> str | None:
     if not os.path.isfile(os.path.expanduser(value)):
         return f"{variable.name}={value!r}: no such file"
@@ -192,7 +205,7 @@ def _file(variable: Variable, value: str) -> str | None:
 
 CHECKS: dict[str, Callable[[Variable, str], str | None]] = {
     "choice": _choice, "port": _port, "url": _url, "encoding": _encodings, "encodings": _encodings,
-    "suffix": _suffix, "file": _file,
+    "suffix": _suffix, "file": _file, "days": _days,
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from etl_assets import environment
 from etl_assets.files.assets import external_feed_loads
 from etl_assets.files.external import PREFIX
 from etl_assets.files.sensors import (
@@ -266,6 +267,10 @@ def test_the_retention_is_a_number_of_days_read_from_the_environment():
     for bad in ("seven", "-1", "nan", "inf"):
         with pytest.raises(SettingsError, match=f"{RETENTION_VARIABLE}='{bad}': expected a number of days"):
             retention_seconds({RETENTION_VARIABLE: bad})
+    # `etl-assets` checks the environment with the same rule before any command (one line, exit 2).
+    assert environment.problems({RETENTION_VARIABLE: "seven"}) == [
+        f"{RETENTION_VARIABLE}='seven': expected a number of days, 0 or more (e.g. 7, or 0.5 for 12 hours)"]
+    assert environment.problems({RETENTION_VARIABLE: "0.5"}) == []
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ partition's events). A file landed again under the same key is a partition again
 
 import hashlib
 import json
-import math
 import os
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from etl_assets.files.assets import (
 )
 from etl_assets.files.csv_parquet import PREFIX as CSV_PREFIX
 from etl_assets.files.datalake import PREFIX as DATALAKE_PREFIX
+from etl_assets.environment import CHECKS, VARIABLES
 from etl_assets.files.external import PREFIX as EXTERNAL_PREFIX
 from etl_assets.landing.zone import LandedFile, LandingZone, UnsafeKey
 from etl_assets.notifications import Notifier
@@ -47,7 +47,7 @@ ROUTES = (
 )
 
 RETENTION_VARIABLE = "ETL_ASSETS_FILE_PARTITION_RETENTION_DAYS"
-DEFAULT_RETENTION_DAYS = 7.0
+DEFAULT_RETENTION_DAYS = float(VARIABLES[RETENTION_VARIABLE].default)
 # At most this many partitions are deleted per tick and asset: the daemon deletes them one by one
 # (two statements each), so a backlog (the first ticks on an instance that kept every partition)
 # drains over several ticks instead of making one long one.
@@ -67,14 +67,11 @@ def retention_seconds(env=None) -> float:
     raw = ((os.environ if env is None else env).get(RETENTION_VARIABLE) or "").strip()
     if not raw:
         return DEFAULT_RETENTION_DAYS * 86400
-    try:
-        days = float(raw)
-    except ValueError:
-        days = -1.0
-    if not math.isfinite(days) or days < 0:
-        raise SettingsError(f"{RETENTION_VARIABLE}={raw!r}: expected a number of days, 0 or more (e.g. 7, "
-                            "or 0.5 for 12 hours)")
-    return days * 86400
+    variable = VARIABLES[RETENTION_VARIABLE]
+    problem = CHECKS[variable.kind](variable, raw)  # the rule `etl-assets` checks the environment with
+    if problem:
+        raise SettingsError(problem)
+    return float(raw) * 86400
 
 
 def waiting_files(landing_zone: LandingZone, prefix: str) -> list[LandedFile]:
