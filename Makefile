@@ -5,6 +5,7 @@
 # make bench - install with the bench extra (dlt for the peer rows), run the load, sensor and encoding
 #              benchmarks (the encoding figure: reading the 1M-row file as UTF-8 and as ISO-8859-1)
 #              (BENCH_ARGS="--rows 100000" for a quick one; BENCH_ARGS="--only loads --csv my_export.csv" for your file)
+# make docs  - regenerate the docs' figures from benchmarks/results/ and their pictures (docs/generate.py)
 # make lock  - update uv.lock after a change to pyproject.toml's dependencies (commit both)
 # make sync EXTRAS="postgres redshift ui" - install .venv with a deployment's extras (docs/configuration.md)
 #
@@ -28,7 +29,7 @@ EXTRAS_dev := --extra ui
 EXTRAS_test := --extra dev
 EXTRAS_bench := --extra bench
 
-.PHONY: install install-run install-dev install-bench sync lock run test check dev bench clean
+.PHONY: install install-run install-dev install-bench sync lock run test check dev bench docs clean
 
 $(TOOLS)/.uv-$(UV_VERSION):
 	rm -rf $(TOOLS)
@@ -88,6 +89,11 @@ check: install
 # extra) is installed by this target only, so `make test` and `make install` never fetch it.
 bench: install-bench
 	$(BIN)/etl-assets bench $(BENCH_ARGS)
+
+# The docs' generated blocks (figures from benchmarks/results/) and pictures (charts, the UI's asset graph
+# photographed in Chromium): docs/generate.py. Needs the bench extra (matplotlib) and /usr/bin/chromium.
+docs: install-bench $(CHROMIUM)
+	$(BIN)/python docs/generate.py --pictures
 
 dev: install-dev $(DAGSTER_HOME)/dagster.yaml
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev
