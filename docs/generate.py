@@ -48,6 +48,8 @@ IMAGES = REPO / "docs" / "images"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>.*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.DOTALL)
 MIB = 2**20
+if str(REPO) not in sys.path:  # run as `python docs/generate.py`: the repository's packages, the bench's too
+    sys.path.insert(0, str(REPO))
 
 
 def markdown_tables(text: str) -> list[list[list[str]]]:
@@ -162,7 +164,7 @@ def write_blocks() -> list[Path]:
 
 def _figures():
     """The benchmark's chart module, wherever the bench code lives."""
-    for module in ("benchmarks.bench.figures", "etl_assets.tools.bench.figures"):
+    for module in ("benchmarks.bench.figures", "benchmarks.figures", "etl_assets.tools.bench.figures"):
         try:
             return importlib.import_module(module)
         except ModuleNotFoundError:
@@ -216,7 +218,6 @@ def asset_graph(out: Path = IMAGES / "asset-graph.png", timeout: float = 300) ->
     """The UI's global asset lineage with every group collapsed to its name and number of assets."""
     from playwright.sync_api import sync_playwright
 
-    sys.path.insert(0, str(REPO))
     from etl_assets.definitions import defs
 
     graph = defs.resolve_asset_graph()
