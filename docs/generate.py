@@ -15,7 +15,7 @@ it there), the rest what to take from it:
 - `table N [columns: a, b, ...]`: the Nth Markdown table of that result (only the named columns);
 - `targets`: the result's targets, each with its figure and whether it holds;
 - `measured`: when, where and at which commit it was measured;
-- `memory`: (several results, `loads_5m.json loads_5m_duckdb.json memory`) the peak RSS of each first
+- `memory`: (several results, `loads.json loads_5m.json memory`) the peak RSS of each first
   load at 1M rows and at the memory point's length, from the newest result that measured it.
 
 Pictures (`--pictures`; matplotlib from the bench extra, Chromium and the UI extra for the screenshot):
@@ -184,7 +184,7 @@ def charts() -> list[Path]:
     # By length (33 columns, 1M then 5M rows: each engine's 5M-row point from the newest run that measured it),
     # then by width (120 columns).
     five_m = {}
-    for name in ("loads_5m", "loads_5m_duckdb"):
+    for name in ("loads", "loads_5m", "loads_5m_duckdb"):
         point = load(RESULTS / f"{name}.json").get("memory_point") or {"variants": {}, "started_at": ""}
         for variant, figures_ in point["variants"].items():
             if variant not in five_m or point["started_at"] > five_m[variant][0]:
