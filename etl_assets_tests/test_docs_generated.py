@@ -1,5 +1,7 @@
-"""The docs' figures come from benchmarks/results/, not from a hand: every generated block is what
-docs/generate.py writes, and the design pages' links resolve (test_docs.py checks the reference pages).
+"""The docs are a reference, their history in docs/design/: every generated block is what
+docs/generate.py writes from benchmarks/results/ (figures are not copied by hand), the reference pages
+carry no dated lab notes, every design page is linked from one and its links resolve (test_docs.py
+checks the reference pages' links and commands).
 
 Quick (under a second): reads files only, no service, no picture drawn.
 """
@@ -70,3 +72,19 @@ def test_every_picture_is_shown_somewhere():
     shown = "\n".join(p.read_text() for p in [REPO / "README.md", *(REPO / "docs").rglob("*.md")])
     for picture in (REPO / "docs" / "images").rglob("*.png"):
         assert picture.name in shown, f"{picture.relative_to(REPO)} is shown by no page"
+
+
+REFERENCE = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# What a lab notebook writes and a reference page should not: the day of a measurement, this project's
+# issue numbers, commit ids. (Data examples are dated 2024; an external project's issue is a link.)
+NOTEBOOK = re.compile(r"\b202[5-9]-\d\d-\d\d\b|\b[Ii]ssue \d+\b|\bcommit `?[0-9a-f]{7,40}\b")
+
+
+@pytest.mark.parametrize("page", REFERENCE, ids=[str(p.relative_to(REPO)) for p in REFERENCE])
+def test_reference_pages_keep_their_history_in_docs_design(page: Path):
+    text = re.sub(r"<!-- generated:.*?<!-- end generated -->", "", page.read_text(), flags=re.DOTALL)
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    text = re.sub(r"\[[^\]]*\]\(https?://[^)]*\)", "", text)  # another project's issue, linked
+    found = sorted({m.group(0) for m in NOTEBOOK.finditer(text)})
+    assert not found, (f"{page.relative_to(REPO)} reads like a lab notebook ({found}): say what is true now, and "
+                       "move the dated history to a page under docs/design/ linked from this one")
