@@ -20,7 +20,8 @@ it there), the rest what to take from it:
 
 Pictures (`--pictures`; matplotlib from the bench extra, Chromium and the UI extra for the screenshot):
 the load charts from benchmarks/results/loads*.json, the design page's charts from
-benchmarks/results/history/, and docs/images/asset-graph.png: the Dagster UI's asset graph of this
+benchmarks/results/history/, docs/images/architecture.png from its hand-written SVG, and
+docs/images/asset-graph.png: the Dagster UI's asset graph of this
 code location, served by dagster-webserver on a scratch instance, photographed by Playwright driving
 /usr/bin/chromium.
 """
@@ -201,6 +202,25 @@ def charts() -> list[Path]:
     return written + [design / "big-file-loads-first-measurement.png", design / "big-file-profile.png"]
 
 
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def architecture(source: Path = IMAGES / "architecture.svg") -> Path:
+    """The hand-written data-flow picture, rendered at its own size."""
+    from playwright.sync_api import sync_playwright
+
+    size = re.search(r'<svg[^>]*\bwidth="(\d+)"[^>]*\bheight="(\d+)"', source.read_text())
+    out = source.with_suffix(".png")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": int(size[1]), "height": int(size[2])})
+        page.goto(source.as_uri())
+        page.screenshot(path=str(out))
+        browser.close()
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -260,9 +280,7 @@ def asset_graph(out: Path = IMAGES / "asset-graph.png", timeout: float = 300) ->
                 time.sleep(1)
             _graphql(url, "mutation { setNuxSeen }")  # the community modal would cover the page
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
                 page.set_default_timeout(120_000)
                 page.goto(f"{url}/asset-groups")
@@ -301,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     for page in write_blocks():
         print(f"wrote {page.relative_to(REPO)}")
     if args.pictures:
-        for picture in charts():
+        for picture in [*charts(), architecture()]:
             print(f"wrote {picture.relative_to(REPO)}")
         asset_graph()
     return 0
