@@ -94,36 +94,41 @@ def targets(result: str) -> str:
                      for t in document(result)["targets"])
 
 
+def _started_at(doc: dict, markdown: str) -> str:
+    """When a result was measured: its part's `started_at` (loads), else the Markdown's "Measured ..." line."""
+    for part in doc.values():
+        if isinstance(part, dict) and "started_at" in part:
+            return part["started_at"]
+    return re.search(r"[Mm]easured (\S+?)[,;]", markdown)[1]
+
+
 def measured(result: str, page: Path) -> str:
-    doc = document(result)
+    doc, markdown = document(result), RESULTS / Path(result).with_suffix(".md").name
     env = doc.get("environment", {})
-    when = next((part.get("started_at") for part in doc.values() if isinstance(part, dict) and "started_at" in part),
-                None) or re.search(r"[Mm]easured (\S+?)[,;]", (RESULTS / Path(result).with_suffix(".md")).read_text())[1]
+    when = _started_at(doc, markdown.read_text())[:16].replace("T", " ")
     where = f"{env['cpu']}, {env['cores']} cores, " if "cpu" in env else ""
     load = f"load average {env['loadavg'][0]:.1f} at the end" if env.get("loadavg") else ""
     commit = f", commit {env['commit']}" if env.get("commit") else ""
-    return (f"Measured {when[:16].replace('T', ' ')} UTC on {where}{load}{commit}: "
-            f"[benchmarks/results/{Path(result).with_suffix('.md').name}]"
-            f"({os.path.relpath(RESULTS, page.parent)}/{Path(result).with_suffix('.md').name}).")
+    link = f"[benchmarks/results/{markdown.name}]({os.path.relpath(markdown, page.parent)})"
+    return f"Measured {when} UTC on {where}{load}{commit}: {link}."
 
 
 def memory(results: list[str]) -> str:
-    """Peak RSS of each first load at 1M rows and at the memory point, the newest result for each target."""
-    best: dict[str, tuple[str, dict, dict, str]] = {}
+    """Peak RSS of each first load at the run's length and at its memory point's, from the newest result
+    that measured that load."""
+    newest: dict[str, tuple[str, dict, dict, dict]] = {}  # variant -> (started_at, result, loads, memory_point)
     for result in results:
         doc = document(result)
         point = doc.get("memory_point")
-        if not point:
-            continue
-        for name, variant in point["variants"].items():
-            if name in doc["loads"]["variants"] and (name not in best or point["started_at"] > best[name][3]):
-                best[name] = (result, doc["loads"]["variants"][name], variant, point["started_at"])
+        for name in (point or {}).get("variants", {}):
+            if name in doc["loads"]["variants"] and point["started_at"] > newest.get(name, ("",))[0]:
+                newest[name] = (point["started_at"], result, doc["loads"], point)
     label = {"pipeline_pg_first": "PostgreSQL, first load", "pipeline_duckdb_first": "DuckDB, first load"}
-    lines = ["| load | 1M rows | 5M rows | 5M / 1M | result |", "|---|---:|---:|---:|---|"]
-    for name, (result, small, big, _) in sorted(best.items(), reverse=True):
-        lines.append(f"| {label.get(name, name)} | {small['peak_rss_bytes'] / MIB:,.0f} MiB | "
-                     f"{big['peak_rss_bytes'] / MIB:,.0f} MiB | {big['peak_rss_bytes'] / small['peak_rss_bytes']:.2f}x | "
-                     f"`{Path(result).with_suffix('.md').name}` |")
+    lines = ["| load | rows | peak RSS | rows | peak RSS | ratio | result |", "|---|---:|---:|---:|---:|---:|---|"]
+    for name, (_, result, loads, point) in sorted(newest.items(), reverse=True):
+        small, big = loads["variants"][name]["peak_rss_bytes"], point["variants"][name]["peak_rss_bytes"]
+        lines.append(f"| {label.get(name, name)} | {loads['rows']:,} | {small / MIB:,.0f} MiB | {point['rows']:,} | "
+                     f"{big / MIB:,.0f} MiB | {big / small:.2f}x | `{Path(result).with_suffix('.md').name}` |")
     return "\n".join(lines)
 
 
