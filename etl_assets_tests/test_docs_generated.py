@@ -49,14 +49,23 @@ def test_a_block_names_a_result_and_what_to_take_from_it(tmp_path):
         generate.generated(page)
 
 
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    return {re.sub(r"[^\w\- ]", "", re.sub(r"[`*_]", "", h.strip().lower())).replace(" ", "-")
+            for h in re.findall(r"^#+\s+(.*)$", text, re.MULTILINE)}
+
+
 @pytest.mark.parametrize("doc", DESIGN, ids=[str(d.relative_to(REPO)) for d in DESIGN])
 def test_the_design_pages_links_and_paths_resolve(doc: Path):
     text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.DOTALL)
     for target in LINK.findall(text):
         if re.match(r"^[a-z]+:", target):
             continue
-        path = target.partition("#")[0]
-        assert not path or (doc.parent / path).exists(), f"{doc.relative_to(REPO)}: link to {target}: no such file"
+        path, _, anchor = target.partition("#")
+        linked = doc.parent / path if path else doc
+        assert linked.exists(), f"{doc.relative_to(REPO)}: link to {target}: no such file"
+        assert not anchor or anchor in anchors(linked), f"{doc.relative_to(REPO)}: link to {target}: no such heading"
     mentioned = re.findall(r"(?<![\w/.<$])(benchmarks/results/[\w./-]*[\w])", text)
     missing = sorted({m for m in mentioned if not (REPO / m).exists()})
     assert not missing, f"{doc.relative_to(REPO)} mentions {missing}, which do not exist"
