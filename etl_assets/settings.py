@@ -1,7 +1,7 @@
 """The deployment: every choice of where data lives and how runs execute, made here and only here.
 
 `Settings.read()` reads the environment once, when the code location loads
-(etl_assets/definitions.py calls `deployment_definitions()`), and validates every choice:
+(etl_assets/definitions.py calls `deploy(...)`), and validates every choice:
 
 =============================  ==========================================  ================
 variable                       choices                                     default
@@ -21,22 +21,22 @@ ETL_ASSETS_TOTESYS_SCHEDULE    running, stopped (its default status)       runni
 ETL_ASSETS_CELERY_BACKEND, resolved when a run starts.
 
 These pick a resource class, the executor or the schedule, so they are fixed when the code
-location loads. Everything else (hosts, ports, paths, users, passwords, buckets) is a value:
-the resource field is a `dg.EnvVar` when the variable is set at load, which Dagster resolves
-when a run starts, in the run's (or step's) own process; a variable unset at load takes the
-default shown beside it in the build_* functions below.
+location loads. Everything else (hosts, ports, paths, users, passwords, buckets) is a value,
+read by `Settings.value`: a `dg.EnvVar` when the variable is set, which Dagster resolves when a
+run starts, in the run's (or step's) own process; unset, the default shown beside it in the
+build_* functions below (Dagster fails a run whose EnvVar names an unset variable, so a value
+with a default cannot always be one).
 
-A run whose environment disagrees with what the code location loaded with fails before any
-step does work (`DeploymentMismatch`). Every resource built here checks, when Dagster sets it
-up for the run (in the run's or step's process):
-- that the process's environment still names the same choices and sets no value variable the
-  load did not see (which would otherwise be ignored for the default), and
-- that the process imported the code location with the same choices and value variables as the
-  code location that launched the run (a run worker or Celery worker elsewhere, with another
-  environment): the launcher's reading is in the run's job snapshot, as the description of the
-  `deployment` resource (also shown on the UI's resources page).
-The remedy is to reload the code location (restart `dg dev` or the code server, or Reload in the
-UI) with the environment the runs should have, the same wherever runs and steps execute.
+The `deployment` resource (`Deployment`) is what the code location loaded with: the choices, and
+which of the value variables its resources read were set (names, never values); the UI's
+resources page shows it. Every asset's step sets it up (`deploy` gives each asset the hook
+`on_the_deployment`, which requires it), and its setup is the run-start check: the run's
+environment, read by the same `Settings.read`, must give the deployment that the code location
+which launched the run loaded with (this resource's configuration as that code location built
+it, kept by Dagster with the run), else the run fails before any step does work
+(`DeploymentMismatch`), naming each variable that differs. The remedy is to reload the code
+location (restart `dg dev` or the code server, or Reload in the UI) with the environment the runs
+should have, the same wherever runs and steps execute.
 
 `etl-assets sql` builds the warehouse it prints a plan for with `build_dry_run_warehouse`
 (the same variables, placeholders where unset, no secret read).
@@ -44,10 +44,8 @@ UI) with the environment the runs should have, the same wherever runs and steps 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -90,10 +88,10 @@ CHOICES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "totesys_schedule": ("ETL_ASSETS_TOTESYS_SCHEDULE", "running", SCHEDULE_STATUSES),
 }
 # The choices a run depends on (the schedule's cron and status only matter to the daemon that ticks it).
-RUN_CHOICES = ("warehouse", "landing_zone", "totesys_source", "run_executor", "celery_queue")
+RUN_CHOICES = ("warehouse", "landing_zone", "totesys_source", "executor", "celery_queue")
 # Variables whose presence is remembered at load: ours, and the AWS ones boto3 and our S3 resource read.
 PREFIXES = ("ETL_ASSETS_", "AWS_")
-
+DEPLOYMENT = "deployment"
 
 
 def _is_cron(expression: str) -> bool:
@@ -104,12 +102,13 @@ def _is_cron(expression: str) -> bool:
         return False
     return True
 
+
 class SettingsError(ConfigurationError):
     """A deployment variable holds a value it does not accept (the message names each, and what it accepts)."""
 
 
 class DeploymentMismatch(RuntimeError):
-    """A run's environment names another deployment than the code location loaded with."""
+    """A run's environment names another deployment than the code location that launched it loaded with."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,6 @@ class Settings:
     totesys_cron: str = DEFAULT_CRON
     totesys_schedule: str = "running"
     present: frozenset[str] = frozenset()
-    # Read from the process environment (the code location's): the resources check each run's.
-    checks_runs: bool = False
     # The value variables the resources built from these settings read (filled as they are built).
     consulted: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
 
@@ -154,7 +151,7 @@ class Settings:
         if problems:
             raise SettingsError("; ".join(problems))
         present = frozenset(name for name, value in source.items() if value and name.startswith(PREFIXES))
-        return cls(**values, present=present, checks_runs=source is os.environ)
+        return cls(**values, present=present)
 
     @property
     def run_executor(self) -> str:
@@ -164,9 +161,8 @@ class Settings:
             return self.executor
         return "in_process" if self.warehouse == "duckdb" else "forkserver"
 
-    # Values: an EnvVar when set at load (resolved by Dagster when a run starts), else the default.
-
     def value(self, name: str, default=None):
+        """An EnvVar when `name` is set (resolved by Dagster when a run starts), else the default."""
         self.consulted.add(name)
         return dg.EnvVar(name) if name in self.present else default
 
@@ -179,48 +175,31 @@ class Settings:
         self.consulted.add(name)
         return dg.EnvVar(name)
 
-    # The run-time check.
+    def deployment(self, read: set[str] | None = None) -> Deployment:
+        """What a run must agree with: the run choices, and which of the value variables `read`
+        (default: those the resources built from these settings read) are set."""
+        read = self.consulted if read is None else read
+        return Deployment(**{name: getattr(self, name) for name in RUN_CHOICES if name != "executor"},
+                          executor=self.run_executor, variables_read=sorted(read),
+                          variables_set=sorted(read & self.present))
 
-    def describe(self) -> str:
-        return ", ".join(f"{CHOICES[name][0]}={getattr(self, name)}" for name in CHOICES)
 
-    def mismatches(self, env: Mapping[str, str]) -> list[str]:
-        """How the run's environment `env` disagrees with these (load-time) settings."""
-        now = Settings.read(env)
-        problems = []
-        for name in RUN_CHOICES:
-            loaded, running = getattr(self, name), getattr(now, name)
-            if loaded != running:
-                variable = CHOICES["executor" if name == "run_executor" else name][0]
-                problems.append(f"{variable} gives {running!r} in this run's environment, "
-                                f"but the code location loaded with {loaded!r}")
-        for name in sorted(self.consulted & (now.present - self.present)):
-            problems.append(f"{name} is set in this run's environment but was not when the code location "
-                            "loaded, so the run would ignore it for the default")
-        return problems
+class Deployment(dg.ConfigurableResource):
+    """The deployment this code location loaded with (etl_assets/settings.py): its choices, and which of
+    the variables its resources read were set. A run whose environment gives another fails at its start."""
 
-    def record(self) -> dict:
-        """What a run must agree with: the run choices and which of the values read were set."""
-        return {**{CHOICES["executor" if name == "run_executor" else name][0]: getattr(self, name)
-                   for name in RUN_CHOICES},
-                "set": sorted(self.consulted & self.present)}
+    warehouse: str
+    landing_zone: str
+    totesys_source: str
+    executor: str
+    celery_queue: str
+    variables_read: list[str] = []
+    variables_set: list[str] = []
 
-    def launcher_mismatches(self, launched_with: dict) -> list[str]:
-        """How this process's reading differs from the one of the code location that launched the run
-        (recorded in the run's job snapshot): a run worker or step process elsewhere, with its own environment."""
-        mine, problems = self.record(), []
-        for variable, value in launched_with.items():
-            if variable != "set" and mine.get(variable) != value:
-                problems.append(f"the code location that launched this run loaded with {variable}={value!r}, "
-                                f"this process with {mine.get(variable)!r}")
-        for name in sorted(set(launched_with.get("set", [])) ^ set(mine["set"])):
-            where = "this process" if name in mine["set"] else "the code location that launched this run"
-            problems.append(f"{name} was set only where {where} loaded")
-        return problems
-
-    def check_run_environment(self, env: Mapping[str, str] | None = None, launched_with: dict | None = None) -> None:
-        problems = self.mismatches(os.environ if env is None else env)
-        problems += self.launcher_mismatches(launched_with) if launched_with else []
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """The run-start check: the run's environment against the code location that launched the run."""
+        launched = _launched_with(context) or self
+        problems = launched.differences(Settings.read().deployment(set(launched.variables_read)))
         if problems:
             raise DeploymentMismatch(
                 "The deployment is chosen when the code location loads (etl_assets/settings.py), and this "
@@ -228,65 +207,37 @@ class Settings:
                 "(restart `dg dev` or the code server, or Reload in the UI) with the environment the runs "
                 "should have, the same wherever runs and steps execute.")
 
-    def resource(self, cls: type, **config):
-        """`cls(**config)`; read from the process environment, as a subclass whose setup for a run
-        (in the run's or step's process) first checks the run's environment against these settings."""
-        if not self.checks_runs:
-            return cls(**config)
-        return _checked_class(cls, self)(**config)
+    def differences(self, run: Deployment) -> list[str]:
+        """How `run` (read from a run's environment) disagrees with this deployment (the code location's)."""
+        problems = [f"{CHOICES[name][0]} gives {getattr(run, name)!r} in this run's environment, but the code "
+                    f"location loaded with {getattr(self, name)!r}"
+                    for name in RUN_CHOICES if getattr(run, name) != getattr(self, name)]
+        problems += [f"{name} is set in this run's environment but was not when the code location loaded, so "
+                     "the run would ignore it for the default"
+                     for name in sorted(set(run.variables_set) - set(self.variables_set))]
+        problems += [f"{name} was set when the code location loaded but is not in this run's environment"
+                     for name in sorted(set(self.variables_set) - set(run.variables_set))]
+        return problems
 
 
-class _ChecksRunEnvironment:
-    """Mixed into the resources the code location's settings build (see `Settings.resource`)."""
-
-    @contextlib.contextmanager
-    def yield_for_execution(self, context):
-        _LOADED_WITH[type(self)].check_run_environment(launched_with=_launched_with(context))
-        with super().yield_for_execution(context) as resource:
-            yield resource
-
-
-DEPLOYMENT_RESOURCE = "deployment"
-_RECORD_PREFIX = "Loaded with: "
-_SNAPSHOT_RECORDS: dict[str, dict | None] = {}
-
-
-def _deployment_resource(settings: Settings) -> dg.ResourceDefinition:
-    """The `deployment` resource: its description (in the UI, and in every run's job snapshot)
-    records what the code location loaded with, for the run's processes to compare."""
-    description = ("The deployment this code location loaded with (etl_assets/settings.py). A run whose "
-                   "processes read another one fails at its start.\n"
-                   f"{_RECORD_PREFIX}{json.dumps(settings.record(), sort_keys=True)}")
-    return dg.ResourceDefinition.hardcoded_resource(settings, description)
-
-
-def _launched_with(context) -> dict | None:
-    """The record of the code location that launched the run, from the run's job snapshot."""
-    run, instance = getattr(context, "run", None), getattr(context, "instance", None)
+def _launched_with(context: dg.InitResourceContext) -> Deployment | None:
+    """The `deployment` resource as the code location that created the run built it: Dagster keeps that
+    code location's job snapshot with the run, and a resource's configuration there is its defaults."""
+    run, instance = context.run, context.instance
     if run is None or instance is None or not run.job_snapshot_id:
         return None
-    if run.job_snapshot_id not in _SNAPSHOT_RECORDS:
-        record = None
-        snapshot = instance.get_job_snapshot(run.job_snapshot_id)
-        for mode in snapshot.mode_def_snaps:
-            for resource in mode.resource_def_snaps:
-                if resource.name == DEPLOYMENT_RESOURCE and _RECORD_PREFIX in (resource.description or ""):
-                    record = json.loads(resource.description.split(_RECORD_PREFIX, 1)[1])
-        _SNAPSHOT_RECORDS[run.job_snapshot_id] = record
-    return _SNAPSHOT_RECORDS[run.job_snapshot_id]
+    for mode in instance.get_job_snapshot(run.job_snapshot_id).mode_def_snaps:
+        for resource in mode.resource_def_snaps:
+            config = resource.config_field_snap
+            if resource.name == DEPLOYMENT and config is not None and config.default_provided:
+                return Deployment(**json.loads(config.default_value_as_json_str))
+    return None
 
 
-_CHECKED: dict[tuple[type, int], type] = {}
-_LOADED_WITH: dict[type, Settings] = {}
-
-
-def _checked_class(cls: type, settings: Settings) -> type:
-    key = (cls, id(settings))
-    if key not in _CHECKED:
-        checked = types.new_class(cls.__name__, (_ChecksRunEnvironment, cls), exec_body=lambda ns: ns.update(
-            __module__=cls.__module__, __qualname__=cls.__qualname__, __doc__=cls.__doc__))
-        _CHECKED[key], _LOADED_WITH[checked] = checked, settings
-    return _CHECKED[key]
+@dg.success_hook(required_resource_keys={DEPLOYMENT})
+def on_the_deployment(_context: dg.HookContext) -> None:
+    """Does nothing itself: requiring the `deployment` resource makes every step it is attached to set
+    that resource up before the step runs, and its setup is the run-start check."""
 
 
 def _settings(env: Settings | Mapping[str, str] | None) -> Settings:
@@ -320,21 +271,15 @@ def _postgres_server(settings: Settings, prefix: str, database: str) -> dict:
 def build_landing_zone(env: Settings | Mapping[str, str] | None = None) -> LandingZone:
     settings = _settings(env)
     if settings.landing_zone == "s3":
-        return settings.resource(
-            S3LandingZone,
-            s3=build_s3(settings),
-            bucket=settings.required("ETL_ASSETS_LANDING_BUCKET"),
-            prefix=settings.value("ETL_ASSETS_LANDING_PREFIX", ""),
-        )
-    return settings.resource(LocalLandingZone,
-                             root=settings.value("ETL_ASSETS_LANDING_ROOT", str(DATA_DIR / "landing")))
+        return S3LandingZone(s3=build_s3(settings), bucket=settings.required("ETL_ASSETS_LANDING_BUCKET"),
+                             prefix=settings.value("ETL_ASSETS_LANDING_PREFIX", ""))
+    return LocalLandingZone(root=settings.value("ETL_ASSETS_LANDING_ROOT", str(DATA_DIR / "landing")))
 
 
 def build_warehouse(env: Settings | Mapping[str, str] | None = None) -> Warehouse:
     settings = _settings(env)
     if settings.warehouse == "redshift":
-        return settings.resource(
-            RedshiftWarehouse,
+        return RedshiftWarehouse(
             connection=settings.value("ETL_ASSETS_REDSHIFT_CONNECTION", "psycopg2"),
             host=settings.value("ETL_ASSETS_REDSHIFT_HOST", ""),
             port=settings.int_value("ETL_ASSETS_REDSHIFT_PORT", 5439),
@@ -353,16 +298,14 @@ def build_warehouse(env: Settings | Mapping[str, str] | None = None) -> Warehous
             iam_role_arn=settings.required("ETL_ASSETS_REDSHIFT_IAM_ROLE_ARN"),
         )
     if settings.warehouse == "postgres":
-        return settings.resource(PostgresWarehouse, **_postgres_server(settings, "ETL_ASSETS_PG_", "postgres"))
-    return settings.resource(DuckDBWarehouse,
-                             path=settings.value("ETL_ASSETS_DUCKDB_PATH", str(DATA_DIR / "warehouse.duckdb")))
+        return PostgresWarehouse(**_postgres_server(settings, "ETL_ASSETS_PG_", "postgres"))
+    return DuckDBWarehouse(path=settings.value("ETL_ASSETS_DUCKDB_PATH", str(DATA_DIR / "warehouse.duckdb")))
 
 
 def build_notifier(env: Settings | Mapping[str, str] | None = None) -> Notifier:
     """SNS when ETL_ASSETS_SNS_TOPIC_ARN is set; otherwise notifications go to the run log."""
     settings = _settings(env)
-    return settings.resource(
-        Notifier,
+    return Notifier(
         topic_arn=settings.value("ETL_ASSETS_SNS_TOPIC_ARN", ""),
         region_name=settings.value("AWS_REGION", "us-east-1"),
         endpoint_url=settings.value("ETL_ASSETS_SNS_ENDPOINT_URL", ""),
@@ -376,11 +319,8 @@ def build_totesys_source(env: Settings | Mapping[str, str] | None = None) -> Tot
     """The totesys OLTP source: the embedded DuckDB file (default) or the PostgreSQL server."""
     settings = _settings(env)
     if settings.totesys_source == "postgres":
-        return settings.resource(PostgresTotesysSource,
-                                 **_postgres_server(settings, "ETL_ASSETS_TOTESYS_PG_", "totesys"))
-    return settings.resource(
-        DuckDBTotesysSource,
-        path=settings.value("ETL_ASSETS_TOTESYS_DUCKDB_PATH", str(DATA_DIR / "totesys.duckdb")))
+        return PostgresTotesysSource(**_postgres_server(settings, "ETL_ASSETS_TOTESYS_PG_", "totesys"))
+    return DuckDBTotesysSource(path=settings.value("ETL_ASSETS_TOTESYS_DUCKDB_PATH", str(DATA_DIR / "totesys.duckdb")))
 
 
 def build_resources(env: Settings | Mapping[str, str] | None = None) -> dict:
@@ -390,26 +330,39 @@ def build_resources(env: Settings | Mapping[str, str] | None = None) -> dict:
     return {
         "landing_zone": build_landing_zone(settings),
         "warehouse": warehouse,
-        "warehouse_io_manager": settings.resource(WarehouseIOManager, warehouse=warehouse, notifier=notifier),
+        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse, notifier=notifier),
         "notifier": notifier,
     }
 
 
 def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> dg.Definitions:
-    """Everything of the code location the environment decides: resources (the totesys source and
-    dbt, whose profile target is the warehouse chosen here), the executor and the totesys schedule."""
+    """Everything of the code location the environment decides: resources (the totesys source, dbt,
+    whose profile target is the warehouse chosen here, and the `deployment` they make up), the
+    executor and the totesys schedule."""
     from dagster_dbt import DbtCliResource
 
     from etl_assets.dbt_project.project import dbt_executable, dbt_project
 
     settings = _settings(env)
     resources = {**build_resources(settings), "totesys_source": build_totesys_source(settings),
-                 "dbt": settings.resource(DbtCliResource, project_dir=dbt_project, dbt_executable=dbt_executable(),
-                                          target=settings.warehouse)}
+                 "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable(),
+                                       target=settings.warehouse)}
     return dg.Definitions(
-        resources={**resources, DEPLOYMENT_RESOURCE: _deployment_resource(settings)},  # after every value is read
+        resources={**resources, DEPLOYMENT: settings.deployment()},  # after every value is read
         executor=executor_for(settings.run_executor, settings.celery_queue),
         schedules=[build_totesys_schedule(settings.totesys_cron, settings.totesys_schedule)],
+    )
+
+
+def deploy(*domains: dg.Definitions, env: Settings | Mapping[str, str] | None = None) -> dg.Definitions:
+    """The code location: the domains' definitions on the deployment `env` (default: the process
+    environment) chooses, every asset's step checking the run's environment first (`Deployment`)."""
+    defs = dg.Definitions.merge(*domains, deployment_definitions(env))
+    return dg.Definitions(
+        assets=[asset.with_hooks({on_the_deployment}) if isinstance(asset, dg.AssetsDefinition) else asset
+                for asset in defs.assets or []],
+        asset_checks=defs.asset_checks, jobs=defs.jobs, schedules=defs.schedules, sensors=defs.sensors,
+        resources=defs.resources, executor=defs.executor, loggers=defs.loggers, metadata=defs.metadata,
     )
 
 

@@ -14,12 +14,14 @@ from etl_assets.execution import forkserver_executor
 from etl_assets.landing.zone import LandingZone, LocalLandingZone
 from etl_assets.settings import (
     CHOICES,
+    Deployment,
     Settings,
     build_dry_run_warehouse,
     build_resources,
     build_totesys_source,
     build_warehouse,
     default_executor,
+    deploy,
     deployment_definitions,
 )
 from etl_assets.totesys.source import (
@@ -57,7 +59,7 @@ def probe(context: dg.AssetExecutionContext, warehouse: Warehouse, landing_zone:
 
 def code_location() -> dg.Definitions:
     """The deployment as etl_assets/definitions.py loads it (from the process environment), around the probe."""
-    return dg.Definitions.merge(dg.Definitions(assets=[probe]), deployment_definitions())
+    return deploy(dg.Definitions(assets=[probe]))
 
 
 def run(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
@@ -236,8 +238,8 @@ def test_a_run_worker_whose_environment_names_another_deployment_fails(clean_env
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event]
     message = failure(events)
-    assert ("the code location that launched this run loaded with ETL_ASSETS_WAREHOUSE='postgres', "
-            "this process with 'duckdb'") in message
+    assert ("ETL_ASSETS_WAREHOUSE gives 'duckdb' in this run's environment, but the code location loaded "
+            "with 'postgres'") in message
     assert "Reload the code location" in message
     assert not [e for e in events if e.is_step_materialization], "nothing ran on the wrong deployment"
 
@@ -250,8 +252,11 @@ def test_resources_built_for_an_explicit_environment_are_plain_and_not_checked(c
     clean_env.setenv("ETL_ASSETS_WAREHOUSE", "postgres")
     result = dg.materialize([probe], resources={**build_resources({}), "totesys_source": build_totesys_source({})})
     assert result.success
-    # From the process environment the same classes, with the run check mixed in.
-    assert isinstance(build_warehouse(), PostgresWarehouse) and type(build_warehouse()) is not PostgresWarehouse
+    # From the process environment the same plain classes: the run check is the `deployment` resource,
+    # which every asset of the code location requires (through its hook), and only those.
+    assert type(build_warehouse()) is PostgresWarehouse
+    assert "deployment" in code_location().resolve_assets_def("probe").required_resource_keys
+    assert "deployment" not in probe.required_resource_keys
 
 
 def test_the_dry_run_warehouse_reads_the_same_variables_but_no_secret():
