@@ -68,6 +68,8 @@ def test_the_code_location_shows_the_deployment_it_loaded_with():
 
     description = defs.get_repository_def().get_top_level_resources()["deployment"].description
     assert "etl_assets/settings.py" in description
-    settings = Settings.read()
-    assert f'"ETL_ASSETS_WAREHOUSE": "{settings.warehouse}"' in description
-    assert f'"ETL_ASSETS_EXECUTOR": "{settings.run_executor}"' in description
+    settings, deployment = Settings.read(), defs.resources["deployment"]  # its config: choices and names
+    assert (deployment.warehouse, deployment.executor) == (settings.warehouse, settings.run_executor)
+    assert "AWS_REGION" in deployment.variables_read  # the notifier reads it on every deployment
+    assert set(deployment.variables_set) <= set(deployment.variables_read)
+    assert all(name.startswith(("ETL_ASSETS_", "AWS_")) for name in deployment.variables_read)  # names, not values
