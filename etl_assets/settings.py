@@ -21,20 +21,17 @@ ETL_ASSETS_TOTESYS_SCHEDULE    running, stopped (its default status)       runni
 ETL_ASSETS_CELERY_BACKEND, resolved when a run starts.
 
 These pick a resource class, the executor or the schedule, so they are fixed when the code
-location loads. Everything else (hosts, ports, paths, users, passwords, buckets) is a value,
-read by `Settings.value`: a `dg.EnvVar` when the variable is set, which Dagster resolves when a
-run starts, in the run's (or step's) own process; unset, the default shown beside it in the
-build_* functions below (Dagster fails a run whose EnvVar names an unset variable, so a value
-with a default cannot always be one).
+location loads. Everything else (hosts, ports, paths, users, passwords, buckets) is a value: a
+`dg.EnvVar` when its variable is set, resolved by Dagster when a run starts, in the run's (or
+step's) own process; unset, the default beside it below (Dagster fails a run on an EnvVar whose
+variable is unset, so a value with a default is one only when set).
 
-The `deployment` resource (`Deployment`) is what the code location loaded with: the choices, and
-which of the value variables its resources read were set (names, never values); the UI's
-resources page shows it. Every asset's step sets it up (`deploy` gives each asset the hook
-`on_the_deployment`, which requires it), and its setup is the run-start check: the run's
-environment, read by the same `Settings.read`, must give the deployment that the code location
-which launched the run loaded with (this resource's configuration as that code location built
-it, kept by Dagster with the run), else the run fails before any step does work
-(`DeploymentMismatch`), naming each variable that differs. The remedy is to reload the code
+The `deployment` resource (`Deployment`, shown on the UI's resources page) is what the code
+location loaded with: the run choices, and which value variables its resources read were set
+(names, never values). `deploy` makes every asset's step set it up, and its setup compares the
+run's environment, read by the same `Settings.read`, with the `deployment` of the code location
+that launched the run (as Dagster keeps it with the run): a difference fails the run before any
+step does work (`DeploymentMismatch`), naming each variable. The remedy is to reload the code
 location (restart `dg dev` or the code server, or Reload in the UI) with the environment the runs
 should have, the same wherever runs and steps execute.
 

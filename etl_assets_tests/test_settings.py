@@ -221,27 +221,56 @@ with dg.DagsterInstance.get() as instance:
 """
 
 
-def test_a_run_worker_whose_environment_names_another_deployment_fails(clean_env, tmp_path):
-    """The run is created where the code location loaded with PostgreSQL (as a code server records
-    it in the run's job snapshot) and executed by a process that imports the code location with the
-    DuckDB default: that process's own reading is consistent, but it is not the run's deployment."""
+def run_elsewhere(clean_env, tmp_path, variable: str, value: str) -> list[dg.DagsterEvent]:
+    """Creates the probe's run where the code location loaded with `variable`=`value` (as a code server
+    records it in the run's job snapshot) and executes it in a run worker, a process that imports the
+    code location itself, whose environment lacks `variable`. The run's events."""
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     clean_env.setenv("DAGSTER_HOME", str(tmp_path))
-    clean_env.setenv("ETL_ASSETS_WAREHOUSE", "postgres")
+    clean_env.setenv(variable, value)
     with dg.DagsterInstance.get() as instance:
         run_id = instance.create_run_for_job(job_def=probe_job()).run_id
-    worker_env = {name: value for name, value in os.environ.items() if name != "ETL_ASSETS_WAREHOUSE"}
+    worker_env = {name: value for name, value in os.environ.items() if name != variable}
     worker = subprocess.run([sys.executable, "-c", RUN_WORKER, run_id], cwd=REPO, env=worker_env,
                             capture_output=True, text=True, timeout=300)
     assert worker.returncode == 0, worker.stderr
     with dg.DagsterInstance.get() as instance:
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
-        events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event]
+        return [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event]
+
+
+def test_a_run_worker_whose_environment_names_another_deployment_fails(clean_env, tmp_path):
+    """The launcher loaded with PostgreSQL, the run worker with the DuckDB default: that process's own
+    reading is consistent, but it is not the run's deployment."""
+    events = run_elsewhere(clean_env, tmp_path, "ETL_ASSETS_WAREHOUSE", "postgres")
     message = failure(events)
     assert ("ETL_ASSETS_WAREHOUSE gives 'duckdb' in this run's environment, but the code location loaded "
             "with 'postgres'") in message
     assert "Reload the code location" in message
     assert not [e for e in events if e.is_step_materialization], "nothing ran on the wrong deployment"
+
+
+def test_a_run_worker_without_a_value_the_launcher_had_fails(clean_env, tmp_path):
+    """The launcher read the totesys source's path from its variable; the run worker, without it, would
+    silently open the default file instead."""
+    events = run_elsewhere(clean_env, tmp_path, "ETL_ASSETS_TOTESYS_DUCKDB_PATH", str(tmp_path / "totesys.duckdb"))
+    message = failure(events)
+    assert ("ETL_ASSETS_TOTESYS_DUCKDB_PATH was set when the code location loaded but is not in this run's "
+            "environment") in message
+    assert "Reload the code location" in message
+    assert not [e for e in events if e.is_step_materialization], "nothing ran on the wrong deployment"
+
+
+def test_every_asset_of_the_code_location_checks_the_run_environment_first():
+    """`deploy` gives each asset of etl_assets/definitions.py the `deployment` resource (its run-start
+    check), so an asset added to a domain cannot run unchecked."""
+    from etl_assets.definitions import defs
+
+    assets = [asset for asset in defs.assets if isinstance(asset, dg.AssetsDefinition)]
+    assert assets
+    unchecked = [asset.key for asset in assets if "deployment" not in asset.required_resource_keys]
+    assert unchecked == []
+    assert isinstance(defs.resources["deployment"], Deployment)
 
 
 def test_resources_built_for_an_explicit_environment_are_plain_and_not_checked(clean_env):
