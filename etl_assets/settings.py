@@ -332,10 +332,10 @@ def build_resources(env: Settings | Mapping[str, str] | None = None) -> dict:
     }
 
 
-def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> dg.Definitions:
-    """Everything of the code location the environment decides: resources (the totesys source, dbt,
-    whose profile target is the warehouse chosen here, and the `deployment` they make up), the
-    executor and the totesys schedule."""
+def deploy(*domains: dg.Definitions, env: Settings | Mapping[str, str] | None = None) -> dg.Definitions:
+    """The code location: the domains' definitions on the deployment `env` (default: the process
+    environment) chooses, with its resources (dbt's profile target is the warehouse chosen here),
+    executor and totesys schedule; every asset's step sets up the `deployment` resource first."""
     from dagster_dbt import DbtCliResource
 
     from etl_assets.dbt_project.project import dbt_executable, dbt_project
@@ -344,17 +344,11 @@ def deployment_definitions(env: Settings | Mapping[str, str] | None = None) -> d
     resources = {**build_resources(settings), "totesys_source": build_totesys_source(settings),
                  "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable(),
                                        target=settings.warehouse)}
-    return dg.Definitions(
+    defs = dg.Definitions.merge(*domains, dg.Definitions(
         resources={**resources, DEPLOYMENT: settings.deployment()},  # after every value is read
         executor=executor_for(settings.run_executor, settings.celery_queue),
         schedules=[build_totesys_schedule(settings.totesys_cron, settings.totesys_schedule)],
-    )
-
-
-def deploy(*domains: dg.Definitions, env: Settings | Mapping[str, str] | None = None) -> dg.Definitions:
-    """The code location: the domains' definitions on the deployment `env` (default: the process
-    environment) chooses, every asset's step checking the run's environment first (`Deployment`)."""
-    defs = dg.Definitions.merge(*domains, deployment_definitions(env))
+    ))
     return dg.Definitions(
         assets=[asset.with_hooks({on_the_deployment}) if isinstance(asset, dg.AssetsDefinition) else asset
                 for asset in defs.assets or []],

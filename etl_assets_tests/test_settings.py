@@ -22,7 +22,6 @@ from etl_assets.settings import (
     build_warehouse,
     default_executor,
     deploy,
-    deployment_definitions,
 )
 from etl_assets.totesys.source import (
     DuckDBTotesysSource,
@@ -95,7 +94,7 @@ def test_every_choice_is_read_and_validated_in_one_place():
     assert (settings.warehouse, settings.landing_zone, settings.totesys_source, settings.run_executor,
             settings.celery_queue) == ("postgres", "s3", "postgres", "celery", "etl")
 
-    defs = deployment_definitions(settings)  # everything the environment decides, from that one reading
+    defs = deploy(env=settings)  # everything the environment decides, from that one reading
     assert isinstance(defs.resources["warehouse"], PostgresWarehouse)
     assert isinstance(defs.resources["totesys_source"], PostgresTotesysSource)
     assert defs.resources["landing_zone"].bucket.env_var_name == "ETL_ASSETS_LANDING_BUCKET"
@@ -103,7 +102,7 @@ def test_every_choice_is_read_and_validated_in_one_place():
     schedule = defs.resolve_schedule_def("totesys_extract_schedule")
     assert (schedule.cron_schedule, schedule.default_status) == ("0 * * * *", dg.DefaultScheduleStatus.STOPPED)
 
-    defaults = deployment_definitions({})
+    defaults = deploy(env={})
     assert isinstance(defaults.resources["warehouse"], DuckDBWarehouse)
     assert isinstance(defaults.resources["totesys_source"], DuckDBTotesysSource)
     assert isinstance(defaults.resources["landing_zone"], LocalLandingZone)
