@@ -190,8 +190,8 @@ class Deployment(dg.ConfigurableResource):
     totesys_source: str
     executor: str
     celery_queue: str
-    variables_read: list[str] = []
-    variables_set: list[str] = []
+    variables_read: list[str]
+    variables_set: list[str]
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """The run-start check: the run's environment against the code location that launched the run."""
