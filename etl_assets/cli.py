@@ -48,7 +48,7 @@ def _landing_zone():
 
 
 def generate_sample_command(args: argparse.Namespace) -> int:
-    from etl_assets.tools.salesforce_sample import generate_sample
+    from etl_assets.samples.salesforce import generate_sample
 
     root = Path(args.root)
     if args.if_empty and any((root / "backup").glob("*")):
@@ -318,7 +318,7 @@ def sql_command(args: argparse.Namespace) -> int:
 
 
 def seed_totesys_command(args: argparse.Namespace) -> int:
-    from etl_assets.tools.totesys_seed import seed
+    from etl_assets.samples.totesys import seed
     from etl_assets.totesys.pipeline import resolved_source
 
     source = resolved_source()
@@ -332,7 +332,7 @@ def seed_totesys_command(args: argparse.Namespace) -> int:
 
 def totesys_command(args: argparse.Namespace) -> int:
     from etl_assets.definitions import defs
-    from etl_assets.tools.totesys_seed import seed_embedded_if_empty
+    from etl_assets.samples.totesys import seed_embedded_if_empty
     from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline
 
     from etl_assets.execution import StopRequested, SupervisedRuns
@@ -397,7 +397,7 @@ def files_command(args: argparse.Namespace) -> int:
     from etl_assets.files.assets import printable
     from etl_assets.files.sensors import ROUTES, schema_files_first
     from etl_assets.landing.zone import LandedFile
-    from etl_assets.tools.files_sample import write_sample_files
+    from etl_assets.samples.files import write_sample_files
 
     zone = _landing_zone()
     if args.sample and isinstance(zone.location(), str) and not zone.location().startswith("s3://"):
@@ -1064,7 +1064,7 @@ def bench(arguments: tuple[str, ...]) -> int:
 
     Load, sensor, catalog, folder-run and encoding benchmarks; results under benchmarks/results/.
     """
-    from etl_assets.tools.bench import main as bench_main
+    from benchmarks.run import main as bench_main
 
     try:
         with Progress("bench", "steps", follow_output=True):

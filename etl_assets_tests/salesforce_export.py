@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from etl_assets.salesforce.discovery import columns_from_describe
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 
 KEY_PREFIXES = {"User": "005", "Account": "001", "Contact": "003", "Opportunity": "006", "UserRole": "00E",
                 "Group": "00G", "RecordType": "012", "Lead": "00Q", "Case": "500", "Event": "00U"}

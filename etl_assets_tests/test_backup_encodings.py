@@ -9,7 +9,7 @@ from pathlib import Path
 
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.discovery import refresh_state
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 from etl_assets_tests.helpers import materialize_folders, resources
 
 NAMES = {"20240501_Differential": ("utf-8", "Jos\u00e9 Pe\u00f1a M\u00fcller"),

@@ -22,7 +22,7 @@ def test_bench_produces_every_variant_with_ratios(tmp_path, postgres_server):
 
 def test_bench_measures_a_users_csv_typed_by_discovery(tmp_path):
     """`--csv`: an object the catalog does not declare is typed from the file's header and rows (discovery)."""
-    from etl_assets.tools.salesforce_sample import write_object_csv
+    from etl_assets.samples.salesforce import write_object_csv
 
     export = tmp_path / "export" / "Widget__c" / "Widget__c.csv"
     write_object_csv(export, "Task", 2000)

@@ -9,7 +9,7 @@ import yaml
 
 from etl_assets.salesforce.catalog import CATALOG_PATH, load_catalog
 from etl_assets.salesforce.sensors import OPEN_FOLDERS
-from etl_assets.tools.bench.catalog import generate_objects, write_state
+from benchmarks.catalog import generate_objects, write_state
 
 OBJECTS, FOLDERS = 20, 6
 

@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from etl_assets import cli, environment
-from etl_assets.tools.salesforce_sample import generate_sample
+from etl_assets.samples.salesforce import generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
 ETL_ASSETS = Path(sys.executable).parent / "etl-assets"  # the console script pyproject.toml installs

@@ -18,8 +18,8 @@ from etl_assets.dbt_project.assets import dbt_models
 from etl_assets.dbt_project.project import dbt_executable, dbt_project
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.notifications import Notifier
-from etl_assets.tools.salesforce_sample import generate_sample
-from etl_assets.tools.totesys_seed import seed_totesys
+from etl_assets.samples.salesforce import generate_sample
+from etl_assets.samples.totesys import seed_totesys
 from etl_assets.totesys.assets import totesys_extraction_assets
 from etl_assets.totesys.source import (
     DuckDBTotesysSource,
@@ -310,7 +310,7 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     new to extract but builds the marts, since they are older than their inputs, and both versions
     reach the fact; run again, it has nothing to build."""
     from etl_assets.settings import build_resources, build_totesys_source
-    from etl_assets.tools.totesys_seed import seed_embedded_if_empty
+    from etl_assets.samples.totesys import seed_embedded_if_empty
     from etl_assets.totesys import totesys_extract_job, totesys_source_tables
     from etl_assets.execution import SupervisedRuns
     from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline

@@ -23,7 +23,7 @@ from etl_assets.salesforce.discovery import (
     refresh_state,
     render_state,
 )
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
 from etl_assets_tests.salesforce_export import (
     build_backup,

@@ -45,7 +45,7 @@ import click
 import pytest
 
 from etl_assets import cli
-from etl_assets.tools import bench
+from benchmarks import run as bench
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"

@@ -28,7 +28,7 @@ from etl_assets.files.loading import OVERRIDE_TAG
 from etl_assets.files.sensors import landed_files_sensors
 from etl_assets.landing.zone import S3LandingZone
 from etl_assets.notifications import Notifier
-from etl_assets.tools.files_sample import ORDERS_SCHEMA
+from etl_assets.samples.files import ORDERS_SCHEMA
 from etl_assets.warehouse.audit import find_loads
 from etl_assets.warehouse.redshift import RedshiftWarehouse
 from etl_assets.warehouse.steps import Step

@@ -32,7 +32,7 @@ from etl_assets.salesforce.assets import (
 )
 from etl_assets.settings import default_executor
 from etl_assets.tools import live
-from etl_assets.tools.bench.folder_run import (
+from benchmarks.folder_run import (
     add_partitions,
     asset_paths,
     instance_yaml,

@@ -27,7 +27,7 @@ from etl_assets.salesforce.partitions import (
     is_backup_folder,
 )
 from etl_assets.salesforce.sensors import salesforce_backup_sensor
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.postgres import PostgresWarehouse

@@ -27,7 +27,7 @@ from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, load_catalog
 from etl_assets.salesforce.ids import eighteen_character_id
 from etl_assets.salesforce.staging import SourceFile, stage_object
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 from etl_assets_tests.helpers import (
     folders_in,
     materialize_folders,
@@ -364,7 +364,7 @@ def test_the_code_location_and_the_sensor_survive_the_corpus(landing_root):
 
 
 def _prefix(api_name: str) -> str:
-    from etl_assets.tools.salesforce_sample import _key_prefix
+    from etl_assets.samples.salesforce import _key_prefix
 
     return _key_prefix(api_name)
 

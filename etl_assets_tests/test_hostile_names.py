@@ -26,7 +26,7 @@ from etl_assets.salesforce.catalog import (
 )
 from etl_assets.salesforce.discovery import load_state, refresh_command
 from etl_assets.salesforce.sensors import BackupCursor, scan_backups
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 from etl_assets_tests.helpers import materialize_folders, resources
 
 FOLDER = "20240501_Differential"

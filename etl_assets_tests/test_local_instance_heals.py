@@ -16,13 +16,13 @@ import dagster as dg
 import pytest
 
 from etl_assets.tools import live
-from etl_assets.tools.bench.folder_run import (
+from benchmarks.folder_run import (
     add_partitions,
     asset_paths,
     launch_folder_run,
     write_folders,
 )
-from etl_assets.tools.salesforce_sample import write_object_csv
+from etl_assets.samples.salesforce import write_object_csv
 from etl_assets_tests.helpers import LOCAL_YAML, diagnosed
 
 BIG, SMALL = "20240601_Differential", "20240602_Differential"

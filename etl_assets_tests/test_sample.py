@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from etl_assets.salesforce.catalog import CatalogColumn, load_catalog
-from etl_assets.tools.salesforce_sample import (
+from etl_assets.samples.salesforce import (
     DRIFT_COLUMN,
     KEY_PREFIXES,
     _write_csv,

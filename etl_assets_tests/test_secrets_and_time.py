@@ -33,7 +33,7 @@ from dagster_aws.s3 import S3Resource
 from etl_assets.aws import aws_client
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.staging import SourceFile, stage_object
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.redshift import RedshiftWarehouse

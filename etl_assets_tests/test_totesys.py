@@ -12,7 +12,7 @@ import pytest
 
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.settings import build_totesys_source
-from etl_assets.tools.totesys_seed import seed_totesys
+from etl_assets.samples.totesys import seed_totesys
 from etl_assets.totesys.assets import totesys_extraction_assets
 from etl_assets.totesys.source import (
     DuckDBTotesysSource,

@@ -1,7 +1,7 @@
 """Load benchmark: the project's pipeline against the raw limits, side by side in one run.
 
 The parent (`run_load_benchmark`) generates deterministic backups, then for R rounds runs every
-variant in turn, each in its own fresh subprocess (`python -m etl_assets.tools.bench.loads --variant
+variant in turn, each in its own fresh subprocess (`python -m benchmarks.loads --variant
 ...`), so each variant's peak RSS is its own and no variant warms another's Python heap. The best
 time per variant is kept; peak RSS is the highest seen over the rounds.
 
@@ -17,7 +17,7 @@ Variants (each reports its rows, stage times and ru_maxrss as one JSON line on s
 - `pipeline_pg_reload` / `pipeline_duckdb_reload`: the same, loading a second file with the same
   Ids and a later day into the table the first load filled: every row takes the UPDATE path.
 - `dlt_pg_first` / `dlt_pg_reload` / `dlt_duckdb_first` / `dlt_duckdb_reload`: the peer, dlt's
-  fastest path on the same files (etl_assets/tools/bench/peers.py; only with the `bench` extra).
+  fastest path on the same files (benchmarks/peers.py; only with the `bench` extra).
 - `json_baseline_pg`: THE APPROACH THIS PROJECT REPLACED, written plainly as a baseline:
   pandas read_csv -> to_json(orient="records", lines=True) -> COPY into a jsonb staging table ->
   INSERT ... SELECT ... ON CONFLICT DO UPDATE. It is not used by the pipeline.
@@ -41,14 +41,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from etl_assets.tools.bench.peers import PEERS
+from benchmarks.peers import PEERS
+from benchmarks.postgres import PG, admin, connect
 
 _STARTED = time.perf_counter()
 
 FIRST_DAY = datetime.date(2024, 5, 1)
 RELOAD_DAY = datetime.date(2024, 6, 1)
 SEED = 7
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 RAW = ("raw_pg_copy", "raw_duckdb_csv")
 PIPELINE = ("pipeline_pg_first", "pipeline_pg_reload", "pipeline_duckdb_first", "pipeline_duckdb_reload")
@@ -72,7 +72,7 @@ def backup_path(root: Path, api_name: str, rows: int, day: datetime.date, seed: 
 
 
 def _generate(path: str, api_name: str, rows: int, day: datetime.date, seed: int) -> str:
-    from etl_assets.tools.salesforce_sample import write_object_csv
+    from etl_assets.samples.salesforce import write_object_csv
 
     target = Path(path)
     temporary = target.with_suffix(".csv.partial")
@@ -104,12 +104,6 @@ def ensure_backups(root: Path, api_name: str, rows: int, seed: int = SEED, reloa
 # ---------------------------------------------------------------- variants (child)
 
 
-def _pg_connect(database: str):
-    import psycopg2
-
-    return psycopg2.connect(dbname=database, **PG)
-
-
 def _header(path: Path) -> list[str]:
     from etl_assets.landing.csv_reader import read_header
 
@@ -119,7 +113,7 @@ def _header(path: Path) -> list[str]:
 def raw_pg_copy(args) -> dict:
     """COPY FROM STDIN of the file as it is, into an all-text table: the server's own limit."""
     columns = _header(args.file)
-    connection = _pg_connect(args.db)
+    connection = connect(args.db)
     started = time.perf_counter()
     with connection, connection.cursor() as cursor:
         cursor.execute("CREATE SCHEMA IF NOT EXISTS raw; DROP TABLE IF EXISTS raw.copy_target")
@@ -240,7 +234,7 @@ def json_baseline_pg(args) -> dict:
     staged_json = time.perf_counter()
     stages["transform"] = staged_json - read  # the JSON serialisation
     names = [c for c in types]
-    connection = _pg_connect(args.db)
+    connection = connect(args.db)
     with connection, connection.cursor() as cursor:
         cursor.execute("CREATE SCHEMA IF NOT EXISTS legacy")
         cursor.execute(
@@ -285,7 +279,7 @@ def run_variant(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     startup = time.perf_counter() - _STARTED
     if args.variant in PEERS:
-        from etl_assets.tools.bench.peers import run_peer
+        from benchmarks.peers import run_peer
 
         result = run_peer(args)
     else:
@@ -302,26 +296,19 @@ def run_variant(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- orchestration (parent)
 
 
-def _admin(sql: str) -> None:
-    connection = _pg_connect("postgres")
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        connection.close()
-
-
 def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path | None, workdir: Path,
            timeout: float, extra: tuple[str, ...] = ()) -> dict:
-    command = [sys.executable, "-m", "etl_assets.tools.bench.loads", "--variant", variant, "--file", str(file),
+    command = [sys.executable, "-m", "benchmarks.loads", "--variant", variant, "--file", str(file),
                "--object", obj, "--workdir", str(workdir), *extra]
     if db:
         command += ["--db", db]
     if duckdb_path:
         command += ["--duckdb", str(duckdb_path)]
     load_before = os.getloadavg()
-    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    # The child imports this package wherever the bench was started from: the repository's root on its path.
+    path = os.pathsep.join(filter(None, (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))))
+    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, "PYTHONPATH": path})
     if process.returncode != 0:
         lines = [x for x in process.stderr.strip().splitlines() if x.strip()]
         error = next((x for x in reversed(lines) if "Error" in x or "Exception" in x), lines[-1] if lines else "")
@@ -335,7 +322,7 @@ def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path
 
 def shaped_backups(data_root: Path, api_name: str, rows: int, columns: int, reload: bool = True) -> tuple[Path, Path]:
     """The generated backups rewritten as Data Export writes them (every value quoted) at `columns` columns."""
-    from etl_assets.tools.bench.sources import export_shaped
+    from benchmarks.sources import export_shaped
 
     first, second = ensure_backups(data_root, api_name, rows, reload=reload)
     shaped = []
@@ -352,7 +339,7 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
     `only_first`: just the pipeline's first loads (the memory point). `peers`: dlt's rows too, when
     installed. `columns`: an export-shaped file of that many columns (0: the generator's own).
     `user`: a sources.UserFile (--csv) instead of generated files."""
-    from etl_assets.tools.bench import peers as peer_module
+    from benchmarks import peers as peer_module
 
     extra: tuple[str, ...] = ()
     if user is not None:
@@ -386,14 +373,14 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
         duck = workdir / f"{db}.duckdb"
         needs_pg = any(TARGET_OF[v] == "pg" for v in order)
         if needs_pg:
-            _admin(f"CREATE DATABASE {db}")
+            admin(f"CREATE DATABASE {db}")
         try:
             for variant in order:
                 if variant in BASELINE and round_number >= baseline_rounds:
                     continue
                 file = reload if variant.endswith("_reload") else first
                 if TARGET_OF[variant] == "pg":
-                    _admin("CHECKPOINT")  # the previous variant's dirty pages are not this one's cost
+                    admin("CHECKPOINT")  # the previous variant's dirty pages are not this one's cost
                 result = _child(variant, file, api_name, db if TARGET_OF[variant] == "pg" else None,
                                 duck if TARGET_OF[variant] == "duckdb" else None, workdir, timeout,
                                 extra if variant.startswith("pipeline_") else ())
@@ -406,7 +393,7 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
                     f"{result['peak_rss_bytes'] / 2**20:7.0f} MiB  load {result['loadavg_before'][0]:.2f}")
         finally:
             if needs_pg:
-                _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+                admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
             for path in (duck, duck.with_name(duck.stem + "_dlt.duckdb")):
                 for suffix in ("", ".wal"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -424,7 +411,7 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
         "baseline_rounds": min(baseline_rounds, rounds),
         "source": user.how if user is not None else (
             f"generated {api_name} backup rewritten as Data Export writes it (every value quoted), {columns} columns"
-            if columns else f"generated {api_name} backup (etl_assets/tools/salesforce_sample.py)"),
+            if columns else f"generated {api_name} backup (etl_assets/samples/salesforce.py)"),
         "peers": {"ran": bool(peers) and not only_first, "note": peer_note, "dlt": peer_module.version(),
                   "chunk_rows": peer_module.CHUNK_ROWS},
         "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -436,7 +423,7 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
 
 
 def _describe_file(path: Path) -> dict:
-    from etl_assets.tools.bench.sources import describe
+    from benchmarks.sources import describe
 
     return describe(path)
 

@@ -8,7 +8,7 @@ the UI, a sensor or a backfill submits them: one folder of 10, 50 and 100 object
 prints wall time (run start to end, and submission to end) against the sum of its steps' own times.
 
 The 10-object folders use the catalog's own objects (a new user's `make dev`); 50 and 100 add
-generated discovered objects (etl_assets/tools/bench/catalog.py) through ETL_ASSETS_SALESFORCE_DISCOVERED.
+generated discovered objects (benchmarks/catalog.py) through ETL_ASSETS_SALESFORCE_DISCOVERED.
 With `postgres`, the same folder of 10 and the backfill go to a fresh PostgreSQL database with the pool at 3 and
 the forkserver executor, and the benchmark reports how many steps ran at once.
 """
@@ -53,7 +53,7 @@ def object_names(count: int) -> list[str]:
 def write_folders(landing: Path, folders: list[str], objects: list[str], rows: int) -> None:
     """One CSV of `rows` records per object per folder (the sample generator; the catalog of this
     process's environment must know every object)."""
-    from etl_assets.tools.salesforce_sample import write_object_csv
+    from etl_assets.samples.salesforce import write_object_csv
 
     for i, folder in enumerate(folders):
         day = FIRST_DAY + datetime.timedelta(days=i)
@@ -110,7 +110,7 @@ def instance_yaml(pool_limit: int) -> str:
 def _postgres_database(name: str) -> dict:
     import psycopg2
 
-    from etl_assets.tools.bench.loads import PG
+    from benchmarks.postgres import PG
 
     connection = psycopg2.connect(dbname="postgres", **PG)
     connection.autocommit = True
@@ -132,7 +132,7 @@ def _setup_env(root: Path, warehouse: str, state: Path | None) -> dict:
 
 def _objects_in(env: dict, count: int) -> list[str]:
     """Object names as the code location of `env` sees them (the discovered state may add objects)."""
-    code = ("import json, sys; from etl_assets.tools.bench.folder_run import object_names, asset_paths; "
+    code = ("import json, sys; from benchmarks.folder_run import object_names, asset_paths; "
             f"n = object_names({count}); print(json.dumps([n, asset_paths(n)]))")
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=300)
@@ -142,7 +142,7 @@ def _objects_in(env: dict, count: int) -> list[str]:
 
 
 def _write(env: dict, landing: Path, folders: list[str], objects: list[str], rows: int) -> None:
-    code = ("import json, sys; from pathlib import Path; from etl_assets.tools.bench.folder_run import write_folders; "
+    code = ("import json, sys; from pathlib import Path; from benchmarks.folder_run import write_folders; "
             "a = json.loads(sys.argv[1]); write_folders(Path(a[0]), a[1], a[2], a[3])")
     done = subprocess.run([sys.executable, "-c", code, json.dumps([str(landing), folders, objects, rows])],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -153,7 +153,7 @@ def _write(env: dict, landing: Path, folders: list[str], objects: list[str], row
 def measure_setup(name: str, warehouse: str, discovered: int, scales: list[int], backfill: int, rows: int,
                   log=print, keep: bool = False) -> dict:
     """Start a webserver and daemon for one configuration and time its folder runs (and backfill)."""
-    from etl_assets.tools.bench.catalog import write_state
+    from benchmarks.catalog import write_state
 
     root = Path(tempfile.mkdtemp(prefix=f"etl_assets_folder_run_{name}_"))
     home = root / "home"

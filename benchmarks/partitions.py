@@ -1,7 +1,7 @@
 """What 100,000 landed files of one feed cost, before and after the partitions' lifecycle.
 
-    python -m etl_assets.tools.bench --only partitions                      # 100,000 files, 2,016 kept
-    python -m etl_assets.tools.bench --only partitions --partition-files 20000 --skip-graphql
+    python -m benchmarks --only partitions                      # 100,000 files, 2,016 kept
+    python -m benchmarks --only partitions --partition-files 20000 --skip-graphql
 
 One feed (external/inbound/, `files/external_feed_loads`) on a local instance of
 deploy/dagster.local.yaml (the embedded default's storage) and a local landing zone:
@@ -235,7 +235,7 @@ class Feed:
 
 
 def _load_once(home: Path, landing: Path) -> dict:
-    from etl_assets.tools.bench.catalog import LOAD_SCRIPT
+    from benchmarks.catalog import LOAD_SCRIPT
 
     done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT], cwd=REPO, env=live.environment(landing=landing, home=home),
                           capture_output=True, text=True, timeout=900)
@@ -265,8 +265,8 @@ def graphql_partition_page(home: Path, landing: Path, kept: str, deleted: str | 
                            timeout: float = 300.0) -> dict:
     """dagster-webserver on the instance: the UI's partitions tab query (the first answer after the
     partitions changed, then the best of `repeats`), and a partition's detail for a kept and a deleted key."""
-    from etl_assets.tools.bench.catalog import ui_documents
-    from etl_assets.tools.bench.sensor import time_queries
+    from benchmarks.catalog import ui_documents
+    from benchmarks.sensor import time_queries
 
     documents = ui_documents(("PartitionHealthQuery", "AssetPartitionDetailQuery"))
     asset_key = {"path": list(_asset().key.path)}
@@ -450,7 +450,7 @@ def rows(result: dict) -> list[list[str]]:
 
 
 def print_partitions(result: dict) -> None:
-    from etl_assets.tools.bench.report import table
+    from benchmarks.report import table
 
     print(f"\nPartitions: {result['files']:,} files of one feed, before and after the lifecycle "
           f"(the last {result['window']:,} kept)")
@@ -460,7 +460,7 @@ def print_partitions(result: dict) -> None:
 
 
 def write_partitions(out: Path, result: dict, env: dict) -> list[Path]:
-    from etl_assets.tools.bench.report import markdown_table
+    from benchmarks.report import markdown_table
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "partitions.json").write_text(json.dumps({"environment": env, "partitions": result}, indent=2,

@@ -1,6 +1,6 @@
 """Where one pipeline load's time goes: the staging stages, then every SQL step of the warehouse load.
 
-    python -m etl_assets.tools.bench.profile_load --target pg --file data/bench/.../task_1000000_seed7_export33.csv \\
+    python -m benchmarks.profile_load --target pg --file data/bench/.../task_1000000_seed7_export33.csv \\
         --reload data/bench/.../(later folder)/... --out benchmarks/results/loads_profile.json [--cprofile N]
 
 Runs the asset's own code path (`stream_object`, then `warehouse.load`, which reads the rows as it
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from etl_assets.tools.bench.loads import PG, _admin
+from benchmarks.postgres import PG, admin
 
 
 def _label(sql: str) -> str:
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     database = f"bench_profile_{os.getpid()}"
     duck = args.workdir / f"{database}.duckdb"
     if args.target == "pg":
-        _admin(f"CREATE DATABASE {database}")
+        admin(f"CREATE DATABASE {database}")
     warehouse, session_class = _warehouse(args.target, database, duck)
     recorder = _Recorder()
     for name in ("execute", "fetchall", "copy_files", "copy_rows"):
@@ -187,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             if file is None:
                 continue
             if args.target == "pg":
-                _admin("CHECKPOINT")
+                admin("CHECKPOINT")
             runs[kind] = _one(obj, file, warehouse, recorder, args.cprofile)
             print(f"{args.target} {kind}: {runs[kind]['total_s']:.2f} s", flush=True)
     finally:
         if args.target == "pg":
-            _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         for suffix in ("", ".wal"):
             Path(f"{duck}{suffix}").unlink(missing_ok=True)
     document = {"target": args.target, "file": str(args.file), "reload": str(args.reload) if args.reload else None,

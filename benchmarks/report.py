@@ -13,7 +13,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from etl_assets.tools.bench.loads import PG, STAGES
+from benchmarks.loads import STAGES
+from benchmarks.postgres import PG
 
 LABELS = {
     "raw_pg_copy": "PostgreSQL raw COPY FROM STDIN (limit)",
@@ -263,7 +264,7 @@ def peer_line(result: dict) -> str:
     peers = result.get("peers") or {}
     if peers.get("ran"):
         return (f"Peers: dlt {peers.get('dlt')}, read_csv_duckdb(use_pyarrow=True, chunk_size={peers.get('chunk_rows'):,}) "
-                "-> Parquet (ADBC into PostgreSQL) -> merge strategy upsert on Id (etl_assets/tools/bench/peers.py)")
+                "-> Parquet (ADBC into PostgreSQL) -> merge strategy upsert on Id (benchmarks/peers.py)")
     return f"Peers: {peers.get('note') or 'not run (--no-peers)'}"
 
 
@@ -443,7 +444,7 @@ def write_catalog(out: Path, c: dict, env: dict) -> list[Path]:
     md = [f"# Cost of {c['objects']:,} discovered Salesforce objects", "",
           f"Measured {c['started_at']}, best of {c['rounds']} (fresh interpreters for the load); machine: {env['cpu']}, "
           f"{env['cores']} cores; load average at the end {', '.join(f'{x:.2f}' for x in env['loadavg'])}; "
-          f"commit {env['commit']}. Produced by `etl-assets bench --only catalog` (etl_assets/tools/bench/catalog.py); "
+          f"commit {env['commit']}. Produced by `etl-assets bench --only catalog` (benchmarks/catalog.py); "
           "read with docs/salesforce-objects-cost.md.", ""]
     md += [f"- {line}" for line in catalog_summary(c)]
     md += ["", "Code-location load (import etl_assets.definitions, build the repository, serialize the snapshot a "
@@ -462,7 +463,7 @@ def write_catalog(out: Path, c: dict, env: dict) -> list[Path]:
     return [out / "catalog.json", out / "catalog.md"]
 
 
-# ---------------------------------------------------------------- folder runs (etl_assets/tools/bench/folder_run.py)
+# ---------------------------------------------------------------- folder runs (benchmarks/folder_run.py)
 
 FOLDER_RUN_HEADER = ["setup", "run", "status", "steps ok", "run start->end s", "submit->end s", "sum of steps s",
                      "longest step s", "steps at once", "load avg (1 min) before/after"]
@@ -525,7 +526,7 @@ def write_folder_run(out: Path, f: dict, env: dict) -> list[Path]:
     md = ["# Folder runs through the daemon", "",
           f"Measured {f['started_at']}; machine: {env['cpu']}, {env['cores']} cores; load average at the end "
           f"{', '.join(f'{x:.2f}' for x in env['loadavg'])} (each run's own before/after is in the table); commit "
-          f"{env['commit']}. Produced by `etl-assets bench --only folder_run` (etl_assets/tools/bench/folder_run.py); read "
+          f"{env['commit']}. Produced by `etl-assets bench --only folder_run` (benchmarks/folder_run.py); read "
           "with docs/runs-and-executors.md. Run start->end is Dagster's run start (the run process has loaded the "
           "code location) to its end; submit->end adds the queue and the run process's start.", ""]
     md += [f"- {line}" for line in folder_run_summary(f)] + [f"- {FOLDER_RUN_TARGETS}", ""]

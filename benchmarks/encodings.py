@@ -71,7 +71,7 @@ def _check(path: Path) -> tuple[int, float]:
 
 
 def run_encoding_benchmark(rows: int, data_root: Path, rounds: int = 3, log=print) -> dict:
-    from etl_assets.tools.bench.loads import ensure_backups
+    from benchmarks.loads import ensure_backups
 
     utf8, _ = ensure_backups(data_root, "Task", rows, reload=False)
     latin1 = data_root / "encodings" / f"{utf8.stem}_latin1.csv"

@@ -65,7 +65,7 @@ def run_peer(args) -> dict:
         shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
     if target == "pg":
-        from etl_assets.tools.bench.loads import PG
+        from benchmarks.postgres import PG
 
         destination = dlt.destinations.postgres(
             credentials=f"postgresql://{PG['user']}:trust@{PG['host']}:{PG['port']}/{args.db}")

@@ -1,12 +1,12 @@
 """The charts of docs/big-file-loads.md, drawn from the load results under benchmarks/results/.
 
-    python -m etl_assets.tools.bench.figures --results benchmarks/results --out docs/images
+    python -m benchmarks.figures --results benchmarks/results --out docs/images
 
 - big-file-loads.png: each variant's time as a multiple of its own raw limit (PostgreSQL COPY, DuckDB
   read_csv CTAS) measured in the same run, the project beside dlt, with the issue's targets;
 - big-file-stages.png: where the time goes, stage by stage (dlt: extract, normalize, load);
 - big-file-memory.png: peak RSS of the first loads by file width (28, 33, 120 columns) and length;
-- big-file-profile.png: CPU seconds by stage and statement (etl_assets/tools/bench/profile_load.py).
+- big-file-profile.png: CPU seconds by stage and statement (benchmarks/profile_load.py).
 
 Needs matplotlib (the `bench` extra).
 """
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from etl_assets.tools.bench.loads import STAGES
+from benchmarks.loads import STAGES
 
 TARGETS = {("pg", "first"): 2.0, ("pg", "reload"): 2.5, ("duckdb", "first"): 3.0, ("duckdb", "reload"): 2.5}
 COLORS = {"pipeline": "#1f77b4", "dlt": "#ff7f0e", "raw": "#7f7f7f"}

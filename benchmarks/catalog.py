@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from etl_assets.tools import live
-from etl_assets.tools.bench.sensor import (
+from benchmarks.sensor import (
     _keys,
     folder_names,
     local_folder_adder,

@@ -1,22 +1,22 @@
-"""`etl-assets bench` / `python -m etl_assets.tools.bench`: load throughput, memory and sensor scale.
+"""`etl-assets bench` / `python -m benchmarks`: load throughput, memory and sensor scale.
 
-    python -m etl_assets.tools.bench --rows 1000000 --object Task --rounds 3
-    python -m etl_assets.tools.bench --rows 100000 --targets pg,duckdb --skip-sensor
-    python -m etl_assets.tools.bench --only loads --columns 33                 # an export-shaped file, 33 columns
-    python -m etl_assets.tools.bench --only loads --csv export/Task.csv        # your own export, with dlt beside it
-    python -m etl_assets.tools.bench --only catalog --catalog-objects 300   # what 300 discovered objects cost
-    python -m etl_assets.tools.bench --only folder_run                      # folder runs through the daemon (or --folder-run)
-    python -m etl_assets.tools.bench --only encodings --rows 200000         # reading a Latin-1 copy vs UTF-8
-    python -m etl_assets.tools.bench --only partitions                      # 100,000 files of a feed: partitions' cost
+    python -m benchmarks --rows 1000000 --object Task --rounds 3
+    python -m benchmarks --rows 100000 --targets pg,duckdb --skip-sensor
+    python -m benchmarks --only loads --columns 33                 # an export-shaped file, 33 columns
+    python -m benchmarks --only loads --csv export/Task.csv        # your own export, with dlt beside it
+    python -m benchmarks --only catalog --catalog-objects 300   # what 300 discovered objects cost
+    python -m benchmarks --only folder_run                      # folder runs through the daemon (or --folder-run)
+    python -m benchmarks --only encodings --rows 200000         # reading a Latin-1 copy vs UTF-8
+    python -m benchmarks --only partitions                      # 100,000 files of a feed: partitions' cost
 
-Loads: etl_assets/tools/bench/loads.py (dlt's fastest path beside it: peers.py; export-shaped and
-user files: sources.py); sensor and UI scale: etl_assets/tools/bench/sensor.py; the cost of
-discovered Salesforce objects (load, sensor, UI): etl_assets/tools/bench/catalog.py; folder runs through a
+Loads: benchmarks/loads.py (dlt's fastest path beside it: peers.py; export-shaped and
+user files: sources.py); sensor and UI scale: benchmarks/sensor.py; the cost of
+discovered Salesforce objects (load, sensor, UI): benchmarks/catalog.py; folder runs through a
 real webserver and daemon (one folder of 10/50/100 small objects, a 30-folder backfill):
-etl_assets/tools/bench/folder_run.py; the cost of reading a Latin-1 export:
-etl_assets/tools/bench/encodings.py; what 100,000 landed files of one feed cost before and after the
+benchmarks/folder_run.py; the cost of reading a Latin-1 export:
+benchmarks/encodings.py; what 100,000 landed files of one feed cost before and after the
 partitions' lifecycle (sensor tick, code location load, the UI's partitions tab):
-etl_assets/tools/bench/partitions.py; the table, JSON and Markdown: etl_assets/tools/bench/report.py.
+benchmarks/partitions.py; the table, JSON and Markdown: benchmarks/report.py.
 Results go to benchmarks/results/.
 """
 
@@ -82,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from etl_assets.tools.bench import report
+    from benchmarks import report
 
     data, out = Path(args.data), Path(args.out)
     targets = set() if args.targets == "none" else {t.strip() for t in args.targets.split(",") if t.strip()}
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--memory-rows generates files; it does not apply to --csv", file=sys.stderr)
         return 2
     if targets:
-        from etl_assets.tools.bench.loads import (
+        from benchmarks.loads import (
             FIRST_DAY,
             RELOAD_DAY,
             folder_name,
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
         user = None
         if args.csv:
-            from etl_assets.tools.bench.sources import user_csv
+            from benchmarks.sources import user_csv
 
             user = user_csv(args.csv, args.object, data, folder_name(FIRST_DAY), folder_name(RELOAD_DAY))
             targets.discard("baseline")  # the JSON baseline casts by the catalog's Task columns only
@@ -132,14 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         report.print_targets(report.targets(result, memory_point))
         written += report.write_loads(out, result, env, memory_point, name=args.name)
     if args.only in (None, "encodings") and not args.csv:
-        from etl_assets.tools.bench.encodings import print_encodings, run_encoding_benchmark, write_encodings
+        from benchmarks.encodings import print_encodings, run_encoding_benchmark, write_encodings
 
         print(f"Encodings: {args.rows:,} Task rows as UTF-8 and as ISO-8859-1, {args.rounds} round(s)", flush=True)
         encodings = run_encoding_benchmark(args.rows, data, args.rounds, log=lambda m: print(m, flush=True))
         print_encodings(encodings)
         written += write_encodings(out, encodings, report.environment())
     if args.only == "folder_run" or args.folder_run:
-        from etl_assets.tools.bench.folder_run import run_folder_run_benchmark
+        from benchmarks.folder_run import run_folder_run_benchmark
 
         scales = [int(x) for x in args.folder_run_objects.split(",") if x.strip()]
         folder_run = run_folder_run_benchmark(scales, args.folder_run_backfill, args.folder_run_rows,
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_folder_run(folder_run)
         written += report.write_folder_run(out, folder_run, report.environment())
     if not args.skip_sensor and args.only in (None, "sensor"):
-        from etl_assets.tools.bench.sensor import run_sensor_benchmark
+        from benchmarks.sensor import run_sensor_benchmark
 
         sensor = run_sensor_benchmark(args.sensor_folders, data, s3=not args.skip_s3, graphql=not args.skip_graphql,
                                       log=lambda m: print(m, flush=True))
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_targets(report.targets({"variants": {}, "rows": 0}, sensor=sensor))
         written += report.write_sensor(out, sensor, env)
     if args.only == "catalog" or args.catalog:
-        from etl_assets.tools.bench.catalog import run_catalog_benchmark
+        from benchmarks.catalog import run_catalog_benchmark
 
         catalog = run_catalog_benchmark(args.catalog_objects, args.catalog_folders, args.rounds, s3=not args.skip_s3,
                                         graphql=not args.skip_graphql, profile=args.profile, out=out,
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print_catalog(catalog)
         written += report.write_catalog(out, catalog, report.environment())
     if args.only == "partitions":
-        from etl_assets.tools.bench.partitions import print_partitions, run_partitions_benchmark, write_partitions
+        from benchmarks.partitions import print_partitions, run_partitions_benchmark, write_partitions
 
         if not 0 < args.partition_window < args.partition_files:
             print("--partition-window must be above 0 and below --partition-files", file=sys.stderr)
