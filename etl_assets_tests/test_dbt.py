@@ -328,7 +328,7 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     instance = dg.DagsterInstance.ephemeral()
     runs = SupervisedRuns(instance)  # ephemeral: each run executes in this process
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    seeded = seed_embedded_if_empty(resolved_source())  # what `etl-assets totesys` does first
+    seeded = seed_embedded_if_empty(resolved_source(defs))  # what `etl-assets totesys` does first
     first = run_totesys_pipeline(defs, runs, quiet)
     assert seeded and first.success and first.dbt_ran and first.dbt_skipped_groups == ["salesforce_marts"]
 

@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from etl_assets.cli import plan_for
+from etl_assets.cli.warehouse import plan_for
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.partitions import (
     FULL_BACKUP_SUFFIX_ENV,

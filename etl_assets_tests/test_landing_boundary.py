@@ -259,7 +259,7 @@ def test_the_cli_refuses_keys_out_of_the_root_and_says_where_refused_files_are(t
 
 
 def test_cli_keys_may_name_the_folder_a_file_is_in(tmp_path, capsys):
-    from etl_assets.cli import _named_file_keys
+    from etl_assets.cli.files import _named_file_keys
 
     zone = LocalLandingZone(root=str(tmp_path))
     named, refused = _named_file_keys(zone, ["held/external/inbound/a.csv", "datalake/s/append/t/b.csv",

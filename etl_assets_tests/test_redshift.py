@@ -32,7 +32,7 @@ from dagster_aws.s3 import S3Resource
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
-from etl_assets.cli import plan_for
+from etl_assets.cli.warehouse import plan_for
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.warehouse.batch import StagedBatchWriter
 from etl_assets.warehouse.dialect import STAGING

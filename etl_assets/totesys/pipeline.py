@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from etl_assets.settings import build_totesys_source, build_warehouse
 from etl_assets.totesys.source import TotesysSource
 from etl_assets.warehouse.base import Warehouse
 
@@ -27,15 +26,18 @@ if TYPE_CHECKING:
 SALESFORCE_SOURCES = ("user", "task", "litify_pm__matter__c")
 
 
-def resolved_source() -> TotesysSource:
-    """The configured source with its environment variables resolved."""
-    with dg.build_resources({"totesys_source": build_totesys_source()}) as resources:
-        return resources.totesys_source
+def _resolved(defs: dg.Definitions, key: str):
+    """The code location's resource `key`, its environment variables resolved (the deployment chose it)."""
+    with dg.build_resources({key: defs.resources[key]}) as resources:
+        return getattr(resources, key)
 
 
-def resolved_warehouse() -> Warehouse:
-    with dg.build_resources({"warehouse": build_warehouse()}) as resources:
-        return resources.warehouse
+def resolved_source(defs: dg.Definitions) -> TotesysSource:
+    return _resolved(defs, "totesys_source")
+
+
+def resolved_warehouse(defs: dg.Definitions) -> Warehouse:
+    return _resolved(defs, "warehouse")
 
 
 @dataclass
@@ -101,7 +103,7 @@ def run_totesys_pipeline(defs: dg.Definitions, runs: SupervisedRuns, run_config:
 
     graph = defs.resolve_asset_graph()
     dbt_keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("staging", "marts")]
-    warehouse = resolved_warehouse()
+    warehouse = resolved_warehouse(defs)
     if not all(warehouse.has_table("salesforce", table) for table in SALESFORCE_SOURCES):
         summary.dbt_skipped_groups.append("salesforce_marts")
         dbt_keys = [k for k in dbt_keys if graph.get(k).group_name != "salesforce_marts"]
