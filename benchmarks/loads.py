@@ -151,6 +151,8 @@ def _pipeline(args, target: str, expect: str) -> dict:
     from etl_assets.salesforce.catalog import load_catalog
     from etl_assets.salesforce.staging import SourceFile, stream_object
 
+    from benchmarks.stages import StageTimes
+
     if target == "pg":
         from etl_assets.warehouse.postgres import PostgresWarehouse
 
@@ -162,15 +164,17 @@ def _pipeline(args, target: str, expect: str) -> dict:
     obj = (load_catalog(discovered=args.discovered) if args.discovered else load_catalog())[args.object]
     folder = args.file.parent.parent.name
     source = SourceFile(f"backup/{folder}/{args.object}/{args.file.name}", args.file)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    batch, report = stream_object(obj, [source], partition=folder, timings=timings)
-    staged = time.perf_counter()
-    result = warehouse.load(batch)
-    finished = time.perf_counter()
+    with StageTimes() as stages:
+        started = time.perf_counter()
+        batch, report = stream_object(obj, [source], partition=folder)
+        stages.watch(batch)
+        staged = time.perf_counter()
+        result = warehouse.load(batch)
+        finished = time.perf_counter()
     batch.discard()
     # The staging stages (read, transform, validate, stage) ran inside the load, streamed (overlapping it:
     # "stage" is then the wait for the warehouse) or staged first: `merge` is the load's time beyond them.
+    timings = stages.seconds()
     timings["merge"] = max(finished - staged - sum(timings.values()), 0.0)
     count = warehouse.count_rows(batch.spec.schema, batch.spec.name)
     changed = result.inserted if expect == "insert" else result.updated

@@ -4,14 +4,15 @@
         --reload data/bench/.../(later folder)/... --out benchmarks/results/loads_profile.json [--cprofile N]
 
 Runs the asset's own code path (`stream_object`, then `warehouse.load`, which reads the rows as it
-loads them, streamed or staged first as the warehouse decides; with --cprofile `stage_object` first)
+loads them, streamed or staged first as the warehouse decides; with --cprofile staged first)
 into a fresh PostgreSQL database
 or DuckDB file, first load then the re-load, with timers around each stage and around each statement
-the load's plan runs (the warehouse's Session methods are wrapped here, at run time; the warehouse
-code itself is not changed). The time between the last statement and the end of `load` is the
-commit. Besides wall time it records CPU seconds, which a loaded machine changes much less: the
-process's (all its threads: the CSV reader, pgpq's COPY encoder, DuckDB's workers), the main thread's
-per staging stage, and for PostgreSQL the server backend's per statement (from /proc/<pid>/stat).
+the load's plan runs (the staging's functions (stages.py) and the warehouse's Session methods are
+wrapped here, at run time; the pipeline's code itself is not changed). The time between the last
+statement and the end of `load` is the commit. Besides wall time it records CPU seconds, which a
+loaded machine changes much less: the process's (all its threads: the CSV reader, pgpq's COPY
+encoder, DuckDB's workers), the staging thread's per stage (`stages_main_thread_cpu_s`), and for
+PostgreSQL the server backend's per statement (from /proc/<pid>/stat).
 `--cprofile N` also writes the N most expensive functions (cumulative) of the staging part,
 with cProfile (slower: run it apart from the timed run).
 """
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from benchmarks.postgres import PG, admin
+from benchmarks.stages import StageTimes
 
 
 def _label(sql: str) -> str:
@@ -59,33 +61,6 @@ def _pid(session) -> int | None:
     connection = getattr(session, "connection", None)
     getter = getattr(connection, "get_backend_pid", None)
     return getter() if getter else None
-
-
-_STAGE_CPU: dict[str, float] = {}  # the current load's main-thread CPU seconds per staging stage
-
-
-def _time_stages() -> None:
-    """Charge the main thread's CPU seconds to the staging stage being lapped (wraps staging._Clock once)."""
-    from etl_assets.salesforce import staging
-
-    if getattr(staging._Clock, "cpu_wrapped", False):
-        return
-    cpu = _STAGE_CPU
-    original_init, original_lap = staging._Clock.__init__, staging._Clock.lap
-
-    def init(clock, timings):
-        original_init(clock, timings)
-        clock.cpu_last = time.thread_time()
-        clock.cpu_validated = 0.0
-
-    def lap(clock, stage):
-        original_lap(clock, stage)
-        now = time.thread_time()
-        cpu[stage] = cpu.get(stage, 0.0) + now - clock.cpu_last
-        clock.cpu_last = now
-
-    staging._Clock.__init__, staging._Clock.lap = init, lap
-    staging._Clock.cpu_wrapped = True
 
 
 class _Recorder:
@@ -121,32 +96,32 @@ def _warehouse(target: str, database: str, duck: Path):
 
 
 def _one(obj, file: Path, warehouse, recorder: _Recorder, profile_top: int) -> dict:
-    from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
+    from etl_assets.salesforce.staging import SourceFile, stream_object
+    from etl_assets.salesforce.transform import NO_TEXT_LIMITS
+    from etl_assets.warehouse.rows import stage
 
     folder = file.parent.parent.name
     source = SourceFile(f"backup/{folder}/{obj.api_name}/{file.name}", file)
-    timings: dict[str, float] = {}
-    _time_stages()
-    _STAGE_CPU.clear()
     profiler = cProfile.Profile() if profile_top else None
-    started, cpu_started = time.perf_counter(), time.process_time()
-    if profiler:
-        profiler.enable()
-    # As the asset does, but cProfile sees only the main thread: there, staged first.
-    batch, report = (stage_object if profiler else stream_object)(obj, [source], partition=folder, timings=timings)
-    if profiler:
-        profiler.disable()
-    staged, cpu_staged = time.perf_counter(), time.process_time()
-    recorder.steps.clear()
-    result = warehouse.load(batch)
-    finished = time.perf_counter()
+    with StageTimes() as stages:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        batch, report = stream_object(obj, [source], partition=folder)
+        stages.watch(batch)
+        if profiler:  # as the asset does, but cProfile sees only the main thread: there, staged first
+            profiler.enable()
+            stage(batch, NO_TEXT_LIMITS)  # what stage_object does
+            profiler.disable()
+        staged, cpu_staged = time.perf_counter(), time.process_time()
+        recorder.steps.clear()
+        result = warehouse.load(batch)
+        finished = time.perf_counter()
     streamed = batch.source is not None  # the warehouse stages rows it does not stream, then lets the source go
     batch.discard()
     steps = list(recorder.steps)
     in_steps = sum(s["seconds"] for s in steps)
     out = {"rows": report.rows_read, "inserted": result.inserted, "updated": result.updated, "streamed": streamed,
-           "total_s": finished - started, "staging_s": staged - started, "stages": timings,
-           "staging_process_cpu_s": cpu_staged - cpu_started, "stages_main_thread_cpu_s": dict(_STAGE_CPU),
+           "total_s": finished - started, "staging_s": staged - started, "stages": stages.seconds(),
+           "staging_process_cpu_s": cpu_staged - cpu_started, "stages_main_thread_cpu_s": stages.cpu_seconds(),
            "load_process_cpu_s": time.process_time() - cpu_staged,
            "load_s": finished - staged, "load_steps": [{k: v for k, v in s.items() if k != "at"} for s in steps],
            "load_outside_steps_s": finished - staged - in_steps,

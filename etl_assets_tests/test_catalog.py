@@ -99,7 +99,7 @@ def test_a_value_that_does_not_fit_an_inferred_type_widens_the_column_and_keeps_
     rows = [f"a0B00000000000{i}AAA,{i},true,2024-05-0{i},10:00:00.000Z" for i in range(1, 6)]
     rows += ["a0B000000000006AAA,12.5,false,,", "a0B000000000007AAA,3,maybe,someday,noon"]
     path.write_text("Id,Amount__c,Paid__c,Due__c,At__c\n" + "\n".join(rows) + "\n")
-    batch, report = stage_object(invoice, [SourceFile("k/Invoice__c.csv", path)], "P", staging_dir=tmp_path / "s")
+    batch, report = stage_object(invoice, [SourceFile("k/Invoice__c.csv", path)], "P")
     try:
         assert report.rows_rejected == 0 and batch.rows == 7
         assert {c.name: c.type for c in batch.spec.columns if c.name in report.widened_columns} == {
@@ -112,7 +112,7 @@ def test_a_value_that_does_not_fit_an_inferred_type_widens_the_column_and_keeps_
     finally:
         batch.discard()
 
-    again, report = stage_object(invoice, [SourceFile("k/Invoice__c.csv", path)], "P", staging_dir=tmp_path / "s",
+    again, report = stage_object(invoice, [SourceFile("k/Invoice__c.csv", path)], "P",
                                  table_types={"amount__c": ColumnType.INTEGER, "paid__c": ColumnType.STRING,
                                               "due__c": ColumnType.DATE})
     try:  # the table's types: integer and date columns must widen first; a text column stays text

@@ -356,7 +356,7 @@ def test_an_unreachable_warehouse_fails_fast_with_a_clear_message(landing_root, 
     folder = task_folders(landing_root)[0]
     obj = load_catalog()["Task"]
     files = [SourceFile(p.name, p) for p in sorted((landing_root / "backup" / folder / "Task").glob("*.csv"))]
-    batch, _ = stage_object(obj, files, folder, staging_dir=tmp_path)
+    batch, _ = stage_object(obj, files, folder)
 
     with socket.create_server(("127.0.0.1", 0)) as probe:
         closed_port = probe.getsockname()[1]  # nothing listens once the probe closes

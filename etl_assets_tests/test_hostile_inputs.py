@@ -229,10 +229,10 @@ def write(directory: Path, case: Case) -> Path:
 
 def staged(tmp_path: Path, case: Case):
     path = write(tmp_path / "Task", case)
-    batch, report = stage_object(CATALOG["Task"], [SourceFile(f"backup/X/Task/{case.file}", path)], "X",
-                                 staging_dir=tmp_path / "staging")
+    batch, report = stage_object(CATALOG["Task"], [SourceFile(f"backup/X/Task/{case.file}", path)], "X")
     rows = [r for f in batch.files for r in pq.read_table(f).to_pylist()]
     rejects = [r for f in batch.reject_files for r in pq.read_table(f).to_pylist()]
+    batch.discard()
     return rows, rejects, report
 
 

@@ -70,11 +70,10 @@ def reference_of(warehouse, tmp_path: Path):
     return warehouse, "staged"
 
 
-def load_both(warehouse, reference, schema: str, files: list[SourceFile], folder: str = "P", ran: list | None = None,
-              block_size: int | None = None):
+def load_both(warehouse, reference, schema: str, files: list[SourceFile], folder: str = "P", ran: list | None = None):
     """The streamed load into `warehouse`, the staged one into `reference`'s `schema`; `ran` keeps only
-    the streamed load's statements; `block_size`: the streamed reader's (small: one chunk per block)."""
-    streamed, report = stream_object(TASK, files, folder, block_size=block_size)
+    the streamed load's statements."""
+    streamed, report = stream_object(TASK, files, folder)
     assert streamed.source is not None and not streamed.files
     result = warehouse.load(streamed)
     if ran is not None:
@@ -260,8 +259,7 @@ def test_a_postgres_reload_is_merged_chunk_by_chunk_and_ends_as_the_staged_merge
     first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
     load_both(postgres, postgres, "staged", first, "P")
     second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", reload_rows()))]
-    (result, _, batch), (expected, _) = load_both(postgres, postgres, "staged", second, "Q", ran=statements,
-                                                  block_size=64 << 10)
+    (result, _, batch), (expected, _) = load_both(postgres, postgres, "staged", second, "Q", ran=statements)
 
     assert batch.keys_repeat is False
     assert (result.inserted, result.updated, result.keys_staged) == (expected.inserted, expected.updated,
@@ -293,8 +291,7 @@ def test_a_key_repeated_in_a_postgres_reload_restarts_on_the_general_path(postgr
     rows.insert(11 + apart, rows[11][:])  # Id 11 twice, the later line newer by its lineage
     rows[11 + apart][3] = "the later line"
     second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
-    (result, _, batch), (expected, _) = load_both(postgres, postgres, "staged", second, "Q", ran=statements,
-                                                  block_size=64 << 10)
+    (result, _, batch), (expected, _) = load_both(postgres, postgres, "staged", second, "Q", ran=statements)
 
     assert batch.keys_repeat is True
     assert (result.inserted, result.updated, result.keys_staged) == (expected.inserted, expected.updated,
@@ -313,7 +310,7 @@ def test_a_full_backup_merged_chunk_by_chunk_marks_deletions_as_the_staged_merge
     load_both(postgres, postgres, "staged", first, "P")
     rows = [row for n, row in enumerate(reload_rows()) if n % 11]  # a full backup lacking every 11th key
     second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
-    streamed, _ = stream_object(TASK, second, "Q", block_size=64 << 10)
+    streamed, _ = stream_object(TASK, second, "Q")
     streamed.full_snapshot_date = date(2024, 6, 1)
     result = postgres.load(streamed)
     streamed.discard()
@@ -355,7 +352,7 @@ def test_a_postgres_reload_that_fails_after_chunks_were_merged_changes_nothing(p
     rows = reload_rows()
     rows[4_500].append("an eleventh field")  # refused after several chunks were merged into the table
     second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
-    streamed, _ = stream_object(TASK, second, "Q", block_size=64 << 10)
+    streamed, _ = stream_object(TASK, second, "Q")
     with pytest.raises(CsvFormatError, match="b.csv, line"):
         postgres.load(streamed)
     streamed.discard()
@@ -371,7 +368,7 @@ def test_a_big_stream_freezes_the_heap_after_its_first_collection_and_unfreezes_
     files = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(ids=range(12_000), bad=None)))]
     for stop_after in (None, staging.GC_EVERY_CHUNKS + 2):  # chunks of ~1,000 rows
         assert gc.get_freeze_count() == 0
-        batch, _ = stream_object(TASK, files, "P", block_size=16 << 10)
+        batch, _ = stream_object(TASK, files, "P")
         frozen, stream = [], iter(RowStream(batch, TextLimits()))
         for n, _rows in enumerate(stream, start=1):
             frozen.append(gc.get_freeze_count())

@@ -136,8 +136,7 @@ def test_staging_spills_rows_and_rejects_to_parquet_and_unions_drift(tmp_path):
     second = tmp_path / "b.csv"
     second.write_text("Id,SystemModstamp,IsDeleted,Extra__c\n00T000000000002AAA,2024-05-01T00:00:00.000Z,false,e\n"
                       "bad,2024-05-01T00:00:00.000Z,false,e\n")
-    batch, report = stage_object(TASK, [SourceFile("k/a.csv", first), SourceFile("k/b.csv", second)], "P",
-                                 staging_dir=tmp_path / "staging")
+    batch, report = stage_object(TASK, [SourceFile("k/a.csv", first), SourceFile("k/b.csv", second)], "P")
     try:
         assert (report.rows_read, report.rows_rejected, batch.rows) == (3, 1, 2)
         assert report.drift_columns == ("extra__c",)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import csv
 import gc
 import tempfile
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
 
-from etl_assets.landing.csv_reader import ByteSource, iter_csv_chunks, open_binary, read_header
+from etl_assets.landing.csv_reader import DEFAULT_BLOCK_SIZE, ByteSource, iter_csv_chunks, open_binary, read_header
 from etl_assets.salesforce.catalog import VERSION_FALLBACK, SalesforceObject
 from etl_assets.salesforce.transform import (
     NO_TEXT_LIMITS,
@@ -51,6 +50,9 @@ GC_EVERY_CHUNKS = 4
 # 32 MiB a 1M-row load peaked at 1.4 GiB (33 columns) and 2.0 GiB (120 columns).
 CHUNK_BYTES = 8 << 20
 SAMPLE_BYTES = 1 << 20
+# The reader's Arrow blocks are half a chunk (4 MiB, Arrow's DEFAULT_BLOCK_SIZE), at least this: a chunk is
+# whole blocks, so smaller chunks (tests shrink CHUNK_BYTES) need smaller blocks.
+MIN_BLOCK_BYTES = 64 << 10
 
 
 @dataclass
@@ -121,15 +123,12 @@ def stage_object(
     obj: SalesforceObject,
     files: Sequence[SourceFile],
     partition: str,
-    staging_dir: Path | None = None,
-    block_size: int | None = None,
-    timings: dict[str, float] | None = None,
     limits: TextLimits = NO_TEXT_LIMITS,
     table_types: dict[str, ColumnType] | None = None,
 ) -> tuple[StagedBatch, StageReport]:
     """`stream_object`'s batch with its rows read and staged to Parquet now, and the filled report.
     `limits` are the target warehouse's text limits (see transform_chunk)."""
-    batch, report = stream_object(obj, files, partition, staging_dir, block_size, timings, table_types)
+    batch, report = stream_object(obj, files, partition, table_types)
     try:
         stage(batch, limits)
     except BaseException:
@@ -194,22 +193,20 @@ def chunk_rows_for(path: Path | ByteSource, encoding: str = "utf-8") -> int:
     return int(min(max(CHUNK_BYTES / max(per_record, 1), 1_000), 200_000))
 
 
-def _chunks(obj: SalesforceObject, plans: Plans, partition: str, block_size: int | None, clock: _Clock,
-            limits: TextLimits, report: StageReport) -> Iterator[Chunk]:
+def _chunks(obj: SalesforceObject, plans: Plans, partition: str, limits: TextLimits,
+            report: StageReport) -> Iterator[Chunk]:
     """Each chunk's good rows (Arrow) and rejects, the report counting them."""
-    timings = clock.timings
     chunks, froze = 0, False
     try:
         for source, header, header_lines, plan in plans:
-            options = {"block_size": block_size} if block_size else {}
-            # The next chunk is parsed in a thread while this one is transformed: "read" is the wait for it.
+            # The next chunk is parsed in a thread while this one is transformed.
             chunks_read = prefetch(iter_csv_chunks(source.path, source.key, header, header_lines, source.encoding,
-                                                   chunk_rows=chunk_rows_for(source.path, source.encoding),
-                                                   **options), name="csv-reader")
-            for chunk in clock.iterate(chunks_read):
-                clock.lap("read")
-                result = transform_chunk(obj, chunk, plan, partition, source.key, limits, timings=timings)
-                clock.lap("transform")
+                                                   block_size=min(max(CHUNK_BYTES // 2, MIN_BLOCK_BYTES),
+                                                                  DEFAULT_BLOCK_SIZE),
+                                                   chunk_rows=chunk_rows_for(source.path, source.encoding)),
+                                   name="csv-reader")
+            for chunk in chunks_read:
+                result = transform_chunk(obj, chunk, plan, partition, source.key, limits)
                 report.rows_read += chunk.batch.num_rows
                 report.rows_rejected += result.rejects.num_rows
                 report.values_truncated += len(result.truncated)
@@ -228,7 +225,6 @@ def _chunks(obj: SalesforceObject, plans: Plans, partition: str, block_size: int
                         gc.freeze()  # what survived is the process's own heap: later collections skip it
                         froze = True
                     pa.default_memory_pool().release_unused()  # the allocator keeps freed pages otherwise
-                clock.lap("stage")
     finally:
         if froze:
             gc.unfreeze()
@@ -238,17 +234,13 @@ def stream_object(
     obj: SalesforceObject,
     files: Sequence[SourceFile],
     partition: str,
-    staging_dir: Path | None = None,
-    block_size: int | None = None,
-    timings: dict[str, float] | None = None,
     table_types: dict[str, ColumnType] | None = None,
 ) -> tuple[StagedBatch, StageReport]:
     """The object's files as a batch whose rows are read when the warehouse loads it, and the report
     that reading fills. The headers are read now (a bad header fails here). `table_types` are the
     table's current column types, which an inferred column never narrows; a value that does not fit an
     inferred type widens that column and the rows are read again (ReadAgain; rare: types were inferred
-    from these exports), the batch saying which table columns must change type first (`retyped`).
-    `timings`, if given, accumulates seconds per stage: read, transform, validate, stage (the benchmark)."""
+    from these exports), the batch saying which table columns must change type first (`retyped`)."""
     widenings = _Widenings(obj, table_types)
     report = StageReport(files=[f.key for f in files])
 
@@ -260,50 +252,15 @@ def stream_object(
         typed_obj, plans, batch.spec = typed()
         report.reset()
         try:
-            yield from _chunks(typed_obj, plans, partition, block_size, _Clock(timings), limits, report)
+            yield from _chunks(typed_obj, plans, partition, limits, report)
         except ColumnWidening as widening:
             widenings.widen(widening)
             batch.spec, batch.retyped = typed()[2], widenings.retyped()
             raise ReadAgain(str(widening)) from None
 
     _, _, spec = typed()
-    root = Path(staging_dir) if staging_dir else None
-    if root:
-        root.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix=f"{spec.name}_", dir=root))  # its rejects, or its staged files
+    directory = Path(tempfile.mkdtemp(prefix=f"{spec.name}_"))  # its rejects, or its staged files
     batch = StagedBatch(spec, partition, directory, source=RowSource(read), retyped=widenings.retyped())
     report.widened_columns = widenings.notes
     return batch, report
 
-
-class _Clock:
-    """Accumulates elapsed seconds per stage into `timings`; does nothing when it is None.
-
-    `lap(stage)` charges the time since the previous lap to `stage`; "transform" excludes
-    what transform_chunk itself recorded as "validate".
-    """
-
-    def __init__(self, timings: dict[str, float] | None):
-        self.timings = timings
-        self.last = time.perf_counter()
-        self.validated = 0.0
-
-    def iterate(self, items: Iterable) -> Iterator:
-        if self.timings is None:
-            yield from items
-            return
-        for item in items:
-            yield item
-            self.last = time.perf_counter()  # time spent by the loop body is charged by its laps
-
-    def lap(self, stage: str) -> None:
-        if self.timings is None:
-            return
-        now = time.perf_counter()
-        elapsed = now - self.last
-        if stage == "transform":
-            validate = self.timings.get("validate", 0.0)
-            elapsed -= validate - self.validated
-            self.validated = validate
-        self.timings[stage] = self.timings.get(stage, 0.0) + elapsed
-        self.last = now

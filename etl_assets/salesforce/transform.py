@@ -12,7 +12,6 @@ Pandera runs here, per chunk, with lazy validation to collect every failure.)
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -162,11 +161,10 @@ class ChunkResult:
 
 
 def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str,
-                    limits: TextLimits = NO_TEXT_LIMITS, timings: dict[str, float] | None = None) -> ChunkResult:
+                    limits: TextLimits = NO_TEXT_LIMITS) -> ChunkResult:
     """The chunk's valid rows as a typed frame, and its rejects.
 
     `limits` are the target's text limits (Redshift's 65,535-byte VARCHAR; none elsewhere).
-    `timings`, if given, accumulates the seconds spent in Pandera under "validate" (the benchmark).
     """
     raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
     raw.columns = [plan.columns[c] for c in raw.columns]
@@ -209,10 +207,7 @@ def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, pa
     changes: dict[str, dict[int, dict]] = {}
     truncated = _enforce_text_limits(obj, chunk, plan, frame, problems, limits, file, changes)
     _record_changes(frame, changes, empty_checkboxes)
-    started = time.perf_counter()
     _collect_failures(validation(obj, plan.drift).failures(frame), problems)
-    if timings is not None:
-        timings["validate"] = timings.get("validate", 0.0) + time.perf_counter() - started
     frame[SOURCE_PARTITION] = partition
     frame[SOURCE_FILE] = file
     frame[SOURCE_LINE] = chunk.lines
