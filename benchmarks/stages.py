@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+
 class StageTimes:
     def __init__(self):
         self._wall: dict[str, float] = {}

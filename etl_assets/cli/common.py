@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -15,6 +16,7 @@ import click
 
 from etl_assets import environment
 from etl_assets.environment import ConfigurationError
+
 
 class _Dagster:
     """`dagster`, imported when first used: --help, --version and a configuration error answer in a
@@ -70,6 +72,19 @@ def instance_write_problem(instance: dg.DagsterInstance) -> str | None:
         return (f"DAGSTER_HOME ({root}) has only {free // (1 << 20)} MiB free, under the "
                 f"{INSTANCE_MIN_FREE_BYTES >> 20} MiB a run needs; {advice}")
     return None
+
+
+def run_instance(args: argparse.Namespace, command: str):
+    """The Dagster instance the command's runs are recorded in (DAGSTER_HOME; in memory with --ephemeral),
+    or None once it printed why DAGSTER_HOME cannot take a run: checked before any run is created, as
+    Dagster would write a run's row, then fail on its first event."""
+    instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
+    problem = instance_write_problem(instance) if args.persistent else None
+    if problem:
+        instance.dispose()
+        print(f"etl-assets {command}: {problem}", file=sys.stderr)
+        return None
+    return instance
 
 
 def failure_reasons(result) -> list[str]:

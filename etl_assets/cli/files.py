@@ -14,13 +14,14 @@ from etl_assets.cli.common import (
     LOG_LEVEL_HELP,
     LOG_LEVELS,
     Command,
+    configured_landing_zone,
     dg,
     failure_reasons,
-    instance_write_problem,
-    configured_landing_zone,
     run,
+    run_instance,
 )
 from etl_assets.cli.progress import Progress
+
 
 def files_command(args: argparse.Namespace) -> int:
     """Load every file waiting in the landing prefixes, as the file sensors would, one run per file; with
@@ -37,11 +38,8 @@ def files_command(args: argparse.Namespace) -> int:
     named, failed = _named_file_keys(zone, args.key, [prefix for _kind, prefix, _asset in ROUTES])
     from etl_assets.execution import StopRequested, SupervisedRuns
 
-    instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
-    problem = instance_write_problem(instance) if args.persistent else None
-    if problem:
-        instance.dispose()
-        print(f"etl-assets files: {problem}", file=sys.stderr)
+    instance = run_instance(args, "files")
+    if instance is None:
         return 1
     job = defs.resolve_implicit_global_asset_job_def()
     try:

@@ -11,6 +11,7 @@ import time
 
 from etl_assets.cli.common import dg
 
+
 class Progress:
     """What a long command has done so far: steps (objects or files) and rows, the rate, the time elapsed.
 

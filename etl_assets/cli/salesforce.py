@@ -19,16 +19,17 @@ from etl_assets.cli.common import (
     LOG_LEVELS,
     Command,
     Group,
-    did_you_mean,
-    dg,
-    failure_reasons,
-    instance_write_problem,
     configured_landing_zone,
+    dg,
+    did_you_mean,
+    failure_reasons,
     run,
+    run_instance,
     unknown_objects,
 )
 from etl_assets.cli.progress import Progress
 from etl_assets.environment import DATA_DIR, ConfigurationError
+
 
 def generate_sample_command(args: argparse.Namespace) -> int:
     from etl_assets.samples.salesforce import generate_sample
@@ -85,11 +86,8 @@ def materialize_command(args: argparse.Namespace) -> int:
 
     selections = {r.partition_key: _selection(r, wanted_objects) for r in requests}
 
-    instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
-    problem = instance_write_problem(instance) if args.persistent else None
-    if problem:  # before any run is created: Dagster would write a run's row, then fail on its first event
-        instance.dispose()
-        print(f"etl-assets materialize: {problem}", file=sys.stderr)
+    instance = run_instance(args, "materialize")
+    if instance is None:
         return 1
     totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     failed: list[str] = []

@@ -15,11 +15,10 @@ from etl_assets.cli.common import (
     TOTESYS,
     TOTESYS_SOURCE,
     Command,
-    dg,
-    instance_write_problem,
     print_table,
     resolved,
     run,
+    run_instance,
 )
 
 
@@ -38,16 +37,12 @@ def seed_totesys_command(args: argparse.Namespace) -> int:
 
 def totesys_command(args: argparse.Namespace) -> int:
     from etl_assets.definitions import defs
+    from etl_assets.execution import StopRequested, SupervisedRuns
     from etl_assets.samples.totesys import seed_embedded_if_empty
     from etl_assets.totesys.pipeline import resolved_source, run_totesys_pipeline
 
-    from etl_assets.execution import StopRequested, SupervisedRuns
-
-    instance = dg.DagsterInstance.get() if args.persistent else dg.DagsterInstance.ephemeral()
-    problem = instance_write_problem(instance) if args.persistent else None
-    if problem:
-        instance.dispose()
-        print(f"etl-assets totesys: {problem}", file=sys.stderr)
+    instance = run_instance(args, "totesys")
+    if instance is None:
         return 1
     run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     seeded = seed_embedded_if_empty(resolved_source(defs))

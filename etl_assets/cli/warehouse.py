@@ -10,8 +10,15 @@ from pathlib import Path
 
 import click
 
-from etl_assets.cli.common import WAREHOUSE, Command, did_you_mean, configured_warehouse, run
+from etl_assets.cli.common import (
+    WAREHOUSE,
+    Command,
+    configured_warehouse,
+    did_you_mean,
+    run,
+)
 from etl_assets.environment import WAREHOUSES, ConfigurationError
+
 
 def plan_for(target: str, api_name: str, partition: str = "PARTITION", rows: int = 1000):
     """The load plan of one object on one target, as `etl-assets sql` prints it (nothing runs)."""
