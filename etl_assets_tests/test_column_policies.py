@@ -113,3 +113,40 @@ def test_the_key_is_required_and_long_enough_and_never_quoted():
         hash_key("s3cr3t", "Contact")
     assert "s3cr3t" not in str(refused.value)
     assert hash_key("x" * 32, "Contact") == b"x" * 32
+
+
+def test_staged_rows_and_rejects_hold_no_clear_value(tmp_path):
+    """The policies apply before the transform: the staged Parquet, the rejects' raw records and the
+    reasons hold only the policies' output, and an excluded field is no column of the table."""
+    import pyarrow.parquet as pq
+
+    from etl_assets.salesforce.catalog import parse_catalog
+    from etl_assets.salesforce.staging import SourceFile, stage_object
+
+    catalog = parse_catalog({
+        "column_policies": [{"match": "Birthdate", "policy": "exclude"}, {"match": "*Phone", "policy": "mask"}],
+        "objects": {"Contact": {"columns": {"Id": {"type": "id", "nullable": False}, "Email": "string",
+                                            "Birthdate": "date", "SystemModstamp": "datetime",
+                                            "NumberOfEmployees__c": "integer"},
+                                "column_policies": {"Email": "hash"}}}})
+    contact = catalog["Contact"]
+    assert [c.name for c in contact.columns] == ["id", "email", "systemmodstamp", "numberofemployees__c"]
+    path = tmp_path / "Contact.csv"
+    path.write_text(
+        "Id,Email,Birthdate,MobilePhone,SystemModstamp,NumberOfEmployees__c\n"
+        "003000000000001AAA,MARKER-EMAIL-1@example.com,1980-01-01,+1 415 555 0101,2024-01-01T00:00:00.000Z,3\n"
+        "003000000000002AAA,MARKER-EMAIL-2@example.com,1981-02-02,+1 415 555 0102,2024-01-01T00:00:00.000Z,many\n")
+    batch, report = stage_object(contact, [SourceFile("backup/20240101_Differential/Contact/Contact.csv", path)],
+                                 "20240101_Differential", hash_key=KEY)
+    try:
+        staged = pq.read_table(batch.files).to_pydict()
+        rejects = pq.read_table(batch.reject_files).to_pydict()
+        assert "birthdate" not in staged and "birthdate" not in {c.name for c in batch.spec.columns}
+        assert staged["email"] == [hmac.new(KEY, b"MARKER-EMAIL-1@example.com", hashlib.sha256).hexdigest()]
+        assert staged["mobilephone"] == ["***0101"]
+        assert report.rows_rejected == 1 and "many" in rejects["reason"][0]
+        everything = repr((staged, rejects, report))
+        for clear in ("MARKER-EMAIL", "1980-01-01", "1981-02-02", "555 010"):
+            assert clear not in everything
+    finally:
+        batch.discard()

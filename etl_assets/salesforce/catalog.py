@@ -21,6 +21,14 @@ from pathlib import Path
 
 import yaml
 
+from etl_assets.landing.column_policies import (
+    Action,
+    ObjectPolicies,
+    PolicyError,
+    Rule,
+    parse_object_policies,
+    parse_rules,
+)
 from etl_assets.warehouse.spec import (
     FULL_BACKUP_IDS,
     LOAD_CHANGES,
@@ -112,6 +120,8 @@ class SalesforceObject:
     version_column: str | None  # None: no version column at all; the later folder, file and line wins
     redshift: dict = field(default_factory=dict, hash=False, compare=False)
     source: str = DECLARED  # declared (catalog.yaml), or described / inferred (discovered.yaml only)
+    # What reaches the warehouse of each column (docs/personal-data.md); None: every column kept.
+    policies: ObjectPolicies | None = field(default=None, hash=False, compare=False)
 
     @property
     def namespace(self) -> str | None:
@@ -138,6 +148,19 @@ class SalesforceObject:
         columns = tuple(replace(c, type=types[c.name], is_id=False, catalog_type=types[c.name].value)
                         if c.name in types else c for c in self.columns)
         return replace(self, columns=columns)
+
+    def with_policies(self, policies: ObjectPolicies) -> SalesforceObject:
+        """This object under `policies`: an excluded column is no column at all, and a hashed or masked
+        one is text without the type's checks (they were written for the clear value)."""
+        columns = []
+        for c in self.columns:
+            action = policies.policy(c.api_name).action
+            if action is Action.EXCLUDE:
+                continue
+            if action in (Action.HASH, Action.MASK):
+                c = replace(c, type=ColumnType.STRING, checks={}, is_id=False, catalog_type=ColumnType.STRING.value)
+            columns.append(c)
+        return replace(self, columns=tuple(columns), policies=policies)
 
     @property
     def table(self) -> str:
@@ -229,6 +252,10 @@ def parse_catalog(document: dict, discovered: dict | None = None,
     can stop the code location from loading. catalog.yaml itself is people's: its errors raise."""
     refused = {} if refused is None else refused
     common = document.get("common_columns") or {}
+    try:
+        rules = parse_rules(document.get("column_policies"))
+    except PolicyError as error:
+        raise CatalogError(str(error)) from None
     schema = identifier(document.get("schema", "salesforce"))
     found = {api.lower(): (api, entry or {}) for api, entry in ((discovered or {}).get("objects") or {}).items()}
     objects: dict[str, SalesforceObject] = {}
@@ -239,7 +266,7 @@ def parse_catalog(document: dict, discovered: dict | None = None,
         columns = [_parse_column(n, raw, where) for n, raw in {**common, **own}.items()]
         _, extra = found.pop(api_name.lower(), (None, {}))
         columns += _discovered_columns(extra, {c.name for c in columns}, f"discovered {where}")
-        _add(objects, SalesforceObject(
+        _add(objects, _with_policies(SalesforceObject(
             api_name=api_name,
             description=entry.get("description", ""),
             columns=tuple(columns),
@@ -247,14 +274,14 @@ def parse_catalog(document: dict, discovered: dict | None = None,
             primary_key=entry.get("primary_key", document.get("primary_key", "Id")),
             version_column=entry.get("version_column", document.get("version_column", "SystemModstamp")),
             redshift=_parse_redshift(entry.get("redshift") or {}, where),
-        ), where)
+        ), entry.get("column_policies"), rules), where)
     for api_name, entry in sorted(found.values()):
         where = f"discovered objects.{api_name}"
         if (problem := object_name_problem(api_name)) is not None:
             refused[api_name] = problem
             continue
         try:
-            _add_discovered(objects, api_name, entry, schema, where)
+            _add_discovered(objects, api_name, entry, schema, where, rules)
         except (ValueError, TypeError, AttributeError) as error:  # a state edited by hand, or older than a rule
             refused[api_name] = str(error) or type(error).__name__
     if not objects:
@@ -262,7 +289,17 @@ def parse_catalog(document: dict, discovered: dict | None = None,
     return objects
 
 
-def _add_discovered(objects: dict[str, SalesforceObject], api_name: str, entry: dict, schema: str, where: str) -> None:
+def _with_policies(obj: SalesforceObject, own, rules: tuple[Rule, ...]) -> SalesforceObject:
+    """`obj` under its own `column_policies` and the deployment's rules; the merge's columns are kept."""
+    protected = [obj.primary_key, *([obj.version_column] if obj.version_column else [])]
+    try:
+        return obj.with_policies(parse_object_policies(obj.api_name, own, rules, protected))
+    except PolicyError as error:
+        raise CatalogError(str(error)) from None
+
+
+def _add_discovered(objects: dict[str, SalesforceObject], api_name: str, entry: dict, schema: str, where: str,
+                    rules: tuple[Rule, ...] = ()) -> None:
     """One object of the discovered state, typed by its columns (the version column must be a datetime)."""
     columns = _discovered_columns(entry, set(), where)
     if "id" not in {c.name for c in columns}:  # the load refuses such a folder, naming it; the asset exists
@@ -272,10 +309,10 @@ def _add_discovered(objects: dict[str, SalesforceObject], api_name: str, entry: 
     version = next((v for v in VERSION_FALLBACK if column_name(v) in datetimes), None)
     source = _SOURCES.get(entry.get("source", "inferred"), INFERRED)
     label = entry.get("label") or api_name
-    _add(objects, SalesforceObject(
+    _add(objects, _with_policies(SalesforceObject(
         api_name=api_name, description=f"{label}: found in the backups ({source} types).",
         columns=tuple(columns), schema=schema, primary_key="Id", version_column=version, source=source,
-    ), where)
+    ), None, rules), where)
 
 
 def _discovered_columns(entry: dict, declared: set[str], where: str) -> list[CatalogColumn]:

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from etl_assets.landing.csv_reader import DEFAULT_BLOCK_SIZE, ByteSource, iter_csv_chunks, open_binary, read_header
+from etl_assets.landing.column_policies import Action, apply_policies
+from etl_assets.landing.csv_reader import (
+    DEFAULT_BLOCK_SIZE,
+    ByteSource,
+    CsvChunk,
+    iter_csv_chunks,
+    open_binary,
+    read_header,
+)
 from etl_assets.salesforce.catalog import VERSION_FALLBACK, SalesforceObject
 from etl_assets.salesforce.transform import (
     NO_TEXT_LIMITS,
@@ -125,10 +133,11 @@ def stage_object(
     partition: str,
     limits: TextLimits = NO_TEXT_LIMITS,
     table_types: dict[str, ColumnType] | None = None,
+    hash_key: bytes | None = None,
 ) -> tuple[StagedBatch, StageReport]:
     """`stream_object`'s batch with its rows read and staged to Parquet now, and the filled report.
     `limits` are the target warehouse's text limits (see transform_chunk)."""
-    batch, report = stream_object(obj, files, partition, table_types)
+    batch, report = stream_object(obj, files, partition, table_types, hash_key)
     try:
         stage(batch, limits)
     except BaseException:
@@ -146,7 +155,8 @@ def _read_headers(obj: SalesforceObject, files: Sequence[SourceFile], report: St
     plans: Plans = []
     for source in files:
         header, header_lines = read_header(source.path, source.key, source.encoding)
-        plans.append((source, header, header_lines, plan_header(obj, header, source.key)))
+        kept = [f for f in header if obj.policies is None or obj.policies.policy(f).action is not Action.EXCLUDE]
+        plans.append((source, header, header_lines, plan_header(obj, kept, source.key)))
     drift = tuple(dict.fromkeys(name for *_, plan in plans for name in plan.drift))
     report.drift_columns = drift
     sources = {name: field for *_, plan in reversed(plans) for field, name in plan.columns.items()}
@@ -194,11 +204,13 @@ def chunk_rows_for(path: Path | ByteSource, encoding: str = "utf-8") -> int:
 
 
 def _chunks(obj: SalesforceObject, plans: Plans, partition: str, limits: TextLimits,
-            report: StageReport) -> Iterator[Chunk]:
-    """Each chunk's good rows (Arrow) and rejects, the report counting them."""
+            report: StageReport, hash_key: bytes | None) -> Iterator[Chunk]:
+    """Each chunk's good rows (Arrow) and rejects, the report counting them. The object's column
+    policies apply to each chunk as read, before anything else sees its values."""
     chunks, froze = 0, False
     try:
         for source, header, header_lines, plan in plans:
+            policies = obj.policies.for_header(header) if obj.policies else {}
             # The next chunk is parsed in a thread while this one is transformed.
             chunks_read = prefetch(iter_csv_chunks(source.path, source.key, header, header_lines, source.encoding,
                                                    block_size=min(max(CHUNK_BYTES // 2, MIN_BLOCK_BYTES),
@@ -206,6 +218,8 @@ def _chunks(obj: SalesforceObject, plans: Plans, partition: str, limits: TextLim
                                                    chunk_rows=chunk_rows_for(source.path, source.encoding)),
                                    name="csv-reader")
             for chunk in chunks_read:
+                if policies:
+                    chunk = CsvChunk(apply_policies(chunk.batch, policies, hash_key), chunk.lines)
                 result = transform_chunk(obj, chunk, plan, partition, source.key, limits)
                 report.rows_read += chunk.batch.num_rows
                 report.rows_rejected += result.rejects.num_rows
@@ -235,6 +249,7 @@ def stream_object(
     files: Sequence[SourceFile],
     partition: str,
     table_types: dict[str, ColumnType] | None = None,
+    hash_key: bytes | None = None,
 ) -> tuple[StagedBatch, StageReport]:
     """The object's files as a batch whose rows are read when the warehouse loads it, and the report
     that reading fills. The headers are read now (a bad header fails here). `table_types` are the
@@ -252,7 +267,7 @@ def stream_object(
         typed_obj, plans, batch.spec = typed()
         report.reset()
         try:
-            yield from _chunks(typed_obj, plans, partition, limits, report)
+            yield from _chunks(typed_obj, plans, partition, limits, report, hash_key)
         except ColumnWidening as widening:
             widenings.widen(widening)
             batch.spec, batch.retyped = typed()[2], widenings.retyped()
