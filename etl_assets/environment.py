@@ -108,6 +108,8 @@ VARIABLES: dict[str, Variable] = _variables(
     Variable("ETL_ASSETS_FILE_PARTITION_RETENTION_DAYS", "days", default="7"),
     Variable("ETL_ASSETS_FULL_BACKUP_SUFFIX", "suffix", default="_Full"),
     Variable("ETL_ASSETS_SALESFORCE_ENCODING", "encoding", default="utf-8"),
+    # The key of `hash` column policies (docs/personal-data.md); read by Dagster as an EnvVar.
+    Variable("ETL_ASSETS_HASH_KEY", "secret", secret=True),
     Variable("ETL_ASSETS_SALESFORCE_FOLDER_ENCODINGS", "encodings"),
     Variable("ETL_ASSETS_SALESFORCE_FALLBACK_ENCODING", "encoding", default="windows-1252"),
     Variable("ETL_ASSETS_SALESFORCE_DISCOVERED", "path"),

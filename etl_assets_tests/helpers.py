@@ -13,6 +13,7 @@ import pandas as pd
 
 from etl_assets.landing.zone import LandingZone
 from etl_assets.salesforce.assets import salesforce_object_assets
+from etl_assets.salesforce.personal_data import HashKey
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.partitions import differential_folders
 from etl_assets.tools import live
@@ -26,9 +27,10 @@ LOCAL_YAML = REPO / "deploy" / "dagster.local.yaml"
 wait_for = live.wait_for  # the one wait loop, for the tests too
 
 
-def resources(landing_zone: LandingZone, warehouse: Warehouse) -> dict:
+def resources(landing_zone: LandingZone, warehouse: Warehouse, hash_key: str | None = None) -> dict:
     return {"landing_zone": landing_zone, "warehouse": warehouse,
-            "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse)}
+            "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+            "column_policy_key": HashKey(value=hash_key)}
 
 
 def folders_in(root: Path) -> list[str]:

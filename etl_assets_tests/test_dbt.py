@@ -18,6 +18,7 @@ from etl_assets.dbt_project.assets import dbt_models
 from etl_assets.dbt_project.project import dbt_executable, dbt_project
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.notifications import Notifier
+from etl_assets.salesforce.personal_data import HashKey
 from etl_assets.samples.salesforce import generate_sample
 from etl_assets.samples.totesys import seed_totesys
 from etl_assets.totesys.assets import totesys_extraction_assets
@@ -68,6 +69,7 @@ class Pipeline:
             "landing_zone": self.landing,
             "warehouse": warehouse,
             "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+            "column_policy_key": HashKey(),
             "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
         }
 

@@ -3,6 +3,8 @@
 import dagster as dg
 
 from etl_assets.salesforce.assets import salesforce_object_assets, salesforce_objects
+from etl_assets.salesforce.catalog import load_catalog
+from etl_assets.salesforce.personal_data import hash_key_resource
 from etl_assets.salesforce.sensors import salesforce_backup_sensor
 
 salesforce_backup_job = dg.define_asset_job(
@@ -15,4 +17,5 @@ defs = dg.Definitions(
     assets=salesforce_object_assets,
     sensors=[salesforce_backup_sensor],
     jobs=[salesforce_backup_job],
+    resources={"column_policy_key": hash_key_resource(load_catalog().values())},
 )

@@ -17,6 +17,7 @@ from etl_assets.landing.zone import LandingZone, fingerprint_files
 from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, list_object_files
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.encodings import SETTING_HINT, folder_encoding
+from etl_assets.salesforce.personal_data import HashKey
 from etl_assets.salesforce.partitions import (
     BACKUP_PREFIX,
     differential_folders,
@@ -142,7 +143,8 @@ def unreadable_file(context: dg.AssetExecutionContext, warehouse: Warehouse, obj
 
 
 def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
-                 obj: SalesforceObject, folder: str) -> tuple[StagedBatch, StageReport, dict]:
+                 obj: SalesforceObject, folder: str, hash_key: bytes | None = None,
+                 ) -> tuple[StagedBatch, StageReport, dict]:
     """The object's files in one folder as a batch, with the metadata of its materialization known
     now. Its rows are read when the IO manager loads it, which fills the report and adds the rest of
     the metadata (`report_metadata`). A file that cannot be read, now or then, is audited as FAILED
@@ -180,7 +182,7 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
             # An inferred column the table already holds wider stays wider.
             inferred = files and any(not c.strict for c in obj.columns)
             table_types = warehouse.column_types(obj.schema, obj.table) if inferred else {}
-            batch, report = stream_object(obj, files, partition=folder, table_types=table_types)
+            batch, report = stream_object(obj, files, partition=folder, table_types=table_types, hash_key=hash_key)
             batch.source.resources = stack.pop_all()  # the local copies live until the rows were read
     except Exception as error:
         reason = failure(error)
@@ -308,10 +310,12 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
                                   description="No text value was cut to fit the warehouse (Redshift's 65,535-byte VARCHAR)."),
             ],
         )
-        def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse):
+        def salesforce_object(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
+                              column_policy_key: HashKey):
             folders = list(context.partition_keys)
+            key = column_policy_key.for_object(obj)  # a short key fails here, before any file is read
             if len(folders) == 1:
-                batch, report, metadata = stage_folder(context, landing_zone, warehouse, obj, folders[0])
+                batch, report, metadata = stage_folder(context, landing_zone, warehouse, obj, folders[0], key)
                 yield dg.Output(batch, metadata=metadata)
                 yield from check_results(obj, {folders[0]: report})
                 return
@@ -320,7 +324,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             reports: dict[str, StageReport] = {}
 
             def stage(folder: str) -> tuple[StagedBatch, dict]:
-                batch, reports[folder], metadata = stage_folder(context, landing_zone, warehouse, obj, folder)
+                batch, reports[folder], metadata = stage_folder(context, landing_zone, warehouse, obj, folder, key)
                 return batch, metadata  # on the folder's materialization, with the load's
 
             context.log.info(f"{obj.api_name}: {len(folders)} folders, {folders[0]} to {folders[-1]} "

@@ -1,0 +1,109 @@
+"""Personal data kept out by column policies, end to end (docs/personal-data.md): a backup whose personal
+columns hold marker values is loaded by the object asset through Dagster, then the warehouse (every column of
+every table), the Dagster storage and run logs, and the staging area are searched for the markers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from etl_assets.landing.zone import LocalLandingZone
+from etl_assets.salesforce.assets import build_object_asset
+from etl_assets.salesforce.catalog import parse_catalog
+from etl_assets_tests.helpers import materialize_folders, resources
+
+MARKER = "markerpii"
+KEY = "k3y-for-the-marker-test-0123456789"
+FOLDERS = ["20240501_Differential", "20240502_Differential"]
+CATALOG = {
+    "column_policies": [{"match": "Birthdate", "policy": "exclude"}, {"match": "*Phone", "policy": "mask"},
+                        {"match": "*Email*", "policy": "hash"}],
+    "objects": {"Contact": {"columns": {"Id": {"type": "id", "nullable": False}, "LastName": "string",
+                                        "Email": "string", "Birthdate": "date", "SystemModstamp": "datetime",
+                                        "NumberOfEmployees__c": {"type": "integer", "checks": {"min": 0}}},
+                            "column_policies": {"LastName": "hash"}}},
+}
+HEADER = "Id,LastName,Email,Personal_Email__c,Birthdate,MobilePhone,SystemModstamp,NumberOfEmployees__c\n"
+
+
+def _row(n: int, stamp: str, employees: str = "3") -> str:
+    return (f"003000000000{n:03d}AAA,{MARKER}-last-{n},{MARKER}-{n}@example.com,{MARKER}.home{n}@example.org,"
+            f"{MARKER}-born-{n},+1 {MARKER} 555 01{n:02d},{stamp},{employees}\n")
+
+
+def _backup(root: Path) -> None:
+    first = root / "backup" / FOLDERS[0] / "Contact"
+    first.mkdir(parents=True)
+    # Row 3 is rejected (a negative count): its raw record is kept, so it must hold no clear value either.
+    (first / "Contact.csv").write_text(HEADER + _row(1, "2024-05-01T06:00:00.000Z") + _row(2, "2024-05-01T06:00:00.000Z")
+                                       + _row(3, "2024-05-01T06:00:00.000Z", employees="-1"))
+    second = root / "backup" / FOLDERS[1] / "Contact"
+    second.mkdir(parents=True)
+    (second / "Contact.csv").write_text(HEADER + _row(1, "2024-05-02T06:00:00.000Z", employees="4"))
+
+
+def _warehouse_hits(warehouse) -> list[str]:
+    """Every column of every table (current, rejects, load changes, audit) holding the marker in any case."""
+    columns = warehouse.query(
+        "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema NOT IN ('information_schema', 'pg_catalog')")
+    hits = []
+    for schema, table, column in columns:
+        [(count,)] = warehouse.query(f'SELECT count(*) FROM "{schema}"."{table}" '
+                                     f"WHERE strpos(lower(CAST(\"{column}\" AS VARCHAR)), '{MARKER}') > 0")
+        if count:
+            hits.append(f"{schema}.{table}.{column}: {count}")
+    return hits
+
+
+def _file_hits(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and MARKER.encode() in p.read_bytes().lower()]
+
+
+def test_no_clear_value_reaches_the_warehouse_dagster_or_staging(warehouse, tmp_path, monkeypatch):
+    landing, home, staging = tmp_path / "landing", tmp_path / "dagster_home", tmp_path / "tmp"
+    _backup(landing)
+    staging.mkdir()
+    home.mkdir()
+    monkeypatch.setenv("TMPDIR", str(staging))
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))  # staged Parquet, spills and copies land here
+    contact = parse_catalog(CATALOG)["Contact"]
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        results = materialize_folders(FOLDERS, resources(LocalLandingZone(root=str(landing)), warehouse, KEY),
+                                      instance=instance, assets=[build_object_asset(contact)])
+        assert all(r.success for r in results)
+        events = [str(e) for r in results for e in instance.all_logs(r.run_id)]
+
+    assert _warehouse_hits(warehouse) == []
+    assert not any(MARKER in e.lower() for e in events)
+    assert _file_hits(home) == []  # event log, run storage, compute logs
+    assert _file_hits(staging) == []
+
+    table = warehouse.read_table("salesforce", "contact").set_index("id")
+    assert "birthdate" not in table.columns
+    digest = hmac.new(KEY.encode(), f"{MARKER}-1@example.com".encode(), hashlib.sha256).hexdigest()
+    assert table.loc["003000000000001AAA", "email"] == digest  # hashed, not dropped: it still joins
+    assert table.loc["003000000000001AAA", "mobilephone"] == "***0101"
+    assert table.loc["003000000000001AAA", "numberofemployees__c"] == 4  # the later folder merged
+    assert len(table) == 2  # row 3 rejected
+    assert warehouse.query("SELECT count(*) FROM salesforce.contact_rejects") == [(1,)]
+
+
+def test_a_hash_policy_without_a_key_fails_the_run_at_start(tmp_path, monkeypatch):
+    from etl_assets.salesforce.personal_data import HASH_KEY_ENV, hash_key_resource
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+
+    landing = tmp_path / "landing"
+    _backup(landing)
+    monkeypatch.delenv(HASH_KEY_ENV, raising=False)
+    contact = parse_catalog(CATALOG)["Contact"]
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    defs = {**resources(LocalLandingZone(root=str(landing)), warehouse), "column_policy_key": hash_key_resource([contact])}
+    with pytest.raises(dg.DagsterInvalidConfigError, match=f'environment variable "{HASH_KEY_ENV}" which is not set'):
+        materialize_folders(FOLDERS[:1], defs, assets=[build_object_asset(contact)])
+    assert warehouse.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'salesforce'") == [(0,)]
