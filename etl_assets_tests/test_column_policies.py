@@ -64,7 +64,7 @@ def test_the_merge_columns_are_always_kept():
     account = parse_object_policies("Account", None, rules, ["Id", "SystemModstamp"])
     assert account.policy("Id").action is Action.KEEP and account.policy("systemmodstamp").action is Action.KEEP
     assert account.policy("Name").action is Action.HASH
-    with pytest.raises(PolicyError, match=r"objects\.Account\.column_policies\.id: the merge compares"):
+    with pytest.raises(PolicyError, match=r"objects\.Account\.column_policies\.Id: the merge compares"):
         parse_object_policies("Account", {"Id": "hash"}, protected=["Id"])
 
 
@@ -150,3 +150,20 @@ def test_staged_rows_and_rejects_hold_no_clear_value(tmp_path):
             assert clear not in everything
     finally:
         batch.discard()
+
+
+def test_the_asset_description_and_column_schema_name_each_policy():
+    from etl_assets.salesforce.assets import object_description
+    from etl_assets.salesforce.catalog import parse_catalog
+    from etl_assets.warehouse.io_manager import table_schema
+
+    contact = parse_catalog({"column_policies": [{"match": "*Phone", "policy": "mask"}],
+                             "objects": {"Contact": {"columns": {"Id": "id", "Email": "string", "Name": "string"},
+                                                     "column_policies": {"Email": "hash"}}}})["Contact"]
+    assert "Column policies (docs/personal-data.md): this object's: `Email` hash; rules: `*Phone` mask." in (
+        object_description(contact))
+    described = {c.name: c.description for c in table_schema(
+        contact.table_spec(("mobilephone",), {"mobilephone": "MobilePhone"})).columns}
+    assert described["email"] == "source column `Email`; policy: hash (objects.Contact.column_policies)"
+    assert described["mobilephone"] == "source column `MobilePhone`; policy: mask (rule '*Phone')"
+    assert described["name"] == "source column `Name`"

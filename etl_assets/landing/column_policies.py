@@ -75,14 +75,15 @@ KEEP = ColumnPolicy(Action.KEEP, "default")
 
 @dataclass(frozen=True)
 class ObjectPolicies:
-    """One object's policies: its own entries (by lower-cased API name) first, then the rules in order."""
+    """One object's policies: its own entries (API names compared without case) first, then the rules in order."""
 
     object_api: str
     own: Mapping[str, Action]
     rules: tuple[Rule, ...] = ()
 
     def policy(self, field: str) -> ColumnPolicy:
-        action = self.own.get(field.strip().lower())
+        wanted = field.strip().lower()
+        action = next((a for name, a in self.own.items() if name.lower() == wanted), None)
         if action is not None:
             return ColumnPolicy(action, f"objects.{self.object_api}.column_policies")
         for rule in self.rules:
@@ -134,12 +135,12 @@ def parse_object_policies(object_api: str, raw, rules: tuple[Rule, ...] = (),
     where = f"objects.{object_api}.column_policies"
     if raw is not None and not isinstance(raw, dict):
         raise PolicyError(f"{where}: expected a mapping of field name to policy")
-    own = {str(field).strip().lower(): _action(action, f"{where}.{field}") for field, action in (raw or {}).items()}
-    keep = {p.lower() for p in protected}
+    own = {str(field).strip(): _action(action, f"{where}.{field}") for field, action in (raw or {}).items()}
+    keep = {p.lower(): p for p in protected}
     for field, action in own.items():
-        if field in keep and action is not Action.KEEP:
+        if field.lower() in keep and action is not Action.KEEP:
             raise PolicyError(f"{where}.{field}: the merge compares this column, so it can only be kept")
-    own.update({field: Action.KEEP for field in keep})
+    own = {**own, **{p: Action.KEEP for p in keep.values() if p.lower() not in {f.lower() for f in own}}}
     return ObjectPolicies(object_api, own, rules)
 
 

@@ -98,7 +98,17 @@ def object_description(obj: SalesforceObject) -> str:
                                                                  + (", ..." if len(sources[s]) > 20 else ""))
                       for s in ("declared", "described", "inferred") if s in sources)
     return (f"{obj.description}\n\nSalesforce `{obj.api_name}` merged (SCD Type 1 by `{obj.primary_key}`, "
-            f"{newest}) into `{obj.schema}.{obj.table}`.\n\nColumns: {typed}.")
+            f"{newest}) into `{obj.schema}.{obj.table}`.\n\nColumns: {typed}.{policy_description(obj)}")
+
+
+def policy_description(obj: SalesforceObject) -> str:
+    """The column policies that apply to the object (docs/personal-data.md): its own, and the rules."""
+    if obj.policies is None:
+        return ""
+    own = [f"`{field}` {action.value}" for field, action in obj.policies.own.items() if action.value != "keep"]
+    rules = [f"`{rule.pattern}` {rule.action.value}" for rule in obj.policies.rules]
+    parts = ([f"this object's: {', '.join(own)}"] if own else []) + ([f"rules: {', '.join(rules)}"] if rules else [])
+    return f"\n\nColumn policies (docs/personal-data.md): {'; '.join(parts)}." if parts else ""
 
 
 def warn_unless_none(check: str, counted: str, count: int, description: str, samples: list[dict],

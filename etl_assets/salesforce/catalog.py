@@ -162,6 +162,11 @@ class SalesforceObject:
             columns.append(c)
         return replace(self, columns=tuple(columns), policies=policies)
 
+    def policy_note(self, field: str) -> str | None:
+        """The column policy applied to `field` and where it was set, unless the value is kept as is."""
+        policy = self.policies.policy(field) if self.policies else None
+        return policy.describe if policy and policy.action is not Action.KEEP else None
+
     @property
     def table(self) -> str:
         return table_name(self.api_name)
@@ -177,9 +182,10 @@ class SalesforceObject:
         key = column_name(self.primary_key)
         # Only the key is NOT NULL in the table: `nullable: false` is checked on the values of files that
         # have the field, and some objects' exports lack a common column (User has no IsDeleted).
-        columns = [Column(c.name, c.type, c.nullable or c.name != key, sources.get(c.name, c.api_name), c.long_text)
-                   for c in self.columns]
-        columns += [Column(name, ColumnType.STRING, source_name=sources.get(name)) for name in extra_columns]
+        columns = [Column(c.name, c.type, c.nullable or c.name != key, sources.get(c.name, c.api_name), c.long_text,
+                          self.policy_note(c.api_name)) for c in self.columns]
+        columns += [Column(name, ColumnType.STRING, source_name=sources.get(name),
+                           policy=self.policy_note(sources.get(name, name))) for name in extra_columns]
         columns.append(Column(LOAD_CHANGES, ColumnType.STRING))
         return TableSpec(
             schema=self.schema,

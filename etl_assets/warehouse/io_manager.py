@@ -38,7 +38,8 @@ def table_schema(spec: TableSpec) -> dg.TableSchema:
         dg.TableColumn(
             c.name,
             c.type.value,
-            description=f"source column `{c.source_name}`" if c.source_name else None,
+            description="; ".join(filter(None, [f"source column `{c.source_name}`" if c.source_name else None,
+                                                f"policy: {c.policy}" if c.policy else None])) or None,
             constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=c.name == spec.primary_key),
         )
         for c in spec.columns

@@ -109,6 +109,7 @@ class Column:
     nullable: bool = True
     source_name: str | None = field(default=None, compare=False)
     long_text: str = field(default="truncate", compare=False)
+    policy: str | None = field(default=None, compare=False)  # what reaches the column, if not the value as read
 
     def __post_init__(self) -> None:
         if self.name not in SYSTEM_COLUMNS:
