@@ -158,7 +158,7 @@ def test_the_asset_description_and_column_schema_name_each_policy():
     from etl_assets.warehouse.io_manager import table_schema
 
     contact = parse_catalog({"column_policies": [{"match": "*Phone", "policy": "mask"}],
-                             "objects": {"Contact": {"columns": {"Id": "id", "Email": "string", "Name": "string"},
+                             "objects": {"Contact": {"version_column": None, "columns": {"Id": "id", "Email": "string", "Name": "string"},
                                                      "column_policies": {"Email": "hash"}}}})["Contact"]
     assert "Column policies (docs/personal-data.md): this object's: `Email` hash; rules: `*Phone` mask." in (
         object_description(contact))
