@@ -107,3 +107,30 @@ def test_a_hash_policy_without_a_key_fails_the_run_at_start(tmp_path, monkeypatc
     with pytest.raises(dg.DagsterInvalidConfigError, match=f'environment variable "{HASH_KEY_ENV}" which is not set'):
         materialize_folders(FOLDERS[:1], defs, assets=[build_object_asset(contact)])
     assert warehouse.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'salesforce'") == [(0,)]
+
+
+def test_files_staged_for_redshift_copy_hold_no_clear_value(s3_endpoint, s3_bucket, postgres_database, tmp_path):
+    """The Redshift target writes Parquet to S3 for COPY. Pointed at PostgreSQL (no COPY FROM S3), the load
+    stops at that COPY and keeps its staged files for diagnosis: every byte of them is searched."""
+    from dagster_aws.s3 import S3Resource
+
+    from etl_assets.warehouse.redshift import RedshiftWarehouse
+    from etl_assets_tests.conftest import S3_CREDENTIALS
+
+    client, bucket = s3_bucket
+    landing = tmp_path / "landing"
+    _backup(landing)
+    target = RedshiftWarehouse(s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), staging_bucket=bucket,
+                               staging_prefix="etl/staging", iam_role_arn="arn:aws:iam::123456789012:role/copy",
+                               host=postgres_database["host"], port=postgres_database["port"],
+                               user=postgres_database["user"], database=postgres_database["database"])
+    [result] = materialize_folders(FOLDERS[:1], resources(LocalLandingZone(root=str(landing)), target, KEY),
+                                   assets=[build_object_asset(parse_catalog(CATALOG)["Contact"])], raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "staged files kept at s3://" in str(failure.step_failure_data.error)
+    staged = {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+              for o in client.list_objects_v2(Bucket=bucket, Prefix="etl/staging/salesforce/contact/")["Contents"]}
+    assert any(k.endswith("rejects.parquet") for k in staged) and any(k.endswith("rows.manifest") for k in staged)
+    digest = hmac.new(KEY.encode(), f"{MARKER}-2@example.com".encode(), hashlib.sha256).hexdigest()
+    assert any(digest.encode() in body for body in staged.values())  # the rows are there, hashed
+    assert [k for k, body in staged.items() if MARKER.encode() in body.lower()] == []
