@@ -24,7 +24,7 @@ CATALOG = {
     "column_policies": [{"match": "Birthdate", "policy": "exclude"}, {"match": "*Phone", "policy": "mask"},
                         {"match": "*Email*", "policy": "hash"}],
     "objects": {"Contact": {"columns": {"Id": {"type": "id", "nullable": False}, "LastName": "string",
-                                        "Email": "string", "Birthdate": "date", "SystemModstamp": "datetime",
+                                        "Email": "string", "Birthdate": "string", "SystemModstamp": "datetime",
                                         "NumberOfEmployees__c": {"type": "integer", "checks": {"min": 0}}},
                             "column_policies": {"LastName": "hash"}}},
 }
@@ -134,3 +134,45 @@ def test_files_staged_for_redshift_copy_hold_no_clear_value(s3_endpoint, s3_buck
     digest = hmac.new(KEY.encode(), f"{MARKER}-2@example.com".encode(), hashlib.sha256).hexdigest()
     assert any(digest.encode() in body for body in staged.values())  # the rows are there, hashed
     assert [k for k, body in staged.items() if MARKER.encode() in body.lower()] == []
+
+
+def _current(warehouse) -> list[dict]:
+    frame = warehouse.read_table("salesforce", "contact").drop(columns=["_loaded_at"]).sort_values("id")
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _rejects(warehouse) -> list[tuple]:
+    return sorted(warehouse.query("SELECT _source_line, column_name, reason, raw_record FROM salesforce.contact_rejects"))
+
+
+def test_turning_a_policy_on_rewrites_the_rows_already_loaded_like_a_load_under_it(warehouse, tmp_path):
+    """Loaded in the clear, then the policies are turned on and the command's function run: the tables
+    equal those of a load made under the policies, and a second run changes nothing."""
+    from etl_assets.salesforce.personal_data import rewrite_existing
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+
+    landing = tmp_path / "landing"
+    _backup(landing)
+    clear = parse_catalog({"objects": {"Contact": {**CATALOG["objects"]["Contact"], "column_policies": {}}}})["Contact"]
+    protected = parse_catalog(CATALOG)["Contact"]
+    zone = LocalLandingZone(root=str(landing))
+    assert all(r.success for r in materialize_folders(FOLDERS, resources(zone, warehouse), assets=[build_object_asset(clear)]))
+    assert _warehouse_hits(warehouse)  # the clear values are there
+
+    planned = rewrite_existing(warehouse, protected, key=KEY.encode(), dry_run=True)
+    assert {r.column: (r.action.value, r.values) for r in planned} == {
+        "birthdate": ("exclude", 0), "email": ("hash", 2), "lastname": ("hash", 2), "mobilephone": ("mask", 2),
+        "personal_email__c": ("hash", 2)}
+    assert _warehouse_hits(warehouse)  # a dry run changes nothing
+    rewrite_existing(warehouse, protected, key=KEY.encode())
+    assert _warehouse_hits(warehouse) == []
+
+    reference = DuckDBWarehouse(path=str(tmp_path / "reference.duckdb"))
+    assert all(r.success for r in materialize_folders(FOLDERS, resources(zone, reference, KEY),
+                                                      assets=[build_object_asset(protected)]))
+    assert _current(warehouse) == _current(reference)
+    assert [r[1:] for r in _rejects(warehouse)] == [r[1:] for r in _rejects(reference)]
+
+    again = rewrite_existing(warehouse, protected, key=KEY.encode())
+    assert all(r.values == 0 and r.rejects == 0 for r in again)
+    assert _current(warehouse) == _current(reference)

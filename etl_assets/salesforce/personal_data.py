@@ -8,12 +8,18 @@ it (Dagster's message names the variable). docs/personal-data.md says how to cho
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
+import pyarrow as pa
 
-from etl_assets.landing.column_policies import HASH_KEY_ENV, hash_key
+from etl_assets.landing.column_policies import HASH_KEY_ENV, MASK, Action, hash_key, hash_values, mask_values
 from etl_assets.salesforce.catalog import SalesforceObject
+from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.spec import column_name, quote
 
 
 class HashKey(dg.ConfigurableResource):
@@ -33,3 +39,134 @@ def hash_key_resource(objects: Iterable[SalesforceObject]) -> HashKey:
     if any(obj.policies is not None and obj.policies.may_hash for obj in objects):
         return HashKey(value=dg.EnvVar(HASH_KEY_ENV))
     return HashKey()
+
+
+# A value a policy already wrote: a rewrite leaves it alone, so running the command twice changes nothing.
+# (A clear value of exactly 64 hex digits, or one starting with the mask, would be taken as written.)
+_WRITTEN = {Action.HASH: re.compile(r"[0-9a-f]{64}"), Action.MASK: re.compile(re.escape(MASK) + ".*", re.S)}
+MAPPING_ROWS = 1_000
+WITHHELD = "(withheld by a column policy)"  # (clear, written) pairs per INSERT into the session's mapping table
+
+
+@dataclass
+class Rewrite:
+    """What `rewrite_existing` did, or would do, to one column of the object's tables."""
+
+    column: str
+    action: Action
+    values: int = 0  # distinct clear values rewritten (or that would be), over every table
+    rejects: int = 0  # reject rows whose raw record changed
+    note: str = ""
+
+
+def _written(action: Action, value: str) -> bool:
+    return bool(_WRITTEN[action].fullmatch(value)) if action in _WRITTEN else False
+
+
+def _apply(action: Action, values: list[str], key: bytes | None) -> list[str]:
+    array = pa.array(values, pa.string())
+    return (hash_values(array, key) if action is Action.HASH else mask_values(array)).to_pylist()
+
+
+def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequence[tuple[str, str]] = (),
+                     key: bytes | None = None, dry_run: bool = False) -> list[Rewrite]:
+    """Bring the rows already in the warehouse under the object's policies, in one transaction: an
+    excluded column is dropped from the table (and `tables`, e.g. its history), a hashed or masked
+    column's clear values are replaced, and the rejects' raw records are rewritten the same way.
+    Values a policy already wrote are left alone, so a second run changes nothing. A column whose
+    policy is `keep` is never touched: turning a policy off applies to new loads only."""
+    spec = obj.table_spec()
+    owned = [(spec.schema, spec.name), *tables]
+    results: list[Rewrite] = []
+    with warehouse.session() as session:
+        session.lock_table(spec)
+        present = {t: session.table_columns(*t) for t in owned}
+        # Lineage and load columns start with '_' (no Salesforce field can): no policy is theirs.
+        columns = sorted({c for t in owned for c in present[t] if not c.startswith("_")})
+        rejects_columns = session.table_columns(spec.schema, spec.rejects_name)
+        for column in columns:
+            policy = obj.policies.policy(column) if obj.policies else None
+            if policy is None or policy.action is Action.KEEP:
+                continue
+            result = Rewrite(column, policy.action)
+            holders = [t for t in owned if column in present[t]]
+            if policy.action is Action.EXCLUDE:
+                result.note = f"dropped from {', '.join('.'.join(t) for t in holders)}"
+                if not dry_run:
+                    for schema, table in holders:
+                        session.execute(f"ALTER TABLE {quote(schema)}.{quote(table)} DROP COLUMN {quote(column)}")
+            else:
+                clear = sorted({v for schema, table in holders for (v,) in session.fetchall(
+                    f"SELECT DISTINCT {quote(column)} FROM {quote(schema)}.{quote(table)} "
+                    f"WHERE {quote(column)} IS NOT NULL AND {quote(column)} <> ''")
+                    if not _written(policy.action, v)})
+                result.values = len(clear)
+                if clear and not dry_run:
+                    _replace(session, holders, column, dict(zip(clear, _apply(policy.action, clear, key))))
+            results.append(result)
+        if "raw_record" in rejects_columns:
+            _rewrite_rejects(session, spec.schema, spec.rejects_name, obj, key, results, dry_run)
+    return results
+
+
+def _replace(session, tables: Sequence[tuple[str, str]], column: str, mapping: dict[str, str]) -> None:
+    """UPDATE each table's `column` from old to new value through a temporary mapping table."""
+    p = session.param
+    session.execute("CREATE TEMPORARY TABLE etl_policy_map (clear_value TEXT, written_value TEXT)")
+    pairs = list(mapping.items())
+    for start in range(0, len(pairs), MAPPING_ROWS):
+        part = pairs[start:start + MAPPING_ROWS]
+        session.execute("INSERT INTO etl_policy_map VALUES " + ", ".join(f"({p}, {p})" for _ in part),
+                        [v for pair in part for v in pair])
+    for schema, table in tables:
+        target = f"{quote(schema)}.{quote(table)}"
+        session.execute(f"UPDATE {target} SET {quote(column)} = etl_policy_map.written_value FROM etl_policy_map "
+                        f"WHERE {target}.{quote(column)} = etl_policy_map.clear_value")
+    session.execute("DROP TABLE etl_policy_map")
+
+
+def _rewrite_rejects(session, schema: str, table: str, obj: SalesforceObject, key: bytes | None,
+                     results: list[Rewrite], dry_run: bool) -> None:
+    """The rejects keep each refused row as read (JSON by header field) and quote the refused value in
+    the reason: apply the policies to the record, and withhold a rewritten value from the reason."""
+    by_column = {r.column: r for r in results}
+    rows = session.fetchall(f"SELECT DISTINCT raw_record, reason FROM {quote(schema)}.{quote(table)} "
+                            "WHERE raw_record IS NOT NULL")
+    records: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for record, reason in rows:
+        try:
+            fields = json.loads(record)
+        except ValueError:  # a record cut to Redshift's text limit is no JSON: it cannot be read, or rewritten
+            fields = None
+        if not isinstance(fields, dict):
+            continue
+        new_reason = reason or ""
+        changed = False
+        for field in list(fields):
+            policy = obj.policies.policy(field) if obj.policies else None
+            value = fields[field]
+            if policy is None or policy.action is Action.KEEP or not isinstance(value, str) or not value:
+                continue
+            if policy.action is Action.EXCLUDE:
+                del fields[field]
+            elif not _written(policy.action, value):
+                fields[field] = _apply(policy.action, [value], key)[0]
+            else:
+                continue
+            changed = True
+            new_reason = new_reason.replace(repr(value)[:77], WITHHELD)  # transform._short's spelling of it
+            rewrite = by_column.get(column_name(field))
+            if rewrite is None:
+                rewrite = by_column[column_name(field)] = Rewrite(column_name(field), policy.action)
+                results.append(rewrite)
+            rewrite.rejects += 1
+        if changed:
+            records[record] = json.dumps(fields, ensure_ascii=False)
+            if new_reason != (reason or ""):
+                reasons[reason] = new_reason
+    if not dry_run:
+        if records:
+            _replace(session, [(schema, table)], "raw_record", records)
+        if reasons:
+            _replace(session, [(schema, table)], "reason", reasons)
