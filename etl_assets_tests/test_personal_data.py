@@ -176,3 +176,41 @@ def test_turning_a_policy_on_rewrites_the_rows_already_loaded_like_a_load_under_
     again = rewrite_existing(warehouse, protected, key=KEY.encode())
     assert all(r.values == 0 and r.rejects == 0 for r in again)
     assert _current(warehouse) == _current(reference)
+
+
+def test_the_apply_policies_command_says_what_it_changes_and_that_turning_off_is_for_new_loads(tmp_path, monkeypatch):
+    """`etl-assets catalog apply-policies`: a dry run lists each column and changes nothing, a run rewrites,
+    and once a policy is turned off again the command says the values already written stay."""
+    from click.testing import CliRunner
+
+    from etl_assets import cli
+    from etl_assets.salesforce import catalog as catalog_module
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+
+    landing, path = tmp_path / "landing", tmp_path / "w.duckdb"
+    _backup(landing)
+    clear = parse_catalog({"objects": {"Contact": {**CATALOG["objects"]["Contact"], "column_policies": {}}}})
+    warehouse = DuckDBWarehouse(path=str(path))
+    assert all(r.success for r in materialize_folders(FOLDERS, resources(LocalLandingZone(root=str(landing)), warehouse),
+                                                      assets=[build_object_asset(clear["Contact"])]))
+    monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "duckdb")
+    monkeypatch.setenv("ETL_ASSETS_DUCKDB_PATH", str(path))
+    monkeypatch.setenv("ETL_ASSETS_HASH_KEY", KEY)
+
+    def run(catalog, *args):
+        monkeypatch.setattr(catalog_module, "load_catalog", lambda *a, **k: catalog)
+        result = CliRunner().invoke(cli.cli, ["catalog", "apply-policies", *args], prog_name="etl-assets")
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    dry = run(parse_catalog(CATALOG), "--dry-run")
+    assert "Contact.email: hash: 2 distinct value(s) hashed; 1 reject record(s) rewritten (would)" in dry
+    assert "Contact.birthdate: exclude: dropped from salesforce.contact (would)" in dry
+    assert _warehouse_hits(warehouse)
+    done = run(parse_catalog(CATALOG), "--object", "contact")
+    assert "(would)" not in done and _warehouse_hits(warehouse) == []
+    assert "kept, but" not in done
+    off = run(parse_catalog({**CATALOG, "column_policies": []}))  # Contact's own LastName hash stays
+    assert ("Contact.email: kept, but 2 value(s) look hashed or masked: turning a policy off applies to new loads "
+            "only") in off
+    assert "Contact.lastname: hash: nothing left to rewrite" in off

@@ -1,5 +1,5 @@
 """The Salesforce commands: `generate-sample`, `materialize` (backup folders, one run each) and
-`catalog refresh` / `catalog import-describe` (the discovered objects)."""
+`catalog refresh` / `catalog import-describe` (the discovered objects) / `catalog apply-policies`."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from etl_assets.cli.common import (
     LOADS,
     LOG_LEVEL_HELP,
     LOG_LEVELS,
+    WAREHOUSE,
     Command,
     Group,
     configured_landing_zone,
+    configured_warehouse,
     dg,
     did_you_mean,
     failure_reasons,
@@ -265,3 +267,42 @@ def catalog_import_describe(files: tuple[str, ...], state: str | None) -> int:
     return run(catalog_import_command, files=list(files), state=state)
 
 
+
+
+def apply_policies_command(args: argparse.Namespace) -> int:
+    import os
+
+    from etl_assets.landing.column_policies import HASH_KEY_ENV, hash_key
+    from etl_assets.salesforce.catalog import load_catalog
+    from etl_assets.salesforce.personal_data import kept_notes, rewrite_existing
+
+    catalog = load_catalog()
+    unknown_objects(list(args.object), catalog)
+    wanted = {name.lower() for name in args.object}
+    objects = [o for o in catalog.values() if (not wanted or o.api_name.lower() in wanted) and o.policies is not None]
+    warehouse = configured_warehouse()
+    for obj in objects:
+        if not warehouse.has_table(obj.schema, obj.table):
+            continue
+        key = hash_key(os.environ.get(HASH_KEY_ENV), obj.api_name) if obj.policies.may_hash else None
+        for change in rewrite_existing(warehouse, obj, key=key, dry_run=args.dry_run):
+            what = change.note or (f"{change.values} distinct value(s) {change.action.value}ed; {change.rejects} "
+                                   "reject record(s) rewritten" if change.values or change.rejects
+                                   else "nothing left to rewrite")
+            print(f"{obj.api_name}.{change.column}: {change.action.value}: {what}" + (" (would)" if args.dry_run else ""))
+        for note in kept_notes(warehouse, obj):
+            print(note)
+    return 0
+
+
+@catalog.command("apply-policies", uses=WAREHOUSE)
+@click.option("--object", multiple=True, metavar="OBJECT",
+              help="Only this object's API name, e.g. Contact (repeatable; default: every object with a policy).")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+def catalog_apply_policies(**options) -> int:
+    """Rewrite loaded rows under the catalog's column policies.
+
+    For a policy turned on after rows were loaded: drops excluded columns, replaces clear values of
+    hashed and masked ones, rewrites the rejects, one transaction per object (docs/personal-data.md).
+    """
+    return run(apply_policies_command, **options)

@@ -19,7 +19,7 @@ import pyarrow as pa
 from etl_assets.landing.column_policies import HASH_KEY_ENV, MASK, Action, hash_key, hash_values, mask_values
 from etl_assets.salesforce.catalog import SalesforceObject
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.spec import column_name, quote
+from etl_assets.warehouse.spec import ColumnType, column_name, quote
 
 
 class HashKey(dg.ConfigurableResource):
@@ -170,3 +170,21 @@ def _rewrite_rejects(session, schema: str, table: str, obj: SalesforceObject, ke
             _replace(session, [(schema, table)], "raw_record", records)
         if reasons:
             _replace(session, [(schema, table)], "reason", reasons)
+
+
+def kept_notes(warehouse: Warehouse, obj: SalesforceObject) -> list[str]:
+    """For each kept text column holding values a policy wrote: that turning a policy off applies to new
+    loads only (the rows already loaded keep their digests or masks until their folders load again)."""
+    spec = obj.table_spec()
+    types = warehouse.column_types(spec.schema, spec.name)
+    kept = [c for c, t in types.items() if t is ColumnType.STRING and not c.startswith("_")
+            and (obj.policies is None or obj.policies.policy(c).action is Action.KEEP)]
+    if not kept:
+        return []
+    written = ", ".join(
+        f"sum(CASE WHEN (length({quote(c)}) = 64 AND translate({quote(c)}, '0123456789abcdef', '') = '') "
+        f"OR {quote(c)} LIKE '{MASK}%' THEN 1 ELSE 0 END)" for c in kept)
+    [counts] = warehouse.query(f"SELECT {written} FROM {quote(spec.schema)}.{quote(spec.name)}")
+    return [f"{obj.api_name}.{column}: kept, but {count} value(s) look hashed or masked: turning a policy off "
+            "applies to new loads only; these rows keep them until their folders are loaded again"
+            for column, count in zip(kept, counts) if count]
