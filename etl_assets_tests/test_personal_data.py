@@ -214,3 +214,37 @@ def test_the_apply_policies_command_says_what_it_changes_and_that_turning_off_is
     assert ("Contact.email: kept, but 2 value(s) look hashed or masked: turning a policy off applies to new loads "
             "only") in off
     assert "Contact.lastname: hash: nothing left to rewrite" in off
+
+
+def test_catalog_refresh_lists_the_columns_each_policy_caught(tmp_path, monkeypatch, capsys):
+    """Rules are patterns: what they caught in the objects refresh discovered is listed, by rule."""
+    import argparse
+
+    import yaml
+
+    from etl_assets.salesforce import catalog as catalog_module
+    from etl_assets.salesforce import discovery
+
+    document = yaml.safe_load(catalog_module.CATALOG_PATH.read_text())
+    document["column_policies"] = CATALOG["column_policies"]
+    document["objects"]["User"]["column_policies"] = {"Phone": "exclude"}
+    catalog_file = tmp_path / "catalog.yaml"
+    catalog_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setattr(discovery, "CATALOG_YAML", catalog_file)
+    landing = tmp_path / "landing" / "backup" / FOLDERS[0] / "Prospect__c"
+    landing.mkdir(parents=True)
+    (landing / "Prospect__c.csv").write_text(
+        "Id,Work_Email__c,Birthdate,Fax_Phone,SystemModstamp\n"
+        "a0B000000000001AAA,a@example.com,1980-01-01,+1 415 555 0101,2024-05-01T06:00:00.000Z\n")
+    try:
+        discovery.refresh_command(argparse.Namespace(state=str(tmp_path / "state.yaml"), sample_rows=100),
+                                  LocalLandingZone(root=str(tmp_path / "landing")))
+    finally:
+        catalog_module.load_catalog.cache_clear()
+    caught = {line.split(": ", 1)[0]: line.split(": ", 1)[1].split(", ")
+              for line in capsys.readouterr().out.splitlines() if line.startswith("column policy ")}
+    assert {"Prospect__c.Birthdate exclude", "Contact.Birthdate exclude"} <= set(caught["column policy rule 'Birthdate'"])
+    assert {"Prospect__c.Fax_Phone mask", "Contact.MobilePhone mask"} <= set(caught["column policy rule '*Phone'"])
+    assert {"Prospect__c.Work_Email__c hash", "Contact.Email hash"} <= set(caught["column policy rule '*Email*'"])
+    assert caught["column policy objects.User.column_policies"] == ["User.Phone exclude"]
+    assert not any(c.startswith("User.Phone") for c in caught["column policy rule '*Phone'"])  # its own entry won

@@ -122,6 +122,7 @@ class SalesforceObject:
     source: str = DECLARED  # declared (catalog.yaml), or described / inferred (discovered.yaml only)
     # What reaches the warehouse of each column (docs/personal-data.md); None: every column kept.
     policies: ObjectPolicies | None = field(default=None, hash=False, compare=False)
+    excluded: tuple[str, ...] = ()  # API names of the catalog's columns an `exclude` policy removed
 
     @property
     def namespace(self) -> str | None:
@@ -152,15 +153,26 @@ class SalesforceObject:
     def with_policies(self, policies: ObjectPolicies) -> SalesforceObject:
         """This object under `policies`: an excluded column is no column at all, and a hashed or masked
         one is text without the type's checks (they were written for the clear value)."""
-        columns = []
+        columns, excluded = [], []
         for c in self.columns:
             action = policies.policy(c.api_name).action
             if action is Action.EXCLUDE:
+                excluded.append(c.api_name)
                 continue
             if action in (Action.HASH, Action.MASK):
                 c = replace(c, type=ColumnType.STRING, checks={}, is_id=False, catalog_type=ColumnType.STRING.value)
             columns.append(c)
-        return replace(self, columns=tuple(columns), policies=policies)
+        return replace(self, columns=tuple(columns), policies=policies, excluded=tuple(excluded))
+
+    def policy_catches(self) -> dict[str, list[str]]:
+        """Where a policy was set (an object's entry, a rule) -> the catalog columns it applies to, as
+        `Object.Field action`: what `etl-assets catalog refresh` lists."""
+        caught: dict[str, list[str]] = {}
+        for api_name in (*self.excluded, *(c.api_name for c in self.columns)):
+            policy = self.policies.policy(api_name) if self.policies else None
+            if policy is not None and policy.action is not Action.KEEP:
+                caught.setdefault(policy.origin, []).append(f"{self.api_name}.{api_name} {policy.action.value}")
+        return caught
 
     def policy_note(self, field: str) -> str | None:
         """The column policy applied to `field` and where it was set, unless the value is kept as is."""

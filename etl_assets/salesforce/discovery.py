@@ -528,7 +528,22 @@ def refresh_command(args: argparse.Namespace, landing_zone: LandingZone,
                     progress: Callable[[str, int, int], None] | None = None) -> int:
     """`etl-assets catalog refresh`: args.state, args.sample_rows."""
     _print_summary(refresh_state(landing_zone, Path(args.state), declared_objects(), args.sample_rows, progress))
+    _print_policies(Path(args.state))
     return 0
+
+
+def _print_policies(state: Path) -> None:
+    """The columns each column policy catches (docs/personal-data.md), with the state just written:
+    a rule is a pattern, and what it caught in newly discovered objects is worth a look."""
+    from etl_assets.salesforce.catalog import load_catalog
+
+    load_catalog.cache_clear()
+    caught: dict[str, list[str]] = {}
+    for obj in load_catalog(CATALOG_YAML, state).values():
+        for origin, columns in obj.policy_catches().items():
+            caught.setdefault(origin, []).extend(columns)
+    for origin, columns in caught.items():
+        print(f"column policy {origin}: {', '.join(columns)}")
 
 
 def import_describe_command(args: argparse.Namespace) -> int:
