@@ -167,3 +167,15 @@ def test_the_asset_description_and_column_schema_name_each_policy():
     assert described["email"] == "source column `Email`; policy: hash (objects.Contact.column_policies)"
     assert described["mobilephone"] == "source column `MobilePhone`; policy: mask (rule '*Phone')"
     assert described["name"] == "source column `Name`"
+
+
+def test_hash_follows_rfc_4231_for_a_key_longer_than_a_block():
+    # RFC 4231, test case 6: a 131-byte key is hashed first.
+    digest = hash_values(pa.array(["Test Using Larger Than Block-Size Key - Hash Key First"]), b"\xaa" * 131)
+    assert digest.to_pylist() == ["60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"]
+
+
+def test_hash_equals_python_hmac_over_many_values_in_order():
+    values = [f"user{i}@exämple{i % 7}.com" if i % 11 else "" for i in range(5_000)]
+    expected = [hmac.new(KEY, v.encode(), hashlib.sha256).hexdigest() if v else v for v in values]
+    assert hash_values(pa.chunked_array([values[:2_500], values[2_500:]]).combine_chunks(), KEY).to_pylist() == expected

