@@ -8,6 +8,7 @@
     python -m benchmarks --only folder_run                      # folder runs through the daemon (or --folder-run)
     python -m benchmarks --only encodings --rows 200000         # reading a Latin-1 copy vs UTF-8
     python -m benchmarks --only partitions                      # 100,000 files of a feed: partitions' cost
+    python -m benchmarks --only policies                        # what hashing 1M e-mail addresses adds to a load
 
 Loads: benchmarks/loads.py (dlt's fastest path beside it: peers.py; export-shaped and
 user files: sources.py); sensor and UI scale: benchmarks/sensor.py; the cost of
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 
 TARGETS = ("pg", "duckdb", "baseline")
-PARTS = ("loads", "sensor", "catalog", "folder_run", "encodings", "partitions")
+PARTS = ("loads", "sensor", "catalog", "folder_run", "encodings", "partitions", "policies")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     written = []
-    if args.only in ("sensor", "catalog", "folder_run", "encodings", "partitions"):
+    if args.only in ("sensor", "catalog", "folder_run", "encodings", "partitions", "policies"):
         targets = set()
     if args.csv and args.memory_rows:
         print("--memory-rows generates files; it does not apply to --csv", file=sys.stderr)
@@ -138,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         encodings = run_encoding_benchmark(args.rows, data, args.rounds, log=lambda m: print(m, flush=True))
         print_encodings(encodings)
         written += write_encodings(out, encodings, report.environment())
+    if args.only in (None, "policies") and not args.csv:
+        from benchmarks.policies import print_policies, run_policy_benchmark, write_policies
+
+        print(f"Column policies: {args.rows:,} e-mail addresses and Contacts, {args.rounds} round(s)", flush=True)
+        policies = run_policy_benchmark(args.rows, data, args.rounds, log=lambda m: print(m, flush=True))
+        print_policies(policies)
+        written += write_policies(out, policies, report.environment())
     if args.only == "folder_run" or args.folder_run:
         from benchmarks.folder_run import run_folder_run_benchmark
 
