@@ -113,6 +113,7 @@ VARIABLES: dict[str, Variable] = _variables(
     Variable("ETL_ASSETS_SALESFORCE_FOLDER_ENCODINGS", "encodings"),
     Variable("ETL_ASSETS_SALESFORCE_FALLBACK_ENCODING", "encoding", default="windows-1252"),
     Variable("ETL_ASSETS_SALESFORCE_DISCOVERED", "path"),
+    Variable("ETL_ASSETS_SALESFORCE_HISTORY", "choice", ("on", "off"), default="on"),
     # totesys.
     Variable("ETL_ASSETS_TOTESYS_DUCKDB_PATH", "path"),
     *_server("ETL_ASSETS_TOTESYS_PG_", "totesys"),

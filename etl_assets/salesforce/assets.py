@@ -28,6 +28,7 @@ from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
 from etl_assets.warehouse.errors import CannotWrite
+from etl_assets.warehouse.history import HISTORY_SUFFIX
 
 DOMAIN = "salesforce"  # the audit trail's domain; asset groups are per kind of object (SalesforceObject.group)
 CODE_VERSION = "1"
@@ -98,7 +99,8 @@ def object_description(obj: SalesforceObject) -> str:
                                                                  + (", ..." if len(sources[s]) > 20 else ""))
                       for s in ("declared", "described", "inferred") if s in sources)
     return (f"{obj.description}\n\nSalesforce `{obj.api_name}` merged (SCD Type 1 by `{obj.primary_key}`, "
-            f"{newest}) into `{obj.schema}.{obj.table}`.\n\nColumns: {typed}.{policy_description(obj)}")
+            f"{newest}) into `{obj.schema}.{obj.table}`.\n\n{history_description(obj)}\n\nColumns: {typed}."
+            f"{policy_description(obj)}")
 
 
 def policy_description(obj: SalesforceObject) -> str:
@@ -109,6 +111,19 @@ def policy_description(obj: SalesforceObject) -> str:
     rules = [f"`{rule.pattern}` {rule.action.value}" for rule in obj.policies.rules]
     parts = ([f"this object's: {', '.join(own)}"] if own else []) + ([f"rules: {', '.join(rules)}"] if rules else [])
     return f"\n\nColumn policies (docs/personal-data.md): {'; '.join(parts)}." if parts else ""
+
+
+def history_table_name(obj: SalesforceObject) -> str | None:
+    """The object's versions table (history mode), or None when it keeps none."""
+    return f"{obj.schema}{HISTORY_SUFFIX}.{obj.table}" if obj.keeps_history else None
+
+
+def history_description(obj: SalesforceObject) -> str:
+    if obj.keeps_history:
+        return (f"History: every version by `{obj.primary_key}` and `{obj.version_column}` kept in "
+                f"`{history_table_name(obj)}` (`history: false` in catalog.yaml turns it off; docs/history.md).")
+    why = "no version column" if obj.version_column is None else "turned off (catalog.yaml or ETL_ASSETS_SALESFORCE_HISTORY)"
+    return f"History: not kept ({why})."
 
 
 def warn_unless_none(check: str, counted: str, count: int, description: str, samples: list[dict],
@@ -312,6 +327,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
             metadata={"salesforce_object": obj.api_name, "primary_key": obj.primary_key,
                       "version_column": obj.version_column or "(none)",
+                      "history_table": history_table_name(obj) or "(off)",
                       "column_sources": dg.MetadataValue.json(obj.column_sources())},
             check_specs=[
                 dg.AssetCheckSpec(NO_SCHEMA_DRIFT, asset=key, description="Every CSV column is in the catalog, and no inferred type had to widen."),

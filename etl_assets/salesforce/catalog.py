@@ -56,6 +56,18 @@ TIME_PATTERN = r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,3})?Z"
 DECLARED, DESCRIBED, INFERRED = "declared", "described", "inferred"
 # "Newest wins" is decided by the first of these an object has (docs/salesforce-objects.md).
 VERSION_FALLBACK = ("SystemModstamp", "LastModifiedDate", "CreatedDate")
+# History mode (docs/history.md): every object keeps its versions unless catalog.yaml says `history: false`
+# for it, or this deployment default is off.
+HISTORY_ENV = "ETL_ASSETS_SALESFORCE_HISTORY"
+HISTORY_SETTINGS = {"on": True, "off": False}
+
+
+def history_default() -> bool:
+    """The deployment's default for objects catalog.yaml says nothing about (ETL_ASSETS_SALESFORCE_HISTORY)."""
+    value = (os.environ.get(HISTORY_ENV) or "on").strip().lower()
+    if value not in HISTORY_SETTINGS:
+        raise CatalogError(f"{HISTORY_ENV} must be on or off, not {value!r}")
+    return HISTORY_SETTINGS[value]
 
 
 class CatalogError(ValueError):
@@ -123,6 +135,11 @@ class SalesforceObject:
     # What reaches the warehouse of each column (docs/personal-data.md); None: every column kept.
     policies: ObjectPolicies | None = field(default=None, hash=False, compare=False)
     excluded: tuple[str, ...] = ()  # API names of the catalog's columns an `exclude` policy removed
+    history: bool = True  # every version kept in `<schema>_history.<table>` (needs a version column)
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.history and self.version_column is not None
 
     @property
     def namespace(self) -> str | None:
@@ -208,6 +225,7 @@ class SalesforceObject:
             description=self.description,
             # A full snapshot marks rows "not newer than it" by their version: without one, nothing is marked.
             track_deletions=self.version_column is not None,
+            history=self.history,
             extra={"redshift": self.redshift} if self.redshift else {},
         )
 
@@ -262,13 +280,21 @@ def _parse_redshift(raw: dict, where: str) -> dict:
     return result
 
 
+def _parse_history(raw, where: str) -> bool:
+    if not isinstance(raw, bool):
+        raise CatalogError(f"{where}.history: expected true or false, not {raw!r}")
+    return raw
+
+
 def parse_catalog(document: dict, discovered: dict | None = None,
-                  refused: dict[str, str] | None = None) -> dict[str, SalesforceObject]:
+                  refused: dict[str, str] | None = None, history: bool | None = None) -> dict[str, SalesforceObject]:
     """catalog.yaml's objects, each with the discovered columns it does not declare, then every
     discovered object catalog.yaml does not name (API names compared ignoring case). A discovered
     object that cannot be an asset is left out, its reason in `refused`: nothing in the landing zone
-    can stop the code location from loading. catalog.yaml itself is people's: its errors raise."""
+    can stop the code location from loading. catalog.yaml itself is people's: its errors raise.
+    `history`: whether objects keep their versions unless catalog.yaml says (None: the deployment's default)."""
     refused = {} if refused is None else refused
+    default_history = history_default() if history is None else history
     common = document.get("common_columns") or {}
     try:
         rules = parse_rules(document.get("column_policies"))
@@ -292,6 +318,7 @@ def parse_catalog(document: dict, discovered: dict | None = None,
             primary_key=entry.get("primary_key", document.get("primary_key", "Id")),
             version_column=entry.get("version_column", document.get("version_column", "SystemModstamp")),
             redshift=_parse_redshift(entry.get("redshift") or {}, where),
+            history=_parse_history(entry.get("history", default_history), where),
         ), entry.get("column_policies"), rules), where)
     for api_name, entry in sorted(found.values()):
         where = f"discovered objects.{api_name}"
@@ -299,7 +326,7 @@ def parse_catalog(document: dict, discovered: dict | None = None,
             refused[api_name] = problem
             continue
         try:
-            _add_discovered(objects, api_name, entry, schema, where, rules)
+            _add_discovered(objects, api_name, entry, schema, where, rules, default_history)
         except (ValueError, TypeError, AttributeError) as error:  # a state edited by hand, or older than a rule
             refused[api_name] = str(error) or type(error).__name__
     if not objects:
@@ -317,7 +344,7 @@ def _with_policies(obj: SalesforceObject, own, rules: tuple[Rule, ...]) -> Sales
 
 
 def _add_discovered(objects: dict[str, SalesforceObject], api_name: str, entry: dict, schema: str, where: str,
-                    rules: tuple[Rule, ...] = ()) -> None:
+                    rules: tuple[Rule, ...] = (), history: bool = True) -> None:
     """One object of the discovered state, typed by its columns (the version column must be a datetime)."""
     columns = _discovered_columns(entry, set(), where)
     if "id" not in {c.name for c in columns}:  # the load refuses such a folder, naming it; the asset exists
@@ -330,6 +357,7 @@ def _add_discovered(objects: dict[str, SalesforceObject], api_name: str, entry: 
     _add(objects, _with_policies(SalesforceObject(
         api_name=api_name, description=f"{label}: found in the backups ({source} types).",
         columns=tuple(columns), schema=schema, primary_key="Id", version_column=version, source=source,
+        history=history,
     ), None, rules), where)
 
 

@@ -30,6 +30,7 @@ from etl_assets.warehouse.errors import (
     WarehouseUnreachable,
     file_fix,
 )
+from etl_assets.warehouse.history import history_spec, keeps_history
 from etl_assets.warehouse.plan import load_result, plan_load
 from etl_assets.warehouse.rows import RowStream, stage
 from etl_assets.warehouse.session import Session
@@ -88,7 +89,9 @@ class Warehouse(dg.ConfigurableResource):
                     with self.session() as session:
                         session.lock_table(spec)
                         session.lock_catalog()
-                        plan = plan_load(dialect, batch, session.table_columns(spec.schema, spec.name), after, rows)
+                        versions = history_spec(spec) if keeps_history(spec) else None
+                        plan = plan_load(dialect, batch, session.table_columns(spec.schema, spec.name), after, rows,
+                                         session.table_columns(versions.schema, versions.name) if versions else None)
                         session.run_ddl(plan.prepare)
                     with self.session() as session:
                         session.lock_table(spec)
@@ -172,15 +175,19 @@ class Warehouse(dg.ConfigurableResource):
             rows = session.fetchall(f"SELECT * FROM {quote(schema)}.{quote(table)}")
         return pd.DataFrame(rows, columns=columns)
 
-    def plan(self, batch: StagedBatch, existing: dict[str, int | None], after: Sequence[PlanStep] = ()) -> LoadPlan:
-        """Every statement a load of `batch` runs into a table with the columns `existing` (name -> width);
+    def plan(self, batch: StagedBatch, existing: dict[str, int | None], after: Sequence[PlanStep] = (),
+             history_existing: dict[str, int | None] | None = None) -> LoadPlan:
+        """Every statement a load of `batch` runs into a table with the columns `existing` (name -> width)
+        and, where it keeps history, a versions table with `history_existing` (None: created if absent);
         `etl-assets sql` prints it."""
         rows = RowStream(batch, self.capabilities.text_limits) if batch.source is not None else None
-        return plan_load(self.dialect(), batch, existing, after, rows)
+        return plan_load(self.dialect(), batch, existing, after, rows, history_existing)
 
     def check_limits(self, spec: TableSpec) -> None:
         """Refuse, before any DDL, a table this engine cannot hold."""
         total = len(spec.columns) + len(LINEAGE_COLUMNS) + 1
+        if keeps_history(spec):  # the versions table: _valid_from, _valid_to, _is_current, _deleted_at, _loaded_at
+            total = max(total, len(spec.columns) + len(LINEAGE_COLUMNS) + 5)
         limit = self.capabilities.max_columns
         if limit is not None and total > limit:
             raise WarehouseLimitError(f"{spec.schema}.{spec.name} would have {total} columns; {self.describe()} "

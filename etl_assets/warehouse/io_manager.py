@@ -23,6 +23,7 @@ from etl_assets.warehouse.audit import (
 )
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
+from etl_assets.warehouse.history import history_spec, keeps_history
 from etl_assets.warehouse.spec import (
     DELETED_IN_SOURCE_AT,
     LINEAGE_COLUMNS,
@@ -191,6 +192,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "deleted": result.deleted,
                 **({"rows_deleted_in_source": self.warehouse.count_rows(spec.schema, spec.name, DELETED_IN_SOURCE_AT)}
                    if spec.track_deletions else {}),
+                **(self._history_metadata(spec, result.versions_added) if keeps_history(spec) else {}),
                 "load_mode": obj.mode,
                 "added_columns": list(result.added_columns),
             }
@@ -199,6 +201,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata(metadata)
         else:
             context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition)
+
+    def _history_metadata(self, spec: TableSpec, added: int) -> dict:
+        """The versions table (history mode): its name, the versions this load added, the versions it holds."""
+        versions = history_spec(spec)
+        return {"history_table": f"{versions.schema}.{versions.name}", "versions_added": added,
+                "versions": self.warehouse.count_rows(versions.schema, versions.name)}
 
     def load_input(self, context: dg.InputContext):
         """Nothing reads a loaded table as an asset input: dbt and SQL read the warehouse itself."""

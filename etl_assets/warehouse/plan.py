@@ -41,6 +41,12 @@ from etl_assets.warehouse.dialect import (
     staged_columns,
     table,
 )
+from etl_assets.warehouse.history import (
+    closing_steps,
+    keeps_history,
+    prepare_history_steps,
+    version_steps,
+)
 from etl_assets.warehouse.rows import RowStream
 from etl_assets.warehouse.spec import (
     DELETED_IN_SOURCE_AT,
@@ -62,9 +68,11 @@ Existing = dict[str, int | None]  # the table's columns now: name -> character w
 
 
 def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequence[PlanStep] = (),
-              rows: RowStream | None = None) -> LoadPlan:
+              rows: RowStream | None = None, history_existing: Existing | None = None) -> LoadPlan:
     """Every statement a load of `batch` runs, given the table's current columns; `rows` are the batch's
-    rows as they stream into the transaction (None: the batch is staged); `after` ends the transaction."""
+    rows as they stream into the transaction (None: the batch is staged); `after` ends the transaction.
+    `history_existing`: the columns of the versions table now, where the spec keeps history (None: not
+    known, it is created if absent)."""
     spec = batch.spec
     plan = LoadPlan(prepare=prepare_steps(d, batch, existing), added_columns=added_columns(batch, existing))
     source, params, staging = d.stage_steps(batch)
@@ -76,6 +84,9 @@ def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequenc
     plan.prepare.append(Step(d.create_rejects_sql(spec)))
     if spec.track_deletions:
         plan.prepare += d.create_deletion_tables_steps(spec)
+    history = keeps_history(spec)
+    if history:
+        plan.prepare += prepare_history_steps(d, batch, history_existing)
     plan.transaction += marks_check_steps(d, batch)
     if rows is not None:
         merge, drop_latest = streamed_merge_steps(d, batch, existing, rows)
@@ -84,7 +95,13 @@ def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequenc
     else:
         merge, drop_latest = general_merge_steps(d, batch, existing, source, params, staging)
     plan.transaction += merge
-    plan.transaction += deletion_steps(d, batch, streamed=rows is not None)
+    # The versions' closing reads the recomputed marks; after a full snapshot also the keys whose mark
+    # was recomputed, before their temporary table is dropped.
+    full = spec.track_deletions and batch.full_snapshot_date is not None
+    closing = closing_steps(d, spec, DELETED if full else None) if history else []
+    plan.transaction += deletion_steps(d, batch, streamed=rows is not None, before_drop=closing if full else ())
+    if not full:
+        plan.transaction += closing
     if batch.partition is not None:
         plan.transaction.append(Step(f"DELETE FROM {rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = "
                                      f"{d.param}", (batch.partition,)))
@@ -139,7 +156,10 @@ def general_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, sour
                         staging: list[Step]) -> tuple[list[PlanStep], list[Step]]:
     """Stage, keep the newest version of each key in LATEST, update the rows it beats, insert new keys."""
     spec = batch.spec
-    steps = staging + d.latest_steps(spec, source, params) + [
+    # The versions read every staged row: before the newest-version pass, which may delete beaten ones.
+    versions = version_steps(d, spec, source, params, repeats=batch.keys_repeat is not False) \
+        if keeps_history(spec) else []
+    steps = staging + versions + d.latest_steps(spec, source, params) + [
         Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
         d.update_step(batch, existing),
         Step(d.insert_sql(spec), result="inserted"),
@@ -161,6 +181,7 @@ def distinct_keys_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing
     default, CURRENT_TIMESTAMP, as the INSERT sets it; LATEST is then a view of the table, which holds
     exactly the batch. A table another load filled between the two transactions takes the general steps."""
     spec = batch.spec
+    versions = version_steps(d, spec, LATEST) if keeps_history(spec) else []  # LATEST holds every staged row
     steps = staging + [
         latest_view(spec, d.view_source(batch, source)),
         d.update_step(batch, existing),
@@ -168,11 +189,12 @@ def distinct_keys_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing
     ]
     drop = [Step(f"DROP VIEW {LATEST}")]
     if existing or not d.capabilities.copies_into_new_tables:
-        return steps, drop
+        return steps + versions, drop
     copy = replace(d.copy_files_step(table(spec), batch.files, staged_columns(spec)), result="inserted")
     return [
         Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table(spec)})", fetch=True, result="direct"),
         Branch("direct", then=(copy, latest_view(spec, table(spec))), otherwise=tuple(steps)),
+        *versions,
     ], drop
 
 
@@ -189,7 +211,11 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
     load read the rows again (ReadAgain: the transaction rolls back) with `keys_repeat` known, on the
     general path; so does a table another load filled between the two transactions."""
     spec = batch.spec
-    steps = [Step(d.create_staging_sql(batch)), d.stream_step(rows, STAGING, direct=False),
+    history = keeps_history(spec)
+    # The versions read every staged row: before the newest-version pass, which may delete beaten ones.
+    versions = [Branch("keys_repeat", then=tuple(version_steps(d, spec, STAGING, repeats=True)),
+                       otherwise=tuple(version_steps(d, spec, STAGING)))] if history else []
+    steps = [Step(d.create_staging_sql(batch)), d.stream_step(rows, STAGING, direct=False), *versions,
              Branch("keys_repeat",
                     then=(*d.latest_steps(spec, STAGING, ()),
                           Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True)),
@@ -205,7 +231,8 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
         return steps, drops
     return [
         Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table(spec)})", fetch=True, result="direct"),
-        Branch("direct", then=(*direct_load_steps(d, spec, rows), latest_view(spec, table(spec))),
+        Branch("direct", then=(*direct_load_steps(d, spec, rows), latest_view(spec, table(spec)),
+                               *(version_steps(d, spec, LATEST) if history else ())),
                otherwise=tuple(steps)),
     ], [Branch("direct", then=(Step(f"DROP VIEW {LATEST}"),), otherwise=tuple(drops))]
 
@@ -243,10 +270,13 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
     version = spec.version_column
     each_chunk = [Step(d.chunk_merge_sql(spec), fetch=True, result=("inserted", "updated"))]
     chunk: list[Step] = [Step(d.create_staging_sql(batch, CHUNK))]
-    if spec.track_deletions:  # the deletion marks' steps read the batch's keys and versions from LATEST
+    history = keeps_history(spec)
+    if spec.track_deletions or history:  # the marks' and versions' closing steps read the keys from LATEST
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
         chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
         each_chunk.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
+    if history:  # a key repeated within or across chunks reads the rows again: a chunk's versions are distinct
+        each_chunk += version_steps(d, spec, CHUNK)
     each_chunk.append(Step(f"TRUNCATE {CHUNK}"))
     chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=tuple(each_chunk)))
     keyed = Step(f"SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass({d.param}) AND indisprimary)",
@@ -273,7 +303,8 @@ def marks_check_steps(d: Dialect, batch: StagedBatch) -> list[Step]:
                  (spec.name,), fetch=True, result="marks")]
 
 
-def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool) -> list[PlanStep]:
+def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool, before_drop: Sequence[PlanStep] = ()
+                   ) -> list[PlanStep]:
     """After the merge: record a full snapshot's evidence, then recompute `_deleted_in_source_at`.
 
     A row is deleted in source iff a full snapshot of its table has a cutoff at or after the row's
@@ -281,7 +312,8 @@ def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool) -> list[PlanS
     snapshot's date. The evidence only grows whatever the load order, so recomputing the mark of every
     row a load can affect (all of them after a full snapshot, the staged keys otherwise) leaves the same
     table in any order. A snapshot with rejected rows records the keys it holds but is no evidence of
-    deletions: its rejected keys would look deleted (`streamed`: its rejects are counted as it is read)."""
+    deletions: its rejected keys would look deleted (`streamed`: its rejects are counted as it is read).
+    `before_drop` run while the recomputed keys are still in DELETED (the versions' closing)."""
     spec = batch.spec
     if not spec.track_deletions:
         return []
@@ -298,8 +330,9 @@ def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool) -> list[PlanS
                           (spec.name, batch.partition)))
         record = Step(
             f'INSERT INTO {backups} ("table_name", "partition", "cutoff", "backup_at") SELECT {p}, {p}, '
-            f"COALESCE(MAX({version}), CAST({p} AS TIMESTAMPTZ)), CAST({p} AS TIMESTAMPTZ) FROM {LATEST}",
-            (spec.name, batch.partition, _timestamp(backup_at - EARLIEST_ZONE_OFFSET), _timestamp(backup_at)))
+            f"GREATEST(COALESCE(MAX({version}), CAST({p} AS TIMESTAMPTZ)), CAST({p} AS TIMESTAMPTZ)), "
+            f"CAST({p} AS TIMESTAMPTZ) FROM {LATEST}",
+            (spec.name, batch.partition, *[_timestamp(backup_at - EARLIEST_ZONE_OFFSET)] * 2, _timestamp(backup_at)))
         if streamed:
             steps.append(Branch("rejected", otherwise=(record,)))
         elif not batch.rejected_rows:
@@ -324,6 +357,7 @@ def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool) -> list[PlanS
         Step(f'UPDATE {target} AS t SET {mark} = d."deleted_at" FROM {DELETED} AS d WHERE t.{key} = d.{key} '
              f'AND (t.{mark} <> d."deleted_at" OR (t.{mark} IS NULL AND d."deleted_at" IS NOT NULL) '
              f'OR (t.{mark} IS NOT NULL AND d."deleted_at" IS NULL))'),
+        *before_drop,
         Step(f"DROP TABLE {DELETED}"),
     ]
     return steps + ([Branch("marks", then=tuple(recompute))] if marks_check_steps(d, batch) else recompute)
@@ -339,7 +373,7 @@ def load_result(batch: StagedBatch, results: dict[str, int], plan: LoadPlan) -> 
     # A merge of distinct keys counts no keys (they are the batch's rows); a first load copied straight
     # into its new table updates nothing.
     return LoadResult(results.get("keys_staged", batch.rows), batch.rejected_rows, results["inserted"],
-                      results.get("updated", 0), plan.added_columns)
+                      results.get("updated", 0), plan.added_columns, versions_added=results.get("versions_added", 0))
 
 
 def _timestamp(value: datetime) -> str:

@@ -169,6 +169,8 @@ class TableSpec:
     description: str = ""
     # Full snapshots of the source mark the rows they lack as deleted in source (see plan.py).
     track_deletions: bool = False
+    # Every version of every key is kept in `<schema>_history.<name>` by the same load (history.py).
+    history: bool = False
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:

@@ -104,6 +104,7 @@ class LoadResult:
     updated: int
     added_columns: tuple[str, ...]
     deleted: int = 0  # rows an append of the same file, or a replace, removed first
+    versions_added: int = 0  # versions the versions table did not hold (history mode)
 
     @property
     def unchanged(self) -> int:

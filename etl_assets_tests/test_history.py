@@ -1,0 +1,265 @@
+"""History mode (issue 28): the versions table `salesforce_history.<object>`, on DuckDB and the real PostgreSQL.
+
+The folders are written here, small and exact. The property test loads a random set of folders
+(differentials and full backups that lack some Ids, records deleted and re-appearing, the same version
+in several folders, equal SystemModstamps, soft deletes, an Id twice in one file) in random orders with
+repeats, through the Salesforce staging and the Warehouse's load (streamed, merged by chunk, or staged
+first, as each engine chooses; some loads staged on purpose), and requires the versions table and the
+current table to equal those of loading every folder once in date order. Other tests pin the intervals
+themselves, and the Dagster asset path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+
+from etl_assets.salesforce.catalog import load_catalog, parse_catalog
+from etl_assets.salesforce.partitions import full_backup_date
+from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
+from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.warehouse.duckdb import DuckDBWarehouse
+from etl_assets.warehouse.history import as_of_query, history_spec
+from etl_assets.warehouse.postgres import PostgresWarehouse
+from etl_assets_tests.helpers import table_digest
+
+UTC = dt.timezone.utc
+HEADER = "Id,IsDeleted,SystemModstamp,Name"
+ACCOUNT = load_catalog()["Account"]
+HISTORY = "salesforce_history"
+IDS = [salesforce_id("001", n) for n in range(1, 9)]
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def engine(request, tmp_path):
+    """A function returning an empty warehouse on the engine: a new DuckDB file, or the test's
+    PostgreSQL database with the schemas of the previous call dropped."""
+    if request.param == "duckdb":
+        counter = itertools.count()
+        return lambda: DuckDBWarehouse(path=str(tmp_path / f"warehouse_{next(counter)}.duckdb"))
+    database = request.getfixturevalue("postgres_database")
+    warehouse = PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
+                                  database=database["database"])
+
+    def fresh() -> PostgresWarehouse:
+        with warehouse.session() as session:
+            for schema in ("salesforce", HISTORY, "etl_audit"):
+                session.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        return warehouse
+
+    return fresh
+
+
+def stamp(day: int, hour: int = 8, minute: int = 0) -> str:
+    return (dt.datetime(2024, 6, 1, tzinfo=UTC) + dt.timedelta(days=day - 1, hours=hour, minutes=minute)
+            ).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def write_folder(root: Path, folder: str, rows: list[tuple], api_name: str = "Account") -> None:
+    """One CSV of (Id, SystemModstamp, Name[, IsDeleted]) rows."""
+    directory = root / "backup" / folder / api_name
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER] + [f"{r[0]},{'true' if len(r) > 3 and r[3] else 'false'},{r[1]},{r[2]}" for r in rows]
+    (directory / f"{api_name}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def load_folder(warehouse, root: Path, folder: str, staged: bool = False, obj=ACCOUNT):
+    """What the object's asset does for one folder: its files as a batch (a full folder's a snapshot),
+    streamed into the load or, with `staged`, staged to Parquet first."""
+    directory = root / "backup" / folder / obj.api_name
+    paths = sorted(directory.glob("*.csv")) if directory.is_dir() else []
+    files = [SourceFile(f"backup/{folder}/{obj.api_name}/{p.name}", p) for p in paths]
+    batch, _ = (stage_object if staged else stream_object)(obj, files, partition=folder)
+    batch.full_snapshot_date = full_backup_date(folder) if files else None
+    try:
+        return warehouse.load(batch)
+    finally:
+        batch.discard()
+
+
+def versions(warehouse, table: str = "account") -> list[tuple]:
+    """(id, valid_from, valid_to, is_current, deleted_at, name, partition), ordered."""
+    rows = warehouse.query(f'SELECT id, _valid_from, _valid_to, _is_current, _deleted_at, name, _source_partition '
+                           f'FROM {HISTORY}."{table}" ORDER BY id, _valid_from')
+
+    def utc(value):
+        return value.astimezone(UTC) if value is not None else None
+    return [(i, utc(f), utc(t), bool(c), utc(d), n, p) for i, f, t, c, d, n, p in rows]
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# The intervals themselves.
+
+def test_versions_get_intervals_and_a_late_folder_goes_in_the_middle(engine, tmp_path):
+    a, b = IDS[:2]
+    write_folder(tmp_path, "20240601_Differential", [(a, stamp(1), "a1"), (b, stamp(1), "b1")])
+    write_folder(tmp_path, "20240602_Differential", [(a, stamp(2), "a2")])
+    write_folder(tmp_path, "20240603_Differential", [(a, stamp(3), "a3"), (b, stamp(3), "b3")])
+    warehouse = engine()
+    first = load_folder(warehouse, tmp_path, "20240601_Differential")
+    assert first.versions_added == 2
+    load_folder(warehouse, tmp_path, "20240603_Differential")
+    late = load_folder(warehouse, tmp_path, "20240602_Differential")  # arrives last, belongs in the middle
+    assert late.versions_added == 1
+    assert versions(warehouse) == [
+        (a, at(stamp(1)), at(stamp(2)), False, None, "a1", "20240601_Differential"),
+        (a, at(stamp(2)), at(stamp(3)), False, None, "a2", "20240602_Differential"),
+        (a, at(stamp(3)), None, True, None, "a3", "20240603_Differential"),
+        (b, at(stamp(1)), at(stamp(3)), False, None, "b1", "20240601_Differential"),
+        (b, at(stamp(3)), None, True, None, "b3", "20240603_Differential"),
+    ]
+    again = load_folder(warehouse, tmp_path, "20240602_Differential")
+    assert again.versions_added == 0
+    assert len(versions(warehouse)) == 5
+
+
+def test_a_full_backup_closes_the_last_version_and_a_later_one_holding_the_record_reopens_it(engine, tmp_path):
+    """Item 6 too: the record deleted is the most recently changed one of a quiet object; the full
+    backup's own date (with the 14-hour margin) is its evidence, not the newest version among its rows."""
+    a, b = IDS[:2]
+    write_folder(tmp_path, "20240601_Differential", [(a, stamp(1, 6), "a1"), (b, stamp(1, 7), "b1")])
+    write_folder(tmp_path, "20240605_Full", [(a, stamp(1, 6), "a1")])  # b, the newest change, is gone
+    write_folder(tmp_path, "20240606_Full", [(a, stamp(1, 6), "a1"), (b, stamp(1, 7), "b1")])  # restored
+    warehouse = engine()
+    load_folder(warehouse, tmp_path, "20240601_Differential")
+    load_folder(warehouse, tmp_path, "20240605_Full")
+    deleted = dt.datetime(2024, 6, 5, tzinfo=UTC)
+    assert versions(warehouse) == [
+        (a, at(stamp(1, 6)), None, True, None, "a1", "20240601_Differential"),
+        (b, at(stamp(1, 7)), deleted, False, deleted, "b1", "20240601_Differential"),
+    ]
+    assert warehouse.query('SELECT _deleted_in_source_at FROM salesforce.account WHERE id = ?'
+                           if isinstance(warehouse, DuckDBWarehouse) else
+                           'SELECT _deleted_in_source_at FROM salesforce.account WHERE id = %s', [b])[0][0] == deleted
+    load_folder(warehouse, tmp_path, "20240606_Full")
+    assert [v[2:5] for v in versions(warehouse)] == [(None, True, None)] * 2
+
+
+def test_a_soft_deleted_last_version_is_closed_at_its_own_time_and_as_of_leaves_it_out(engine, tmp_path):
+    a, b = IDS[:2]
+    write_folder(tmp_path, "20240601_Differential", [(a, stamp(1), "a1"), (b, stamp(1), "b1")])
+    write_folder(tmp_path, "20240603_Differential", [(a, stamp(3), "a1", True)])  # to the recycle bin
+    warehouse = engine()
+    for folder in ("20240603_Differential", "20240601_Differential"):
+        load_folder(warehouse, tmp_path, folder)
+    assert versions(warehouse)[:2] == [
+        (a, at(stamp(1)), at(stamp(3)), False, None, "a1", "20240601_Differential"),
+        (a, at(stamp(3)), at(stamp(3)), False, at(stamp(3)), "a1", "20240603_Differential"),
+    ]
+    spec = history_spec(ACCOUNT.table_spec())
+    dialect = "duckdb" if isinstance(warehouse, DuckDBWarehouse) else "postgres"
+
+    def as_of(when) -> list:
+        return sorted(r[:1] for r in warehouse.query(as_of_query(ACCOUNT.table_spec(), when, dialect, ["id", "name"])))
+    assert spec.schema == HISTORY
+    assert as_of(dt.date(2024, 6, 1)) == []  # before any version
+    assert as_of(at(stamp(2))) == [(a,), (b,)]
+    assert as_of(at(stamp(3))) == [(b,)]
+    assert as_of("2024-06-10") == [(b,)]
+
+
+def test_history_off_in_the_catalog_keeps_no_versions(engine, tmp_path):
+    document = {"common_columns": {"Id": {"type": "id", "nullable": False}, "IsDeleted": "boolean",
+                                   "SystemModstamp": "datetime"},
+                "objects": {"Account": {"history": False, "columns": {"Name": "string"}}}}
+    obj = parse_catalog(document)["Account"]
+    assert not obj.keeps_history and not obj.table_spec().history
+    write_folder(tmp_path, "20240601_Differential", [(IDS[0], stamp(1), "a1")])
+    warehouse = engine()
+    result = load_folder(warehouse, tmp_path, "20240601_Differential", obj=obj)
+    assert result.inserted == 1 and result.versions_added == 0
+    assert not warehouse.has_table(HISTORY, "account")
+    assert parse_catalog(document | {"objects": {"Account": {"columns": {"Name": "string"}}}},
+                         history=False)["Account"].history is False  # the deployment default
+    assert parse_catalog(document | {"objects": {"Account": {"columns": {"Name": "string"}}}},
+                         history=True)["Account"].keeps_history
+
+
+# Any order, any number of times.
+
+def random_scenario(rng: random.Random) -> dict[str, list[tuple]]:
+    """Folder -> rows, built day by day from a state of the records: differentials change a few records
+    (sometimes to the recycle bin, sometimes re-sending a version already sent, or an Id twice in one
+    file); full backups hold every live record but drop some (hard deletes) and bring back some dropped
+    ones at the version they had (restored from the recycle bin); stamps are drawn from few values, so
+    equal SystemModstamps occur across records."""
+    state: dict[str, tuple] = {}  # id -> (stamp, name, is_deleted) of the live record
+    gone: dict[str, tuple] = {}  # hard-deleted records, as they were
+    folders = {}
+    for day in range(1, 8):
+        full = rng.random() < 0.4
+        folder = f"202406{day:02d}_{'Full' if full else 'Differential'}"
+        rows = []
+        for id_ in rng.sample(IDS, rng.randint(1, 4)):  # changes during the day before
+            if id_ in gone and rng.random() < 0.5:
+                continue
+            previous = state.get(id_) or gone.pop(id_, None)
+            when = stamp(day - 1 if day > 1 else 1, rng.choice([2, 8, 8, 20]))
+            if previous and previous[0] >= when:
+                when = previous[0]  # the same version again (a differential re-sending it)
+            version = (when, f"{id_[-3:]}@{when[8:13]}", rng.random() < 0.15)
+            state[id_] = version
+            if not full:
+                rows.append((id_, *version[:2], version[2]))
+        if full:
+            for id_, version in list(state.items()):
+                if rng.random() < 0.2:
+                    gone[id_] = state.pop(id_)  # hard-deleted before the snapshot
+            for id_, version in list(gone.items()):
+                if rng.random() < 0.3:
+                    state[id_] = gone.pop(id_)  # restored
+            rows = [(id_, v[0], v[1], v[2]) for id_, v in sorted(state.items())]
+        elif rows and rng.random() < 0.3:
+            id_, when, name, deleted = rows[0]
+            earlier = stamp(1, 1)
+            if earlier < when:
+                rows.append((id_, earlier, name + " earlier", False))  # an Id twice in one file
+        folders[folder] = rows
+    return folders
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_any_order_and_any_repeats_give_the_history_of_one_load_in_date_order(engine, tmp_path, seed):
+    rng = random.Random(seed)
+    scenario = random_scenario(rng)
+    for folder, rows in scenario.items():
+        write_folder(tmp_path, folder, rows)
+    folders = sorted(scenario)
+    reference = engine()
+    for folder in folders:
+        load_folder(reference, tmp_path, folder)
+    expected = (table_digest(reference, "account", HISTORY), table_digest(reference, "account"))
+    assert len(expected[0]) >= len(folders)
+    assert sum(1 for v in versions(reference) if v[4] is not None) >= 1 or seed, "no deletion in the scenario"
+    for trial in range(4):
+        order = folders[:]
+        rng.shuffle(order)
+        order += rng.sample(folders, 3)  # repeats, anywhere
+        rng.shuffle(order)
+        warehouse = engine()
+        for folder in order:
+            load_folder(warehouse, tmp_path, folder, staged=rng.random() < 0.3)
+        got = (table_digest(warehouse, "account", HISTORY), table_digest(warehouse, "account"))
+        assert got == expected, f"seed {seed}, order {order}"
+        check_invariants(versions(warehouse))
+
+
+def check_invariants(rows: list[tuple]) -> None:
+    """Per record: each version's interval ends where the next starts; only the last may be current
+    or deleted; a deleted last version is closed no earlier than it starts."""
+    for id_, group in itertools.groupby(rows, key=lambda r: r[0]):
+        group = list(group)
+        for version, following in zip(group, group[1:]):
+            assert version[2] == following[1] and not version[3] and version[4] is None, (id_, group)
+        last = group[-1]
+        assert last[3] == (last[2] is None), (id_, last)
+        assert (last[4] is None) == last[3], (id_, last)
+        if last[4] is not None:
+            assert last[2] >= last[1]
