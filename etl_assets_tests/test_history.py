@@ -11,6 +11,7 @@ themselves, and the Dagster asset path.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import random
@@ -263,3 +264,59 @@ def check_invariants(rows: list[tuple]) -> None:
         assert (last[4] is None) == last[3], (id_, last)
         if last[4] is not None:
             assert last[2] >= last[1]
+
+
+# Redshift: the same steps, parsed as Redshift and run on PostgreSQL as today's merge is.
+
+def test_the_redshift_plan_keeps_versions_parses_as_redshift_and_runs_on_postgres(postgres_database, s3_endpoint,
+                                                                                   s3_bucket):
+    from dagster_aws.s3 import S3Resource
+
+    from etl_assets.warehouse.redshift import RedshiftWarehouse
+    from etl_assets.warehouse.redshift_sessions import render
+    from etl_assets_tests.conftest import S3_CREDENTIALS
+    from etl_assets_tests.test_redshift import SPEC, assert_redshift_sql, batch_of, run_plan_on_postgres
+
+    _, bucket = s3_bucket
+    redshift = RedshiftWarehouse(s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), staging_bucket=bucket,
+                                 iam_role_arn="arn:aws:iam::123456789012:role/copy")
+    spec = dataclasses.replace(SPEC, track_deletions=True, history=True)
+    newer = batch_of([("A", 3, "a3"), ("B", 4, "b4")], partition="P2", spec=spec)
+    older = batch_of([("A", 1, "a1"), ("A", 2, "a2"), ("C", 1, "c1")], partition="P1", spec=spec)  # A repeats
+    full = batch_of([("A", 3, "a3")], partition="P3", spec=spec)  # B and C are gone
+    full.full_snapshot_date = dt.date(2024, 5, 10)
+    for batch in (newer, older, full):
+        statements = redshift.plan(batch, {}).statements()
+        assert any(s.sql.startswith('INSERT INTO "salesforce_history"."note__c"') for s in statements)
+        for step in statements:
+            assert_redshift_sql(render(step.sql, step.params))
+    for batch in (newer, older, older, full):
+        run_plan_on_postgres(redshift, postgres_database, batch)
+    warehouse = PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
+                                  user=postgres_database["user"], database=postgres_database["database"])
+    rows = warehouse.query('SELECT id, EXTRACT(DAY FROM _valid_from)::int, EXTRACT(DAY FROM _valid_to)::int, '
+                           '_is_current, EXTRACT(DAY FROM _deleted_at)::int, body '
+                           'FROM salesforce_history.note__c ORDER BY id, _valid_from')
+    assert rows == [("A", 1, 2, False, None, "a1"), ("A", 2, 3, False, None, "a2"), ("A", 3, None, True, None, "a3"),
+                    ("B", 4, 10, False, 10, "b4"), ("C", 1, 10, False, 10, "c1")]
+
+
+# The asset: what `make run` and the sensor's runs do.
+
+def test_the_object_asset_keeps_versions_and_reports_them(engine, tmp_path):
+    import dagster as dg
+
+    from etl_assets.landing.zone import LocalLandingZone
+    from etl_assets_tests.helpers import materialize_folders, resources
+
+    a = IDS[0]
+    write_folder(tmp_path, "20240601_Differential", [(a, stamp(1), "a1")])
+    write_folder(tmp_path, "20240602_Differential", [(a, stamp(2), "a2")])
+    warehouse = engine()
+    results = materialize_folders(["20240602_Differential", "20240601_Differential"],
+                                  resources(LocalLandingZone(root=str(tmp_path)), warehouse),
+                                  instance=dg.DagsterInstance.ephemeral(), objects=["Account"])
+    metadata = [r.get_asset_materialization_events()[0].materialization.metadata for r in results]
+    assert [m["versions_added"].value for m in metadata] == [1, 1]
+    assert metadata[-1]["versions"].value == 2 and metadata[-1]["history_table"].value == "salesforce_history.account"
+    assert [v[1:4] for v in versions(warehouse)] == [(at(stamp(1)), at(stamp(2)), False), (at(stamp(2)), None, True)]

@@ -19,7 +19,7 @@ gives the same rows. The load keeps it in the same transaction as the merge, in 
 1. `version_steps`, where the batch's rows are all at hand (before the newest-version pass, or per
    chunk): versions the table lacks are inserted with their intervals, computed by one window over
    the versions of just the keys that gained one; the neighbours whose next version changed are
-   re-closed; a version seen again from an earlier folder takes that folder's values.
+   re-closed; a version seen again from an earlier folder is replaced by that folder's row.
 2. `closing_steps`, after the deletion marks were recomputed: the last version of each key the load
    can affect (its staged keys, and after a full backup every key whose mark was recomputed) is
    closed or re-opened from the soft-delete flag and the current table's mark.
@@ -134,10 +134,10 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
             f"(PARTITION BY {key}, {version} ORDER BY {first}) AS etl_rank FROM {source} WHERE {version} IS NOT NULL"
             f") AS ranked WHERE etl_rank = 1", params))
         source, params = VERSIONS, ()
-    sets = ", ".join(f"{n} = s.{n}" for n in names if n not in (key, version))
     steps += [
-        # A version seen again from an earlier folder takes that folder's values (the first appearance).
-        Step(f"UPDATE {target} AS h SET {sets} FROM {source} AS s WHERE h.{key} = s.{key} AND h.{vf} = s.{version} "
+        # A version seen again from an earlier folder takes that folder's values (the first appearance):
+        # removed here, it is a new version below. No wide UPDATE (DuckDB keeps an UPDATE's old rows in memory).
+        Step(f"DELETE FROM {target} AS h USING {source} AS s WHERE h.{key} = s.{key} AND h.{vf} = s.{version} "
              f"AND {_lineage_beats(spec, 'h', 's')}", params),
         Step(f"CREATE TEMPORARY TABLE {NEW_VERSIONS} AS SELECT s.{key} AS {key}, s.{version} AS {vf} FROM {source} "
              f"AS s WHERE s.{version} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {target} AS h "
