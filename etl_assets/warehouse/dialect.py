@@ -172,6 +172,11 @@ class Dialect:
         check reads no unmarked row. Made with the table or its mark column."""
         return []
 
+    def closed_versions_index_steps(self, versions: TableSpec) -> list[Step]:
+        """Where the engine has partial indexes: one on a versions table's closed versions (history mode),
+        which the closing of the staged keys looks up."""
+        return []
+
     def widen_steps(self, spec: TableSpec, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:
         """Wider text columns, where the engine's text has a width (Redshift)."""
         return []

@@ -20,9 +20,8 @@ gives the same rows. The load keeps it in the same transaction as the merge, in 
    chunk): versions the table lacks are inserted with their intervals, computed by one window over
    the versions of just the keys that gained one; the neighbours whose next version changed are
    re-closed; a version seen again from an earlier folder is replaced by that folder's row.
-2. `closing_steps`, after the deletion marks were recomputed: the last version of each key the load
-   can affect (its staged keys, and after a full backup every key whose mark was recomputed) is
-   closed or re-opened from the soft-delete flag and the current table's mark.
+2. `closing_steps`, after the deletion marks were recomputed: the last version of each key whose mark
+   was recomputed is closed or re-opened from the soft-delete flag and the current table's mark.
 
 Everything is plain SQL every engine runs (window functions, UPDATE ... FROM, temporary tables), so
 Redshift runs the same steps as PostgreSQL and DuckDB. `as_of_query` reads a table as of a time.
@@ -98,7 +97,7 @@ def prepare_history_steps(d: Dialect, batch: StagedBatch, existing: dict[str, in
     versions = history_spec(spec)
     steps = [Step(f"CREATE SCHEMA IF NOT EXISTS {quote(versions.schema)}")]
     if not existing:
-        return steps + [Step(create_history_sql(d, spec, batch))]
+        return steps + [Step(create_history_sql(d, spec, batch)), *d.closed_versions_index_steps(versions)]
     steps += [Step(f"ALTER TABLE {table(versions)} ADD COLUMN {quote(c.name)} {d.column_type(c, batch)}")
               for c in spec.columns if c.name not in existing]
     retyped = {name: change for name, change in batch.retyped.items() if name in existing}
@@ -122,7 +121,10 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
                   counted: bool = True) -> list[Step]:
     """The batch's versions into the versions table, reading every staged row from `source` (with
     `params`); `repeats`: a (key, version) may occur more than once in it, so it is made distinct first
-    (the first appearance kept). Result `versions_added` (with `counted`)."""
+    (the first appearance kept). One join of the batch with the versions table finds the versions it
+    lacks and those seen again from an earlier folder (replaced: deleted, then inserted with the new
+    ones, so no wide UPDATE, which DuckDB would keep in memory). A new last version that is soft-deleted
+    is closed at its own time as it is inserted. Result `versions_added` (with `counted`)."""
     key, version = quote(spec.primary_key), quote(spec.version_column)
     target, vf, vt = history_table(spec), quote(VALID_FROM), quote(VALID_TO)
     names = [quote(n) for n in staged_names(spec)]
@@ -134,14 +136,15 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
             f"(PARTITION BY {key}, {version} ORDER BY {first}) AS etl_rank FROM {source} WHERE {version} IS NOT NULL"
             f") AS ranked WHERE etl_rank = 1", params))
         source, params = VERSIONS, ()
+    soft_column = soft_delete_column(spec)
+    soft = f"s.{quote(soft_column)} = 1" if soft_column else "1 = 0"
     steps += [
-        # A version seen again from an earlier folder takes that folder's values (the first appearance):
-        # removed here, it is a new version below. No wide UPDATE (DuckDB keeps an UPDATE's old rows in memory).
-        Step(f"DELETE FROM {target} AS h USING {source} AS s WHERE h.{key} = s.{key} AND h.{vf} = s.{version} "
-             f"AND {_lineage_beats(spec, 'h', 's')}", params),
-        Step(f"CREATE TEMPORARY TABLE {NEW_VERSIONS} AS SELECT s.{key} AS {key}, s.{version} AS {vf} FROM {source} "
-             f"AS s WHERE s.{version} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {target} AS h "
-             f"WHERE h.{key} = s.{key} AND h.{vf} = s.{version})", params),
+        Step(f"CREATE TEMPORARY TABLE {NEW_VERSIONS} AS SELECT s.{key} AS {key}, s.{version} AS {vf}, "
+             f"CASE WHEN h.{key} IS NULL THEN 1 ELSE 0 END AS etl_new FROM {source} AS s LEFT JOIN {target} AS h "
+             f"ON h.{key} = s.{key} AND h.{vf} = s.{version} WHERE s.{version} IS NOT NULL "
+             f"AND (h.{key} IS NULL OR {_lineage_beats(spec, 'h', 's')})", params),
+        Step(f"DELETE FROM {target} AS h USING {NEW_VERSIONS} AS n WHERE n.etl_new = 0 AND h.{key} = n.{key} "
+             f"AND h.{vf} = n.{vf}"),
         # The next version of every version of the keys that gained one; kept: the new versions, and
         # the existing ones whose next version is not what they hold.
         Step(f"CREATE TEMPORARY TABLE {INTERVALS} AS SELECT w.{key} AS {key}, w.{vf} AS {vf}, w.next_from AS {vt}, "
@@ -152,9 +155,11 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
              f"UNION ALL SELECT n.{key}, n.{vf}, 1, NULL, NULL FROM {NEW_VERSIONS} AS n) AS v) AS w "
              f"WHERE w.etl_new = 1 OR (w.next_from IS NOT NULL AND (w.old_to IS NULL OR w.old_deleted IS NOT NULL "
              f"OR w.old_to <> w.next_from))"),
-        Step(f"INSERT INTO {target} ({', '.join(names)}, {vf}, {vt}, {quote(IS_CURRENT)}, {quote(LOADED_AT)}) "
-             f"SELECT {', '.join('s.' + n for n in names)}, s.{version}, i.{vt}, "
-             f"CASE WHEN i.{vt} IS NULL THEN TRUE ELSE FALSE END, CURRENT_TIMESTAMP FROM {source} AS s "
+        Step(f"INSERT INTO {target} ({', '.join(names)}, {vf}, {vt}, {quote(IS_CURRENT)}, {quote(DELETED_AT)}, "
+             f"{quote(LOADED_AT)}) SELECT {', '.join('s.' + n for n in names)}, s.{version}, "
+             f"CASE WHEN i.{vt} IS NOT NULL THEN i.{vt} WHEN {soft} THEN s.{version} END, "
+             f"CASE WHEN i.{vt} IS NULL AND NOT ({soft}) THEN TRUE ELSE FALSE END, "
+             f"CASE WHEN i.{vt} IS NULL AND {soft} THEN s.{version} END, CURRENT_TIMESTAMP FROM {source} AS s "
              f"JOIN {INTERVALS} AS i ON i.{key} = s.{key} AND i.{vf} = s.{version} WHERE i.etl_new = 1", params,
              result="versions_added" if counted else None),
         Step(f"UPDATE {target} AS h SET {vt} = i.{vt}, {quote(IS_CURRENT)} = FALSE, {quote(DELETED_AT)} = NULL "
@@ -167,24 +172,27 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
     return steps
 
 
-def closing_steps(d: Dialect, spec: TableSpec, deleted_keys: str | None = None) -> list[Step]:
-    """Close or re-open the last version of every key the load can affect: those in LATEST, and the
-    keys of `deleted_keys` (a full backup's recomputed marks). Its deletion is the earlier of its own
-    soft delete (its `_valid_from`) and the table's mark; only rows whose closing changes are written."""
+def closing_steps(d: Dialect, spec: TableSpec, deleted_keys: str) -> list[Step]:
+    """Close or re-open the last version of the keys whose deletion mark the load recomputed (in
+    `deleted_keys`: those marked before or now), and of the staged keys (LATEST) with a closed version
+    (DuckDB's merge re-inserts the rows a batch beats unmarked, so they are not among the marked before).
+    No other key's closing can change: a soft delete is closed as its version is inserted. Its deletion is the earlier of its own soft delete (its
+    `_valid_from`) and the table's mark; only rows whose closing changes are written."""
     key, target, vf = quote(spec.primary_key), history_table(spec), quote(VALID_FROM)
     deleted = quote(DELETED_AT)
     soft_column = soft_delete_column(spec)
     soft = f"CASE WHEN l.{quote(soft_column)} = 1 THEN l.{vf} END" if soft_column else "NULL"
-    hard = f"c.{quote(DELETED_IN_SOURCE_AT)}" if spec.track_deletions else "NULL"
+    hard = f"c.{quote(DELETED_IN_SOURCE_AT)}"
     earlier = f"CASE WHEN {soft} IS NULL THEN {hard} WHEN {hard} IS NULL THEN {soft} WHEN {hard} < {soft} " \
               f"THEN {hard} ELSE {soft} END"
-    current = f" LEFT JOIN {table(spec)} AS c ON c.{key} = l.{key}" if spec.track_deletions else ""
-    keys = f"SELECT {key} FROM {LATEST}" + (f" UNION SELECT {key} FROM {deleted_keys}" if deleted_keys else "")
     return [Step(
         f"UPDATE {target} AS h SET {deleted} = x.deleted_at, {quote(VALID_TO)} = CASE WHEN x.deleted_at IS NULL "
         f"THEN NULL WHEN x.deleted_at > h.{vf} THEN x.deleted_at ELSE h.{vf} END, {quote(IS_CURRENT)} = CASE WHEN "
         f"x.deleted_at IS NULL THEN TRUE ELSE FALSE END FROM (SELECT l.{key} AS {key}, l.{vf} AS {vf}, {earlier} "
-        f"AS deleted_at FROM {target} AS l{current} WHERE l.{key} IN ({keys}) AND (l.{quote(VALID_TO)} IS NULL "
+        f"AS deleted_at FROM (SELECT {key} FROM {deleted_keys} UNION SELECT o.{key} FROM {target} AS o "
+        f"JOIN {LATEST} AS s ON s.{key} = o.{key} WHERE o.{deleted} IS NOT NULL) AS k JOIN {target} AS l "
+        f"ON l.{key} = k.{key} "
+        f"LEFT JOIN {table(spec)} AS c ON c.{key} = l.{key} WHERE (l.{quote(VALID_TO)} IS NULL "
         f"OR l.{deleted} IS NOT NULL)) AS x WHERE h.{key} = x.{key} AND h.{vf} = x.{vf} AND (h.{deleted} <> "
         f"x.deleted_at OR (h.{deleted} IS NULL AND x.deleted_at IS NOT NULL) OR (h.{deleted} IS NOT NULL AND "
         f"x.deleted_at IS NULL))")]

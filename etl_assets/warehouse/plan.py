@@ -60,6 +60,7 @@ from etl_assets.warehouse.spec import (
 from etl_assets.warehouse.steps import Branch, LoadPlan, LoadResult, PlanStep, Step
 
 DELETED = "etl_deleted"  # the keys a load finds deleted in source, while it runs
+BATCH_ROWS = "etl_batch_rows"  # a batch merged chunk by chunk, gathered for its versions (history mode)
 # A snapshot's date is local to an unknown time zone; the earliest zone (UTC+14) starts it this long
 # before midnight UTC, so a version older than that certainly precedes the snapshot.
 EARLIEST_ZONE_OFFSET = timedelta(hours=14)
@@ -95,13 +96,9 @@ def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequenc
     else:
         merge, drop_latest = general_merge_steps(d, batch, existing, source, params, staging)
     plan.transaction += merge
-    # The versions' closing reads the recomputed marks; after a full snapshot also the keys whose mark
-    # was recomputed, before their temporary table is dropped.
-    full = spec.track_deletions and batch.full_snapshot_date is not None
-    closing = closing_steps(d, spec, DELETED if full else None) if history else []
-    plan.transaction += deletion_steps(d, batch, streamed=rows is not None, before_drop=closing if full else ())
-    if not full:
-        plan.transaction += closing
+    # The versions' closing reads the recomputed marks and their keys, before that temporary table is dropped.
+    closing = closing_steps(d, spec, DELETED) if history and spec.track_deletions else []
+    plan.transaction += deletion_steps(d, batch, streamed=rows is not None, before_drop=closing)
     if batch.partition is not None:
         plan.transaction.append(Step(f"DELETE FROM {rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = "
                                      f"{d.param}", (batch.partition,)))
@@ -275,10 +272,14 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
         chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
         each_chunk.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
-    if history:  # a key repeated within or across chunks reads the rows again: a chunk's versions are distinct
-        each_chunk += version_steps(d, spec, CHUNK)
+    if history:  # the batch's rows gathered for its versions, found once after the last chunk (a repeated key
+        # within or across chunks reads the rows again, so they are distinct)
+        chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
+        each_chunk.append(Step(f"INSERT INTO {BATCH_ROWS} SELECT {column_list(spec)} FROM {CHUNK}"))
     each_chunk.append(Step(f"TRUNCATE {CHUNK}"))
     chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=tuple(each_chunk)))
+    if history:
+        chunk += [*version_steps(d, spec, BATCH_ROWS), Step(f"DROP TABLE {BATCH_ROWS}")]
     keyed = Step(f"SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass({d.param}) AND indisprimary)",
                  (table(spec),), fetch=True, result="keyed")
     return ([keyed, Branch("keyed", then=tuple(chunk), otherwise=tuple(general))],
