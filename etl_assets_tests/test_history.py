@@ -164,6 +164,30 @@ def test_a_soft_deleted_last_version_is_closed_at_its_own_time_and_as_of_leaves_
     assert as_of(at(stamp(2))) == [(a,), (b,)]
     assert as_of(at(stamp(3))) == [(b,)]
     assert as_of("2024-06-10") == [(b,)]
+    # dbt's as_of macro writes the same condition
+    for when in (stamp(2), stamp(3)):
+        condition = dbt_as_of("u", f"CAST('{when}' AS TIMESTAMPTZ)")
+        assert sorted(warehouse.query(f"SELECT u.id FROM {HISTORY}.account AS u WHERE {condition}")) == as_of(at(when))
+
+
+def dbt_as_of(relation: str, date_expr: str) -> str:
+    """dbt/macros/as_of.sql rendered as dbt renders it (Jinja)."""
+    import jinja2
+
+    macro = (Path(__file__).parents[1] / "dbt" / "macros" / "as_of.sql").read_text()
+    return jinja2.Environment().from_string(macro + "{{ as_of(r, d) }}").render(r=relation, d=date_expr)
+
+
+@pytest.mark.parametrize("dialect", ["redshift", "postgres", "duckdb"])
+def test_the_as_of_query_parses_in_each_dialect(dialect):
+    import sqlglot
+    from sqlglot.errors import ErrorLevel
+
+    sql = as_of_query(load_catalog()["Task"].table_spec(), "2024-03-01", dialect)
+    sqlglot.parse_one(sql, read=dialect, error_level=ErrorLevel.RAISE)
+    assert '"salesforce_history"."task"' in sql and "2024-03-01 00:00:00" in sql
+    with pytest.raises(ValueError):
+        as_of_query(load_catalog()["Task"].table_spec(), "2024-03-01", "sqlite")
 
 
 def test_history_off_in_the_catalog_keeps_no_versions(engine, tmp_path):
@@ -320,3 +344,28 @@ def test_the_object_asset_keeps_versions_and_reports_them(engine, tmp_path):
     assert [m["versions_added"].value for m in metadata] == [1, 1]
     assert metadata[-1]["versions"].value == 2 and metadata[-1]["history_table"].value == "salesforce_history.account"
     assert [v[1:4] for v in versions(warehouse)] == [(at(stamp(1)), at(stamp(2)), False), (at(stamp(2)), None, True)]
+
+
+def test_loading_the_folders_again_with_history_on_builds_the_versions_history_always_had(engine, tmp_path):
+    """The backfill of a warehouse that kept no history: loads are idempotent merges, so loading the
+    folders still in the landing zone again (any order; a Dagster backfill of the object assets) leaves
+    the object table as it was and builds the versions table a warehouse with history always on has."""
+    rng = random.Random(11)
+    scenario = random_scenario(rng)
+    for folder, rows in scenario.items():
+        write_folder(tmp_path, folder, rows)
+    folders = sorted(scenario)
+    always = engine()
+    for folder in folders:
+        load_folder(always, tmp_path, folder)
+    expected = (table_digest(always, "account", HISTORY), table_digest(always, "account"))
+    without = dataclasses.replace(ACCOUNT, history=False)
+    warehouse = engine()
+    for folder in folders:
+        load_folder(warehouse, tmp_path, folder, obj=without)
+    assert not warehouse.has_table(HISTORY, "account")
+    before = table_digest(warehouse, "account")
+    for folder in reversed(folders):
+        load_folder(warehouse, tmp_path, folder)
+    assert table_digest(warehouse, "account") == before == expected[1]
+    assert table_digest(warehouse, "account", HISTORY) == expected[0]

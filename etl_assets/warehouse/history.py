@@ -205,7 +205,8 @@ def as_of_query(spec: TableSpec, when: dt.datetime | dt.date | str, dialect: str
     """A SELECT of `spec`'s rows as they were at `when` (a datetime, a date: its 00:00 UTC, or ISO
     text): for each key, the version whose interval holds `when`, leaving out records deleted then
     (soft-deleted versions too). `when` is written as a literal checked to be a timestamp, so the
-    query can be printed and pasted; `dialect` (postgres, redshift, duckdb) only changes the cast."""
+    query can be printed and pasted; `dialect` (postgres, redshift, duckdb) is checked: all three read it.
+    `spec` is the object's table spec (`SalesforceObject.table_spec()`), not the versions table's."""
     if isinstance(when, str):
         when = dt.datetime.fromisoformat(when.replace("Z", "+00:00")) if "T" in when or " " in when \
             else dt.date.fromisoformat(when)
@@ -214,7 +215,9 @@ def as_of_query(spec: TableSpec, when: dt.datetime | dt.date | str, dialect: str
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     stamp = when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-    at = f"CAST('{stamp}' AS TIMESTAMPTZ)" if dialect != "duckdb" else f"CAST('{stamp}' AS TIMESTAMPTZ)"
+    if dialect not in ("postgres", "redshift", "duckdb"):
+        raise ValueError(f"dialect must be postgres, redshift or duckdb, not {dialect!r}")
+    at = f"CAST('{stamp}' AS TIMESTAMPTZ)"  # the same spelling on all three
     names = ", ".join(quote(c) for c in (columns or staged_names(spec)))
     soft = soft_delete_column(spec)
     alive = f" AND ({quote(soft)} IS NULL OR {quote(soft)} = 0)" if soft else ""
