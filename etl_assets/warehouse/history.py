@@ -42,7 +42,7 @@ from etl_assets.warehouse.spec import (
     TableSpec,
     quote,
 )
-from etl_assets.warehouse.steps import Step
+from etl_assets.warehouse.steps import Branch, PlanStep, Step
 
 HISTORY_SUFFIX = "_history"  # the versions table's schema: `<schema>_history`
 VALID_FROM, VALID_TO, IS_CURRENT, DELETED_AT = "_valid_from", "_valid_to", "_is_current", "_deleted_at"
@@ -85,7 +85,9 @@ def create_history_sql(d: Dialect, spec: TableSpec, batch: StagedBatch | None = 
         f"{quote(VALID_FROM)} {stamp} NOT NULL", f"{quote(VALID_TO)} {stamp}", f"{quote(IS_CURRENT)} BOOLEAN",
         f"{quote(DELETED_AT)} {stamp}", f"{quote(LOADED_AT)} {stamp}"]
     if d.primary_key_constraint:
-        defs.append(f"PRIMARY KEY ({quote(spec.primary_key)}, {quote(VALID_FROM)})")
+        name = d.primary_key_name(history_spec(spec))
+        defs.append((f"CONSTRAINT {quote(name)} " if name else "")
+                    + f"PRIMARY KEY ({quote(spec.primary_key)}, {quote(VALID_FROM)})")
     return (f"CREATE TABLE IF NOT EXISTS {history_table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"
             + d._table_attributes(spec))
 
@@ -118,7 +120,7 @@ def _lineage_beats(spec: TableSpec, a: str, b: str) -> str:
 
 
 def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), repeats: bool = False,
-                  counted: bool = True) -> list[Step]:
+                  counted: bool = True) -> list[PlanStep]:
     """The batch's versions into the versions table, reading every staged row from `source` (with
     `params`); `repeats`: a (key, version) may occur more than once in it, so it is made distinct first
     (the first appearance kept). One join of the batch with the versions table finds the versions it
@@ -169,7 +171,21 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
     ]
     if source == VERSIONS:
         steps.append(Step(f"DROP TABLE {VERSIONS}"))
-    return steps
+    if repeats or not d.capabilities.runs_steps_in_order:
+        return steps
+    # Into an empty versions table (a first load), with no key repeated: each row is its key's only
+    # version, inserted with its closing at once, no join; a named key is built once after the rows.
+    first = [Step(f"INSERT INTO {target} ({', '.join(names)}, {vf}, {vt}, {quote(IS_CURRENT)}, {quote(DELETED_AT)}, "
+                  f"{quote(LOADED_AT)}) SELECT {', '.join('s.' + n for n in names)}, s.{version}, "
+                  f"CASE WHEN {soft} THEN s.{version} END, CASE WHEN {soft} THEN FALSE ELSE TRUE END, "
+                  f"CASE WHEN {soft} THEN s.{version} END, CURRENT_TIMESTAMP FROM {source} AS s "
+                  f"WHERE s.{version} IS NOT NULL", params, result="versions_added" if counted else None)]
+    name = d.primary_key_name(history_spec(spec))
+    if d.primary_key_constraint and name:
+        first = [Step(f"ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {quote(name)}"), *first,
+                 Step(f"ALTER TABLE {target} ADD CONSTRAINT {quote(name)} PRIMARY KEY ({key}, {vf})")]
+    return [Step(f"SELECT NOT EXISTS (SELECT 1 FROM {target})", fetch=True, result="history_empty"),
+            Branch("history_empty", then=tuple(first), otherwise=tuple(steps))]
 
 
 def closing_steps(d: Dialect, spec: TableSpec, deleted_keys: str) -> list[Step]:

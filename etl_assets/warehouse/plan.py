@@ -271,7 +271,7 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
     spec = batch.spec
     version = spec.version_column
     each_chunk = [Step(d.chunk_merge_sql(spec), fetch=True, result=("inserted", "updated"))]
-    chunk: list[Step] = [Step(d.create_staging_sql(batch, CHUNK))]
+    chunk: list[PlanStep] = [Step(d.create_staging_sql(batch, CHUNK))]
     history = keeps_history(spec)
     if spec.track_deletions or history:  # the marks' and versions' closing steps read the keys from LATEST
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
