@@ -369,3 +369,17 @@ def test_loading_the_folders_again_with_history_on_builds_the_versions_history_a
         load_folder(warehouse, tmp_path, folder)
     assert table_digest(warehouse, "account") == before == expected[1]
     assert table_digest(warehouse, "account", HISTORY) == expected[0]
+
+
+def test_a_column_new_in_a_later_folder_is_added_to_the_versions_table_too(engine, tmp_path):
+    a = IDS[0]
+    write_folder(tmp_path, "20240601_Differential", [(a, stamp(1), "a1")])
+    directory = tmp_path / "backup" / "20240602_Differential" / "Account"
+    directory.mkdir(parents=True)
+    (directory / "Account.csv").write_text(f"{HEADER},Brand_New__c\n{a},false,{stamp(2)},a2,shiny\n", encoding="utf-8")
+    warehouse = engine()
+    load_folder(warehouse, tmp_path, "20240601_Differential")
+    result = load_folder(warehouse, tmp_path, "20240602_Differential")
+    assert "brand_new__c" in result.added_columns
+    assert sorted(warehouse.query(f'SELECT name, brand_new__c FROM {HISTORY}.account'), key=str) == \
+        [("a1", None), ("a2", "shiny")]
