@@ -184,6 +184,7 @@ def test_the_as_of_query_parses_in_each_dialect(dialect):
     from sqlglot.errors import ErrorLevel
 
     sql = as_of_query(load_catalog()["Task"].table_spec(), "2024-03-01", dialect)
+    assert as_of_query(load_catalog()["Task"], dt.date(2024, 3, 1), dialect) == sql
     sqlglot.parse_one(sql, read=dialect, error_level=ErrorLevel.RAISE)
     assert '"salesforce_history"."task"' in sql and "2024-03-01 00:00:00" in sql
     with pytest.raises(ValueError):

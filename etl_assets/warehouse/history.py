@@ -216,13 +216,16 @@ def closing_steps(d: Dialect, spec: TableSpec, deleted_keys: str) -> list[Step]:
 
 # Reading it.
 
-def as_of_query(spec: TableSpec, when: dt.datetime | dt.date | str, dialect: str = "postgres",
+def as_of_query(spec, when: dt.datetime | dt.date | str, dialect: str = "postgres",
                 columns: list[str] | None = None) -> str:
     """A SELECT of `spec`'s rows as they were at `when` (a datetime, a date: its 00:00 UTC, or ISO
     text): for each key, the version whose interval holds `when`, leaving out records deleted then
     (soft-deleted versions too). `when` is written as a literal checked to be a timestamp, so the
     query can be printed and pasted; `dialect` (postgres, redshift, duckdb) is checked: all three read it.
-    `spec` is the object's table spec (`SalesforceObject.table_spec()`), not the versions table's."""
+    `spec` is the object's table spec, or anything with a `table_spec()` (a SalesforceObject); not the
+    versions table's spec."""
+    if not isinstance(spec, TableSpec):
+        spec = spec.table_spec()
     if isinstance(when, str):
         when = dt.datetime.fromisoformat(when.replace("Z", "+00:00")) if "T" in when or " " in when \
             else dt.date.fromisoformat(when)
