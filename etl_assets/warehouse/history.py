@@ -140,13 +140,15 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
         source, params = VERSIONS, ()
     soft_column = soft_delete_column(spec)
     soft = f"s.{quote(soft_column)} = 1" if soft_column else "1 = 0"
+    bare = quote(spec.name)
     steps += [
         Step(f"CREATE TEMPORARY TABLE {NEW_VERSIONS} AS SELECT s.{key} AS {key}, s.{version} AS {vf}, "
              f"CASE WHEN h.{key} IS NULL THEN 1 ELSE 0 END AS etl_new FROM {source} AS s LEFT JOIN {target} AS h "
              f"ON h.{key} = s.{key} AND h.{vf} = s.{version} WHERE s.{version} IS NOT NULL "
              f"AND (h.{key} IS NULL OR {_lineage_beats(spec, 'h', 's')})", params),
-        Step(f"DELETE FROM {target} AS h USING {NEW_VERSIONS} AS n WHERE n.etl_new = 0 AND h.{key} = n.{key} "
-             f"AND h.{vf} = n.{vf}"),
+        # No alias for the target: Redshift's DELETE takes none (its columns are named by the table's name).
+        Step(f"DELETE FROM {target} USING {NEW_VERSIONS} AS n WHERE n.etl_new = 0 AND {bare}.{key} = n.{key} "
+             f"AND {bare}.{vf} = n.{vf}"),
         # The next version of every version of the keys that gained one; kept: the new versions, and
         # the existing ones whose next version is not what they hold.
         Step(f"CREATE TEMPORARY TABLE {INTERVALS} AS SELECT w.{key} AS {key}, w.{vf} AS {vf}, w.next_from AS {vt}, "
