@@ -22,7 +22,7 @@ import pytest
 from etl_assets.salesforce.catalog import load_catalog, parse_catalog
 from etl_assets.salesforce.partitions import full_backup_date
 from etl_assets.salesforce.staging import SourceFile, stage_object, stream_object
-from etl_assets.tools.salesforce_sample import salesforce_id
+from etl_assets.samples.salesforce import salesforce_id
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.history import as_of_query, history_spec
 from etl_assets.warehouse.postgres import PostgresWarehouse
