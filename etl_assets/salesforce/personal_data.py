@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from etl_assets.landing.column_policies import HASH_KEY_ENV, MASK, Action, hash_key, hash_values, mask_values
 from etl_assets.salesforce.catalog import SalesforceObject
+from etl_assets.warehouse.history import history_spec, keeps_history
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.spec import ColumnType, column_name, quote
 
@@ -71,12 +72,13 @@ def _apply(action: Action, values: list[str], key: bytes | None) -> list[str]:
 def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequence[tuple[str, str]] = (),
                      key: bytes | None = None, dry_run: bool = False) -> list[Rewrite]:
     """Bring the rows already in the warehouse under the object's policies, in one transaction: an
-    excluded column is dropped from the table (and `tables`, e.g. its history), a hashed or masked
+    excluded column is dropped from the table, its versions table (history mode) and `tables`, a hashed or masked
     column's clear values are replaced, and the rejects' raw records are rewritten the same way.
     Values a policy already wrote are left alone, so a second run changes nothing. A column whose
     policy is `keep` is never touched: turning a policy off applies to new loads only."""
     spec = obj.table_spec()
-    owned = [(spec.schema, spec.name), *tables]
+    versions = [(history_spec(spec).schema, spec.name)] if keeps_history(spec) else []  # docs/history.md
+    owned = list(dict.fromkeys([(spec.schema, spec.name), *versions, *tables]))
     results: list[Rewrite] = []
     with warehouse.session() as session:
         session.lock_table(spec)
