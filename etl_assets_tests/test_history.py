@@ -384,3 +384,34 @@ def test_a_column_new_in_a_later_folder_is_added_to_the_versions_table_too(engin
     assert "brand_new__c" in result.added_columns
     assert sorted(warehouse.query(f'SELECT name, brand_new__c FROM {HISTORY}.account'), key=str) == \
         [("a1", None), ("a2", "shiny")]
+
+
+def test_etl_assets_sql_as_of_prints_a_query_that_answers_on_the_engine(engine, tmp_path):
+    """`etl-assets sql --as-of DATE --object X` prints the as-of query: pasted into the warehouse, it gives
+    each record as it was then (a record changed later shows its old name; one deleted before is gone)."""
+    from click.testing import CliRunner
+
+    from etl_assets import cli
+    from etl_assets.salesforce.catalog import load_catalog
+
+    account = load_catalog()["Account"]
+    a, b = IDS[:2]
+    write_folder(tmp_path, "20240601_Differential", [(a, stamp(1), "a1"), (b, stamp(1), "b1")])
+    write_folder(tmp_path, "20240603_Differential", [(a, stamp(3), "a2"), (b, stamp(3), "b1", True)])
+    warehouse = engine()
+    for folder in ("20240603_Differential", "20240601_Differential"):
+        load_folder(warehouse, tmp_path, folder, obj=account)
+    target = "duckdb" if isinstance(warehouse, DuckDBWarehouse) else "postgres"
+
+    def as_of(when: str) -> list[tuple]:
+        result = CliRunner().invoke(cli.cli, ["sql", "--as-of", when, "--object", "account", "--target", target],
+                                    prog_name="etl-assets")
+        assert result.exit_code == 0, result.output
+        comment, query = result.output.strip().split("\n", 1)
+        assert comment.startswith(f"-- Account as of {when} (UTC) on {target}")
+        return sorted((row[0], row[-1]) for row in warehouse.query(
+            f"SELECT id, name FROM ({query.rstrip(';')}) AS as_of"))
+
+    assert as_of("2024-06-02") == [(a, "a1"), (b, "b1")]
+    assert as_of("2024-06-04") == [(a, "a2")]
+    assert as_of("2024-05-01") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def long_text_policy(warehouse, spec) -> list[str]:
 def sql_command(args: argparse.Namespace) -> int:
     from etl_assets.warehouse.steps import flatten
 
+    if args.as_of:
+        return as_of_command(args)
     try:
         warehouse, obj, plan = plan_for(args.target, args.object, args.partition, args.rows)
     except KeyError as unknown:
@@ -131,15 +134,44 @@ def audit_server_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def as_of_command(args: argparse.Namespace) -> int:
+    """`etl-assets sql --as-of DATE --object X`: the query of the object's rows as they were then."""
+    from etl_assets.salesforce.catalog import load_catalog
+    from etl_assets.warehouse.history import as_of_query
+
+    catalog = load_catalog()
+    obj = {api.lower(): o for api, o in catalog.items()}.get(args.object.lower())
+    if obj is None:
+        raise ConfigurationError(f"Unknown object: {args.object}{did_you_mean(args.object, catalog)}: not in "
+                                 "catalog.yaml nor in the discovered state")
+    if not obj.keeps_history:
+        raise ConfigurationError(f"{obj.api_name} keeps no history (catalog.yaml `history: false` or "
+                                 "ETL_ASSETS_SALESFORCE_HISTORY=off): no as-of query can be answered")
+    try:
+        when = dt.datetime.fromisoformat(args.as_of.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"--as-of {args.as_of!r} is no date or time: use 2024-03-01 or "
+                                 "2024-03-01T12:00:00Z") from None
+    if when.tzinfo is None and len(args.as_of) == 10:
+        when = when.date()
+    print(f"-- {obj.api_name} as of {args.as_of} (UTC) on {args.target}: each record's version whose interval "
+          "holds that moment, deleted records left out (docs/history.md)")
+    print(as_of_query(obj, when, args.target) + ";")
+    return 0
+
+
 @click.command("sql", cls=Command)
-@click.option("--target", type=click.Choice(WAREHOUSES), required=True, help="The warehouse to plan for.")
+@click.option("--target", type=click.Choice(WAREHOUSES), default=lambda: os.environ.get("ETL_ASSETS_WAREHOUSE") or "duckdb",
+              show_default="$ETL_ASSETS_WAREHOUSE, else duckdb", help="The warehouse to plan for.")
 @click.option("--object", "object_", required=True, metavar="OBJECT", help="The object's API name, e.g. Task.")
 @click.option("--partition", default="20240501_Differential", show_default=True,
               help="The backup folder the plan loads.")
 @click.option("--rows", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Staged row count the COPY check expects.")
+@click.option("--as-of", metavar="DATE", help="Print instead the query of the object's rows as they were at DATE "
+              "(2024-03-01, 00:00 UTC, or 2024-03-01T12:00:00Z), read from its history.")
 def sql(object_: str, **options) -> int:
-    """Print the SQL a load of one object would run.
+    """Print the SQL a load of one object would run, or an as-of query.
 
     On the --target warehouse, with this environment's values (placeholders where unset). Nothing
     runs and no secret is read.
