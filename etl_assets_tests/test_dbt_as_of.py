@@ -118,3 +118,16 @@ def test_a_task_shows_its_owner_as_of_its_date_on_postgres(postgres_database, tm
                                   user=postgres_database["user"], database=postgres_database["database"])
     pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")), warehouse, tmp_path / "landing")
     build_and_check(pipeline, tmp_path / "salesforce")
+
+
+def test_the_versions_source_maps_to_the_asset_that_writes_it():
+    """salesforce_history.<object> is written by the asset salesforce/<object> (in the same transaction
+    as salesforce.<object>), so the versions' staging view follows that asset."""
+    from etl_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["staging", "stg_salesforce__user_versions"])).parent_keys == \
+        {dg.AssetKey(["salesforce", "user"])}
+    assert {dg.AssetKey(["staging", "stg_salesforce__user_versions"]), dg.AssetKey(["staging", "stg_salesforce__tasks"]),
+            dg.AssetKey(["marts", "dim_user"])} == graph.get(dg.AssetKey(["marts", "fact_task_owner_as_of"])).parent_keys
+    assert not [k for k in graph.get_all_asset_keys() if k.path[0] == "salesforce_history"]
