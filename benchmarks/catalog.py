@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from etl_assets.tools import live
+from etl_assets_tests import live
 from benchmarks.sensor import (
     _keys,
     folder_names,

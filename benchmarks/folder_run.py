@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from etl_assets.tools import live
+from etl_assets_tests import live
 
 REPO = live.REPO
 LOCAL_YAML = REPO / "deploy" / "dagster.local.yaml"

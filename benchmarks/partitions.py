@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from etl_assets.tools import live
+from etl_assets_tests import live
 
 DEFAULT_FILES = 100_000
 DEFAULT_WINDOW = 7 * 24 * 12  # seven days of one file every five minutes

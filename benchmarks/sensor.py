@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from etl_assets.tools import live
+from etl_assets_tests import live
 
 FIRST_FOLDER_DAY = datetime.date(1990, 1, 1)
 S3_SETUP_BUDGET_SECONDS = 240.0

@@ -18,8 +18,8 @@ import boto3
 import psycopg2
 import pytest
 
-from etl_assets.tools.live import moto_server
 from etl_assets.samples.salesforce import generate_sample
+from etl_assets_tests.live import moto_server
 
 PG_HOST = os.environ.get("ETL_ASSETS_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ETL_ASSETS_TEST_PG_PORT", "5432"))

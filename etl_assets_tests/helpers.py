@@ -16,8 +16,8 @@ from etl_assets.salesforce.assets import salesforce_object_assets
 from etl_assets.salesforce.personal_data import HashKey
 from etl_assets.salesforce.catalog import load_catalog
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets.tools import live
-from etl_assets.tools.live import REPO, Service, Stack, postgres_storage
+from etl_assets_tests import live
+from etl_assets_tests.live import REPO, Service, Stack, postgres_storage
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.io_manager import WarehouseIOManager
 
@@ -147,7 +147,7 @@ def table_digest(warehouse: Warehouse, table: str, schema: str = "salesforce") -
 
 
 # --- Dagster's own processes (webserver, daemon, dev servers) on a temporary instance --------------
-# The processes, ports, GraphQL and waiting are etl_assets.tools.live's (the benchmark uses them too);
+# The processes, ports, GraphQL and waiting are etl_assets_tests.live's (the benchmark uses them too);
 # what is here only tests need: a production DAGSTER_HOME, run records and events, failure diagnostics.
 
 

@@ -32,7 +32,7 @@ import redis
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.salesforce.partitions import differential_folders
 from etl_assets.settings import build_executor
-from etl_assets.tools import live
+from etl_assets_tests import live
 from etl_assets.samples.salesforce import generate_sample
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.postgres import PostgresWarehouse

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from etl_assets.tools import live
+from etl_assets_tests import live
 
 SNAPSHOT = Path(__file__).parent / "fixtures" / "definitions_snapshot.txt"
 UPDATE_ENV = "ETL_ASSETS_UPDATE_SNAPSHOT"

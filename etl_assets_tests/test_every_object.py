@@ -34,7 +34,7 @@ from etl_assets.salesforce.assets import build_object_asset
 from etl_assets.salesforce.catalog import CATALOG_PATH, DISCOVERED_ENV, parse_catalog
 from etl_assets.salesforce.discovery import columns_from_describe, load_state
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets.tools import live
+from etl_assets_tests import live
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.spec import ColumnType, column_name
 from etl_assets_tests.conftest import _fresh_database

@@ -34,7 +34,7 @@ from etl_assets.files.sensors import (
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.notifications import Notifier
 from etl_assets.settings import SettingsError
-from etl_assets.tools import live
+from etl_assets_tests import live
 from etl_assets.warehouse.audit import find_loads
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets_tests.helpers import LOCAL_YAML, finished_runs, stack

@@ -31,7 +31,7 @@ from etl_assets.salesforce.assets import (
     NO_TRUNCATED_VALUES,
 )
 from etl_assets.settings import default_executor
-from etl_assets.tools import live
+from etl_assets_tests import live
 from benchmarks.folder_run import (
     add_partitions,
     asset_paths,

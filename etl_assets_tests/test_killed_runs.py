@@ -26,7 +26,7 @@ import pytest
 
 from etl_assets import dagster_internals, execution
 from etl_assets.execution import PID_TAG, WAREHOUSE_POOL, process_tags, recover_abandoned_runs
-from etl_assets.tools import live
+from etl_assets_tests import live
 from etl_assets.samples.salesforce import write_object_csv
 from etl_assets_tests.helpers import LOCAL_YAML, wait_for
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets.tools import live
+from etl_assets_tests import live
 from benchmarks.folder_run import (
     add_partitions,
     asset_paths,

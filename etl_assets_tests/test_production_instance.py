@@ -31,7 +31,7 @@ import yaml
 from dagster._core.events import DagsterEventType
 
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets.tools import live
+from etl_assets_tests import live
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.helpers import (
     PRODUCTION_YAML,

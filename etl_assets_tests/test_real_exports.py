@@ -46,7 +46,7 @@ from etl_assets.salesforce.catalog import CATALOG_PATH, DISCOVERED_ENV, load_cat
 from etl_assets.salesforce.discovery import declared_objects, refresh_state
 from etl_assets.salesforce.ids import eighteen_character_id
 from etl_assets.salesforce.sensors import salesforce_backup_sensor
-from etl_assets.tools import live
+from etl_assets_tests import live
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.spec import ColumnType, column_name

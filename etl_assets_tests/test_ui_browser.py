@@ -33,7 +33,7 @@ import dagster as dg
 import pytest
 
 from etl_assets.salesforce.partitions import differential_folders
-from etl_assets.tools import live
+from etl_assets_tests import live
 from etl_assets.samples.salesforce import generate_sample
 from etl_assets_tests.helpers import LOCAL_YAML, diagnosed, wait_for
 

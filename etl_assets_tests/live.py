@@ -10,7 +10,7 @@
 - The GraphQL the tests and the benchmark send: the location's load status, sensors and schedules,
   dynamic partitions, runs and backfills, and waiting for a run or a backfill to finish.
 
-Pipeline code (etl_assets outside tools/) never imports this module.
+It lives with the tests: pipeline code never imports it; the benchmarks do (a development install).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORKSPACE = REPO / "workspace.yaml"
 HOST = "127.0.0.1"
