@@ -553,7 +553,7 @@ def test_the_readme_layout_names_what_is_there():
             assert (REPO / top.group(1)).is_dir(), f"README layout: no {top.group(1)}"
         named.update(re.findall(r"\b([a-z_][a-z_.]*\.(?:py|yaml|yml|sql))\b", line))
         named.update(n.rstrip("/") for n in re.findall(r"^\s+([a-z_]+/)", line))
-    everything = {p.name for top in ("etl_assets", "dbt", "deploy") for p in (REPO / top).rglob("*")}
+    everything = {p.name for top in ("etl_assets", "etl_assets_tests", "dbt", "deploy") for p in (REPO / top).rglob("*")}
     assert not named - everything, f"README layout names what is not there: {sorted(named - everything)}"
     packages = {p.parent.name for p in (REPO / "etl_assets").glob("*/__init__.py")}
     assert packages <= named, f"README layout does not name {sorted(packages - named)}"
