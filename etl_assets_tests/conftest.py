@@ -1,14 +1,24 @@
-"""Fixtures for real services: the PostgreSQL server on this machine and an S3 API over HTTP.
+"""Fixtures for real services (the PostgreSQL server on this machine, an S3 API over HTTP), and the
+suite's two tiers.
 
 Nothing here mocks a database. PostgreSQL tests get a database of their own on
 the running server (started here if it is down, or the run stops saying how).
 S3 tests talk HTTP to moto's server mode, the way production code talks to AWS.
+
+The quick tier (`make check`, `pytest -m quick`): every test is marked `quick` here unless it needs
+a service or starts processes: it requests a service fixture (SERVICE_FIXTURES) or is a parametrized
+case named for one (`[postgres]`, `[s3]`), is marked `slow`, or sits in a module of PROCESS_MODULES.
+A quick test that reaches PostgreSQL or Redis anyway fails at once (see `_quick_tests_reach_no_service`),
+so the tier stays true as tests are added. Under pytest-xdist (`make test` runs `-n`), every worker
+has its own session: its own moto server, sample and temporary directories; databases and buckets
+are uniquely named, so workers never share one.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -21,11 +31,107 @@ import pytest
 from etl_assets.samples.salesforce import generate_sample
 from etl_assets_tests.live import moto_server
 
+# A test run never records into the developer's instance (the Makefile exports DAGSTER_HOME=data/dagster_home
+# for `make run` and `make dev`): a test that needs an instance makes its own.
+os.environ.pop("DAGSTER_HOME", None)
+
 PG_HOST = os.environ.get("ETL_ASSETS_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ETL_ASSETS_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("ETL_ASSETS_TEST_PG_USER", "postgres")
+REDIS_PORT = 6379
 SAMPLE_FOLDERS = 5
 SAMPLE_ROWS = 40
+
+# A test that requests one of these needs a service: it is not quick. (test_landing_zone's `zones`
+# builds an S3 zone beside the local one.)
+SERVICE_FIXTURES = frozenset({"postgres_server", "postgres_database", "dagster_storage_database",
+                              "s3_endpoint", "s3_bucket", "zones"})
+# A parametrized case with one of these in its id runs on that service (`warehouse[postgres]`, `zone[s3]`).
+SERVICE_PARAMS = frozenset({"postgres", "s3"})
+# Modules whose tests start processes (Dagster's webserver, daemon and dev server, the etl-assets
+# console script, dbt, make, Chromium) or run a benchmark: none of their tests is quick.
+PROCESS_MODULES = {
+    "test_bench": "the benchmark, as a process",
+    "test_bench_catalog": "the catalog benchmark, as a process",
+    "test_celery_backfill": "Celery workers on Redis",
+    "test_cli": "the etl-assets console script, as a process",
+    "test_dbt": "dbt runs",
+    "test_dbt_redshift": "dbt compile, twice",
+    "test_definitions_snapshot": "the code location in a fresh interpreter",
+    "test_every_object": "a webserver and daemon",
+    "test_folder_runs": "a webserver and daemon",
+    "test_killed_runs": "the etl-assets console script, killed",
+    "test_local_instance_heals": "dg dev, killed",
+    "test_packaging": "make",
+    "test_production_instance": "a webserver and daemon",
+    "test_ui_browser": "the UI in Chromium",
+}
+# Tests (by function name, every parameter) elsewhere that take more than a few seconds without any
+# service: they run the console script or the code location in a fresh interpreter, or Dagster runs of
+# whole sample folders. A quick test that grows past QUICK_SECONDS is named at the end of the run.
+HEAVY_TESTS = {
+    "test_cli_errors": {"test_a_configuration_error_is_one_line_and_exit_2[bad-cron]",
+                        "test_a_configuration_error_is_one_line_and_exit_2[bad-encoding]",
+                        "test_a_configuration_error_is_one_line_and_exit_2[bad-timestamp]",
+                        "test_a_warehouse_that_cannot_be_reached_is_one_line_and_exit_1",
+                        "test_an_instance_file_dagster_cannot_read_is_one_line",
+                        "test_an_unknown_object_or_folder_names_the_closest_one",
+                        "test_files_and_catalog_refresh_print_a_line_per_step",
+                        "test_materialize_on_a_terminal_shows_a_live_line_that_never_covers_the_output",
+                        "test_materialize_prints_a_line_per_object_when_not_on_a_terminal"},
+    "test_dagster_internals": {"test_only_a_bounded_number_of_run_shards_stay_open",
+                               "test_many_events_open_one_connection_per_database"},
+    "test_definitions": {"test_code_location_loads_without_any_warning"},
+    "test_docs": {"test_the_cheap_commands_run"},
+    "test_end_to_end": {"test_a_bad_file_in_a_multi_folder_run_fails_that_object_only",
+                        "test_a_multi_folder_run_loads_each_folder_as_its_own_run_would",
+                        "test_every_folder_loads_the_newest_version_of_every_row",
+                        "test_out_of_order_and_repeated_runs_give_the_same_tables",
+                        "test_schema_drift_is_added_as_text_and_reported",
+                        "test_sensor_skips_what_dagster_already_materialized_but_not_late_files",
+                        "test_unparseable_file_fails_the_object_and_loads_none_of_its_folder"},
+    "test_faults": {"test_an_unreachable_warehouse_fails_fast_with_a_clear_message"},
+    "test_feed_partitions": {"test_a_deleted_partitions_file_is_still_findable",
+                             "test_a_file_landed_again_under_the_same_key_loads_again",
+                             "test_settled_partitions_go_after_the_retention_and_unsettled_ones_stay"},
+    "test_feed_races": {"test_a_load_that_may_repeat_content_claims_nothing",
+                        "test_one_bad_feed_entry_refuses_only_its_own_files",
+                        "test_the_cli_loads_the_good_feeds_and_says_where_each_refused_file_is",
+                        "test_two_loads_of_the_same_content_at_once_load_it_once"},
+    "test_first_cause": {"test_a_full_disk_fails_the_load_once_saying_so_and_the_table_is_unchanged",
+                         "test_an_instance_that_cannot_write_leaves_no_half_made_run"},
+    "test_hard_deletes": {"test_every_loading_order_gives_the_same_table_with_exactly_the_missing_id_marked"},
+    "test_hostile_names": {"test_a_zoo_of_names_never_stops_refresh_the_code_location_the_sensor_or_a_load",
+                           "test_materialize_names_the_refused_folders",
+                           "test_the_code_location_loads_with_a_state_full_of_bad_names"},
+    "test_landing_boundary": {"test_the_cli_refuses_keys_out_of_the_root_and_says_where_refused_files_are"},
+    "test_lock_waits": {"test_a_load_waiting_for_the_duckdb_lock_says_so_in_its_run_log"},
+    "test_real_exports": {"test_a_backup_tools_folders_through_the_sensor",
+                          "test_a_data_export_zip_loads_as_its_unpacked_csvs",
+                          "test_a_latin1_export_is_read_through_the_windows_1252_fallback",
+                          "test_every_record_of_a_tools_export_lands_typed",
+                          "test_fifty_good_objects_load_beside_one_unreadable_file",
+                          "test_the_cli_refreshes_and_materializes_an_sf_cli_export",
+                          "test_without_a_fallback_a_latin1_file_fails_its_object_naming_the_setting"},
+    "test_self_describing": {"test_a_load_carries_row_count_schema_and_preview_and_a_failed_check_says_why"},
+    "test_settings": {"test_a_bad_value_names_the_variable_and_the_choices",
+                      "test_a_run_worker_whose_environment_names_another_deployment_fails",
+                      "test_the_code_location_reads_the_environment_once"},
+    "test_streaming_load": {"test_a_big_stream_freezes_the_heap_after_its_first_collection_and_unfreezes_it_at_the_end",
+                            "test_a_file_that_fails_mid_stream_loads_nothing_and_is_audited_failed",
+                            "test_a_repeated_key_in_a_streamed_first_load_restarts_on_the_general_path",
+                            "test_a_streamed_load_ends_as_the_staged_one_with_the_same_rejects_and_lines",
+                            "test_a_streamed_materialization_reports_counts_checks_and_preview",
+                            "test_a_streamed_reload_updates_what_is_newer_and_a_second_one_changes_nothing",
+                            "test_a_value_that_widens_an_inferred_column_mid_stream_restarts_the_load_as_staging_would"},
+    "test_totesys": {"test_seeder_is_deterministic_and_simulates_business"},
+}
+QUICK_SECONDS = 3.0
+# Module-scoped fixtures that cost seconds (every command the docs run; two dbt compiles): the tests
+# that use one run on one pytest-xdist worker (--dist loadgroup), so it is built once.
+SHARED_FIXTURES = frozenset({"scratch_outcomes", "compiled"})
+# Connections a quick test must not open: (host, port) of the services.
+_SERVICE_ADDRESSES: set[tuple[str, int]] = set()
 
 
 def _pg_connect(database: str = "postgres"):
@@ -95,6 +201,8 @@ def dagster_storage_database(postgres_server):
 def s3_endpoint():
     """A real S3 API over HTTP (moto's server mode) for the whole session."""
     with moto_server() as endpoint:
+        host, port = endpoint.removeprefix("http://").split(":")
+        _SERVICE_ADDRESSES.add((host, int(port)))
         yield endpoint
 
 
@@ -181,3 +289,105 @@ def statements(monkeypatch):
 
             monkeypatch.setattr(cls, name, spy)
     return ran
+
+
+# ---------------------------------------------------------------- the quick tier
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0].rpartition("/")[2].removesuffix(".py")
+
+
+def _not_quick(item: pytest.Item) -> str | None:
+    """Why the test is not in the quick tier, or None."""
+    module = _module(item)
+    if module in PROCESS_MODULES:
+        return PROCESS_MODULES[module]
+    if item.get_closest_marker("slow"):
+        return "marked slow"
+    used = SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if used:
+        return f"uses {', '.join(sorted(used))}"
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and SERVICE_PARAMS & set(callspec.id.split("-")):
+        return f"runs on {', '.join(sorted(SERVICE_PARAMS & set(callspec.id.split('-'))))}"
+    heavy = HEAVY_TESTS.get(module, ())
+    if item.name in heavy or getattr(item, "originalname", item.name) in heavy:
+        return "heavy"
+    return None
+
+
+def _order(item: pytest.Item) -> int:
+    """Longest first, so parallel workers do not end on one long test: processes (webserver, daemon,
+    dbt, the browser), then services and heavy tests, then the quick tier."""
+    if _module(item) in PROCESS_MODULES or item.get_closest_marker("slow"):
+        return 0
+    return 2 if item.get_closest_marker("quick") else 1
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _not_quick(item) is None:
+            item.add_marker(pytest.mark.quick)
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(_module(item)))
+    config.stash[_TIERS] = (sum(1 for item in items if item.get_closest_marker("quick")), len(items))
+    items.sort(key=_order)  # stable: each tier keeps the modules' order
+
+
+_TIERS = pytest.StashKey[tuple[int, int]]()
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    quick, collected = config.stash.get(_TIERS, (0, 0))
+    return f"quick tier: {quick} of the {collected} tests collected; {len(items)} selected"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Quick tests that took longer than QUICK_SECONDS (list them in HEAVY_TESTS)."""
+    slow = sorted({(report.duration, report.nodeid) for kind in ("passed", "failed")
+                   for report in terminalreporter.stats.get(kind, [])
+                   if report.when in ("setup", "call") and "quick" in report.keywords
+                   and report.duration > QUICK_SECONDS}, reverse=True)
+    if slow:
+        terminalreporter.section("quick tests over the quick tier's budget")
+        for duration, nodeid in slow:
+            terminalreporter.write_line(f"{duration:6.1f} s {nodeid} (list it in conftest.py's HEAVY_TESTS)")
+
+
+class ServiceReached(AssertionError):
+    """A quick test opened a connection to PostgreSQL, Redis or moto."""
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_reach_no_service(request, monkeypatch):
+    """A test marked quick fails as soon as it connects to PostgreSQL, Redis or this session's moto
+    server: the quick tier runs without any of them (mark the test `slow`, or request the service's
+    fixture, and it leaves the tier)."""
+    if request.node.get_closest_marker("quick") is None:
+        return
+    refused = {(PG_HOST, PG_PORT), ("127.0.0.1", REDIS_PORT), ("localhost", REDIS_PORT), *_SERVICE_ADDRESSES}
+    why = f"{request.node.nodeid} is in the quick tier (conftest.py) but reached"
+
+    def guarded(connect):
+        def connect_checked(sock, address, *args, **kwargs):
+            if isinstance(address, tuple) and tuple(address[:2]) in refused:
+                raise ServiceReached(f"{why} {address[0]}:{address[1]}")
+            return connect(sock, address, *args, **kwargs)
+        return connect_checked
+
+    monkeypatch.setattr(socket.socket, "connect", guarded(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(socket.socket.connect_ex))
+
+    connect = psycopg2.connect
+
+    def connect_unless_postgres(dsn=None, connection_factory=None, cursor_factory=None, **kwargs):
+        # libpq opens its own sockets, out of Python's sight: its address is read from the arguments.
+        given = {**(psycopg2.extensions.parse_dsn(dsn) if dsn else {}), **kwargs}
+        host, port = given.get("host") or "localhost", int(given.get("port") or 5432)
+        if (host, port) in refused or (host in ("localhost", "127.0.0.1") and port == PG_PORT):
+            raise ServiceReached(f"{why} PostgreSQL at {host}:{port}")
+        return connect(dsn, connection_factory, cursor_factory, **kwargs)
+
+    monkeypatch.setattr(psycopg2, "connect", connect_unless_postgres)

@@ -378,6 +378,7 @@ def test_bench_on_a_terminal_shows_its_last_step_in_the_live_line(monkeypatch):
             return True
 
     out, err = Terminal(), Terminal()
+    monkeypatch.setenv("COLUMNS", "200")  # the live line is cut to the terminal's width (80 under pytest-xdist)
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
     with cli.Progress("bench", "steps", follow_output=True) as progress:
