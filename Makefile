@@ -1,6 +1,8 @@
 # make run   - install the embedded default (no extras), generate sample backups if the landing zone is empty, load them all
 # make test  - install for tests (the dev extra, and Debian's chromium if missing), run the whole test suite (PostgreSQL, S3, Redis, browser)
-# make check - install for tests, run the quick tier only (tests marked `quick`)
+#              on TEST_WORKERS pytest-xdist workers (3: most of a test's time waits on processes and services)
+# make check - install for tests, run the quick tier only: the tests etl_assets_tests/conftest.py marks `quick` (no PostgreSQL,
+#              S3, Redis, Dagster process, dbt or browser; under a minute, in one process), for the edit loop
 # make dev   - install with the ui extra, open the Dagster UI on http://127.0.0.1:3000
 # make bench - install with the bench extra (dlt for the peer rows), run the load, sensor and encoding
 #              benchmarks (the encoding figure: reading the 1M-row file as UTF-8 and as ISO-8859-1)
@@ -79,8 +81,10 @@ $(CHROMIUM):
 	@echo "Installing Debian's chromium for the browser test (apt-get, needs root)..."
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
+# --dist loadgroup: tests sharing an expensive module-scoped fixture run on one worker (conftest.py groups them).
+TEST_WORKERS ?= 3
 test: install $(CHROMIUM)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 check: install
 	$(BIN)/python -m pytest -m quick $(PYTEST_ARGS)
