@@ -2,7 +2,7 @@
 # make test  - install for tests (the dev extra, and Debian's chromium if missing), run the whole test suite (PostgreSQL, S3, Redis, browser)
 #              on TEST_WORKERS pytest-xdist workers (3: most of a test's time waits on processes and services)
 # make check - install for tests, run the quick tier only: the tests etl_assets_tests/conftest.py marks `quick` (no PostgreSQL,
-#              S3, Redis, Dagster process, dbt or browser; under a minute, in one process), for the edit loop
+#              S3, Redis, Dagster process, dbt or browser; about a minute, in one process), for the edit loop
 # make dev   - install with the ui extra, open the Dagster UI on http://127.0.0.1:3000
 # make bench - install with the bench extra (dlt for the peer rows), run the load, sensor and encoding
 #              benchmarks (the encoding figure: reading the 1M-row file as UTF-8 and as ISO-8859-1)
