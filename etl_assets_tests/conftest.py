@@ -56,6 +56,7 @@ PROCESS_MODULES = {
     "test_celery_backfill": "Celery workers on Redis",
     "test_cli": "the etl-assets console script, as a process",
     "test_dbt": "dbt runs",
+    "test_dbt_as_of": "dbt runs",
     "test_dbt_redshift": "dbt compile, twice",
     "test_definitions_snapshot": "the code location in a fresh interpreter",
     "test_every_object": "a webserver and daemon",
