@@ -14,6 +14,17 @@ from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
 
+def _messages(instance: dg.DagsterInstance) -> list[str]:
+    """The run logs so far, read from another thread than the run's: the ephemeral instance's in-memory
+    SQLite may be busy with the run's own writes ("database table is locked"), then read next time."""
+    try:
+        return [e.user_message or "" for run_id in instance.get_run_ids() for e in instance.all_logs(run_id)]
+    except Exception as error:
+        if "locked" not in str(error):
+            raise
+        return []
+
+
 def test_a_load_waiting_for_the_duckdb_lock_says_so_in_its_run_log(landing_root, tmp_path):
     path = tmp_path / "warehouse.duckdb"
     holder = subprocess.Popen(
@@ -25,13 +36,14 @@ def test_a_load_waiting_for_the_duckdb_lock_says_so_in_its_run_log(landing_root,
         folder = next(f for f in folders_in(landing_root) if (landing_root / "backup" / f / "User").is_dir())
 
         def release_after_the_message() -> None:  # the holder lets go once the wait has been reported
-            for _ in range(600):  # bounded: a minute at most, then the load goes on and the test fails
-                logs = [e.user_message or "" for run_id in instance.get_run_ids() for e in instance.all_logs(run_id)]
-                if any("waiting for the DuckDB warehouse" in m for m in logs):
-                    break
-                threading.Event().wait(0.1)
-            holder.stdin.write("\n")
-            holder.stdin.flush()
+            try:
+                for _ in range(600):  # bounded: a minute at most, then the load goes on and the test fails
+                    if any("waiting for the DuckDB warehouse" in m for m in _messages(instance)):
+                        break
+                    threading.Event().wait(0.1)
+            finally:  # whatever happened, the load must not wait forever
+                holder.stdin.write("\n")
+                holder.stdin.flush()
 
         releaser = threading.Thread(target=release_after_the_message)
         releaser.start()
@@ -68,12 +80,13 @@ def test_a_postgres_load_waiting_for_another_load_of_its_table_says_so(landing_r
     instance = dg.DagsterInstance.ephemeral()
 
     def release_after_the_message() -> None:
-        for _ in range(600):  # bounded: a minute at most, then the load goes on and the test fails
-            logs = [e.user_message or "" for run_id in instance.get_run_ids() for e in instance.all_logs(run_id)]
-            if any("waiting for the load lock of salesforce.user" in m for m in logs):
-                break
-            threading.Event().wait(0.1)
-        holder.rollback()
+        try:
+            for _ in range(600):  # bounded: a minute at most, then the load goes on and the test fails
+                if any("waiting for the load lock of salesforce.user" in m for m in _messages(instance)):
+                    break
+                threading.Event().wait(0.1)
+        finally:  # whatever happened, the load must not wait forever
+            holder.rollback()
 
     releaser = threading.Thread(target=release_after_the_message)
     releaser.start()

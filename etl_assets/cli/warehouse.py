@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 
@@ -60,8 +59,10 @@ def long_text_policy(warehouse, spec) -> list[str]:
 
 
 def sql_command(args: argparse.Namespace) -> int:
+    from etl_assets.settings import Settings
     from etl_assets.warehouse.steps import flatten
 
+    args.target = args.target or Settings.read().warehouse
     if args.as_of:
         return as_of_command(args)
     try:
@@ -161,8 +162,8 @@ def as_of_command(args: argparse.Namespace) -> int:
 
 
 @click.command("sql", cls=Command)
-@click.option("--target", type=click.Choice(WAREHOUSES), default=lambda: os.environ.get("ETL_ASSETS_WAREHOUSE") or "duckdb",
-              show_default="$ETL_ASSETS_WAREHOUSE, else duckdb", help="The warehouse to plan for.")
+@click.option("--target", type=click.Choice(WAREHOUSES), default=None,
+              help="The warehouse to plan for.  [default: the configured one, $ETL_ASSETS_WAREHOUSE]")
 @click.option("--object", "object_", required=True, metavar="OBJECT", help="The object's API name, e.g. Task.")
 @click.option("--partition", default="20240501_Differential", show_default=True,
               help="The backup folder the plan loads.")
