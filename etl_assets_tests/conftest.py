@@ -263,6 +263,31 @@ def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
+def engine(request, tmp_path):
+    """A function returning an empty warehouse on the engine, for tests that compare loads: a new DuckDB
+    file each call, or the test's PostgreSQL database with the schemas a load writes dropped."""
+    import itertools
+
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+    from etl_assets.warehouse.postgres import PostgresWarehouse
+
+    if request.param == "duckdb":
+        counter = itertools.count()
+        return lambda: DuckDBWarehouse(path=str(tmp_path / f"warehouse_{next(counter)}.duckdb"))
+    database = request.getfixturevalue("postgres_database")
+    warehouse = PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
+                                  database=database["database"])
+
+    def fresh() -> PostgresWarehouse:
+        with warehouse.session() as session:
+            for schema in ("salesforce", "salesforce_history", "etl_audit"):
+                session.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        return warehouse
+
+    return fresh
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
 def warehouse(request, tmp_path):
     """Each engine a test must hold on: the embedded default (a DuckDB file) and the real PostgreSQL server."""
     from etl_assets.warehouse.duckdb import DuckDBWarehouse

@@ -29,8 +29,6 @@ from etl_assets.salesforce.partitions import (
 from etl_assets.salesforce.sensors import salesforce_backup_sensor
 from etl_assets.samples.salesforce import salesforce_id
 from etl_assets.warehouse.batch import StagedBatch
-from etl_assets.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.redshift import RedshiftWarehouse
 from etl_assets.warehouse.redshift_sessions import render
 from etl_assets.warehouse.spec import DELETED_IN_SOURCE_AT
@@ -67,26 +65,6 @@ def write_scenario(root: Path, c_comes_back: bool) -> None:
                             (D, "2024-06-02T09:00:00.000Z")])
     later = [(B, "2024-06-03T10:00:00.000Z")] + ([(C, "2024-06-03T11:00:00.000Z")] if c_comes_back else [])
     write_folder(root, D3, later)
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def engine(request, tmp_path):
-    """A function returning an empty warehouse on the engine: a new DuckDB file, or the test's
-    PostgreSQL database with the schemas of the previous call dropped."""
-    if request.param == "duckdb":
-        counter = itertools.count()
-        return lambda: DuckDBWarehouse(path=str(tmp_path / f"warehouse_{next(counter)}.duckdb"))
-    database = request.getfixturevalue("postgres_database")
-    warehouse = PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
-                                  database=database["database"])
-
-    def fresh() -> PostgresWarehouse:
-        with warehouse.session() as session:
-            session.execute("DROP SCHEMA IF EXISTS salesforce CASCADE")
-            session.execute("DROP SCHEMA IF EXISTS etl_audit CASCADE")
-        return warehouse
-
-    return fresh
 
 
 def load(root: Path, warehouse, folders, objects=("Account",)):

@@ -35,26 +35,6 @@ HISTORY = "salesforce_history"
 IDS = [salesforce_id("001", n) for n in range(1, 9)]
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def engine(request, tmp_path):
-    """A function returning an empty warehouse on the engine: a new DuckDB file, or the test's
-    PostgreSQL database with the schemas of the previous call dropped."""
-    if request.param == "duckdb":
-        counter = itertools.count()
-        return lambda: DuckDBWarehouse(path=str(tmp_path / f"warehouse_{next(counter)}.duckdb"))
-    database = request.getfixturevalue("postgres_database")
-    warehouse = PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
-                                  database=database["database"])
-
-    def fresh() -> PostgresWarehouse:
-        with warehouse.session() as session:
-            for schema in ("salesforce", HISTORY, "etl_audit"):
-                session.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        return warehouse
-
-    return fresh
-
-
 def stamp(day: int, hour: int = 8, minute: int = 0) -> str:
     return (dt.datetime(2024, 6, 1, tzinfo=UTC) + dt.timedelta(days=day - 1, hours=hour, minutes=minute)
             ).strftime("%Y-%m-%dT%H:%M:%S.000Z")

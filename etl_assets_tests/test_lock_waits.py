@@ -25,6 +25,24 @@ def _messages(instance: dg.DagsterInstance) -> list[str]:
         return []
 
 
+def _release_when(instance: dg.DagsterInstance, text: str, release) -> threading.Thread:
+    """A started thread that calls `release` (the lock's holder lets go) once a run log says `text`, or
+    after a minute (then the load goes on and the test fails): whatever happens, the load never waits
+    for ever."""
+    def wait_then_release() -> None:
+        try:
+            for _ in range(600):
+                if any(text in m for m in _messages(instance)):
+                    break
+                threading.Event().wait(0.1)
+        finally:
+            release()
+
+    thread = threading.Thread(target=wait_then_release)
+    thread.start()
+    return thread
+
+
 def test_a_load_waiting_for_the_duckdb_lock_says_so_in_its_run_log(landing_root, tmp_path):
     path = tmp_path / "warehouse.duckdb"
     holder = subprocess.Popen(
@@ -35,18 +53,11 @@ def test_a_load_waiting_for_the_duckdb_lock_says_so_in_its_run_log(landing_root,
         instance = dg.DagsterInstance.ephemeral()
         folder = next(f for f in folders_in(landing_root) if (landing_root / "backup" / f / "User").is_dir())
 
-        def release_after_the_message() -> None:  # the holder lets go once the wait has been reported
-            try:
-                for _ in range(600):  # bounded: a minute at most, then the load goes on and the test fails
-                    if any("waiting for the DuckDB warehouse" in m for m in _messages(instance)):
-                        break
-                    threading.Event().wait(0.1)
-            finally:  # whatever happened, the load must not wait forever
-                holder.stdin.write("\n")
-                holder.stdin.flush()
+        def release() -> None:
+            holder.stdin.write("\n")
+            holder.stdin.flush()
 
-        releaser = threading.Thread(target=release_after_the_message)
-        releaser.start()
+        releaser = _release_when(instance, "waiting for the DuckDB warehouse", release)
         [result] = materialize_folders([folder], resources(LocalLandingZone(root=str(landing_root)),
                                                            DuckDBWarehouse(path=str(path))),
                                        instance=instance, objects=["User"])
@@ -79,17 +90,7 @@ def test_a_postgres_load_waiting_for_another_load_of_its_table_says_so(landing_r
     [(_, holder_pid)] = cursor.fetchall()
     instance = dg.DagsterInstance.ephemeral()
 
-    def release_after_the_message() -> None:
-        try:
-            for _ in range(600):  # bounded: a minute at most, then the load goes on and the test fails
-                if any("waiting for the load lock of salesforce.user" in m for m in _messages(instance)):
-                    break
-                threading.Event().wait(0.1)
-        finally:  # whatever happened, the load must not wait forever
-            holder.rollback()
-
-    releaser = threading.Thread(target=release_after_the_message)
-    releaser.start()
+    releaser = _release_when(instance, "waiting for the load lock of salesforce.user", holder.rollback)
     try:
         folder = next(f for f in folders_in(landing_root) if (landing_root / "backup" / f / "User").is_dir())
         [result] = materialize_folders([folder], resources(LocalLandingZone(root=str(landing_root)), warehouse),
