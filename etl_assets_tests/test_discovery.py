@@ -23,6 +23,7 @@ from etl_assets.salesforce.discovery import (
     refresh_state,
     render_state,
 )
+from etl_assets.salesforce.catalog import DISCOVERED_ENV, load_catalog
 from etl_assets.samples.salesforce import salesforce_id
 from etl_assets_tests.conftest import S3_CREDENTIALS, upload_tree
 from etl_assets_tests.salesforce_export import (
@@ -387,7 +388,7 @@ def test_a_declared_object_gets_its_other_columns_typed_and_its_declared_ones_wi
     """catalog.yaml refines discovery: Account is declared, yet its undeclared BillingLatitude, custom
     date and checkbox are typed; a declared column keeps the catalog's type whatever the sample says
     (AnnualRevenue stays the declared float though its sampled value is an integer)."""
-    from etl_assets.salesforce.catalog import CATALOG_PATH, load_catalog
+    from etl_assets.salesforce.catalog import CATALOG_PATH
 
     root = tmp_path / "landing"
     _write(root, "backup/20240501_Differential/Account/account.csv",
@@ -490,3 +491,23 @@ def test_a_declared_object_whose_files_hold_only_declared_columns_adds_nothing_t
     state = tmp_path / "discovered.yaml"
     summary = refresh_state(LocalLandingZone(root=str(root)), state, declared={"Account"})
     assert summary["declared"] == ["Account"] and not summary["added"] and load_state(state) == {}
+
+
+def test_the_catalog_follows_the_discovered_state_the_environment_names_now(tmp_path, monkeypatch):
+    """One process, two states: load_catalog() reads the one ETL_ASSETS_SALESFORCE_DISCOVERED names at
+    the call and a state rewritten since, never a cached catalog of another (under xdist a test that
+    loaded a state with an extra Task column left it to the next test on the worker)."""
+    root = tmp_path / "landing"
+    _write(root, "backup/20240501_Differential/Widget__c/widget.csv",
+           "Id,Name,SystemModstamp\na0B000000000001AAA,W,2024-05-01T06:32:11.000Z\n")
+    empty, found = tmp_path / "empty.yaml", tmp_path / "found.yaml"
+    refresh_state(LocalLandingZone(root=str(tmp_path / "nothing")), empty, declared=set())
+    monkeypatch.setenv(DISCOVERED_ENV, str(empty))
+    assert "Widget__c" not in load_catalog()
+    refresh_state(LocalLandingZone(root=str(root)), found, declared=set())
+    monkeypatch.setenv(DISCOVERED_ENV, str(found))
+    assert "Widget__c" in load_catalog()
+    monkeypatch.setenv(DISCOVERED_ENV, str(empty))
+    assert "Widget__c" not in load_catalog()
+    shutil.copy(found, empty)  # the same path, rewritten (as `catalog refresh` does in a long process)
+    assert "Widget__c" in load_catalog()

@@ -407,11 +407,25 @@ def _read_yaml(path: Path) -> dict:
 _REFUSED: dict[tuple[Path, Path], dict[str, str]] = {}
 
 
-@cache
 def load_catalog(path: Path = CATALOG_PATH, discovered: Path | None = None) -> dict[str, SalesforceObject]:
     """API name -> object: catalog.yaml's in its order, then the discovered ones by name. What the
-    discovered state holds that cannot be an asset is left out (`refused_objects` says why)."""
-    state = discovered or discovered_path()
+    discovered state holds that cannot be an asset is left out (`refused_objects` says why).
+    Cached per file pair and their stat, so a process that switches the discovered state (its
+    environment variable) or rewrites a file reads the new one."""
+    state = Path(discovered or discovered_path())
+    return _load_catalog(Path(path), state, _stamp(path), _stamp(state))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+@cache
+def _load_catalog(path: Path, state: Path, *_stamps) -> dict[str, SalesforceObject]:
     refused: dict[str, str] = {}
     try:
         document = _read_yaml(state) if state.exists() else None
@@ -422,7 +436,10 @@ def load_catalog(path: Path = CATALOG_PATH, discovered: Path | None = None) -> d
     return objects
 
 
+load_catalog.cache_clear = _load_catalog.cache_clear  # type: ignore[attr-defined]
+
+
 def refused_objects(path: Path = CATALOG_PATH, discovered: Path | None = None) -> dict[str, str]:
     """Object (or state file) -> why the discovered state's entry is not an asset."""
     load_catalog(path, discovered)
-    return _REFUSED.get((path, discovered or discovered_path()), {})
+    return _REFUSED.get((Path(path), Path(discovered or discovered_path())), {})
