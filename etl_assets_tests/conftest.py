@@ -280,7 +280,7 @@ def engine(request, tmp_path):
 
     def fresh() -> PostgresWarehouse:
         with warehouse.session() as session:
-            for schema in ("salesforce", "salesforce_history", "etl_audit"):
+            for schema in ("salesforce", "salesforce_history", "salesforce_superseded", "etl_audit"):
                 session.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         return warehouse
 

@@ -112,8 +112,8 @@ def test_a_full_backup_closes_the_last_version_and_a_later_one_holding_the_recor
     load_folder(warehouse, tmp_path, "20240601_Differential")
     load_folder(warehouse, tmp_path, "20240605_Full")
     deleted = dt.datetime(2024, 6, 5, tzinfo=UTC)
-    assert versions(warehouse) == [
-        (a, at(stamp(1, 6)), None, True, None, "a1", "20240601_Differential"),
+    assert versions(warehouse) == [  # a version seen again: its latest appearance, as the current table's row
+        (a, at(stamp(1, 6)), None, True, None, "a1", "20240605_Full"),
         (b, at(stamp(1, 7)), deleted, False, deleted, "b1", "20240601_Differential"),
     ]
     assert warehouse.query('SELECT _deleted_in_source_at FROM salesforce.account WHERE id = ?'
@@ -292,7 +292,9 @@ def test_the_redshift_plan_keeps_versions_parses_as_redshift_and_runs_on_postgre
     full.full_snapshot_date = dt.date(2024, 5, 10)
     for batch in (newer, older, full):
         statements = redshift.plan(batch, {}).statements()
-        assert any(s.sql.startswith('INSERT INTO "salesforce_history"."note__c"') for s in statements)
+        assert any(s.sql.startswith('INSERT INTO "salesforce_superseded"."note__c"') for s in statements)
+        assert any(s.sql.startswith('CREATE VIEW "salesforce_history"."note__c"') and
+                   s.sql.endswith(" WITH NO SCHEMA BINDING") for s in statements)
         for step in statements:
             assert_redshift_sql(render(step.sql, step.params))
     for batch in (newer, older, older, full):

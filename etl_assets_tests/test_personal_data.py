@@ -205,7 +205,7 @@ def test_the_apply_policies_command_says_what_it_changes_and_that_turning_off_is
 
     dry = run(parse_catalog(CATALOG), "--dry-run")
     assert "Contact.email: hash: 2 distinct value(s) hashed; 1 reject record(s) rewritten (would)" in dry
-    assert ("Contact.birthdate: exclude: dropped from salesforce.contact, salesforce_history.contact (would)"
+    assert ("Contact.birthdate: exclude: dropped from salesforce.contact, salesforce_superseded.contact (would)"
             in dry)  # the table and its versions (docs/history.md)
     assert _warehouse_hits(warehouse)
     done = run(parse_catalog(CATALOG), "--object", "contact")

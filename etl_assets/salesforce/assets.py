@@ -114,13 +114,13 @@ def policy_description(obj: SalesforceObject) -> str:
 
 
 def history_table_name(obj: SalesforceObject) -> str | None:
-    """The object's versions table (history mode), or None when it keeps none."""
+    """The object's versions view (history mode), or None when it keeps none."""
     return f"{obj.schema}{HISTORY_SUFFIX}.{obj.table}" if obj.keeps_history else None
 
 
 def history_description(obj: SalesforceObject) -> str:
     if obj.keeps_history:
-        return (f"History: every version by `{obj.primary_key}` and `{obj.version_column}` kept in "
+        return (f"History: every version by `{obj.primary_key}` and `{obj.version_column}` readable in "
                 f"`{history_table_name(obj)}` (`history: false` in catalog.yaml turns it off; docs/history.md).")
     why = "no version column" if obj.version_column is None else "turned off (catalog.yaml or ETL_ASSETS_SALESFORCE_HISTORY)"
     return f"History: not kept ({why})."

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from etl_assets.landing.column_policies import HASH_KEY_ENV, MASK, Action, hash_key, hash_values, mask_values
 from etl_assets.salesforce.catalog import SalesforceObject
-from etl_assets.warehouse.history import history_spec, keeps_history
+from etl_assets.warehouse.history import history_table, keeps_history, remade_view_steps, superseded_spec
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.spec import ColumnType, column_name, quote
 
@@ -77,7 +77,9 @@ def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequen
     Values a policy already wrote are left alone, so a second run changes nothing. A column whose
     policy is `keep` is never touched: turning a policy off applies to new loads only."""
     spec = obj.table_spec()
-    versions = [(history_spec(spec).schema, spec.name)] if keeps_history(spec) else []  # docs/history.md
+    # History mode's versions: the current table's and the superseded ones' (docs/history.md); the view
+    # over them is made anew once a column was dropped from them.
+    versions = [(superseded_spec(spec).schema, spec.name)] if keeps_history(spec) else []
     owned = list(dict.fromkeys([(spec.schema, spec.name), *versions, *tables]))
     results: list[Rewrite] = []
     with warehouse.session() as session:
@@ -85,6 +87,7 @@ def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequen
         present = {t: session.table_columns(*t) for t in owned}
         # Lineage and load columns start with '_' (no Salesforce field can): no policy is theirs.
         columns = sorted({c for t in owned for c in present[t] if not c.startswith("_")})
+        dropped = False
         rejects_columns = session.table_columns(spec.schema, spec.rejects_name)
         for column in columns:
             policy = obj.policies.policy(column) if obj.policies else None
@@ -95,6 +98,9 @@ def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequen
             if policy.action is Action.EXCLUDE:
                 result.note = f"dropped from {', '.join('.'.join(t) for t in holders)}"
                 if not dry_run:
+                    if versions and not dropped:  # PostgreSQL drops no column a view reads
+                        session.execute(f"DROP VIEW IF EXISTS {history_table(spec)}")
+                    dropped = dropped or bool(versions)
                     for schema, table in holders:
                         session.execute(f"ALTER TABLE {quote(schema)}.{quote(table)} DROP COLUMN {quote(column)}")
             else:
@@ -106,6 +112,10 @@ def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequen
                 if clear and not dry_run:
                     _replace(session, holders, column, dict(zip(clear, _apply(policy.action, clear, key))))
             results.append(result)
+        if dropped and present[versions[0]]:
+            for step in remade_view_steps(warehouse.dialect(), spec, session.table_columns(spec.schema, spec.name),
+                                          session.table_columns(*versions[0])):
+                session.execute(step.sql)
         if "raw_record" in rejects_columns:
             _rewrite_rejects(session, spec.schema, spec.rejects_name, obj, key, results, dry_run)
     return results

@@ -30,7 +30,7 @@ from etl_assets.warehouse.errors import (
     WarehouseUnreachable,
     file_fix,
 )
-from etl_assets.warehouse.history import history_spec, keeps_history
+from etl_assets.warehouse.history import HistoryNow, history_now, keeps_history
 from etl_assets.warehouse.plan import load_result, plan_load
 from etl_assets.warehouse.rows import RowStream, stage
 from etl_assets.warehouse.session import Session
@@ -89,9 +89,8 @@ class Warehouse(dg.ConfigurableResource):
                     with self.session() as session:
                         session.lock_table(spec)
                         session.lock_catalog()
-                        versions = history_spec(spec) if keeps_history(spec) else None
                         plan = plan_load(dialect, batch, session.table_columns(spec.schema, spec.name), after, rows,
-                                         session.table_columns(versions.schema, versions.name) if versions else None)
+                                         history_now(session, spec) if keeps_history(spec) else None)
                         session.run_ddl(plan.prepare)
                     with self.session() as session:
                         session.lock_table(spec)
@@ -176,12 +175,12 @@ class Warehouse(dg.ConfigurableResource):
         return pd.DataFrame(rows, columns=columns)
 
     def plan(self, batch: StagedBatch, existing: dict[str, int | None], after: Sequence[PlanStep] = (),
-             history_existing: dict[str, int | None] | None = None) -> LoadPlan:
+             history: HistoryNow | None = None) -> LoadPlan:
         """Every statement a load of `batch` runs into a table with the columns `existing` (name -> width)
-        and, where it keeps history, a versions table with `history_existing` (None: created if absent);
+        and, where it keeps history, the versions' tables as `history` says (None: created if absent);
         `etl-assets sql` prints it."""
         rows = RowStream(batch, self.capabilities.text_limits) if batch.source is not None else None
-        return plan_load(self.dialect(), batch, existing, after, rows, history_existing)
+        return plan_load(self.dialect(), batch, existing, after, rows, history)
 
     def check_limits(self, spec: TableSpec) -> None:
         """Refuse, before any DDL, a table this engine cannot hold."""

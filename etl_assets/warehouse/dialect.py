@@ -108,6 +108,9 @@ class Dialect:
     }
     primary_key_constraint: ClassVar[bool] = True
     copy_format: ClassVar[str] = "csv"  # how Session.copy_files encodes staged rows for COPY FROM STDIN
+    # Redshift: views that bind their tables when read, so the tables can be altered under them.
+    late_binding_views: ClassVar[bool] = False
+    late_binding_clause: ClassVar[str] = ""
     loaded_at_default: ClassVar[str] = ""  # PostgreSQL: what a COPY straight into a new table sets `_loaded_at` to
 
     def __init__(self, capabilities: Capabilities):
@@ -170,11 +173,6 @@ class Dialect:
     def marked_rows_index_steps(self, spec: TableSpec) -> list[Step]:
         """Where the engine has partial indexes: one on the rows marked deleted in source, so the marks
         check reads no unmarked row. Made with the table or its mark column."""
-        return []
-
-    def closed_versions_index_steps(self, versions: TableSpec) -> list[Step]:
-        """Where the engine has partial indexes: one on a versions table's closed versions (history mode),
-        which the closing of the staged keys looks up."""
         return []
 
     def widen_steps(self, spec: TableSpec, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:

@@ -1,8 +1,16 @@
 """History mode: every version of every record, kept by the load that merges the current table.
 
-A table whose spec keeps history (`TableSpec.history`, a primary key and a version column) has a
-versions table beside it: the same name in the schema `<schema>_history` (`salesforce_history.account`),
-so no source name can ever collide with it. Its columns are the table's, its lineage columns, and
+A table whose spec keeps history (`TableSpec.history`, a primary key and a version column) has its
+versions readable as `<schema>_history.<table>` (`salesforce_history.account`): a view of two tables,
+
+- the current table itself: each record's newest version, whose closing is known from the row (its
+  soft-delete flag, `IsDeleted`, and the deletion mark from full backups); and
+- `<schema>_superseded.<table>`: every older version, with the `_valid_to` its next version gave it.
+
+So a version is written once: a first load writes nothing but the current table, and a reload moves
+the rows it beats (the versions they become superseded by) into the superseded table. Separate
+schemas keep any source name from colliding with either. The view's columns are the table's, its
+lineage columns, and
 
 - `_valid_from`: the version (the value of the version column, SystemModstamp or its fallback);
 - `_valid_to`: the next version's `_valid_from`; for the last version, the time the record was
@@ -10,30 +18,31 @@ so no source name can ever collide with it. Its columns are the table's, its lin
   table's `_deleted_in_source_at` mark from full backups, never before `_valid_from`), else null;
 - `_is_current`: `_valid_to` is null (the last version of a record that is not deleted);
 - `_deleted_at`: on the last version only, when the record was deleted (soft or hard);
-- `_loaded_at`: when the version was first written.
+- `_loaded_at`: when the version's row was written.
 
 One row per distinct (key, version): a version seen in several folders is one row, whose values and
-lineage are those of its first appearance (the least partition, file, line), so any loading order
-gives the same rows. The load keeps it in the same transaction as the merge, in two parts:
+lineage are those of its latest appearance (the greatest partition, file, line: the current table's
+own rule), so any loading order gives the same rows. `version_steps` runs in the merge's transaction
+where the batch's rows are all at hand, before the current table changes:
 
-1. `version_steps`, where the batch's rows are all at hand (before the newest-version pass, or per
-   chunk): versions the table lacks are inserted with their intervals, computed by one window over
-   the versions of just the keys that gained one; the neighbours whose next version changed are
-   re-closed; a version seen again from an earlier folder is replaced by that folder's row.
-2. `closing_steps`, after the deletion marks were recomputed: the last version of each key whose mark
-   was recomputed is closed or re-opened from the soft-delete flag and the current table's mark.
+1. the current rows a batch version is newer than are copied into the superseded table, closed at
+   the batch's next version (their `_valid_to`);
+2. batch versions older than their record's newest (a folder loaded late, or a key repeated in the
+   batch) go into the superseded table too, replacing the same version seen from an earlier folder;
+   their intervals, and their neighbours', come from one window over the versions of just those keys.
 
-Everything is plain SQL every engine runs (window functions, UPDATE ... FROM, temporary tables), so
-Redshift runs the same steps as PostgreSQL and DuckDB. `as_of_query` reads a table as of a time.
+Everything is plain SQL every engine runs (window functions, UPDATE ... FROM, temporary tables, a
+UNION ALL view; Redshift's is late-binding), so Redshift runs the same steps as PostgreSQL and DuckDB.
+`as_of_query` reads a table as of a time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from etl_assets.warehouse.batch import StagedBatch
-from etl_assets.warehouse.dialect import LATEST, Dialect, table
+from etl_assets.warehouse.dialect import Dialect, table
 from etl_assets.warehouse.spec import (
     DELETED_IN_SOURCE_AT,
     LINEAGE_COLUMNS,
@@ -42,16 +51,39 @@ from etl_assets.warehouse.spec import (
     TableSpec,
     quote,
 )
-from etl_assets.warehouse.steps import Branch, PlanStep, Step
+from etl_assets.warehouse.steps import Step
 
-HISTORY_SUFFIX = "_history"  # the versions table's schema: `<schema>_history`
+HISTORY_SUFFIX = "_history"  # the versions view's schema: `<schema>_history`
+SUPERSEDED_SUFFIX = "_superseded"  # the older versions' table's schema: `<schema>_superseded`
 VALID_FROM, VALID_TO, IS_CURRENT, DELETED_AT = "_valid_from", "_valid_to", "_is_current", "_deleted_at"
 HISTORY_COLUMNS = (VALID_FROM, VALID_TO, IS_CURRENT, DELETED_AT, LOADED_AT)
 SOFT_DELETE_COLUMN = "isdeleted"  # Salesforce's IsDeleted: a version in the recycle bin
 # Temporary tables of a load (names that contain no other temporary table's name).
 VERSIONS = "etl_batch_versions"  # the batch's rows, one per (key, version), when keys repeat in it
-NEW_VERSIONS = "etl_new_versions"  # (key, version) of the batch the versions table lacks
-INTERVALS = "etl_intervals"  # the new versions' and re-closed neighbours' next version
+NEW_VERSIONS = "etl_new_versions"  # (key, version) of the batch that become superseded versions
+INTERVALS = "etl_intervals"  # the new superseded versions' and re-closed neighbours' next version
+
+Existing = dict[str, int | None]  # a table's (or view's) columns now: name -> character width
+
+
+@dataclass(frozen=True)
+class HistoryNow:
+    """The columns of the superseded table and of the versions view now ({}: absent); `view_is_table`:
+    `<schema>_history.<table>` is a table, the versions as an earlier release kept them (migrated)."""
+
+    superseded: Existing
+    view: Existing
+    view_is_table: bool = False
+
+
+def history_now(session, spec: TableSpec) -> HistoryNow:
+    """What a session finds of `spec`'s superseded table and versions view (`Session`)."""
+    superseded, view = superseded_spec(spec), history_spec(spec)
+    kinds = session.fetchall(f"SELECT table_type FROM information_schema.tables WHERE table_schema = {session.param} "
+                             f"AND table_name = {session.param}", [view.schema, view.name])
+    return HistoryNow(session.table_columns(superseded.schema, superseded.name),
+                      session.table_columns(view.schema, view.name),
+                      view_is_table=bool(kinds) and "TABLE" in str(kinds[0][0]).upper())
 
 
 def keeps_history(spec: TableSpec) -> bool:
@@ -60,12 +92,21 @@ def keeps_history(spec: TableSpec) -> bool:
 
 
 def history_spec(spec: TableSpec) -> TableSpec:
-    """The versions table: the same name and columns in `<schema>_history`."""
+    """The versions view: the same name and columns in `<schema>_history`."""
     return replace(spec, schema=spec.schema + HISTORY_SUFFIX)
+
+
+def superseded_spec(spec: TableSpec) -> TableSpec:
+    """The table of superseded versions: the same name in `<schema>_superseded`."""
+    return replace(spec, schema=spec.schema + SUPERSEDED_SUFFIX)
 
 
 def history_table(spec: TableSpec) -> str:
     return table(history_spec(spec))
+
+
+def superseded_table(spec: TableSpec) -> str:
+    return table(superseded_spec(spec))
 
 
 def soft_delete_column(spec: TableSpec) -> str | None:
@@ -77,34 +118,132 @@ def staged_names(spec: TableSpec) -> list[str]:
     return [c.name for c in spec.columns] + [name for name, _ in LINEAGE_COLUMNS]
 
 
+def _data_columns(existing: Existing) -> list[str]:
+    """The source's columns among a table's: lineage and load columns start with '_' (no field can)."""
+    return [name for name in existing if not name.startswith("_")]
+
+
 # DDL.
 
-def create_history_sql(d: Dialect, spec: TableSpec, batch: StagedBatch | None = None) -> str:
+def create_superseded_sql(d: Dialect, spec: TableSpec, batch: StagedBatch | None = None) -> str:
     stamp = d.type_names[ColumnType.DATETIME]
     defs = d._column_defs(spec.columns, batch) + d._lineage_defs() + [
-        f"{quote(VALID_FROM)} {stamp} NOT NULL", f"{quote(VALID_TO)} {stamp}", f"{quote(IS_CURRENT)} BOOLEAN",
-        f"{quote(DELETED_AT)} {stamp}", f"{quote(LOADED_AT)} {stamp}"]
+        f"{quote(VALID_FROM)} {stamp} NOT NULL", f"{quote(VALID_TO)} {stamp} NOT NULL", f"{quote(LOADED_AT)} {stamp}"]
     if d.primary_key_constraint:
-        name = d.primary_key_name(history_spec(spec))
+        name = d.primary_key_name(superseded_spec(spec))
         defs.append((f"CONSTRAINT {quote(name)} " if name else "")
                     + f"PRIMARY KEY ({quote(spec.primary_key)}, {quote(VALID_FROM)})")
-    return (f"CREATE TABLE IF NOT EXISTS {history_table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"
+    return (f"CREATE TABLE IF NOT EXISTS {superseded_table(spec)} (\n  " + ",\n  ".join(defs) + "\n)"
             + d._table_attributes(spec))
 
 
-def prepare_history_steps(d: Dialect, batch: StagedBatch, existing: dict[str, int | None] | None) -> list[Step]:
-    """The schema and the versions table, or the columns it lacks and those it must widen or retype, as
-    the table's own. `existing`: its columns now ({}: none; None: not known, so created if absent)."""
+def prepare_history_steps(d: Dialect, batch: StagedBatch, current: Existing, now: HistoryNow | None,
+                          current_alters: list[Step]) -> tuple[list[Step], list[Step]]:
+    """(steps before the current table's DDL, steps after it): the schemas, the superseded table (or
+    the columns it lacks, widened and retyped as the table's), and the versions view over both.
+    `current`: the current table's columns now; `now`: the superseded table's and the view's (None:
+    not known). The view is replaced where it can be (new columns come last); a column retyped or gone
+    needs it dropped first, before the tables are altered (PostgreSQL refuses to retype a column a
+    view reads), and Redshift's late-binding view is made anew each time."""
     spec = batch.spec
-    versions = history_spec(spec)
-    steps = [Step(f"CREATE SCHEMA IF NOT EXISTS {quote(versions.schema)}")]
-    if not existing:
-        return steps + [Step(create_history_sql(d, spec, batch)), *d.closed_versions_index_steps(versions)]
-    steps += [Step(f"ALTER TABLE {table(versions)} ADD COLUMN {quote(c.name)} {d.column_type(c, batch)}")
-              for c in spec.columns if c.name not in existing]
-    retyped = {name: change for name, change in batch.retyped.items() if name in existing}
-    return (steps + d.widen_steps(versions, batch, existing)
-            + d.retype_steps(replace(batch, spec=versions, retyped=retyped)))
+    superseded = superseded_spec(spec)
+    now = now or HistoryNow({}, {})
+    steps = [Step(f"CREATE SCHEMA IF NOT EXISTS {quote(superseded.schema)}"),
+             Step(f"CREATE SCHEMA IF NOT EXISTS {quote(history_spec(spec).schema)}")]
+    alters: list[Step] = []
+    if not now.superseded:
+        steps.append(Step(create_superseded_sql(d, spec, batch)))
+    else:
+        steps += [Step(f"ALTER TABLE {table(superseded)} ADD COLUMN {quote(c.name)} {d.column_type(c, batch)}")
+                  for c in spec.columns if c.name not in now.superseded]
+        retyped = {name: change for name, change in batch.retyped.items() if name in now.superseded}
+        alters = (d.widen_steps(superseded, batch, now.superseded)
+                  + d.retype_steps(replace(batch, spec=superseded, retyped=retyped)))
+    migrate = migration_steps(spec, current, now) if now.view_is_table else []
+    if migrate:
+        now = replace(now, view={})
+    columns, current_names, superseded_names = _view_columns(spec, current, now.superseded, now.view)
+    gone = bool(now.view) and any(name not in columns for name in now.view)
+    drop = [Step(f"DROP VIEW IF EXISTS {history_table(spec)}")] \
+        if not migrate and (d.late_binding_views or gone or ((current_alters or alters) and now.view)) else []
+    view = view_sql(d, spec, columns, current_names, superseded_names, replace_view=not drop)
+    return drop, steps + alters + migrate + [Step(view)]
+
+
+def _view_columns(spec: TableSpec, current: Existing, superseded: Existing, view: Existing
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """(the view's columns: those it has, in their order, then the new ones; the current table's data
+    columns; the superseded table's), once the prepare ran (the spec's columns added to both)."""
+    spec_names = [c.name for c in spec.columns]
+    current_names = list(dict.fromkeys(_data_columns(current) + spec_names))
+    superseded_names = list(dict.fromkeys(_data_columns(superseded) + spec_names))
+    columns = list(dict.fromkeys([*view, *current_names, *superseded_names,
+                                  *(name for name, _ in LINEAGE_COLUMNS), *HISTORY_COLUMNS]))
+    return columns, current_names, superseded_names
+
+
+def remade_view_steps(d: Dialect, spec: TableSpec, current: Existing, superseded: Existing) -> list[Step]:
+    """The versions view made anew over the tables as they are (after a column was dropped from them)."""
+    current_names, superseded_names = _data_columns(current), _data_columns(superseded)
+    columns = list(dict.fromkeys([*current_names, *superseded_names, *(name for name, _ in LINEAGE_COLUMNS),
+                                  *HISTORY_COLUMNS]))
+    return [Step(f"DROP VIEW IF EXISTS {history_table(spec)}"),
+            Step(view_sql(d, spec, columns, current_names, superseded_names, replace_view=False))]
+
+
+def migration_steps(spec: TableSpec, current: Existing, now: HistoryNow) -> list[Step]:
+    """An earlier release kept every version, the current ones too, in a table where the view now is:
+    its versions that are not the current table's row move to the superseded table (those it holds
+    already are left, so a migration cut short runs again), then the table is dropped."""
+    key, version, vf = quote(spec.primary_key), quote(spec.version_column), quote(VALID_FROM)
+    target, old = superseded_table(spec), history_table(spec)
+    kept = [n for n in now.view if n in now.superseded or n in {c.name for c in spec.columns}
+            or n in {name for name, _ in LINEAGE_COLUMNS} or n in (VALID_FROM, VALID_TO, LOADED_AT)]
+    listed = ", ".join(quote(n) for n in kept)
+    return [
+        Step(f"INSERT INTO {target} ({listed}) SELECT {', '.join('h.' + quote(n) for n in kept)} FROM {old} AS h "
+             f"LEFT JOIN {table(spec)} AS c ON c.{key} = h.{key} AND c.{version} = h.{vf} WHERE c.{key} IS NULL "
+             f"AND h.{quote(VALID_TO)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {target} AS o "
+             f"WHERE o.{key} = h.{key} AND o.{vf} = h.{vf})"),
+        Step(f"DROP TABLE {old}"),
+    ]
+
+
+def view_sql(d: Dialect, spec: TableSpec, columns: list[str], current_names: list[str],
+             superseded_names: list[str], replace_view: bool = True) -> str:
+    """The versions view: the superseded versions, then each record's current version with its
+    closing computed from the row; `columns` in order, a data column a table lacks read as NULL."""
+    key, version = quote(spec.primary_key), quote(spec.version_column)
+    soft_column = soft_delete_column(spec)
+    soft = f"CASE WHEN c.{quote(soft_column)} = 1 THEN c.{version} END" if soft_column else "NULL"
+    hard = f"c.{quote(DELETED_IN_SOURCE_AT)}" if spec.track_deletions else "NULL"
+    deleted = (f"CASE WHEN {soft} IS NULL THEN {hard} WHEN {hard} IS NULL THEN {soft} WHEN {hard} < {soft} "
+               f"THEN {hard} ELSE {soft} END")
+    closing = {
+        VALID_FROM: (f"s.{quote(VALID_FROM)}", f"c.{version}"),
+        VALID_TO: (f"s.{quote(VALID_TO)}", f"CASE WHEN ({deleted}) IS NULL THEN NULL WHEN ({deleted}) > c.{version} "
+                                           f"THEN ({deleted}) ELSE c.{version} END"),
+        IS_CURRENT: ("FALSE", f"CASE WHEN ({deleted}) IS NULL THEN TRUE ELSE FALSE END"),
+        DELETED_AT: (f"CAST(NULL AS {d.type_names[ColumnType.DATETIME]})", deleted),
+        LOADED_AT: (f"s.{quote(LOADED_AT)}", f"c.{quote(LOADED_AT)}"),
+    }
+    lineage = {name for name, _ in LINEAGE_COLUMNS}
+
+    def side(alias: str, names: list[str], index: int) -> str:
+        values = []
+        for name in columns:
+            if name in closing:
+                values.append(f"{closing[name][index]} AS {quote(name)}")
+            elif name in lineage or name in names:
+                values.append(f"{alias}.{quote(name)} AS {quote(name)}")
+            else:
+                values.append(f"NULL AS {quote(name)}")
+        return ", ".join(values)
+
+    verb = "CREATE OR REPLACE VIEW" if replace_view else "CREATE VIEW"
+    return (f"{verb} {history_table(spec)} AS SELECT {side('s', superseded_names, 0)} FROM "
+            f"{superseded_table(spec)} AS s UNION ALL SELECT {side('c', current_names, 1)} FROM {table(spec)} AS c "
+            f"WHERE c.{version} IS NOT NULL AND c.{key} IS NOT NULL{d.late_binding_clause}")
 
 
 # The load's steps.
@@ -120,100 +259,78 @@ def _lineage_beats(spec: TableSpec, a: str, b: str) -> str:
 
 
 def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), repeats: bool = False,
-                  counted: bool = True) -> list[PlanStep]:
-    """The batch's versions into the versions table, reading every staged row from `source` (with
-    `params`); `repeats`: a (key, version) may occur more than once in it, so it is made distinct first
-    (the first appearance kept). One join of the batch with the versions table finds the versions it
-    lacks and those seen again from an earlier folder (replaced: deleted, then inserted with the new
-    ones, so no wide UPDATE, which DuckDB would keep in memory). A new last version that is soft-deleted
-    is closed at its own time as it is inserted. Result `versions_added` (with `counted`)."""
+                  displaced: bool = True, older: bool = True, chunk: bool = False) -> list[Step]:
+    """The batch's versions, reading every staged row from `source` (with `params`), before the merge
+    changes the current table. `repeats`: a (key, version) may occur more than once in it, so it is
+    made distinct first (the latest appearance kept). `displaced`: copy the current rows a batch
+    version is newer than into the superseded table (result `versions_displaced`); `older`: put the
+    batch's versions older than their record's newest there (result `versions_older`: those it did not
+    hold), replacing the same version seen from an earlier folder (deleted, then inserted with the new
+    ones, so no wide UPDATE, which DuckDB would keep in memory), and re-close their neighbours.
+    `chunk`: `source` is a chunk of a merge by chunk, in which a repeated key is found by the chunk's
+    merge, after these steps: one row a key, so the merge is the statement that finds it."""
     key, version = quote(spec.primary_key), quote(spec.version_column)
-    target, vf, vt = history_table(spec), quote(VALID_FROM), quote(VALID_TO)
+    target, current = superseded_table(spec), table(spec)
+    vf, vt, loaded = quote(VALID_FROM), quote(VALID_TO), quote(LOADED_AT)
     names = [quote(n) for n in staged_names(spec)]
+    listed = ", ".join(names)
     steps: list[Step] = []
     if repeats:
-        first = ", ".join(f"{quote(n)}" for n, _ in LINEAGE_COLUMNS)
+        last = ", ".join(f"{quote(n)} DESC" for n, _ in LINEAGE_COLUMNS)
         steps.append(Step(
-            f"CREATE TEMPORARY TABLE {VERSIONS} AS SELECT {', '.join(names)} FROM (SELECT *, ROW_NUMBER() OVER "
-            f"(PARTITION BY {key}, {version} ORDER BY {first}) AS etl_rank FROM {source} WHERE {version} IS NOT NULL"
+            f"CREATE TEMPORARY TABLE {VERSIONS} AS SELECT {listed} FROM (SELECT *, ROW_NUMBER() OVER "
+            f"(PARTITION BY {key}, {version} ORDER BY {last}) AS etl_rank FROM {source} WHERE {version} IS NOT NULL"
             f") AS ranked WHERE etl_rank = 1", params))
         source, params = VERSIONS, ()
-    soft_column = soft_delete_column(spec)
-    soft = f"s.{quote(soft_column)} = 1" if soft_column else "1 = 0"
+    if displaced:
+        # Each current row a batch version is newer than, closed at the least such version.
+        nearest = (f"(SELECT s.{key} AS {key}, MIN(s.{version}) AS next_from FROM {source} AS s JOIN {current} AS o "
+                   f"ON o.{key} = s.{key} WHERE s.{version} > o.{version} GROUP BY s.{key})" if repeats else
+                   f"(SELECT s.{key} AS {key}, MIN(s.{version}) AS next_from FROM {source} AS s GROUP BY s.{key})"
+                   if chunk else f"(SELECT s.{key} AS {key}, s.{version} AS next_from FROM {source} AS s)")
+        steps.append(Step(
+            f"INSERT INTO {target} ({listed}, {vf}, {vt}, {loaded}) SELECT {', '.join('c.' + n for n in names)}, "
+            f"c.{version}, n.next_from, c.{loaded} FROM {current} AS c JOIN {nearest} AS n ON n.{key} = c.{key} "
+            f"WHERE n.next_from > c.{version}", params, result="versions_displaced"))
+    if not older:
+        return steps + ([Step(f"DROP TABLE {VERSIONS}")] if repeats else [])
+    newest = f"c.{version}"
+    batch_newest = ""
+    if repeats:
+        batch_newest = (f" LEFT JOIN (SELECT {key}, MAX({version}) AS newest FROM {source} GROUP BY {key}) AS m "
+                        f"ON m.{key} = s.{key}")
+        newest = f"CASE WHEN c.{version} IS NULL OR m.newest > c.{version} THEN m.newest ELSE c.{version} END"
     bare = quote(spec.name)
     steps += [
         Step(f"CREATE TEMPORARY TABLE {NEW_VERSIONS} AS SELECT s.{key} AS {key}, s.{version} AS {vf}, "
-             f"CASE WHEN h.{key} IS NULL THEN 1 ELSE 0 END AS etl_new FROM {source} AS s LEFT JOIN {target} AS h "
-             f"ON h.{key} = s.{key} AND h.{vf} = s.{version} WHERE s.{version} IS NOT NULL "
-             f"AND (h.{key} IS NULL OR {_lineage_beats(spec, 'h', 's')})", params),
+             f"{newest} AS etl_newest, CASE WHEN h.{key} IS NULL THEN 1 ELSE 0 END AS etl_new FROM {source} AS s "
+             f"LEFT JOIN {current} AS c ON c.{key} = s.{key}{batch_newest} LEFT JOIN {target} AS h "
+             f"ON h.{key} = s.{key} AND h.{vf} = s.{version} WHERE s.{version} < {newest} "
+             f"AND (h.{key} IS NULL OR {_lineage_beats(spec, 's', 'h')})", params),
         # No alias for the target: Redshift's DELETE takes none (its columns are named by the table's name).
         Step(f"DELETE FROM {target} USING {NEW_VERSIONS} AS n WHERE n.etl_new = 0 AND {bare}.{key} = n.{key} "
              f"AND {bare}.{vf} = n.{vf}"),
-        # The next version of every version of the keys that gained one; kept: the new versions, and
-        # the existing ones whose next version is not what they hold.
+        # The next version of every superseded version of the keys that gained one (the record's newest
+        # closes the last); kept: the new ones, and the others whose next version is not what they hold.
         Step(f"CREATE TEMPORARY TABLE {INTERVALS} AS SELECT w.{key} AS {key}, w.{vf} AS {vf}, w.next_from AS {vt}, "
-             f"w.etl_new AS etl_new FROM (SELECT v.{key}, v.{vf}, v.etl_new, v.old_to, v.old_deleted, "
+             f"w.etl_new AS etl_new FROM (SELECT v.{key}, v.{vf}, v.etl_new, v.old_to, "
              f"LEAD(v.{vf}) OVER (PARTITION BY v.{key} ORDER BY v.{vf}) AS next_from FROM ("
-             f"SELECT h.{key} AS {key}, h.{vf} AS {vf}, 0 AS etl_new, h.{vt} AS old_to, h.{quote(DELETED_AT)} AS "
-             f"old_deleted FROM {target} AS h WHERE h.{key} IN (SELECT n.{key} FROM {NEW_VERSIONS} AS n) "
-             f"UNION ALL SELECT n.{key}, n.{vf}, 1, NULL, NULL FROM {NEW_VERSIONS} AS n) AS v) AS w "
-             f"WHERE w.etl_new = 1 OR (w.next_from IS NOT NULL AND (w.old_to IS NULL OR w.old_deleted IS NOT NULL "
-             f"OR w.old_to <> w.next_from))"),
-        Step(f"INSERT INTO {target} ({', '.join(names)}, {vf}, {vt}, {quote(IS_CURRENT)}, {quote(DELETED_AT)}, "
-             f"{quote(LOADED_AT)}) SELECT {', '.join('s.' + n for n in names)}, s.{version}, "
-             f"CASE WHEN i.{vt} IS NOT NULL THEN i.{vt} WHEN {soft} THEN s.{version} END, "
-             f"CASE WHEN i.{vt} IS NULL AND NOT ({soft}) THEN TRUE ELSE FALSE END, "
-             f"CASE WHEN i.{vt} IS NULL AND {soft} THEN s.{version} END, CURRENT_TIMESTAMP FROM {source} AS s "
-             f"JOIN {INTERVALS} AS i ON i.{key} = s.{key} AND i.{vf} = s.{version} WHERE i.etl_new = 1", params,
-             result="versions_added" if counted else None),
-        Step(f"UPDATE {target} AS h SET {vt} = i.{vt}, {quote(IS_CURRENT)} = FALSE, {quote(DELETED_AT)} = NULL "
-             f"FROM {INTERVALS} AS i WHERE i.etl_new = 0 AND h.{key} = i.{key} AND h.{vf} = i.{vf}"),
+             f"SELECT h.{key} AS {key}, h.{vf} AS {vf}, 0 AS etl_new, h.{vt} AS old_to FROM {target} AS h "
+             f"WHERE h.{key} IN (SELECT n.{key} FROM {NEW_VERSIONS} AS n) "
+             f"UNION ALL SELECT n.{key}, n.{vf}, 1, NULL FROM {NEW_VERSIONS} AS n "
+             f"UNION ALL SELECT n.{key}, MAX(n.etl_newest), -1, NULL FROM {NEW_VERSIONS} AS n GROUP BY n.{key}"
+             f") AS v) AS w WHERE w.etl_new = 1 OR (w.etl_new = 0 AND w.old_to <> w.next_from)"),
+        Step(f"INSERT INTO {target} ({listed}, {vf}, {vt}, {loaded}) SELECT {', '.join('s.' + n for n in names)}, "
+             f"s.{version}, i.{vt}, CURRENT_TIMESTAMP FROM {source} AS s JOIN {INTERVALS} AS i "
+             f"ON i.{key} = s.{key} AND i.{vf} = s.{version} WHERE i.etl_new = 1", params, result="versions_older"),
+        Step(f"UPDATE {target} AS h SET {vt} = i.{vt} FROM {INTERVALS} AS i "
+             f"WHERE i.etl_new = 0 AND h.{key} = i.{key} AND h.{vf} = i.{vf}"),
         Step(f"DROP TABLE {INTERVALS}"),
         Step(f"DROP TABLE {NEW_VERSIONS}"),
     ]
     if source == VERSIONS:
         steps.append(Step(f"DROP TABLE {VERSIONS}"))
-    if repeats or not d.capabilities.runs_steps_in_order:
-        return steps
-    # Into an empty versions table (a first load), with no key repeated: each row is its key's only
-    # version, inserted with its closing at once, no join; a named key is built once after the rows.
-    first = [Step(f"INSERT INTO {target} ({', '.join(names)}, {vf}, {vt}, {quote(IS_CURRENT)}, {quote(DELETED_AT)}, "
-                  f"{quote(LOADED_AT)}) SELECT {', '.join('s.' + n for n in names)}, s.{version}, "
-                  f"CASE WHEN {soft} THEN s.{version} END, CASE WHEN {soft} THEN FALSE ELSE TRUE END, "
-                  f"CASE WHEN {soft} THEN s.{version} END, CURRENT_TIMESTAMP FROM {source} AS s "
-                  f"WHERE s.{version} IS NOT NULL", params, result="versions_added" if counted else None)]
-    name = d.primary_key_name(history_spec(spec))
-    if d.primary_key_constraint and name:
-        first = [Step(f"ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {quote(name)}"), *first,
-                 Step(f"ALTER TABLE {target} ADD CONSTRAINT {quote(name)} PRIMARY KEY ({key}, {vf})")]
-    return [Step(f"SELECT NOT EXISTS (SELECT 1 FROM {target})", fetch=True, result="history_empty"),
-            Branch("history_empty", then=tuple(first), otherwise=tuple(steps))]
-
-
-def closing_steps(d: Dialect, spec: TableSpec, deleted_keys: str) -> list[Step]:
-    """Close or re-open the last version of the keys whose deletion mark the load recomputed (in
-    `deleted_keys`: those marked before or now), and of the staged keys (LATEST) with a closed version
-    (DuckDB's merge re-inserts the rows a batch beats unmarked, so they are not among the marked before).
-    No other key's closing can change: a soft delete is closed as its version is inserted. Its deletion is the earlier of its own soft delete (its
-    `_valid_from`) and the table's mark; only rows whose closing changes are written."""
-    key, target, vf = quote(spec.primary_key), history_table(spec), quote(VALID_FROM)
-    deleted = quote(DELETED_AT)
-    soft_column = soft_delete_column(spec)
-    soft = f"CASE WHEN l.{quote(soft_column)} = 1 THEN l.{vf} END" if soft_column else "NULL"
-    hard = f"c.{quote(DELETED_IN_SOURCE_AT)}"
-    earlier = f"CASE WHEN {soft} IS NULL THEN {hard} WHEN {hard} IS NULL THEN {soft} WHEN {hard} < {soft} " \
-              f"THEN {hard} ELSE {soft} END"
-    return [Step(
-        f"UPDATE {target} AS h SET {deleted} = x.deleted_at, {quote(VALID_TO)} = CASE WHEN x.deleted_at IS NULL "
-        f"THEN NULL WHEN x.deleted_at > h.{vf} THEN x.deleted_at ELSE h.{vf} END, {quote(IS_CURRENT)} = CASE WHEN "
-        f"x.deleted_at IS NULL THEN TRUE ELSE FALSE END FROM (SELECT l.{key} AS {key}, l.{vf} AS {vf}, {earlier} "
-        f"AS deleted_at FROM (SELECT {key} FROM {deleted_keys} UNION SELECT o.{key} FROM {target} AS o "
-        f"JOIN {LATEST} AS s ON s.{key} = o.{key} WHERE o.{deleted} IS NOT NULL) AS k JOIN {target} AS l "
-        f"ON l.{key} = k.{key} "
-        f"LEFT JOIN {table(spec)} AS c ON c.{key} = l.{key} WHERE (l.{quote(VALID_TO)} IS NULL "
-        f"OR l.{deleted} IS NOT NULL)) AS x WHERE h.{key} = x.{key} AND h.{vf} = x.{vf} AND (h.{deleted} <> "
-        f"x.deleted_at OR (h.{deleted} IS NULL AND x.deleted_at IS NOT NULL) OR (h.{deleted} IS NOT NULL AND "
-        f"x.deleted_at IS NULL))")]
+    return steps
 
 
 # Reading it.

@@ -47,7 +47,7 @@ from etl_assets.warehouse.dialect import (
     table,
 )
 from etl_assets.warehouse.history import (
-    closing_steps,
+    HistoryNow,
     keeps_history,
     prepare_history_steps,
     version_steps,
@@ -74,11 +74,11 @@ Existing = dict[str, int | None]  # the table's columns now: name -> character w
 
 
 def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequence[PlanStep] = (),
-              rows: RowStream | None = None, history_existing: Existing | None = None) -> LoadPlan:
+              rows: RowStream | None = None, history_now: HistoryNow | None = None) -> LoadPlan:
     """Every statement a load of `batch` runs, given the table's current columns; `rows` are the batch's
     rows as they stream into the transaction (None: the batch is staged); `after` ends the transaction.
-    `history_existing`: the columns of the versions table now, where the spec keeps history (None: not
-    known, it is created if absent)."""
+    `history_now`: the superseded table's and versions view's columns now, where the spec keeps
+    history (None: not known, they are created if absent)."""
     spec = batch.spec
     plan = LoadPlan(prepare=prepare_steps(d, batch, existing), added_columns=added_columns(batch, existing))
     source, params, staging = d.stage_steps(batch)
@@ -90,9 +90,10 @@ def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequenc
     plan.prepare.append(Step(d.create_rejects_sql(spec)))
     if spec.track_deletions:
         plan.prepare += d.create_deletion_tables_steps(spec)
-    history = keeps_history(spec)
-    if history:
-        plan.prepare += prepare_history_steps(d, batch, history_existing)
+    if keeps_history(spec):
+        alters = d.widen_steps(spec, batch, existing) + d.retype_steps(batch) if existing else []
+        drop_view, history_steps = prepare_history_steps(d, batch, existing, history_now, alters)
+        plan.prepare = drop_view + plan.prepare + history_steps
     plan.transaction += marks_check_steps(d, batch)
     if rows is not None:
         merge, drop_latest = streamed_merge_steps(d, batch, existing, rows)
@@ -101,9 +102,7 @@ def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequenc
     else:
         merge, drop_latest = general_merge_steps(d, batch, existing, source, params, staging)
     plan.transaction += merge
-    # The versions' closing reads the recomputed marks and their keys, before that temporary table is dropped.
-    closing = closing_steps(d, spec, DELETED) if history and spec.track_deletions else []
-    plan.transaction += deletion_steps(d, batch, streamed=rows is not None, before_drop=closing)
+    plan.transaction += deletion_steps(d, batch, streamed=rows is not None)
     if batch.partition is not None:
         plan.transaction.append(Step(f"DELETE FROM {rejects_table(spec)} WHERE {quote(SOURCE_PARTITION)} = "
                                      f"{d.param}", (batch.partition,)))
@@ -186,17 +185,18 @@ def distinct_keys_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing
     versions = version_steps(d, spec, LATEST) if keeps_history(spec) else []  # LATEST holds every staged row
     steps = staging + [
         latest_view(spec, d.view_source(batch, source)),
+        *versions,
         d.update_step(batch, existing),
         Step(d.insert_sql(spec), result="inserted"),
     ]
     drop = [Step(f"DROP VIEW {LATEST}")]
     if existing or not d.capabilities.copies_into_new_tables:
-        return steps + versions, drop
+        return steps, drop
+    # Into the empty table every row is its key's only version: the current table holds them all.
     copy = replace(d.copy_files_step(table(spec), batch.files, staged_columns(spec)), result="inserted")
     return [
         Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table(spec)})", fetch=True, result="direct"),
         Branch("direct", then=(copy, latest_view(spec, table(spec))), otherwise=tuple(steps)),
-        *versions,
     ], drop
 
 
@@ -233,8 +233,7 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
         return steps, drops
     return [
         Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table(spec)})", fetch=True, result="direct"),
-        Branch("direct", then=(*direct_load_steps(d, spec, rows), latest_view(spec, table(spec)),
-                               *(version_steps(d, spec, LATEST) if history else ())),
+        Branch("direct", then=(*direct_load_steps(d, spec, rows), latest_view(spec, table(spec))),
                otherwise=tuple(steps)),
     ], [Branch("direct", then=(Step(f"DROP VIEW {LATEST}"),), otherwise=tuple(drops))]
 
@@ -273,18 +272,26 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
     each_chunk = [Step(d.chunk_merge_sql(spec), fetch=True, result=("inserted", "updated"))]
     chunk: list[PlanStep] = [Step(d.create_staging_sql(batch, CHUNK))]
     history = keeps_history(spec)
-    if spec.track_deletions or history:  # the marks' and versions' closing steps read the keys from LATEST
+    if history:
+        # Before each chunk's merge: the current rows it supersedes move to the superseded table, and its
+        # rows older than the current one are gathered, their versions found once after the last chunk
+        # (a repeated key within or across chunks reads the rows again, so they are distinct).
+        key = quote(spec.primary_key)
+        chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
+        each_chunk[:0] = [
+            *version_steps(d, spec, CHUNK, older=False, chunk=True),
+            Step(f"INSERT INTO {BATCH_ROWS} SELECT {', '.join('s.' + quote(c) for c in staged_columns(spec))} "
+                 f"FROM {CHUNK} AS s JOIN {table(spec)} AS c ON c.{key} = s.{key} "
+                 f"WHERE s.{quote(version)} < c.{quote(version)}"),
+        ]
+    if spec.track_deletions:  # the marks' recompute reads the staged keys from LATEST
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
         chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
         each_chunk.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
-    if history:  # the batch's rows gathered for its versions, found once after the last chunk (a repeated key
-        # within or across chunks reads the rows again, so they are distinct)
-        chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
-        each_chunk.append(Step(f"INSERT INTO {BATCH_ROWS} SELECT {column_list(spec)} FROM {CHUNK}"))
     each_chunk.append(Step(f"TRUNCATE {CHUNK}"))
     chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=tuple(each_chunk)))
     if history:
-        chunk += [*version_steps(d, spec, BATCH_ROWS), Step(f"DROP TABLE {BATCH_ROWS}")]
+        chunk += [*version_steps(d, spec, BATCH_ROWS, displaced=False), Step(f"DROP TABLE {BATCH_ROWS}")]
     keyed = Step(f"SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass({d.param}) AND indisprimary)",
                  (table(spec),), fetch=True, result="keyed")
     return ([keyed, Branch("keyed", then=tuple(chunk), otherwise=tuple(general))],
@@ -309,8 +316,7 @@ def marks_check_steps(d: Dialect, batch: StagedBatch) -> list[Step]:
                  (spec.name,), fetch=True, result="marks")]
 
 
-def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool, before_drop: Sequence[PlanStep] = ()
-                   ) -> list[PlanStep]:
+def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool) -> list[PlanStep]:
     """After the merge: record a full snapshot's evidence, then recompute `_deleted_in_source_at`.
 
     A row is deleted in source iff a full snapshot of its table has a cutoff at or after the row's
@@ -318,8 +324,7 @@ def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool, before_drop: 
     snapshot's date. The evidence only grows whatever the load order, so recomputing the mark of every
     row a load can affect (all of them after a full snapshot, the staged keys otherwise) leaves the same
     table in any order. A snapshot with rejected rows records the keys it holds but is no evidence of
-    deletions: its rejected keys would look deleted (`streamed`: its rejects are counted as it is read).
-    `before_drop` run while the recomputed keys are still in DELETED (the versions' closing)."""
+    deletions: its rejected keys would look deleted (`streamed`: its rejects are counted as it is read)."""
     spec = batch.spec
     if not spec.track_deletions:
         return []
@@ -363,7 +368,6 @@ def deletion_steps(d: Dialect, batch: StagedBatch, streamed: bool, before_drop: 
         Step(f'UPDATE {target} AS t SET {mark} = d."deleted_at" FROM {DELETED} AS d WHERE t.{key} = d.{key} '
              f'AND (t.{mark} <> d."deleted_at" OR (t.{mark} IS NULL AND d."deleted_at" IS NOT NULL) '
              f'OR (t.{mark} IS NOT NULL AND d."deleted_at" IS NULL))'),
-        *before_drop,
         Step(f"DROP TABLE {DELETED}"),
     ]
     return steps + ([Branch("marks", then=tuple(recompute))] if marks_check_steps(d, batch) else recompute)
@@ -378,8 +382,12 @@ def load_result(batch: StagedBatch, results: dict[str, int], plan: LoadPlan) -> 
         results = {**results, "updated": results["replaced"], "inserted": results["inserted"] - results["replaced"]}
     # A merge of distinct keys counts no keys (they are the batch's rows); a first load copied straight
     # into its new table updates nothing.
+    # History mode: a new key's version is the current row just inserted; an updated key's is counted
+    # as the current row it superseded moved, and older versions as they went in.
+    versions = results.get("versions_displaced", 0) + results.get("versions_older", 0) + results["inserted"] \
+        if keeps_history(batch.spec) else 0
     return LoadResult(results.get("keys_staged", batch.rows), batch.rejected_rows, results["inserted"],
-                      results.get("updated", 0), plan.added_columns, versions_added=results.get("versions_added", 0))
+                      results.get("updated", 0), plan.added_columns, versions_added=versions)
 
 
 def _timestamp(value: datetime) -> str:

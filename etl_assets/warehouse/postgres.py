@@ -178,10 +178,6 @@ class PostgresDialect(Dialect):
         return [Step(f"CREATE INDEX IF NOT EXISTS {quote(spec.name + '_marked')} ON {table(spec)} "
                      f"({quote(spec.primary_key)}) WHERE {mark} IS NOT NULL")]
 
-    def closed_versions_index_steps(self, versions: TableSpec) -> list[Step]:
-        return [Step(f"CREATE INDEX IF NOT EXISTS {quote(versions.name[:54] + '_closed')} ON {table(versions)} "
-                     f"({quote(versions.primary_key)}) WHERE \"_deleted_at\" IS NOT NULL")]
-
     def lock_steps(self, spec: TableSpec) -> list[Step]:
         # JIT compiling the merge's plans cost ~1 s a statement and saved nothing on these scans.
         steps = [Step("SELECT set_config('jit', 'off', true)", fetch=True)]

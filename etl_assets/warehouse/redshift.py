@@ -84,6 +84,8 @@ class RedshiftDialect(Dialect):
     """Redshift: VARCHAR widths that grow as values need, SUPER for long text, COPY from the batch's S3
     manifests with a count check, a LOCK for concurrent loads, the catalog's table design and procedure."""
 
+    late_binding_views = True
+    late_binding_clause = " WITH NO SCHEMA BINDING"
     type_names: ClassVar[dict[ColumnType, str]] = {
         **Dialect.type_names,
         ColumnType.STRING: f"VARCHAR({MAX_VARCHAR_BYTES})",
