@@ -397,3 +397,32 @@ def test_etl_assets_sql_as_of_prints_a_query_that_answers_on_the_engine(engine, 
     assert as_of("2024-06-02") == [(a, "a1"), (b, "b1")]
     assert as_of("2024-06-04") == [(a, "a2")]
     assert as_of("2024-05-01") == []
+
+
+def test_a_versions_table_of_the_earlier_layout_is_migrated_by_the_next_load(engine, tmp_path):
+    """An earlier release kept every version, the current ones too, in the table `salesforce_history.
+    <object>` (no superseded table): the next load moves its superseded versions and replaces it with
+    the view, giving the history of a warehouse that always had the view."""
+    a, b = IDS[:2]
+    write_folder(tmp_path, "20240601_Differential", [(a, stamp(1), "a1"), (b, stamp(1), "b1")])
+    write_folder(tmp_path, "20240602_Differential", [(a, stamp(2), "a2")])
+    write_folder(tmp_path, "20240603_Differential", [(a, stamp(3), "a3"), (b, stamp(3), "b3", True)])
+    folders = ["20240601_Differential", "20240602_Differential", "20240603_Differential"]
+    reference = engine()
+    for folder in folders:
+        load_folder(reference, tmp_path, folder)
+    expected = table_digest(reference, "account", HISTORY)
+    warehouse = engine()
+    for folder in folders[:2]:
+        load_folder(warehouse, tmp_path, folder)
+    with warehouse.session() as session:  # the earlier layout: one table of every version
+        session.execute(f"CREATE TABLE {HISTORY}.account_old AS SELECT * FROM {HISTORY}.account")
+        session.execute(f"DROP VIEW {HISTORY}.account")
+        session.execute(f"ALTER TABLE {HISTORY}.account_old RENAME TO account")
+        session.execute("DROP SCHEMA salesforce_superseded CASCADE")
+    assert len(versions(warehouse)) == 3
+    result = load_folder(warehouse, tmp_path, folders[2])
+    assert result.versions_added == 2
+    assert table_digest(warehouse, "account", HISTORY) == expected
+    assert [v[1:5] for v in versions(warehouse) if v[0] == b] == [
+        (at(stamp(1)), at(stamp(3)), False, None), (at(stamp(3)), at(stamp(3)), False, at(stamp(3)))]
