@@ -231,17 +231,23 @@ def random_scenario(rng: random.Random) -> dict[str, list[tuple]]:
     return folders
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_any_order_and_any_repeats_give_the_history_of_one_load_in_date_order(engine, tmp_path, seed):
-    rng = random.Random(seed)
+def loaded_in_date_order(engine, root: Path, rng: random.Random) -> tuple[list[str], object, tuple]:
+    """A random scenario's folders written under `root` and loaded once each in date order into a new
+    warehouse: (the folders, the warehouse, the digests of its versions and its object table)."""
     scenario = random_scenario(rng)
     for folder, rows in scenario.items():
-        write_folder(tmp_path, folder, rows)
+        write_folder(root, folder, rows)
     folders = sorted(scenario)
     reference = engine()
     for folder in folders:
-        load_folder(reference, tmp_path, folder)
-    expected = (table_digest(reference, "account", HISTORY), table_digest(reference, "account"))
+        load_folder(reference, root, folder)
+    return folders, reference, (table_digest(reference, "account", HISTORY), table_digest(reference, "account"))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_any_order_and_any_repeats_give_the_history_of_one_load_in_date_order(engine, tmp_path, seed):
+    rng = random.Random(seed)
+    folders, reference, expected = loaded_in_date_order(engine, tmp_path, rng)
     assert len(expected[0]) >= len(folders)
     assert sum(1 for v in versions(reference) if v[4] is not None) >= 1 or seed, "no deletion in the scenario"
     for trial in range(4):
@@ -333,15 +339,7 @@ def test_loading_the_folders_again_with_history_on_builds_the_versions_history_a
     """The backfill of a warehouse that kept no history: loads are idempotent merges, so loading the
     folders still in the landing zone again (any order; a Dagster backfill of the object assets) leaves
     the object table as it was and builds the versions table a warehouse with history always on has."""
-    rng = random.Random(11)
-    scenario = random_scenario(rng)
-    for folder, rows in scenario.items():
-        write_folder(tmp_path, folder, rows)
-    folders = sorted(scenario)
-    always = engine()
-    for folder in folders:
-        load_folder(always, tmp_path, folder)
-    expected = (table_digest(always, "account", HISTORY), table_digest(always, "account"))
+    folders, _, expected = loaded_in_date_order(engine, tmp_path, random.Random(11))
     without = dataclasses.replace(ACCOUNT, history=False)
     warehouse = engine()
     for folder in folders:
