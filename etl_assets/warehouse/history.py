@@ -258,17 +258,36 @@ def _lineage_beats(spec: TableSpec, a: str, b: str) -> str:
     return expression
 
 
+def chunk_version_steps(spec: TableSpec, chunk: str, gathered: str) -> list[Step]:
+    """PostgreSQL's merge by chunk, before each chunk's merge (`version_steps` for the chunk): the
+    current rows the chunk supersedes into the superseded table (result `versions_displaced`), and the
+    chunk's rows older than the current one gathered into `gathered`, whose versions `version_steps`
+    finds once after the last chunk. Each chunk row probes the table's key index (a LATERAL lookup: a
+    hash join would read the whole table once a chunk). A key repeated in the chunk is found by the
+    chunk's merge, after these steps (so its superseded row is inserted once, ON CONFLICT DO NOTHING)."""
+    key, version = quote(spec.primary_key), quote(spec.version_column)
+    vf, vt, loaded = quote(VALID_FROM), quote(VALID_TO), quote(LOADED_AT)
+    names = [quote(n) for n in staged_names(spec)]
+    probe = (f"FROM {chunk} AS s CROSS JOIN LATERAL (SELECT * FROM {table(spec)} AS o WHERE o.{key} = s.{key} "
+             f"LIMIT 1) AS c")
+    return [
+        Step(f"INSERT INTO {superseded_table(spec)} ({', '.join(names)}, {vf}, {vt}, {loaded}) "
+             f"SELECT {', '.join('c.' + n for n in names)}, c.{version}, s.{version}, c.{loaded} {probe} "
+             f"WHERE s.{version} > c.{version} ON CONFLICT DO NOTHING", result="versions_displaced"),
+        Step(f"INSERT INTO {gathered} SELECT {', '.join('s.' + n for n in names)} {probe} "
+             f"WHERE s.{version} < c.{version}"),
+    ]
+
+
 def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), repeats: bool = False,
-                  displaced: bool = True, older: bool = True, chunk: bool = False) -> list[Step]:
+                  displaced: bool = True, older: bool = True) -> list[Step]:
     """The batch's versions, reading every staged row from `source` (with `params`), before the merge
     changes the current table. `repeats`: a (key, version) may occur more than once in it, so it is
     made distinct first (the latest appearance kept). `displaced`: copy the current rows a batch
     version is newer than into the superseded table (result `versions_displaced`); `older`: put the
     batch's versions older than their record's newest there (result `versions_older`: those it did not
     hold), replacing the same version seen from an earlier folder (deleted, then inserted with the new
-    ones, so no wide UPDATE, which DuckDB would keep in memory), and re-close their neighbours.
-    `chunk`: `source` is a chunk of a merge by chunk, in which a repeated key is found by the chunk's
-    merge, after these steps: one row a key, so the merge is the statement that finds it."""
+    ones, so no wide UPDATE, which DuckDB would keep in memory), and re-close their neighbours."""
     key, version = quote(spec.primary_key), quote(spec.version_column)
     target, current = superseded_table(spec), table(spec)
     vf, vt, loaded = quote(VALID_FROM), quote(VALID_TO), quote(LOADED_AT)
@@ -286,8 +305,7 @@ def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), 
         # Each current row a batch version is newer than, closed at the least such version.
         nearest = (f"(SELECT s.{key} AS {key}, MIN(s.{version}) AS next_from FROM {source} AS s JOIN {current} AS o "
                    f"ON o.{key} = s.{key} WHERE s.{version} > o.{version} GROUP BY s.{key})" if repeats else
-                   f"(SELECT s.{key} AS {key}, MIN(s.{version}) AS next_from FROM {source} AS s GROUP BY s.{key})"
-                   if chunk else f"(SELECT s.{key} AS {key}, s.{version} AS next_from FROM {source} AS s)")
+                   f"(SELECT s.{key} AS {key}, s.{version} AS next_from FROM {source} AS s)")
         steps.append(Step(
             f"INSERT INTO {target} ({listed}, {vf}, {vt}, {loaded}) SELECT {', '.join('c.' + n for n in names)}, "
             f"c.{version}, n.next_from, c.{loaded} FROM {current} AS c JOIN {nearest} AS n ON n.{key} = c.{key} "

@@ -48,6 +48,7 @@ from etl_assets.warehouse.dialect import (
 )
 from etl_assets.warehouse.history import (
     HistoryNow,
+    chunk_version_steps,
     keeps_history,
     prepare_history_steps,
     version_steps,
@@ -276,14 +277,8 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
         # Before each chunk's merge: the current rows it supersedes move to the superseded table, and its
         # rows older than the current one are gathered, their versions found once after the last chunk
         # (a repeated key within or across chunks reads the rows again, so they are distinct).
-        key = quote(spec.primary_key)
         chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
-        each_chunk[:0] = [
-            *version_steps(d, spec, CHUNK, older=False, chunk=True),
-            Step(f"INSERT INTO {BATCH_ROWS} SELECT {', '.join('s.' + quote(c) for c in staged_columns(spec))} "
-                 f"FROM {CHUNK} AS s JOIN {table(spec)} AS c ON c.{key} = s.{key} "
-                 f"WHERE s.{quote(version)} < c.{quote(version)}"),
-        ]
+        each_chunk[:0] = chunk_version_steps(spec, CHUNK, BATCH_ROWS)
     if spec.track_deletions:  # the marks' recompute reads the staged keys from LATEST
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
         chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
