@@ -185,6 +185,42 @@ def pg_rows(database: dict, sql: str, params=None) -> list[tuple]:
         connection.close()
 
 
+class SourceUnreadable(Exception):
+    """What a load's source raises (a file it cannot read): the error that causes a rollback."""
+
+
+def assert_the_first_cause_outlives_an_ended_session(open_session, database: dict) -> None:
+    """The first cause wins when the server ends a session mid-transaction (pg_terminate_backend: a
+    failover, an operator). In a session from `open_session()` (a context manager yielding a warehouse
+    session on the PostgreSQL `database`): a table is created, the server ends the session's backend,
+    then the load fails as one whose source cannot be read. The session cannot roll back: what leaves it
+    must be that SourceUnreadable, with the failed rollback as a note, never the rollback's error."""
+    import psycopg2
+    import pytest
+
+    watcher = psycopg2.connect(host=database["host"], port=database["port"], user=database["user"],
+                               dbname=database["database"])
+    watcher.autocommit = True
+
+    def gone(pid: int) -> bool:
+        with watcher.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            return cursor.fetchone()[0] == 0
+
+    try:
+        with pytest.raises(SourceUnreadable) as raised, open_session() as session:
+            session.execute("CREATE TABLE half_made (a integer)")
+            pid = session.fetchall("SELECT pg_backend_pid()")[0][0]
+            with watcher.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+                assert cursor.fetchone()[0] is True
+            wait_for(lambda: gone(pid), 30, "the ended backend to exit")
+            raise SourceUnreadable("Task/task_part1.csv, line 2: a quoted value is never closed")
+    finally:
+        watcher.close()
+    assert any("rolling back then failed too" in note for note in raised.value.__notes__), raised.value
+
+
 def finished_runs(instance: dg.DagsterInstance, run_ids: list[str] | None = None, count: int = 1):
     """The run records (of `run_ids`, else all), once there are at least `count` and every one has finished."""
     records = instance.get_run_records(dg.RunsFilter(run_ids=run_ids) if run_ids else None)

@@ -31,6 +31,7 @@ from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.io_manager import WarehouseIOManager
 from etl_assets.warehouse.postgres import PostgresWarehouse
+from etl_assets_tests import live
 from etl_assets_tests.conftest import sns_to_sqs
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
 
@@ -54,6 +55,23 @@ FACT_DATES = {
     "fact_purchase_order": ["created_date", "last_updated_date", "agreed_delivery_date", "agreed_payment_date"],
     "fact_payment": ["created_date", "last_updated_date", "payment_date"],
 }
+
+
+def warehouse_on_duckdb(path: Path, monkeypatch) -> DuckDBWarehouse:
+    """The embedded warehouse at `path`, deployed as settings reads it (ETL_ASSETS_*), which is also where
+    dbt's profile finds its target."""
+    for name, value in live.duckdb_warehouse(path).items():
+        monkeypatch.setenv(name, value)
+    return DuckDBWarehouse(path=str(path))
+
+
+def warehouse_on_postgres(database: dict, monkeypatch) -> PostgresWarehouse:
+    """The PostgreSQL warehouse in `database`, deployed as settings reads it (ETL_ASSETS_*), which is also
+    where dbt's profile finds its target."""
+    for name, value in live.postgres_warehouse(database).items():
+        monkeypatch.setenv(name, value)
+    return PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
+                             database=database["database"])
 
 
 class Pipeline:
@@ -182,11 +200,9 @@ def test_the_graph_runs_from_oltp_tables_through_raw_and_staging_to_the_marts():
 
 
 def test_duckdb_star_schema_follows_changes_in_the_postgres_source(postgres_database, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "duckdb")
-    monkeypatch.setenv("ETL_ASSETS_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
     source = PostgresTotesysSource(host=postgres_database["host"], port=postgres_database["port"],
                                    user=postgres_database["user"], database=postgres_database["database"])
-    pipeline = Pipeline(source, DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")), tmp_path / "landing")
+    pipeline = Pipeline(source, warehouse_on_duckdb(tmp_path / "warehouse.duckdb", monkeypatch), tmp_path / "landing")
     pipeline.load_salesforce(tmp_path / "salesforce")
     seeded = pipeline.seed()
     pipeline.extract()
@@ -232,13 +248,7 @@ def test_duckdb_star_schema_follows_changes_in_the_postgres_source(postgres_data
 
 
 def test_dbt_build_passes_on_postgres_from_the_embedded_source(postgres_database, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "postgres")
-    monkeypatch.setenv("ETL_ASSETS_PG_HOST", postgres_database["host"])
-    monkeypatch.setenv("ETL_ASSETS_PG_PORT", str(postgres_database["port"]))
-    monkeypatch.setenv("ETL_ASSETS_PG_USER", postgres_database["user"])
-    monkeypatch.setenv("ETL_ASSETS_PG_DATABASE", postgres_database["database"])
-    warehouse = PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
-                                  user=postgres_database["user"], database=postgres_database["database"])
+    warehouse = warehouse_on_postgres(postgres_database, monkeypatch)
     pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")), warehouse, tmp_path / "landing")
     pipeline.load_salesforce(tmp_path / "salesforce")
     pipeline.seed()

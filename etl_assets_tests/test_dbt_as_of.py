@@ -12,10 +12,8 @@ import dagster as dg
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.samples.salesforce import generate_sample
 from etl_assets.totesys.source import DuckDBTotesysSource
-from etl_assets.warehouse.duckdb import DuckDBWarehouse
-from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
-from etl_assets_tests.test_dbt import Pipeline
+from etl_assets_tests.test_dbt import Pipeline, warehouse_on_duckdb, warehouse_on_postgres
 
 CHANGED_AT = "2024-06-01T02:00:00.000Z"  # the user's second version: a new title and department
 NEW_TITLE, NEW_DEPARTMENT = "Managing Partner", "Litigation"
@@ -100,22 +98,14 @@ def build_and_check(pipeline: Pipeline, root: Path) -> None:
 
 
 def test_a_task_shows_its_owner_as_of_its_date_on_duckdb(tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "duckdb")
-    monkeypatch.setenv("ETL_ASSETS_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
     pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")),
-                        DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")), tmp_path / "landing")
+                        warehouse_on_duckdb(tmp_path / "warehouse.duckdb", monkeypatch), tmp_path / "landing")
     build_and_check(pipeline, tmp_path / "salesforce")
 
 
 def test_a_task_shows_its_owner_as_of_its_date_on_postgres(postgres_database, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "postgres")
-    monkeypatch.setenv("ETL_ASSETS_PG_HOST", postgres_database["host"])
-    monkeypatch.setenv("ETL_ASSETS_PG_PORT", str(postgres_database["port"]))
-    monkeypatch.setenv("ETL_ASSETS_PG_USER", postgres_database["user"])
-    monkeypatch.setenv("ETL_ASSETS_PG_DATABASE", postgres_database["database"])
     monkeypatch.setenv("PGTZ", "America/New_York")  # a session zone that is not UTC: the date is still 00:00 UTC
-    warehouse = PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
-                                  user=postgres_database["user"], database=postgres_database["database"])
+    warehouse = warehouse_on_postgres(postgres_database, monkeypatch)
     pipeline = Pipeline(DuckDBTotesysSource(path=str(tmp_path / "totesys.duckdb")), warehouse, tmp_path / "landing")
     build_and_check(pipeline, tmp_path / "salesforce")
 

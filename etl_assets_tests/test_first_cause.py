@@ -26,7 +26,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -46,13 +46,12 @@ from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets.warehouse.spec import REJECTS_SCHEMA, Column, ColumnType, TableSpec
 from etl_assets_tests.helpers import (
     assert_matches_truth,
-    folders_in,
+    assert_the_first_cause_outlives_an_ended_session,
     materialize_folders,
     resources,
     table_digest,
-    wait_for,
 )
-from etl_assets_tests.test_faults import assert_failed_once_without_retry
+from etl_assets_tests.test_faults import assert_failed_once_without_retry, task_folders
 
 DISK_SIZE = "32m"
 REPO = Path(__file__).resolve().parents[1]
@@ -129,10 +128,6 @@ def on_tiny_disk(request) -> Iterator[tuple[DuckDBWarehouse | PostgresWarehouse,
     server = request.getfixturevalue("postgres_server")
     with tiny_disk(owner="postgres") as disk, postgres_on(disk, server) as warehouse:
         yield warehouse, disk
-
-
-def task_folders(root: Path) -> list[str]:
-    return [f for f in folders_in(root) if (root / "backup" / f / "Task").is_dir()]
 
 
 def causes(error: BaseException) -> list[BaseException]:
@@ -258,16 +253,22 @@ def task_rows_read_only(warehouse: DuckDBWarehouse) -> list[tuple]:
         return connection.execute("SELECT * EXCLUDE (_loaded_at) FROM salesforce.task ORDER BY id").fetchall()
 
 
+def refused_load_of_the_second_folder(warehouse, landing_root: Path) -> dg.DagsterEvent:
+    """Task's second folder loaded into `warehouse` (holding the first), which refuses to write: the
+    step's failure, once the run's events show that it failed once, not retried."""
+    second = task_folders(landing_root)[1]
+    instance = dg.DagsterInstance.ephemeral()
+    [result] = materialize_folders([second], resources(LocalLandingZone(root=str(landing_root)), warehouse),
+                                   instance=instance, objects=["Task"], raise_on_error=False)
+    return assert_failed_once_without_retry(instance, result.run_id)
+
+
 def test_a_read_only_duckdb_warehouse_fails_at_once_saying_what_to_fix(read_only_duckdb, landing_root):
     """The IOException of a file DuckDB may not open for writing was taken for the lock of another
     process: retried with the asset's RetryPolicy (15 s, then 30 s) and reported as Exceeded max_retries."""
     warehouse = read_only_duckdb
     before = task_rows_read_only(warehouse)
-    second = task_folders(landing_root)[1]
-    instance = dg.DagsterInstance.ephemeral()
-    [result] = materialize_folders([second], resources(LocalLandingZone(root=str(landing_root)), warehouse),
-                                   instance=instance, objects=["Task"], raise_on_error=False)
-    failure = assert_failed_once_without_retry(instance, result.run_id)
+    failure = refused_load_of_the_second_folder(warehouse, landing_root)
     description = failure.step_failure_data.user_failure_data.description
     assert description.startswith("salesforce.task was not loaded, and retrying cannot help: "
                                   f"duckdb:{warehouse.path}: "), description
@@ -309,11 +310,7 @@ def test_a_postgres_warehouse_that_refuses_writes_fails_at_once_saying_what_to_f
     warehouse = refusing_postgres
     owner = postgres_as(postgres_database, postgres_database["user"])
     before = table_digest(owner, "task")
-    second = task_folders(landing_root)[1]
-    instance = dg.DagsterInstance.ephemeral()
-    [result] = materialize_folders([second], resources(LocalLandingZone(root=str(landing_root)), warehouse),
-                                   instance=instance, objects=["Task"], raise_on_error=False)
-    failure = assert_failed_once_without_retry(instance, result.run_id)
+    failure = refused_load_of_the_second_folder(warehouse, landing_root)
     description = failure.step_failure_data.user_failure_data.description
     assert description.startswith("salesforce.task was not loaded, and retrying cannot help: "), description
     assert ("GRANT it" in description and "ETL_ASSETS_PG_USER" in description) or \
@@ -325,37 +322,16 @@ def test_a_rollback_on_a_session_the_server_ended_keeps_the_error_that_caused_it
     """A session ended by the server mid-transaction (pg_terminate_backend: a failover, an operator)
     cannot roll back: the rollback's "server closed the connection" used to replace the error the
     block raised. Both ways a session is opened: on its own, and on a step's held connection."""
-    server = postgres_database
-    warehouse = postgres_as(server, server["user"])
-    watcher = psycopg2.connect(host=server["host"], port=server["port"], user=server["user"],
-                               dbname=server["database"])
-    watcher.autocommit = True
+    warehouse = postgres_as(postgres_database, postgres_database["user"])
 
-    class SourceUnreadable(Exception):
-        """What a load's source raised (a file it could not read), the cause of the rollback."""
+    @contextmanager
+    def on_the_held_connection():
+        with warehouse.held(), warehouse.session() as session:
+            yield session
 
-    def end(pid: int) -> None:
-        with watcher.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-            assert cursor.fetchone()[0] is True
-
-        def gone():
-            with watcher.cursor() as cursor:
-                cursor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s", [pid])
-                return cursor.fetchone()[0] == 0
-        wait_for(gone, 30, "the ended backend to exit")
-
-    try:
-        for held in (False, True):
-            with pytest.raises(SourceUnreadable) as raised, (warehouse.held() if held else nullcontext()):
-                with warehouse.session() as session:
-                    session.execute("CREATE TABLE half_made (a integer)")
-                    end(session.fetchall("SELECT pg_backend_pid()")[0][0])
-                    raise SourceUnreadable("Task/task_part1.csv, line 2: a quoted value is never closed")
-            assert any("rolling back then failed too" in note for note in raised.value.__notes__), held
-            assert not warehouse.has_table("public", "half_made")
-    finally:
-        watcher.close()
+    for open_session in (warehouse.session, on_the_held_connection):
+        assert_the_first_cause_outlives_an_ended_session(open_session, postgres_database)
+        assert not warehouse.has_table("public", "half_made")
 
 
 def test_an_instance_that_cannot_write_leaves_no_half_made_run(landing_root, tmp_path):

@@ -42,7 +42,7 @@ from etl_assets.warehouse.redshift_sessions import DataApiSession, RedshiftLoadE
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec
 from etl_assets.warehouse.steps import Step
 from etl_assets_tests.conftest import S3_CREDENTIALS
-from etl_assets_tests.helpers import wait_for
+from etl_assets_tests.helpers import assert_the_first_cause_outlives_an_ended_session
 
 OPAQUE = {  # statements sqlglot keeps as opaque commands: their exact shape is checked instead
     "CALL": re.compile(r'^CALL "[a-z_][a-z0-9_]*"(\."[a-z_][a-z0-9_]*")?\(\)$'),
@@ -449,32 +449,8 @@ def test_a_redshift_session_the_server_ended_keeps_the_error_that_caused_the_rol
     """The first cause wins on Redshift's cluster endpoint too: a session the server ended cannot roll back,
     and that failure is a note on the error that caused the rollback, never the error."""
     target = redshift_on_postgres(redshift, postgres_database)
-    watcher = psycopg2.connect(**{k: postgres_database[k] for k in ("host", "port", "user")},
-                               dbname=postgres_database["database"])
-    watcher.autocommit = True
-
-    class SourceUnreadable(Exception):
-        """What a load's source raised, the cause of the rollback."""
-
-    def end(pid: int) -> None:
-        with watcher.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-
-        def gone():
-            with watcher.cursor() as cursor:
-                cursor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s", [pid])
-                return cursor.fetchone()[0] == 0
-        wait_for(gone, 30, "the ended backend to exit")
-
-    try:
-        with pytest.raises(SourceUnreadable) as raised, target.session() as session:
-            session.execute("CREATE TABLE half_made (a integer)")
-            end(session.fetchall("SELECT pg_backend_pid()")[0][0])
-            raise SourceUnreadable("Task/task_part1.csv, line 2: a quoted value is never closed")
-        assert any("rolling back then failed too" in note for note in raised.value.__notes__)
-        assert not target.has_table("public", "half_made")
-    finally:
-        watcher.close()
+    assert_the_first_cause_outlives_an_ended_session(target.session, postgres_database)
+    assert not target.has_table("public", "half_made")
 
 
 def test_redshift_ddl_on_a_connection_the_server_ends_raises_the_servers_error(redshift, postgres_database):

@@ -68,3 +68,33 @@
           and newer.last_updated > versions.last_updated
     )
 {%- endmacro %}
+
+{#- The staging view of the versions of a totesys table (`history_table`, raw_totesys's history of
+    every version each extraction window landed): each version once, from the window that first
+    extracted it (first_extraction_of_each_version); `key`, the caller's columns, created_at and
+    last_updated as UTC, and that window as first_extracted_in (what orders the facts' surrogate
+    keys). The caller's columns each end with a comma:
+    {% call totesys_versions('payment_history', 'payment_id') %} transaction_id, ... {% endcall %} -#}
+{% macro totesys_versions(history_table, key) -%}
+with source as (
+    {{ first_extraction_of_each_version(history_table, key) }}
+),
+
+renamed as (
+    select
+        {{ key }},
+{{ caller() }}
+        {{ utc('created_at') }} as created_at,
+        {{ utc('last_updated') }} as last_updated,
+        _source_partition as first_extracted_in
+    from source
+)
+
+select * from renamed
+{%- endmacro %}
+
+{#- An address's columns after its key, in order: what stg_totesys__address stages and the location
+    dimension keeps (dim_location: a location is an address). -#}
+{% macro address_columns() -%}
+    {{ return(['address_line_1', 'address_line_2', 'district', 'city', 'postal_code', 'country', 'phone']) }}
+{%- endmacro %}

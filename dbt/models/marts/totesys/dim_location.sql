@@ -1,10 +1,4 @@
 select
     address_id as location_id,
-    address_line_1,
-    address_line_2,
-    district,
-    city,
-    postal_code,
-    country,
-    phone
+    {{ address_columns() | join(', ') }}
 from {{ ref('stg_totesys__address') }}

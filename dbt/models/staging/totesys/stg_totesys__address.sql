@@ -5,13 +5,9 @@ with source as (
 renamed as (
     select
         address_id,
-        address_line_1,
-        address_line_2,
-        district,
-        city,
-        postal_code,
-        country,
-        phone,
+        {%- for column in address_columns() %}
+        {{ column }},
+        {%- endfor %}
         {{ utc('created_at') }} as created_at,
         {{ utc('last_updated') }} as last_updated
     from source

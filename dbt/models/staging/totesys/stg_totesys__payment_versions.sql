@@ -1,10 +1,4 @@
-with source as (
-    {{ first_extraction_of_each_version('payment_history', 'payment_id') }}
-),
-
-renamed as (
-    select
-        payment_id,
+{% call totesys_versions('payment_history', 'payment_id') -%}
         transaction_id,
         counterparty_id,
         cast(payment_amount as numeric(12, 2)) as payment_amount,
@@ -14,10 +8,4 @@ renamed as (
         payment_date,
         company_ac_number,
         counterparty_ac_number,
-        {{ utc('created_at') }} as created_at,
-        {{ utc('last_updated') }} as last_updated,
-        _source_partition as first_extracted_in
-    from source
-)
-
-select * from renamed
+{%- endcall %}

@@ -1,10 +1,4 @@
-with source as (
-    {{ first_extraction_of_each_version('sales_order_history', 'sales_order_id') }}
-),
-
-renamed as (
-    select
-        sales_order_id,
+{% call totesys_versions('sales_order_history', 'sales_order_id') -%}
         design_id,
         staff_id,
         counterparty_id,
@@ -14,10 +8,4 @@ renamed as (
         agreed_delivery_date,
         agreed_payment_date,
         agreed_delivery_location_id,
-        {{ utc('created_at') }} as created_at,
-        {{ utc('last_updated') }} as last_updated,
-        _source_partition as first_extracted_in
-    from source
-)
-
-select * from renamed
+{%- endcall %}
