@@ -38,9 +38,11 @@ STOP_BOUND = 60  # seconds a stopped command may take to exit (GRACE_SECONDS, th
 
 
 class Command:
-    """`etl-assets ...` in a process group of its own; stdout collected line by line, stderr to a file."""
+    """`etl-assets ...` in a process group of its own; stdout collected line by line, stderr to a file.
+    A service for `wait_for`: a wait on its output fails at once, with that output, if it exits first."""
 
     def __init__(self, args: list[str], env: dict, log_dir: Path, name: str):
+        self.name = f"etl-assets {args[0]} ({name})"
         self.stderr_path = log_dir / f"{name}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen([str(live.BIN / "etl-assets"), *args], env=env, cwd=live.REPO,
@@ -57,13 +59,22 @@ class Command:
     def line(self, *parts: str) -> str | None:
         return next((line for line in self.lines if all(p in line for p in parts)), None)
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def wait(self, timeout: float) -> int:
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise live.LiveError(f"{self.name} had not exited after {timeout:.0f} s\n{self.output()}") from None
         self._reader.join(timeout=10)
         return code
 
     def output(self) -> str:
         return "\n".join(self.lines) + "\n--- stderr ---\n" + self.stderr_path.read_text(errors="replace")[-6000:]
+
+    def tail(self, chars: int = 6000) -> str:
+        return f"----- {self.name} (exit {self.process.poll()}) -----\n{self.output()[-chars:]}"
 
     def kill(self) -> None:
         try:
@@ -221,6 +232,9 @@ def slot_held_by_a_live_run(instance: dg.DagsterInstance) -> Iterator[str]:
     finally:
         release.set()
         holding.join(60)
+    # Not silently left running (reached only when the block succeeded): it would go on using the instance
+    # after the test closed it, and restore the file descriptors its log capture redirected in a later test.
+    assert not holding.is_alive(), "the holder run had not finished 60 s after it was released"
 
 
 @pytest.mark.slow
@@ -237,7 +251,7 @@ def test_a_materialize_waiting_for_a_slot_says_so_and_stops_on_sigterm_and_ctrl_
                                       signal.Signals(signum).name)
                     commands.append(command)
                     waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 120,
-                                       "the waiting line", services=())
+                                       "the waiting line", services=[command])
                     assert f"held by run {holder[:8]}" in waiting, command.output()
                     run = the_new_run(instance, known)
                     known.add(run.run_id)
@@ -272,7 +286,7 @@ def test_files_waiting_for_a_slot_says_so_and_stops_on_sigterm(scratch):
         command = Command(["files", "--sample"], env, tmp_path, "files")
         try:
             waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 180,
-                               "the waiting line", services=())
+                               "the waiting line", services=[command])
             assert f"held by run {holder[:8]}" in waiting, command.output()
             [run] = [r for r in instance.get_runs() if r.run_id != holder and r.status == dg.DagsterRunStatus.STARTED]
             command.process.send_signal(signal.SIGTERM)
@@ -296,7 +310,7 @@ def test_totesys_waiting_for_a_slot_says_so_and_stops_on_sigterm(scratch):
         command = Command(["totesys"], env, tmp_path, "totesys")
         try:
             waiting = wait_for(lambda: command.line("waiting for a slot of pool 'warehouse'"), 180,
-                               "the waiting line", services=())
+                               "the waiting line", services=[command])
             assert f"held by run {holder[:8]}" in waiting, command.output()
             [run] = [r for r in instance.get_runs() if r.run_id != holder and r.status == dg.DagsterRunStatus.STARTED]
             assert run.tags["etl_assets/launched_by"] == "etl-assets totesys"
