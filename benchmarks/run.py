@@ -9,6 +9,7 @@
     python -m benchmarks --only encodings --rows 200000         # reading a Latin-1 copy vs UTF-8
     python -m benchmarks --only partitions                      # 100,000 files of a feed: partitions' cost
     python -m benchmarks --only policies                        # what hashing 1M e-mail addresses adds to a load
+    python -m benchmarks --only history --rounds 2              # what keeping history costs: time, memory, storage
 
 Loads: benchmarks/loads.py (dlt's fastest path beside it: peers.py; export-shaped and
 user files: sources.py); sensor and UI scale: benchmarks/sensor.py; the cost of
@@ -17,7 +18,8 @@ real webserver and daemon (one folder of 10/50/100 small objects, a 30-folder ba
 benchmarks/folder_run.py; the cost of reading a Latin-1 export:
 benchmarks/encodings.py; what 100,000 landed files of one feed cost before and after the
 partitions' lifecycle (sensor tick, code location load, the UI's partitions tab):
-benchmarks/partitions.py; the table, JSON and Markdown: benchmarks/report.py.
+benchmarks/partitions.py; what history mode adds to a load's time, peak memory and storage (history
+off vs on, DuckDB and PostgreSQL): benchmarks/history.py; the table, JSON and Markdown: benchmarks/report.py.
 Results go to benchmarks/results/.
 """
 
@@ -28,7 +30,7 @@ import sys
 from pathlib import Path
 
 TARGETS = ("pg", "duckdb", "baseline")
-PARTS = ("loads", "sensor", "catalog", "folder_run", "encodings", "partitions", "policies")
+PARTS = ("loads", "sensor", "catalog", "folder_run", "encodings", "partitions", "policies", "history")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-window", type=int, default=2_016,
                    help="files whose partitions the lifecycle keeps there (default 2,016: seven days of a file every "
                         "five minutes, the default retention)")
+    p.add_argument("--no-history-sample", action="store_true",
+                   help="history: skip the storage of the sample backups (every object, folder by folder)")
     p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
     p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
     return p
@@ -92,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     written = []
-    if args.only in ("sensor", "catalog", "folder_run", "encodings", "partitions", "policies"):
+    # History runs on the engines --targets names (pg, duckdb), whatever part runs.
+    history_engines = tuple(e for e in ("duckdb", "pg") if e in targets)
+    if args.only == "history" and not history_engines:
+        print("--only history runs on pg and/or duckdb: name one in --targets", file=sys.stderr)
+        return 2
+    if args.only in ("sensor", "catalog", "folder_run", "encodings", "partitions", "policies", "history"):
         targets = set()
     if args.csv and args.memory_rows:
         print("--memory-rows generates files; it does not apply to --csv", file=sys.stderr)
@@ -146,6 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         policies = run_policy_benchmark(args.rows, data, args.rounds, log=lambda m: print(m, flush=True))
         print_policies(policies)
         written += write_policies(out, policies, report.environment())
+    if args.only in (None, "history") and not args.csv and history_engines:
+        from benchmarks.history import print_history, run_history_benchmark, write_history
+
+        print(f"History mode: {args.rows:,} Task rows, history off vs on, on {', '.join(history_engines)}, "
+              f"{args.rounds} round(s)", flush=True)
+        history = run_history_benchmark(args.rows, data, args.rounds, history_engines,
+                                        sample=not args.no_history_sample, log=lambda m: print(m, flush=True))
+        print_history(history)
+        written += write_history(out, history, report.environment())
     if args.only == "folder_run" or args.folder_run:
         from benchmarks.folder_run import run_folder_run_benchmark
 

@@ -50,3 +50,31 @@ def test_bench_measures_what_column_policies_add_to_a_load(tmp_path):
     assert policies["rows"] == 2000 and policies["hash_seconds"] > 0 and policies["mask_seconds"] > 0
     assert policies["load_hash_seconds"] > 0 and policies["load_keep_seconds"] > 0
     assert "hashing 2,000 e-mails adds under 1 s to a load" in result.stdout
+
+
+def test_bench_measures_what_history_costs(tmp_path, postgres_server):
+    """`--only history`: every load off and on, on both engines; the versions are what the folders hold."""
+    result = subprocess.run(
+        [sys.executable, "-m", "etl_assets.cli", "bench", "--only", "history", "--rows", "2000", "--rounds", "1",
+         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    history = json.loads((tmp_path / "out" / "history.json").read_text())["history"]
+    loads = {(x["engine"], x["load"]): x for x in history["loads"]}
+    assert set(loads) == {(e, load) for e in ("duckdb", "pg") for load in ("first", "changed10")}
+    assert all(x["off_s"] > 0 and x["on_s"] > 0 and x["peak_rss_on_bytes"] > 0 for x in loads.values())
+    changed = {step: c["changed"] for step, c in history["changed"].items()}
+    assert 100 <= changed["changed10"] <= 300 and 5 <= changed["changed1"] <= 50  # about 10% and 1% of 2,000
+    storage = {(x["engine"], x["after"]): x for x in history["storage"]}
+    for engine in ("duckdb", "pg"):  # the unchanged rows add no version; each changed row adds one
+        assert storage[engine, "first"]["versions"] == 2000
+        assert storage[engine, "changed10"]["versions"] == 2000 + changed["changed10"]
+        assert storage[engine, "changed1"]["versions"] == 2000 + changed["changed10"] + changed["changed1"]
+        assert isinstance(storage[engine, "changed1"]["bytes_per_version"], float)
+    assert storage["pg", "changed10"]["added_bytes"] > 0  # the versions a reload adds take room, whatever the layout
+    sample = {x["engine"]: x for x in history["sample"]["results"]}
+    assert sample["duckdb"]["versions"] == sample["pg"]["versions"] > 0
+    assert sample["duckdb"]["objects"] == 10 and sample["pg"]["added_bytes"] > 0
+    text = (tmp_path / "out" / "history.md").read_text()
+    assert "history adds <= 20% to a PostgreSQL reload, 10% changed" in text and text.count("\n|") > 10
