@@ -76,7 +76,7 @@ def environment() -> dict:
 def _commit() -> str | None:
     """The checked-out commit, read from .git without running git."""
     try:
-        git = Path(__file__).resolve().parents[3] / ".git"
+        git = Path(__file__).resolve().parents[1] / ".git"
         if git.is_file():  # a worktree: "gitdir: <path>"
             git = Path(git.read_text().split(":", 1)[1].strip())
         head = (git / "HEAD").read_text().strip()
