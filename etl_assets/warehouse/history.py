@@ -142,8 +142,8 @@ def prepare_history_steps(d: Dialect, batch: StagedBatch, current: Existing, now
     """(steps before the current table's DDL, steps after it): the schemas, the superseded table (or
     the columns it lacks, widened and retyped as the table's), and the versions view over both.
     `current`: the current table's columns now; `now`: the superseded table's and the view's (None:
-    not known). The view is replaced where it can be (new columns come last); a column retyped or gone
-    needs it dropped first, before the tables are altered (PostgreSQL refuses to retype a column a
+    not known). The view is replaced where it can be (new columns come last); a column retyped needs
+    it dropped first, before the tables are altered (PostgreSQL refuses to retype a column a
     view reads), and Redshift's late-binding view is made anew each time."""
     spec = batch.spec
     superseded = superseded_spec(spec)
@@ -159,13 +159,13 @@ def prepare_history_steps(d: Dialect, batch: StagedBatch, current: Existing, now
         retyped = {name: change for name, change in batch.retyped.items() if name in now.superseded}
         alters = (d.widen_steps(superseded, batch, now.superseded)
                   + d.retype_steps(replace(batch, spec=superseded, retyped=retyped)))
-    migrate = migration_steps(spec, current, now) if now.view_is_table else []
+    migrate = migration_steps(spec, now) if now.view_is_table else []
     if migrate:
         now = replace(now, view={})
     columns, current_names, superseded_names = _view_columns(spec, current, now.superseded, now.view)
-    gone = bool(now.view) and any(name not in columns for name in now.view)
+    # A column of the view that neither table has any more stays in it as NULL: the view keeps its columns.
     drop = [Step(f"DROP VIEW IF EXISTS {history_table(spec)}")] \
-        if not migrate and (d.late_binding_views or gone or ((current_alters or alters) and now.view)) else []
+        if not migrate and (d.late_binding_views or ((current_alters or alters) and now.view)) else []
     view = view_sql(d, spec, columns, current_names, superseded_names, replace_view=not drop)
     return drop, steps + alters + migrate + [Step(view)]
 
@@ -191,7 +191,7 @@ def remade_view_steps(d: Dialect, spec: TableSpec, current: Existing, superseded
             Step(view_sql(d, spec, columns, current_names, superseded_names, replace_view=False))]
 
 
-def migration_steps(spec: TableSpec, current: Existing, now: HistoryNow) -> list[Step]:
+def migration_steps(spec: TableSpec, now: HistoryNow) -> list[Step]:
     """An earlier release kept every version, the current ones too, in a table where the view now is:
     its versions that are not the current table's row move to the superseded table (those it holds
     already are left, so a migration cut short runs again), then the table is dropped."""
