@@ -16,10 +16,9 @@ were deleted in the source. The merge keeps that evidence (which snapshots exist
 snapshot holding each key) and recomputes the mark from it, so the mark too is the same whatever the
 order of loads (docs/full-backups-and-hard-deletes.md).
 
-A table whose spec keeps history also has a versions table (`<schema>_history.<table>`, history.py):
-every path adds the batch's versions where all of its rows are at hand (before the newest-version pass,
-the staged rows' view, the table a first load copied into, or the rows gathered from a chunked merge),
-and the deletion recompute closes or re-opens the last versions whose mark it recomputed.
+A table whose spec keeps history also has its superseded versions kept (history.py): every path runs
+the versions' steps before the merge changes the table, where all of the batch's rows are at hand (the
+staged rows, their view, or each chunk of a merge by chunk); a first load into a new table needs none.
 
 The engine's `Capabilities` choose among the merge's paths, all ending in the same table: the
 general one; a view instead of the newest-version pass when no key repeats; rows streamed straight
