@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -360,3 +363,32 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
 
     third = run_totesys_pipeline(defs, runs, quiet)
     assert third.success and third.extracted == {} and third.stale_models == [] and not third.dbt_ran
+
+
+PREPARE_AND_READ = """
+import sys
+import orjson
+from dagster_dbt import DbtProject
+from etl_assets.dbt_project.project import prepare_manifest
+project = DbtProject(project_dir=sys.argv[1], profiles_dir=sys.argv[1])
+manifest = prepare_manifest(project)
+nodes = orjson.loads(manifest.read_bytes())["nodes"]
+print(len(nodes), manifest.stat().st_mtime_ns)
+"""
+
+
+def test_processes_starting_together_on_a_fresh_clone_parse_the_manifest_once_and_read_it_whole(tmp_path: Path):
+    """CI's xdist workers import the dbt assets at once on a clone with no manifest: one read the file
+    while another's `dbt parse` was writing it (orjson: unexpected end of data). Now one process
+    parses, the others wait and read the same, whole file."""
+    project = tmp_path / "dbt"
+    shutil.copytree(dbt_project.project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
+    processes = [subprocess.Popen([sys.executable, "-c", PREPARE_AND_READ, str(project)], text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    results = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in results]
+    printed = {" ".join(out.split()[-2:]) for out, _ in results}
+    assert len(printed) == 1, f"each process wrote its own manifest: {printed}"
+    nodes = int(next(iter(printed)).split()[0])
+    assert nodes == len(json.loads(dbt_project.manifest_path.read_text())["nodes"])
+    assert not [p.name for p in (project / "target").iterdir() if p.name.startswith(".parse-")]

@@ -1,7 +1,10 @@
 """The dbt project, in a module of its own so `dagster-dbt project prepare-and-package` and
 the CLI can build the manifest before the @dbt_assets module is imported."""
 
+import fcntl
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
@@ -18,22 +21,32 @@ def dbt_executable() -> str:
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
-def prepare_manifest() -> Path:
-    """`dbt parse` into target/manifest.json (what @dbt_assets reads)."""
-    DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()).cli(
-        ["parse", "--quiet"], target_path=dbt_project.target_path
-    ).wait()
-    return dbt_project.manifest_path
+def prepare_manifest(project: DbtProject = dbt_project) -> Path:
+    """`dbt parse` into target/manifest.json (what @dbt_assets reads), once for processes that start
+    together (pytest-xdist workers, `dagster dev`'s servers, the CLI): one parses under a lock, in a
+    folder of its own, and moves the manifest into place in one rename, so no process reads a
+    half-written file and the others, after waiting, find it fresh and parse nothing."""
+    target = project.project_dir / project.target_path
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if manifest_is_stale(project):
+            with tempfile.TemporaryDirectory(dir=target, prefix=".parse-") as scratch:
+                DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
+                    ["parse", "--quiet"], target_path=Path(scratch)
+                ).wait()
+                os.replace(Path(scratch) / "manifest.json", project.manifest_path)
+    return project.manifest_path
 
 
-def manifest_is_stale() -> bool:
+def manifest_is_stale(project: DbtProject = dbt_project) -> bool:
     """No manifest yet (a fresh clone), or a project file changed since it was built."""
-    if not dbt_project.manifest_path.exists():
+    if not project.manifest_path.exists():
         return True
-    built = dbt_project.manifest_path.stat().st_mtime
-    sources = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    built = project.manifest_path.stat().st_mtime
+    sources = [project.project_dir / "dbt_project.yml", project.project_dir / "profiles.yml"]
     for folder in ("models", "macros", "seeds", "tests"):
-        sources += [p for p in (DBT_PROJECT_DIR / folder).rglob("*") if p.is_file()]
+        sources += [p for p in (project.project_dir / folder).rglob("*") if p.is_file()]
     return any(p.stat().st_mtime > built for p in sources if p.exists())
 
 
