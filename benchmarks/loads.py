@@ -16,6 +16,13 @@ Variants (each reports its rows, stage times and ru_maxrss as one JSON line on s
   `warehouse.load` (the IO manager's merge), into an empty table.
 - `pipeline_pg_reload` / `pipeline_duckdb_reload`: the same, loading a second file with the same
   Ids and a later day into the table the first load filled: every row takes the UPDATE path.
+- `floor_pg_update` / `floor_duckdb_merge`: the engine's own floor for the re-load's work, after it:
+  PostgreSQL's `UPDATE ... FROM` of every row from a copy of the table already on the server (no
+  COPY, no parsing), DuckDB's `MERGE INTO` straight from `read_csv` of the re-load file. What no
+  loader on that engine can beat for the same updates.
+- `pipeline_pg_rerun` / `pipeline_duckdb_rerun`: the re-load file once more: nothing changes.
+- `pipeline_pg_mixed` / `pipeline_duckdb_mixed`: a differential of 30% new Ids and 70% updates
+  (a third, later day) into the table the re-load left.
 - `dlt_pg_first` / `dlt_pg_reload` / `dlt_duckdb_first` / `dlt_duckdb_reload`: the peer, dlt's
   fastest path on the same files (benchmarks/peers.py; only with the `bench` extra).
 - `json_baseline_pg`: THE APPROACH THIS PROJECT REPLACED, written plainly as a baseline:
@@ -48,14 +55,25 @@ _STARTED = time.perf_counter()
 
 FIRST_DAY = datetime.date(2024, 5, 1)
 RELOAD_DAY = datetime.date(2024, 6, 1)
+MIXED_DAY = datetime.date(2024, 7, 1)
+MIXED_NEW_SHARE = 0.3  # the mixed differential: this share of new Ids, the rest updates
 SEED = 7
 
 RAW = ("raw_pg_copy", "raw_duckdb_csv")
-PIPELINE = ("pipeline_pg_first", "pipeline_pg_reload", "pipeline_duckdb_first", "pipeline_duckdb_reload")
+PIPELINE = ("pipeline_pg_first", "pipeline_pg_reload", "pipeline_pg_rerun", "pipeline_pg_mixed",
+            "pipeline_duckdb_first", "pipeline_duckdb_reload", "pipeline_duckdb_rerun", "pipeline_duckdb_mixed")
+FLOORS = ("floor_pg_update", "floor_duckdb_merge")
 BASELINE = ("json_baseline_pg",)
-VARIANTS = RAW + PIPELINE + PEERS + BASELINE
+VARIANTS = RAW + PIPELINE + FLOORS + PEERS + BASELINE
 TARGET_OF = {v: ("duckdb" if "duckdb" in v else "pg") for v in VARIANTS}
 LIMIT_OF = {"pg": "raw_pg_copy", "duckdb": "raw_duckdb_csv"}
+FLOOR_OF = {"pg": "floor_pg_update", "duckdb": "floor_duckdb_merge"}
+# Each engine's variants in the order they run: each pipeline load and floor starts from the table the
+# previous one left (first load, all-update re-load, the floor's same updates, re-run, mixed differential).
+ORDER = {"pg": ("raw_pg_copy", "pipeline_pg_first", "pipeline_pg_reload", "floor_pg_update", "pipeline_pg_rerun",
+                "pipeline_pg_mixed"),
+         "duckdb": ("raw_duckdb_csv", "pipeline_duckdb_first", "pipeline_duckdb_reload", "floor_duckdb_merge",
+                    "pipeline_duckdb_rerun", "pipeline_duckdb_mixed")}
 STAGES = ("read", "transform", "validate", "stage", "merge")
 
 
@@ -101,13 +119,46 @@ def ensure_backups(root: Path, api_name: str, rows: int, seed: int = SEED, reloa
     return paths[0], paths[1]
 
 
+def ensure_mixed(root: Path, api_name: str, rows: int, seed: int = SEED) -> Path:
+    """The mixed differential (a later day): 70% of the first file's Ids updated, then 30% new Ids."""
+    path = backup_path(root, api_name, rows, MIXED_DAY, seed)
+    if path.exists():
+        return path
+    from etl_assets.samples.salesforce import write_object_csv
+
+    new = round(rows * MIXED_NEW_SHARE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    updates, added = path.with_suffix(".updates.partial"), path.with_suffix(".new.partial")
+    write_object_csv(updates, api_name, rows - new, seed=seed, day=MIXED_DAY, first_index=0)
+    write_object_csv(added, api_name, new, seed=seed, day=MIXED_DAY, first_index=rows)
+    with open(updates, "ab") as out, open(added, "rb") as tail:
+        tail.readline()  # the header (one line: no header name holds a line break)
+        shutil.copyfileobj(tail, out, 1 << 20)
+    added.unlink()
+    os.replace(updates, path)
+    return path
+
+
+def file_of(variant: str, files: dict[str, Path]) -> Path:
+    """The file a variant loads: the first, the re-load (also re-run, and the floors' updates) or the mixed one."""
+    if variant.endswith("_mixed"):
+        return files["mixed"]
+    if variant.endswith(("_reload", "_rerun")) or variant in FLOORS:
+        return files["reload"]
+    return files["first"]
+
+
 # ---------------------------------------------------------------- variants (child)
 
 
-def _header(path: Path) -> list[str]:
+def _header_names(path: Path) -> list[str]:
     from etl_assets.landing.csv_reader import read_header
 
-    return [name.lower() for name in read_header(path, path.name)[0]]
+    return list(read_header(path, path.name)[0])
+
+
+def _header(path: Path) -> list[str]:
+    return [name.lower() for name in _header_names(path)]
 
 
 def raw_pg_copy(args) -> dict:
@@ -177,10 +228,12 @@ def _pipeline(args, target: str, expect: str) -> dict:
     timings = stages.seconds()
     timings["merge"] = max(finished - staged - sum(timings.values()), 0.0)
     count = warehouse.count_rows(batch.spec.schema, batch.spec.name)
-    changed = result.inserted if expect == "insert" else result.updated
-    if not args.any_path and (report.rows_rejected or changed != report.rows_read):
-        raise SystemExit(f"{args.variant}: expected every row to take the {expect} path: read {report.rows_read}, "
-                         f"rejected {report.rows_rejected}, inserted {result.inserted}, updated {result.updated}")
+    expected = {"insert": (report.rows_read, 0), "update": (0, report.rows_read), "none": (0, 0),
+                "mixed": (round(report.rows_read * MIXED_NEW_SHARE), report.rows_read - round(report.rows_read * MIXED_NEW_SHARE))}
+    if not args.any_path and (report.rows_rejected or (result.inserted, result.updated) != expected[expect]):
+        raise SystemExit(f"{args.variant}: expected (inserted, updated) = {expected[expect]} ({expect}): read "
+                         f"{report.rows_read}, rejected {report.rows_rejected}, inserted {result.inserted}, "
+                         f"updated {result.updated}")
     return {"rows": report.rows_read, "total": finished - started, "stages": timings,
             "inserted": result.inserted, "updated": result.updated, "rows_in_table": count,
             "rejected": report.rows_rejected}
@@ -200,6 +253,79 @@ def pipeline_duckdb_first(args) -> dict:
 
 def pipeline_duckdb_reload(args) -> dict:
     return _pipeline(args, "duckdb", "update")
+
+
+def pipeline_pg_rerun(args) -> dict:
+    return _pipeline(args, "pg", "none")
+
+
+def pipeline_duckdb_rerun(args) -> dict:
+    return _pipeline(args, "duckdb", "none")
+
+
+def pipeline_pg_mixed(args) -> dict:
+    return _pipeline(args, "pg", "mixed")
+
+
+def pipeline_duckdb_mixed(args) -> dict:
+    return _pipeline(args, "duckdb", "mixed")
+
+
+def _loaded_table(args) -> str:
+    from etl_assets.salesforce.catalog import load_catalog
+
+    obj = (load_catalog(discovered=args.discovered) if args.discovered else load_catalog())[args.object]
+    return obj.table
+
+
+def floor_pg_update(args) -> dict:
+    """PostgreSQL's floor for the re-load: every row of the table updated (all columns but the key) from
+    a copy of it already on the server and analysed, by one `UPDATE ... FROM` (a hash join; cheaper than
+    `INSERT ... ON CONFLICT`, which probes the key index per row). Only the UPDATE and its commit are timed."""
+    name = _loaded_table(args)
+    connection = connect(args.db)
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'salesforce' "
+                       "AND table_name = %s ORDER BY ordinal_position", (name,))
+        columns = [c for (c,) in cursor.fetchall() if c != "id"]
+        cursor.execute(f'DROP TABLE IF EXISTS salesforce."floor_rows"; CREATE TABLE salesforce."floor_rows" AS '
+                       f'SELECT * FROM salesforce."{name}"; ANALYZE salesforce."floor_rows"; ANALYZE salesforce."{name}"')
+    with connection, connection.cursor() as cursor:
+        cursor.execute("CHECKPOINT")  # the copy's dirty pages are not the floor's cost
+    started = time.perf_counter()
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f'UPDATE salesforce."{name}" AS t SET ' + ", ".join(f'"{c}" = s."{c}"' for c in columns)
+                       + ' FROM salesforce."floor_rows" AS s WHERE t.id = s.id')
+        rows = cursor.rowcount
+    total = time.perf_counter() - started
+    with connection, connection.cursor() as cursor:
+        cursor.execute('DROP TABLE salesforce."floor_rows"')
+    connection.close()
+    return {"rows": rows, "total": total, "stages": {"merge": total}, "updated": rows}
+
+
+def floor_duckdb_merge(args) -> dict:
+    """DuckDB's floor for the re-load: `MERGE INTO` the table straight from `read_csv` of the re-load
+    file (DuckDB's own parallel reader and types, each column cast to the table's), with the same
+    memory limit as the warehouse's loads. Every row matches and is updated."""
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+
+    name = _loaded_table(args)
+    connection = DuckDBWarehouse(path=str(args.duckdb)).connect()
+    columns = connection.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                 "table_schema = 'salesforce' AND table_name = ? ORDER BY ordinal_position",
+                                 [name]).fetchall()
+    header = {c.lower(): c for c in _header_names(args.file)}
+    sets = ", ".join(f'"{c}" = CAST(s."{header[c]}" AS {t})' for c, t in columns if c in header and c != "id")
+    started = time.perf_counter()
+    connection.execute("BEGIN")
+    rows = connection.execute(f'MERGE INTO salesforce."{name}" AS t USING read_csv(?) AS s ON t.id = s."{header["id"]}" '
+                              f"WHEN MATCHED THEN UPDATE SET {sets}", [str(args.file)]).fetchone()[0]
+    connection.execute("COMMIT")
+    connection.execute("CHECKPOINT")
+    total = time.perf_counter() - started
+    connection.close()
+    return {"rows": rows, "total": total, "stages": {"merge": total}, "updated": rows}
 
 
 # The baseline: the JSON-staging pipeline this project replaced. Plain on purpose; not used anywhere else.
@@ -324,16 +450,21 @@ def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path
     return result
 
 
-def shaped_backups(data_root: Path, api_name: str, rows: int, columns: int, reload: bool = True) -> tuple[Path, Path]:
-    """The generated backups rewritten as Data Export writes them (every value quoted) at `columns` columns."""
+def generated_backups(data_root: Path, api_name: str, rows: int, columns: int = 0, reload: bool = True
+                      ) -> dict[str, Path]:
+    """The first, re-load and mixed files (`reload` False: the first only), as the generator writes them
+    or (`columns`) rewritten as Data Export writes them (every value quoted) at that many columns."""
+    first, second = ensure_backups(data_root, api_name, rows, reload=reload)
+    files = {"first": first, "reload": second, "mixed": ensure_mixed(data_root, api_name, rows) if reload else second}
+    if not columns:
+        return files
     from benchmarks.sources import export_shaped
 
-    first, second = ensure_backups(data_root, api_name, rows, reload=reload)
-    shaped = []
-    for path in (first, second):
+    shaped = {}
+    for kind, path in files.items():
         target = data_root / "shaped" / path.relative_to(data_root).with_name(f"{path.stem}_export{columns}.csv")
-        shaped.append(export_shaped(path, target, columns) if path.exists() else target)
-    return shaped[0], shaped[1]
+        shaped[kind] = export_shaped(path, target, columns) if path.exists() else target
+    return shaped
 
 
 def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str], data_root: Path,
@@ -347,13 +478,12 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
 
     extra: tuple[str, ...] = ()
     if user is not None:
-        first, reload = user.first, user.reload
+        files = {"first": user.first, "reload": user.reload}
         api_name = user.api_name
         extra = ("--any-path",) + (("--discovered", str(user.discovered)) if user.discovered else ())
-    elif columns:
-        first, reload = shaped_backups(data_root, api_name, rows, columns, reload=not only_first)
     else:
-        first, reload = ensure_backups(data_root, api_name, rows, reload=not only_first)
+        files = generated_backups(data_root, api_name, rows, columns, reload=not only_first)
+    first, reload = files["first"], files["reload"]
     workdir = data_root / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     peer_note = None
@@ -362,10 +492,12 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
         peers = ok
         if not ok:
             log(f"  {peer_note}")
-    order = [v for v in ("raw_pg_copy", "pipeline_pg_first", "pipeline_pg_reload") if "pg" in targets]
-    order += [v for v in ("dlt_pg_first", "dlt_pg_reload") if "pg" in targets and peers]
-    order += [v for v in ("raw_duckdb_csv", "pipeline_duckdb_first", "pipeline_duckdb_reload") if "duckdb" in targets]
-    order += [v for v in ("dlt_duckdb_first", "dlt_duckdb_reload") if "duckdb" in targets and peers]
+    order = []
+    for target in ("pg", "duckdb"):
+        if target in targets:
+            # A user's file has no mixed differential.
+            order += [v for v in ORDER[target] if not (user is not None and v.endswith("_mixed"))]
+            order += [v for v in (f"dlt_{target}_first", f"dlt_{target}_reload") if peers]
     if "baseline" in targets:
         order.append("json_baseline_pg")
     if only_first:
@@ -382,12 +514,12 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
             for variant in order:
                 if variant in BASELINE and round_number >= baseline_rounds:
                     continue
-                file = reload if variant.endswith("_reload") else first
+                file = file_of(variant, files)
                 if TARGET_OF[variant] == "pg":
                     admin("CHECKPOINT")  # the previous variant's dirty pages are not this one's cost
                 result = _child(variant, file, api_name, db if TARGET_OF[variant] == "pg" else None,
                                 duck if TARGET_OF[variant] == "duckdb" else None, workdir, timeout,
-                                extra if variant.startswith("pipeline_") else ())
+                                extra if variant.startswith(("pipeline_", "floor_")) else ())
                 result["round"] = round_number
                 runs[variant].append(result)
                 if result.get("failed"):
@@ -447,6 +579,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
         target = TARGET_OF[variant]
         limit = best.get(LIMIT_OF[target])
         raw_copy = best.get("raw_pg_copy")
+        floor = best.get(FLOOR_OF[target])
         summary[variant] = {
             "target": target,
             "rows": run["rows"],
@@ -457,6 +590,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
             "ratio_to_limit": run["total"] / limit["total"] if limit else None,
             "limit": LIMIT_OF[target],
             "ratio_to_raw_copy": run["total"] / raw_copy["total"] if raw_copy else None,
+            "ratio_to_floor": run["total"] / floor["total"] if floor else None,
             "startup_s": run["startup_s"],
             "loadavg_before": run["loadavg_before"],
             "all_totals_s": [r["total"] for r in runs[variant]],

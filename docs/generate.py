@@ -90,7 +90,8 @@ def document(result: str) -> dict:
 
 
 def targets(result: str) -> str:
-    return "\n".join(f"- {'holds' if t['holds'] else '**missed**'}: {t['target']}: {t['value']}"
+    return "\n".join(f"- {'measured' if t['holds'] is None else 'holds' if t['holds'] else '**missed**'}: "
+                     f"{t['target']}: {t['value']}"
                      for t in document(result)["targets"])
 
 
