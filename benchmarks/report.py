@@ -20,13 +20,13 @@ LABELS = {
     "raw_pg_copy": "PostgreSQL raw COPY FROM STDIN (limit)",
     "pipeline_pg_first": "pipeline -> PostgreSQL, first load",
     "pipeline_pg_reload": "pipeline -> PostgreSQL, re-load (all updates)",
-    "floor_pg_update": "PostgreSQL floor: UPDATE ... FROM a loaded copy (same updates)",
+    "floor_pg_update": "PostgreSQL floor: UPDATE FROM or ON CONFLICT from a loaded copy",
     "pipeline_pg_rerun": "pipeline -> PostgreSQL, re-run of the re-load (no change)",
     "pipeline_pg_mixed": "pipeline -> PostgreSQL, differential (30% new, 70% updates)",
     "raw_duckdb_csv": "DuckDB CTAS read_csv (limit)",
     "pipeline_duckdb_first": "pipeline -> DuckDB, first load",
     "pipeline_duckdb_reload": "pipeline -> DuckDB, re-load (all updates)",
-    "floor_duckdb_merge": "DuckDB floor: MERGE INTO from read_csv (same updates)",
+    "floor_duckdb_merge": "DuckDB floor: read_csv, DELETE + INSERT into a copy (1M changed rows)",
     "pipeline_duckdb_rerun": "pipeline -> DuckDB, re-run of the re-load (no change)",
     "pipeline_duckdb_mixed": "pipeline -> DuckDB, differential (30% new, 70% updates)",
     "dlt_pg_first": "PEER dlt -> PostgreSQL, first load",
@@ -166,7 +166,7 @@ def targets(result: dict, memory_point: dict | None = None, sensor: dict | None 
         limit = v.get("raw_pg_copy" if engine == "pg" else "raw_duckdb_csv")
         if reload and floor and limit and not any(x.get("failed") for x in (reload, floor, limit)):
             work = floor["total_s"] + (limit["total_s"] if engine == "pg" else 0)
-            what = "raw COPY + UPDATE floor" if engine == "pg" else "MERGE INTO from read_csv"
+            what = "raw COPY + update floor" if engine == "pg" else "read_csv, DELETE + INSERT"
             checks.append({"target": f"{name} re-load (all updates) vs the engine's own work ({what}), "
                                      "measured, no target",
                            "value": f"{reload['total_s']:.2f} s vs {work:.2f} s ({reload['total_s'] / work:.2f}x; "
@@ -268,6 +268,7 @@ def print_loads(result: dict, memory_point: dict | None = None) -> None:
           f"{files['bytes'] / 1e6:,.0f} MB CSV), best of {result['rounds']} round(s) "
           f"(baseline: {result['baseline_rounds']})")
     print(f"Source: {result.get('source', '')}")
+    print(f"History: {result.get('history', 'on (the catalog default)')}")
     print(peer_line(result) + "\n")
     print(table(LOAD_HEADER, load_rows(result)))
     if memory_point:
@@ -306,6 +307,7 @@ def write_loads(out: Path, result: dict, env: dict, memory_point: dict | None = 
         f"the end {', '.join(f'{x:.2f}' for x in env['loadavg'])}; commit {env['commit']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
         f"Source: {result.get('source', '')}.",
+        f"History: {result.get('history', 'on (the catalog default)')}.",
         peer_line(result) + ".",
         "",
         markdown_table(LOAD_HEADER, load_rows(result)),
