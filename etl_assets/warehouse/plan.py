@@ -269,21 +269,26 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
     primary key (the merge needs it), found by the first step (result `keyed`)."""
     spec = batch.spec
     version = spec.version_column
-    each_chunk = [Step(d.chunk_merge_sql(spec), fetch=True, result=("inserted", "updated"))]
+    # After a chunk that changed fewer than half its rows, the next is probed before its merge (`probe`).
+    merges = [[Step(d.chunk_merge_sql(spec, probe), fetch=True, result=("inserted", "updated"))]
+              for probe in (False, True)]
     chunk: list[PlanStep] = [Step(d.create_staging_sql(batch, CHUNK))]
     history = keeps_history(spec)
+    before, after = [], []
     if history:
         # Before each chunk's merge: the current rows it supersedes move to the superseded table, and its
         # rows older than the current one are gathered, their versions found once after the last chunk
         # (a repeated key within or across chunks reads the rows again, so they are distinct).
         chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
-        each_chunk[:0] = chunk_version_steps(spec, CHUNK, BATCH_ROWS)
+        before = chunk_version_steps(spec, CHUNK, BATCH_ROWS)
     if spec.track_deletions:  # the marks' recompute reads the staged keys from LATEST
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
         chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
-        each_chunk.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
-    each_chunk.append(Step(f"TRUNCATE {CHUNK}"))
-    chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=tuple(each_chunk)))
+        after.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
+    after.append(Step(f"TRUNCATE {CHUNK}"))
+    each_chunk, each_quiet_chunk = (tuple(before + merge + after) for merge in merges)
+    chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=each_chunk,
+                         each_quiet_chunk=each_quiet_chunk))
     if history:
         chunk += [*version_steps(d, spec, BATCH_ROWS, displaced=False), Step(f"DROP TABLE {BATCH_ROWS}")]
     keyed = Step(f"SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass({d.param}) AND indisprimary)",

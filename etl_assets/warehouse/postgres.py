@@ -28,6 +28,7 @@ from etl_assets.warehouse.dialect import (
     newer,
     staged_columns,
     table,
+    version_order,
 )
 from etl_assets.warehouse.errors import WarehouseUnreachable, roll_back
 from etl_assets.warehouse.prefetch import prefetch
@@ -92,12 +93,16 @@ class PostgresSession(Session):
                 results.setdefault(name, 0)
         groups = prefetch(copy_payloads(iter(stream), batch.spec.arrow_schema(), step.columns, MERGE_CHUNK_BYTES),
                           depth=COPY_QUEUE_BATCHES, name="copy-encoder")
+        quiet = False  # the last chunk changed fewer than half its rows: probe before merging the next
         try:
             for payload in groups:
                 self.cursor.copy_expert(step.sql, BytesStream(payload), size=COPY_READ_BYTES)
-                copied += max(self.cursor.rowcount, 0)
-                for name, value in self.run(step.each_chunk).items():
+                rows = max(self.cursor.rowcount, 0)
+                copied += rows
+                merged = self.run(step.each_quiet_chunk if quiet and step.each_quiet_chunk else step.each_chunk)
+                for name, value in merged.items():
                     results[name] = results.get(name, 0) + value
+                quiet = (merged.get("inserted", 0) + merged.get("updated", 0)) * 2 < rows
         except psycopg2.errors.CardinalityViolation:
             if stream.error is not None:
                 raise
@@ -208,16 +213,27 @@ class PostgresDialect(Dialect):
             Step(f"ALTER TABLE {STAGING} RENAME TO {LATEST}"),
         ]
 
-    def chunk_merge_sql(self, spec: TableSpec) -> str:
+    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False) -> str:
         """Merge the chunk table into the table: new keys inserted, rows the chunk beats updated (the
         general path's UPDATE and INSERT in one statement); returns (inserted, updated). A row's `xmax`
-        is 0 when this statement inserted it and this transaction's id when it updated it."""
+        is 0 when this statement inserted it and this transaction's id when it updated it.
+
+        `probe`: first look each key up (one index probe, no lock) and pass on only the rows that are
+        new or newer. ON CONFLICT locks every row it meets, even one its WHERE then leaves, and a lock
+        is a write of the row's page (with its WAL): a re-run of a 1M-row file wrote the whole table
+        again. The probe costs a lookup a row, so it is taken after a chunk that changed little."""
         names = column_list(spec)
         sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in staged_columns(spec) if c != spec.primary_key)
         loaded_at = quote(LOADED_AT)
+        rows = f"SELECT {names}, CURRENT_TIMESTAMP FROM {CHUNK}"
+        if probe:
+            key = quote(spec.primary_key)
+            held = ", ".join(f"o.{quote(c)}" for c in (spec.primary_key, *version_order(spec)))
+            rows = (f"SELECT {', '.join('c.' + quote(c) for c in staged_columns(spec))}, CURRENT_TIMESTAMP "
+                    f"FROM {CHUNK} AS c LEFT JOIN LATERAL (SELECT {held} FROM {table(spec)} AS o "
+                    f"WHERE o.{key} = c.{key} LIMIT 1) AS o ON TRUE WHERE o.{key} IS NULL OR {newer(spec, 'c', 'o')}")
         return (
-            f"WITH merged AS (INSERT INTO {table(spec)} AS t ({names}, {loaded_at}) "
-            f"SELECT {names}, CURRENT_TIMESTAMP FROM {CHUNK} "
+            f"WITH merged AS (INSERT INTO {table(spec)} AS t ({names}, {loaded_at}) {rows} "
             f"ON CONFLICT ({quote(spec.primary_key)}) DO UPDATE SET {sets}, {loaded_at} = CURRENT_TIMESTAMP "
             f"WHERE {newer(spec, 'EXCLUDED', 't')} RETURNING (t.xmax = 0) AS inserted) "
             "SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted) FROM merged"

@@ -37,11 +37,14 @@ class StreamStep(Step):
     statement reads the Arrow stream `etl_rows`), after which the results `keys_repeat` and `rejected`
     are known. With `distinct_keys` it writes straight into the table, so a repeated key makes the load
     read the rows again on the general path. `each_chunk` are statements run after each chunk of rows
-    is written (the chunk merged from a staging table, then emptied), their results summed."""
+    is written (the chunk merged from a staging table, then emptied), their results summed;
+    `each_quiet_chunk`, where given, run instead after a chunk of which fewer than half the rows were
+    `inserted` or `updated` (a re-run, a late folder): the same results, without touching the rest."""
 
     rows: RowStream | None = field(default=None, compare=False, repr=False)
     distinct_keys: bool = False
     each_chunk: tuple[Step, ...] = ()
+    each_quiet_chunk: tuple[Step, ...] = ()
 
 
 @dataclass(frozen=True)
