@@ -91,6 +91,24 @@ def test_catalog_table_design_and_stored_procedure_reach_the_ddl():
     assert sqls[-1] == 'CALL "litify"."update_litify_task"()'
 
 
+def test_the_staged_rows_are_distributed_as_the_table_so_the_merge_joins_stay_on_each_slice():
+    """At 100M rows an undistributed staging table sends every staged row across the cluster for the
+    UPDATE ... FROM and the anti-join INSERT (docs/redshift.md, "Re-loads at scale")."""
+    from etl_assets.salesforce.catalog import parse_catalog
+    obj = parse_catalog({"objects": {"Task": {"redshift": {"distkey": "Id", "sortkey": ["SystemModstamp"]},
+                                            "columns": {"Id": "string", "SystemModstamp": "datetime"}}}})["Task"]
+    warehouse = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
+    writer = StagedBatchWriter(obj.table_spec(), "P")
+    plan = warehouse.plan(writer.close(), existing={"id": None, "systemmodstamp": None})
+    created = {s.sql.split()[3]: s.sql for s in plan.statements() if s.sql.startswith("CREATE TEMPORARY TABLE")}
+    for name in ("etl_staging", "etl_latest"):
+        assert 'DISTSTYLE KEY DISTKEY ("id")' in created[name], created[name]
+        assert_redshift_sql(created[name])
+    undesigned = RedshiftWarehouse(s3=S3Resource(), staging_bucket="b", iam_role_arn="arn:aws:iam::1:role/r")
+    plain = undesigned.plan(StagedBatchWriter(SPEC, "P").close(), existing={"id": None})
+    assert not any("DISTKEY" in s.sql for s in plain.statements())
+
+
 def test_literals_refuse_anything_that_could_change_a_statement():
     assert literal("s3://bucket/etl/x.manifest") == "'s3://bucket/etl/x.manifest'"
     assert literal(42) == "42"
