@@ -132,9 +132,10 @@ HEAVY_TESTS = {
     "test_totesys": {"test_seeder_is_deterministic_and_simulates_business"},
 }
 QUICK_SECONDS = 5.0
-# Module-scoped fixtures that cost seconds (every command the docs run; two dbt compiles): the tests
-# that use one run on one pytest-xdist worker (--dist loadgroup), so it is built once.
-SHARED_FIXTURES = frozenset({"scratch_outcomes", "compiled"})
+# Module-scoped fixtures that cost seconds (every command the docs run; two dbt compiles; one default
+# `etl-assets bench` run): the tests that use one run on one pytest-xdist worker (--dist loadgroup), so it
+# is built once.
+SHARED_FIXTURES = frozenset({"scratch_outcomes", "compiled", "default_bench"})
 # Connections a quick test must not open: (host, port) of the services.
 _SERVICE_ADDRESSES: set[tuple[str, int]] = set()
 

@@ -1,23 +1,44 @@
-"""`etl-assets bench` runs end to end at a tiny size (figures are not asserted: it is not a timed test)."""
+"""`etl-assets bench` runs end to end at a tiny size (figures are not asserted: it is not a timed test).
+
+One default run (every part but the sensor: loads, encodings, column policies and history, on both engines and
+the JSON baseline) is shared by the tests that assert on its output (`default_bench`, module-scoped; conftest.py's
+SHARED_FIXTURES keeps those tests on one pytest-xdist worker), so the benchmark's parts each run once."""
 
 import json
 import subprocess
 import sys
 
+import pytest
 
-def test_bench_produces_every_variant_with_ratios(tmp_path, postgres_server):
+ROWS = 2000
+
+
+@pytest.fixture(scope="module")
+def default_bench(tmp_path_factory, postgres_server) -> dict:
+    """`etl-assets bench` as `make bench` runs it, at ROWS rows and one round, without the sensor: its output
+    folder and what it printed."""
+    root = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", "bench", "--rows", "3000", "--rounds", "1", "--skip-sensor",
-         "--targets", "pg,duckdb,baseline", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "etl_assets.cli", "bench", "--rows", str(ROWS), "--rounds", "1", "--skip-sensor",
+         "--targets", "pg,duckdb,baseline", "--data", str(root / "data"), "--out", str(root / "out")],
+        capture_output=True, text=True, timeout=900,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads((tmp_path / "out" / "loads.json").read_text())
+    return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr, "out": root / "out"}
+
+
+def _ran(bench: dict) -> None:
+    assert bench["returncode"] == 0, bench["stdout"][-2000:] + bench["stderr"][-3000:]
+
+
+def test_bench_produces_every_variant_with_ratios(default_bench):
+    _ran(default_bench)
+    out = default_bench["out"]
+    report = json.loads((out / "loads.json").read_text())
     text = json.dumps(report)
     for variant in ("raw_pg_copy", "pipeline_pg_first", "pipeline_pg_reload", "raw_duckdb_csv",
                     "pipeline_duckdb_first", "pipeline_duckdb_reload", "json_baseline_pg"):
         assert variant in text, f"{variant} missing from the report"
-    assert (tmp_path / "out" / "loads.md").read_text().count("|") > 20
+    assert (out / "loads.md").read_text().count("|") > 20
 
 
 def test_bench_measures_a_users_csv_typed_by_discovery(tmp_path):
@@ -39,28 +60,18 @@ def test_bench_measures_a_users_csv_typed_by_discovery(tmp_path):
     assert variants["pipeline_duckdb_reload"]["updated"] == 2000  # the version column moved later
 
 
-def test_bench_measures_what_column_policies_add_to_a_load(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", "bench", "--only", "policies", "--rows", "2000", "--rounds", "1",
-         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    policies = json.loads((tmp_path / "out" / "policies.json").read_text())["policies"]
+def test_bench_measures_what_column_policies_add_to_a_load(default_bench):
+    _ran(default_bench)
+    policies = json.loads((default_bench["out"] / "policies.json").read_text())["policies"]
     assert policies["rows"] == 2000 and policies["hash_seconds"] > 0 and policies["mask_seconds"] > 0
     assert policies["load_hash_seconds"] > 0 and policies["load_keep_seconds"] > 0
-    assert "hashing 2,000 e-mails adds under 1 s to a load" in result.stdout
+    assert "hashing 2,000 e-mails adds under 1 s to a load" in default_bench["stdout"]
 
 
-def test_bench_measures_what_history_costs(tmp_path, postgres_server):
-    """`--only history`: every load off and on, on both engines; the versions are what the folders hold."""
-    result = subprocess.run(
-        [sys.executable, "-m", "etl_assets.cli", "bench", "--only", "history", "--rows", "2000", "--rounds", "1",
-         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    history = json.loads((tmp_path / "out" / "history.json").read_text())["history"]
+def test_bench_measures_what_history_costs(default_bench):
+    """History: every load off and on, on both engines; the versions are what the folders hold."""
+    _ran(default_bench)
+    history = json.loads((default_bench["out"] / "history.json").read_text())["history"]
     loads = {(x["engine"], x["load"]): x for x in history["loads"]}
     assert set(loads) == {(e, load) for e in ("duckdb", "pg") for load in ("first", "changed10")}
     assert all(x["off_s"] > 0 and x["on_s"] > 0 and x["peak_rss_on_bytes"] > 0 for x in loads.values())
@@ -76,5 +87,6 @@ def test_bench_measures_what_history_costs(tmp_path, postgres_server):
     sample = {x["engine"]: x for x in history["sample"]["results"]}
     assert sample["duckdb"]["versions"] == sample["pg"]["versions"] > 0
     assert sample["duckdb"]["objects"] == 10 and sample["pg"]["added_bytes"] > 0
-    text = (tmp_path / "out" / "history.md").read_text()
+    text = (default_bench["out"] / "history.md").read_text()
     assert "history adds <= 20% to a PostgreSQL reload, 10% changed" in text and text.count("\n|") > 10
+
