@@ -25,6 +25,10 @@ every object, off and on, and measured the same way.
 
 The PostgreSQL server's memory is not in any RSS; DuckDB runs in-process, so its buffer pool is.
 The parent stays small (a child inherits its parent's peak RSS): files are rewritten in a worker.
+
+`one_process=True` (`--history-one-process`, for the tests) runs the same loads and measurements in the
+parent instead, one after the other, without an interpreter start-up each: every figure but peak RSS is
+measured as before; peak RSS is then the parent's so far (the JSON and Markdown say so), not a load's own.
 """
 
 from __future__ import annotations
@@ -237,7 +241,7 @@ def child_sample(args) -> dict:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **measured}
 
 
-def run_child(argv: list[str] | None = None) -> int:
+def _child_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="One load of the history benchmark (run by the parent).")
     parser.add_argument("--engine", choices=ENGINES, required=True)
     parser.add_argument("--target", required=True, help="the DuckDB file, or the PostgreSQL database")
@@ -245,7 +249,15 @@ def run_child(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, help="one Task backup file to load")
     parser.add_argument("--sample", type=Path, help="a sample landing zone: load all its folders")
     parser.add_argument("--measure", action="store_true", help="after the load: size and versions")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _child_result(args) -> dict:
+    return child_sample(args) if args.sample else child_load(args)
+
+
+def run_child(argv: list[str] | None = None) -> int:
+    args = _child_parser().parse_args(argv)
     # Imported before the clock starts, for every load alike (interpreter start-up and imports: startup_s).
     import etl_assets.salesforce.catalog  # noqa: F401
     import etl_assets.salesforce.staging  # noqa: F401
@@ -253,7 +265,7 @@ def run_child(argv: list[str] | None = None) -> int:
     import etl_assets.warehouse.postgres  # noqa: F401
 
     startup = time.perf_counter() - _STARTED
-    result = child_sample(args) if args.sample else child_load(args)
+    result = _child_result(args)
     print("RESULT " + json.dumps({**result, "startup_s": startup}), flush=True)
     return 0
 
@@ -261,7 +273,11 @@ def run_child(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- orchestration (parent)
 
 
-def _child(arguments: list[str], timeout: float) -> dict:
+def _child(arguments: list[str], timeout: float, one_process: bool = False) -> dict:
+    if one_process:  # the same load and measurement, in this process (no start-up: startup_s is 0)
+        load_before = os.getloadavg()[0]
+        return {**_child_result(_child_parser().parse_args(arguments)), "startup_s": 0.0,
+                "loadavg_before": load_before}
     command = [sys.executable, "-m", "benchmarks.history", *arguments]
     path = os.pathsep.join(filter(None, (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))))
     load_before = os.getloadavg()[0]
@@ -298,7 +314,8 @@ class _Fresh:
 
 
 def run_history_benchmark(rows: int, data_root: Path, rounds: int = 2, engines: tuple[str, ...] = ENGINES,
-                          sample: bool = True, timeout: float = 3600.0, log=print) -> dict:
+                          sample: bool = True, timeout: float = 3600.0, log=print,
+                          one_process: bool = False) -> dict:
     from benchmarks.loads import ensure_backups
 
     started = time.time()
@@ -319,7 +336,7 @@ def run_history_benchmark(rows: int, data_root: Path, rounds: int = 2, engines: 
                         if engine == "pg":
                             admin("CHECKPOINT")  # the previous load's dirty pages are not this one's cost
                         result = _child(["--engine", engine, "--target", target, "--history", mode,
-                                         "--file", str(files[step]), "--measure"], timeout)
+                                         "--file", str(files[step]), "--measure"], timeout, one_process)
                         result["round"] = round_number
                         runs[engine][mode][step].append(result)
                         versions = sum(result["versions"].values()) if result["versions"] else 0
@@ -339,11 +356,11 @@ def run_history_benchmark(rows: int, data_root: Path, rounds: int = 2, engines: 
             for mode in MODES:
                 with _Fresh(engine, f"bench_history_{os.getpid()}_sample_{mode}", workdir) as target:
                     samples[engine][mode] = _child(["--engine", engine, "--target", target, "--history", mode,
-                                                    "--sample", str(sample_root)], timeout)
+                                                    "--sample", str(sample_root)], timeout, one_process)
             on, off = samples[engine]["on"], samples[engine]["off"]
             log(f"  sample on {ENGINE_LABEL[engine]}: {on['loads']} loads, {sum(on['versions'].values()):,} versions, "
                 f"size off {off['bytes'] / 1e6:.2f} MB, on {on['bytes'] / 1e6:.2f} MB")
-    return summarize(rows, rounds, files, changed, runs, samples, started)
+    return {**summarize(rows, rounds, files, changed, runs, samples, started), "one_process": one_process}
 
 
 def _added(on: float, off: float) -> float | None:
@@ -455,7 +472,8 @@ def print_history(result: dict) -> None:
     from benchmarks.report import print_targets, table
 
     print(f"\nHistory mode: {result['rows']:,} {result['object']} rows, history off vs on, best of "
-          f"{result['rounds']} round(s)")
+          f"{result['rounds']} round(s)" + (", every load in one process (peak RSS: the process's so far)"
+                                            if result.get("one_process") else ""))
     print(table(LOAD_HEADER, load_rows(result)))
     print(f"\nStorage: size with history on minus off, per version of salesforce_history.{result['object'].lower()}")
     print(table(STORAGE_HEADER, storage_rows(result)))
@@ -473,7 +491,9 @@ def notes(result: dict) -> list[str]:
         f"empty tables; then a later folder of the same {c10['rows']:,} rows with {c10['changed']:,} changed "
         "(a later SystemModstamp and LastModifiedDate, another Subject), the rest as before; then, for storage "
         f"only, a folder after that with another {c1['changed']:,} changed",
-        "each load in a fresh process through `stream_object` and `Warehouse.load`, as the asset runs it; "
+        ("every load in the benchmark's own process, one after the other (--history-one-process: peak RSS is "
+         "that process's highest so far, not a load's own)" if result.get("one_process") else "each load in a fresh "
+         "process") + " through `stream_object` and `Warehouse.load`, as the asset runs it; "
         "DuckDB: a fresh file, PostgreSQL: a fresh database, for each sequence; the object's `history` flag is the "
         "only difference; best time of the rounds (off and on take turns going first), the highest peak RSS",
         "size: DuckDB's used blocks after a CHECKPOINT; PostgreSQL's pg_total_relation_size summed over every "

@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
                         "five minutes, the default retention)")
     p.add_argument("--no-history-sample", action="store_true",
                    help="history: skip the storage of the sample backups (every object, folder by folder)")
+    p.add_argument("--history-one-process", action="store_true",
+                   help="history: run every load in this process rather than a fresh one each (the tests' quick run: "
+                        "peak RSS is then the process's so far, not a load's own)")
     p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
     p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
     return p
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"History mode: {args.rows:,} Task rows, history off vs on, on {', '.join(history_engines)}, "
               f"{args.rounds} round(s)", flush=True)
         history = run_history_benchmark(args.rows, data, args.rounds, history_engines,
-                                        sample=not args.no_history_sample, log=lambda m: print(m, flush=True))
+                                        sample=not args.no_history_sample, log=lambda m: print(m, flush=True),
+                                        one_process=args.history_one_process)
         print_history(history)
         written += write_history(out, history, report.environment())
     if args.only == "folder_run" or args.folder_run:

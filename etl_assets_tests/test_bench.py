@@ -15,15 +15,18 @@ ROWS = 2000
 
 @pytest.fixture(scope="module")
 def default_bench(tmp_path_factory, postgres_server) -> dict:
-    """`etl-assets bench` as `make bench` runs it, at ROWS rows and one round, without the sensor: its output
-    folder and what it printed."""
+    """`etl-assets bench` as `make bench` runs it, at ROWS rows and one round, without the sensor, history's loads
+    in the benchmark's process rather than 16 fresh ones (one fresh one: the test after the history test): its
+    output folder, what it printed and its data folder (the generated backups)."""
     root = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
         [sys.executable, "-m", "etl_assets.cli", "bench", "--rows", str(ROWS), "--rounds", "1", "--skip-sensor",
-         "--targets", "pg,duckdb,baseline", "--data", str(root / "data"), "--out", str(root / "out")],
+         "--targets", "pg,duckdb,baseline", "--history-one-process", "--data", str(root / "data"),
+         "--out", str(root / "out")],
         capture_output=True, text=True, timeout=900,
     )
-    return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr, "out": root / "out"}
+    return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr, "out": root / "out",
+            "data": root / "data"}
 
 
 def _ran(bench: dict) -> None:
@@ -90,3 +93,16 @@ def test_bench_measures_what_history_costs(default_bench):
     text = (default_bench["out"] / "history.md").read_text()
     assert "history adds <= 20% to a PostgreSQL reload, 10% changed" in text and text.count("\n|") > 10
 
+
+def test_a_history_load_in_a_fresh_process_reports_its_own_figures(default_bench, tmp_path):
+    """What a default `make bench` does for each history load (the shared run above does them in its own process):
+    the load in a fresh `python -m benchmarks.history` child, its result read back from the RESULT line."""
+    from benchmarks.history import OBJECT, _child
+    from benchmarks.loads import FIRST_DAY, backup_path
+
+    _ran(default_bench)
+    first = backup_path(default_bench["data"], OBJECT, ROWS, FIRST_DAY)
+    result = _child(["--engine", "duckdb", "--target", str(tmp_path / "history.duckdb"), "--history", "on",
+                     "--file", str(first), "--measure"], timeout=600)
+    assert result["rows"] == result["inserted"] == ROWS and result["versions"] == {"task": ROWS}
+    assert result["startup_s"] > 0 and result["peak_rss_bytes"] > 0 and result["bytes"] > 0
