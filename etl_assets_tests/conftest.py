@@ -356,7 +356,7 @@ def _order(item: pytest.Item) -> int:
     return 2 if item.get_closest_marker("quick") else 1
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marks
+@pytest.hookimpl(wrapper=True)  # marks before every other implementation (before `-m` selects on them)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _not_quick(item) is None:
@@ -365,6 +365,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(_module(item)))
     config.stash[_TIERS] = (sum(1 for item in items if item.get_closest_marker("quick")), len(items))
     items.sort(key=_order)  # stable: each tier keeps the modules' order
+    result = yield
+    if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker under --dist loadgroup
+        _group_node_ids(items)
+    return result
+
+
+def _group_node_ids(items: list[pytest.Item]) -> None:
+    """The `@group` suffix pytest-xdist's loadgroup scheduler groups tests by, on the ids of the tests an
+    xdist_group mark names. xdist 3.8 writes it to `item._nodeid`, which pytest 9.2 no longer reads (its ids
+    are structured, `item._id`): every test of a group went to whichever worker was free, and each worker
+    built the group's module-scoped fixture again (pytest-dev/pytest-xdist#1386). An id xdist did suffix is
+    left as it is."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        if names and item.nodeid.rfind("@") <= item.nodeid.rfind("]"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
 _TIERS = pytest.StashKey[tuple[int, int]]()
