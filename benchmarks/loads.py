@@ -68,6 +68,9 @@ VARIANTS = RAW + PIPELINE + FLOORS + PEERS + BASELINE
 TARGET_OF = {v: ("duckdb" if "duckdb" in v else "pg") for v in VARIANTS}
 LIMIT_OF = {"pg": "raw_pg_copy", "duckdb": "raw_duckdb_csv"}
 FLOOR_OF = {"pg": "floor_pg_update", "duckdb": "floor_duckdb_merge"}
+# etl_assets.salesforce.catalog.HISTORY_ENV, spelled out: importing the catalog here would raise the parent's
+# peak RSS, which every variant's process inherits (Linux keeps ru_maxrss across fork and exec).
+HISTORY_OFF = ("ETL_ASSETS_SALESFORCE_HISTORY", "off")
 # Each engine's variants in the order they run: each pipeline load and floor starts from the table the
 # previous one left (first load, all-update re-load, the floor's same updates, re-run, mixed differential).
 ORDER = {"pg": ("raw_pg_copy", "pipeline_pg_first", "pipeline_pg_reload", "floor_pg_update", "pipeline_pg_rerun",
@@ -473,12 +476,10 @@ def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path
     load_before = os.getloadavg()
     # The child imports this package wherever the bench was started from: the repository's root on its path.
     path = os.pathsep.join(filter(None, (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))))
-    from etl_assets.salesforce.catalog import HISTORY_ENV
-
     # History off: this benchmark compares the merge with the limits and dlt; what history adds is the
     # history part's measure (benchmarks/history.py).
     process = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                             env={**os.environ, "PYTHONPATH": path, HISTORY_ENV: "off"})
+                             env={**os.environ, "PYTHONPATH": path, HISTORY_OFF[0]: HISTORY_OFF[1]})
     if process.returncode != 0:
         lines = [x for x in process.stderr.strip().splitlines() if x.strip()]
         error = next((x for x in reversed(lines) if "Error" in x or "Exception" in x), lines[-1] if lines else "")

@@ -44,6 +44,31 @@ def test_bench_produces_every_variant_with_ratios(default_bench):
     assert (out / "loads.md").read_text().count("|") > 20
 
 
+def test_the_reload_variants_do_what_they_say_and_the_floors_are_printed(default_bench):
+    """Re-run: nothing changes; the differential: 30% new Ids, 70% updates; each engine's floor updates every
+    row (PostgreSQL: both statements timed); every pipeline variant loads with history off."""
+    _ran(default_bench)
+    loads = json.loads((default_bench["out"] / "loads.json").read_text())["loads"]
+    variants = loads["variants"]
+    assert loads["history"].startswith("off")
+    from benchmarks.loads import HISTORY_OFF
+    from etl_assets.salesforce.catalog import HISTORY_ENV, HISTORY_SETTINGS
+    assert HISTORY_OFF[0] == HISTORY_ENV and HISTORY_SETTINGS[HISTORY_OFF[1]] is False
+    for engine in ("pg", "duckdb"):
+        assert (variants[f"pipeline_{engine}_reload"]["inserted"], variants[f"pipeline_{engine}_reload"]["updated"]) \
+            == (0, ROWS)
+        assert (variants[f"pipeline_{engine}_rerun"]["inserted"], variants[f"pipeline_{engine}_rerun"]["updated"]) \
+            == (0, 0)
+        mixed = variants[f"pipeline_{engine}_mixed"]
+        assert (mixed["inserted"], mixed["updated"], mixed["rows_in_table"]) == (600, 1400, ROWS + 600)
+        assert variants[f"pipeline_{engine}_reload"]["ratio_to_floor"] > 0
+    assert variants["floor_pg_update"]["updated"] == ROWS
+    assert set(variants["floor_pg_update"]["statements_s"]) == {"update_from", "insert_on_conflict"}
+    assert variants["floor_duckdb_merge"]["updated"] == ROWS
+    printed = default_bench["stdout"]
+    assert "re-run of the same file (nothing changes)" in printed and "the engine's own work" in printed
+
+
 def test_bench_measures_a_users_csv_typed_by_discovery(tmp_path):
     """`--csv`: an object the catalog does not declare is typed from the file's header and rows (discovery)."""
     from etl_assets.samples.salesforce import write_object_csv
