@@ -242,36 +242,8 @@ def _pipeline(args, target: str, expect: str) -> dict:
             "rejected": report.rows_rejected}
 
 
-def pipeline_pg_first(args) -> dict:
-    return _pipeline(args, "pg", "insert")
-
-
-def pipeline_pg_reload(args) -> dict:
-    return _pipeline(args, "pg", "update")
-
-
-def pipeline_duckdb_first(args) -> dict:
-    return _pipeline(args, "duckdb", "insert")
-
-
-def pipeline_duckdb_reload(args) -> dict:
-    return _pipeline(args, "duckdb", "update")
-
-
-def pipeline_pg_rerun(args) -> dict:
-    return _pipeline(args, "pg", "none")
-
-
-def pipeline_duckdb_rerun(args) -> dict:
-    return _pipeline(args, "duckdb", "none")
-
-
-def pipeline_pg_mixed(args) -> dict:
-    return _pipeline(args, "pg", "mixed")
-
-
-def pipeline_duckdb_mixed(args) -> dict:
-    return _pipeline(args, "duckdb", "mixed")
+# What each pipeline variant expects of its rows (`_pipeline`'s `expect`), by the variant's last word.
+PIPELINE_EXPECTS = {"first": "insert", "reload": "update", "rerun": "none", "mixed": "mixed"}
 
 
 def _loaded_table(args) -> str:
@@ -452,7 +424,8 @@ def run_variant(argv: list[str] | None = None) -> int:
 
         result = run_peer(args)
     else:
-        result = globals()[args.variant](args)
+        result = _pipeline(args, args.variant.split("_")[1], PIPELINE_EXPECTS[args.variant.split("_")[2]]) \
+            if args.variant in PIPELINE else globals()[args.variant](args)
     result.update(
         variant=args.variant,
         startup_s=startup,
