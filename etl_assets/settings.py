@@ -336,14 +336,12 @@ def deploy(*domains: dg.Definitions, env: Settings | Mapping[str, str] | None = 
     """The code location: the domains' definitions on the deployment `env` (default: the process
     environment) chooses, with its resources (dbt's profile target is the warehouse chosen here),
     executor and totesys schedule; every asset's step sets up the `deployment` resource first."""
-    from dagster_dbt import DbtCliResource
-
-    from etl_assets.dbt_project.project import dbt_executable, dbt_project
+    from etl_assets.dbt_project.project import DbtCli, dbt_executable, dbt_project
 
     settings = _settings(env)
     resources = {**build_resources(settings), "totesys_source": build_totesys_source(settings),
-                 "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable(),
-                                       target=settings.warehouse)}
+                 "dbt": DbtCli(project_dir=dbt_project, dbt_executable=dbt_executable(),
+                               target=settings.warehouse)}
     defs = dg.Definitions.merge(*domains, dg.Definitions(
         resources={**resources, DEPLOYMENT: settings.deployment()},  # after every value is read
         executor=executor_for(settings.run_executor, settings.celery_queue),

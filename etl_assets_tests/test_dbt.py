@@ -15,10 +15,9 @@ from dagster._core.definitions.freshness import FreshnessState
 from dagster._core.loader import LoadingContextForTest
 from dagster._core.test_utils import freeze_time
 from dagster._daemon.freshness import FreshnessDaemon
-from dagster_dbt import DbtCliResource
 
 from etl_assets.dbt_project.assets import dbt_models
-from etl_assets.dbt_project.project import dbt_executable, dbt_project
+from etl_assets.dbt_project.project import DbtCli, dbt_executable, dbt_project
 from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.notifications import Notifier
 from etl_assets.salesforce.personal_data import HashKey
@@ -91,7 +90,7 @@ class Pipeline:
             "warehouse": warehouse,
             "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
             "column_policy_key": HashKey(),
-            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+            "dbt": DbtCli(project_dir=dbt_project, dbt_executable=dbt_executable()),
         }
 
     def load_salesforce(self, root: Path) -> None:
@@ -338,7 +337,7 @@ def test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build(t
     defs = dg.Definitions(
         assets=[*totesys_source_tables, *totesys_extraction_assets, dbt_models], jobs=[totesys_extract_job],
         resources={**build_resources(), "totesys_source": build_totesys_source(),
-                   "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
+                   "dbt": DbtCli(project_dir=dbt_project, dbt_executable=dbt_executable())},
     )
     instance = dg.DagsterInstance.ephemeral()
     runs = SupervisedRuns(instance)  # ephemeral: each run executes in this process
