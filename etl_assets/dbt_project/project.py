@@ -37,7 +37,8 @@ def dbt_cli_version(executable: str) -> version.Version:
 
 
 class DbtCli(DbtCliResource):
-    """dagster-dbt's DbtCliResource, without a `dbt --version` before every command. dagster-dbt asks
+    """dagster-dbt's DbtCliResource, without a `dbt --version` before every command nor a dbt adapter
+    opened in this process for each. dagster-dbt asks
     the executable for its version (to tell dbt Core from the Fusion engine) once a resource instance,
     and Dagster builds the resource anew for every run: each dbt build ran `dbt --version` first,
     about 3 s of CPU that also asks PyPI for dbt's latest release. Here the version is the installed
@@ -46,6 +47,13 @@ class DbtCli(DbtCliResource):
     @property
     def _cli_version(self) -> version.Version:
         return dbt_cli_version(self.dbt_executable)
+
+    def _initialize_dbt_core_adapter(self, args):
+        """No dbt adapter in this process. dagster-dbt opens one (importing the adapter and loading
+        every macro, ~2 s of CPU a command) only for `.fetch_row_counts()` and
+        `.fetch_column_metadata()`, which no asset here calls; with none, those would attach nothing.
+        An asset that wants them takes a plain DbtCliResource."""
+        return None
 
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
