@@ -35,6 +35,13 @@ re-read each name against the new release.
    `_instance`, `_run_id`), `check_captured_interrupt` and `pop_captured_interrupt`.
 
 Production uses PostgreSQL storage (deploy/dagster.production.yaml) and none of 1.
+
+Outside this module, one class leans on dagster-dbt's private members without importing a private name:
+`etl_assets.dbt_project.project.DbtCli` overrides `DbtCliResource._cli_version` (a `dbt --version`
+subprocess per resource, ~3 s a dbt command) and `_initialize_dbt_core_adapter` (an adapter and every
+macro loaded in-process, ~2 s a command, used only by `fetch_row_counts`/`fetch_column_metadata`).
+test_dagster_internals.py checks both still exist on the installed dagster-dbt: renamed, the overrides
+would silently stop saving anything, not break.
 """
 
 from __future__ import annotations

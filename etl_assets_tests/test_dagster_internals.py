@@ -54,6 +54,21 @@ def test_the_installed_dagster_is_the_line_the_private_names_were_read_against()
     assert version_problem() is None, version_problem()
 
 
+def test_the_dbt_resource_overrides_name_members_the_installed_dagster_dbt_has():
+    """DbtCli (etl_assets/dbt_project/project.py) replaces two private members of DbtCliResource; were they
+    renamed, its overrides would silently save nothing. The adapter it declines is optional to cli()."""
+    import inspect
+
+    from dagster_dbt import DbtCliResource
+
+    from etl_assets.dbt_project.project import DbtCli
+
+    for name in ("_cli_version", "_initialize_dbt_core_adapter"):
+        assert name in vars(DbtCliResource), f"dagster-dbt no longer has DbtCliResource.{name}: re-read DbtCli"
+        assert name in vars(DbtCli)
+    assert "adapter: BaseAdapter | None = None" in inspect.getsource(DbtCliResource.cli)
+
+
 def test_a_setting_runs_the_local_instance_on_dagsters_stock_storage(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()

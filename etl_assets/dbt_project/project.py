@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
-from packaging import version
+from packaging import version  # dagster-dbt depends on it and compares these versions
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
 
