@@ -179,12 +179,13 @@ def wait_for(predicate: Callable, timeout: float, what: str, interval: float = 0
         time.sleep(interval)
 
 
-def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60.0) -> dict:
-    """One GraphQL request; its `data`, or LiveError with the errors. A query (not a mutation, which
-    must not run twice) is retried a few times on a server error: the webserver answers 500 while
-    SQLite storage is busy."""
+def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60.0,
+            idempotent: bool = False) -> dict:
+    """One GraphQL request; its `data`, or LiveError with the errors. A query, or a mutation that is
+    `idempotent` (not one that must not run twice, such as a launch), is retried a few times on a
+    server error: the webserver answers 500 while SQLite storage is busy."""
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    attempts = 1 if query.lstrip().startswith("mutation") else 5
+    attempts = 1 if query.lstrip().startswith("mutation") and not idempotent else 5
     for attempt in range(attempts):
         request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
         try:
@@ -287,7 +288,8 @@ def stop_instigators(url: str, keep: tuple[str, ...] = (), first_tick_timeout: f
             ("schedulesOrError", "scheduleState", _STOP_SCHEDULE, "stopRunningSchedule", "scheduleState")):
         for item in data[listing]["results"]:
             if item[state]["status"] == "RUNNING" and item["name"] not in keep:
-                result = graphql(url, mutation, {"id": item["id"]})[field]
+                # Stopping a stopped sensor or schedule leaves it stopped: safe to retry on a busy server.
+                result = graphql(url, mutation, {"id": item["id"]}, idempotent=True)[field]
                 if result.get(result_state, {}).get("status") != "STOPPED":
                     raise LiveError(f"stopping {item['name']}: {result}")
                 stopped.append(item["name"])
