@@ -152,7 +152,12 @@ class Dialect:
     def create_staging_sql(self, batch: StagedBatch, name: str = STAGING) -> str:
         columns = [replace(c, nullable=True) for c in batch.spec.columns]  # keeps each column's long_text
         defs = self._column_defs(columns, batch) + self._lineage_defs()
-        return f"CREATE TEMPORARY TABLE {name} (" + ", ".join(defs) + ")"
+        return f"CREATE TEMPORARY TABLE {name} (" + ", ".join(defs) + ")" + self.temporary_attributes(batch.spec)
+
+    def temporary_attributes(self, spec: TableSpec) -> str:
+        """What a load's temporary tables of rows (staging, LATEST) add after their columns (Redshift:
+        the table's distribution, so the merge's joins stay on each slice)."""
+        return ""
 
     def create_deletion_tables_steps(self, spec: TableSpec) -> list[Step]:
         """The evidence the deletion marks are computed from: which full snapshots were loaded, with the
@@ -226,7 +231,7 @@ class Dialect:
         """Steps that leave the newest staged version of each key in LATEST."""
         order = ", ".join(f"{quote(c)} DESC" for c in version_order(spec))
         return [Step(
-            f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {column_list(spec)} FROM ("
+            f"CREATE TEMPORARY TABLE {LATEST}{self.temporary_attributes(spec)} AS SELECT {column_list(spec)} FROM ("
             f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {quote(spec.primary_key)} ORDER BY {order}) AS etl_rank "
             f"FROM {source}) ranked WHERE etl_rank = 1", params)]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import psycopg2
@@ -26,7 +26,7 @@ from pydantic import Field, PrivateAttr
 from etl_assets.aws import aws_client
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatch
-from etl_assets.warehouse.dialect import LATEST, STAGING, Capabilities, Dialect, rejects_table, table
+from etl_assets.warehouse.dialect import STAGING, Capabilities, Dialect, rejects_table, table
 from etl_assets.warehouse.errors import WarehouseLimitError
 from etl_assets.warehouse.postgres import psycopg2_session, sqlstate_fix
 from etl_assets.warehouse.redshift_sessions import (
@@ -156,20 +156,10 @@ class RedshiftDialect(Dialect):
     def _rejects_types(self) -> tuple[str, str]:
         return f"VARCHAR({MAX_VARCHAR_BYTES})", "BIGINT"
 
-    def create_staging_sql(self, batch: StagedBatch, name: str = STAGING) -> str:
-        """The staging table distributed as the table is: the merge's joins of the staged rows with the
-        table (UPDATE ... FROM, the anti-join INSERT) then stay on each slice instead of sending every
-        staged row across the cluster (DS_DIST_NONE rather than DS_DIST_INNER)."""
-        return super().create_staging_sql(batch, name) + self._distribution(batch.spec)
-
-    def latest_steps(self, spec: TableSpec, source: str, params: tuple) -> list[Step]:
-        """The newest staged version of each key, distributed as the table is (see create_staging_sql)."""
-        steps = super().latest_steps(spec, source, params)
-        head = f"CREATE TEMPORARY TABLE {LATEST} AS "
-        return [replace(step, sql=step.sql.replace(head, f"CREATE TEMPORARY TABLE {LATEST}{self._distribution(spec)} AS ", 1))
-                for step in steps]
-
-    def _distribution(self, spec: TableSpec) -> str:
+    def temporary_attributes(self, spec: TableSpec) -> str:
+        """The staging table and LATEST distributed as the table is: the merge's joins of the staged rows
+        with the table (UPDATE ... FROM, the anti-join INSERT) then stay on each slice instead of sending
+        every staged row across the cluster (DS_DIST_NONE rather than DS_DIST_INNER)."""
         distkey = spec.extra.get("redshift", {}).get("distkey")
         return f" DISTSTYLE KEY DISTKEY ({quote(distkey)})" if distkey else ""
 
