@@ -106,16 +106,19 @@ def materialize_command(args: argparse.Namespace) -> int:
                 if not selection:
                     continue
                 result = runs.execute(request.partition_key, _folder_run(job, request.partition_key, selection,
-                                                                         args.log_level, progress))
+                                                                         args.log_level, progress, args.force_reload))
                 progress.settle()  # every step's line before the folder's
                 reasons = [] if result.success else failure_reasons(result) + result.problems
                 if not result.success:
                     failed.append(request.partition_key)
+                skipped = []
                 for event in result.get_asset_materialization_events():
                     materialization = event.step_materialization_data.materialization
                     table = materialization.metadata.get("dagster/table_name")
                     if table is None:
                         continue
+                    if "skipped_already_loaded" in materialization.metadata:
+                        skipped.append(table.value)
                     row = totals[table.value]
                     row["partitions"] += 1
                     for name in ("rows_read", "rows_rejected", "inserted", "updated"):
@@ -125,6 +128,9 @@ def materialize_command(args: argparse.Namespace) -> int:
                 outcome = "ok" if result.success else "CANCELED" if result.status == dg.DagsterRunStatus.CANCELED \
                     else "FAILED"
                 print(f"{request.partition_key}: {outcome} ({len(selection)} object(s))", flush=True)
+                if skipped:  # not read: the ledger holds their files as they are (docs/salesforce.md)
+                    print(f"  already loaded, not read again: {', '.join(sorted(skipped))} (--force-reload loads "
+                          "them again)", flush=True)
                 for reason in reasons:
                     print(f"  {reason}", flush=True)
                 runs.check_stop()
@@ -149,8 +155,11 @@ def _selection(request, wanted_objects: set[str]) -> list:
     return [k for k in request.asset_selection if not wanted_objects or k.path[-1] in wanted_objects]
 
 
-def _folder_run(job, folder: str, selection: list, log_level: str, progress: Progress | None = None):
-    """One folder's run, as SupervisedRuns executes it: in process, with the run id and tags it is given."""
+def _folder_run(job, folder: str, selection: list, log_level: str, progress: Progress | None = None,
+                force_reload: bool = False):
+    """One folder's run, as SupervisedRuns executes it: in process, with the run id and tags it is given;
+    `force_reload`: with the run tag that loads files the loaded-files ledger holds again."""
+    from etl_assets.salesforce.loaded_files import FORCE_RELOAD_TAG
 
     def execute(instance: dg.DagsterInstance, run_id: str, tags: dict) -> None:
         if progress is not None:
@@ -160,7 +169,8 @@ def _folder_run(job, folder: str, selection: list, log_level: str, progress: Pro
             asset_selection=selection,
             instance=instance,
             run_id=run_id,
-            tags={**tags, "etl_assets/launched_by": "etl-assets materialize"},
+            tags={**tags, "etl_assets/launched_by": "etl-assets materialize",
+                  **({FORCE_RELOAD_TAG: "true"} if force_reload else {})},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
         )
@@ -220,12 +230,15 @@ def generate_sample(**options) -> int:
 @click.option("--to", "to_folder", metavar="FOLDER", help="Last folder of a range (included).")
 @click.option("--object", multiple=True, metavar="OBJECT",
               help="Only this object's API name, e.g. Task (repeatable; default: every object of each folder).")
+@click.option("--force-reload", is_flag=True,
+              help="Read and merge every file again, also those already loaded as they are (run tag "
+                   "salesforce/force_reload=true); e.g. after a table was emptied by hand.")
 @click.option("--ephemeral", is_flag=True, help=EPHEMERAL_HELP)
 @click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True, metavar="LEVEL", help=LOG_LEVEL_HELP)
 def materialize(ephemeral: bool, log_level: str, **options) -> int:
     """Load Salesforce backup folders, one run per folder.
 
-    Every folder of the landing zone by default. Prints each folder's outcome (ok, FAILED and why), then rows read, rejected, inserted and updated
+    Every folder of the landing zone by default. Prints each folder's outcome (ok, FAILED and why) and the objects whose files were already loaded as they are (not read again), then rows read, rejected, inserted and updated
     per table. Progress (objects and rows done, rate, elapsed) goes to stderr.
     """
     return run(materialize_command, persistent=not ephemeral, log_level=log_level.upper(),

@@ -184,7 +184,7 @@ def sql(object_: str, **options) -> int:
 @click.command("audit", cls=Command, uses=WAREHOUSE)
 @click.option("--table", metavar="TABLE", help="Only loads into this table: schema.table or table.")
 @click.option("--since", metavar="TIMESTAMP", help="Only loads started since this ISO timestamp (UTC if no zone).")
-@click.option("--status", type=click.Choice(["FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD"],
+@click.option("--status", type=click.Choice(["FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD", "SKIPPED"],
                                             case_sensitive=False), help="Only loads with this outcome.")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="The newest N loads.")
 @click.option("--json", "json_", is_flag=True, help="Every column and full run ids, as JSON.")

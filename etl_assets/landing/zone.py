@@ -23,7 +23,7 @@ import tempfile
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -38,6 +38,7 @@ class LandedFile:
     key: str
     size: int
     modified: float  # seconds since the epoch
+    etag: str | None = field(default=None, compare=False)  # S3's, where the listing gives it
 
     @property
     def fingerprint(self) -> str:
@@ -306,7 +307,7 @@ class S3LandingZone(LandingZone):
             self._list_calls += 1
             for item in page.get("Contents", []):
                 key = item["Key"][len(root):]
-                yield LandedFile(key, item["Size"], item["LastModified"].timestamp())
+                yield LandedFile(key, item["Size"], item["LastModified"].timestamp(), item.get("ETag"))
 
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:

@@ -17,6 +17,14 @@ from etl_assets.landing.zone import LandingZone, fingerprint_files
 from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, list_object_files
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.encodings import SETTING_HINT, folder_encoding
+from etl_assets.salesforce.loaded_files import (
+    already_loaded,
+    applied_fingerprint,
+    bookkeeping,
+    force_requested,
+    skip_metadata,
+    skip_reason,
+)
 from etl_assets.salesforce.personal_data import HashKey
 from etl_assets.salesforce.partitions import (
     BACKUP_PREFIX,
@@ -26,7 +34,7 @@ from etl_assets.salesforce.partitions import (
 from etl_assets.salesforce.staging import SourceFile, StageReport, stream_object
 from etl_assets.warehouse.audit import LoadRecord, report_load
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
+from etl_assets.warehouse.batch import AlreadyLoaded, StagedBatch, StagedPartitions
 from etl_assets.warehouse.errors import CannotWrite
 from etl_assets.warehouse.history import HISTORY_SUFFIX
 
@@ -169,11 +177,13 @@ def unreadable_file(context: dg.AssetExecutionContext, warehouse: Warehouse, obj
 
 def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, warehouse: Warehouse,
                  obj: SalesforceObject, folder: str, hash_key: bytes | None = None,
-                 ) -> tuple[StagedBatch, StageReport, dict]:
+                 ) -> tuple[StagedBatch | AlreadyLoaded, StageReport, dict]:
     """The object's files in one folder as a batch, with the metadata of its materialization known
     now. Its rows are read when the IO manager loads it, which fills the report and adds the rest of
     the metadata (`report_metadata`). A file that cannot be read, now or then, is audited as FAILED
-    and fails the step (no retry); so does a staging disk that is full or read-only, saying so."""
+    and fails the step (no retry); so does a staging disk that is full or read-only, saying so.
+    Files the loaded-files ledger holds as they are now are not read at all (AlreadyLoaded, with the
+    report of the load that read them), unless the run has the FORCE_RELOAD_TAG (loaded_files.py)."""
     try:
         landed = object_files(landing_zone, folder, obj)
     except (CsvFormatError, ArchiveError) as error:
@@ -182,6 +192,21 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     if context.has_partition_key:  # a step over several folders logs them once (each log line is an event)
         context.log.info(f"{obj.api_name} in {folder}: {len(keys)} file(s)")
     configured = folder_encoding(folder)  # a bad setting fails here, naming the variable
+    metadata = {
+        "source_files": [landing_zone.location(k) for k in keys],
+        # The sensor compares this with the files it sees to know the folder is done.
+        SOURCE_FINGERPRINT: fingerprint_files([f.landed for f in landed]),
+        "encoding": configured.encoding,
+    }
+    applied = applied_fingerprint(obj, configured, hash_key)
+    forced = force_requested(context.run.tags)
+    earlier = None if forced else already_loaded(warehouse, obj, folder, landed, applied)
+    if earlier is not None:  # the checks show what the load that read the files found
+        return AlreadyLoaded(obj.table_spec(), folder, f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/",
+                             skip_reason(obj, folder, earlier), skip_metadata(earlier)), \
+            earlier[0].folder_report, metadata
+    if forced:
+        metadata["forced_reload"] = True
     encodings: dict[str, str] = {}  # file -> the encoding it was read in, where not the folder's
 
     def failure(error: BaseException) -> BaseException | None:
@@ -219,12 +244,7 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     batch.source_key = f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/"
     # A full folder is a snapshot of the objects it holds files for (even header-only), not of the others.
     batch.full_snapshot_date = full_backup_date(folder) if landed else None
-    metadata = {
-        "source_files": [landing_zone.location(k) for k in keys],
-        # The sensor compares this with the files it sees to know the folder is done.
-        SOURCE_FINGERPRINT: fingerprint_files([f.landed for f in landed]),
-        "encoding": configured.encoding,
-    }
+    batch.bookkeeping = bookkeeping(warehouse, obj, folder, landed, applied, context.run.run_id, batch, report)
     if encodings:
         metadata["encoding_fallbacks"] = dg.MetadataValue.json(encodings)
     return batch, report, metadata
@@ -252,7 +272,7 @@ def report_metadata(report: StageReport) -> dict:
 def check_results(obj: SalesforceObject, reports: dict[str, StageReport]) -> Iterator[dg.AssetCheckResult]:
     """The three checks of a step. Over several folders (a multi-partition run) each check is one
     result for them all (Dagster records a check once per step): it passes when every folder passes,
-    and says which did not."""
+    and says which did not. A folder already loaded is checked by what its load found."""
     if len(reports) == 1:
         ((folder, report),) = reports.items()
         yield dg.AssetCheckResult(
@@ -349,7 +369,7 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             # order, each its own staged batch, transaction, audit row and materialization metadata.
             reports: dict[str, StageReport] = {}
 
-            def stage(folder: str) -> tuple[StagedBatch, dict]:
+            def stage(folder: str) -> tuple[StagedBatch | AlreadyLoaded, dict]:
                 batch, reports[folder], metadata = stage_folder(context, landing_zone, warehouse, obj, folder, key)
                 return batch, metadata  # on the folder's materialization, with the load's
 

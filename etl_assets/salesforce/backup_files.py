@@ -76,7 +76,7 @@ def object_files_of(landing_zone: LandingZone, landed: LandedFile) -> list[Objec
         for member in members:
             name = PurePosixPath(member.member).name
             if _is_csv(name) and name[:-4]:
-                files.append(ObjectFile(folder, name[:-4], LandedFile(member.key, member.size, landed.modified),
+                files.append(ObjectFile(folder, name[:-4], LandedFile(member.key, member.size, landed.modified, landed.etag),
                                         member))
         return files
     return None

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from etl_assets.landing.column_policies import HASH_KEY_ENV, MASK, Action, hash_key, hash_values, mask_values
 from etl_assets.salesforce.catalog import SalesforceObject
+from etl_assets.salesforce.loaded_files import LEDGER_TABLE, forget_step
 from etl_assets.warehouse.history import history_table, keeps_history, remade_view_steps, superseded_spec
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.spec import ColumnType, column_name, quote
@@ -118,6 +119,10 @@ def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequen
                 session.execute(step.sql)
         if "raw_record" in rejects_columns:
             _rewrite_rejects(session, spec.schema, spec.rejects_name, obj, key, results, dry_run)
+        if not dry_run and any(r.values or r.rejects or r.note for r in results) \
+                and session.table_columns(spec.schema, LEDGER_TABLE):
+            forget = forget_step(warehouse, spec.schema, spec.name)  # rewritten rows: every folder loads again
+            session.execute(forget.sql, forget.params)
     return results
 
 

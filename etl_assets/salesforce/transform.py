@@ -37,6 +37,9 @@ from etl_assets.warehouse.spec import (
 )
 
 NO_TEXT_LIMITS = TextLimits()
+# Raise it with any change here or in staging.py that changes the rows a file loads as (a value read
+# otherwise, a check added): the loaded-files ledger (loaded_files.py) then loads every file again.
+TRANSFORM_VERSION = 1
 
 LINEAGE_COLUMN_COUNT = 5  # _source_partition, _source_file, _source_line, _loaded_at, _load_changes
 # Salesforce's own range for Date and DateTime fields.

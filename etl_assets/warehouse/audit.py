@@ -4,7 +4,8 @@ This replaces the DynamoDB log tables and the configuration-database audit table
 of the systems we retire: a row per load attempt, queried with `etl-assets audit`
 or the read-only HTTP endpoint. FINISHED, FAILED and ABORTED as before; a file feed
 also records DUPLICATE (content already loaded under another key) and HELD (a
-destructive load a guard stopped). Reads never run DDL: a missing table or column
+destructive load a guard stopped); a Salesforce folder whose files were already loaded as they
+are is SKIPPED (not read again). Reads never run DDL: a missing table or column
 reads as no rows or empty values, and only writing a row creates or extends it.
 
 `etl_audit.content_claims` makes "loaded once" exact: a load claims its content's hash in
@@ -23,7 +24,7 @@ from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, quote
 from etl_assets.warehouse.steps import Deferred, Step
 
 AUDIT_SCHEMA, AUDIT_TABLE = "etl_audit", "loads"
-STATUSES = ("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD")
+STATUSES = ("FINISHED", "FAILED", "ABORTED", "DUPLICATE", "HELD", "SKIPPED")
 COLUMNS = {
     "load_id": ColumnType.STRING,
     "domain": ColumnType.STRING,

@@ -18,12 +18,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from etl_assets.warehouse.spec import REJECTS_SCHEMA, SOURCE_FILE, TableSpec, TextLimits
+
+if TYPE_CHECKING:
+    from etl_assets.warehouse.steps import PlanStep
 
 # A staged part file is closed after this many bytes of Arrow data (about 1.3M rows of 33-column Task,
 # 0.5M of 120 columns): sized in bytes, so what a reader of one part holds does not grow with the width.
@@ -63,11 +67,40 @@ class StagedBatch:
     keys_repeat: bool | None = None
     source: RowSource | None = None  # rows not read yet (no files): the warehouse reads them as it loads
     head: pa.Table | None = None  # the first good rows, once streamed, for the preview (else read from files)
+    bookkeeping: Bookkeeping | None = None  # the domain's rows committed with the load (a loaded-files ledger)
 
     def discard(self) -> None:
         if self.source is not None:
             self.source.resources.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """Statements a domain runs at the end of a load's transaction, so what they record exists exactly
+    when the rows do (the Salesforce loaded-files ledger); `on_new_table` run before them when the load
+    creates its table: what was recorded of a table of that name before describes rows that are gone.
+    What the rows' reading found is known to `steps` where the engine stages before it plans, else it
+    must come as Deferred parameters (`Capabilities.runs_steps_in_order`)."""
+
+    steps: Callable[[], Sequence[PlanStep]]  # made when the load is planned: after staging, where it comes first
+    on_new_table: tuple[PlanStep, ...] = ()
+
+    def for_table(self, existing: bool) -> list[PlanStep]:
+        """The steps of a load into a table that exists (`existing`) or that the load creates."""
+        return [*(() if existing else self.on_new_table), *self.steps()]
+
+
+@dataclass(frozen=True)
+class AlreadyLoaded:
+    """A partition a domain found loaded before, as its files are now: the IO manager loads nothing and
+    touches no table; it audits the skip (SKIPPED, `reason`) and shows `metadata` on the materialization."""
+
+    spec: TableSpec
+    partition: str | None
+    source_key: str
+    reason: str
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,7 +113,7 @@ class StagedPartitions:
     the next one is staged against."""
 
     partitions: Sequence[str]
-    stage: Callable[[str], tuple[StagedBatch, dict]]
+    stage: Callable[[str], tuple[StagedBatch | AlreadyLoaded, dict]]
 
 
 class ReadAgain(Exception):

@@ -17,12 +17,13 @@ from etl_assets.warehouse.audit import (
     LoadRecord,
     ensure_audit_table,
     notify_load,
+    record_load,
     record_steps,
     report_load,
     utcnow,
 )
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.batch import StagedBatch, StagedPartitions
+from etl_assets.warehouse.batch import AlreadyLoaded, StagedBatch, StagedPartitions
 from etl_assets.warehouse.history import history_spec, keeps_history
 from etl_assets.warehouse.spec import (
     DELETED_IN_SOURCE_AT,
@@ -120,18 +121,21 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 if pending:
                     time.sleep(RELEASE_PAUSE_SECONDS)
             return
-        if not isinstance(obj, StagedBatch):
+        if not isinstance(obj, (StagedBatch, AlreadyLoaded)):
             raise TypeError(f"WarehouseIOManager stores StagedBatch outputs, got {type(obj).__name__}")
         # One connection for the load, its audit row and the counts (DuckDB: one open and close of the
         # file per step, not five), released when the output is stored.
         with self.warehouse.held():
             self._store(context, obj)
 
-    def _store(self, context: dg.OutputContext, obj: StagedBatch, partition: str | None = None,
+    def _store(self, context: dg.OutputContext, obj: StagedBatch | AlreadyLoaded, partition: str | None = None,
                staged_metadata: dict | None = None) -> None:
         """Load one batch; its metadata goes on the output's materialization, or with `partition` on
         that partition's materialization only, after `staged_metadata` (what staging it found). A batch
         not read yet is read by the load: its counts, preview and the domain's metadata come after it."""
+        if isinstance(obj, AlreadyLoaded):
+            self._skip(context, obj, partition, staged_metadata)
+            return
         spec = obj.spec
         source = obj.source  # the domain's rows, and what it reports once they are read
         record = self._record(context, obj)
@@ -197,6 +201,24 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "added_columns": list(result.added_columns),
             }
         )
+        if partition is None:
+            context.add_output_metadata(metadata)
+        else:
+            context.step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition)
+
+    def _skip(self, context: dg.OutputContext, skipped: AlreadyLoaded, partition: str | None,
+              staged_metadata: dict | None) -> None:
+        """A partition already loaded as it is: audited SKIPPED (no notification: nothing changed), logged,
+        and shown on its materialization; the table is only counted."""
+        spec = skipped.spec
+        record_load(self.warehouse, LoadRecord(
+            domain=context.asset_key.path[0], source_key=skipped.source_key, target_table=f"{spec.schema}.{spec.name}",
+            action="merge", status="SKIPPED", error=skipped.reason, run_id=context.run_id))
+        context.log.info(skipped.reason)
+        metadata = {**(staged_metadata or {}), **skipped.metadata,
+                    "dagster/table_name": f"{spec.schema}.{spec.name}",
+                    "dagster/row_count": self.warehouse.count_rows(spec.schema, spec.name),
+                    "warehouse": self.warehouse.describe(), "load_mode": "skipped"}
         if partition is None:
             context.add_output_metadata(metadata)
         else:

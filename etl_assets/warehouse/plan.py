@@ -85,7 +85,7 @@ def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequenc
     plan.transaction += d.lock_steps(spec)
     if batch.mode != "merge":
         plan.transaction += staging + append_steps(d, batch, source, params)
-        plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}"), *after]
+        plan.transaction += [Step(f"DROP TABLE IF EXISTS {STAGING}"), *after, *bookkeeping_steps(batch, existing)]
         return plan
     plan.prepare.append(Step(d.create_rejects_sql(spec)))
     if spec.track_deletions:
@@ -109,8 +109,13 @@ def plan_load(d: Dialect, batch: StagedBatch, existing: Existing, after: Sequenc
     rejects = d.rejects_steps(batch)
     plan.transaction += [Branch("rejected", then=tuple(rejects))] if rows is not None and rejects else rejects
     plan.transaction += [*drop_latest, Step(f"DROP TABLE IF EXISTS {STAGING}")]
-    plan.transaction += d.after_merge_steps(spec) + list(after)
+    plan.transaction += d.after_merge_steps(spec) + list(after) + bookkeeping_steps(batch, existing)
     return plan
+
+
+def bookkeeping_steps(batch: StagedBatch, existing: Existing) -> list[PlanStep]:
+    """The domain's bookkeeping (`StagedBatch.bookkeeping`), last in the transaction."""
+    return batch.bookkeeping.for_table(bool(existing)) if batch.bookkeeping is not None else []
 
 
 def prepare_steps(d: Dialect, batch: StagedBatch, existing: Existing) -> list[Step]:
