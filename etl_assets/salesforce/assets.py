@@ -2,7 +2,9 @@
 
 Each materialization reads every CSV of its object in its folder, transforms
 and validates it (rejects kept, good rows loaded) and hands the staged batch to
-the warehouse IO manager, which merges it into salesforce.<object>.
+the warehouse IO manager, which merges it into salesforce.<object>; unless the
+loaded-files ledger (loaded_files.py) holds every one of those files as it is now,
+and then nothing is read or written.
 """
 
 from collections.abc import Iterator
