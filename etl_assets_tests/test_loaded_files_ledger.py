@@ -245,3 +245,38 @@ def test_a_table_made_anew_forgets_the_files_of_the_table_that_was_dropped(wareh
         runs.materialize(FOLDERS[0])
         assert opened[-1] == f"backup/{FOLDERS[0]}/Contact/Contact.csv"
         assert warehouse.count_rows("salesforce", "contact") == 3
+
+
+def test_redshift_writes_the_ledger_in_its_load_transaction_with_values_known_at_planning(
+        s3_endpoint, s3_bucket, postgres_database):
+    """Redshift's Data API sends a transaction at once (no Deferred values): the ledger's counts come from
+    the staged batch when the load is planned. Its SQL runs on PostgreSQL, as test_redshift.py's plans do."""
+    from dagster_aws.s3 import S3Resource
+
+    from etl_assets.landing.zone import LandedFile
+    from etl_assets.salesforce.loaded_files import already_loaded, bookkeeping
+    from etl_assets.salesforce.staging import StageReport
+    from etl_assets.warehouse.redshift import RedshiftWarehouse
+    from etl_assets.warehouse.steps import Deferred, flatten
+    from etl_assets_tests.conftest import S3_CREDENTIALS
+    from etl_assets_tests.test_redshift import batch_of, redshift_on_postgres, run_plan_on_postgres
+
+    redshift = RedshiftWarehouse(s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), staging_bucket=s3_bucket[1],
+                                 iam_role_arn="arn:aws:iam::123456789012:role/copy")
+    target = redshift_on_postgres(redshift, postgres_database)
+    note = parse_catalog({"objects": {"Note__c": {"columns": {
+        "Id": {"type": "id", "nullable": False}, "SystemModstamp": "datetime", "Body": "string",
+        "Amount": "float"}}}})["Note__c"]
+    folder = FOLDERS[0]
+    item = ObjectFile(folder, "Note__c", LandedFile(f"backup/{folder}/Note__c/n.csv", 120, 1714550400.123456, '"e1"'))
+    batch = batch_of([("A", 1, "a"), ("B", 2, "b")], partition=folder)
+    batch.bookkeeping = bookkeeping(target, note, folder, [item], "applied", "run-1", batch, StageReport(rows_read=2))
+    steps = flatten(target.plan(batch, {}).transaction)
+    assert not any(isinstance(p, Deferred) for step in steps for p in step.params)
+    assert already_loaded(target, note, folder, [item], "applied") is None  # the table is not there yet
+    run_plan_on_postgres(target, postgres_database, batch)
+    [earlier] = already_loaded(target, note, folder, [item], "applied")
+    assert (earlier.run_id, earlier.folder_rows_read, earlier.folder_report.rows_read) == ("run-1", 2, 2)
+    assert already_loaded(target, note, folder, [item], "other spec") is None
+    assert target.query(f'SELECT file_fingerprint FROM salesforce."{LEDGER_TABLE}"') == [
+        ("size=120;modified=1714550400.123456;etag=\"e1\"",)]

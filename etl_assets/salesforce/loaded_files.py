@@ -184,10 +184,15 @@ def bookkeeping(warehouse: Warehouse, obj: SalesforceObject, folder: str, files:
         return Deferred(lambda results: value()) if deferred else value()
 
     def steps() -> list[Step]:
-        stamp: list[dt.datetime] = []  # one time for the folder's rows
+        stamp: list[dt.datetime] = []
+
+        def loaded_at() -> dt.datetime:  # one time for all the folder's rows
+            if not stamp:
+                stamp.append(utcnow())
+            return stamp[0]
+
         found = {"folder_rows_read": known(lambda: batch.rows + batch.rejected_rows),
-                 "folder_report": known(lambda: report_summary(report)),
-                 "loaded_at": known(lambda: stamp[0] if stamp else stamp.append(utcnow()) or stamp[0])}
+                 "folder_report": known(lambda: report_summary(report)), "loaded_at": known(loaded_at)}
         made = [Step(f'DELETE FROM {target} WHERE "table_name" = {p} AND "folder" = {p}', (table, folder))]
         for item in files:
             row = {"table_name": table, "source_key": item.key, "folder": folder,
