@@ -267,9 +267,10 @@ def _record_in_ledger(args, warehouse, obj, folder: str, batch, report) -> None:
     from etl_assets.landing.zone import LocalLandingZone
     from etl_assets.salesforce.assets import object_files
     from etl_assets.salesforce.encodings import folder_encoding
-    from etl_assets.salesforce.loaded_files import applied_fingerprint, bookkeeping
+    from etl_assets.salesforce.loaded_files import applied_fingerprint, bookkeeping, ledger_spec
 
     files = object_files(LocalLandingZone(root=str(_landing(args, folder))), folder, obj)
+    warehouse.ensure_table(ledger_spec(obj.schema))
     batch.bookkeeping = bookkeeping(warehouse, obj, folder, files, applied_fingerprint(obj, folder_encoding(folder), None),
                                     f"benchmark {args.variant}", batch, report)
 

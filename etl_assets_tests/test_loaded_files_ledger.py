@@ -254,7 +254,7 @@ def test_redshift_writes_the_ledger_in_its_load_transaction_with_values_known_at
     from dagster_aws.s3 import S3Resource
 
     from etl_assets.landing.zone import LandedFile
-    from etl_assets.salesforce.loaded_files import already_loaded, bookkeeping
+    from etl_assets.salesforce.loaded_files import already_loaded, bookkeeping, ledger_spec
     from etl_assets.salesforce.staging import StageReport
     from etl_assets.warehouse.redshift import RedshiftWarehouse
     from etl_assets.warehouse.steps import Deferred, flatten
@@ -270,6 +270,7 @@ def test_redshift_writes_the_ledger_in_its_load_transaction_with_values_known_at
     folder = FOLDERS[0]
     item = ObjectFile(folder, "Note__c", LandedFile(f"backup/{folder}/Note__c/n.csv", 120, 1714550400.123456, '"e1"'))
     batch = batch_of([("A", 1, "a"), ("B", 2, "b")], partition=folder)
+    target.ensure_table(ledger_spec(note.schema))
     batch.bookkeeping = bookkeeping(target, note, folder, [item], "applied", "run-1", batch, StageReport(rows_read=2))
     steps = flatten(target.plan(batch, {}).transaction)
     assert not any(isinstance(p, Deferred) for step in steps for p in step.params)

@@ -20,10 +20,10 @@ from etl_assets.salesforce.backup_files import ObjectFile, Unreadable, list_obje
 from etl_assets.salesforce.catalog import SalesforceObject, load_catalog
 from etl_assets.salesforce.encodings import SETTING_HINT, folder_encoding
 from etl_assets.salesforce.loaded_files import (
-    already_loaded,
     applied_fingerprint,
     bookkeeping,
     force_requested,
+    look_up,
     skip_metadata,
     skip_reason,
 )
@@ -202,7 +202,7 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     }
     applied = applied_fingerprint(obj, configured, hash_key)
     forced = force_requested(context.run.tags)
-    earlier = None if forced else already_loaded(warehouse, obj, folder, landed, applied)
+    earlier = look_up(warehouse, obj, folder, landed, applied, forced)
     if earlier is not None:  # the checks show what the load that read the files found
         return AlreadyLoaded(obj.table_spec(), folder, f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/",
                              skip_reason(obj, folder, earlier), skip_metadata(earlier)), \

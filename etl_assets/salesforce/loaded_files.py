@@ -33,6 +33,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import dagster as dg
+
 from etl_assets.salesforce.backup_files import ObjectFile
 from etl_assets.salesforce.catalog import SalesforceObject
 from etl_assets.salesforce.encodings import FolderEncoding
@@ -127,6 +129,24 @@ class EarlierLoad:
     folder_report: StageReport
 
 
+def look_up(warehouse: Warehouse, obj: SalesforceObject, folder: str, files: Sequence[ObjectFile], applied: str,
+            forced: bool) -> list[EarlierLoad] | None:
+    """`already_loaded` unless `forced`; when the folder is to load, the ledger table made ready for its
+    rows. The asset's first use of the warehouse: an error a retry cannot cure (an unreachable address, a
+    permission) fails the step at once, naming it, as the IO manager's load would; a transient one is raised."""
+    try:
+        earlier = None if forced else already_loaded(warehouse, obj, folder, files, applied)
+        if earlier is None:
+            warehouse.ensure_table(ledger_spec(obj.schema))
+        return earlier
+    except Exception as error:
+        if warehouse.is_transient(error):
+            raise
+        fix = warehouse.what_to_fix(error)
+        raise dg.Failure(description=f"{obj.api_name} in {folder} was not loaded: " + (
+            f"retrying cannot help: {fix}" if fix else f"{warehouse.describe()}: {error}"), allow_retries=False) from error
+
+
 def already_loaded(warehouse: Warehouse, obj: SalesforceObject, folder: str, files: Sequence[ObjectFile],
                    applied: str) -> list[EarlierLoad] | None:
     """The ledger's rows for `files` when every one is recorded as it is now under `applied` and the
@@ -174,8 +194,7 @@ def bookkeeping(warehouse: Warehouse, obj: SalesforceObject, folder: str, files:
     """The ledger's rows for a load of the folder's `files` into `batch` (`report`: what reading them
     finds), as steps of its transaction: the folder's earlier rows replaced (a file gone from the folder
     is no longer recorded), and every row of the table forgotten first when the load creates the table."""
-    spec = ledger_spec(obj.schema)
-    warehouse.ensure_table(spec)
+    spec = ledger_spec(obj.schema)  # made by `look_up`
     p, target, table = warehouse.param, f"{quote(spec.schema)}.{quote(spec.name)}", obj.table
     # Known once the rows were read: as the transaction runs, or (an engine that stages first) when it is planned.
     deferred = warehouse.capabilities.runs_steps_in_order
