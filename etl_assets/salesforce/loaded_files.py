@@ -142,9 +142,9 @@ def look_up(warehouse: Warehouse, obj: SalesforceObject, folder: str, files: Seq
     except Exception as error:
         if warehouse.is_transient(error):
             raise
-        fix = warehouse.what_to_fix(error)
-        raise dg.Failure(description=f"{obj.api_name} in {folder} was not loaded: " + (
-            f"retrying cannot help: {fix}" if fix else f"{warehouse.describe()}: {error}"), allow_retries=False) from error
+        fix, table = warehouse.what_to_fix(error), f"{obj.schema}.{obj.table}"
+        raise dg.Failure(description=f"{table} was not loaded, and retrying cannot help: {fix}" if fix else
+                         f"{warehouse.describe()} refused the load of {table}: {error}", allow_retries=False) from error
 
 
 def already_loaded(warehouse: Warehouse, obj: SalesforceObject, folder: str, files: Sequence[ObjectFile],
