@@ -20,6 +20,8 @@ from etl_assets.warehouse.audit import find_loads
 from etl_assets.warehouse.postgres import PostgresWarehouse
 from etl_assets_tests.helpers import resources, table_digest
 
+pytestmark = pytest.mark.slow  # each test is several Dagster runs: seconds each, over the quick tier's budget
+
 FOLDERS = ["20240501_Differential", "20240502_Differential"]
 KEY = "k3y-for-the-ledger-test-0123456789"
 HEADER = "Id,LastName,Email,SystemModstamp,NumberOfEmployees__c\n"
