@@ -83,6 +83,10 @@ def test_no_clear_value_reaches_the_warehouse_dagster_or_staging(warehouse, tmp_
     assert not any(MARKER in e.lower() for e in events)
     assert _file_hits(home) == []  # event log, run storage, compute logs
     assert _file_hits(staging) == []
+    # Nor the hashing key: not in an event, the run storage, a log or a staged file.
+    assert not any(KEY in e for e in events)
+    assert [p for root in (home, staging) for p in root.rglob("*")
+            if p.is_file() and KEY.encode() in p.read_bytes()] == []
 
     table = warehouse.read_table("salesforce", "contact").set_index("id")
     assert "birthdate" not in table.columns
@@ -145,10 +149,27 @@ def _rejects(warehouse) -> list[tuple]:
     return sorted(warehouse.query("SELECT _source_line, column_name, reason, raw_record FROM salesforce.contact_rejects"))
 
 
+def _stored_hits(warehouse, tables) -> list[str]:
+    """The marker in the bytes the engine keeps the tables in: the whole DuckDB file, or each PostgreSQL
+    table's relation file (read by the server after a CHECKPOINT: the test user is a superuser), dead row
+    versions included."""
+    if hasattr(warehouse, "path"):
+        return [warehouse.path] if MARKER.encode() in Path(warehouse.path).read_bytes().lower() else []
+    with warehouse.session() as session:
+        session.execute("CHECKPOINT")  # the table's pages as written to its files, not only in the server's buffers
+    hits = []
+    for schema, table in tables:
+        [(stored,)] = warehouse.query("SELECT pg_read_binary_file(pg_relation_filepath(%s::regclass))",
+                                      [f'"{schema}"."{table}"'])
+        if MARKER.encode() in bytes(stored).lower():
+            hits.append(f"{schema}.{table}")
+    return hits
+
+
 def test_turning_a_policy_on_rewrites_the_rows_already_loaded_like_a_load_under_it(warehouse, tmp_path):
     """Loaded in the clear, then the policies are turned on and the command's function run: the tables
     equal those of a load made under the policies, and a second run changes nothing."""
-    from etl_assets.salesforce.personal_data import rewrite_existing
+    from etl_assets.salesforce.personal_data import rewrite_existing, rewritten_tables
     from etl_assets.warehouse.duckdb import DuckDBWarehouse
 
     landing = tmp_path / "landing"
@@ -166,6 +187,10 @@ def test_turning_a_policy_on_rewrites_the_rows_already_loaded_like_a_load_under_
     assert _warehouse_hits(warehouse)  # a dry run changes nothing
     rewrite_existing(warehouse, protected, key=KEY.encode())
     assert _warehouse_hits(warehouse) == []
+    # The rewrite committed, but the engine keeps the replaced values in its files until it reclaims them.
+    rewritten = rewritten_tables(protected)
+    assert "no longer" in warehouse.reclaim_space(rewritten)
+    assert _stored_hits(warehouse, rewritten) == []
 
     reference = DuckDBWarehouse(path=str(tmp_path / "reference.duckdb"))
     assert all(r.success for r in materialize_folders(FOLDERS, resources(zone, reference, KEY),
@@ -178,7 +203,8 @@ def test_turning_a_policy_on_rewrites_the_rows_already_loaded_like_a_load_under_
     assert _current(warehouse) == _current(reference)
 
 
-def test_the_apply_policies_command_says_what_it_changes_and_that_turning_off_is_for_new_loads(tmp_path, monkeypatch):
+def test_the_apply_policies_command_says_what_it_changes_and_that_turning_off_is_for_new_loads(tmp_path, monkeypatch,
+                                                                                                 capsys):
     """`etl-assets catalog apply-policies`: a dry run lists each column and changes nothing, a run rewrites,
     and once a policy is turned off again the command says the values already written stay."""
     from click.testing import CliRunner
@@ -203,13 +229,23 @@ def test_the_apply_policies_command_says_what_it_changes_and_that_turning_off_is
         assert result.exit_code == 0, result.output
         return result.output
 
+    monkeypatch.delenv("ETL_ASSETS_HASH_KEY")  # a dry run hashes nothing, so it needs no key
     dry = run(parse_catalog(CATALOG), "--dry-run")
     assert "Contact.email: hash: 2 distinct value(s) hashed; 1 reject record(s) rewritten (would)" in dry
     assert ("Contact.birthdate: exclude: dropped from salesforce.contact, salesforce_superseded.contact (would)"
             in dry)  # the table and its versions (docs/history.md)
     assert _warehouse_hits(warehouse)
+    monkeypatch.setattr(catalog_module, "load_catalog", lambda *a, **k: parse_catalog(CATALOG))
+    capsys.readouterr()
+    assert cli.main(["catalog", "apply-policies"]) == 2  # the console script's configuration error
+    refused = capsys.readouterr().err
+    assert refused.count("\n") == 1 and "ETL_ASSETS_HASH_KEY is not set" in refused  # one line, no traceback
+    assert _warehouse_hits(warehouse)
+    monkeypatch.setenv("ETL_ASSETS_HASH_KEY", KEY)
     done = run(parse_catalog(CATALOG), "--object", "contact")
     assert "(would)" not in done and _warehouse_hits(warehouse) == []
+    # Nor in the file's free blocks: DuckDB reuses them without clearing, so the command writes the database anew.
+    assert "copied into a new file" in done and MARKER.encode() not in path.read_bytes().lower()
     assert "kept, but" not in done
     off = run(parse_catalog({**CATALOG, "column_policies": []}))  # Contact's own LastName hash stays
     assert ("Contact.email: kept, but 2 value(s) look hashed or masked: turning a policy off applies to new loads "

@@ -247,7 +247,7 @@ def materialize(ephemeral: bool, log_level: str, **options) -> int:
 
 @click.group("catalog", cls=Group, epilog=EXIT_CODES)
 def catalog() -> None:
-    """The discovered Salesforce objects (refresh, import).
+    """The discovered Salesforce objects (refresh, import-describe, apply-policies).
 
     Objects catalog.yaml does not declare are typed from sampled rows (refresh) or describe JSON.
     """
@@ -285,26 +285,36 @@ def catalog_import_describe(files: tuple[str, ...], state: str | None) -> int:
 def apply_policies_command(args: argparse.Namespace) -> int:
     import os
 
-    from etl_assets.landing.column_policies import HASH_KEY_ENV, hash_key
+    from etl_assets.landing.column_policies import HASH_KEY_ENV, PolicyError, hash_key
     from etl_assets.salesforce.catalog import load_catalog
-    from etl_assets.salesforce.personal_data import kept_notes, rewrite_existing
+    from etl_assets.salesforce.personal_data import kept_notes, rewrite_existing, rewritten_tables
 
     catalog = load_catalog()
     unknown_objects(list(args.object), catalog)
     wanted = {name.lower() for name in args.object}
     objects = [o for o in catalog.values() if (not wanted or o.api_name.lower() in wanted) and o.policies is not None]
     warehouse = configured_warehouse()
+    rewritten: list[tuple[str, str]] = []
     for obj in objects:
         if not warehouse.has_table(obj.schema, obj.table):
             continue
-        key = hash_key(os.environ.get(HASH_KEY_ENV), obj.api_name) if obj.policies.may_hash else None
-        for change in rewrite_existing(warehouse, obj, key=key, dry_run=args.dry_run):
+        try:  # a dry run hashes nothing, so it needs no key
+            key = hash_key(os.environ.get(HASH_KEY_ENV), obj.api_name) \
+                if obj.policies.may_hash and not args.dry_run else None
+        except PolicyError as error:
+            raise ConfigurationError(str(error)) from None
+        changes = rewrite_existing(warehouse, obj, key=key, dry_run=args.dry_run)
+        for change in changes:
             what = change.note or (f"{change.values} distinct value(s) {change.action.value}ed; {change.rejects} "
                                    "reject record(s) rewritten" if change.values or change.rejects
                                    else "nothing left to rewrite")
             print(f"{obj.api_name}.{change.column}: {change.action.value}: {what}" + (" (would)" if args.dry_run else ""))
+        if not args.dry_run and any(c.values or c.rejects or c.note for c in changes):
+            rewritten += [t for t in rewritten_tables(obj) if warehouse.has_table(*t)]
         for note in kept_notes(warehouse, obj):
             print(note)
+    if rewritten:  # the rewrite committed; the engine still holds the old values in its free space
+        print(warehouse.reclaim_space(rewritten))
     return 0
 
 

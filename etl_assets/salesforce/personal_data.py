@@ -70,6 +70,14 @@ def _apply(action: Action, values: list[str], key: bytes | None) -> list[str]:
     return (hash_values(array, key) if action is Action.HASH else mask_values(array)).to_pylist()
 
 
+def rewritten_tables(obj: SalesforceObject, tables: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """The tables `rewrite_existing` rewrites: the object's own, its superseded versions (history mode),
+    `tables`, and its rejects."""
+    spec = obj.table_spec()
+    versions = [(superseded_spec(spec).schema, spec.name)] if keeps_history(spec) else []
+    return list(dict.fromkeys([(spec.schema, spec.name), *versions, *tables, (spec.schema, spec.rejects_name)]))
+
+
 def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequence[tuple[str, str]] = (),
                      key: bytes | None = None, dry_run: bool = False) -> list[Rewrite]:
     """Bring the rows already in the warehouse under the object's policies, in one transaction: an
@@ -81,7 +89,7 @@ def rewrite_existing(warehouse: Warehouse, obj: SalesforceObject, tables: Sequen
     # History mode's versions: the current table's and the superseded ones' (docs/history.md); the view
     # over them is made anew once a column was dropped from them.
     versions = [(superseded_spec(spec).schema, spec.name)] if keeps_history(spec) else []
-    owned = list(dict.fromkeys([(spec.schema, spec.name), *versions, *tables]))
+    owned = [t for t in rewritten_tables(obj, tables) if t != (spec.schema, spec.rejects_name)]
     results: list[Rewrite] = []
     with warehouse.session() as session:
         session.lock_table(spec)
@@ -168,7 +176,7 @@ def _rewrite_rejects(session, schema: str, table: str, obj: SalesforceObject, ke
             if policy.action is Action.EXCLUDE:
                 del fields[field]
             elif not _written(policy.action, value):
-                fields[field] = _apply(policy.action, [value], key)[0]
+                fields[field] = "" if dry_run else _apply(policy.action, [value], key)[0]  # a dry run needs no key
             else:
                 continue
             changed = True

@@ -192,6 +192,13 @@ class Warehouse(dg.ConfigurableResource):
             raise WarehouseLimitError(f"{spec.schema}.{spec.name} would have {total} columns; {self.describe()} "
                                       f"allows {limit}")
 
+    def reclaim_space(self, tables: Sequence[tuple[str, str]]) -> str:
+        """After a rewrite that replaced or dropped values (a column policy turned on), leave none of the old
+        values readable in the database's files where the engine can; says what it did. Engines reuse the
+        space of replaced rows but do not clear it, so without this the old bytes stay in their files."""
+        return (f"{self.describe()}: the replaced values stay in free space until the engine reuses it; "
+                "reclaim it with the engine's own command (docs/personal-data.md)")
+
     def describe(self) -> str:
         raise NotImplementedError
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import ClassVar
 
 import duckdb
@@ -191,6 +193,31 @@ class DuckDBWarehouse(Warehouse):
                 detail = message.strip().splitlines()[0]
                 return f"{self.describe()}: {fix} ({detail})"
         return None
+
+    def reclaim_space(self, tables: Sequence[tuple[str, str]]) -> str:
+        """DuckDB reuses a freed block without clearing it, and no CHECKPOINT or VACUUM gives the file back:
+        the old values stay readable in it. So the whole database is copied into a new file (live rows
+        only) that replaces this one while this process still holds the writer lock, so every later open,
+        including one waiting on that lock, finds the new file. Needs free disk space for the copy."""
+        path = Path(self.path)
+        fresh = path.with_name(path.name + ".compacting")
+        fresh.unlink(missing_ok=True)
+        before = path.stat().st_size
+        connection = self.connect()
+        try:
+            connection.execute("CHECKPOINT")
+            [(name,)] = connection.execute("SELECT current_database()").fetchall()
+            connection.execute(f"ATTACH '{str(fresh).replace(chr(39), chr(39) * 2)}' AS etl_compacted")
+            try:
+                connection.execute(f"COPY FROM DATABASE {quote(name)} TO etl_compacted")
+            finally:
+                connection.execute("DETACH etl_compacted")
+            os.replace(fresh, path)
+        finally:
+            fresh.unlink(missing_ok=True)
+            connection.close()
+        return (f"{self.describe()}: copied into a new file holding live rows only ({before:,} -> "
+                f"{path.stat().st_size:,} bytes); the replaced values are no longer in it")
 
     def with_lock_timeout(self, seconds: float) -> DuckDBWarehouse:
         return self.model_copy(update={"lock_timeout_seconds": seconds})

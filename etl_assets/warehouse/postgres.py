@@ -281,6 +281,22 @@ class PostgresWarehouse(Warehouse):
         fix = sqlstate_fix(error, _POSTGRES_FIXES, user=self.user)
         return f"{self.describe()}: {fix}" if fix else super()._what_to_fix(error)
 
+    def reclaim_space(self, tables: Sequence[tuple[str, str]]) -> str:
+        """An UPDATE leaves the old row versions in the table's files until VACUUM, and a plain VACUUM only
+        marks them free: VACUUM FULL writes each table anew and removes the old files (it takes an ACCESS
+        EXCLUSIVE lock for its time, and runs outside a transaction). The WAL, replicas and backups taken
+        before still hold the old values: docs/personal-data.md."""
+        connection = psycopg2_connect(self.describe(), **self._connect_args())
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                for schema, table in tables:
+                    cursor.execute(f"VACUUM FULL {quote(schema)}.{quote(table)}")
+        finally:
+            connection.close()
+        names = ", ".join(f"{schema}.{table}" for schema, table in tables)
+        return f"{self.describe()}: VACUUM FULL {names}: the replaced row versions are no longer in their files"
+
     def with_lock_timeout(self, seconds: float) -> PostgresWarehouse:
         return self.model_copy(update={"lock_timeout_seconds": seconds})
 
