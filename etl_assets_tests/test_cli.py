@@ -37,13 +37,16 @@ def test_generate_then_materialize_then_nothing_changes(tmp_path: Path):
         "litify_pm__Matter__c", "litify_pm__Intake__c", "litify_pm__Role__c")}
     with duckdb.connect(env["ETL_ASSETS_DUCKDB_PATH"], read_only=True) as connection:
         task_rows = connection.execute("SELECT COUNT(*) FROM salesforce.task").fetchone()[0]
-    assert int(summary["salesforce.task"][-1]) == task_rows > 0
+        task_versions = connection.execute("SELECT COUNT(*) FROM salesforce_history.task").fetchone()[0]
+    assert summary["salesforce.task"][0:1] + summary["salesforce.task"][-2:] == \
+        ["salesforce.task", str(task_rows), str(task_versions)]
+    assert task_versions > task_rows > 0  # the sample's folders change some records: history keeps both versions
 
     second = etl_assets("materialize", "--ephemeral", env=env)
     assert second.returncode == 0, second.stderr
     for line in second.stdout.splitlines():
         if line.startswith("salesforce."):
-            _, _, _, _, inserted, updated, _ = line.split()
+            _, _, _, _, inserted, updated, _, _ = line.split()  # ... table_rows, versions
             assert (inserted, updated) == ("0", "0"), line
 
 
@@ -134,3 +137,40 @@ def test_sql_plans_on_the_warehouse_the_environment_names_and_a_bad_choice_is_on
     bad = etl_assets("audit", env={"ETL_ASSETS_WAREHOUSE": "oracle", "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "w.duckdb")})
     assert bad.returncode == 2
     assert bad.stderr.strip() == "etl-assets: ETL_ASSETS_WAREHOUSE='oracle': expected one of duckdb, postgres, redshift"
+
+
+def test_history_backfill_builds_the_versions_a_warehouse_with_history_always_on_has(tmp_path: Path):
+    """Loaded with history off, then `etl-assets history backfill`: the versions equal those of a warehouse
+    that kept history from its first load, and the object table is unchanged."""
+    landing = tmp_path / "landing"
+    assert etl_assets("generate-sample", "--root", str(landing), "--folders", "3", "--rows", "15",
+                      env={}).returncode == 0
+    always = {"ETL_ASSETS_LANDING_ROOT": str(landing), "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "always.duckdb")}
+    late = {**always, "ETL_ASSETS_DUCKDB_PATH": str(tmp_path / "late.duckdb")}
+    assert etl_assets("materialize", "--ephemeral", "--object", "Task", env=always).returncode == 0
+    off = etl_assets("materialize", "--ephemeral", "--object", "Task",
+                     env={**late, "ETL_ASSETS_SALESFORCE_HISTORY": "off"})
+    assert off.returncode == 0, off.stderr
+    assert [line.split()[-1] for line in off.stdout.splitlines() if line.startswith("salesforce.task")] == ["-"]
+
+    refused = etl_assets("history", "backfill", "--ephemeral", "--object", "Task",
+                         env={**late, "ETL_ASSETS_SALESFORCE_HISTORY": "off"})
+    assert refused.returncode == 2 and "Task keep(s) no history" in refused.stderr
+    backfill = etl_assets("history", "backfill", "--ephemeral", "--object", "Task", env=late)
+    assert backfill.returncode == 0, backfill.stderr
+
+    def read(path: str, table: str) -> list[tuple]:
+        with duckdb.connect(path, read_only=True) as connection:
+            columns = [c for (c,) in connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = ? "
+                "AND column_name NOT IN ('_loaded_at', '_load_changes') ORDER BY column_name", [table]).fetchall()]
+            return connection.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").fetchall()
+
+    versions = read(always["ETL_ASSETS_DUCKDB_PATH"], "salesforce_history.task")
+    assert len(versions) > len(read(always["ETL_ASSETS_DUCKDB_PATH"], "salesforce.task"))  # records changed
+    assert read(late["ETL_ASSETS_DUCKDB_PATH"], "salesforce_history.task") == versions
+    assert read(late["ETL_ASSETS_DUCKDB_PATH"], "salesforce.task") == \
+        read(always["ETL_ASSETS_DUCKDB_PATH"], "salesforce.task")
+    records = len(read(always["ETL_ASSETS_DUCKDB_PATH"], "salesforce.task"))
+    assert f"Task: {len(versions)} version(s) of {records} record(s) in salesforce_history.task" \
+        in backfill.stdout

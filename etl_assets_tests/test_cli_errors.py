@@ -88,8 +88,8 @@ COMMANDS = list(command_paths(cli.cli))
 def test_the_command_tree_is_the_one_the_docs_and_make_use():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {"", "generate-sample", "materialize", "files", "audit", "audit-server", "bench", "catalog",
-                     "catalog refresh", "catalog import-describe", "catalog apply-policies", "sql", "seed-totesys",
-                     "totesys"}
+                     "catalog refresh", "catalog import-describe", "catalog apply-policies", "history",
+                     "history backfill", "sql", "seed-totesys", "totesys"}
 
 
 @pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) or "etl-assets" for p, _ in COMMANDS])

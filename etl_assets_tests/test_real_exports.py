@@ -362,7 +362,7 @@ def test_the_cli_refreshes_and_materializes_an_sf_cli_export(tmp_path):
     assert second.returncode == 0, second.stdout + second.stderr
     for line in second.stdout.splitlines():
         if line.startswith("salesforce."):
-            _, _, _, _, inserted, updated, _ = line.split()
+            _, _, _, _, inserted, updated, _, _ = line.split()  # ... table_rows, versions
             assert (inserted, updated) == ("0", "0"), line
 
 

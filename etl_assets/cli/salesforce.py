@@ -31,6 +31,7 @@ from etl_assets.cli.common import (
 )
 from etl_assets.cli.progress import Progress
 from etl_assets.environment import DATA_DIR, ConfigurationError
+from etl_assets.warehouse.spec import quote
 
 
 def generate_sample_command(args: argparse.Namespace) -> int:
@@ -125,6 +126,8 @@ def materialize_command(args: argparse.Namespace) -> int:
                         if name in materialization.metadata:
                             row[name] += materialization.metadata[name].value
                     row["table_rows"] = materialization.metadata["dagster/row_count"].value
+                    if "versions" in materialization.metadata:  # history mode: the versions view's rows
+                        row["versions"] = materialization.metadata["versions"].value
                 outcome = "ok" if result.success else "CANCELED" if result.status == dg.DagsterRunStatus.CANCELED \
                     else "FAILED"
                 print(f"{request.partition_key}: {outcome} ({len(selection)} object(s))", flush=True)
@@ -179,8 +182,9 @@ def _folder_run(job, folder: str, selection: list, log_level: str, progress: Pro
 
 
 def _print_summary(totals: dict[str, dict[str, int]]) -> None:
-    columns = ["table", "partitions", "rows_read", "rows_rejected", "inserted", "updated", "table_rows"]
-    rows = [[table] + [str(totals[table][c]) for c in columns[1:]] for table in sorted(totals)]
+    columns = ["table", "partitions", "rows_read", "rows_rejected", "inserted", "updated", "table_rows", "versions"]
+    rows = [[table] + [str(totals[table][c]) if c in totals[table] or c != "versions" else "-" for c in columns[1:]]
+            for table in sorted(totals)]
     if not rows:
         return
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
@@ -243,6 +247,60 @@ def materialize(ephemeral: bool, log_level: str, **options) -> int:
     """
     return run(materialize_command, persistent=not ephemeral, log_level=log_level.upper(),
                 folder=list(options.pop("folder")), object=list(options.pop("object")), **options)
+
+
+def history_backfill_command(args: argparse.Namespace) -> int:
+    from etl_assets.salesforce.catalog import load_catalog
+    from etl_assets.warehouse.history import history_spec, keeps_history
+
+    catalog = load_catalog()
+    unknown_objects(args.object, catalog)
+    wanted = {name.lower() for name in args.object}
+    chosen = [o for o in catalog.values() if not wanted or o.api_name.lower() in wanted]
+    without = sorted(o.api_name for o in chosen if not keeps_history(o.table_spec()))
+    if wanted and without:
+        raise ConfigurationError(f"{', '.join(without)} keep(s) no history: turn it on in catalog.yaml (`history: "
+                                 "true`) or with ETL_ASSETS_SALESFORCE_HISTORY first (docs/history.md)")
+    kept = [o for o in chosen if keeps_history(o.table_spec())]
+    if not kept:
+        print("No object keeps history (catalog.yaml, ETL_ASSETS_SALESFORCE_HISTORY): nothing to build.")
+        return 0
+    # Every folder still in the landing zone, in date order, for these objects: a folder the ledger holds as
+    # loaded with history on is not read again, one loaded with history off is (its applied spec differs).
+    status = materialize_command(argparse.Namespace(
+        **{**vars(args), "object": [o.api_name for o in kept], "folder": [], "from_folder": None,
+           "to_folder": None, "force_reload": False}))
+    warehouse = configured_warehouse()
+    print()
+    for obj in kept:
+        spec = obj.table_spec()
+        versions = history_spec(spec)
+        if warehouse.has_table(versions.schema, versions.name):
+            [(rows, records)] = warehouse.query(f"SELECT count(*), count(DISTINCT {quote(spec.primary_key)}) "
+                                                f"FROM {quote(versions.schema)}.{quote(versions.name)}")
+            print(f"{obj.api_name}: {rows} version(s) of {records} record(s) in {versions.schema}.{versions.name}")
+    return status
+
+
+@click.group("history", cls=Group, epilog=EXIT_CODES)
+def history() -> None:
+    """Salesforce record versions (backfill); reading them as of a date: `sql --as-of`."""
+
+
+@history.command("backfill", uses=LOADS, records_runs=True)
+@click.option("--object", multiple=True, metavar="OBJECT",
+              help="Only this object's API name, e.g. Account (repeatable; default: every object keeping history).")
+@click.option("--ephemeral", is_flag=True, help=EPHEMERAL_HELP)
+@click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True, metavar="LEVEL", help=LOG_LEVEL_HELP)
+def history_backfill(ephemeral: bool, log_level: str, **options) -> int:
+    """Build versions from the folders in the landing zone.
+
+    For tables loaded while history was off: loads every backup folder again, one run per folder in date
+    order, for the objects that keep history, then prints each one's versions. Folders already loaded with
+    history on are not read again; versions of folders no longer in the landing zone cannot be built.
+    """
+    return run(history_backfill_command, persistent=not ephemeral, log_level=log_level.upper(),
+               object=list(options.pop("object")), **options)
 
 
 @click.group("catalog", cls=Group, epilog=EXIT_CODES)
