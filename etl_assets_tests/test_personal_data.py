@@ -114,8 +114,9 @@ def test_a_hash_policy_without_a_key_fails_the_run_at_start(tmp_path, monkeypatc
 
 
 def test_files_staged_for_redshift_copy_hold_no_clear_value(s3_endpoint, s3_bucket, postgres_database, tmp_path):
-    """The Redshift target writes Parquet to S3 for COPY. Pointed at PostgreSQL (no COPY FROM S3), the load
-    stops at that COPY and keeps its staged files for diagnosis: every byte of them is searched."""
+    """The Redshift target writes Parquet to S3 for COPY. Pointed at PostgreSQL, the load stops at the first
+    Redshift-only statement after the upload (a view WITH NO SCHEMA BINDING, before the COPY itself) and keeps
+    its staged files for diagnosis: every byte of them is searched."""
     from dagster_aws.s3 import S3Resource
 
     from etl_assets.warehouse.redshift import RedshiftWarehouse
