@@ -34,7 +34,7 @@ from etl_assets.warehouse.redshift_sessions import (
     RedshiftLoadError,
     RedshiftSession,
     StatementFailed,
-    literal,
+    plain_literal,
 )
 from etl_assets.warehouse.session import Session
 from etl_assets.warehouse.spec import Column, ColumnType, TableSpec, TextLimits, quote
@@ -125,8 +125,8 @@ class RedshiftDialect(Dialect):
         return [Step(f"LOCK {table(spec)}")]
 
     def copy_sql(self, target: str, manifest: str) -> str:
-        role = literal(self.iam_role_arn)
-        return f"COPY {target} FROM {literal(manifest)} IAM_ROLE {role} FORMAT AS PARQUET MANIFEST"
+        role = plain_literal(self.iam_role_arn)
+        return f"COPY {target} FROM {plain_literal(manifest)} IAM_ROLE {role} FORMAT AS PARQUET MANIFEST"
 
     def stage_steps(self, batch: StagedBatch) -> tuple[str, tuple, list[Step]]:
         location = staging_location(self.bucket, self.prefix, batch)

@@ -3,6 +3,8 @@ access, Serverless), where a load's transaction is one batch_execute_statement."
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -25,16 +27,34 @@ class StatementFailed(RedshiftLoadError):
 
 
 def literal(value) -> str:
-    """A SQL literal for values we control (S3 URLs, role ARNs, partition keys, counts).
+    """A SQL literal for a value of the Data API's batch, which takes no parameters.
 
-    Anything outside a conservative character set is refused rather than escaped,
-    so no data can change the statement.
+    Text inside a conservative character set (S3 URLs, role ARNs, partition keys) is quoted as it is;
+    any other text (a file key, JSON) travels as hex digits that Redshift decodes
+    (`FROM_VARBYTE(TO_VARBYTE('<hex>', 'hex'), 'utf8')`), so no character of the data reaches the
+    statement's text and nothing needs escaping. Datetimes are ISO text in the safe set.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"cannot render {type(value).__name__} as a literal")
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
     if isinstance(value, int):
         return str(value)
-    if not SAFE_LITERAL.match(value):
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return f"'{value.isoformat(sep=' ') if isinstance(value, dt.datetime) else value.isoformat()}'"
+    if not isinstance(value, str):
+        raise ValueError(f"cannot render {type(value).__name__} as a literal")
+    if SAFE_LITERAL.match(value):
+        return f"'{value}'"
+    return f"FROM_VARBYTE(TO_VARBYTE('{value.encode('utf-8').hex()}', 'hex'), 'utf8')"
+
+
+def plain_literal(value: str) -> str:
+    """A quoted literal where SQL takes only a literal (COPY's FROM and IAM_ROLE): refused unless `value` is
+    in the safe character set (our own S3 URLs and the configured role ARN)."""
+    if not isinstance(value, str) or not SAFE_LITERAL.match(value):
         raise ValueError(f"refusing to render {value!r} as a SQL literal")
     return f"'{value}'"
 
