@@ -391,3 +391,28 @@ def test_processes_starting_together_on_a_fresh_clone_parse_the_manifest_once_an
     nodes = int(next(iter(printed)).split()[0])
     assert nodes == len(json.loads(dbt_project.manifest_path.read_text())["nodes"])
     assert not [p.name for p in (project / "target").iterdir() if p.name.startswith(".parse-")]
+
+
+def test_a_dbt_command_starts_from_the_parse_the_last_one_on_its_profile_saved(tmp_path: Path, monkeypatch):
+    """dagster-dbt gives each command a target folder of its own, where dbt never found an earlier parse: every
+    command parsed the whole project. DbtCli saves each command's parse for its profile and starts the next
+    command on that profile from it; a command on another profile parses in full (dbt's own check) and saves
+    its own, beside the first."""
+    project = tmp_path / "dbt"
+    shutil.copytree(dbt_project.project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
+    dbt = DbtCli(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
+
+    def parse(warehouse: Path) -> list[str]:
+        """`dbt parse` on a DuckDB warehouse at `warehouse`: why dbt could not start from a saved parse, if so."""
+        monkeypatch.setenv("ETL_ASSETS_WAREHOUSE", "duckdb")
+        monkeypatch.setenv("ETL_ASSETS_DUCKDB_PATH", str(warehouse))
+        events = [event.raw_event for event in dbt.cli(["parse"]).stream_raw_events()]
+        return [e["data"].get("reason", "") for e in events if e["info"]["name"] == "UnableToPartialParse"]
+
+    saved = project / "target" / "partial_parse"
+    assert parse(tmp_path / "one.duckdb") == ["saved manifest not found. Starting full parse."]
+    assert len(list(saved.iterdir())) == 1
+    assert parse(tmp_path / "one.duckdb") == [], "the second command on the profile starts from the saved parse"
+    assert parse(tmp_path / "two.duckdb") == ["saved manifest not found. Starting full parse."]
+    assert len(list(saved.iterdir())) == 2, "each profile has its own saved parse"
+    assert parse(tmp_path / "two.duckdb") == [] and parse(tmp_path / "one.duckdb") == []

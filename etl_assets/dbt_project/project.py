@@ -1,20 +1,27 @@
 """The dbt project, in a module of its own so `dagster-dbt project prepare-and-package` and
 the CLI can build the manifest before the @dbt_assets module is imported."""
 
+import dataclasses
 import fcntl
 import functools
+import hashlib
 import importlib.metadata
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version  # dagster-dbt depends on it and compares these versions
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
+PARTIAL_PARSE = "partial_parse.msgpack"
+# Saved parses kept in target/partial_parse/ (one per profile, ~1 MB each): the most recently used.
+SAVED_PARSES = 8
 
 
 def dbt_executable() -> str:
@@ -38,7 +45,7 @@ def dbt_cli_version(executable: str) -> version.Version:
 
 class DbtCli(DbtCliResource):
     """dagster-dbt's DbtCliResource, without a `dbt --version` before every command nor a dbt adapter
-    opened in this process for each. dagster-dbt asks
+    opened in this process for each, and without a full parse of the project by each (`cli`). dagster-dbt asks
     the executable for its version (to tell dbt Core from the Fusion engine) once a resource instance,
     and Dagster builds the resource anew for every run: each dbt build ran `dbt --version` first,
     about 3 s of CPU that also asks PyPI for dbt's latest release. Here the version is the installed
@@ -54,6 +61,78 @@ class DbtCli(DbtCliResource):
         `.fetch_column_metadata()`, which no asset here calls; with none, those would attach nothing.
         An asset that wants them takes a plain DbtCliResource."""
         return None
+
+    def cli(self, args, *, raise_on_error=True, manifest=None, dagster_dbt_translator=None, context=None,
+            target_path=None) -> DbtCliInvocation:
+        """dagster-dbt's command, starting from the parse the last command on the same profile saved.
+
+        dagster-dbt gives each command a target folder of its own, so dbt never finds the
+        partial_parse.msgpack an earlier command wrote there and parses the whole project again (~3 s of
+        CPU a command). Here the command's folder starts with the parse saved for its profile (the
+        target, the profile's name and the variables the profile reads), and the parse it writes is saved
+        for the next command, whether it succeeds or fails. dbt itself checks that a saved parse still
+        matches the project files, the profile and its variables, and parses again when not."""
+        name = uuid.uuid4().hex[:7]
+        if context is not None:
+            name = f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}-{name}"
+        target_path = target_path or Path(os.getenv("DBT_TARGET_PATH", "target"), name)
+        folder = target_path if target_path.is_absolute() else Path(self.project_dir, target_path)
+        saved = saved_parse_path(Path(self.project_dir), self.profiles_dir, self.profile, self.target)
+        if saved.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            _copy_replacing(saved, folder / PARTIAL_PARSE)
+        invocation = super().cli(args, raise_on_error=raise_on_error, manifest=manifest,
+                                 dagster_dbt_translator=dagster_dbt_translator, context=context,
+                                 target_path=target_path)
+        given = {f.name: getattr(invocation, f.name) for f in dataclasses.fields(invocation) if f.init}
+        return ParseSavingInvocation(**given, saved_parse=saved)
+
+
+@dataclasses.dataclass
+class ParseSavingInvocation(DbtCliInvocation):
+    """A dbt command that, once its process has ended, saves the parse it wrote (`saved_parse`)."""
+
+    saved_parse: Path | None = None
+
+    def stream_raw_events(self) -> Iterator:
+        try:
+            yield from super().stream_raw_events()
+        finally:
+            self.save_parse()
+
+    def save_parse(self) -> None:
+        written = self.target_path / PARTIAL_PARSE
+        if self.saved_parse is None or self.process.poll() is None or not written.exists():
+            return
+        self.saved_parse.parent.mkdir(parents=True, exist_ok=True)
+        _copy_replacing(written, self.saved_parse)
+        kept = sorted(self.saved_parse.parent.glob(f"*{PARTIAL_PARSE}"), key=_mtime_or_zero, reverse=True)
+        for old in kept[SAVED_PARSES:]:
+            old.unlink(missing_ok=True)
+
+
+def saved_parse_path(project_dir: Path, profiles_dir: str | None, profile: str | None, target: str | None) -> Path:
+    """Where the parse of commands on this profile is saved: target/partial_parse/<key>-partial_parse.msgpack,
+    keyed by the profiles' folder, the profile's name, the target and the variables dbt's profile and
+    project can read here."""
+    read = sorted((k, v) for k, v in os.environ.items() if k.startswith(("ETL_ASSETS_", "DBT_")))
+    key = hashlib.sha256(repr((profiles_dir, profile, target, read)).encode()).hexdigest()[:16]
+    return project_dir / "target" / "partial_parse" / f"{key}-{PARTIAL_PARSE}"
+
+
+def _copy_replacing(source: Path, destination: Path) -> None:
+    """Copy in one rename: a process reading `destination` meanwhile reads the old file or the new one, whole."""
+    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.", delete=False) as copy:
+        with open(source, "rb") as original:
+            copy.write(original.read())
+    os.replace(copy.name, destination)
+
+
+def _mtime_or_zero(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
