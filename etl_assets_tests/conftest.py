@@ -136,6 +136,19 @@ QUICK_SECONDS = 5.0
 # `etl-assets bench` run): the tests that use one run on one pytest-xdist worker (--dist loadgroup), so it
 # is built once.
 SHARED_FIXTURES = frozenset({"scratch_outcomes", "compiled", "default_bench"})
+# The single tests that take a minute or more on a 2-core machine (`--durations`), longest first: pytest-xdist
+# hands them out before every other single test, so no worker starts one of them near the end of the run and
+# keeps running it alone while the others are idle (module names every test of the module).
+LONGEST_FIRST = (
+    "test_ui_browser",
+    "test_local_instance_heals",
+    "test_dbt::test_duckdb_star_schema_follows_changes_in_the_postgres_source",
+    "test_dbt::test_dbt_build_passes_on_postgres_from_the_embedded_source",
+    "test_production_instance",
+    "test_concurrency::test_a_parallel_multiprocess_backfill_of_20_folders_equals_one_by_one_loads",
+    "test_concurrency::test_the_full_sample_materialized_three_times_gives_identical_checksums",
+    "test_dbt::test_the_cli_builds_the_marts_when_raw_tables_changed_since_the_last_build",
+)
 # Connections a quick test must not open: (host, port) of the services.
 _SERVICE_ADDRESSES: set[tuple[str, int]] = set()
 
@@ -348,12 +361,18 @@ def _not_quick(item: pytest.Item) -> str | None:
     return None
 
 
-def _order(item: pytest.Item) -> int:
-    """Longest first, so parallel workers do not end on one long test: processes (webserver, daemon,
-    dbt, the browser), then services and heavy tests, then the quick tier."""
-    if _module(item) in PROCESS_MODULES or item.get_closest_marker("slow"):
-        return 0
-    return 2 if item.get_closest_marker("quick") else 1
+def _order(item: pytest.Item) -> tuple[int, int]:
+    """Longest first, so parallel workers do not end on one long test: LONGEST_FIRST, then processes
+    (webserver, daemon, dbt, the browser), then services and heavy tests, then the quick tier. (Tests an
+    xdist_group keeps together go out before all of these: pytest-xdist's loadgroup hands out its groups
+    of most tests first.)"""
+    module, name = _module(item), getattr(item, "originalname", item.name)
+    for rank, longest in enumerate(LONGEST_FIRST):
+        if longest in (module, f"{module}::{name}"):
+            return 0, rank
+    if module in PROCESS_MODULES or item.get_closest_marker("slow"):
+        return 1, 0
+    return (3 if item.get_closest_marker("quick") else 2), 0
 
 
 @pytest.hookimpl(wrapper=True)  # marks before every other implementation (before `-m` selects on them)
