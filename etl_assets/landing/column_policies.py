@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 HASH_KEY_ENV = "ETL_ASSETS_HASH_KEY"
 MIN_KEY_LENGTH = 16  # characters; 32 random bytes (e.g. `openssl rand -hex 32`) is the advice
 SHA256_BLOCK = 64  # bytes: HMAC pads the key to it, and hashes a longer key first
+HASH_BATCH_ROWS = 25_000  # rows of each record batch DuckDB hashes on a thread of its own
 MASK = "***"
 MASK_KEEPS = 4  # trailing characters a masked non-e-mail value keeps
 MASK_MIN_LENGTH = 8  # a shorter value keeps nothing: four of seven characters would say too much
@@ -168,12 +170,30 @@ def hash_values(values: pa.Array, key: bytes) -> pa.Array:
     vectors and Python's `hmac`."""
     block = (hashlib.sha256(key).digest() if len(key) > SHA256_BLOCK else key).ljust(SHA256_BLOCK, b"\0")
     inner, outer = bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
-    with duckdb.connect() as connection:
-        connection.register("policy_values", pa.table({"v": values.cast(pa.string())}))
+    # DuckDB scans an Arrow table one record batch per thread: a chunk of the load cut into batches keeps
+    # every core busy (1M e-mails in chunks of 100,000: 1.2 s as one batch a chunk, 0.65 s cut), and the
+    # thread's connection is reused (a connection costs ~17 ms, ten a million rows).
+    table = pa.Table.from_batches(pa.table({"v": values.cast(pa.string())}).to_batches(max_chunksize=HASH_BATCH_ROWS))
+    connection = _policy_connection()
+    connection.register("policy_values", table)
+    try:
         digests = connection.sql(
             "SELECT CASE WHEN v = '' THEN v ELSE sha256($outer || unhex(sha256($inner || encode(v)))) END "
             "FROM policy_values", params={"outer": outer, "inner": inner}).to_arrow_table()
+    finally:
+        connection.unregister("policy_values")
     return digests.column(0).combine_chunks().cast(pa.string())
+
+
+_THREAD = threading.local()
+
+
+def _policy_connection() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB for hashing (a connection is not shared between threads)."""
+    connection = getattr(_THREAD, "connection", None)
+    if connection is None:
+        connection = _THREAD.connection = duckdb.connect()
+    return connection
 
 
 def mask_values(values: pa.Array) -> pa.Array:
