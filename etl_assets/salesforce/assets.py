@@ -158,18 +158,27 @@ MAX_FOLDERS_PER_RUN = 10
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_FOLDERS_PER_RUN)
 
 
+def audit_failed(context: dg.AssetExecutionContext, warehouse: Warehouse, obj: SalesforceObject, folder: str,
+                 error: str) -> None:
+    """The same FAILED audit row and message as a failed load's (the IO manager's), for a step that fails
+    before its load; with no notifier here the message is logged, and the run-failure sensor sends the
+    run's notification. An audit that fails too is logged, never raised over the step's own error."""
+    try:
+        report_load(warehouse, LoadRecord(
+            domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
+            target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=error, run_id=context.run.run_id,
+        ), None, context.log)
+    except Exception as audit_error:
+        context.log.error(f"Could not record the failed load in the audit table: {audit_error}")
+
+
 def unreadable_file(context: dg.AssetExecutionContext, warehouse: Warehouse, obj: SalesforceObject, folder: str,
                     error: CsvFormatError | ArchiveError) -> dg.Failure:
     """A file that cannot be read: audited as FAILED; the failure of the step (no retry)."""
     if isinstance(error, ArchiveError):  # a zip member's data found corrupt while it was read
         key, _, detail = str(error).partition(": ")  # ArchiveError's message is "<key>: <reason>"
         error = CsvFormatError(key, None, detail)
-    # The same audit row and message as a load's (the IO manager's); with no notifier here the
-    # message is logged, and the run-failure sensor sends the run's notification.
-    report_load(warehouse, LoadRecord(
-        domain=DOMAIN, source_key=f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/", action="merge",
-        target_table=f"{obj.schema}.{obj.table}", status="FAILED", error=str(error), run_id=context.run.run_id,
-    ), None, context.log)
+    audit_failed(context, warehouse, obj, folder, str(error))
     return dg.Failure(
         description=f"{obj.api_name} in {folder} was not loaded: {error}",
         metadata={"file": error.file, "line": error.line, "column": error.column, "reason": error.detail},
@@ -202,7 +211,11 @@ def stage_folder(context: dg.AssetExecutionContext, landing_zone: LandingZone, w
     }
     applied = applied_fingerprint(obj, configured, hash_key)
     forced = force_requested(context.run.tags)
-    earlier = look_up(warehouse, obj, folder, landed, applied, forced)
+    try:
+        earlier = look_up(warehouse, obj, folder, landed, applied, forced)
+    except dg.Failure as refused:  # a warehouse error no retry cures: audited like the load's own would be
+        audit_failed(context, warehouse, obj, folder, refused.description or str(refused))
+        raise
     if earlier is not None:  # the checks show what the load that read the files found
         return AlreadyLoaded(obj.table_spec(), folder, f"{BACKUP_PREFIX}/{folder}/{obj.api_name}/",
                              skip_reason(obj, folder, earlier), skip_metadata(earlier)), \
