@@ -34,8 +34,8 @@ def cli() -> None:
 
 
 for command in (salesforce.generate_sample, salesforce.materialize, files.files, warehouse.audit,
-                warehouse.audit_server, bench.bench, salesforce.catalog, salesforce.history, warehouse.sql, totesys.seed_totesys,
-                totesys.totesys):
+                warehouse.audit_server, bench.bench, salesforce.catalog, salesforce.history, warehouse.sql,
+                totesys.seed_totesys, totesys.totesys):
     cli.add_command(command)
 
 

@@ -242,8 +242,10 @@ def generate_sample(**options) -> int:
 def materialize(ephemeral: bool, log_level: str, **options) -> int:
     """Load Salesforce backup folders, one run per folder.
 
-    Every folder of the landing zone by default. Prints each folder's outcome (ok, FAILED and why) and the objects whose files were already loaded as they are (not read again), then rows read, rejected, inserted and updated
-    per table. Progress (objects and rows done, rate, elapsed) goes to stderr.
+    Every folder of the landing zone by default. Prints each folder's outcome (ok, FAILED and why) and
+    the objects whose files were already loaded as they are (not read again), then rows read, rejected,
+    inserted and updated, table rows and versions per table. Progress (objects and rows done, rate,
+    elapsed) goes to stderr.
     """
     return run(materialize_command, persistent=not ephemeral, log_level=log_level.upper(),
                 folder=list(options.pop("folder")), object=list(options.pop("object")), **options)
