@@ -218,7 +218,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         metadata = {**(staged_metadata or {}), **skipped.metadata,
                     "dagster/table_name": f"{spec.schema}.{spec.name}",
                     "dagster/row_count": self.warehouse.count_rows(spec.schema, spec.name),
-                    "warehouse": self.warehouse.describe(), "load_mode": "skipped"}
+                    "warehouse": self.warehouse.describe(), "load_mode": "skipped",
+                    **(self._history_metadata(spec, 0) if keeps_history(spec) else {})}
         if partition is None:
             context.add_output_metadata(metadata)
         else:
