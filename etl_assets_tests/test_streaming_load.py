@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -88,12 +87,6 @@ def load_both(warehouse, reference, schema: str, files: list[SourceFile], folder
     if ran is not None:
         del ran[kept:]
     return (result, report, streamed), (expected, staged_report)
-
-
-def task_merges(statements: list[str]) -> list[str]:
-    """The chunk merges into salesforce.task (history mode puts the probe and the versions' WITH items
-    before the merge's own)."""
-    return [s for s in statements if s.startswith("WITH ") and 'merged AS (INSERT INTO "salesforce"."task"' in s]
 
 
 def rejects(warehouse, schema: str) -> list[tuple]:
@@ -276,7 +269,7 @@ def test_a_postgres_reload_is_merged_chunk_by_chunk_and_ends_as_the_staged_merge
     assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
     assert postgres.select("salesforce", "task", ["subject"], where={"id": task_id(5)}) == [("Subject 5",)]
     assert postgres.select("salesforce", "task", ["subject"], where={"id": task_id(6)}) == [("reloaded 6",)]
-    merges = task_merges(statements)
+    merges = [s for s in statements if s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"')]
     emptied = [s for s in statements if s == "TRUNCATE etl_chunk"]
     assert len(merges) == len(emptied) >= 5, "one merge per chunk, as the rows were read"
     ran = "\n".join(statements)
@@ -302,15 +295,11 @@ def current_transaction(warehouse: PostgresWarehouse) -> int:
         return session.fetchall("SELECT txid_current() % (2^32)::bigint")[0][0]
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["history-off", "history-on"])
 def test_a_postgres_reload_that_changes_little_probes_before_merging_and_touches_no_other_row(
-        postgres, tmp_path, statements, tiny_merge_chunks, monkeypatch, history):
+        postgres, tmp_path, statements, tiny_merge_chunks):
     """ON CONFLICT locks every row it meets, a write of its page: a re-run of a big file wrote the whole
     table again (26.9 s against a 9.3 s first load, 1M rows). After a chunk that changed fewer than half
-    its rows the next is probed first, so only new and newer rows reach the merge, with the same result.
-    With history on every chunk is probed: the versions need each key's current row anyway, and the
-    merge reads that probe instead of looking the key up again."""
-    monkeypatch.setattr(sys.modules[__name__], "TASK", dataclasses.replace(TASK, history=history), raising=True)
+    its rows the next is probed first, so only new and newer rows reach the merge, with the same result."""
     first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
     load_both(postgres, postgres, "staged", first, "P")
     # Three chunks (1,000 rows each) of the first file's own rows at an older day, then the reload's rows.
@@ -320,27 +309,19 @@ def test_a_postgres_reload_that_changes_little_probes_before_merging_and_touches
 
     assert (result.inserted, result.updated) == (expected.inserted, expected.updated)
     assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
-    merges = task_merges(statements)
-    if history:
-        assert all(s.startswith("WITH probed AS MATERIALIZED") and s.count("LATERAL") == 2 for s in merges), \
-            "every chunk probes each key once (and once more for the current rows a newer version displaces)"
-    else:
-        probed = [s for s in merges if "LEFT JOIN LATERAL" in s]
-        assert "LEFT JOIN LATERAL" not in merges[0] and 2 <= len(probed) < len(merges), \
-            "the first chunk merged as it came, the quiet ones after it probed, the busy ones after those not"
+    merges = [s for s in statements if s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"')]
+    probed = [s for s in merges if "LEFT JOIN LATERAL" in s]
+    assert "LEFT JOIN LATERAL" not in merges[0] and 2 <= len(probed) < len(merges), \
+        "the first chunk merged as it came, the quiet ones after it probed, the busy ones after those not"
 
     before = current_transaction(postgres)
     again, _ = stream_object(TASK, second, "Q")
     result = postgres.load(again)
     again.discard()
     assert (result.inserted, result.updated) == (0, 0)
-    locked = locked_or_written_rows(postgres, before)
-    if history:
-        assert locked == 0, "every chunk probed: no row met ON CONFLICT"
-    else:
-        # Only the first chunk's rows (about 1,000: the reader cuts chunks at block ends) met ON CONFLICT,
-        # not the file's 5,100 (each of which it locked before).
-        assert 0 < locked < 2_000
+    # Only the first chunk's rows (about 1,000: the reader cuts chunks at block ends) met ON CONFLICT,
+    # not the file's 5,100 (each of which it locked before).
+    assert 0 < locked_or_written_rows(postgres, before) < 2_000
     assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
 
 
@@ -381,7 +362,7 @@ def test_a_full_backup_merged_chunk_by_chunk_marks_deletions_as_the_staged_merge
     expected = postgres.load(staged)
     staged.discard()
 
-    assert task_merges(statements)
+    assert any(s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"') for s in statements)
     assert (result.inserted, result.updated) == (expected.inserted, expected.updated)
     assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
     marked = postgres.count_rows("salesforce", "task", non_null="_deleted_in_source_at")
@@ -418,7 +399,7 @@ def test_a_postgres_reload_that_fails_after_chunks_were_merged_changes_nothing(p
     with pytest.raises(CsvFormatError, match="b.csv, line"):
         postgres.load(streamed)
     streamed.discard()
-    assert len(task_merges(statements)) >= 3
+    assert sum(s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"') for s in statements) >= 3
     assert table_digest(postgres, "task") == before
 
 

@@ -253,10 +253,9 @@ class Dialect:
             f"WHERE NOT EXISTS (SELECT 1 FROM {table(spec)} AS t WHERE t.{key} = s.{key})"
         )
 
-    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False, versions_into: str | None = None) -> str:
+    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False) -> str:
         """Where `Capabilities.merges_streamed_chunks`: merge the CHUNK table into the table; returns
-        (inserted, updated). `probe`: pass on only the chunk's rows that are new or newer, looked up first.
-        `versions_into`: keep the chunk's versions in the same statement (history mode)."""
+        (inserted, updated). `probe`: pass on only the chunk's rows that are new or newer, looked up first."""
         raise NotImplementedError(f"{type(self).__name__} does not merge by chunk")
 
     def rejects_steps(self, batch: StagedBatch) -> list[Step]:

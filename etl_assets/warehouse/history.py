@@ -258,36 +258,31 @@ def _lineage_beats(spec: TableSpec, a: str, b: str) -> str:
     return expression
 
 
-PROBED = "probed"  # the chunk merge's probe of the current rows (history mode): key, version, lineage
-
-
-def chunk_version_ctes(spec: TableSpec, chunk: str, gathered: str) -> str:
-    """PostgreSQL's merge by chunk keeps the versions in the merge's own statement (`version_steps` for
-    the chunk), as the WITH items that come before its INSERT ... ON CONFLICT: `probed` looks each chunk
-    row's key up in the table's key index once (a LATERAL lookup: a hash join would read the whole table
-    once a chunk) for the current row's key, version and lineage, which the merge then reads instead of
-    looking the key up again; `moved` copies the current rows a chunk row is newer than into the
-    superseded table, and `older` gathers the chunk rows older than the current one into `gathered`,
-    whose versions `version_steps` finds once after the last chunk. The items all read the table as it
-    was before the statement (one snapshot), so `moved` copies the rows the merge replaces. Rows of an
-    unchanged version, most of a daily differential's, go no further than the probe. A key repeated in
-    the chunk fails the merge, or is found when the stream ends (the rows are read again)."""
+def chunk_version_steps(spec: TableSpec, chunk: str, gathered: str) -> list[Step]:
+    """PostgreSQL's merge by chunk, before each chunk's merge (`version_steps` for the chunk), in one
+    statement: each chunk row probes the table's key index once for the current version (a LATERAL
+    lookup: a hash join would read the whole table once a chunk); the rows whose version differs then
+    move the current rows they supersede into the superseded table (result `versions_displaced`) or,
+    older than the current one, are gathered into `gathered`, whose versions `version_steps` finds
+    once after the last chunk. Rows of an unchanged version, most of a daily differential's, go no
+    further than the probe. A key repeated in the chunk is found by the chunk's merge, after this
+    statement (so its superseded row is inserted once, ON CONFLICT DO NOTHING)."""
     key, version = quote(spec.primary_key), quote(spec.version_column)
     vf, vt, loaded = quote(VALID_FROM), quote(VALID_TO), quote(LOADED_AT)
     names = [quote(n) for n in staged_names(spec)]
-    held = ", ".join(f"o.{quote(c)}" for c in (spec.primary_key, spec.version_column,
-                                              *(name for name, _ in LINEAGE_COLUMNS)))
     current = table(spec)
-    return (
-        f"{PROBED} AS MATERIALIZED (SELECT {held} FROM {chunk} AS s CROSS JOIN LATERAL (SELECT {held} "
-        f"FROM {current} AS o WHERE o.{key} = s.{key} LIMIT 1) AS o), "
+    return [Step(
+        f"WITH probed AS MATERIALIZED (SELECT s.{key} AS {key}, s.{version} AS batch_from, c.{version} AS current_from "
+        f"FROM {chunk} AS s CROSS JOIN LATERAL (SELECT o.{version} FROM {current} AS o WHERE o.{key} = s.{key} "
+        f"LIMIT 1) AS c WHERE s.{version} <> c.{version}), "
         f"moved AS (INSERT INTO {superseded_table(spec)} ({', '.join(names)}, {vf}, {vt}, {loaded}) "
-        f"SELECT {', '.join('c.' + n for n in names)}, c.{version}, s.{version}, c.{loaded} FROM {chunk} AS s "
-        f"JOIN {PROBED} AS p ON p.{key} = s.{key} CROSS JOIN LATERAL (SELECT * FROM {current} AS o "
-        f"WHERE o.{key} = s.{key} LIMIT 1) AS c WHERE s.{version} > p.{version} ON CONFLICT DO NOTHING RETURNING 1), "
-        f"older AS (INSERT INTO {gathered} SELECT {', '.join('s.' + n for n in names)} FROM {chunk} AS s "
-        f"JOIN {PROBED} AS p ON p.{key} = s.{key} WHERE s.{version} < p.{version} RETURNING 1), "
-    )
+        f"SELECT {', '.join('c.' + n for n in names)}, c.{version}, p.batch_from, c.{loaded} FROM probed AS p "
+        f"CROSS JOIN LATERAL (SELECT * FROM {current} AS o WHERE o.{key} = p.{key} LIMIT 1) AS c "
+        f"WHERE p.batch_from > p.current_from ON CONFLICT DO NOTHING RETURNING 1), "
+        f"older AS (INSERT INTO {gathered} SELECT {', '.join('s.' + n for n in names)} FROM probed AS p "
+        f"JOIN {chunk} AS s ON s.{key} = p.{key} WHERE p.batch_from < p.current_from RETURNING 1) "
+        f"SELECT (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM older)",
+        fetch=True, result=("versions_displaced", "versions_gathered"))]
 
 
 def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), repeats: bool = False,

@@ -47,6 +47,7 @@ from etl_assets.warehouse.dialect import (
 )
 from etl_assets.warehouse.history import (
     HistoryNow,
+    chunk_version_steps,
     keeps_history,
     prepare_history_steps,
     version_steps,
@@ -278,21 +279,19 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
               for probe in (False, True)]
     chunk: list[PlanStep] = [Step(d.create_staging_sql(batch, CHUNK))]
     history = keeps_history(spec)
+    before, after = [], []
     if history:
-        # Each chunk's merge moves the current rows it supersedes to the superseded table and gathers its
-        # rows older than the current one, whose versions are found once after the last chunk (a repeated
-        # key within or across chunks reads the rows again, so they are distinct). Its one probe of each
-        # key serves the merge too, after any chunk.
+        # Before each chunk's merge: the current rows it supersedes move to the superseded table, and its
+        # rows older than the current one are gathered, their versions found once after the last chunk
+        # (a repeated key within or across chunks reads the rows again, so they are distinct).
         chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
-        merges = [[Step(d.chunk_merge_sql(spec, versions_into=BATCH_ROWS), fetch=True,
-                        result=("inserted", "updated", "versions_displaced", "versions_gathered"))]] * 2
-    after: list[Step] = []
+        before = chunk_version_steps(spec, CHUNK, BATCH_ROWS)
     if spec.track_deletions:  # the marks' recompute reads the staged keys from LATEST
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
         chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
         after.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
     after.append(Step(f"TRUNCATE {CHUNK}"))
-    each_chunk, each_quiet_chunk = (tuple(merge + after) for merge in merges)
+    each_chunk, each_quiet_chunk = (tuple(before + merge + after) for merge in merges)
     chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=each_chunk,
                          each_quiet_chunk=each_quiet_chunk))
     if history:

@@ -31,7 +31,6 @@ from etl_assets.warehouse.dialect import (
     version_order,
 )
 from etl_assets.warehouse.errors import WarehouseUnreachable, roll_back
-from etl_assets.warehouse.history import PROBED, chunk_version_ctes
 from etl_assets.warehouse.prefetch import prefetch
 from etl_assets.warehouse.rows import RowStream
 from etl_assets.warehouse.session import Session
@@ -214,7 +213,7 @@ class PostgresDialect(Dialect):
             Step(f"ALTER TABLE {STAGING} RENAME TO {LATEST}"),
         ]
 
-    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False, versions_into: str | None = None) -> str:
+    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False) -> str:
         """Merge the chunk table into the table: new keys inserted, rows the chunk beats updated (the
         general path's UPDATE and INSERT in one statement); returns (inserted, updated). A row's `xmax`
         is 0 when this statement inserted it and this transaction's id when it updated it.
@@ -222,33 +221,22 @@ class PostgresDialect(Dialect):
         `probe`: first look each key up (one index probe, no lock) and pass on only the rows that are
         new or newer. ON CONFLICT locks every row it meets, even one its WHERE then leaves, and a lock
         is a write of the row's page (with its WAL): a re-run of a 1M-row file wrote the whole table
-        again. The probe costs a lookup a row, so it is taken after a chunk that changed little.
-
-        `versions_into` (history mode): the statement keeps the chunk's versions too
-        (`history.chunk_version_ctes`, older ones gathered into that table) and returns also
-        (versions_displaced, versions_gathered). Its probe of each key serves the merge as `probe` does,
-        so a key is looked up once for both, after any chunk."""
+        again. The probe costs a lookup a row, so it is taken after a chunk that changed little."""
         names = column_list(spec)
         sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in staged_columns(spec) if c != spec.primary_key)
-        loaded_at, key = quote(LOADED_AT), quote(spec.primary_key)
+        loaded_at = quote(LOADED_AT)
         rows = f"SELECT {names}, CURRENT_TIMESTAMP FROM {CHUNK}"
-        chosen = ", ".join(f"c.{quote(c)}" for c in staged_columns(spec))
-        head, counts = "", ""
-        if versions_into:
-            head, counts = chunk_version_ctes(spec, CHUNK, versions_into), \
-                ", (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM older)"
-            rows = (f"SELECT {chosen}, CURRENT_TIMESTAMP FROM {CHUNK} AS c LEFT JOIN {PROBED} AS o "
-                    f"ON o.{key} = c.{key} WHERE o.{key} IS NULL OR {newer(spec, 'c', 'o')}")
-        elif probe:
+        if probe:
+            key = quote(spec.primary_key)
             held = ", ".join(f"o.{quote(c)}" for c in (spec.primary_key, *version_order(spec)))
-            rows = (f"SELECT {chosen}, CURRENT_TIMESTAMP FROM {CHUNK} AS c LEFT JOIN LATERAL (SELECT {held} "
-                    f"FROM {table(spec)} AS o WHERE o.{key} = c.{key} LIMIT 1) AS o ON TRUE "
-                    f"WHERE o.{key} IS NULL OR {newer(spec, 'c', 'o')}")
+            rows = (f"SELECT {', '.join('c.' + quote(c) for c in staged_columns(spec))}, CURRENT_TIMESTAMP "
+                    f"FROM {CHUNK} AS c LEFT JOIN LATERAL (SELECT {held} FROM {table(spec)} AS o "
+                    f"WHERE o.{key} = c.{key} LIMIT 1) AS o ON TRUE WHERE o.{key} IS NULL OR {newer(spec, 'c', 'o')}")
         return (
-            f"WITH {head}merged AS (INSERT INTO {table(spec)} AS t ({names}, {loaded_at}) {rows} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {sets}, {loaded_at} = CURRENT_TIMESTAMP "
+            f"WITH merged AS (INSERT INTO {table(spec)} AS t ({names}, {loaded_at}) {rows} "
+            f"ON CONFLICT ({quote(spec.primary_key)}) DO UPDATE SET {sets}, {loaded_at} = CURRENT_TIMESTAMP "
             f"WHERE {newer(spec, 'EXCLUDED', 't')} RETURNING (t.xmax = 0) AS inserted) "
-            f"SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted){counts} FROM merged"
+            "SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted) FROM merged"
         )
 
 
