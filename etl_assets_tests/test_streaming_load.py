@@ -423,3 +423,159 @@ def test_a_big_stream_freezes_the_heap_after_its_first_collection_and_unfreezes_
         # the source runs a chunk ahead: it may have ended (and unfrozen) before the last chunk is taken
         assert frozen[0] == 0 and max(frozen) > 0, f"frozen after the first collection, not before: {frozen}"
         assert gc.get_freeze_count() == 0, "unfrozen when the load ended"
+
+
+# --- DuckDB: a re-load of a table without history streamed straight into it ----------------------------
+
+PLAIN_TASK = dataclasses.replace(TASK, history=False)  # no versions kept: the re-load may stream in place
+
+
+def load_plain(warehouse, files: list[SourceFile], folder: str, schema: str | None = None, staged: bool = False,
+               full_snapshot=None):
+    """PLAIN_TASK's files loaded into `warehouse` (streamed, or `staged` first), into `schema` if given."""
+    batch, _ = (stage_object if staged else stream_object)(PLAIN_TASK, files, folder)
+    if schema:
+        batch.spec = dataclasses.replace(batch.spec, schema=schema)
+    batch.full_snapshot_date = full_snapshot
+    try:
+        return warehouse.load(batch), batch
+    finally:
+        batch.discard()
+
+
+def in_place_merges(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.startswith("CREATE TEMPORARY TABLE etl_matched AS") and "n.rowid" in s]
+
+
+def test_a_duckdb_reload_without_history_streams_into_the_table_and_ends_as_the_staged_merge(tmp_path, statements):
+    """Newer rows replace the table's, older ones leave it as it was, new keys are added and the rejects
+    are the file's: as the staged merge does, with the rows read once, straight into the table."""
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
+    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_plain(warehouse, first, "P")
+    load_plain(reference, first, "P", staged=True)
+    rows = reload_rows()
+    rows[7][6] = "2024-13-01"  # rejected
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
+    statements.clear()
+    result, batch = load_plain(warehouse, second, "Q")
+    ran = list(statements)
+    expected, _ = load_plain(reference, second, "Q", staged=True)
+
+    assert batch.files == [] and batch.keys_repeat is False, "streamed, not staged"
+    assert len(in_place_merges(ran)) == 1 and not any("etl_staging" in s and "INSERT" in s for s in ran)
+    assert any(s.startswith('INSERT INTO "salesforce"."task"') and "etl_rows" in s for s in ran)
+    # every fifth key keeps the table's row; BAD_ROW (2,500) was rejected by the first load: a new key here
+    assert (result.inserted, result.updated, result.keys_staged, result.rows_rejected) == \
+        (expected.inserted, expected.updated, expected.keys_staged, expected.rows_rejected) == \
+        (100 + 1, ROWS - ROWS // 5 - 1, ROWS + 100 - 1, 1)
+    assert table_digest(warehouse, "task") == table_digest(reference, "task")
+    assert rejects(warehouse, "salesforce") == rejects(reference, "salesforce") != []
+    assert warehouse.select("salesforce", "task", ["subject"], where={"id": task_id(5)}) == [("Subject 5",)]
+    assert warehouse.select("salesforce", "task", ["subject"], where={"id": task_id(6)}) == [("reloaded 6",)]
+    assert warehouse.count_rows("salesforce", "task") == ROWS + 100
+
+    before = table_digest(warehouse, "task")
+    again, _ = load_plain(warehouse, second, "Q")
+    assert (again.inserted, again.updated) == (0, 0), "a second load of the same file changes nothing"
+    assert table_digest(warehouse, "task") == before
+
+
+def test_duckdb_reloads_in_place_end_the_same_whatever_the_order(tmp_path):
+    """Newest wins by version, then partition, file and line: loading the later folder first ends as
+    loading it last, the second load of either order taking the in-place merge."""
+    later = reload_rows()
+    later[40][2] = later[41][2] = "2024-05-02T06:00:00.000Z"  # the same version as the first file's rows:
+    later[40][3], later[41][3] = "tie 40", "tie 41"           # the later folder wins the tie
+    files = {"P": [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))],
+             "Q": [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", later))]}
+    digests = []
+    for order in (("P", "Q"), ("Q", "P")):
+        warehouse = DuckDBWarehouse(path=str(tmp_path / f"{''.join(order)}.duckdb"))
+        for folder in order:
+            load_plain(warehouse, files[folder], folder)
+        digests.append(table_digest(warehouse, "task"))
+        assert warehouse.count_rows("salesforce", "task") == ROWS + 100
+    assert digests[0] == digests[1]
+
+
+def test_a_key_repeated_in_a_duckdb_reload_restarts_on_the_general_path(tmp_path, statements):
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
+    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_plain(warehouse, first, "P")
+    load_plain(reference, first, "P", staged=True)
+    rows = reload_rows()
+    rows.insert(3_011, rows[11][:])  # Id 11 twice, the later line newer by its lineage
+    rows[3_011][3] = "the later line"
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
+    statements.clear()
+    result, batch = load_plain(warehouse, second, "Q")
+    expected, _ = load_plain(reference, second, "Q", staged=True)
+
+    assert batch.keys_repeat is True
+    assert (result.inserted, result.updated, result.keys_staged) == (expected.inserted, expected.updated,
+                                                                     expected.keys_staged)
+    assert table_digest(warehouse, "task") == table_digest(reference, "task")
+    assert warehouse.select("salesforce", "task", ["subject"], where={"id": task_id(11)}) == [("the later line",)]
+    streams = [s.split(" (")[0] for s in statements if "etl_rows" in s]
+    assert streams == ['INSERT INTO "salesforce"."task"', "INSERT INTO etl_staging"], \
+        "straight into the table, rolled back, then read again on the general path"
+
+
+def test_a_full_backup_streamed_into_a_duckdb_table_marks_deletions_as_the_staged_merge(tmp_path, statements):
+    from datetime import date
+
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
+    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_plain(warehouse, first, "P")
+    load_plain(reference, first, "P", staged=True)
+    rows = [row for n, row in enumerate(reload_rows()) if n % 11]  # a full backup lacking every 11th key
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
+    statements.clear()
+    result, _ = load_plain(warehouse, second, "Q", full_snapshot=date(2024, 6, 1))
+    expected, _ = load_plain(reference, second, "Q", staged=True, full_snapshot=date(2024, 6, 1))
+
+    assert len(in_place_merges(statements)) == 1
+    assert (result.inserted, result.updated) == (expected.inserted, expected.updated)
+    assert table_digest(warehouse, "task") == table_digest(reference, "task")
+    marked = warehouse.count_rows("salesforce", "task", non_null="_deleted_in_source_at")
+    assert marked == len([n for n in range(ROWS) if n % 11 == 0 and n != BAD_ROW]) > 0
+    for name in ("task_full_backup_ids", "etl_full_backups"):
+        assert table_digest(warehouse, name) == table_digest(reference, name)
+
+
+def test_a_duckdb_reload_that_fails_mid_stream_changes_nothing(tmp_path, statements):
+    from etl_assets.landing.csv_reader import CsvFormatError
+
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
+    load_plain(warehouse, [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))], "P")
+    before = table_digest(warehouse, "task")
+    rows = reload_rows()
+    rows[4_500].append("an eleventh field")  # refused after most rows went into the table
+    statements.clear()
+    with pytest.raises(CsvFormatError, match="b.csv, line"):
+        load_plain(warehouse, [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))], "Q")
+    assert any(s.startswith('INSERT INTO "salesforce"."task"') and "etl_rows" in s for s in statements)
+    assert table_digest(warehouse, "task") == before
+    assert warehouse.count_rows("salesforce", "task") == ROWS - 1
+
+
+def test_a_duckdb_table_keeping_history_is_still_staged_before_its_reload(tmp_path, statements):
+    """Its versions are found from the batch's rows apart from the table's: staged, merged by row id."""
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "history.duckdb"))
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    batch, _ = stream_object(TASK, first, "P")
+    assert batch.spec.history
+    warehouse.load(batch)
+    batch.discard()
+    second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", reload_rows()))]
+    batch, _ = stream_object(TASK, second, "Q")
+    statements.clear()
+    result = warehouse.load(batch)
+    batch.discard()
+    assert batch.files and not in_place_merges(statements), "staged to Parquet first"
+    assert any(s.startswith('DELETE FROM "salesforce"."task" WHERE rowid IN') for s in statements)
+    assert (result.inserted, result.updated) == (101, ROWS - ROWS // 5)

@@ -245,11 +245,15 @@ class Warehouse(dg.ConfigurableResource):
     def _streams(self, batch: StagedBatch) -> bool:
         """Whether rows not read yet go straight into the load's statements rather than being staged
         first: where the engine can, for a merge, and into a table that exists only where that is the
-        faster way (`Capabilities.streams_into_existing_tables`)."""
+        faster way (`Capabilities.streams_into_existing_tables`, or the dialect's `merges_in_place`)."""
         capabilities = self.capabilities
         if not capabilities.streams_rows or batch.mode != "merge":
             return False
-        return capabilities.streams_into_existing_tables or not self.has_table(batch.spec.schema, batch.spec.name)
+        if capabilities.streams_into_existing_tables:
+            return True
+        existing = self.column_types(batch.spec.schema, batch.spec.name)
+        return not existing or (capabilities.merges_streamed_rows_in_place
+                                and self.dialect().merges_in_place(batch, existing))
 
     # Errors: what a person must fix, and what a retry may cure.
 

@@ -53,6 +53,9 @@ class Capabilities:
     copies_into_new_tables: bool = False
     # Streamed rows for a table that exists are merged a chunk at a time as they arrive (PostgreSQL).
     merges_streamed_chunks: bool = False
+    # Streamed rows for a table that exists go straight into it, the rows they beat (or that beat them)
+    # deleted after, where the dialect's `merges_in_place` says so (DuckDB).
+    merges_streamed_rows_in_place: bool = False
 
 
 def table(spec: TableSpec) -> str:
@@ -234,6 +237,20 @@ class Dialect:
             f"CREATE TEMPORARY TABLE {LATEST}{self.temporary_attributes(spec)} AS SELECT {column_list(spec)} FROM ("
             f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {quote(spec.primary_key)} ORDER BY {order}) AS etl_rank "
             f"FROM {source}) ranked WHERE etl_rank = 1", params)]
+
+    def merges_in_place(self, batch: StagedBatch, existing: dict) -> bool:
+        """Where `Capabilities.merges_streamed_rows_in_place`: whether this batch's rows, streamed, are merged
+        into the table (with the columns `existing`) by `in_place_merge_steps`."""
+        return False
+
+    def in_place_merge_steps(self, batch: StagedBatch, rows) -> tuple[list, list]:
+        """The merge of streamed rows written straight into the table, and the steps that drop its LATEST."""
+        raise NotImplementedError(f"{type(self).__name__} does not merge streamed rows in place")
+
+    def merge_steps(self, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:
+        """The merge of LATEST into the table: the rows it beats updated (result `updated`), the keys the
+        table lacks inserted (result `inserted`)."""
+        return [self.update_step(batch, existing), Step(self.insert_sql(batch.spec), result="inserted")]
 
     def update_step(self, batch: StagedBatch, existing: dict[str, int | None]) -> Step:
         """The merge's update of the rows the batch beats."""

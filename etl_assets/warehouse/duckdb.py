@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,10 +30,11 @@ from etl_assets.warehouse.dialect import (
 )
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
 from etl_assets.warehouse.errors import roll_back
+from etl_assets.warehouse.history import keeps_history
 from etl_assets.warehouse.rows import RowStream
 from etl_assets.warehouse.session import Session
 from etl_assets.warehouse.spec import DELETED_IN_SOURCE_AT, LOADED_AT, ColumnType, quote
-from etl_assets.warehouse.steps import Step, StreamStep
+from etl_assets.warehouse.steps import Deferred, PlanStep, Step, StreamStep
 
 
 class DuckDBSession(Session):
@@ -83,6 +85,8 @@ _DUCKDB_FIXES = (
     (("Operation not permitted",), "it may not be written: is it immutable? `lsattr` shows it, `chattr -i` clears it"),
     (("read-only mode",), "it was opened read-only: open it read-write to load"),
 )
+MATCHED = "etl_matched"  # a merge's staged keys found in the table: the rows they beat, the keys that lose
+ROWS_BEFORE = "rows_before"  # an in-place merge's result: the table's highest row id before its rows went in
 STREAMED_ROWS = "etl_rows"  # the name a streamed batch's Arrow rows are registered under for its statement
 _HELD = threading.local()  # path -> the connection held for this thread (None until a session opens it)
 
@@ -91,6 +95,14 @@ def _held_connections() -> dict[str, duckdb.DuckDBPyConnection | None]:
     if not hasattr(_HELD, "connections"):
         _HELD.connections = {}
     return _HELD.connections
+
+
+def replaces_rows(batch: StagedBatch, existing: dict[str, int | None]) -> bool:
+    """Whether the merge may replace the rows a batch beats (DELETE, then INSERT) rather than UPDATE them:
+    only when the batch carries every column of the table, since an UPDATE leaves columns the batch
+    lacks as they were and a re-insert would not. `_deleted_in_source_at` does not count: the same
+    transaction recomputes it for every staged key."""
+    return not set(existing) - {*staged_columns(batch.spec), LOADED_AT, DELETED_IN_SOURCE_AT}
 
 
 class DuckDBDialect(Dialect):
@@ -123,19 +135,80 @@ class DuckDBDialect(Dialect):
             return source
         return "read_parquet([" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in batch.files) + "])"
 
-    def update_step(self, batch: StagedBatch, existing: dict[str, int | None]) -> Step:
-        """The merge's UPDATE becomes DELETE of the rows the batch beats, whose new versions the INSERT of
+    def merges_in_place(self, batch: StagedBatch, existing: dict) -> bool:
+        """Streamed rows go straight into a table that exists (`in_place_merge_steps`) when the merge may
+        replace rows (`replaces_rows`), it has a key, and the table keeps no history (whose versions are
+        found from the batch's rows apart from the table's: those loads are staged first)."""
+        spec = batch.spec
+        return bool(spec.primary_key) and not keeps_history(spec) and not batch.keys_repeat \
+            and replaces_rows(batch, existing)
+
+    def in_place_merge_steps(self, batch: StagedBatch, rows: RowStream) -> tuple[list[PlanStep], list[PlanStep]]:
+        """A merge into a table that exists, its rows written once: streamed straight into the table (as a
+        first load's), then each key found twice, its table row (row id up to the table's highest before
+        the load, `rows_before`) and its new one (above it: DuckDB numbers a transaction's own rows after
+        every committed one), is matched once, on the key and version columns alone, and the older of the
+        two deleted by row id. The same rows as staging them and deleting the rows they beat, without the
+        Parquet files (written, then read back) and their join with the table: staging 1M rows of 33
+        columns cost ~3 s before the merge's ~5 s.
+
+        The rows must be distinct by key (a repeated key reads them again on the general path, as a first
+        load's). Where the table tracks deletions, the batch's keys and versions are kept as LATEST for
+        the marks' recompute before the losing rows go."""
+        spec = batch.spec
+        key, target = quote(spec.primary_key), table(spec)
+        before = Deferred(lambda results: results[ROWS_BEFORE])
+        steps: list[PlanStep] = [
+            Step(f"SELECT COALESCE(MAX(rowid), -1) FROM {target}", fetch=True, result=ROWS_BEFORE),
+            replace(self.stream_step(rows, target, direct=True), distinct_keys=True, result="streamed"),
+            Step(f"CREATE TEMPORARY TABLE {MATCHED} AS SELECT CASE WHEN etl_wins THEN etl_old ELSE etl_new END "
+                 f"AS etl_row, etl_wins FROM (SELECT o.rowid AS etl_old, n.rowid AS etl_new, "
+                 f"COALESCE({newer(spec, 'n', 'o')}, false) AS etl_wins FROM {target} AS n JOIN {target} AS o "
+                 f"ON o.{key} = n.{key} WHERE n.rowid > ? AND o.rowid <= ?) AS m", (before, before)),
+        ]
+        drops: list[PlanStep] = []
+        if spec.track_deletions:
+            kept = ", ".join(quote(c) for c in (spec.primary_key, *[spec.version_column] * bool(spec.version_column)))
+            steps.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {target} WHERE rowid > ?",
+                              (before,)))
+            drops.append(Step(f"DROP TABLE {LATEST}"))
+        steps += [
+            # The rows written that were no key's yet are the inserted ones; those that beat a row, updated.
+            Step(f"SELECT COUNT(*) FILTER (WHERE etl_wins), ? - COUNT(*) FROM {MATCHED}",
+                 (Deferred(lambda results: results["streamed"]),), fetch=True, result=("updated", "inserted")),
+            Step(f"DELETE FROM {target} WHERE rowid IN (SELECT etl_row FROM {MATCHED})"),
+            Step(f"DROP TABLE {MATCHED}"),
+        ]
+        return steps, drops
+
+    def merge_steps(self, batch: StagedBatch, existing: dict[str, int | None]) -> list[Step]:
+        """The merge's UPDATE becomes a DELETE of the rows the batch beats, whose new versions the INSERT of
         keys not in the table then writes: the same rows. DuckDB keeps an UPDATE's old versions in memory,
         so updating a million wide rows failed under memory_limit (Out of Memory at 1 GB); a DELETE is a
-        bitmap and an INSERT spills like any load. Only when the batch carries every column of the table:
-        an UPDATE leaves columns the batch lacks as they were, a re-insert would not. `_deleted_in_source_at`
-        does not count: the same transaction recomputes it for every staged key."""
+        bitmap and an INSERT spills like any load. Only when the batch carries every column of the table
+        (`replaces_rows`); else the UPDATE.
+
+        LATEST is joined with the table once, on the key and the version columns alone, into MATCHED: the
+        row id of each row the batch beats, the key of each staged row that does not beat its table row.
+        The DELETE then finds its rows by row id, and the INSERT leaves out those keys only, so neither
+        joins the table again (1M updated rows: 0.2 s for the DELETE by row id, against 4-5 s for
+        `DELETE ... USING` LATEST, and the INSERT's anti-join against the whole table is gone)."""
+        if not replaces_rows(batch, existing):
+            return super().merge_steps(batch, existing)
         spec = batch.spec
-        if set(existing) - {*staged_columns(spec), LOADED_AT, DELETED_IN_SOURCE_AT}:
-            return super().update_step(batch, existing)
-        key = quote(spec.primary_key)
-        return Step(f"DELETE FROM {table(spec)} AS t USING {LATEST} AS s "
-                    f"WHERE t.{key} = s.{key} AND {newer(spec, 's', 't')}", result="replaced")
+        key, target, names = quote(spec.primary_key), table(spec), column_list(spec)
+        return [
+            Step(f"CREATE TEMPORARY TABLE {MATCHED} AS SELECT CASE WHEN etl_wins THEN etl_row END AS etl_row, "
+                 f"CASE WHEN etl_wins THEN NULL ELSE {key} END AS {key} FROM (SELECT t.rowid AS etl_row, s.{key} AS {key}, "
+                 f"COALESCE({newer(spec, 's', 't')}, false) AS etl_wins FROM {LATEST} AS s JOIN {target} AS t "
+                 f"ON t.{key} = s.{key}) AS m"),
+            Step(f"DELETE FROM {target} WHERE rowid IN (SELECT etl_row FROM {MATCHED} WHERE etl_row IS NOT NULL)",
+                 result="replaced"),
+            Step(f"INSERT INTO {target} ({names}, {quote(LOADED_AT)}) SELECT {names}, CURRENT_TIMESTAMP "
+                 f"FROM {LATEST} AS s WHERE NOT EXISTS (SELECT 1 FROM {MATCHED} AS m WHERE m.{key} = s.{key})",
+                 result="inserted"),
+            Step(f"DROP TABLE {MATCHED}"),
+        ]
 
     def rejects_steps(self, batch: StagedBatch) -> list[Step]:
         if not batch.reject_files:
@@ -168,6 +241,8 @@ class DuckDBWarehouse(Warehouse):
         # streamed, that copy is a temporary table under the buffer pool, which spilled and cost ~1.7x the
         # CPU of DuckDB scanning staged Parquet (1M rows: DELETE 5.6 s against 3.2 s). First loads stream.
         streams_into_existing_tables=False,
+        # ... except straight into the table itself, where the dialect's `merges_in_place` says so.
+        merges_streamed_rows_in_place=True,
     )
 
     def describe(self) -> str:

@@ -167,8 +167,7 @@ def general_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, sour
         if keeps_history(spec) else []
     steps = staging + versions + d.latest_steps(spec, source, params) + [
         Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True),
-        d.update_step(batch, existing),
-        Step(d.insert_sql(spec), result="inserted"),
+        *d.merge_steps(batch, existing),
     ]
     return steps, [Step(f"DROP TABLE {LATEST}")]
 
@@ -191,8 +190,7 @@ def distinct_keys_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing
     steps = staging + [
         latest_view(spec, d.view_source(batch, source)),
         *versions,
-        d.update_step(batch, existing),
-        Step(d.insert_sql(spec), result="inserted"),
+        *d.merge_steps(batch, existing),
     ]
     drop = [Step(f"DROP VIEW {LATEST}")]
     if existing or not d.capabilities.copies_into_new_tables:
@@ -214,7 +212,9 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
     Into the table this load created (`existing` empty), while it is still empty inside the transaction
     (result `direct`), they go straight into the table instead: written once, no staging table, UPDATE or
     anti-join INSERT. Into a table that exists, where `merges_streamed_chunks`, they are merged a chunk
-    at a time as they arrive (`chunk_merge_steps`). A repeated key found on either shortcut makes the
+    at a time as they arrive (`chunk_merge_steps`); where `merges_streamed_rows_in_place` and the table
+    keeps no history, they go straight into it too, the losing version of each key deleted after (the
+    dialect's `in_place_merge_steps`). A repeated key found on any shortcut makes the
     load read the rows again (ReadAgain: the transaction rolls back) with `keys_repeat` known, on the
     general path; so does a table another load filled between the two transactions."""
     spec = batch.spec
@@ -227,14 +227,15 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
                     then=(*d.latest_steps(spec, STAGING, ()),
                           Step(f"SELECT COUNT(*) FROM {LATEST}", result="keys_staged", fetch=True)),
                     otherwise=(latest_view(spec, STAGING),)),
-             d.update_step(batch, existing),
-             Step(d.insert_sql(spec), result="inserted")]
+             *d.merge_steps(batch, existing)]
     drops = [Branch("keys_repeat", then=(Step(f"DROP TABLE {LATEST}"),), otherwise=(Step(f"DROP VIEW {LATEST}"),))]
     if batch.keys_repeat:
         return steps, drops
     if existing:
         if d.capabilities.merges_streamed_chunks and spec.primary_key:
             return chunk_merge_steps(d, batch, rows, steps, drops)
+        if d.capabilities.merges_streamed_rows_in_place and not history and d.merges_in_place(batch, existing):
+            return d.in_place_merge_steps(batch, rows)
         return steps, drops
     return [
         Step(f"SELECT NOT EXISTS (SELECT 1 FROM {table(spec)})", fetch=True, result="direct"),
