@@ -133,9 +133,9 @@ HEAVY_TESTS = {
 }
 QUICK_SECONDS = 5.0
 # Module-scoped fixtures that cost seconds (every command the docs run; two dbt compiles; one default
-# `etl-assets bench` run): the tests that use one run on one pytest-xdist worker (--dist loadgroup), so it
-# is built once.
-SHARED_FIXTURES = frozenset({"scratch_outcomes", "compiled", "default_bench"})
+# `etl-assets bench` run; the sample loaded once, test_end_to_end's reference): the tests that use one run on
+# one pytest-xdist worker (--dist loadgroup), so it is built once.
+SHARED_FIXTURES = frozenset({"scratch_outcomes", "compiled", "default_bench", "sample_load"})
 # The single tests that take a minute or more on a 2-core machine (`--durations`), longest first: pytest-xdist
 # hands them out before every other single test, so no worker starts one of them near the end of the run and
 # keeps running it alone while the others are idle (module names every test of the module).

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
 import dagster as dg
+import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -30,10 +35,36 @@ from etl_assets_tests.helpers import (
 )
 
 
-def test_every_folder_loads_the_newest_version_of_every_row(landing_root, warehouse):
-    folders = folders_in(landing_root)
-    results = materialize_folders(folders, resources(LocalLandingZone(root=str(landing_root)), warehouse))
+@pytest.fixture(scope="module")
+def sample_load(sample_root, tmp_path_factory) -> SimpleNamespace:
+    """The session's sample loaded once, folder by folder in order, from the local landing zone into DuckDB: the
+    load test_every_folder_loads_the_newest_version_of_every_row[duckdb] checks, and the reference the others
+    compare their loads with (read it, never write to it). Its landing zone, warehouse, tables' digests, each
+    materialization's metadata by (object, folder) and its audit rows. Its landing zone is another copy of the
+    sample, file times kept (copytree), so the source fingerprints are those of a test's own copy."""
+    root = tmp_path_factory.mktemp("sample_load")
+    landing = root / "landing"
+    shutil.copytree(sample_root, landing)
+    warehouse = DuckDBWarehouse(path=str(root / "in_order.duckdb"))
+    results = materialize_folders(folders_in(landing), resources(LocalLandingZone(root=str(landing)), warehouse))
     assert all(r.success for r in results)
+    return SimpleNamespace(
+        landing=landing,
+        warehouse=warehouse,
+        digests={api.lower(): table_digest(warehouse, api.lower()) for api in CATALOG},
+        metadata={(e.asset_key.path[-1], e.partition): e.step_materialization_data.materialization.metadata
+                  for r in results for e in r.get_asset_materialization_events()},
+        loads=sorted((a["source_key"], a["target_table"]) for a in find_loads(warehouse, limit=100_000)),
+    )
+
+
+def test_every_folder_loads_the_newest_version_of_every_row(landing_root, warehouse, sample_load):
+    if isinstance(warehouse, DuckDBWarehouse):
+        warehouse = sample_load.warehouse  # this very load (every folder in order, into DuckDB), made once
+    else:
+        folders = folders_in(landing_root)
+        results = materialize_folders(folders, resources(LocalLandingZone(root=str(landing_root)), warehouse))
+        assert all(r.success for r in results)
     for api_name in CATALOG:
         assert assert_matches_truth(warehouse, landing_root, api_name) > 0
         keys = warehouse.query(f'SELECT COUNT(*), COUNT(DISTINCT "id") FROM "salesforce"."{api_name.lower()}"')[0]
@@ -42,16 +73,13 @@ def test_every_folder_loads_the_newest_version_of_every_row(landing_root, wareho
     assert deleted > 0, "soft-deleted rows are kept with their flag"
 
 
-def test_out_of_order_and_repeated_runs_give_the_same_tables(landing_root, warehouse, tmp_path):
+def test_out_of_order_and_repeated_runs_give_the_same_tables(landing_root, warehouse, sample_load):
     folders = folders_in(landing_root)
-    in_order = DuckDBWarehouse(path=str(tmp_path / "in_order.duckdb"))
     zone = LocalLandingZone(root=str(landing_root))
-    materialize_folders(folders, resources(zone, in_order))
     materialize_folders(list(reversed(folders)), resources(zone, warehouse))
-    for api_name in CATALOG:
+    for api_name in CATALOG:  # the same tables as the folders loaded in order
         table = api_name.lower()
-        reference = table_digest(in_order, table)
-        assert table_digest(warehouse, table) == reference, f"{table} depends on load order"
+        assert table_digest(warehouse, table) == sample_load.digests[table], f"{table} depends on load order"
     before = {api.lower(): table_digest(warehouse, api.lower()) for api in CATALOG}
     instance = dg.DagsterInstance.ephemeral()
     results = materialize_folders([folders[2], folders[0]], resources(zone, warehouse), instance=instance)
@@ -146,19 +174,17 @@ def test_schema_drift_is_added_as_text_and_reported(landing_root, tmp_path):
     assert values[0][0] > 0
 
 
-def test_s3_landing_zone_gives_the_same_tables_as_local(landing_root, s3_endpoint, s3_bucket, tmp_path):
+def test_s3_landing_zone_gives_the_same_tables_as_local(landing_root, s3_endpoint, s3_bucket, tmp_path, sample_load):
     client, bucket = s3_bucket
     upload_tree(client, bucket, landing_root, prefix="exports/")
     zone = S3LandingZone(
         s3=S3Resource(endpoint_url=s3_endpoint, **S3_CREDENTIALS), bucket=bucket, prefix="exports"
     )
     from_s3 = DuckDBWarehouse(path=str(tmp_path / "s3.duckdb"))
-    from_local = DuckDBWarehouse(path=str(tmp_path / "local.duckdb"))
     folders = folders_in(landing_root)
     assert all(r.success for r in materialize_folders(folders, resources(zone, from_s3)))
-    materialize_folders(folders, resources(LocalLandingZone(root=str(landing_root)), from_local))
-    for api_name in CATALOG:
-        assert table_digest(from_s3, api_name.lower()) == table_digest(from_local, api_name.lower())
+    for api_name in CATALOG:  # sample_load: the same folders from the local landing zone
+        assert table_digest(from_s3, api_name.lower()) == sample_load.digests[api_name.lower()]
     files = from_s3.query('SELECT DISTINCT "_source_file" FROM "salesforce"."task"')
     assert all(f.startswith("backup/") for (f,) in files)
 
@@ -204,13 +230,15 @@ def test_backfills_run_several_folders_per_run():
         assert asset.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_FOLDERS_PER_RUN)
 
 
-def test_a_multi_folder_run_loads_each_folder_as_its_own_run_would(landing_root, tmp_path):
+def in_zone(source_files, landing_root) -> list[str]:
+    """A materialization's `source_files` (paths in a local landing zone) as keys of the zone at `landing_root`."""
+    return [Path(path).relative_to(landing_root).as_posix() for path in source_files.data]
+
+
+def test_a_multi_folder_run_loads_each_folder_as_its_own_run_would(landing_root, tmp_path, sample_load):
     folders = folders_in(landing_root)
     zone = LocalLandingZone(root=str(landing_root))
-    one_by_one = DuckDBWarehouse(path=str(tmp_path / "one_by_one.duckdb"))
-    singles = materialize_folders(folders, resources(zone, one_by_one))
-    expected = {(e.asset_key.path[-1], e.partition): e.step_materialization_data.materialization.metadata
-                for r in singles for e in r.get_asset_materialization_events()}
+    expected = sample_load.metadata  # each folder in a run of its own
     warehouse = DuckDBWarehouse(path=str(tmp_path / "range.duckdb"))
     # Newest folder first: the newest version of each row still wins.
     result = _materialize_range(list(reversed(folders)), resources(zone, warehouse))
@@ -223,14 +251,14 @@ def test_a_multi_folder_run_loads_each_folder_as_its_own_run_would(landing_root,
     for key, metadata in found.items():
         assert metadata[SOURCE_FINGERPRINT] == expected[key][SOURCE_FINGERPRINT], key
         assert metadata["rows_read"] == expected[key]["rows_read"], key
-        assert metadata["source_files"] == expected[key]["source_files"], key
+        assert in_zone(metadata["source_files"], landing_root) == \
+            in_zone(expected[key]["source_files"], sample_load.landing), key
     for api_name in CATALOG:
         table = api_name.lower()
-        assert table_digest(warehouse, table) == table_digest(one_by_one, table), f"{table} differs"
+        assert table_digest(warehouse, table) == sample_load.digests[table], f"{table} differs"
     loads = find_loads(warehouse, limit=100_000)
     assert {a["status"] for a in loads} == {"FINISHED"}
-    assert sorted((a["source_key"], a["target_table"]) for a in loads) == sorted(
-        (a["source_key"], a["target_table"]) for a in find_loads(one_by_one, limit=100_000)), "an audit row per folder"
+    assert sorted((a["source_key"], a["target_table"]) for a in loads) == sample_load.loads, "an audit row per folder"
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 3 * len(salesforce_object_assets), "one result per check per step"
 
