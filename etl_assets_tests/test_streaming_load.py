@@ -443,6 +443,16 @@ def load_plain(warehouse, files: list[SourceFile], folder: str, schema: str | No
         batch.discard()
 
 
+def first_loaded_pair(tmp_path: Path) -> tuple[DuckDBWarehouse, DuckDBWarehouse]:
+    """Two DuckDB warehouses holding the same first folder: one for the streamed re-load, one for the staged."""
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
+    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
+    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
+    load_plain(warehouse, first, "P")
+    load_plain(reference, first, "P", staged=True)
+    return warehouse, reference
+
+
 def in_place_merges(statements: list[str]) -> list[str]:
     return [s for s in statements if s.startswith("CREATE TEMPORARY TABLE etl_matched AS") and "n.rowid" in s]
 
@@ -450,11 +460,7 @@ def in_place_merges(statements: list[str]) -> list[str]:
 def test_a_duckdb_reload_without_history_streams_into_the_table_and_ends_as_the_staged_merge(tmp_path, statements):
     """Newer rows replace the table's, older ones leave it as it was, new keys are added and the rejects
     are the file's: as the staged merge does, with the rows read once, straight into the table."""
-    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
-    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
-    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
-    load_plain(warehouse, first, "P")
-    load_plain(reference, first, "P", staged=True)
+    warehouse, reference = first_loaded_pair(tmp_path)
     rows = reload_rows()
     rows[7][6] = "2024-13-01"  # rejected
     second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
@@ -501,11 +507,7 @@ def test_duckdb_reloads_in_place_end_the_same_whatever_the_order(tmp_path):
 
 
 def test_a_key_repeated_in_a_duckdb_reload_restarts_on_the_general_path(tmp_path, statements):
-    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
-    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
-    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
-    load_plain(warehouse, first, "P")
-    load_plain(reference, first, "P", staged=True)
+    warehouse, reference = first_loaded_pair(tmp_path)
     rows = reload_rows()
     rows.insert(3_011, rows[11][:])  # Id 11 twice, the later line newer by its lineage
     rows[3_011][3] = "the later line"
@@ -527,11 +529,7 @@ def test_a_key_repeated_in_a_duckdb_reload_restarts_on_the_general_path(tmp_path
 def test_a_full_backup_streamed_into_a_duckdb_table_marks_deletions_as_the_staged_merge(tmp_path, statements):
     from datetime import date
 
-    warehouse = DuckDBWarehouse(path=str(tmp_path / "streamed.duckdb"))
-    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
-    first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
-    load_plain(warehouse, first, "P")
-    load_plain(reference, first, "P", staged=True)
+    warehouse, reference = first_loaded_pair(tmp_path)
     rows = [row for n, row in enumerate(reload_rows()) if n % 11]  # a full backup lacking every 11th key
     second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", rows))]
     statements.clear()
