@@ -204,6 +204,68 @@ def test_turning_a_policy_on_rewrites_the_rows_already_loaded_like_a_load_under_
     assert _current(warehouse) == _current(reference)
 
 
+
+def test_postgres_reclaims_the_space_once_an_older_transaction_ends_and_says_who_holds_it_otherwise(postgres_database,
+                                                                                                    tmp_path):
+    """A transaction that began before the rewrite may still read the replaced row versions, so VACUUM FULL
+    copies them into the new files (as it did when autovacuum's ANALYZE of a loaded table happened to be
+    running). The reclaim says whom it waits for, and writes the tables again once they end; if they do
+    not end in time, it fails naming the tables and the holder, and the values are indeed still there."""
+    import psycopg2
+
+    from etl_assets.salesforce.personal_data import rewrite_existing, rewritten_tables
+    from etl_assets.warehouse.errors import SpaceNotReclaimed
+    from etl_assets.warehouse.postgres import PostgresWarehouse
+    from etl_assets.warehouse.postgres_reclaim import vacuum_full
+
+    landing = tmp_path / "landing"
+    _backup(landing)
+    warehouse = PostgresWarehouse(host=postgres_database["host"], port=postgres_database["port"],
+                                  user=postgres_database["user"], database=postgres_database["database"])
+    clear = parse_catalog({"objects": {"Contact": {**CATALOG["objects"]["Contact"], "column_policies": {}}}})["Contact"]
+    protected = parse_catalog(CATALOG)["Contact"]
+    assert all(r.success for r in materialize_folders(FOLDERS, resources(LocalLandingZone(root=str(landing)), warehouse),
+                                                      assets=[build_object_asset(clear)]))
+    reader = psycopg2.connect(host=postgres_database["host"], port=postgres_database["port"],
+                              dbname=postgres_database["database"], user=postgres_database["user"],
+                              application_name="a report holding its snapshot")
+    reader.set_session(isolation_level="REPEATABLE READ")
+    try:
+        # Its snapshot is taken now, before the rewrite (reading the catalog: a reader of Contact itself would
+        # hold a lock VACUUM FULL waits for, and its snapshot would be gone when the VACUUM runs).
+        with reader.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_class")
+            cursor.execute("SELECT pg_backend_pid()")
+            [(reader_pid,)] = cursor.fetchall()
+        rewrite_existing(warehouse, protected, key=KEY.encode())
+        assert _warehouse_hits(warehouse) == []
+        rewritten = rewritten_tables(protected)
+
+        connection = psycopg2.connect(host=postgres_database["host"], port=postgres_database["port"],
+                                      dbname=postgres_database["database"], user=postgres_database["user"])
+        connection.autocommit = True
+        try:
+            with pytest.raises(SpaceNotReclaimed) as held:
+                vacuum_full(connection, rewritten, wait_seconds=0)
+        finally:
+            connection.close()
+        assert "salesforce.contact (" in str(held.value)
+        assert (f"pid {reader_pid} (a report holding its snapshot, database {postgres_database['database']}"
+                in str(held.value))
+        assert "salesforce.contact" in _stored_hits(warehouse, rewritten)  # what it says is so
+
+        told = []
+
+        def end_the_report(line: str) -> None:
+            told.append(line)
+            reader.rollback()
+
+        assert "no longer" in warehouse.reclaim_space(rewritten, on_wait=end_the_report)
+    finally:
+        reader.close()
+    assert f"pid {reader_pid} (a report holding its snapshot" in told[0]
+    assert _stored_hits(warehouse, rewritten) == []
+
 def test_the_apply_policies_command_says_what_it_changes_and_that_turning_off_is_for_new_loads(tmp_path, monkeypatch,
                                                                                                  capsys):
     """`etl-assets catalog apply-policies`: a dry run lists each column and changes nothing, a run rewrites,

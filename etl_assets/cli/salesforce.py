@@ -348,6 +348,7 @@ def apply_policies_command(args: argparse.Namespace) -> int:
     from etl_assets.landing.column_policies import HASH_KEY_ENV, PolicyError, hash_key
     from etl_assets.salesforce.catalog import load_catalog
     from etl_assets.salesforce.personal_data import kept_notes, rewrite_existing, rewritten_tables
+    from etl_assets.warehouse.errors import SpaceNotReclaimed
 
     catalog = load_catalog()
     unknown_objects(list(args.object), catalog)
@@ -374,7 +375,11 @@ def apply_policies_command(args: argparse.Namespace) -> int:
         for note in kept_notes(warehouse, obj):
             print(note)
     if rewritten:  # the rewrite committed; the engine still holds the old values in its free space
-        print(warehouse.reclaim_space(rewritten))
+        try:
+            print(warehouse.reclaim_space(rewritten, on_wait=lambda line: print(line, flush=True)))
+        except SpaceNotReclaimed as error:
+            print(f"etl-assets catalog apply-policies: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -13,7 +13,7 @@ database), and how they name the errors a person must act on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -192,10 +192,12 @@ class Warehouse(dg.ConfigurableResource):
             raise WarehouseLimitError(f"{spec.schema}.{spec.name} would have {total} columns; {self.describe()} "
                                       f"allows {limit}")
 
-    def reclaim_space(self, tables: Sequence[tuple[str, str]]) -> str:
+    def reclaim_space(self, tables: Sequence[tuple[str, str]], on_wait: Callable[[str], None] | None = None) -> str:
         """After a rewrite that replaced or dropped values (a column policy turned on), leave none of the old
         values readable in the database's files where the engine can; says what it did. Engines reuse the
-        space of replaced rows but do not clear it, so without this the old bytes stay in their files."""
+        space of replaced rows but do not clear it, so without this the old bytes stay in their files.
+        `on_wait` is told, as a line of text, what the reclaim waits for; an engine that cannot finish it
+        raises SpaceNotReclaimed (errors.py) saying what still holds the old values."""
         return (f"{self.describe()}: the replaced values stay in free space until the engine reuses it; "
                 "reclaim it with the engine's own command (docs/personal-data.md)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -270,7 +270,7 @@ class DuckDBWarehouse(Warehouse):
                 return f"{self.describe()}: {fix} ({detail})"
         return None
 
-    def reclaim_space(self, tables: Sequence[tuple[str, str]]) -> str:
+    def reclaim_space(self, tables: Sequence[tuple[str, str]], on_wait: Callable[[str], None] | None = None) -> str:
         """DuckDB reuses a freed block without clearing it, and no CHECKPOINT or VACUUM gives the file back:
         the old values stay readable in it. So the whole database is copied into a new file (live rows
         only) that replaces this one while this process still holds the writer lock, so every later open,

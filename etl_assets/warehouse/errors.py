@@ -25,6 +25,11 @@ class WarehouseBusy(TimeoutError):
     """A lock another session or process held was waited for as long as allowed: worth a retry later."""
 
 
+class SpaceNotReclaimed(Exception):
+    """A rewrite committed, but some tables still hold the values it replaced in their files: the message
+    names them, and what holds the old versions (postgres_reclaim.py)."""
+
+
 class CannotWrite(dg.Failure):
     """A write refused for a reason only a person can fix: no permission, a read-only file or database,
     a full disk. Waiting cannot help, so it is a `dg.Failure` no RetryPolicy retries, wherever in a step

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -31,6 +31,8 @@ from etl_assets.warehouse.dialect import (
     version_order,
 )
 from etl_assets.warehouse.errors import WarehouseUnreachable, roll_back
+from etl_assets.warehouse.postgres_reclaim import WAIT_SECONDS as RECLAIM_WAIT_SECONDS
+from etl_assets.warehouse.postgres_reclaim import vacuum_full
 from etl_assets.warehouse.prefetch import prefetch
 from etl_assets.warehouse.rows import RowStream
 from etl_assets.warehouse.session import Session
@@ -281,21 +283,17 @@ class PostgresWarehouse(Warehouse):
         fix = sqlstate_fix(error, _POSTGRES_FIXES, user=self.user)
         return f"{self.describe()}: {fix}" if fix else super()._what_to_fix(error)
 
-    def reclaim_space(self, tables: Sequence[tuple[str, str]]) -> str:
-        """An UPDATE leaves the old row versions in the table's files until VACUUM, and a plain VACUUM only
-        marks them free: VACUUM FULL writes each table anew and removes the old files (it takes an ACCESS
-        EXCLUSIVE lock for its time, and runs outside a transaction). The WAL, replicas and backups taken
-        before still hold the old values: docs/personal-data.md."""
+    def reclaim_space(self, tables: Sequence[tuple[str, str]], on_wait: Callable[[str], None] | None = None) -> str:
+        """VACUUM FULL writes each table anew and removes the old files, once no transaction older than the
+        rewrite can still read the old row versions (postgres_reclaim.py; it takes an ACCESS EXCLUSIVE lock
+        for its time, and runs outside a transaction). The WAL, replicas and backups taken before still hold
+        the old values: docs/personal-data.md."""
         connection = psycopg2_connect(self.describe(), **self._connect_args())
         try:
             connection.autocommit = True
-            with connection.cursor() as cursor:
-                for schema, table in tables:
-                    cursor.execute(f"VACUUM FULL {quote(schema)}.{quote(table)}")
+            return f"{self.describe()}: " + vacuum_full(connection, tables, RECLAIM_WAIT_SECONDS, on_wait)
         finally:
             connection.close()
-        names = ", ".join(f"{schema}.{table}" for schema, table in tables)
-        return f"{self.describe()}: VACUUM FULL {names}: the replaced row versions are no longer in their files"
 
     def with_lock_timeout(self, seconds: float) -> PostgresWarehouse:
         return self.model_copy(update={"lock_timeout_seconds": seconds})
