@@ -254,8 +254,7 @@ class Warehouse(dg.ConfigurableResource):
         if capabilities.streams_into_existing_tables:
             return True
         existing = self.column_types(batch.spec.schema, batch.spec.name)
-        return not existing or (capabilities.merges_streamed_rows_in_place
-                                and self.dialect().merges_in_place(batch, existing))
+        return not existing or self.dialect().merges_in_place(batch, existing)
 
     # Errors: what a person must fix, and what a retry may cure.
 

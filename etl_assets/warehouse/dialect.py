@@ -53,9 +53,7 @@ class Capabilities:
     copies_into_new_tables: bool = False
     # Streamed rows for a table that exists are merged a chunk at a time as they arrive (PostgreSQL).
     merges_streamed_chunks: bool = False
-    # Streamed rows for a table that exists go straight into it, the rows they beat (or that beat them)
-    # deleted after, where the dialect's `merges_in_place` says so (DuckDB).
-    merges_streamed_rows_in_place: bool = False
+    # (Streamed rows that go straight into a table that exists: the dialect's `merges_in_place`, DuckDB's.)
 
 
 def table(spec: TableSpec) -> str:
@@ -239,8 +237,8 @@ class Dialect:
             f"FROM {source}) ranked WHERE etl_rank = 1", params)]
 
     def merges_in_place(self, batch: StagedBatch, existing: dict) -> bool:
-        """Where `Capabilities.merges_streamed_rows_in_place`: whether this batch's rows, streamed, are merged
-        into the table (with the columns `existing`) by `in_place_merge_steps`."""
+        """Whether this batch's rows, streamed, go straight into the table (with the columns `existing`), the
+        losing version of each key deleted after (`in_place_merge_steps`): no engine's but DuckDB's."""
         return False
 
     def in_place_merge_steps(self, batch: StagedBatch, rows) -> tuple[list, list]:

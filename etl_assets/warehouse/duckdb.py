@@ -243,7 +243,6 @@ class DuckDBWarehouse(Warehouse):
         # a new table, and into an existing one only straight into the table itself, where the dialect's
         # `merges_in_place` says so (no history kept); other re-loads are staged to Parquet first.
         streams_into_existing_tables=False,
-        merges_streamed_rows_in_place=True,
     )
 
     def describe(self) -> str:

@@ -212,8 +212,8 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
     Into the table this load created (`existing` empty), while it is still empty inside the transaction
     (result `direct`), they go straight into the table instead: written once, no staging table, UPDATE or
     anti-join INSERT. Into a table that exists, where `merges_streamed_chunks`, they are merged a chunk
-    at a time as they arrive (`chunk_merge_steps`); where `merges_streamed_rows_in_place` and the table
-    keeps no history, they go straight into it too, the losing version of each key deleted after (the
+    at a time as they arrive (`chunk_merge_steps`); where the dialect `merges_in_place` (DuckDB, for a
+    table keeping no history), they go straight into it too, the losing version of each key deleted after (the
     dialect's `in_place_merge_steps`). A repeated key found on any shortcut makes the
     load read the rows again (ReadAgain: the transaction rolls back) with `keys_repeat` known, on the
     general path; so does a table another load filled between the two transactions."""
@@ -234,7 +234,7 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
     if existing:
         if d.capabilities.merges_streamed_chunks and spec.primary_key:
             return chunk_merge_steps(d, batch, rows, steps, drops)
-        if d.capabilities.merges_streamed_rows_in_place and not history and d.merges_in_place(batch, existing):
+        if d.merges_in_place(batch, existing):  # (never for a table keeping history)
             return d.in_place_merge_steps(batch, rows)
         return steps, drops
     return [
