@@ -413,8 +413,96 @@ def pytest_report_collectionfinish(config, start_path, items):
     return f"quick tier: {quick} of the {collected} tests collected; {len(items)} selected"
 
 
+# ---------------------------------------------------------------- CPU per test (--cpu-durations)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cpu-durations", type=int, default=None, metavar="N",
+                     help="show the N tests that used the most CPU (0: all), and each module's CPU: the test "
+                          "process's own and its finished child processes' (not the PostgreSQL server's), per "
+                          "test; under pytest-xdist, wall times are stretched by the other workers, CPU is not")
+    parser.addoption("--cpu-report", default=None, metavar="PATH",
+                     help="write every test's CPU seconds (setup, call, teardown) to PATH as tab-separated lines")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+_CPU_STARTED = pytest.StashKey[float]()
+
+
+def _measured(item: pytest.Item) -> bool:
+    return item.config.getoption("cpu_durations") is not None or bool(item.config.getoption("cpu_report"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    if _measured(item):
+        item.stash[_CPU_STARTED] = _cpu_seconds()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    if _measured(item):
+        item.stash[_CPU_STARTED] = _cpu_seconds()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    if _measured(item):
+        item.stash[_CPU_STARTED] = _cpu_seconds()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    started = item.stash.get(_CPU_STARTED, None)
+    if started is not None:
+        report.cpu_s = _cpu_seconds() - started  # a plain attribute: pytest-xdist sends it to the controller
+    return report
+
+
+def _cpu_summary(terminalreporter, config) -> None:
+    count, path = config.getoption("cpu_durations"), config.getoption("cpu_report")
+    if count is None and not path:
+        return
+    per_test: dict[str, float] = {}
+    phases: list[tuple[str, str, float]] = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            cpu = getattr(report, "cpu_s", None)
+            if cpu is None or not hasattr(report, "when"):
+                continue
+            per_test[report.nodeid] = per_test.get(report.nodeid, 0.0) + cpu
+            phases.append((report.nodeid, report.when, cpu))
+    if path:
+        Path(path).write_text("".join(f"{cpu:.2f}\t{when}\t{nodeid}\n" for nodeid, when, cpu
+                                      in sorted(phases, key=lambda x: -x[2])))
+    if count is None:
+        return
+    modules: dict[str, float] = {}
+    for nodeid, cpu in per_test.items():
+        modules[nodeid.split("::")[0]] = modules.get(nodeid.split("::")[0], 0.0) + cpu
+    terminalreporter.section(f"CPU per test (self and finished children): {sum(per_test.values()):.0f} s in all")
+    ranked = sorted(per_test.items(), key=lambda x: -x[1])
+    for nodeid, cpu in ranked[:count] if count else ranked:
+        terminalreporter.write_line(f"{cpu:7.1f} s {nodeid}")
+    terminalreporter.section("CPU per module")
+    for module, cpu in sorted(modules.items(), key=lambda x: -x[1]):
+        terminalreporter.write_line(f"{cpu:7.1f} s {module}")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """In a quick-tier run, the quick tests that took longer than QUICK_SECONDS (list them in HEAVY_TESTS)."""
+    """In a quick-tier run, the quick tests that took longer than QUICK_SECONDS (list them in HEAVY_TESTS);
+    with --cpu-durations, the CPU each test used."""
+    _cpu_summary(terminalreporter, config)
     if "quick" not in (config.option.markexpr or ""):
         return
     slow = sorted({(report.duration, report.nodeid) for kind in ("passed", "failed")
