@@ -104,10 +104,13 @@ def _generate(path: str, api_name: str, rows: int, day: datetime.date, seed: int
     return path
 
 
-def ensure_backups(root: Path, api_name: str, rows: int, seed: int = SEED, reload: bool = True) -> tuple[Path, Path]:
+def ensure_backups(root: Path, api_name: str, rows: int, seed: int = SEED, reload: bool = True,
+                   in_process: bool = False) -> tuple[Path, Path]:
     """The first-load file and the re-load file (same Ids, a later day); generated once, then reused.
 
     Both come from the project's sample generator, so the same arguments give byte-identical files.
+    Written by two worker processes (the parent stays small: every variant's process inherits its peak RSS),
+    or here (`in_process`: when every variant runs in this process anyway).
     """
     days = (FIRST_DAY, RELOAD_DAY)
     paths = [backup_path(root, api_name, rows, day, seed) for day in days]
@@ -116,9 +119,13 @@ def ensure_backups(root: Path, api_name: str, rows: int, seed: int = SEED, reloa
         started = time.perf_counter()
         for path, _ in missing:
             path.parent.mkdir(parents=True, exist_ok=True)
-        with ProcessPoolExecutor(max_workers=min(2, len(missing))) as pool:
-            list(pool.map(_generate, [str(p) for p, _ in missing], [api_name] * len(missing),
-                          [rows] * len(missing), [d for _, d in missing], [seed] * len(missing)))
+        if in_process:
+            for path, day in missing:
+                _generate(str(path), api_name, rows, day, seed)
+        else:
+            with ProcessPoolExecutor(max_workers=min(2, len(missing))) as pool:
+                list(pool.map(_generate, [str(p) for p, _ in missing], [api_name] * len(missing),
+                              [rows] * len(missing), [d for _, d in missing], [seed] * len(missing)))
         print(f"generated {len(missing)} backup file(s) of {rows:,} {api_name} rows in "
               f"{time.perf_counter() - started:.1f} s under {root}", flush=True)
     return paths[0], paths[1]
@@ -471,7 +478,7 @@ def json_baseline_pg(args) -> dict:
     return {"rows": rows, "total": finished - started, "stages": stages, "inserted": merged}
 
 
-def run_variant(argv: list[str] | None = None) -> int:
+def _variant_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="One measured variant of the load benchmark (run by the parent).")
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--file", type=Path, required=True)
@@ -482,9 +489,18 @@ def run_variant(argv: list[str] | None = None) -> int:
     parser.add_argument("--discovered", type=Path, help="discovered-state file to load the catalog with (--csv)")
     parser.add_argument("--any-path", action="store_true",
                         help="a user's file (--csv): report inserted/updated/rejected rows instead of requiring one path")
-    args = parser.parse_args(argv)
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    return parser
+
+
+def run_variant(argv: list[str] | None = None) -> int:
+    args = _variant_parser().parse_args(argv)
     startup = time.perf_counter() - _STARTED
+    print("RESULT " + json.dumps(_variant(args, startup)), flush=True)
+    return 0
+
+
+def _variant(args, startup: float) -> dict:
+    args.workdir.mkdir(parents=True, exist_ok=True)
     if args.variant in PEERS:
         from benchmarks.peers import run_peer
 
@@ -497,22 +513,52 @@ def run_variant(argv: list[str] | None = None) -> int:
         startup_s=startup,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
     )
-    print("RESULT " + json.dumps(result), flush=True)
-    return 0
+    return result
+
+
+def _in_this_process(variant: str, argv: list[str]) -> dict:
+    """The variant run as its child would run it, in this process (`one_process`): with history off, and the
+    catalog read again (it is cached per process; history's part then reads it with history on); what it writes
+    to stderr (the re-run's Dagster log) kept as a child's is, and a failure reported as a failed child's. No
+    interpreter start-up: startup_s is 0; peak RSS is this process's so far."""
+    import contextlib
+    import io
+    import traceback
+
+    from etl_assets.salesforce.catalog import load_catalog
+
+    before = os.environ.get(HISTORY_OFF[0])
+    os.environ[HISTORY_OFF[0]] = HISTORY_OFF[1]
+    load_catalog.cache_clear()
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return _variant(_variant_parser().parse_args(argv), 0.0)
+    except (Exception, SystemExit) as error:  # what a child's non-zero exit reports
+        return {"variant": variant, "failed": True, "error": str(error).strip()[:500], "returncode": 1,
+                "stderr_tail": (stderr.getvalue() + traceback.format_exc())[-3000:]}
+    finally:
+        if before is None:
+            os.environ.pop(HISTORY_OFF[0], None)
+        else:
+            os.environ[HISTORY_OFF[0]] = before
+        load_catalog.cache_clear()
 
 
 # ---------------------------------------------------------------- orchestration (parent)
 
 
 def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path | None, workdir: Path,
-           timeout: float, extra: tuple[str, ...] = ()) -> dict:
-    command = [sys.executable, "-m", "benchmarks.loads", "--variant", variant, "--file", str(file),
-               "--object", obj, "--workdir", str(workdir), *extra]
+           timeout: float, extra: tuple[str, ...] = (), one_process: bool = False) -> dict:
+    arguments = ["--variant", variant, "--file", str(file), "--object", obj, "--workdir", str(workdir), *extra]
     if db:
-        command += ["--db", db]
+        arguments += ["--db", db]
     if duckdb_path:
-        command += ["--duckdb", str(duckdb_path)]
+        arguments += ["--duckdb", str(duckdb_path)]
     load_before = os.getloadavg()
+    if one_process:
+        return {**_in_this_process(variant, arguments), "loadavg_before": load_before}
+    command = [sys.executable, "-m", "benchmarks.loads", *arguments]
     # The child imports this package wherever the bench was started from: the repository's root on its path.
     path = os.pathsep.join(filter(None, (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))))
     # History off: this benchmark compares the merge with the limits and dlt; what history adds is the
@@ -530,11 +576,11 @@ def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path
     return result
 
 
-def generated_backups(data_root: Path, api_name: str, rows: int, columns: int = 0, reload: bool = True
-                      ) -> dict[str, Path]:
+def generated_backups(data_root: Path, api_name: str, rows: int, columns: int = 0, reload: bool = True,
+                      in_process: bool = False) -> dict[str, Path]:
     """The first, re-load and mixed files (`reload` False: the first only), as the generator writes them
     or (`columns`) rewritten as Data Export writes them (every value quoted) at that many columns."""
-    first, second = ensure_backups(data_root, api_name, rows, reload=reload)
+    first, second = ensure_backups(data_root, api_name, rows, reload=reload, in_process=in_process)
     files = {"first": first, "reload": second, "mixed": ensure_mixed(data_root, api_name, rows) if reload else second}
     if not columns:
         return files
@@ -549,11 +595,13 @@ def generated_backups(data_root: Path, api_name: str, rows: int, columns: int = 
 
 def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str], data_root: Path,
                        baseline_rounds: int = 1, timeout: float = 3600.0, log=print, only_first: bool = False,
-                       peers: bool = True, columns: int = 0, user=None) -> dict:
+                       peers: bool = True, columns: int = 0, user=None, one_process: bool = False) -> dict:
     """Every variant of `targets` ('pg', 'duckdb', 'baseline') in turns for `rounds` rounds;
     `only_first`: just the pipeline's first loads (the memory point). `peers`: dlt's rows too, when
     installed. `columns`: an export-shaped file of that many columns (0: the generator's own).
-    `user`: a sources.UserFile (--csv) instead of generated files."""
+    `user`: a sources.UserFile (--csv) instead of generated files. `one_process` (`--loads-one-process`, the
+    tests' quick run): every variant in this process rather than a fresh one each (no start-up; peak RSS is
+    then this process's so far, not a variant's own)."""
     from benchmarks import peers as peer_module
 
     extra: tuple[str, ...] = ()
@@ -562,7 +610,7 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
         api_name = user.api_name
         extra = ("--any-path",) + (("--discovered", str(user.discovered)) if user.discovered else ())
     else:
-        files = generated_backups(data_root, api_name, rows, columns, reload=not only_first)
+        files = generated_backups(data_root, api_name, rows, columns, reload=not only_first, in_process=one_process)
     first, reload = files["first"], files["reload"]
     workdir = data_root / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -599,7 +647,7 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
                     admin("CHECKPOINT")  # the previous variant's dirty pages are not this one's cost
                 result = _child(variant, file, api_name, db if TARGET_OF[variant] == "pg" else None,
                                 duck if TARGET_OF[variant] == "duckdb" else None, workdir, timeout,
-                                extra if variant.startswith(("pipeline_", "floor_")) else ())
+                                extra if variant.startswith(("pipeline_", "floor_")) else (), one_process)
                 result["round"] = round_number
                 runs[variant].append(result)
                 if result.get("failed"):
@@ -636,6 +684,7 @@ def run_load_benchmark(rows: int, api_name: str, rounds: int, targets: set[str],
         # Every variant inherits the parent's peak RSS (Linux keeps ru_maxrss across fork and exec): it stays small.
         "parent_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "variants": variants,
+        "one_process": one_process,
     }
 
 

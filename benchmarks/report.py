@@ -262,6 +262,10 @@ def png_chart(result: dict, path: Path) -> bool:
     return True
 
 
+ONE_PROCESS = ("Processes: every variant ran in the benchmark's own process (--loads-one-process), not a fresh one "
+               "each: peak RSS is that process's highest so far, not a variant's own")
+
+
 def print_loads(result: dict, memory_point: dict | None = None) -> None:
     files = result["files"]["first"]
     print(f"\nLoad benchmark: {result['rows']:,} {result['object']} rows ({files['columns']} columns, "
@@ -269,7 +273,10 @@ def print_loads(result: dict, memory_point: dict | None = None) -> None:
           f"(baseline: {result['baseline_rounds']})")
     print(f"Source: {result.get('source', '')}")
     print(f"History: {result.get('history', 'on (the catalog default)')}")
-    print(peer_line(result) + "\n")
+    print(peer_line(result))
+    if result.get("one_process"):
+        print(ONE_PROCESS)
+    print()
     print(table(LOAD_HEADER, load_rows(result)))
     if memory_point:
         print(f"\nMemory point: {memory_point['rows']:,} rows")
@@ -309,6 +316,7 @@ def write_loads(out: Path, result: dict, env: dict, memory_point: dict | None = 
         f"Source: {result.get('source', '')}.",
         f"History: {result.get('history', 'on (the catalog default)')}.",
         peer_line(result) + ".",
+        *([ONE_PROCESS + "."] if result.get("one_process") else []),
         "",
         markdown_table(LOAD_HEADER, load_rows(result)),
         "",

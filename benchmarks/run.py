@@ -83,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--history-one-process", action="store_true",
                    help="history: run every load in this process rather than a fresh one each (the tests' quick run: "
                         "peak RSS is then the process's so far, not a load's own)")
+    p.add_argument("--loads-one-process", action="store_true",
+                   help="loads: run every variant in this process rather than a fresh one each (the tests' quick run: "
+                        "peak RSS is then the process's so far, not a variant's own)")
     p.add_argument("--data", default="data/bench", help="where generated backups are kept and reused")
     p.add_argument("--out", default="benchmarks/results", help="where the JSON/Markdown results are written")
     return p
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               f"round(s), targets {sorted(targets)}", flush=True)
         result = run_load_benchmark(args.rows, obj, args.rounds, targets, data, args.baseline_rounds,
                                     log=lambda m: print(m, flush=True), peers=not args.no_peers,
-                                    columns=args.columns, user=user)
+                                    columns=args.columns, user=user, one_process=args.loads_one_process)
         memory_point = None
         # Written before the memory point, which takes a while: a failure there loses nothing measured.
         report.write_loads(out, result, report.environment(), name=args.name)

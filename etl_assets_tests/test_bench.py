@@ -15,13 +15,14 @@ ROWS = 2000
 
 @pytest.fixture(scope="module")
 def default_bench(tmp_path_factory, postgres_server) -> dict:
-    """`etl-assets bench` as `make bench` runs it, at ROWS rows and one round, without the sensor, history's loads
-    in the benchmark's process rather than 16 fresh ones (one fresh one: the test after the history test): its
-    output folder, what it printed and its data folder (the generated backups)."""
+    """`etl-assets bench` as `make bench` runs it, at ROWS rows and one round, without the sensor, the load variants
+    and history's loads in the benchmark's process rather than 13 and 16 fresh ones (fresh ones: the load variants
+    of test_bench_measures_a_users_csv_typed_by_discovery, and the history load of the test after the history
+    test): its output folder, what it printed and its data folder (the generated backups)."""
     root = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
         [sys.executable, "-m", "etl_assets.cli", "bench", "--rows", str(ROWS), "--rounds", "1", "--skip-sensor",
-         "--targets", "pg,duckdb,baseline", "--history-one-process", "--data", str(root / "data"),
+         "--targets", "pg,duckdb,baseline", "--loads-one-process", "--history-one-process", "--data", str(root / "data"),
          "--out", str(root / "out")],
         capture_output=True, text=True, timeout=900,
     )
@@ -42,6 +43,7 @@ def test_bench_produces_every_variant_with_ratios(default_bench):
                     "pipeline_duckdb_first", "pipeline_duckdb_reload", "json_baseline_pg"):
         assert variant in text, f"{variant} missing from the report"
     assert (out / "loads.md").read_text().count("|") > 20
+    assert report["loads"]["one_process"] and "--loads-one-process" in (out / "loads.md").read_text()
 
 
 def test_the_reload_variants_do_what_they_say_and_the_floors_are_printed(default_bench):
@@ -70,7 +72,8 @@ def test_the_reload_variants_do_what_they_say_and_the_floors_are_printed(default
 
 
 def test_bench_measures_a_users_csv_typed_by_discovery(tmp_path):
-    """`--csv`: an object the catalog does not declare is typed from the file's header and rows (discovery)."""
+    """`--csv`: an object the catalog does not declare is typed from the file's header and rows (discovery); each
+    variant in a fresh process, as a default `make bench` runs them, each reporting its own peak RSS."""
     from etl_assets.samples.salesforce import write_object_csv
 
     export = tmp_path / "export" / "Widget__c" / "Widget__c.csv"
@@ -86,6 +89,7 @@ def test_bench_measures_a_users_csv_typed_by_discovery(tmp_path):
     variants = loads["variants"]
     assert variants["pipeline_duckdb_first"]["inserted"] == 2000
     assert variants["pipeline_duckdb_reload"]["updated"] == 2000  # the version column moved later
+    assert not loads["one_process"] and all(v["peak_rss_bytes"] > 0 for v in variants.values())
 
 
 def test_bench_measures_what_column_policies_add_to_a_load(default_bench):
