@@ -376,8 +376,11 @@ def build_object_asset(obj: SalesforceObject) -> dg.AssetsDefinition:
             folders = list(context.partition_keys)
             key = column_policy_key.for_object(obj)  # a short key fails here, before any file is read
             if len(folders) == 1:
-                batch, report, metadata = stage_folder(context, landing_zone, warehouse, obj, folders[0], key)
-                yield dg.Output(batch, metadata=metadata)
+                # One connection for the step's look-ups and, nested, the IO manager's load, audit row and counts
+                # (it stores the output before this generator resumes): DuckDB opens the file once a step.
+                with warehouse.held():
+                    batch, report, metadata = stage_folder(context, landing_zone, warehouse, obj, folders[0], key)
+                    yield dg.Output(batch, metadata=metadata)
                 yield from check_results(obj, {folders[0]: report})
                 return
             # A multi-partition run (a backfill, under BACKFILL_POLICY): one step loads every folder in

@@ -76,6 +76,10 @@ class Warehouse(dg.ConfigurableResource):
         (a file feed's post-load SQL, bookkeeping rows from `upsert_steps`), so the rows and everything
         that follows them commit or roll back together. Rows not read yet are read here: streamed into
         the load where this engine can (`_streams`), else staged to Parquet first."""
+        with self.held():  # one connection for the look-ups, the plan and the transaction (DuckDB: one open)
+            return self._load(batch, after)
+
+    def _load(self, batch: StagedBatch, after: Sequence[PlanStep]) -> LoadResult:
         limits = self.capabilities.text_limits
         if batch.source is not None and not self._streams(batch):
             stage(batch, limits)
