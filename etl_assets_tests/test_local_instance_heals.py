@@ -1,11 +1,12 @@
 """Issue 17 (3): a local instance heals itself after `dg dev` is killed hard mid-run.
 
 `dg dev` on a temporary DAGSTER_HOME holding deploy/dagster.local.yaml (as `make dev` copies it)
-starts a run whose Task object is large enough to be mid-step when the whole dev server (webserver,
-daemon, code server, run worker: one process group) gets SIGKILL. The run is left STARTED, holding
-the `warehouse` pool's only slot. A new `dg dev` on the same instance must fail that run (run
-monitoring, with LocalRunLauncher's worker health check), free its slot, and run a new folder to
-success. Asserted on run states and events, never on elapsed time.
+starts a run whose Task step is mid-step when the whole dev server (webserver, daemon, code server, run
+worker: one process group) gets SIGKILL: the test holds the DuckDB warehouse's writer lock, so the step,
+holding the pool slot, waits for it, and is killed once its run log says so (an event, not a time). The
+run is left STARTED, holding the `warehouse` pool's only slot. A new `dg dev` on the same instance must
+fail that run (run monitoring, with LocalRunLauncher's worker health check), free its slot, and run a
+new folder to success. Asserted on run states and events, never on elapsed time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from etl_assets_tests import live
@@ -25,8 +27,8 @@ from benchmarks.folder_run import (
 from etl_assets.samples.salesforce import write_object_csv
 from etl_assets_tests.helpers import LOCAL_YAML, diagnosed
 
-BIG, SMALL = "20240601_Differential", "20240602_Differential"
-BIG_ROWS = 400_000  # enough for the Task step to be running when the server is killed
+STUCK, FRESH = "20240601_Differential", "20240602_Differential"
+WAITING = "another process holds its writer lock"  # the step's run log while the test holds the warehouse
 
 
 def dev_server(name: str, env: dict, log_dir: Path) -> live.Server:
@@ -45,28 +47,40 @@ def step_running(url: str, run_id: str) -> bool:
     return any(s["status"] == "IN_PROGRESS" for s in live.run_record(url, run_id).get("stepStats") or [])
 
 
+def logged(home: Path, run_id: str, text: str) -> bool:
+    """Whether the run's log holds `text` yet (read from the instance's storage, as the UI reads it)."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return any(text in (entry.user_message or "") for entry in instance.all_logs(run_id))
+
+
 @pytest.mark.slow
 def test_a_dev_server_killed_mid_run_leaves_no_run_blocking_the_queue(tmp_path):
-    home, landing = tmp_path / "home", tmp_path / "landing"
+    home, landing, warehouse = tmp_path / "home", tmp_path / "landing", tmp_path / "warehouse.duckdb"
     home.mkdir()
     (home / "dagster.yaml").write_text(LOCAL_YAML.read_text())
-    write_object_csv(landing / "backup" / BIG / "Task" / "task_part1.csv", "Task", BIG_ROWS)
-    write_folders(landing, [SMALL], ["Account", "Contact"], 100)
-    env = live.environment(landing=landing, home=home, **live.duckdb_warehouse(tmp_path / "warehouse.duckdb"))
+    landing.mkdir()
+    env = live.environment(landing=landing, home=home, **live.duckdb_warehouse(warehouse))
     with diagnosed(home) as services:
         first = dev_server("dev1", env, tmp_path)
         services.append(first)
-        add_partitions(first.url, [BIG, SMALL])
-        stuck = launch_folder_run(first.url, BIG, asset_paths(["Task"]))
-        live.wait_for(lambda: step_running(first.url, stuck), 300, "the Task step to be running", 0.25, [first])
-
-        first.kill()  # the laptop's processes gone, no shutdown of any kind
+        # Landed once the sensors are stopped: only the runs launched here load them.
+        write_object_csv(landing / "backup" / STUCK / "Task" / "task_part1.csv", "Task", 1000)
+        write_folders(landing, [FRESH], ["Account", "Contact"], 100)
+        add_partitions(first.url, [STUCK, FRESH])
+        lock = duckdb.connect(str(warehouse))  # the warehouse's writer lock, held by this process
+        try:
+            stuck = launch_folder_run(first.url, STUCK, asset_paths(["Task"]))
+            live.wait_for(lambda: step_running(first.url, stuck) and logged(home, stuck, WAITING), 300,
+                          "the Task step to wait for the warehouse", 0.25, [first])
+            first.kill()  # the laptop's processes gone, no shutdown of any kind, mid-step
+        finally:
+            lock.close()
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert instance.get_run_by_id(stuck).status == dg.DagsterRunStatus.STARTED  # what used to stay forever
 
         second = dev_server("dev2", env, tmp_path)
         services.append(second)
-        fresh = launch_folder_run(second.url, SMALL, asset_paths(["Account", "Contact"]))
+        fresh = launch_folder_run(second.url, FRESH, asset_paths(["Account", "Contact"]))
         # The new run needs the pool slot the killed run held: it can only finish once monitoring has
         # failed the killed run and freed the slot.
         assert live.wait_run(second.url, fresh, 600, [second])["status"] == "SUCCESS"
