@@ -32,6 +32,8 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from etl_assets.aws import s3_client
+
 
 @dataclass(frozen=True)
 class LandedFile:
@@ -278,9 +280,10 @@ class S3LandingZone(LandingZone):
 
     @property
     def client(self):
-        """One boto3 client per resource instance: building a client costs more than a request."""
+        """One boto3 client per process for the resource's settings (etl_assets.aws.s3_client): building a
+        client costs more than a request, and Dagster builds the resource anew for every run."""
         if self._client is None:
-            self._client = self.s3.get_client()
+            self._client = s3_client(self.s3)
         return self._client
 
     def _key(self, key: str) -> str:

@@ -23,7 +23,7 @@ import psycopg2
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
-from etl_assets.aws import aws_client
+from etl_assets.aws import aws_client, s3_client
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.batch import StagedBatch
 from etl_assets.warehouse.dialect import STAGING, Capabilities, Dialect, rejects_table, table
@@ -286,7 +286,7 @@ class RedshiftWarehouse(Warehouse):
     def upload(self, batch: StagedBatch) -> S3Staging:
         """The batch's files, and a manifest naming exactly them (COPY then cannot load some and succeed)."""
         staging = self.staging_location(batch)
-        client = self.s3.get_client()
+        client = s3_client(self.s3)
         for files, name in ((batch.files, "rows"), (batch.reject_files, "rejects")):
             entries = []
             for path in files:
@@ -301,7 +301,7 @@ class RedshiftWarehouse(Warehouse):
 
     def remove(self, staging: S3Staging) -> None:
         """Delete every staged key, a page (at most 1,000 keys, delete_objects' limit) at a time."""
-        client = self.s3.get_client()
+        client = s3_client(self.s3)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=staging.bucket,
                                                                      Prefix=staging.prefix + "/"):
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
