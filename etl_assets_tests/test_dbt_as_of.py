@@ -13,7 +13,7 @@ from etl_assets.landing.zone import LocalLandingZone
 from etl_assets.samples.salesforce import generate_sample
 from etl_assets.totesys.source import DuckDBTotesysSource
 from etl_assets_tests.helpers import folders_in, materialize_folders, resources
-from etl_assets_tests.test_dbt import Pipeline, warehouse_on_duckdb, warehouse_on_postgres
+from etl_assets_tests.test_dbt import SALESFORCE_SOURCES, Pipeline, warehouse_on_duckdb, warehouse_on_postgres
 
 CHANGED_AT = "2024-06-01T02:00:00.000Z"  # the user's second version: a new title and department
 NEW_TITLE, NEW_DEPARTMENT = "Managing Partner", "Litigation"
@@ -70,7 +70,7 @@ def backups_where_a_user_changes(root: Path) -> dict:
 def build_and_check(pipeline: Pipeline, root: Path) -> None:
     user = backups_where_a_user_changes(root)
     materialize_folders(folders_in(root), resources(LocalLandingZone(root=str(root)), pipeline.warehouse),
-                        instance=pipeline.instance)
+                        instance=pipeline.instance, objects=SALESFORCE_SOURCES)
     assert pipeline.scalar(f"SELECT COUNT(*) FROM salesforce_history.\"user\" WHERE id = '{user['Id']}'") == 2
     result = pipeline.build(selection=dg.AssetSelection.groups("salesforce_marts"))
     built = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
