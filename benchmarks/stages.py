@@ -3,8 +3,8 @@
 Inside `with StageTimes() as stages:` the functions the staging calls are wrapped (and put back at
 the end): the wait for the CSV reader's next chunk is "read", `transform_chunk` is "transform" less
 the Pandera validation in it, "validate"; `stages.watch(batch)` times the batch's row stream as a whole,
-and what the other stages leave of it is "stage" (Arrow conversion, garbage collections and, streamed,
-the wait for the warehouse to take the chunk). Wall seconds and the CPU seconds of the thread that ran
+and what the other stages leave of it is "stage" (garbage collections and, streamed, the wait for the
+warehouse to take the chunk). Wall seconds and the CPU seconds of the thread that ran
 each stage are kept apart: a loaded machine changes the second much less.
 """
 

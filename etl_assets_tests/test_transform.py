@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pandera.errors as pa_errors
 import pytest
 
 from etl_assets.landing.csv_reader import CsvFormatError, iter_csv_chunks, read_header
@@ -183,3 +184,40 @@ def test_long_text_is_whole_without_a_limit_and_follows_the_catalog_on_redshift(
         "bytes": 80000, "kept_bytes": 65534}]
     assert row["kept__c"] == long_value  # `long_text: super`: a SUPER column holds it whole
     assert redshift.truncated == [{"row": 0, "file": "note.csv", "line": 2, "column": "body", "bytes": 80000}]
+
+
+def test_validation_reports_what_pandera_finds_in_the_whole_frame():
+    # Pandera's schema validation runs only on the columns where one of its checks failed (schema.py);
+    # the failures must be those of validating the whole frame.
+    import pyarrow as pa
+
+    from etl_assets.salesforce.schema import object_schema, validation
+    from etl_assets.warehouse.convert import to_series
+
+    obj = parse_catalog({"objects": {"V__c": {"columns": {
+        "Id": {"type": "string", "nullable": False}, "SystemModstamp": {"type": "datetime", "nullable": False},
+        "Pick__c": {"type": "string", "checks": {"isin": ["a", "b"]}},
+        "Code__c": {"type": "string", "nullable": False, "checks": {"min_length": 2, "regex": "[A-Z]+"}},
+        "Short__c": {"type": "string", "checks": {"max_length": 3}}, "Fine__c": {"type": "string", "checks": {
+            "max_length": 9}}, "Count__c": {"type": "integer", "nullable": False, "checks": {"min": 0, "max": 9}},
+        "Due__c": {"type": "date", "nullable": False}}}}})["V__c"]
+    types = {c.name: c.type for c in obj.columns}
+    arrays = {"id": pa.array(["a", "", "c", "d"]),
+              "systemmodstamp": pa.array([1, None, 3, None], pa.timestamp("us", "UTC")),
+              "pick__c": pa.array(["a", "", "c", "b"]), "code__c": pa.array(["AB", "a", "", "ABC"]),
+              "short__c": pa.array(["abcd", "", "abc", "x"]), "fine__c": pa.array(["a", "b", "c", "d"]),
+              "count__c": pa.array([1, None, 10, -1]), "due__c": pa.array([1, 2, None, 4], pa.timestamp("us"))}
+    found = validation(obj).failures(arrays)
+    frame = pd.DataFrame({name: to_series(array, types[name]) for name, array in arrays.items()})
+    with pytest.raises(pa_errors.SchemaErrors) as errors:
+        object_schema(obj).validate(frame, lazy=True)
+    cases = errors.value.failure_cases
+
+    def shown(value) -> str:  # a missing value's spelling depends on the other columns' failure cases
+        return "null" if pd.isna(value) else str(value)
+
+    expected = sorted((int(row), column, str(check), shown(value)) for row, column, check, value in zip(
+        cases["index"], cases["column"], cases["check"], cases["failure_case"]))
+    assert sorted((row, column, check, shown(value)) for row, column, check, value in found) == expected
+    assert {column for _, column, _, _ in found} == {"id", "systemmodstamp", "pick__c", "code__c", "short__c", "count__c",
+                                                     "due__c"}

@@ -243,3 +243,72 @@ def test_a_fallback_version_must_be_a_catalog_datetime_and_the_key_is_still_requ
     with pytest.raises(CsvFormatError, match="line 1: the header has no Id column"):
         plan_header(THING, ["SYSTEMMODSTAMP", "ISDELETED"], "f.csv")
     assert plan_header(THING, ["Id", "Paid"], "f.csv").inferred_ids == frozenset()  # case counts unless all capitals
+
+
+def test_each_bad_date_is_told_apart_by_its_own_value(tmp_path):
+    # The reasons come from each rejected row's own value wherever it sits in the chunk (the rows set
+    # aside were once matched to other rows' values by position).
+    result = transform(tmp_path, (
+        "Id,IsDeleted,SystemModstamp,Due__c\n"
+        f"{ID1},false,2024-05-01T06:32:11.000Z,2024-05-01\n"
+        f"{ID2},false,2024-05-01T06:32:11.000Z,x\n"
+        f"{ID3},false,2024-05-01T06:32:11.000Z,2024-05-01 10:30:00\n"))
+    assert list(result.rows["id"]) == [ID1]
+    assert [r["reason"] for r in result.rejects.to_pylist()] == [
+        "not a valid date: 'x'", "a Date field with a time of day: '2024-05-01 10:30:00'"]
+
+
+def test_an_inferred_date_column_holding_a_datetime_widens_to_datetime(tmp_path):
+    from etl_assets.salesforce.staging import SourceFile, stage_object
+
+    path = tmp_path / "W__c.csv"
+    path.write_text(f"Id,SystemModstamp,Day__c\n{ID1},2024-05-01T00:00:00Z,\n{ID2},2024-05-01T00:00:00Z,2024-05-01\n"
+                    f"{ID3},2024-05-01T00:00:00Z,2024-05-02 10:30:00\n")
+    obj = parse_catalog({"objects": {"W__c": {"columns": {"Id": "id", "SystemModstamp": "datetime"}}}},
+                        {"objects": {"W__c": {"columns": {"Day__c": {"type": "date", "source": "inferred"}}}}})["W__c"]
+    batch, report = stage_object(obj, [SourceFile("W__c.csv", path)], "P")
+    try:  # not text: an empty value before the datetime once made it look unreadable
+        assert report.widened_columns == {"day__c": "date -> datetime: W__c.csv line 4 holds '2024-05-02 10:30:00'"}
+        assert (batch.rows, batch.rejected_rows) == (3, 0)
+    finally:
+        batch.discard()
+
+
+def _spellings(parts: list[list[str]]) -> list[str]:
+    import itertools
+
+    return ["".join(p) for p in itertools.product(*parts)]
+
+
+INSTANT_SPELLINGS = _spellings([
+    ["2024-05-01", "2024-02-30", "0000-01-01", "9999-12-31", "2024-13-01", "2024-5-01"], ["T", " ", "t", ""],
+    ["", "06", "06:32", "06:32:11", "06:32:11.123", "06:32:11.1234567", "6:32", "0632", "24:00", "06:32:60"],
+    ["", "Z", "z", "+00", "-05", "+0530", "-05:30", "+5", "+05:", "UTC", " Z"]])
+DAY_SPELLINGS = _spellings([
+    ["0000", "1699", "2023", "2024", "9999", "20x4"], ["-"], ["00", "02", "12", "13"], ["-"], ["00", "01", "29", "30", "32"],
+    ["", " 00:00:00", " 00:00:01", "T00:00:00.000Z", " 00:00", "x"]])
+
+
+@pytest.mark.parametrize("spellings, fast, general", [
+    (INSTANT_SPELLINGS, "utc_instants", "_split_cast"), (DAY_SPELLINGS, "calendar_days", "_days_by_pattern")],
+    ids=["datetime", "date"])
+def test_one_cast_per_column_reads_every_spelling_as_the_patterns_do(spellings, fast, general):
+    # A column spelled one way throughout is read by one Arrow cast (convert.py), the others by patterns
+    # that split it; both must give the same value for every spelling, alone or beside others.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from etl_assets.warehouse import convert
+
+    def by_pattern(values):
+        text = pc.if_else(pc.equal(pa.array(values), ""), pa.scalar(None, pa.string()), pa.array(values))
+        if general == "_days_by_pattern":
+            return convert._days_by_pattern(pa.array(values))
+        try:
+            return convert._split_cast(text)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return convert._split_cast(convert._castable(text))
+
+    columns = [[value, value, ""] for value in spellings] + [spellings[i::7] for i in range(7)]
+    for values in columns:
+        assert getattr(convert, fast)(pa.array(values)).equals(by_pattern(values)), values

@@ -46,13 +46,19 @@ def _strings(codes: np.ndarray) -> pa.Array:
 
 
 def normalize_ids(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """`normalize_id_array` for a Series (returned as it is when it holds no 15-character Id)."""
+    text = pa.array(raw, type=pa.string(), from_pandas=True)
+    ids, not_ids = normalize_id_array(text)
+    return (raw if ids is text else pd.Series(pd.arrays.ArrowStringArray(ids), index=raw.index)), not_ids
+
+
+def normalize_id_array(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Every Id in its 18-character form, and a mask of present values that are not Ids.
 
     Vectorised over Arrow's bytes: a million Ids cost 0.1-0.4 s, not a Python call each.
     """
-    text = pa.array(raw, type=pa.string(), from_pandas=True)
     lengths = pc.fill_null(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
-    shaped = np.zeros(len(raw), dtype=bool)
+    shaped = np.zeros(len(text), dtype=bool)
     rows, replacements = [], []
     for width in (15, 18):  # 18: only checked to be an Id
         candidates = np.flatnonzero(lengths == width)
@@ -69,10 +75,9 @@ def normalize_ids(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
             replacements.append(np.concatenate([codes, _suffixes(codes)], axis=1))
     present = lengths > 0
     if not rows:
-        return raw, present & ~shaped
+        return text, present & ~shaped
     order = np.concatenate(rows)
     codes = np.concatenate(replacements)[np.argsort(order, kind="stable")]
-    mask = np.zeros(len(raw), dtype=bool)
+    mask = np.zeros(len(text), dtype=bool)
     mask[order] = True
-    result = pc.replace_with_mask(text, pa.array(mask), _strings(codes))
-    return pd.Series(pd.arrays.ArrowStringArray(result), index=raw.index), present & ~shaped
+    return pc.replace_with_mask(text, pa.array(mask), _strings(codes)), present & ~shaped

@@ -228,7 +228,7 @@ def _chunks(obj: SalesforceObject, plans: Plans, partition: str, limits: TextLim
                 report.truncated_samples += result.truncated[: max(0, 5 - len(report.truncated_samples))]
                 if result.rejects.num_rows and len(report.reject_samples) < 5:
                     report.reject_samples += result.rejects.slice(0, 5 - len(report.reject_samples)).to_pylist()
-                rows, rejects = pa.Table.from_pandas(result.rows, preserve_index=False), result.rejects
+                rows, rejects = result.table, result.rejects
                 del result, chunk
                 yield rows, rejects
                 del rows, rejects

@@ -1,4 +1,4 @@
-"""Turn raw CSV chunks of a Salesforce object into typed, validated frames.
+"""Turn raw CSV chunks of a Salesforce object into typed, validated Arrow tables.
 
 The field's rules: datetimes to UTC timestamps, booleans to 0/1 (an empty
 checkbox to 0, recorded in the row's LOAD_CHANGES), strings filled with ''
@@ -7,10 +7,14 @@ A value that cannot be converted, or a row Pandera rejects, becomes a reject
 row that names its file, line, column and reason; the rest of the chunk loads.
 (dagster-pandera's DagsterType would fail the whole step on one bad row, so
 Pandera runs here, per chunk, with lazy validation to collect every failure.)
+Columns are typed on the reader's Arrow arrays and the table the load takes is built from
+them: a pandas frame of every column and its conversion back to Arrow cost ~4 s of CPU per
+1M Task rows, more than the typing itself.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -22,9 +26,9 @@ import pyarrow.compute as pc
 
 from etl_assets.landing.csv_reader import CsvChunk, CsvFormatError
 from etl_assets.salesforce.catalog import MAX_TABLE_COLUMNS, VERSION_FALLBACK, SalesforceObject
-from etl_assets.salesforce.ids import normalize_ids
-from etl_assets.salesforce.schema import STRING_DTYPE, validation
-from etl_assets.warehouse.convert import convert_column, dates_with_time
+from etl_assets.salesforce.ids import normalize_id_array
+from etl_assets.salesforce.schema import validation
+from etl_assets.warehouse.convert import ARROW_TYPES, convert_array, dates_with_time, mask, present, to_series
 from etl_assets.warehouse.spec import (
     LOAD_CHANGES,
     REJECTS_SCHEMA,
@@ -39,11 +43,11 @@ from etl_assets.warehouse.spec import (
 NO_TEXT_LIMITS = TextLimits()
 # Raise it with any change here or in staging.py that changes the rows a file loads as (a value read
 # otherwise, a check added): the loaded-files ledger (loaded_files.py) then loads every file again.
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2  # 2: a bad Date value's reason and an inferred date's widening read from its own row
 
 LINEAGE_COLUMN_COUNT = 5  # _source_partition, _source_file, _source_line, _loaded_at, _load_changes
 # Salesforce's own range for Date and DateTime fields.
-FIRST_DATE, LAST_DATE = pd.Timestamp("1700-01-01"), pd.Timestamp("4000-12-31 23:59:59.999999")
+FIRST_DATE, LAST_DATE = datetime.datetime(1700, 1, 1), datetime.datetime(4000, 12, 31, 23, 59, 59, 999999)
 RANGE_REASON = "outside Salesforce's range 1700-01-01 to 4000-12-31"
 DATE_WITH_TIME_REASON = "a Date field with a time of day"
 EMPTY_AS_FALSE = "empty_as_false"
@@ -64,11 +68,11 @@ class ColumnWidening(Exception):
 _WIDER = {ColumnType.INTEGER: ColumnType.FLOAT, ColumnType.DATE: ColumnType.DATETIME}
 
 
-def wider_type(current: ColumnType, values: pd.Series) -> ColumnType:
-    """The narrowest type above `current` that holds `values`: integer -> float, date -> datetime,
+def wider_type(current: ColumnType, values: pa.Array) -> ColumnType:
+    """The narrowest type above `current` that holds `values` (text): integer -> float, date -> datetime,
     anything else -> string."""
     step = _WIDER.get(current)
-    if step is not None and not convert_column(values, step)[1].any():
+    if step is not None and not convert_array(values, step)[1].any():
         return step
     return ColumnType.STRING
 
@@ -157,75 +161,104 @@ def _version_column(obj: SalesforceObject, names: dict[str, object]) -> tuple[st
 
 @dataclass
 class ChunkResult:
-    rows: pd.DataFrame  # valid, typed rows with lineage columns
+    table: pa.Table  # valid, typed rows (convert.ARROW_TYPES) with lineage columns
     rejects: pa.Table  # REJECTS_SCHEMA rows
     truncated: list[dict] = dataclass_field(default_factory=list)  # {file, line, column, bytes} of each value cut
     empty_as_false: int = 0  # empty checkbox values of the kept rows read as false (see EMPTY_AS_FALSE_REASON)
 
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The valid rows as a frame of the Pandera schema's dtypes (Int16 checkboxes, datetime64[us, UTC])."""
+        return pd.DataFrame({name: _series(name, column.combine_chunks())
+                             for name, column in zip(self.table.column_names, self.table.columns)})
+
 
 def transform_chunk(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, partition: str, file: str,
                     limits: TextLimits = NO_TEXT_LIMITS) -> ChunkResult:
-    """The chunk's valid rows as a typed frame, and its rejects.
+    """The chunk's valid rows as a typed Arrow table, and its rejects.
 
     `limits` are the target's text limits (Redshift's 65,535-byte VARCHAR; none elsewhere).
+    Every column is converted on its Arrow array as read (convert.py): no pandas frame is built.
     """
-    raw = chunk.batch.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
-    raw.columns = [plan.columns[c] for c in raw.columns]
-    typed: dict[str, pd.Series] = {}
+    typed: dict[str, pa.Array] = {}
     problems: dict[int, list[tuple[str, str]]] = {}
     empty_checkboxes: dict[str, np.ndarray] = {}  # boolean column -> mask of its empty values, read as false
-    for name in raw.columns:
+    for field, text in zip(chunk.batch.schema.names, chunk.batch.columns):
+        name = plan.columns[field]
+        text = text if text.type == pa.string() else text.cast(pa.string())
         column = obj.column(name)
         type_ = column.type if column else ColumnType.STRING
         bad: list[tuple[np.ndarray, str]] = []  # (rows, reason) of values that do not fit the column
         if name in plan.declared_ids or name in plan.inferred_ids:
-            raw[name], not_ids = normalize_ids(raw[name])
+            text, not_ids = normalize_id_array(text)
             if name in plan.declared_ids:
                 bad.append((not_ids, "not a 15- or 18-character Salesforce Id"))
-        typed[name], invalid = convert_column(raw[name], type_)
+        typed[name], invalid = convert_array(text, type_)
         if type_ is ColumnType.BOOLEAN:  # a checkbox is never null: an export that leaves false empty means false
-            empty = ~(raw[name] != "").to_numpy(dtype=bool, na_value=False)
+            empty = ~present(text)
             if empty.any():
-                typed[name] = typed[name].mask(empty, 0)
+                typed[name] = pc.if_else(pa.array(empty), pa.scalar(0, pa.int16()), typed[name])
                 empty_checkboxes[name] = empty
         if type_ is ColumnType.DATE and invalid.any():
             with_time = np.zeros(len(invalid), dtype=bool)
-            with_time[invalid] = dates_with_time(raw[name][invalid])
+            with_time[invalid] = dates_with_time(text.filter(pa.array(invalid)))
             bad += [(invalid & ~with_time, "not a valid date"), (with_time, DATE_WITH_TIME_REASON)]
         else:
             bad.append((invalid, f"not a valid {type_.value}"))
         if type_ in (ColumnType.DATETIME, ColumnType.DATE):
-            values = typed[name].dt.tz_localize(None) if type_ is ColumnType.DATETIME else typed[name]
-            bad.append((((values < FIRST_DATE) | (values > LAST_DATE)).to_numpy(dtype=bool, na_value=False),
-                        RANGE_REASON))
+            bad.append((_out_of_range(typed[name]), RANGE_REASON))
         for rows, reason in bad:
             hits = np.flatnonzero(rows)
             if hits.size and column is not None and not column.strict:  # an inferred type: widen, keep the row
-                present = raw[name][(raw[name] != "").to_numpy(dtype=bool)]
-                wider = ColumnType.STRING if reason == RANGE_REASON else wider_type(type_, present)
-                raise ColumnWidening(name, wider, file, int(chunk.lines[hits[0]]), raw[name].iat[int(hits[0])])
-            for row in hits:
-                problems.setdefault(int(row), []).append((name, f"{reason}: {_short(raw[name].iat[row])}"))
-    frame = pd.DataFrame(typed)
+                wider = ColumnType.STRING if reason == RANGE_REASON else wider_type(
+                    type_, text.filter(pa.array(present(text))))
+                raise ColumnWidening(name, wider, file, int(chunk.lines[hits[0]]), text[int(hits[0])].as_py())
+            if hits.size:
+                for row, value in zip(hits.tolist(), text.take(pa.array(hits)).to_pylist()):
+                    problems.setdefault(row, []).append((name, f"{reason}: {_short(value)}"))
     changes: dict[str, dict[int, dict]] = {}
-    truncated = _enforce_text_limits(obj, chunk, plan, frame, problems, limits, file, changes)
-    _record_changes(frame, changes, empty_checkboxes)
-    _collect_failures(validation(obj, plan.drift).failures(frame), problems)
-    frame[SOURCE_PARTITION] = partition
-    frame[SOURCE_FILE] = file
-    frame[SOURCE_LINE] = chunk.lines
+    truncated = _enforce_text_limits(obj, chunk, plan, typed, problems, limits, file, changes)
+    recorded = _record_changes(list(typed), chunk.batch.num_rows, changes, empty_checkboxes)
+    _collect_failures(validation(obj, plan.drift).failures(typed), problems)
+    columns = dict(typed)
+    if recorded is not None:
+        columns[LOAD_CHANGES] = recorded
+    columns[SOURCE_PARTITION] = pa.repeat(pa.scalar(partition, pa.string()), chunk.batch.num_rows)
+    columns[SOURCE_FILE] = pa.repeat(pa.scalar(file, pa.string()), chunk.batch.num_rows)
+    columns[SOURCE_LINE] = pa.array(chunk.lines, type=pa.int64())
+    table = pa.table(columns)
     if not problems:
         empty_as_false = sum(int(empty.sum()) for empty in empty_checkboxes.values())
-        return ChunkResult(frame, REJECTS_SCHEMA.empty_table(), truncated, empty_as_false)
+        return ChunkResult(table, REJECTS_SCHEMA.empty_table(), truncated, empty_as_false)
     bad_rows = np.array(sorted(problems), dtype=np.int64)
     rejects = _rejects_table(chunk, bad_rows, problems, partition, file, limits.varchar_bytes)
     kept = {int(r) for r in bad_rows}
     truncated = [t for t in truncated if t["row"] not in kept]
     empty_as_false = sum(int(np.delete(empty, bad_rows).sum()) for empty in empty_checkboxes.values())
-    return ChunkResult(frame.drop(index=frame.index[bad_rows]), rejects, truncated, empty_as_false)
+    keep = np.ones(chunk.batch.num_rows, dtype=bool)
+    keep[bad_rows] = False
+    return ChunkResult(table.filter(pa.array(keep)), rejects, truncated, empty_as_false)
 
 
-def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, frame: pd.DataFrame,
+def _out_of_range(values: pa.Array) -> np.ndarray:
+    """Mask of the instants or dates outside Salesforce's range (null is not)."""
+    low, high = pa.scalar(FIRST_DATE, values.type), pa.scalar(LAST_DATE, values.type)
+    return mask(pc.or_(pc.less(values, low), pc.greater(values, high)))
+
+
+def _series(name: str, values: pa.Array) -> pd.Series:
+    """A column of `ChunkResult.table` as the frame the transform made before it typed in Arrow."""
+    if name in (SOURCE_PARTITION, SOURCE_FILE, SOURCE_LINE):
+        return pd.Series(values.to_numpy(zero_copy_only=False))
+    if name == LOAD_CHANGES:
+        return to_series(values, ColumnType.STRING)
+    return to_series(values, _TYPE_OF[values.type])
+
+
+_TYPE_OF = {arrow: type_ for type_, arrow in ARROW_TYPES.items()}
+
+
+def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPlan, typed: dict[str, pa.Array],
                          problems: dict[int, list], limits: TextLimits, file: str,
                          changes: dict[str, dict[int, dict]]) -> list[dict]:
     """Text values over the target's limit: truncated (recorded in `changes`, column -> row -> entry, for
@@ -245,7 +278,7 @@ def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPla
             continue
         over = np.flatnonzero(lengths.to_numpy(zero_copy_only=False) > limit)
         if policy == "truncate":
-            values = frame[name].to_numpy(dtype=object)
+            values = typed[name].to_pylist()
             for row in over:
                 size = lengths[int(row)].as_py()
                 values[row] = values[row].encode()[:limit].decode("utf-8", "ignore")
@@ -254,7 +287,7 @@ def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPla
                      "text limit", "bytes": size, "kept_bytes": len(values[row].encode())})
                 truncated.append({"row": int(row), "file": file, "line": int(chunk.lines[row]), "column": name,
                                   "bytes": size})
-            frame[name] = pd.array(values, dtype=frame[name].dtype)
+            typed[name] = pa.array(values, type=pa.string())
         else:
             for row in over:
                 size = lengths[int(row)].as_py()
@@ -262,19 +295,19 @@ def _enforce_text_limits(obj: SalesforceObject, chunk: CsvChunk, plan: HeaderPla
     return truncated
 
 
-def _record_changes(frame: pd.DataFrame, truncations: dict[str, dict[int, dict]],
-                    empty_checkboxes: dict[str, np.ndarray]) -> None:
+def _record_changes(columns: list[str], rows: int, truncations: dict[str, dict[int, dict]],
+                    empty_checkboxes: dict[str, np.ndarray]) -> pa.Array | None:
     """Each row's LOAD_CHANGES: the JSON list of what the load changed in it (texts cut, empty checkboxes
-    read as false), in column order; null where nothing changed, and no column when no row changed.
+    read as false), in column order; null where nothing changed, and no column (None) when no row changed.
 
     An API export leaves IsDeleted empty in nearly every row, so rows are not written one by one: the
     rows share a few combinations of empty checkboxes, each written once (a dictionary array); only
     the rare rows with a cut text get their own."""
     if not truncations and not empty_checkboxes:
-        return
-    order = {name: position for position, name in enumerate(frame.columns)}
+        return None
+    order = {name: position for position, name in enumerate(columns)}
     checkboxes = sorted(empty_checkboxes, key=order.__getitem__)
-    code = np.zeros(len(frame), dtype=np.int64)  # each row's combination of empty checkboxes, as a number
+    code = np.zeros(rows, dtype=np.int64)  # each row's combination of empty checkboxes, as a number
     for name in checkboxes:
         if code.max(initial=0) >= 2**62:  # more than 62 checkboxes: renumber the combinations seen so far
             code = np.unique(code, return_inverse=True)[1].astype(np.int64)
@@ -292,8 +325,7 @@ def _record_changes(frame: pd.DataFrame, truncations: dict[str, dict[int, dict]]
     for row in sorted({row for cut in truncations.values() for row in cut}):
         texts.append(json.dumps(changes(row, cuts=True)))
         which[row] = len(texts) - 1
-    recorded = pa.DictionaryArray.from_arrays(pa.array(which), pa.array(texts, type=pa.string())).cast(pa.string())
-    frame[LOAD_CHANGES] = pd.array(recorded, dtype=STRING_DTYPE)
+    return pa.DictionaryArray.from_arrays(pa.array(which), pa.array(texts, type=pa.string())).cast(pa.string())
 
 
 def _collect_failures(failures: list[tuple[int, str, str, object]], problems: dict[int, list]) -> None:
