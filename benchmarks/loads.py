@@ -257,8 +257,9 @@ def _pipeline(args, target: str, expect: str) -> dict:
 
 def _landing(args, folder: str) -> Path:
     """A landing zone holding only the loaded file, at its key (a hard link: the same size and time, so
-    the same fingerprint), for the re-load to record and the re-run to find in the ledger."""
-    root = args.workdir / "rerun_landing"
+    the same fingerprint), for the re-load to record and the re-run to find in the ledger. One zone per
+    file: runs of other shapes (`--columns`, `--csv`) share the work directory and the folder's name."""
+    root = args.workdir / "rerun_landing" / args.file.stem
     target = root / "backup" / folder / args.object / args.file.name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -295,11 +296,15 @@ def current_transaction(warehouse: PostgresWarehouse) -> int:
         return session.fetchall("SELECT txid_current() % (2^32)::bigint")[0][0]
 
 
+@pytest.mark.parametrize("history", [False, True], ids=["no-history", "history"])
 def test_a_postgres_reload_that_changes_little_probes_before_merging_and_touches_no_other_row(
-        postgres, tmp_path, statements, tiny_merge_chunks):
+        postgres, tmp_path, statements, tiny_merge_chunks, monkeypatch, history):
     """ON CONFLICT locks every row it meets, a write of its page: a re-run of a big file wrote the whole
     table again (26.9 s against a 9.3 s first load, 1M rows). After a chunk that changed fewer than half
-    its rows the next is probed first, so only new and newer rows reach the merge, with the same result."""
+    its rows the next is probed first, so only new and newer rows reach the merge, with the same result.
+    A table keeping history probes every chunk once, for its versions, and that probe takes the rows the
+    merge would leave out of the chunk: the merge then probes nothing itself."""
+    monkeypatch.setattr(sys.modules[__name__], "TASK", dataclasses.replace(TASK, history=history))
     first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
     load_both(postgres, postgres, "staged", first, "P")
     # Three chunks (1,000 rows each) of the first file's own rows at an older day, then the reload's rows.
@@ -311,17 +316,26 @@ def test_a_postgres_reload_that_changes_little_probes_before_merging_and_touches
     assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
     merges = [s for s in statements if s.startswith('WITH merged AS (INSERT INTO "salesforce"."task"')]
     probed = [s for s in merges if "LEFT JOIN LATERAL" in s]
-    assert "LEFT JOIN LATERAL" not in merges[0] and 2 <= len(probed) < len(merges), \
-        "the first chunk merged as it came, the quiet ones after it probed, the busy ones after those not"
+    versions = [s for s in statements if s.startswith("WITH looked AS MATERIALIZED")]
+    if history:
+        assert len(versions) == len(merges) > 3 and not probed, "one probe a chunk, the versions' own"
+        assert result.versions_added == expected.versions_added > 0
+        assert table_digest(postgres, "task", schema="salesforce_superseded") == \
+            table_digest(postgres, "task", schema="staged_superseded")
+    else:
+        assert "LEFT JOIN LATERAL" not in merges[0] and 2 <= len(probed) < len(merges) and not versions, \
+            "the first chunk merged as it came, the quiet ones after it probed, the busy ones after those not"
 
     before = current_transaction(postgres)
     again, _ = stream_object(TASK, second, "Q")
     result = postgres.load(again)
     again.discard()
     assert (result.inserted, result.updated) == (0, 0)
-    # Only the first chunk's rows (about 1,000: the reader cuts chunks at block ends) met ON CONFLICT,
-    # not the file's 5,100 (each of which it locked before).
-    assert 0 < locked_or_written_rows(postgres, before) < 2_000
+    if history:  # every chunk was probed before its merge: no row met ON CONFLICT
+        assert locked_or_written_rows(postgres, before) == 0
+    else:  # only the first chunk's rows (about 1,000: the reader cuts chunks at block ends) met ON CONFLICT,
+        # not the file's 5,100 (each of which it locked before)
+        assert 0 < locked_or_written_rows(postgres, before) < 2_000
     assert table_digest(postgres, "task") == table_digest(postgres, "task", schema="staged")
 
 
@@ -561,19 +575,32 @@ def test_a_duckdb_reload_that_fails_mid_stream_changes_nothing(tmp_path, stateme
     assert warehouse.count_rows("salesforce", "task") == ROWS - 1
 
 
-def test_a_duckdb_table_keeping_history_is_still_staged_before_its_reload(tmp_path, statements):
-    """Its versions are found from the batch's rows apart from the table's: staged, merged by row id."""
+def test_a_duckdb_table_keeping_history_streams_its_reload_in_place_with_the_staged_merges_versions(
+        tmp_path, statements):
+    """Its versions come from the same match of each key's two rows: the table rows that newer versions
+    displace are copied into the superseded table before they go, and the batch rows older than the
+    table's (every fifth key here) go where a staged merge puts a batch's older versions. Current rows,
+    versions and counts equal the staged merge's."""
     warehouse = DuckDBWarehouse(path=str(tmp_path / "history.duckdb"))
+    reference = DuckDBWarehouse(path=str(tmp_path / "staged.duckdb"))
     first = [SourceFile("backup/P/Task/a.csv", write_csv(tmp_path / "a.csv", task_rows(day=2)))]
-    batch, _ = stream_object(TASK, first, "P")
-    assert batch.spec.history
-    warehouse.load(batch)
-    batch.discard()
     second = [SourceFile("backup/Q/Task/b.csv", write_csv(tmp_path / "b.csv", reload_rows()))]
-    batch, _ = stream_object(TASK, second, "Q")
-    statements.clear()
-    result = warehouse.load(batch)
-    batch.discard()
-    assert batch.files and not in_place_merges(statements), "staged to Parquet first"
-    assert any(s.startswith('DELETE FROM "salesforce"."task" WHERE rowid IN') for s in statements)
-    assert (result.inserted, result.updated) == (101, ROWS - ROWS // 5)
+    results = []
+    for target, load in ((warehouse, stream_object), (reference, stage_object)):
+        for files, folder in ((first, "P"), (second, "Q")):
+            batch, _ = load(TASK, files, folder)
+            assert batch.spec.history
+            statements.clear()
+            results.append(target.load(batch))
+            batch.discard()
+        if target is warehouse:
+            assert not batch.files and len(in_place_merges(statements)) == 1, "streamed straight into the table"
+    _, streamed, _, staged = results
+    assert (streamed.inserted, streamed.updated) == (staged.inserted, staged.updated) == (101, ROWS - ROWS // 5)
+    assert streamed.versions_added == staged.versions_added == ROWS + 100
+    assert table_digest(warehouse, "task") == table_digest(reference, "task")
+    assert table_digest(warehouse, "task", schema="salesforce_superseded") == \
+        table_digest(reference, "task", schema="salesforce_superseded")
+    # a superseded version for every key of the first load: displaced, or the reload's older one (BAD_ROW,
+    # rejected by the first load, is one of the 101 new keys)
+    assert warehouse.count_rows("salesforce_superseded", "task") == ROWS - 1

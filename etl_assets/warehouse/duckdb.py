@@ -30,7 +30,7 @@ from etl_assets.warehouse.dialect import (
 )
 from etl_assets.warehouse.duckdb_files import connect_waiting, transaction
 from etl_assets.warehouse.errors import roll_back
-from etl_assets.warehouse.history import keeps_history
+from etl_assets.warehouse.history import VALID_FROM, VALID_TO, keeps_history, staged_names, superseded_table, version_steps
 from etl_assets.warehouse.rows import RowStream
 from etl_assets.warehouse.session import Session
 from etl_assets.warehouse.spec import DELETED_IN_SOURCE_AT, LOADED_AT, ColumnType, quote
@@ -86,6 +86,7 @@ _DUCKDB_FIXES = (
     (("read-only mode",), "it was opened read-only: open it read-write to load"),
 )
 MATCHED = "etl_matched"  # a merge's staged keys found in the table: the rows they beat, the keys that lose
+OLDER_ROWS = "etl_older_rows"  # an in-place merge's new rows older than their record's newest (history mode)
 ROWS_BEFORE = "rows_before"  # an in-place merge's result: the table's highest row id before its rows went in
 STREAMED_ROWS = "etl_rows"  # the name a streamed batch's Arrow rows are registered under for its statement
 _HELD = threading.local()  # path -> the connection held for this thread (None until a session opens it)
@@ -137,11 +138,9 @@ class DuckDBDialect(Dialect):
 
     def merges_in_place(self, batch: StagedBatch, existing: dict) -> bool:
         """Streamed rows go straight into a table that exists (`in_place_merge_steps`) when the merge may
-        replace rows (`replaces_rows`), it has a key, and the table keeps no history (whose versions are
-        found from the batch's rows apart from the table's: those loads are staged first)."""
+        replace rows (`replaces_rows`) and it has a key."""
         spec = batch.spec
-        return bool(spec.primary_key) and not keeps_history(spec) and not batch.keys_repeat \
-            and replaces_rows(batch, existing)
+        return bool(spec.primary_key) and not batch.keys_repeat and replaces_rows(batch, existing)
 
     def in_place_merge_steps(self, batch: StagedBatch, rows: RowStream) -> tuple[list[PlanStep], list[PlanStep]]:
         """A merge into a table that exists, its rows written once: streamed straight into the table (as a
@@ -152,19 +151,31 @@ class DuckDBDialect(Dialect):
         Parquet files (written, then read back) and their join with the table: staging 1M rows of 33
         columns cost ~3 s before the merge's ~5 s.
 
+        A table keeping history takes its versions from the same match, before the losing rows go: a
+        table row a new version displaces is copied into the superseded table, closed at that version;
+        a new row older than its record's newest is kept apart, and once the table holds one row a key
+        again goes where `version_steps` puts a batch's older versions (re-closing its neighbours), as
+        in the staged merge, which found the same versions from the batch's rows apart from the table's.
+
         The rows must be distinct by key (a repeated key reads them again on the general path, as a first
         load's). Where the table tracks deletions, the batch's keys and versions are kept as LATEST for
         the marks' recompute before the losing rows go."""
         spec = batch.spec
         key, target = quote(spec.primary_key), table(spec)
+        history = keeps_history(spec)
         before = Deferred(lambda results: results[ROWS_BEFORE])
+        # With history, the pair itself and how its two versions compare, for the versions' steps.
+        version = quote(spec.version_column) if history else ""
+        compared = (f", n.{version} AS etl_next, n.{version} > o.{version} AS etl_displaces, "
+                    f"n.{version} < o.{version} AS etl_older") if history else ""
+        pair = ", etl_old, etl_new, etl_next, etl_displaces, etl_older" if history else ""
         steps: list[PlanStep] = [
             Step(f"SELECT COALESCE(MAX(rowid), -1) FROM {target}", fetch=True, result=ROWS_BEFORE),
             replace(self.stream_step(rows, target, direct=True), distinct_keys=True, result="streamed"),
             Step(f"CREATE TEMPORARY TABLE {MATCHED} AS SELECT CASE WHEN etl_wins THEN etl_old ELSE etl_new END "
-                 f"AS etl_row, etl_wins FROM (SELECT o.rowid AS etl_old, n.rowid AS etl_new, "
-                 f"COALESCE({newer(spec, 'n', 'o')}, false) AS etl_wins FROM {target} AS n JOIN {target} AS o "
-                 f"ON o.{key} = n.{key} WHERE n.rowid > ? AND o.rowid <= ?) AS m", (before, before)),
+                 f"AS etl_row, etl_wins{pair} FROM (SELECT o.rowid AS etl_old, n.rowid AS etl_new, "
+                 f"COALESCE({newer(spec, 'n', 'o')}, false) AS etl_wins{compared} FROM {target} AS n "
+                 f"JOIN {target} AS o ON o.{key} = n.{key} WHERE n.rowid > ? AND o.rowid <= ?) AS m", (before, before)),
         ]
         drops: list[PlanStep] = []
         if spec.track_deletions:
@@ -172,12 +183,26 @@ class DuckDBDialect(Dialect):
             steps.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {target} WHERE rowid > ?",
                               (before,)))
             drops.append(Step(f"DROP TABLE {LATEST}"))
+        older: list[PlanStep] = []
+        if history:
+            names = [quote(n) for n in staged_names(spec)]
+            listed = ", ".join(names)
+            steps += [
+                Step(f"INSERT INTO {superseded_table(spec)} ({listed}, {quote(VALID_FROM)}, {quote(VALID_TO)}, "
+                     f"{quote(LOADED_AT)}) SELECT {', '.join('c.' + n for n in names)}, c.{version}, "
+                     f"m.etl_next, c.{quote(LOADED_AT)} FROM {target} AS c JOIN {MATCHED} AS m ON c.rowid = m.etl_old "
+                     f"WHERE m.etl_displaces", result="versions_displaced"),
+                Step(f"CREATE TEMPORARY TABLE {OLDER_ROWS} AS SELECT {listed} FROM {target} "
+                     f"WHERE rowid IN (SELECT etl_new FROM {MATCHED} WHERE etl_older)"),
+            ]
+            older = [*version_steps(self, spec, OLDER_ROWS, displaced=False), Step(f"DROP TABLE {OLDER_ROWS}")]
         steps += [
             # The rows written that were no key's yet are the inserted ones; those that beat a row, updated.
             Step(f"SELECT COUNT(*) FILTER (WHERE etl_wins), ? - COUNT(*) FROM {MATCHED}",
                  (Deferred(lambda results: results["streamed"]),), fetch=True, result=("updated", "inserted")),
             Step(f"DELETE FROM {target} WHERE rowid IN (SELECT etl_row FROM {MATCHED})"),
             Step(f"DROP TABLE {MATCHED}"),
+            *older,
         ]
         return steps, drops
 

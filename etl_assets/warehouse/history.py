@@ -42,7 +42,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 
 from etl_assets.warehouse.batch import StagedBatch
-from etl_assets.warehouse.dialect import Dialect, table
+from etl_assets.warehouse.dialect import Dialect, newer, table, version_order
 from etl_assets.warehouse.spec import (
     DELETED_IN_SOURCE_AT,
     LINEAGE_COLUMNS,
@@ -265,22 +265,32 @@ def chunk_version_steps(spec: TableSpec, chunk: str, gathered: str) -> list[Step
     move the current rows they supersede into the superseded table (result `versions_displaced`) or,
     older than the current one, are gathered into `gathered`, whose versions `version_steps` finds
     once after the last chunk. Rows of an unchanged version, most of a daily differential's, go no
-    further than the probe. A key repeated in the chunk is found by the chunk's merge, after this
-    statement (so its superseded row is inserted once, ON CONFLICT DO NOTHING)."""
+    further than the probe.
+
+    The same probe serves the merge: the chunk rows that do not beat the current row (`newer`, the
+    merge's own condition) are deleted from the chunk, so the merge that follows meets only rows it
+    inserts or updates and needs no probe of its own (two probes a row cost history 27% of a reload of
+    1M rows with 10% changed on PostgreSQL). A key repeated in the chunk is found by the client as the
+    stream ends (or by the merge, where both rows reach it), which reads the rows again, so its
+    superseded row is inserted once, ON CONFLICT DO NOTHING, until then."""
     key, version = quote(spec.primary_key), quote(spec.version_column)
     vf, vt, loaded = quote(VALID_FROM), quote(VALID_TO), quote(LOADED_AT)
     names = [quote(n) for n in staged_names(spec)]
     current = table(spec)
+    held = ", ".join(f"o.{quote(c)}" for c in dict.fromkeys((spec.primary_key, *version_order(spec))))
     return [Step(
-        f"WITH probed AS MATERIALIZED (SELECT s.{key} AS {key}, s.{version} AS batch_from, c.{version} AS current_from "
-        f"FROM {chunk} AS s CROSS JOIN LATERAL (SELECT o.{version} FROM {current} AS o WHERE o.{key} = s.{key} "
-        f"LIMIT 1) AS c WHERE s.{version} <> c.{version}), "
+        f"WITH looked AS MATERIALIZED (SELECT s.{key} AS {key}, s.{version} AS batch_from, c.{version} AS current_from, "
+        f"c.{key} IS NOT NULL AND ({newer(spec, 's', 'c')}) IS NOT TRUE AS stale "
+        f"FROM {chunk} AS s LEFT JOIN LATERAL (SELECT {held} FROM {current} AS o WHERE o.{key} = s.{key} "
+        f"LIMIT 1) AS c ON TRUE), "
+        f"probed AS (SELECT {key}, batch_from, current_from FROM looked WHERE batch_from <> current_from), "
         f"moved AS (INSERT INTO {superseded_table(spec)} ({', '.join(names)}, {vf}, {vt}, {loaded}) "
         f"SELECT {', '.join('c.' + n for n in names)}, c.{version}, p.batch_from, c.{loaded} FROM probed AS p "
         f"CROSS JOIN LATERAL (SELECT * FROM {current} AS o WHERE o.{key} = p.{key} LIMIT 1) AS c "
         f"WHERE p.batch_from > p.current_from ON CONFLICT DO NOTHING RETURNING 1), "
         f"older AS (INSERT INTO {gathered} SELECT {', '.join('s.' + n for n in names)} FROM probed AS p "
-        f"JOIN {chunk} AS s ON s.{key} = p.{key} WHERE p.batch_from < p.current_from RETURNING 1) "
+        f"JOIN {chunk} AS s ON s.{key} = p.{key} WHERE p.batch_from < p.current_from RETURNING 1), "
+        f"beaten AS (DELETE FROM {chunk} AS s USING looked AS l WHERE l.stale AND s.{key} = l.{key}) "
         f"SELECT (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM older)",
         fetch=True, result=("versions_displaced", "versions_gathered"))]
 

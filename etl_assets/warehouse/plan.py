@@ -212,9 +212,9 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
     Into the table this load created (`existing` empty), while it is still empty inside the transaction
     (result `direct`), they go straight into the table instead: written once, no staging table, UPDATE or
     anti-join INSERT. Into a table that exists, where `merges_streamed_chunks`, they are merged a chunk
-    at a time as they arrive (`chunk_merge_steps`); where the dialect `merges_in_place` (DuckDB, for a
-    table keeping no history), they go straight into it too, the losing version of each key deleted after (the
-    dialect's `in_place_merge_steps`). A repeated key found on any shortcut makes the
+    at a time as they arrive (`chunk_merge_steps`); where the dialect `merges_in_place` (DuckDB), they go
+    straight into it too, the losing version of each key deleted after (the dialect's
+    `in_place_merge_steps`, which also finds a table's versions). A repeated key found on any shortcut makes the
     load read the rows again (ReadAgain: the transaction rolls back) with `keys_repeat` known, on the
     general path; so does a table another load filled between the two transactions."""
     spec = batch.spec
@@ -234,7 +234,7 @@ def streamed_merge_steps(d: Dialect, batch: StagedBatch, existing: Existing, row
     if existing:
         if d.capabilities.merges_streamed_chunks and spec.primary_key:
             return chunk_merge_steps(d, batch, rows, steps, drops)
-        if d.merges_in_place(batch, existing):  # (never for a table keeping history)
+        if d.merges_in_place(batch, existing):
             return d.in_place_merge_steps(batch, rows)
         return steps, drops
     return [
@@ -275,23 +275,24 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
     primary key (the merge needs it), found by the first step (result `keyed`)."""
     spec = batch.spec
     version = spec.version_column
-    # After a chunk that changed fewer than half its rows, the next is probed before its merge (`probe`).
-    merges = [[Step(d.chunk_merge_sql(spec, probe), fetch=True, result=("inserted", "updated"))]
+    history = keeps_history(spec)
+    # After a chunk that changed fewer than half its rows, the next is probed before its merge (`probe`);
+    # with history, the versions' probe has already taken the rows the merge would leave out of the chunk.
+    merges = [[Step(d.chunk_merge_sql(spec, probe and not history), fetch=True, result=("inserted", "updated"))]
               for probe in (False, True)]
     chunk: list[PlanStep] = [Step(d.create_staging_sql(batch, CHUNK))]
-    history = keeps_history(spec)
-    before, after = [], []
+    before: list[PlanStep] = []
+    if spec.track_deletions:  # the marks' recompute reads the staged keys from LATEST: every row of the chunk
+        kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
+        chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
+        before.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
     if history:
         # Before each chunk's merge: the current rows it supersedes move to the superseded table, and its
         # rows older than the current one are gathered, their versions found once after the last chunk
         # (a repeated key within or across chunks reads the rows again, so they are distinct).
         chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
-        before = chunk_version_steps(spec, CHUNK, BATCH_ROWS)
-    if spec.track_deletions:  # the marks' recompute reads the staged keys from LATEST
-        kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
-        chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
-        after.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
-    after.append(Step(f"TRUNCATE {CHUNK}"))
+        before += chunk_version_steps(spec, CHUNK, BATCH_ROWS)
+    after = [Step(f"TRUNCATE {CHUNK}")]
     each_chunk, each_quiet_chunk = (tuple(before + merge + after) for merge in merges)
     chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=each_chunk,
                          each_quiet_chunk=each_quiet_chunk))
