@@ -44,6 +44,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -569,6 +570,9 @@ def _child(variant: str, file: Path, obj: str, db: str | None, duckdb_path: Path
     if process.returncode != 0:
         lines = [x for x in process.stderr.strip().splitlines() if x.strip()]
         error = next((x for x in reversed(lines) if "Error" in x or "Exception" in x), lines[-1] if lines else "")
+        if process.returncode < 0 and not error:  # killed: SIGKILL here is most often the kernel's OOM killer
+            name = signal.Signals(-process.returncode).name
+            error = f"killed by {name}" + (" (out of memory? see `dmesg`)" if name == "SIGKILL" else "")
         return {"variant": variant, "failed": True, "error": error.strip()[:500], "returncode": process.returncode,
                 "loadavg_before": load_before, "stderr_tail": process.stderr[-3000:]}
     line = next(x for x in process.stdout.splitlines() if x.startswith("RESULT "))
