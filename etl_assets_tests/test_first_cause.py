@@ -364,12 +364,16 @@ def test_an_instance_that_cannot_write_leaves_no_half_made_run(landing_root, tmp
 
 
 def test_a_full_staging_directory_fails_the_salesforce_step_once_saying_so(landing_root, tmp_path, monkeypatch):
-    """A DuckDB re-load spills the rows to Parquet in the temporary directory before it loads; when that
-    disk is full the step says what to fix and is not retried (an OSError of the asset body itself)."""
+    """A DuckDB re-load into a table holding a column the batch lacks (a field an earlier export carried)
+    keeps that column's values, so it spills the rows to Parquet in the temporary directory first instead
+    of streaming them in place; when that disk is full the step says what to fix and is not retried (an
+    OSError of the asset body itself)."""
     warehouse = DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
     first, second = task_folders(landing_root)[:2]
     zone = LocalLandingZone(root=str(landing_root))
     materialize_folders([first], resources(zone, warehouse), objects=["Task"])
+    with warehouse.session() as session:
+        session.execute('ALTER TABLE salesforce.task ADD COLUMN "legacy_field__c" VARCHAR')
     before = table_digest(warehouse, "task")
     with tiny_disk() as disk:
         filler = fill(disk)
