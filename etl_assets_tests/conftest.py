@@ -124,6 +124,7 @@ HEAVY_TESTS = {
                       "test_the_code_location_reads_the_environment_once"},
     "test_streaming_load": {"test_a_big_stream_freezes_the_heap_after_its_first_collection_and_unfreezes_it_at_the_end",
                             "test_a_duckdb_reload_without_history_streams_into_the_table_and_ends_as_the_staged_merge",
+                            "test_a_duckdb_table_keeping_history_streams_its_reload_in_place_with_the_staged_merges_versions",
                             "test_a_full_backup_streamed_into_a_duckdb_table_marks_deletions_as_the_staged_merge",
                             "test_a_key_repeated_in_a_duckdb_reload_restarts_on_the_general_path",
                             "test_a_file_that_fails_mid_stream_loads_nothing_and_is_audited_failed",
