@@ -276,10 +276,6 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
     spec = batch.spec
     version = spec.version_column
     history = keeps_history(spec)
-    # After a chunk that changed fewer than half its rows, the next is probed before its merge (`probe`);
-    # with history, the versions' probe has already taken the rows the merge would leave out of the chunk.
-    merges = [[Step(d.chunk_merge_sql(spec, probe and not history), fetch=True, result=("inserted", "updated"))]
-              for probe in (False, True)]
     chunk: list[PlanStep] = [Step(d.create_staging_sql(batch, CHUNK))]
     before: list[PlanStep] = []
     if spec.track_deletions:  # the marks' recompute reads the staged keys from LATEST: every row of the chunk
@@ -293,7 +289,11 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
         chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
         before += chunk_version_steps(spec, CHUNK, BATCH_ROWS)
     after = [Step(f"TRUNCATE {CHUNK}")]
-    each_chunk, each_quiet_chunk = (tuple(before + merge + after) for merge in merges)
+    each_chunk = (*before, Step(d.chunk_merge_sql(spec), fetch=True, result=("inserted", "updated")), *after)
+    # After a chunk that changed fewer than half its rows, the next is probed before its merge; with
+    # history, the versions' probe has already taken the rows the merge would leave out of the chunk.
+    each_quiet_chunk = () if history else \
+        (*before, Step(d.chunk_merge_sql(spec, probe=True), fetch=True, result=("inserted", "updated")), *after)
     chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=each_chunk,
                          each_quiet_chunk=each_quiet_chunk))
     if history:
