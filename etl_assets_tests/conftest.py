@@ -45,9 +45,9 @@ SAMPLE_ROWS = 40
 # A test that requests one of these needs a service: it is not quick. (test_landing_zone's `zones`
 # builds an S3 zone beside the local one.)
 SERVICE_FIXTURES = frozenset({"postgres_server", "postgres_database", "dagster_storage_database",
-                              "s3_endpoint", "s3_bucket", "zones"})
+                              "postgres18_server", "postgres18_database", "s3_endpoint", "s3_bucket", "zones"})
 # A parametrized case with one of these in its id runs on that service (`warehouse[postgres]`, `zone[s3]`).
-SERVICE_PARAMS = frozenset({"postgres", "s3"})
+SERVICE_PARAMS = frozenset({"postgres", "postgres18", "s3"})
 # Modules whose tests start processes (Dagster's webserver, daemon and dev server, the etl-assets
 # console script, dbt, make, Chromium) or run a benchmark: none of their tests is quick.
 PROCESS_MODULES = {
@@ -157,8 +157,10 @@ LONGEST_FIRST = (
 _SERVICE_ADDRESSES: set[tuple[str, int]] = set()
 
 
-def _pg_connect(database: str = "postgres"):
-    return psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=database, connect_timeout=3)
+def _pg_connect(database: str = "postgres", server: dict | None = None):
+    server = server or {"host": PG_HOST, "port": PG_PORT, "user": PG_USER}
+    return psycopg2.connect(host=server["host"], port=server["port"], user=server["user"], dbname=database,
+                            connect_timeout=3)
 
 
 def _ensure_postgres() -> None:
@@ -191,10 +193,27 @@ def postgres_server() -> dict:
     return {"host": PG_HOST, "port": PG_PORT, "user": PG_USER}
 
 
+@pytest.fixture(scope="session")
+def postgres18_server() -> dict:
+    """A PostgreSQL 18 server of this session (each xdist worker its own), beside the machine's 15:
+    the merge that reads the row it replaced (`RETURNING old`) needs 18."""
+    from etl_assets_tests.postgres18 import postgres18
+
+    with postgres18() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres18_database(postgres18_server):
+    """A fresh database on the PostgreSQL 18 server, dropped afterwards."""
+    with _fresh_database(postgres18_server, "etl_test_") as database:
+        yield database
+
+
 @contextmanager
 def _fresh_database(server: dict, prefix: str):
     name = f"{prefix}{uuid.uuid4().hex[:12]}"
-    admin = _pg_connect()
+    admin = _pg_connect(server=server)
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
@@ -284,25 +303,9 @@ def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:
 def engine(request, tmp_path):
     """A function returning an empty warehouse on the engine, for tests that compare loads: a new DuckDB
     file each call, or the test's PostgreSQL database with the schemas a load writes dropped."""
-    import itertools
+    from etl_assets_tests.helpers import engine_of
 
-    from etl_assets.warehouse.duckdb import DuckDBWarehouse
-    from etl_assets.warehouse.postgres import PostgresWarehouse
-
-    if request.param == "duckdb":
-        counter = itertools.count()
-        return lambda: DuckDBWarehouse(path=str(tmp_path / f"warehouse_{next(counter)}.duckdb"))
-    database = request.getfixturevalue("postgres_database")
-    warehouse = PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
-                                  database=database["database"])
-
-    def fresh() -> PostgresWarehouse:
-        with warehouse.session() as session:
-            for schema in ("salesforce", "salesforce_history", "salesforce_superseded", "etl_audit"):
-                session.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        return warehouse
-
-    return fresh
+    return engine_of(request, tmp_path)
 
 
 @pytest.fixture(params=["duckdb", "postgres"])

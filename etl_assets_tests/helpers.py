@@ -279,3 +279,27 @@ def stack(home: Path, env: dict, log_dir: Path) -> Iterator[Stack]:
     dagster = Stack({**env, "DAGSTER_HOME": str(home)}, log_dir)
     with diagnosed(home, dagster.services):
         yield dagster
+
+
+def engine_of(request, tmp_path):
+    """`engine` for `request.param`: duckdb, postgres, or postgres18 (a module's own `engine` fixture
+    adds it where a path differs on PostgreSQL 18)."""
+    import itertools
+
+    from etl_assets.warehouse.duckdb import DuckDBWarehouse
+    from etl_assets.warehouse.postgres import PostgresWarehouse
+
+    if request.param == "duckdb":
+        counter = itertools.count()
+        return lambda: DuckDBWarehouse(path=str(tmp_path / f"warehouse_{next(counter)}.duckdb"))
+    database = request.getfixturevalue("postgres18_database" if request.param == "postgres18" else "postgres_database")
+    warehouse = PostgresWarehouse(host=database["host"], port=database["port"], user=database["user"],
+                                  database=database["database"])
+
+    def fresh() -> PostgresWarehouse:
+        with warehouse.session() as session:
+            for schema in ("salesforce", "salesforce_history", "salesforce_superseded", "etl_audit"):
+                session.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        return warehouse
+
+    return fresh

@@ -101,26 +101,29 @@ def test_bench_measures_what_column_policies_add_to_a_load(default_bench):
 
 
 def test_bench_measures_what_history_costs(default_bench):
-    """History: every load off and on, on both engines; the versions are what the folders hold."""
+    """History: every load off and on, on both engines and on a PostgreSQL 18 server the benchmark starts;
+    the versions are what the folders hold."""
     _ran(default_bench)
     history = json.loads((default_bench["out"] / "history.json").read_text())["history"]
     loads = {(x["engine"], x["load"]): x for x in history["loads"]}
-    assert set(loads) == {(e, load) for e in ("duckdb", "pg") for load in ("first", "changed10")}
+    assert set(loads) == {(e, load) for e in ("duckdb", "pg", "pg18") for load in ("first", "changed10")}
+    assert history["server_versions"]["pg18"].startswith("18.")
     assert all(x["off_s"] > 0 and x["on_s"] > 0 and x["peak_rss_on_bytes"] > 0 for x in loads.values())
     changed = {step: c["changed"] for step, c in history["changed"].items()}
     assert 100 <= changed["changed10"] <= 300 and 5 <= changed["changed1"] <= 50  # about 10% and 1% of 2,000
     storage = {(x["engine"], x["after"]): x for x in history["storage"]}
-    for engine in ("duckdb", "pg"):  # the unchanged rows add no version; each changed row adds one
+    for engine in ("duckdb", "pg", "pg18"):  # the unchanged rows add no version; each changed row adds one
         assert storage[engine, "first"]["versions"] == 2000
         assert storage[engine, "changed10"]["versions"] == 2000 + changed["changed10"]
         assert storage[engine, "changed1"]["versions"] == 2000 + changed["changed10"] + changed["changed1"]
         assert isinstance(storage[engine, "changed1"]["bytes_per_version"], float)
     assert storage["pg", "changed10"]["added_bytes"] > 0  # the versions a reload adds take room, whatever the layout
     sample = {x["engine"]: x for x in history["sample"]["results"]}
-    assert sample["duckdb"]["versions"] == sample["pg"]["versions"] > 0
+    assert sample["duckdb"]["versions"] == sample["pg"]["versions"] == sample["pg18"]["versions"] > 0
     assert sample["duckdb"]["objects"] == 10 and sample["pg"]["added_bytes"] > 0
     text = (default_bench["out"] / "history.md").read_text()
     assert "history adds <= 20% to a PostgreSQL reload, 10% changed" in text and text.count("\n|") > 10
+    assert "history adds <= 20% to a PostgreSQL 18 reload, 10% changed" in text
 
 
 def test_a_history_load_in_a_fresh_process_reports_its_own_figures(default_bench, tmp_path):

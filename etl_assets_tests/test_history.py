@@ -26,13 +26,20 @@ from etl_assets.samples.salesforce import salesforce_id
 from etl_assets.warehouse.duckdb import DuckDBWarehouse
 from etl_assets.warehouse.history import as_of_query, history_spec
 from etl_assets.warehouse.postgres import PostgresWarehouse
-from etl_assets_tests.helpers import table_digest
+from etl_assets_tests.helpers import engine_of, table_digest
 
 UTC = dt.timezone.utc
 HEADER = "Id,IsDeleted,SystemModstamp,Name"
 ACCOUNT = load_catalog()["Account"]
 HISTORY = "salesforce_history"
 IDS = [salesforce_id("001", n) for n in range(1, 9)]
+
+
+@pytest.fixture(params=["duckdb", "postgres", "postgres18"])
+def engine(request, tmp_path):
+    """Each engine, and PostgreSQL 18 too: there a busy chunk's merge keeps its versions itself
+    (`RETURNING old`), where 15 probes every chunk before merging it."""
+    return engine_of(request, tmp_path)
 
 
 def stamp(day: int, hour: int = 8, minute: int = 0) -> str:

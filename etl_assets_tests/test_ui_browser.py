@@ -235,7 +235,18 @@ def test_the_ui_shows_every_domain_launches_a_run_and_a_backfill_and_explains_a_
                 page.get_by_text("Checks", exact=True).first.click()
                 page.get_by_text("no_schema_drift", exact=True).first.click()
                 expect(page).to_have_url(re.compile(r"checkDetail=no_schema_drift"))
-                expect(page.get_by_text("Failed", exact=True).first).to_be_visible()
+                # The check's status can reach the page after its run has finished (it said "Not evaluated"
+                # for every check of Task once, on a loaded machine): reload until it shows, up to a timeout.
+                failed = page.get_by_text("Failed", exact=True).first
+                deadline = time.monotonic() + RUNS_TIMEOUT
+                while True:
+                    try:
+                        expect(failed).to_be_visible(timeout=15_000)
+                        break
+                    except AssertionError:
+                        if time.monotonic() > deadline:
+                            raise
+                        page.reload()
                 reason = page.get_by_text(re.compile(rf"not in the catalog: {DRIFT_COLUMN}")).first
                 expect(reason).to_be_visible()
                 assert DRIFT_FOLDER in reason.inner_text()

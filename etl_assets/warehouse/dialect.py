@@ -268,9 +268,10 @@ class Dialect:
             f"WHERE NOT EXISTS (SELECT 1 FROM {table(spec)} AS t WHERE t.{key} = s.{key})"
         )
 
-    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False) -> str:
+    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False, gathered: str | None = None) -> str:
         """Where `Capabilities.merges_streamed_chunks`: merge the CHUNK table into the table; returns
-        (inserted, updated). `probe`: pass on only the chunk's rows that are new or newer, looked up first."""
+        (inserted, updated). `probe`: pass on only the chunk's rows that are new or newer, looked up first.
+        `gathered`: keep the table's versions in the same statement (and return their counts too)."""
         raise NotImplementedError(f"{type(self).__name__} does not merge by chunk")
 
     def rejects_steps(self, batch: StagedBatch) -> list[Step]:

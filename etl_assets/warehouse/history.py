@@ -270,7 +270,9 @@ def chunk_version_steps(spec: TableSpec, chunk: str, gathered: str) -> list[Step
     The same probe serves the merge: the chunk rows that do not beat the current row (`newer`, the
     merge's own condition) are deleted from the chunk, so the merge that follows meets only rows it
     inserts or updates and needs no probe of its own (after a quiet chunk it would take one: two
-    lookups a row). A key repeated in the chunk is found by the client as the
+    lookups a row). Before PostgreSQL 18 every chunk takes this probe; from 18 only the chunk after a
+    quiet one does, the others keeping their versions in the merge (`merged_version_ctes`).
+    A key repeated in the chunk is found by the client as the
     stream ends (or by the merge, where both rows reach it), which reads the rows again, so its
     superseded row is inserted once, ON CONFLICT DO NOTHING, until then."""
     key, version = quote(spec.primary_key), quote(spec.version_column)
@@ -293,6 +295,46 @@ def chunk_version_steps(spec: TableSpec, chunk: str, gathered: str) -> list[Step
         f"beaten AS (DELETE FROM {chunk} AS s USING looked AS l WHERE l.stale AND s.{key} = l.{key}) "
         f"SELECT (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM older)",
         fetch=True, result=("versions_displaced", "versions_gathered"))]
+
+
+# PostgreSQL 18 and later: a merge's RETURNING can read the row it replaced (`old`).
+RETURNS_OLD_SQL = "SELECT current_setting('server_version_num')::int >= 180000"
+MERGED_VERSION, DISPLACES = "etl_version", "etl_displaces"  # the merge's RETURNING, for its versions
+
+
+def merged_returning(spec: TableSpec) -> str:
+    """What the merge returns for `merged_version_ctes`, besides `inserted`: each written row's key and
+    version, and whether it raised the version of the row it replaced (`old`: PostgreSQL 18)."""
+    key, version = quote(spec.primary_key), quote(spec.version_column)
+    return f"t.{key}, t.{version} AS {MERGED_VERSION}, old.{version} < t.{version} AS {DISPLACES}, "
+
+
+def merged_version_ctes(spec: TableSpec, chunk: str, gathered: str) -> tuple[str, str]:
+    """PostgreSQL 18's merge by chunk keeps the versions in the merge's own statement: the merge (CTE
+    `merged`) says which rows it displaced (`merged_returning`), and only those are read again, in the
+    table as it was before the statement (one snapshot for all its parts, which still holds every row it
+    replaced), to move into the superseded table; the chunk rows the merge left (it writes every row
+    that beats its current one) are looked up for the versions older than the current one. The probe
+    before the merge (`chunk_version_steps`) looks up every row: on the history benchmark's reload
+    (PostgreSQL 18.6) history cost +28% to +33% with it and +11% to +16% with this
+    (docs/design/history-cost.md). After a quiet chunk the probe still runs, so that a re-run's rows
+    meet no ON CONFLICT, which would lock them. Returns (the CTEs after `merged`, the counts to select:
+    displaced, gathered)."""
+    key, version = quote(spec.primary_key), quote(spec.version_column)
+    vf, vt, loaded = quote(VALID_FROM), quote(VALID_TO), quote(LOADED_AT)
+    names = [quote(n) for n in staged_names(spec)]
+    current = table(spec)
+    ctes = (
+        f", moved AS (INSERT INTO {superseded_table(spec)} ({', '.join(names)}, {vf}, {vt}, {loaded}) "
+        f"SELECT {', '.join('c.' + n for n in names)}, c.{version}, m.{MERGED_VERSION}, c.{loaded} FROM merged AS m "
+        f"CROSS JOIN LATERAL (SELECT * FROM {current} AS o WHERE o.{key} = m.{key} LIMIT 1) AS c "
+        f"WHERE m.{DISPLACES} ON CONFLICT DO NOTHING RETURNING 1), "
+        f"unmerged AS MATERIALIZED (SELECT * FROM {chunk} AS s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM merged AS m WHERE m.{key} = s.{key})), "
+        f"older AS (INSERT INTO {gathered} SELECT {', '.join('u.' + n for n in names)} FROM unmerged AS u "
+        f"CROSS JOIN LATERAL (SELECT o.{version} FROM {current} AS o WHERE o.{key} = u.{key} LIMIT 1) AS c "
+        f"WHERE u.{version} < c.{version} RETURNING 1)")
+    return ctes, "(SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM older)"
 
 
 def version_steps(d: Dialect, spec: TableSpec, source: str, params: tuple = (), repeats: bool = False,

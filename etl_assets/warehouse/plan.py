@@ -46,6 +46,7 @@ from etl_assets.warehouse.dialect import (
     table,
 )
 from etl_assets.warehouse.history import (
+    RETURNS_OLD_SQL,
     HistoryNow,
     chunk_version_steps,
     keeps_history,
@@ -282,22 +283,29 @@ def chunk_merge_steps(d: Dialect, batch: StagedBatch, rows: RowStream, general: 
         kept = ", ".join(quote(c) for c in (spec.primary_key, *([version] if version else [])))
         chunk.append(Step(f"CREATE TEMPORARY TABLE {LATEST} AS SELECT {kept} FROM {CHUNK} WITH NO DATA"))
         before.append(Step(f"INSERT INTO {LATEST} SELECT {kept} FROM {CHUNK}"))
-    if history:
-        # Before each chunk's merge: the current rows it supersedes move to the superseded table, and its
-        # rows older than the current one are gathered, their versions found once after the last chunk
-        # (a repeated key within or across chunks reads the rows again, so they are distinct).
-        chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
-        before += chunk_version_steps(spec, CHUNK, BATCH_ROWS)
     after = [Step(f"TRUNCATE {CHUNK}")]
-    each_chunk = (*before, Step(d.chunk_merge_sql(spec), fetch=True, result=("inserted", "updated")), *after)
-    # After a chunk that changed fewer than half its rows, the next is probed before its merge; with
-    # history, the versions' probe has already taken the rows the merge would leave out of the chunk.
-    each_quiet_chunk = () if history else \
-        (*before, Step(d.chunk_merge_sql(spec, probe=True), fetch=True, result=("inserted", "updated")), *after)
-    chunk.append(replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True, each_chunk=each_chunk,
-                         each_quiet_chunk=each_quiet_chunk))
-    if history:
-        chunk += [*version_steps(d, spec, BATCH_ROWS, displaced=False), Step(f"DROP TABLE {BATCH_ROWS}")]
+    merged = ("inserted", "updated")
+    stream = replace(d.stream_step(rows, CHUNK, direct=False), distinct_keys=True)
+    if not history:
+        # After a chunk that changed fewer than half its rows, the next is probed before its merge.
+        chunk.append(replace(
+            stream, each_chunk=(*before, Step(d.chunk_merge_sql(spec), fetch=True, result=merged), *after),
+            each_quiet_chunk=(*before, Step(d.chunk_merge_sql(spec, probe=True), fetch=True, result=merged), *after)))
+    else:
+        # The current rows each chunk supersedes move to the superseded table, and its rows older than the
+        # current one are gathered, their versions found once after the last chunk (a repeated key within
+        # or across chunks reads the rows again, so they are distinct). Before PostgreSQL 18, from a probe
+        # before the merge that also takes out of the chunk the rows the merge would leave, so the merge
+        # meets only rows it writes; from 18, from the merge's own statement after a busy chunk.
+        chunk.append(Step(d.create_staging_sql(batch, BATCH_ROWS)))
+        probed = (*before, *chunk_version_steps(spec, CHUNK, BATCH_ROWS),
+                  Step(d.chunk_merge_sql(spec), fetch=True, result=merged), *after)
+        returning = (*before, Step(d.chunk_merge_sql(spec, gathered=BATCH_ROWS), fetch=True,
+                                   result=(*merged, "versions_displaced", "versions_gathered")), *after)
+        chunk += [Step(RETURNS_OLD_SQL, fetch=True, result="returns_old"),
+                  Branch("returns_old", then=(replace(stream, each_chunk=returning, each_quiet_chunk=probed),),
+                         otherwise=(replace(stream, each_chunk=probed),)),
+                  *version_steps(d, spec, BATCH_ROWS, displaced=False), Step(f"DROP TABLE {BATCH_ROWS}")]
     keyed = Step(f"SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass({d.param}) AND indisprimary)",
                  (table(spec),), fetch=True, result="keyed")
     return ([keyed, Branch("keyed", then=tuple(chunk), otherwise=tuple(general))],

@@ -31,6 +31,7 @@ from etl_assets.warehouse.dialect import (
     version_order,
 )
 from etl_assets.warehouse.errors import WarehouseUnreachable, roll_back
+from etl_assets.warehouse.history import merged_returning, merged_version_ctes
 from etl_assets.warehouse.postgres_reclaim import WAIT_SECONDS as RECLAIM_WAIT_SECONDS
 from etl_assets.warehouse.postgres_reclaim import vacuum_full
 from etl_assets.warehouse.prefetch import prefetch
@@ -215,7 +216,7 @@ class PostgresDialect(Dialect):
             Step(f"ALTER TABLE {STAGING} RENAME TO {LATEST}"),
         ]
 
-    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False) -> str:
+    def chunk_merge_sql(self, spec: TableSpec, probe: bool = False, gathered: str | None = None) -> str:
         """Merge the chunk table into the table: new keys inserted, rows the chunk beats updated (the
         general path's UPDATE and INSERT in one statement); returns (inserted, updated). A row's `xmax`
         is 0 when this statement inserted it and this transaction's id when it updated it.
@@ -223,7 +224,10 @@ class PostgresDialect(Dialect):
         `probe`: first look each key up (one index probe, no lock) and pass on only the rows that are
         new or newer. ON CONFLICT locks every row it meets, even one its WHERE then leaves, and a lock
         is a write of the row's page (with its WAL): a re-run of a 1M-row file wrote the whole table
-        again. The probe costs a lookup a row, so it is taken after a chunk that changed little."""
+        again. The probe costs a lookup a row, so it is taken after a chunk that changed little.
+
+        `gathered` (PostgreSQL 18 and later, a table keeping history): the versions kept by the same
+        statement (`merged_version_ctes`); returns (inserted, updated, displaced, gathered)."""
         names = column_list(spec)
         sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in staged_columns(spec) if c != spec.primary_key)
         loaded_at = quote(LOADED_AT)
@@ -234,11 +238,16 @@ class PostgresDialect(Dialect):
             rows = (f"SELECT {', '.join('c.' + quote(c) for c in staged_columns(spec))}, CURRENT_TIMESTAMP "
                     f"FROM {CHUNK} AS c LEFT JOIN LATERAL (SELECT {held} FROM {table(spec)} AS o "
                     f"WHERE o.{key} = c.{key} LIMIT 1) AS o ON TRUE WHERE o.{key} IS NULL OR {newer(spec, 'c', 'o')}")
+        returned, versions, counted = "", "", ""
+        if gathered is not None:
+            returned = merged_returning(spec)
+            versions, counts = merged_version_ctes(spec, CHUNK, gathered)
+            counted = ", " + counts
         return (
             f"WITH merged AS (INSERT INTO {table(spec)} AS t ({names}, {loaded_at}) {rows} "
             f"ON CONFLICT ({quote(spec.primary_key)}) DO UPDATE SET {sets}, {loaded_at} = CURRENT_TIMESTAMP "
-            f"WHERE {newer(spec, 'EXCLUDED', 't')} RETURNING (t.xmax = 0) AS inserted) "
-            "SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted) FROM merged"
+            f"WHERE {newer(spec, 'EXCLUDED', 't')} RETURNING {returned}(t.xmax = 0) AS inserted){versions} "
+            f"SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FILTER (WHERE NOT inserted){counted} FROM merged"
         )
 
 
